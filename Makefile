@@ -1,0 +1,62 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Each installs what is missing (Debian packages, the venv, the pinned Python packages,
+# the Apache Kafka jars) before it runs.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv is rebuilt when the dependency pins change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps jars demo test lint typecheck unit bench clean
+
+help:
+	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
+	@echo "make test   - lint, type-check and run every test against real Kafka/PostgreSQL"
+	@echo "make bench  - throughput/latency benchmark against a raw confluent-kafka consumer"
+
+system-deps:
+	@missing=""; \
+	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null 2>&1 || missing="$$missing maven"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: system-deps $(STAMP)
+
+jars: setup
+	$(BIN)/event-connector dev-broker --resolve-only
+
+demo: jars
+	$(BIN)/event-connector demo
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test: jars lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: jars
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

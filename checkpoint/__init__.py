@@ -1,0 +1,1 @@
+"""Durable checkpoint stores: the contract and its sqlite, postgres and memory backends."""

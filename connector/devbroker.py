@@ -1,0 +1,415 @@
+"""A real single-node Apache Kafka broker for development and tests (design §10).
+
+Where the broker comes from, in order (:func:`provide_kafka`):
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: that cluster, untouched.
+2. A Docker engine answers: testcontainers' Kafka module (KRaft).
+3. Otherwise: Apache Kafka's own jars, pinned by ``docker/kafka/pom.xml``, resolved once
+   from Maven Central into a cache outside the repository and run with Java 17 as one
+   KRaft broker+controller on free loopback ports (:class:`DevBroker`).
+
+Every failure to start names its cause (no Java, no Maven, jar resolution, port in use,
+broker exited, timeout) in a :class:`~connector.errors.DevBrokerError`; nothing waits
+without a bound. The JVM is stopped on :meth:`DevBroker.close`, at interpreter exit, and
+(Linux) by the kernel when the starting process dies, so no broker outlives its owner.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from types import TracebackType
+
+from connector.errors import DevBrokerError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_DIR = Path(__file__).resolve().parent.parent / "docker" / "kafka"
+TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:8.1.0"  # Confluent's build of Apache Kafka 4.1
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """Where a Kafka cluster answers and what it is."""
+
+    bootstrap_servers: str
+    kind: str  # "external", "testcontainers" or "local-jvm"
+    version: str  # "unknown" when the cluster does not tell us
+
+
+def manifest_dir() -> Path:
+    """The folder holding the pinned Maven manifest and the broker config template."""
+    override = os.environ.get("KEC_KAFKA_MANIFEST_DIR")
+    path = Path(override) if override else MANIFEST_DIR
+    if not (path / "pom.xml").is_file():
+        raise DevBrokerError(
+            f"no Kafka manifest at {path}/pom.xml: run from a source checkout of "
+            "kafka-event-connector or set KEC_KAFKA_MANIFEST_DIR"
+        )
+    return path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("KEC_CACHE_DIR")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "kafka-event-connector"
+
+
+def kafka_version(pom: Path) -> str:
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom.read_text())
+    if not match:
+        raise DevBrokerError(f"{pom}: no <kafka.version> property")
+    return match.group(1).strip()
+
+
+def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Path:
+    """Return a folder with the broker's jars, resolving them with Maven the first time.
+
+    The cache entry is named after the manifest's hash, so changing the pin resolves anew;
+    it is filled in a scratch folder and renamed into place, so an interrupted resolution
+    is never mistaken for a complete one. A file lock serialises concurrent callers.
+    """
+    manifest = manifest or manifest_dir()
+    pom = manifest / "pom.xml"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    root = cache_root()
+    target = root / f"kafka-{kafka_version(pom)}-{digest}" / "libs"
+    if _has_jars(target):
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevBrokerError(
+            "Maven (mvn) not found on PATH: it resolves the Kafka broker's jars. Install it "
+            "(apt-get install maven), run 'make test' which installs it, or point "
+            "KAFKA_BOOTSTRAP_SERVERS at a running cluster"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".resolve.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _has_jars(target):
+            return target
+        scratch = Path(tempfile.mkdtemp(prefix="resolve-", dir=root))
+        log.info("resolving Apache Kafka jars from %s into %s", pom, target)
+        cmd = [
+            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+            f"-DoutputDirectory={scratch}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise DevBrokerError(f"jar resolution did not finish in {timeout:.0f}s") from exc
+        if done.returncode != 0 or not _has_jars(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise DevBrokerError(
+                f"jar resolution failed (mvn exit {done.returncode}) for {pom}:\n{tail}"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(scratch, target)
+    return target
+
+
+def _has_jars(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("kafka_2.13-*.jar"))
+
+
+def java_executable() -> str:
+    """The ``java`` to run the broker with, checked to be version 17 or newer."""
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise DevBrokerError(
+            "Java not found (no JAVA_HOME, no java on PATH): the local Kafka broker needs "
+            "Java 17+ (apt-get install openjdk-17-jre-headless), or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+    out = subprocess.run(
+        [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+    ).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):
+            major = int(match.group(2))
+        if major < 17:
+            raise DevBrokerError(f"{java} is Java {major}; Apache Kafka 4 needs Java 17+")
+    return java
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class DevBroker:
+    """One Apache Kafka 4 broker+controller in KRaft mode, as a child JVM.
+
+    ``start()`` formats storage in a scratch folder, starts the JVM and returns once the
+    broker answers a metadata request; ``close()`` stops it (SIGTERM, then SIGKILL) and
+    removes the scratch folder. Nothing happens in the constructor.
+    """
+
+    def __init__(
+        self,
+        jars: Path,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        workdir: Path | None = None,
+        manifest: Path | None = None,
+        start_timeout: float = 90.0,
+        heap: str = "768m",
+    ) -> None:
+        self._jars = jars
+        self._port = port
+        self._controller_port = controller_port
+        self._workdir = workdir
+        self._manifest = manifest
+        self._start_timeout = start_timeout
+        self._heap = heap
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._scratch: Path | None = None
+        self._owns_scratch = False
+        self._version = "unknown"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self._proc is None or self._port is None:
+            raise DevBrokerError("the dev broker is not running")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def log_file(self) -> Path | None:
+        return self._scratch / "logs" / "server.log" if self._scratch else None
+
+    def start(self) -> KafkaCluster:
+        if self._proc is not None:
+            return self.cluster()
+        java = java_executable()
+        manifest = self._manifest or manifest_dir()
+        for name, wanted in (("port", self._port), ("controller port", self._controller_port)):
+            if wanted is not None and _port_taken(wanted):
+                raise DevBrokerError(f"{name} {wanted} on 127.0.0.1 is already in use")
+        self._port = self._port or free_port()
+        self._controller_port = self._controller_port or free_port()
+        if self._workdir is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="kec-kafka-"))
+            self._owns_scratch = True
+        else:
+            self._scratch = self._workdir
+            self._scratch.mkdir(parents=True, exist_ok=True)
+        data, logs = self._scratch / "data", self._scratch / "logs"
+        logs.mkdir(exist_ok=True)
+        props = self._scratch / "server.properties"
+        props.write_text(
+            Template((manifest / "server.properties").read_text()).substitute(
+                port=self._port, controller_port=self._controller_port, data_dir=data
+            )
+        )
+        jvm = [
+            java, f"-Xmx{self._heap}", "-Xms256m", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={logs}",
+            f"-Dlog4j2.configurationFile={manifest / 'log4j2.properties'}",
+            "-cp", f"{self._jars}/*",
+        ]  # fmt: skip
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(props), "--standalone"],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            if fmt.returncode != 0:
+                self._cleanup()
+                raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
+        console = open(logs / "console.log", "wb")  # noqa: SIM115 - owned by the child
+        try:
+            self._proc = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(props)],
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            console.close()
+        atexit.register(self.close)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        self._version = self._read_version()
+        log.info(
+            "Apache Kafka %s (local JVM, pid %d) at %s in %s",
+            self._version, self._proc.pid, self.bootstrap_servers, self._scratch,
+        )  # fmt: skip
+        return self.cluster()
+
+    def cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+
+    def _wait_ready(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + self._start_timeout
+        assert self._proc is not None and self._port is not None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise DevBrokerError(self._exit_reason())
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", self._port)) != 0:
+                    time.sleep(0.1)
+                    continue
+            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self._port}"})
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # not answering metadata yet
+                time.sleep(0.2)
+        raise DevBrokerError(
+            f"the broker did not answer within {self._start_timeout:.0f}s; "
+            f"last log lines:\n{self._log_tail()}"
+        )
+
+    def _exit_reason(self) -> str:
+        assert self._proc is not None
+        tail = self._log_tail()
+        if "Address already in use" in tail or "BindException" in tail:
+            cause = f"port {self._port} or {self._controller_port} is already in use"
+        else:
+            cause = f"the broker JVM exited with code {self._proc.returncode}"
+        return f"{cause}; last log lines:\n{tail}"
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._scratch is None:
+            return ""
+        text = []
+        for name in ("console.log", "server.log"):
+            path = self._scratch / "logs" / name
+            if path.exists():
+                text.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(text[-lines:])
+
+    def _read_version(self) -> str:
+        log_file = self.log_file
+        if log_file and log_file.exists():
+            match = re.search(r"Kafka version: (\S+)", log_file.read_text(errors="replace"))
+            if match:
+                return match.group(1)
+        return "unknown"
+
+    def close(self) -> None:
+        """Stop the broker and remove its scratch folder; safe to call more than once."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._owns_scratch and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __enter__(self) -> DevBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def docker_available(timeout: float = 2.0) -> bool:
+    """True when a Docker engine answers ``GET /_ping`` (the client binary alone is not enough).
+
+    Asked over a plain socket: the docker SDK leaks its socket when no engine listens.
+    """
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: str | tuple[str, int] = host.removeprefix("unix://")
+        elif host.startswith("tcp://"):
+            name, _, port = host.removeprefix("tcp://").partition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = (name, int(port or 2375))
+        else:
+            return False
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return sock.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK")
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
+    """Yield a running Kafka cluster chosen as design §10 says; stop what was started."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaCluster(external, "external", "unknown")
+        return
+    if os.environ.get("KEC_NO_DOCKER") != "1" and docker_available():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
+            yield KafkaCluster(
+                container.get_bootstrap_server(), "testcontainers", TESTCONTAINERS_IMAGE
+            )
+        return
+    with DevBroker(resolve_jars(), start_timeout=start_timeout) as broker:
+        yield broker.cluster()

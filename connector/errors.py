@@ -1,0 +1,88 @@
+"""The connector's exception tree.
+
+Every error the project raises on purpose derives from :class:`ConnectorError`;
+foreign errors (librdkafka, sqlite3, psycopg, OS) are wrapped with ``raise ... from exc``
+so callers catch one family. ``retriable`` says whether trying the same call again
+later can succeed without a change by a person::
+
+    ConnectorError
+    ├── ConfigError                 bad configuration (file, line, field path)
+    ├── DevBrokerError              the local development broker could not start
+    ├── KafkaClientError            a Kafka client call failed            (retriable)
+    │   └── BrokerUnavailable       no broker answered in time            (retriable)
+    ├── CheckpointError             the checkpoint store failed           (retriable)
+    │   ├── StoreCorrupt            the store file/database is not ours or is damaged
+    │   ├── SchemaTooNew            written by a newer version of this project
+    │   └── Fenced                  another instance owns the partition now
+    ├── DecodeError                 a record cannot become an Event (goes to the DLQ)
+    └── TargetError                 delivering an action failed           (retriable)
+        └── TargetRejected          the target refused the action for good
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ConnectorError(Exception):
+    """Root of every error raised by kafka-event-connector."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(ConnectorError):
+    """A configuration that cannot be used; the message names file, line and field."""
+
+
+class DevBrokerError(ConnectorError):
+    """The local Apache Kafka broker for development and tests did not come up."""
+
+
+class KafkaClientError(ConnectorError):
+    """A Kafka client operation failed."""
+
+    retriable = True
+
+
+class BrokerUnavailable(KafkaClientError):
+    """No Kafka broker answered within the allowed time."""
+
+
+class CheckpointError(ConnectorError):
+    """The checkpoint store could not complete an operation."""
+
+    retriable = True
+
+
+class StoreCorrupt(CheckpointError):
+    """The store exists but is not a readable checkpoint store of ours."""
+
+    retriable = False
+
+
+class SchemaTooNew(CheckpointError):
+    """The store was written by a newer schema version than this code knows."""
+
+    retriable = False
+
+
+class Fenced(CheckpointError):
+    """This instance's ownership epoch of a partition is no longer current."""
+
+    retriable = False
+
+
+class DecodeError(ConnectorError):
+    """A Kafka record could not be turned into an Event."""
+
+
+class TargetError(ConnectorError):
+    """Delivering an action to its target failed; a later attempt may succeed."""
+
+    retriable = True
+
+
+class TargetRejected(TargetError):
+    """The target refused the action; retrying the same action cannot succeed."""
+
+    retriable = False

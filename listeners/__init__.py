@@ -1,0 +1,1 @@
+"""Event listeners: Event, EventListener and the Kafka, timer and HTTP listeners."""

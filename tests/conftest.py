@@ -1,0 +1,76 @@
+"""Session fixtures: a real Kafka broker (design §10) and a fresh topic and group per test."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connector.devbroker import KafkaCluster, provide_kafka
+
+_CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
+_SUITES = {"unit": "unit", "integration": "integration", "chaos": "chaos"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the folder it lives in, so `-m unit` etc. select by suite."""
+    for item in items:
+        suite = Path(str(item.fspath)).parent.name
+        if suite in _SUITES:
+            item.add_marker(getattr(pytest.mark, _SUITES[suite]))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    found = terminalreporter.config.stash.get(_CLUSTER_KEY, None)
+    if found:
+        cluster, started_in = found
+        terminalreporter.write_line(
+            f"Kafka broker: Apache Kafka {cluster.version} ({cluster.kind}) at "
+            f"{cluster.bootstrap_servers}, ready in {started_in:.1f}s"
+        )
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
+    started = time.monotonic()
+    with provide_kafka(start_timeout=120) as cluster:
+        request.config.stash[_CLUSTER_KEY] = (cluster, time.monotonic() - started)
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka_cluster: KafkaCluster) -> str:
+    return kafka_cluster.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+@pytest.fixture
+def new_topic(admin: AdminClient) -> Iterator[Callable[..., str]]:
+    """Factory: ``new_topic(partitions=3)`` creates a uniquely named topic for this test."""
+    created: list[str] = []
+
+    def make(partitions: int = 3, *, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[
+            name
+        ].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def group_id() -> str:
+    return f"g-{uuid.uuid4().hex[:12]}"
