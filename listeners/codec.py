@@ -1,0 +1,97 @@
+"""Kafka record <-> Event (design §3).
+
+A record key is the event key (so one key stays ordered on one partition); the event's
+metadata travels in headers. Anything that cannot become an Event raises
+:class:`~connector.errors.DecodeError`, which the pipeline sends to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.errors import DecodeError
+from listeners.event import (
+    CONTENT_BINARY,
+    CONTENT_TEXT,
+    DEFAULT_NAMESPACE,
+    H_CONTENT_TYPE,
+    H_CONTEXT,
+    H_EVENT_ID,
+    H_EVENT_TYPE,
+    H_NAMESPACE,
+    H_SENDER,
+    Event,
+)
+
+_MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
+
+
+def event_from_message(msg: Any, default_namespace: str = DEFAULT_NAMESPACE) -> Event:
+    """Build an Event from a confluent-kafka ``Message``; raise DecodeError if it is not one.
+
+    ``default_namespace`` is the namespace of the topic the record was read from; a
+    ``namespace`` header overrides it.
+    """
+    raw_key = msg.key()
+    if raw_key is None:
+        raise DecodeError("record has no key (an event key is required)")
+    try:
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+    except UnicodeDecodeError as exc:
+        raise DecodeError("record key is not UTF-8") from exc
+    raw_value = msg.value()
+    if raw_value is None:
+        raise DecodeError("record has a null value (tombstone)")
+    meta: dict[str, str] = {}
+    extra: list[tuple[str, bytes]] = []
+    for name, hval in msg.headers() or ():
+        if name in _MAPPED:
+            try:
+                meta[name] = hval.decode() if hval is not None else ""
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"header {name!r} is not UTF-8") from exc
+        else:
+            extra.append((name, hval if hval is not None else b""))
+    value: str | bytes = raw_value
+    if meta.get(H_CONTENT_TYPE, "") != CONTENT_BINARY:
+        try:
+            value = raw_value.decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"value is not UTF-8 text and content-type is not {CONTENT_BINARY}"
+            ) from exc
+    _, timestamp = msg.timestamp()
+    return Event(
+        key=key,
+        value=value,
+        namespace=meta.get(H_NAMESPACE) or default_namespace,
+        sender=meta.get(H_SENDER) or None,
+        context=meta.get(H_CONTEXT) or None,
+        event_type=meta.get(H_EVENT_TYPE) or None,
+        create_time=timestamp if timestamp and timestamp > 0 else 0,
+        headers=tuple(extra),
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        event_id=meta.get(H_EVENT_ID, ""),
+    )
+
+
+def record_headers(event: Event) -> list[tuple[str, bytes]]:
+    """The headers to produce ``event`` with, its identity first."""
+    headers = [
+        (H_EVENT_ID, event.event_id.encode()),
+        (H_NAMESPACE, event.namespace.encode()),
+        (H_CONTENT_TYPE, (CONTENT_BINARY if isinstance(event.value, bytes) else CONTENT_TEXT)
+         .encode()),
+    ]  # fmt: skip
+    for name, field in ((H_SENDER, event.sender), (H_CONTEXT, event.context),
+                        (H_EVENT_TYPE, event.event_type)):  # fmt: skip
+        if field:
+            headers.append((name, field.encode()))
+    headers.extend(event.headers)
+    return headers
+
+
+def record_value(event: Event) -> bytes:
+    return event.value if isinstance(event.value, bytes) else event.value.encode()

@@ -1,0 +1,105 @@
+"""The Event: what a producer sent, plus where Kafka put it (design §3).
+
+Immutable, picklable and JSON-serializable, so a Ray-style listener can hand it from the
+polling instance to the committing one, even in another process.
+
+Identity (``event_id``): the ``event-id`` header when the producer set one (our clients
+always do; the HTTP gateway takes it from ``Idempotency-Key``), else
+``topic/partition/offset``. Dedup everywhere is by ``event_id``, so an application-level
+resend of the same event is caught as well as a Kafka redelivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+DEFAULT_NAMESPACE = "default"
+
+# Header names (design §3). Values are UTF-8.
+H_EVENT_ID = "event-id"
+H_NAMESPACE = "namespace"
+H_SENDER = "sender"
+H_CONTEXT = "context"
+H_EVENT_TYPE = "event-type"
+H_CONTENT_TYPE = "content-type"
+
+CONTENT_TEXT = "text/plain; charset=utf-8"
+CONTENT_JSON = "application/json"
+CONTENT_BINARY = "application/octet-stream"
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event. ``value`` is ``str`` for text and JSON, ``bytes`` for binary payloads."""
+
+    key: str
+    value: str | bytes
+    namespace: str = DEFAULT_NAMESPACE
+    sender: str | None = None
+    context: str | None = None
+    event_type: str | None = None
+    create_time: int = 0  # milliseconds since the epoch; 0 means "now" at construction
+    headers: Headers = ()  # headers other than the ones mapped to fields above
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.create_time:
+            object.__setattr__(self, "create_time", int(time.time() * 1000))
+        if not self.event_id:
+            if self.topic is not None and self.partition is not None and self.offset is not None:
+                eid = f"{self.topic}/{self.partition}/{self.offset}"
+            else:
+                eid = uuid.uuid4().hex  # a new event: sent with this id in its header
+            object.__setattr__(self, "event_id", eid)
+
+    @property
+    def coordinates(self) -> tuple[str, int, int] | None:
+        """``(topic, partition, offset)`` when the event came from Kafka."""
+        if self.topic is None or self.partition is None or self.offset is None:
+            return None
+        return (self.topic, self.partition, self.offset)
+
+    @property
+    def text(self) -> str:
+        """The value as text (binary values decoded as UTF-8, invalid bytes replaced)."""
+        return self.value if isinstance(self.value, str) else self.value.decode(errors="replace")
+
+    def json_value(self) -> Any:
+        """The value parsed as JSON; raises ``ValueError`` when it is not JSON."""
+        return json.loads(self.value)
+
+    def with_coordinates(self, topic: str, partition: int, offset: int) -> Event:
+        return replace(self, topic=topic, partition=partition, offset=offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(self.value, bytes):
+            data["value"] = {"b64": base64.b64encode(self.value).decode()}
+        data["headers"] = [[k, base64.b64encode(v).decode()] for k, v in self.headers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        data = dict(data)
+        value = data["value"]
+        if isinstance(value, dict):
+            data["value"] = base64.b64decode(value["b64"])
+        data["headers"] = tuple((k, base64.b64decode(v)) for k, v in data.get("headers", ()))
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        return cls.from_dict(json.loads(text))
