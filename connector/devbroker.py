@@ -112,9 +112,15 @@ def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Pat
         scratch = Path(tempfile.mkdtemp(prefix="resolve-", dir=root))
         log.info("resolving Apache Kafka jars from %s into %s", pom, target)
         cmd = [
-            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={scratch}", "-DincludeScope=runtime",
-        ]  # fmt: skip
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={scratch}",
+            "-DincludeScope=runtime",
+        ]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
@@ -244,19 +250,34 @@ class DevBroker:
             )
         )
         jvm = [
-            java, f"-Xmx{self._heap}", "-Xms256m", "-XX:+UseG1GC",
+            java,
+            f"-Xmx{self._heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={logs}",
             f"-Dlog4j2.configurationFile={manifest / 'log4j2.properties'}",
-            "-cp", f"{self._jars}/*",
-        ]  # fmt: skip
+            "-cp",
+            f"{self._jars}/*",
+        ]
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(props), "--standalone"],
-                capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--standalone",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             if fmt.returncode != 0:
                 self._cleanup()
                 raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
@@ -281,8 +302,11 @@ class DevBroker:
         self._version = self._read_version()
         log.info(
             "Apache Kafka %s (local JVM, pid %d) at %s in %s",
-            self._version, self._proc.pid, self.bootstrap_servers, self._scratch,
-        )  # fmt: skip
+            self._version,
+            self._proc.pid,
+            self.bootstrap_servers,
+            self._scratch,
+        )
         return self.cluster()
 
     def cluster(self) -> KafkaCluster:

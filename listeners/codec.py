@@ -82,11 +82,16 @@ def record_headers(event: Event) -> list[tuple[str, bytes]]:
     headers = [
         (H_EVENT_ID, event.event_id.encode()),
         (H_NAMESPACE, event.namespace.encode()),
-        (H_CONTENT_TYPE, (CONTENT_BINARY if isinstance(event.value, bytes) else CONTENT_TEXT)
-         .encode()),
-    ]  # fmt: skip
-    for name, field in ((H_SENDER, event.sender), (H_CONTEXT, event.context),
-                        (H_EVENT_TYPE, event.event_type)):  # fmt: skip
+        (
+            H_CONTENT_TYPE,
+            (CONTENT_BINARY if isinstance(event.value, bytes) else CONTENT_TEXT).encode(),
+        ),
+    ]
+    for name, field in (
+        (H_SENDER, event.sender),
+        (H_CONTEXT, event.context),
+        (H_EVENT_TYPE, event.event_type),
+    ):
         if field:
             headers.append((name, field.encode()))
     headers.extend(event.headers)
