@@ -1,1 +1,66 @@
-"""Durable checkpoint stores: the contract and its sqlite, postgres and memory backends."""
+"""Durable checkpoint stores: the contract and its sqlite, postgres and memory backends.
+
+:func:`open_store` picks the backend from a URL; nothing touches a file or a server until
+the store's ``open()`` (or ``with store:``)::
+
+    memory://                          MemoryStore (tests only: nothing is durable)
+    sqlite:///var/lib/kec/store.db     SqliteStore at /var/lib/kec/store.db
+    sqlite://data/store.db             SqliteStore at the relative path data/store.db
+    /var/lib/kec/store.db              a plain path: SqliteStore
+    postgresql://user@host/db?...      PostgresStore (also postgres://)
+
+Everything after ``sqlite://`` is the path, so three slashes mean an absolute path; four
+(SQLAlchemy's spelling of an absolute path) mean the same.
+"""
+
+from __future__ import annotations
+
+from checkpoint.base import (
+    SCHEMA_VERSION,
+    ActionState,
+    BatchTransaction,
+    CheckpointStore,
+    DeadRecord,
+    OutboxEntry,
+    TopicPartition,
+)
+from connector.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActionState",
+    "BatchTransaction",
+    "CheckpointStore",
+    "DeadRecord",
+    "OutboxEntry",
+    "TopicPartition",
+    "open_store",
+]
+
+
+def open_store(url: str) -> CheckpointStore:
+    """The store a URL names, not yet opened; raises ``ConfigError`` for an unknown scheme."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "sqlite", url
+    scheme = scheme.lower()
+    if scheme == "memory":
+        from checkpoint.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        if not rest:
+            raise ConfigError(f"checkpoint store URL {url!r} names no file")
+        from checkpoint.sqlite import SqliteStore
+
+        if rest.startswith("//"):
+            rest = "/" + rest.lstrip("/")
+        return SqliteStore(rest)
+    if scheme in ("postgresql", "postgres"):
+        from checkpoint.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ConfigError(
+        f"checkpoint store URL {url!r}: unknown scheme {scheme!r} "
+        "(use memory://, sqlite:///path or postgresql://...)"
+    )

@@ -8,6 +8,7 @@ later can succeed without a change by a person::
     ConnectorError
     ├── ConfigError                 bad configuration (file, line, field path)
     ├── DevBrokerError              the local development broker could not start
+    ├── DevPostgresError            the local development PostgreSQL could not start
     ├── KafkaClientError            a Kafka client call failed            (retriable)
     │   └── BrokerUnavailable       no broker answered in time            (retriable)
     ├── CheckpointError             the checkpoint store failed           (retriable)
@@ -36,6 +37,10 @@ class ConfigError(ConnectorError):
 
 class DevBrokerError(ConnectorError):
     """The local Apache Kafka broker for development and tests did not come up."""
+
+
+class DevPostgresError(ConnectorError):
+    """The PostgreSQL server for development and tests did not come up."""
 
 
 class KafkaClientError(ConnectorError):

@@ -1,7 +1,9 @@
-"""Session fixtures: a real Kafka broker (design §10) and a fresh topic and group per test."""
+"""Session fixtures: a real Kafka broker (design §10) and a fresh topic and group per test;
+a real PostgreSQL server and a fresh database per test."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,8 +13,10 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connector.devbroker import KafkaCluster, provide_kafka
+from connector.devpostgres import PostgresServer, provide_postgres, scratch_database
 
 _CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
+_POSTGRES_KEY = pytest.StashKey[tuple[PostgresServer, float]]()
 _SUITES = {"unit": "unit", "integration": "integration", "chaos": "chaos"}
 
 
@@ -32,6 +36,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"Kafka broker: Apache Kafka {cluster.version} ({cluster.kind}) at "
             f"{cluster.bootstrap_servers}, ready in {started_in:.1f}s"
         )
+    postgres = terminalreporter.config.stash.get(_POSTGRES_KEY, None)
+    if postgres:
+        server, started_in = postgres
+        terminalreporter.write_line(f"{server.describe()}, ready in {started_in:.1f}s")
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +82,19 @@ def new_topic(admin: AdminClient) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def group_id() -> str:
     return f"g-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A superuser DSN of a real PostgreSQL server (``PG_DSN``, testcontainers or local)."""
+    started = time.monotonic()
+    with provide_postgres(start_timeout=120) as server:
+        request.config.stash[_POSTGRES_KEY] = (server, time.monotonic() - started)
+        yield server.dsn
+
+
+@pytest.fixture
+def pg_store_url(pg_dsn: str) -> Iterator[Callable[[], str]]:
+    """Factory: each call creates a fresh database and returns its URL; dropped after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(pg_dsn))

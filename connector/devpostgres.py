@@ -1,0 +1,359 @@
+"""A real PostgreSQL server for development and tests (design §10).
+
+Where the server comes from, in order (:func:`provide_postgres`):
+
+1. ``PG_DSN`` is set: that server, untouched.
+2. A Docker engine answers: testcontainers' PostgreSQL module (a small alpine image).
+3. Otherwise: a throwaway cluster from Debian's ``postgresql`` package
+   (:class:`DevPostgres`): ``initdb`` in a scratch folder, the server on a free loopback
+   port with trust authentication. ``initdb`` refuses to run as root, so as root both run
+   as the ``postgres`` system user, which owns the scratch folder.
+
+Every failure to start names its cause (no server binaries, no ``postgres`` user, initdb
+failed, port in use, server exited, timeout) in a :class:`~connector.errors.DevPostgresError`;
+nothing waits without a bound. The server is stopped with ``pg_ctl stop -m immediate`` on
+:meth:`DevPostgres.close` and at interpreter exit, and (Linux) receives SIGQUIT, its
+immediate-shutdown signal, from the kernel when the starting process dies, so no server
+outlives its owner.
+
+:func:`scratch_database` gives a test (or a benchmark) a database of its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from connector.devbroker import _port_taken, docker_available, free_port  # shared helpers
+from connector.errors import DevPostgresError
+
+TESTCONTAINERS_IMAGE = "postgres:16-alpine"
+SERVER_USER = "postgres"  # the system user that runs the server when we are root
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Where a PostgreSQL server answers (as a superuser) and what it is."""
+
+    dsn: str
+    kind: str  # "external", "testcontainers" or "local"
+    version: str
+
+    def describe(self) -> str:
+        """A one-line summary without credentials."""
+        info = conninfo_to_dict(self.dsn)
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}"
+        return f"PostgreSQL {self.version} ({self.kind}) at {where}"
+
+
+def find_bindir() -> Path:
+    """The folder with ``initdb``, ``postgres`` and ``pg_ctl``: ``KEC_PG_BINDIR``, else the
+    newest ``/usr/lib/postgresql/*/bin`` (Debian's layout)."""
+    override = os.environ.get("KEC_PG_BINDIR")
+    candidates = (
+        [Path(override)]
+        if override
+        else sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)],
+            reverse=True,
+        )
+    )
+    for bindir in candidates:
+        if all((bindir / tool).is_file() for tool in ("initdb", "postgres", "pg_ctl")):
+            return bindir
+    where = override or "/usr/lib/postgresql/*/bin"
+    raise DevPostgresError(
+        f"PostgreSQL server binaries (initdb, postgres, pg_ctl) not found in {where}: "
+        "install them (apt-get install postgresql), run 'make test' which installs them, "
+        "or point PG_DSN at a running server"
+    )
+
+
+def _die_with_parent() -> None:  # runs in the child after it switched user, before exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+
+class DevPostgres:
+    """A throwaway PostgreSQL cluster in a scratch folder, as a child process.
+
+    ``start()`` runs initdb, starts the server and returns once it accepts a connection;
+    ``close()`` stops it and removes the folder. Nothing happens in the constructor. Call
+    ``start()`` from a thread that outlives the server: the kernel's parent-death signal
+    follows the starting thread, not the process.
+    """
+
+    def __init__(
+        self,
+        *,
+        bindir: Path | None = None,
+        port: int | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self._bindir = bindir
+        self._port = port
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._scratch: Path | None = None
+        self._account: pwd.struct_passwd | None = None
+        self._version = "unknown"
+
+    @property
+    def dsn(self) -> str:
+        if self._proc is None or self._port is None:
+            raise DevPostgresError("the dev PostgreSQL server is not running")
+        return f"postgresql://postgres@127.0.0.1:{self._port}/postgres"
+
+    def server(self) -> PostgresServer:
+        return PostgresServer(self.dsn, "local", self._version)
+
+    @property
+    def workdir(self) -> Path | None:
+        """The scratch folder (data directory, socket, log) while the cluster exists."""
+        return self._scratch
+
+    def start(self) -> PostgresServer:
+        if self._proc is not None:
+            return self.server()
+        bindir = self._bindir or find_bindir()
+        if self._port is not None and _port_taken(self._port):
+            raise DevPostgresError(f"port {self._port} on 127.0.0.1 is already in use")
+        self._port = self._port or free_port()
+        self._account = self._server_account()
+        self._scratch = Path(tempfile.mkdtemp(prefix="kec-pg-"))
+        if self._account is not None:
+            os.chown(self._scratch, self._account.pw_uid, self._account.pw_gid)
+        try:
+            self._initdb(bindir)
+            self._spawn(bindir)
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self.server()
+
+    @staticmethod
+    def _server_account() -> pwd.struct_passwd | None:
+        """The account to run as: ``postgres`` when we are root, else ourselves (None)."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise DevPostgresError(
+                f"running as root, and initdb refuses root, but there is no {SERVER_USER!r} "
+                "system user to run the server as (the Debian postgresql package creates it)"
+            ) from None
+
+    def _run(self, cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run a PostgreSQL tool as the server account, output captured."""
+        acct = self._account
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=self._scratch,
+            user=acct.pw_uid if acct else None,
+            group=acct.pw_gid if acct else None,
+            extra_groups=[] if acct else None,
+        )  # fmt: skip
+
+    def _initdb(self, bindir: Path) -> None:
+        assert self._scratch is not None
+        cmd = [
+            str(bindir / "initdb"), "-D", str(self._scratch / "data"), "-U", "postgres",
+            "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync",
+        ]  # fmt: skip
+        try:
+            done = self._run(cmd, timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            raise DevPostgresError("initdb did not finish within 120s") from exc
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise DevPostgresError(f"initdb failed (exit {done.returncode}):\n{tail}")
+
+    def _spawn(self, bindir: Path) -> None:
+        assert self._scratch is not None
+        cmd = [
+            str(bindir / "postgres"), "-D", str(self._scratch / "data"),
+            "-p", str(self._port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self._scratch}",
+            "-c", "max_connections=60",
+            "-c", "shared_buffers=64MB",
+            "-c", "logging_collector=off",
+        ]  # fmt: skip
+        acct = self._account
+        log = open(self._scratch / "postgres.log", "wb")  # noqa: SIM115 - owned by the child
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self._scratch,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # runs after the switch of user, as it must
+                user=acct.pw_uid if acct else None,
+                group=acct.pw_gid if acct else None,
+                extra_groups=[] if acct else None,
+            )
+        finally:
+            log.close()
+        atexit.register(self.close)
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self._start_timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise DevPostgresError(self._exit_reason())
+            try:
+                with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                    row = conn.execute("SHOW server_version").fetchone()
+                    self._version = str(row[0]) if row else "unknown"
+                return
+            except psycopg.OperationalError as exc:  # not accepting connections yet
+                last = exc
+                time.sleep(0.1)
+        raise DevPostgresError(
+            f"PostgreSQL did not accept connections within {self._start_timeout:.0f}s "
+            f"(last error: {last}); last log lines:\n{self._log_tail()}"
+        )
+
+    def _exit_reason(self) -> str:
+        assert self._proc is not None
+        tail = self._log_tail()
+        if "could not bind" in tail or "Address already in use" in tail:
+            cause = f"port {self._port} on 127.0.0.1 is already in use"
+        else:
+            cause = f"the PostgreSQL server exited with code {self._proc.returncode}"
+        return f"{cause}; last log lines:\n{tail}"
+
+    def _log_tail(self, lines: int = 20) -> str:
+        if self._scratch is None:
+            return ""
+        path = self._scratch / "postgres.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop the server (immediate mode) and remove the scratch folder; idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            self._stop(proc)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        assert self._scratch is not None
+        bindir = self._bindir or find_bindir()
+        data = str(self._scratch / "data")
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self._run(
+                [str(bindir / "pg_ctl"), "stop", "-D", data, "-m", "immediate", "-w", "-t", "15"],
+                timeout=30,
+            )
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def __enter__(self) -> DevPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
+    """Yield a running PostgreSQL chosen as design §10 says; stop what was started."""
+    external = os.environ.get("PG_DSN")
+    if external:
+        yield PostgresServer(external, "external", _server_version(external))
+        return
+    if os.environ.get("KEC_NO_DOCKER") != "1" and docker_available():
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer(TESTCONTAINERS_IMAGE, driver=None) as container:
+            dsn = container.get_connection_url()
+            yield PostgresServer(dsn, "testcontainers", _server_version(dsn))
+        return
+    with DevPostgres(start_timeout=start_timeout) as server:
+        yield server.server()
+
+
+def _server_version(dsn: str) -> str:
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+    except psycopg.Error as exc:
+        raise DevPostgresError(f"PostgreSQL at PG_DSN does not answer: {exc}") from exc
+    return str(row[0]) if row else "unknown"
+
+
+def database_url(dsn: str, dbname: str) -> str:
+    """``dsn`` (a URL or ``key=value`` string) pointed at another database, as a URL."""
+    params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    params.pop("dbname", None)
+    user, password = params.pop("user", ""), params.pop("password", "")
+    host, port = params.pop("host", ""), params.pop("port", "")
+    netloc = ""
+    if user:
+        netloc = quote(user, safe="") + (":" + quote(password, safe="") if password else "") + "@"
+    elif password:
+        params["password"] = password
+    if host and not host.startswith("/") and "," not in host:
+        netloc += f"[{host}]" if ":" in host else host
+        netloc += f":{port}" if port else ""
+    else:  # a socket folder or a host list only fits in the query string
+        params.update({k: v for k, v in (("host", host), ("port", port)) if v})
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{netloc}/{quote(dbname, safe='')}{query}"
+
+
+@contextlib.contextmanager
+def scratch_database(dsn: str, *, prefix: str = "kec_") -> Iterator[str]:
+    """Create a uniquely named database on the server ``dsn`` reaches; yield its URL; drop it."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield database_url(dsn, name)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            # WITH (FORCE) (PostgreSQL 13+) ends sessions a failed test left behind.
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)
+            ))  # fmt: skip

@@ -1,0 +1,136 @@
+"""The local PostgreSQL's failure modes name their cause, and no server outlives its owner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from connector.devpostgres import DevPostgres, database_url, find_bindir, scratch_database
+from connector.errors import DevPostgresError
+from tests.support import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+needs_local_postgres = pytest.mark.skipif(
+    not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+    reason="the local cluster path needs Debian's postgresql package (make installs it)",
+)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KEC_PG_BINDIR", str(tmp_path))
+    with pytest.raises(DevPostgresError, match=r"apt-get install postgresql"):
+        find_bindir()
+    with pytest.raises(DevPostgresError, match="not found"):
+        DevPostgres().start()
+
+
+@needs_local_postgres
+def test_port_in_use_is_named() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DevPostgresError, match=rf"port {port} .*already in use"):
+            DevPostgres(port=port).start()
+
+
+@needs_local_postgres
+def test_close_stops_the_server_and_removes_its_folder() -> None:
+    server = DevPostgres()
+    server.start()
+    dsn = server.dsn
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_postmaster_start_time() IS NOT NULL").fetchone()
+        assert row == (True,)
+    scratch = server.workdir
+    assert scratch is not None and (scratch / "data" / "postmaster.pid").exists()
+    pid = int((scratch / "data" / "postmaster.pid").read_text().split()[0])
+    server.close()
+    server.close()
+    assert _gone(pid)
+    assert not scratch.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn, connect_timeout=2)
+
+
+_OWNER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from connector.devpostgres import DevPostgres
+
+    server = DevPostgres()
+    server.start()
+    print(server.workdir, flush=True)
+    sys.stdin.read()  # until killed
+    """
+)
+
+
+@needs_local_postgres
+def test_server_dies_with_the_process_that_started_it() -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER_SCRIPT],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    scratch: Path | None = None
+    try:
+        assert owner.stdout is not None
+        scratch = Path(owner.stdout.readline().strip())
+        pid = int((scratch / "data" / "postmaster.pid").read_text().split()[0])
+        owner.kill()  # SIGKILL: no atexit, no close()
+        owner.wait(timeout=30)
+        wait_for(lambda: _gone(pid), timeout=30, what="the orphaned postmaster to exit")
+    finally:
+        if owner.poll() is None:
+            owner.send_signal(signal.SIGKILL)
+            owner.wait(timeout=30)
+        if owner.stdin is not None:
+            owner.stdin.close()
+        if owner.stdout is not None:
+            owner.stdout.close()
+        if scratch is not None and scratch.name.startswith("kec-pg-"):
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_database_url_rewrites_urls_and_keyword_dsns() -> None:
+    assert (
+        database_url("postgresql://u:p%40ss@db.example:6543/postgres?sslmode=require", "kec_x")
+        == "postgresql://u:p%40ss@db.example:6543/kec_x?sslmode=require"
+    )
+    assert (
+        database_url("host=/run/postgresql user=app dbname=postgres", "kec_y")
+        == "postgresql://app@/kec_y?host=%2Frun%2Fpostgresql"
+    )
+
+
+def test_scratch_database_is_fresh_and_dropped(pg_dsn: str) -> None:
+    with scratch_database(pg_dsn) as url, psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+        assert row is not None and row[0].startswith("kec_")
+        name = row[0]
+    with psycopg.connect(pg_dsn) as admin:
+        found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    assert found is None
