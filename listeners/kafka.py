@@ -1,0 +1,543 @@
+"""``QueueEventListener``: the Kafka listener of Ray Workflows, done right (design §4, §8).
+
+One event goes through Ray's checkpoint-then-commit protocol, in this order:
+
+1. ``poll_for_event(topic)``: a new consumer of the configured group is *assigned* every
+   partition of ``topic`` at the group's committed offsets, the first record it returns
+   becomes the :class:`~listeners.event.Event` (with its topic, partition and offset), and
+   the consumer is closed. Nothing is committed, so the record stays "next" for the group.
+2. The caller (``wait_for_event``) checkpoints the event durably.
+3. ``event_checkpointed(event)``: a new consumer of the same group commits
+   ``offset + 1`` for the event's partition, synchronously — unless the group's committed
+   offset is already there or beyond, so a repeated or stale call never moves it back.
+
+A crash before 3 leaves the offset uncommitted: the next poll returns the same record
+(same ``event_id``) and the store's dedup by event id makes it count once. Because the
+event carries its coordinates and the group comes from configuration, steps 1 and 3 may
+run on different instances and in different processes, as Ray runs them.
+
+Assign, not subscribe. Subscribing joins the consumer group: every poll would cost a
+rebalance (the broker's ``group.initial.rebalance.delay.ms``, 3 s by default, and more
+while the previous consumer's leave is still pending) and would disturb any other member.
+``assign()`` at the offsets read by ``committed()`` (partitions the group never committed
+are looked up in the same round, see :func:`_start_positions`) costs a few requests:
+about 20 ms per poll or commit on a local broker, with the ``reconnect.backoff.ms``
+default explained in :meth:`KafkaSettings.consumer_config`. The price: the group has no
+members, so give the listener a group of its own — Kafka rejects these member-less
+commits (``UNKNOWN_MEMBER_ID``) in a group that has subscribed members.
+
+A topic that does not exist yet is waited for like any event (the first event of a
+namespace may create it), with a warning; ``timeout`` bounds that wait too.
+
+Configuration (no constructor arguments; resolved at every call, first match wins):
+
+a. :func:`configure` (``bootstrap_servers=``, ``group_id=``, librdkafka properties) —
+   this process only;
+b. ``KEC_CONFIG`` names the connector's YAML file; its ``kafka:`` mapping gives
+   ``bootstrap_servers`` (a string or a list), ``group_id`` and optional ``properties:``
+   passed to librdkafka;
+c. ``KAFKA_BOOTSTRAP_SERVERS`` and ``KEC_GROUP_ID``.
+
+(b) and (c) reach other processes through their environment (for Ray workers, e.g. the
+``runtime_env``'s ``env_vars``). Nothing found raises
+:class:`~connector.errors.ConfigError` saying what to set. The listener always sets
+``enable.auto.commit=false``, ``enable.auto.offset.store=false`` and
+``isolation.level=read_committed``; properties that contradict them are refused.
+``auto.offset.reset`` (default ``earliest``) applies while the group has no committed
+offset for a partition: with ``latest``, records produced between two polls are skipped.
+
+librdkafka's blocking calls run in a thread of their own per call, never on the event
+loop, and not in the default executor, where long polls could starve other work.
+Cancelling a poll stops its thread within :data:`POLL_SLICE` seconds; the consumer is
+closed before the cancellation completes.
+
+Limits: one record per poll (batching is the pipeline's job); a record that cannot be
+decoded raises :class:`~connector.errors.DecodeError` every time it is polled until its
+offset is moved past it; "never backwards" is a read-then-commit, serialized within a
+process but not across processes (Kafka has no conditional commit): two processes
+committing the same partition at once can leave the lower offset, which only causes a
+redelivery that the store deduplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
+
+from connector.errors import BrokerUnavailable, ConfigError, DecodeError, KafkaClientError
+from listeners.base import EventListener
+from listeners.codec import event_from_message
+from listeners.event import DEFAULT_NAMESPACE, Event
+
+__all__ = [
+    "ENV_BOOTSTRAP",
+    "ENV_CONFIG",
+    "ENV_GROUP",
+    "KafkaSettings",
+    "QueueEventListener",
+    "configure",
+    "read_kafka_section",
+    "reset_configuration",
+    "resolve_settings",
+]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+ENV_CONFIG = "KEC_CONFIG"
+ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+ENV_GROUP = "KEC_GROUP_ID"
+
+POLL_SLICE = 0.2  # seconds per consumer.poll(): how soon a cancelled poll notices
+CALL_TIMEOUT = 10.0  # seconds for one metadata / offset request
+RETRY_FOR = 30.0  # seconds a transient coordinator or broker error is retried
+TOPIC_RECHECK = 0.5  # seconds between looks for a topic that does not exist yet
+
+# The protocol depends on these; a property may repeat them but not change them.
+_FIXED = {
+    "enable.auto.commit": "false",
+    "enable.auto.offset.store": "false",
+    "isolation.level": "read_committed",
+}
+_NAMED = {"bootstrap.servers": "bootstrap_servers", "group.id": "group_id"}
+_TRANSIENT = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._WAIT_COORD,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+_UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
+# ListOffsets' special timestamps: the log start, the end (the LSO under read_committed).
+_LIST_OFFSETS_AT = {OFFSET_BEGINNING: -2, OFFSET_END: -1}
+_RESET_TO: dict[str, int] = {
+    **dict.fromkeys(("earliest", "smallest", "beginning"), OFFSET_BEGINNING),
+    **dict.fromkeys(("latest", "largest", "end"), OFFSET_END),
+}
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where the listener's consumer group lives; ``source`` says where this came from."""
+
+    bootstrap_servers: str
+    group_id: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "configure()"
+
+    def __post_init__(self) -> None:
+        for name in ("bootstrap_servers", "group_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{self.source}: {name} must be a non-empty string")
+        for key, value in self.properties.items():
+            if key in _NAMED:
+                raise ConfigError(f"{self.source}: set {_NAMED[key]}, not property {key!r}")
+            if key in _FIXED and str(value).lower() != _FIXED[key]:
+                raise ConfigError(
+                    f"{self.source}: property {key}={value!r} would break exactly-once; "
+                    f"the listener always uses {key}={_FIXED[key]}"
+                )
+
+    def consumer_config(self) -> dict[str, Any]:
+        return {
+            "auto.offset.reset": "earliest",
+            # Each call makes a new consumer, and librdkafka holds its second connection
+            # back for about half of this (default 100 ms): 20 ms makes a poll or a commit
+            # ~3x faster on a near broker; reconnects still back off up to the max.
+            "reconnect.backoff.ms": 20,
+            **self.properties,
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+        }
+
+    def start_offset(self) -> int:
+        """Where to start a partition that the group has not committed yet."""
+        reset = str(self.properties.get("auto.offset.reset", "earliest")).lower()
+        return _RESET_TO.get(reset, OFFSET_STORED)  # OFFSET_STORED: librdkafka decides
+
+
+_configured: KafkaSettings | None = None
+
+
+def configure(*, bootstrap_servers: str, group_id: str, **properties: Any) -> KafkaSettings:
+    """Configure the Kafka listeners of this process (resolution step a).
+
+    ``properties`` are librdkafka's names, e.g. ``**{"security.protocol": "SSL"}``.
+    """
+    global _configured
+    _configured = KafkaSettings(bootstrap_servers, group_id, dict(properties))
+    return _configured
+
+
+def reset_configuration() -> None:
+    """Forget :func:`configure`; the environment is consulted again."""
+    global _configured
+    _configured = None
+
+
+def read_kafka_section(path: Path) -> KafkaSettings:
+    """The ``kafka:`` mapping of the connector's YAML file (resolution step b)."""
+    where = f"{ENV_CONFIG}={path}"
+    try:
+        document = YAML(typ="safe").load(path)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the file: {exc.strerror or exc}") from exc
+    except YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    kafka = document.get("kafka") if isinstance(document, dict) else None
+    if not isinstance(kafka, dict):
+        raise ConfigError(
+            f"{where}: no 'kafka:' mapping; set kafka.bootstrap_servers and kafka.group_id"
+        )
+    servers = kafka.get("bootstrap_servers")
+    if isinstance(servers, list) and all(isinstance(s, str) for s in servers):
+        servers = ",".join(servers)
+    properties = kafka.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ConfigError(f"{where}: kafka.properties must be a mapping")
+    group = kafka.get("group_id")
+    for name, value in (("bootstrap_servers", servers), ("group_id", group)):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: set kafka.{name} (a non-empty string)")
+    return KafkaSettings(
+        str(servers), str(group), {str(k): v for k, v in properties.items()}, source=where
+    )
+
+
+def resolve_settings() -> KafkaSettings:
+    """The settings to use now: configure(), else KEC_CONFIG, else the two variables."""
+    if _configured is not None:
+        return _configured
+    if config_file := os.environ.get(ENV_CONFIG):
+        return read_kafka_section(Path(config_file))
+    servers, group = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_GROUP)
+    if servers and group:
+        return KafkaSettings(servers, group, source=f"{ENV_BOOTSTRAP}/{ENV_GROUP}")
+    if servers:
+        raise ConfigError(f"{ENV_BOOTSTRAP} is set but {ENV_GROUP} is not: set the group id")
+    raise ConfigError(
+        "the Kafka listener is not configured: call listeners.kafka.configure("
+        f"bootstrap_servers=..., group_id=...), set {ENV_CONFIG} to the connector's YAML "
+        f"file, or set {ENV_BOOTSTRAP} and {ENV_GROUP}"
+    )
+
+
+# -- the listener ----------------------------------------------------------------------
+
+
+class QueueEventListener(EventListener):
+    """Returns the group's next uncommitted record of a topic; commits it once checkpointed.
+
+    Stateless: every call makes (and closes) its own consumer. See the module docstring
+    for the protocol, the configuration and why partitions are assigned, not subscribed.
+    """
+
+    async def poll_for_event(
+        self,
+        topic: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - enforced in the thread, see below
+        namespace: str | None = None,
+    ) -> Event:
+        """The next record of ``topic`` not committed by the group, as an Event.
+
+        ``namespace`` is the namespace of events without a ``namespace`` header (default
+        ``"default"``). Raises :class:`TimeoutError` when ``timeout`` seconds pass without
+        a record, :class:`~connector.errors.DecodeError` (naming topic, partition and
+        offset) for a record that is not an event, and
+        :class:`~connector.errors.KafkaClientError` when Kafka fails. A topic that does
+        not exist yet is waited for (with a warning), like any event: the first event of
+        a namespace may create it. ``timeout`` is checked between consumer polls, so the
+        thread ends on its own; cancelling (``asyncio.timeout``) works as well.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = functools.partial(_poll, topic, namespace or DEFAULT_NAMESPACE, deadline)
+        return await _in_thread(f"kec-poll-{topic}", poll)
+
+    async def event_checkpointed(self, event: Event) -> None:
+        """Commit ``offset + 1`` of the event's partition unless the group is already past it."""
+        if event.coordinates is None:
+            raise ValueError(f"event {event.event_id} has no Kafka topic/partition/offset")
+        topic, partition, offset = event.coordinates
+        commit = functools.partial(_commit, topic, partition, offset + 1)
+        await _in_thread(f"kec-commit-{topic}", commit)
+
+
+# -- blocking work (runs in its own thread) --------------------------------------------
+
+
+class _Stopped(Exception):
+    """The awaiting coroutine was cancelled or the interpreter is exiting."""
+
+
+def _poll(topic: str, namespace: str, deadline: float | None, stop: threading.Event) -> Event:
+    settings = resolve_settings()
+    consumer = _new_consumer(settings)
+    try:
+        partitions = _partitions(consumer, topic, stop)
+        if not partitions:
+            log.warning("topic %r does not exist (yet); waiting for it", topic)
+        while not partitions:
+            stop.wait(_slice(deadline, stop, TOPIC_RECHECK, f"topic {topic!r} does not exist"))
+            partitions = _partitions(consumer, topic, stop)
+        consumer.assign(_start_positions(consumer, settings, topic, partitions, stop))
+        while True:
+            msg = consumer.poll(_slice(deadline, stop, POLL_SLICE, f"no event on {topic!r}"))
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaClientError(f"consuming {topic}: {error.str()}")
+            return _decode(msg, namespace)
+    except KafkaException as exc:  # from assign() or poll(); the lookups wrap their own
+        raise _wrapped(f"consuming {topic}", exc) from exc
+    finally:
+        _close(consumer)
+
+
+def _start_positions(
+    consumer: Consumer,
+    settings: KafkaSettings,
+    topic: str,
+    partitions: list[int],
+    stop: threading.Event,
+) -> list[TopicPartition]:
+    """Each partition at the group's committed offset, else where auto.offset.reset says."""
+    committed = _kafka(
+        f"reading the committed offsets of {topic} for group {settings.group_id}",
+        lambda: consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=CALL_TIMEOUT
+        ),
+        stop,
+    )
+    at = {tp.partition: tp.offset for tp in _checked(committed, topic)}
+    start = settings.start_offset()
+    missing = [p for p, offset in at.items() if offset < 0]
+    if missing and start in _LIST_OFFSETS_AT:
+        # Look them up now, in one request: left to librdkafka, each is looked up on its
+        # own, and a first fetch without them waits fetch.wait.max.ms (0.5 s) for nothing.
+        wanted = [TopicPartition(topic, p, _LIST_OFFSETS_AT[start]) for p in missing]
+        found = _kafka(
+            f"looking up the start offsets of {topic}",
+            lambda: consumer.offsets_for_times(wanted, timeout=CALL_TIMEOUT),
+            stop,
+        )
+        at.update({tp.partition: tp.offset for tp in _checked(found, topic)})
+    return [TopicPartition(topic, p, offset if offset >= 0 else start) for p, offset in at.items()]
+
+
+def _slice(deadline: float | None, stop: threading.Event, longest: float, why: str) -> float:
+    """How long the next blocking step may take; raise if the poll should end instead."""
+    if stop.is_set() or not threading.main_thread().is_alive():
+        raise _Stopped
+    if deadline is None:
+        return longest
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"{why} (timeout reached)")
+    return min(longest, left)
+
+
+def _commit(topic: str, partition: int, next_offset: int, stop: threading.Event) -> None:
+    settings = resolve_settings()
+    where = f"{topic}[{partition}] for group {settings.group_id}"
+    # Kafka commits unconditionally; the lock makes read-then-commit atomic in-process.
+    with _commit_lock(settings, topic, partition):
+        consumer = _new_consumer(settings)
+        try:
+            current = _kafka(
+                f"reading the committed offset of {where}",
+                lambda: consumer.committed(
+                    [TopicPartition(topic, partition)], timeout=CALL_TIMEOUT
+                ),
+                stop,
+            )
+            if _checked(current, topic)[0].offset >= next_offset:
+                return  # already there or beyond: a repeated or stale call
+            done = _kafka(
+                f"committing offset {next_offset} of {where}",
+                lambda: consumer.commit(
+                    offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=False
+                ),
+                stop,
+            )
+            _checked(done, topic)
+        finally:
+            _close(consumer)
+
+
+def _new_consumer(settings: KafkaSettings) -> Consumer:
+    try:
+        return Consumer(settings.consumer_config())
+    except KafkaException as exc:
+        raise ConfigError(f"{settings.source}: librdkafka refused the settings: {exc}") from exc
+
+
+def _close(consumer: Consumer) -> None:
+    # Nothing is committed on close (auto-commit is off), so a failure here loses nothing
+    # and must not hide the poll's or commit's own outcome.
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.warning("closing a Kafka listener consumer failed: %s", exc)
+
+
+def _partitions(consumer: Consumer, topic: str, stop: threading.Event) -> list[int]:
+    """The topic's partitions; none when it does not exist (the metadata is fresh)."""
+
+    def lookup() -> list[int]:
+        meta = consumer.list_topics(topic, timeout=CALL_TIMEOUT).topics.get(topic)
+        error = None if meta is None else meta.error
+        if meta is None or (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return []
+        if error is not None:
+            raise KafkaException(error)  # e.g. LEADER_NOT_AVAILABLE right after creation
+        return sorted(cast(Mapping[int, Any], meta.partitions))
+
+    return _kafka(f"reading the partitions of {topic}", lookup, stop)
+
+
+def _checked(partitions: list[TopicPartition], topic: str) -> list[TopicPartition]:
+    for tp in partitions:
+        if tp.error is not None:
+            raise KafkaClientError(f"{topic}[{tp.partition}]: {tp.error.str()}")
+    return partitions
+
+
+def _decode(msg: Message, namespace: str) -> Event:
+    try:
+        return event_from_message(msg, namespace)
+    except DecodeError as exc:
+        raise DecodeError(
+            f"record {msg.topic()}[{msg.partition()}]@{msg.offset()} is not an event: {exc}"
+        ) from exc
+
+
+def _transient(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return False
+    error = exc.args[0]
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
+
+
+def _kafka(what: str, call: Callable[[], T], stop: threading.Event) -> T:
+    """``call()``, retrying transient Kafka errors for a while; others wrapped."""
+    retrying = Retrying(
+        retry=retry_if_exception(_transient),
+        stop=stop_after_delay(RETRY_FOR) | stop_when_event_set(stop),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        reraise=True,
+    )
+    try:
+        return retrying(call)
+    except KafkaException as exc:
+        raise _wrapped(what, exc) from exc
+
+
+def _wrapped(what: str, exc: KafkaException) -> KafkaClientError:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        cls = BrokerUnavailable if error.code() in _UNREACHABLE else KafkaClientError
+        return cls(f"{what}: {error.str()}")
+    return KafkaClientError(f"{what}: {exc}")
+
+
+_locks_guard = threading.Lock()
+_commit_locks: dict[tuple[str, str, str, int], threading.Lock] = {}
+
+
+def _commit_lock(settings: KafkaSettings, topic: str, partition: int) -> threading.Lock:
+    key = (settings.bootstrap_servers, settings.group_id, topic, partition)
+    with _locks_guard:
+        return _commit_locks.setdefault(key, threading.Lock())
+
+
+# -- thread plumbing -------------------------------------------------------------------
+
+
+async def _in_thread(name: str, work: Callable[[threading.Event], T]) -> T:
+    """Run ``work(stop)`` in a new thread; on cancellation set ``stop`` and wait for it.
+
+    A thread of its own (not the default executor) so that many long polls cannot starve
+    other ``to_thread`` work, and non-daemon so its consumer is always closed; the work
+    also stops once the main thread has finished, so it never holds up interpreter exit.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+    done.add_done_callback(_consume_outcome)
+    stop = threading.Event()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(T, result))
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = work(stop)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):
+            await done  # the thread closes its consumer within POLL_SLICE
+        raise
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    # Mark a failure as retrieved even when the awaiting task was cancelled meanwhile.
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,235 @@
+"""Event and codec: serialization, identity and decoding, without a broker.
+
+The codec reads a confluent-kafka ``Message`` through six methods; the small stand-in
+below has just those, which is enough for this pure logic (integration tests use Kafka).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.errors import DecodeError
+from listeners.codec import event_from_message, record_headers, record_value
+from listeners.event import (
+    CONTENT_BINARY,
+    CONTENT_JSON,
+    H_CONTENT_TYPE,
+    H_CONTEXT,
+    H_EVENT_ID,
+    H_EVENT_TYPE,
+    H_NAMESPACE,
+    H_SENDER,
+    Event,
+)
+
+RawHeaders = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """The part of ``confluent_kafka.Message`` the codec reads."""
+
+    raw_key: bytes | None
+    raw_value: bytes | None
+    raw_headers: RawHeaders | None = None
+    where: tuple[str, int, int] = ("orders", 2, 41)
+    timestamp_ms: int = 1_700_000_000_123
+
+    def key(self) -> bytes | None:
+        return self.raw_key
+
+    def value(self) -> bytes | None:
+        return self.raw_value
+
+    def headers(self) -> RawHeaders | None:
+        return self.raw_headers
+
+    def topic(self) -> str:
+        return self.where[0]
+
+    def partition(self) -> int:
+        return self.where[1]
+
+    def offset(self) -> int:
+        return self.where[2]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.timestamp_ms)  # TIMESTAMP_CREATE_TIME
+
+
+def full_event(value: str | bytes) -> Event:
+    return Event(
+        key="order-7",
+        value=value,
+        namespace="shop",
+        sender="billing",
+        context="wf-run-3",
+        event_type="order.paid",
+        create_time=1_700_000_000_000,
+        headers=(("trace", b"\x00\xffid"), ("empty", b"")),
+        topic="shop-events",
+        partition=1,
+        offset=99,
+        event_id="e-123",
+    )
+
+
+# -- serialization -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["caf\u00e9 \u2615", b"\x00\xff\xfe binary", b""])
+def test_json_round_trip_keeps_every_field(value: str | bytes) -> None:
+    event = full_event(value)
+    text = event.to_json()
+    assert isinstance(json.loads(text), dict)  # plain JSON, bytes carried as base64
+    back = Event.from_json(text)
+    assert back == event
+    assert type(back.value) is type(value)
+    assert back.headers == event.headers
+
+
+@pytest.mark.parametrize("value", ["text", b"\x00\xff"])
+def test_pickle_round_trip_keeps_every_field(value: str | bytes) -> None:
+    event = full_event(value)
+    assert pickle.loads(pickle.dumps(event)) == event
+
+
+def test_event_is_immutable() -> None:
+    event = full_event("x")
+    with pytest.raises(AttributeError):
+        event.key = "other"  # type: ignore[misc]
+
+
+# -- identity ------------------------------------------------------------------------
+
+
+def test_event_id_given_wins_over_coordinates() -> None:
+    event = Event(key="k", value="v", topic="t", partition=0, offset=5, event_id="mine")
+    assert event.event_id == "mine"
+
+
+def test_event_id_defaults_to_coordinates() -> None:
+    event = Event(key="k", value="v", topic="t", partition=3, offset=5)
+    assert event.event_id == "t/3/5"
+    assert event.coordinates == ("t", 3, 5)
+
+
+def test_new_event_without_coordinates_gets_a_unique_id() -> None:
+    first, second = Event(key="k", value="v"), Event(key="k", value="v")
+    assert first.coordinates is None
+    assert first.event_id and second.event_id and first.event_id != second.event_id
+
+
+def test_codec_uses_event_id_header() -> None:
+    record = Record(b"k", b"v", [(H_EVENT_ID, b"producer-id")])
+    assert event_from_message(record).event_id == "producer-id"
+
+
+def test_codec_without_event_id_header_uses_coordinates() -> None:
+    event = event_from_message(Record(b"k", b"v", None, where=("orders", 2, 41)))
+    assert event.event_id == "orders/2/41"
+    assert event.coordinates == ("orders", 2, 41)
+
+
+# -- decoding ------------------------------------------------------------------------
+
+
+def test_codec_maps_headers_to_fields_and_keeps_the_rest() -> None:
+    record = Record(
+        b"order-7",
+        b'{"total": 3}',
+        [
+            (H_NAMESPACE, b"shop"),
+            (H_SENDER, b"billing"),
+            (H_CONTEXT, b"wf-run-3"),
+            (H_EVENT_TYPE, b"order.paid"),
+            (H_CONTENT_TYPE, CONTENT_JSON.encode()),
+            ("trace", b"\xff"),
+            ("none", None),
+        ],
+    )
+    event = event_from_message(record)
+    assert (event.key, event.value, event.namespace) == ("order-7", '{"total": 3}', "shop")
+    assert (event.sender, event.context, event.event_type) == ("billing", "wf-run-3", "order.paid")
+    assert event.headers == (("trace", b"\xff"), ("none", b""))
+    assert event.create_time == 1_700_000_000_123
+    assert event.json_value() == {"total": 3}
+
+
+def test_codec_namespace_defaults_to_the_topics() -> None:
+    assert event_from_message(Record(b"k", b"v"), "payments").namespace == "payments"
+    assert event_from_message(Record(b"k", b"v")).namespace == "default"
+
+
+def test_binary_content_type_keeps_bytes() -> None:
+    utf8_but_binary = Record(b"k", b"plain ascii", [(H_CONTENT_TYPE, CONTENT_BINARY.encode())])
+    assert event_from_message(utf8_but_binary).value == b"plain ascii"
+    raw = Record(b"k", b"\x89PNG\xff", [(H_CONTENT_TYPE, CONTENT_BINARY.encode())])
+    assert event_from_message(raw).value == b"\x89PNG\xff"
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (Record(None, b"v"), "no key"),
+        (Record(b"\xff\xfe", b"v"), "key is not UTF-8"),
+        (Record(b"k", None), "null value"),
+        (Record(b"k", b"\xff\xfe"), "not UTF-8 text"),
+        (Record(b"k", b"v", [(H_SENDER, b"\xff")]), "header 'sender' is not UTF-8"),
+    ],
+    ids=["no-key", "key-not-utf8", "null-value", "text-value-not-utf8", "header-not-utf8"],
+)
+def test_codec_rejects_what_cannot_be_an_event(record: Record, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        event_from_message(record)
+
+
+# -- encode then decode --------------------------------------------------------------
+
+_mapped = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
+_optional_text = st.none() | st.text(min_size=1, max_size=20)
+
+
+@given(
+    key=st.text(max_size=30),
+    value=st.text(max_size=60) | st.binary(max_size=60),
+    namespace=st.text(min_size=1, max_size=20),
+    sender=_optional_text,
+    context=_optional_text,
+    event_type=_optional_text,
+    headers=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=10).filter(lambda n: n not in _mapped),
+            st.binary(max_size=20),
+        ),
+        max_size=4,
+    ),
+)
+def test_record_round_trip(
+    key: str,
+    value: str | bytes,
+    namespace: str,
+    sender: str | None,
+    context: str | None,
+    event_type: str | None,
+    headers: list[tuple[str, bytes]],
+) -> None:
+    sent = Event(
+        key=key,
+        value=value,
+        namespace=namespace,
+        sender=sender,
+        context=context,
+        event_type=event_type,
+        headers=tuple(headers),
+        create_time=1_700_000_000_123,
+    )
+    record = Record(key.encode(), record_value(sent), list(record_headers(sent)))
+    received = event_from_message(record)
+    assert received == replace(sent, topic="orders", partition=2, offset=41)

@@ -1,0 +1,201 @@
+"""The listener contract and the Kafka listener's configuration, without a broker."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED
+
+from connector.errors import ConfigError
+from listeners import kafka
+from listeners.base import EventListener
+from listeners.event import Event
+from listeners.kafka import KafkaSettings, QueueEventListener, configure, resolve_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in (kafka.ENV_CONFIG, kafka.ENV_BOOTSTRAP, kafka.ENV_GROUP):
+        monkeypatch.delenv(name, raising=False)
+    kafka.reset_configuration()
+    yield
+    kafka.reset_configuration()
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "connector.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# -- EventListener -------------------------------------------------------------------
+
+
+class OneShot(EventListener):
+    async def poll_for_event(self, key: str) -> Event:
+        return Event(key=key, value="fired")
+
+
+async def test_listener_needs_only_poll_and_checkpointed_defaults_to_no_op() -> None:
+    listener = OneShot()
+    event = await listener.poll_for_event("k")
+    assert (event.key, event.value) == ("k", "fired")
+    await listener.event_checkpointed(event)  # the default: nothing to commit, no error
+
+
+def test_listener_without_poll_cannot_be_built() -> None:
+    class Incomplete(EventListener):
+        pass
+
+    with pytest.raises(TypeError, match="poll_for_event"):
+        Incomplete()  # type: ignore[abstract]
+
+
+async def test_checkpointing_an_event_that_did_not_come_from_kafka_is_refused() -> None:
+    with pytest.raises(ValueError, match="no Kafka topic/partition/offset"):
+        await QueueEventListener().event_checkpointed(Event(key="k", value="v"))
+
+
+# -- configuration: resolution order -------------------------------------------------
+
+
+def test_nothing_configured_says_what_to_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_settings()
+    for hint in ("configure(", "KEC_CONFIG", "KAFKA_BOOTSTRAP_SERVERS", "KEC_GROUP_ID"):
+        assert hint in str(info.value)
+
+
+def test_bootstrap_without_group_asks_for_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "b:9092")
+    with pytest.raises(ConfigError, match="KEC_GROUP_ID"):
+        resolve_settings()
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "b1:9092,b2:9092")
+    monkeypatch.setenv(kafka.ENV_GROUP, "listeners")
+    settings = resolve_settings()
+    assert (settings.bootstrap_servers, settings.group_id) == ("b1:9092,b2:9092", "listeners")
+
+
+def test_config_file_beats_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_config(
+        tmp_path,
+        """
+        kafka:
+          bootstrap_servers: [k1:9092, k2:9092]
+          group_id: from-file
+          properties:
+            security.protocol: PLAINTEXT
+            auto.offset.reset: latest
+        rules: []
+        """,
+    )
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")
+    monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
+    settings = resolve_settings()
+    assert (settings.bootstrap_servers, settings.group_id) == ("k1:9092,k2:9092", "from-file")
+    conf = settings.consumer_config()
+    assert conf["security.protocol"] == "PLAINTEXT"
+    assert conf["auto.offset.reset"] == "latest"
+    assert settings.start_offset() == OFFSET_END
+
+
+def test_configure_beats_everything(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write_config(tmp_path, "kafka: {bootstrap_servers: f:1, group_id: f}\n")
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")
+    monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
+    configure(bootstrap_servers="c:9092", group_id="from-call", **{"client.id": "me"})
+    settings = resolve_settings()
+    assert (settings.bootstrap_servers, settings.group_id) == ("c:9092", "from-call")
+    assert settings.consumer_config()["client.id"] == "me"
+    kafka.reset_configuration()
+    assert resolve_settings().group_id == "f"
+
+
+def test_consumer_config_always_has_the_exactly_once_settings() -> None:
+    conf = KafkaSettings("b:9092", "g").consumer_config()
+    assert conf["enable.auto.commit"] is False
+    assert conf["enable.auto.offset.store"] is False
+    assert conf["isolation.level"] == "read_committed"
+    assert (conf["bootstrap.servers"], conf["group.id"]) == ("b:9092", "g")
+    assert conf["auto.offset.reset"] == "earliest"
+
+
+@pytest.mark.parametrize(
+    ("reset", "start"),
+    [("earliest", OFFSET_BEGINNING), ("smallest", OFFSET_BEGINNING), ("latest", OFFSET_END),
+     ("error", OFFSET_STORED)],
+)  # fmt: skip
+def test_start_offset_follows_auto_offset_reset(reset: str, start: int) -> None:
+    assert KafkaSettings("b:1", "g", {"auto.offset.reset": reset}).start_offset() == start
+
+
+# -- configuration: refusals ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [{"enable.auto.commit": True}, {"enable.auto.offset.store": "true"},
+     {"isolation.level": "read_uncommitted"}],
+)  # fmt: skip
+def test_properties_that_break_exactly_once_are_refused(properties: dict[str, object]) -> None:
+    with pytest.raises(ConfigError, match="would break exactly-once"):
+        configure(bootstrap_servers="b:1", group_id="g", **properties)
+
+
+def test_properties_repeating_the_fixed_values_are_accepted() -> None:
+    settings = configure(
+        bootstrap_servers="b:1",
+        group_id="g",
+        **{"enable.auto.commit": "false", "isolation.level": "READ_COMMITTED"},
+    )
+    assert settings.consumer_config()["enable.auto.commit"] is False
+
+
+def test_servers_and_group_are_not_properties() -> None:
+    with pytest.raises(ConfigError, match="set group_id"):
+        configure(bootstrap_servers="b:1", group_id="g", **{"group.id": "other"})
+
+
+def test_empty_group_is_refused() -> None:
+    with pytest.raises(ConfigError, match="group_id must be a non-empty string"):
+        configure(bootstrap_servers="b:1", group_id=" ")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("rules: []\n", "no 'kafka:' mapping"),
+        ("kafka: [1, 2]\n", "no 'kafka:' mapping"),
+        ("kafka: {bootstrap_servers: b:1}\n", "set kafka.group_id"),
+        ("kafka: {group_id: g}\n", "set kafka.bootstrap_servers"),
+        ("kafka: {bootstrap_servers: b:1, group_id: g, properties: [x]}\n", "must be a mapping"),
+        ("kafka: {bootstrap_servers: [b:1\n", "not valid YAML"),
+        ("kafka: {bootstrap_servers: b:1, group_id: g, properties: {group.id: x}}", "set group_id"),
+    ],
+)  # fmt: skip
+def test_bad_config_file_names_the_file_and_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: str, reason: str
+) -> None:
+    path = write_config(tmp_path, body)
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
+    with pytest.raises(ConfigError, match=reason) as info:
+        resolve_settings()
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")  # never a silent fallback
+    monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
+    with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read the file"):
+        resolve_settings()
