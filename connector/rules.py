@@ -1,0 +1,256 @@
+"""Trigger rules: what a rule matches and which action it takes (design §6).
+
+Plain pydantic models, so the config module can embed them in its YAML schema and report
+each error with its field path. A rule, in YAML::
+
+    - name: start-task2                # unique across the rule set
+      namespace: default               # events of other namespaces never reach it
+      key: "order-*"                   # exact key, or a glob when it holds * ? or [
+      value:                           # optional; every condition given must hold
+        equals: "done"                 # the value as text equals this
+        regex: "^ok"                   # re.search on the value as text
+        json:                          # predicates on the value parsed as JSON
+          - {path: status, in: [ok, done]}
+          - {path: order.total, gt: 10}
+      action: START                    # see below
+      workflow: workflow               # required, except by notify
+      task: task2                      # required by task actions, refused otherwise
+      target: log                      # where the action goes (default "log")
+
+Actions: ``start``/``stop`` a workflow (a workflow trigger: sees every event of the
+namespace); ``START``/``STOP``/``RESTART`` a task in the event's own workflow execution
+(its ``context``; events without one never trigger a task rule); ``notify`` hands the
+event itself to the target.
+
+Instead of ``key`` a rule may wait for several keys (``all_of``)::
+
+      all_of: {keys: [extract-done, load-done], window: 600, policy: latest}
+
+Matching is case-sensitive. A glob follows :mod:`fnmatch` (``[*]`` matches a literal
+``*``). A JSON path is dotted; a segment of digits indexes a list; keys containing dots
+cannot be addressed. A value that is not JSON fails every JSON predicate. JSON equality
+keeps ``true`` apart from ``1`` but treats ``1`` and ``1.0`` as equal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from connector.action import ActionKind
+from listeners.event import DEFAULT_NAMESPACE
+
+__all__ = [
+    "TASK_ACTIONS",
+    "WORKFLOW_ACTIONS",
+    "AllOf",
+    "JsonPredicate",
+    "Rule",
+    "RuleList",
+    "ValueMatch",
+    "check_unique_names",
+    "is_glob",
+]
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+TASK_ACTIONS = frozenset({ActionKind.START_TASK, ActionKind.STOP_TASK, ActionKind.RESTART_TASK})
+WORKFLOW_ACTIONS = frozenset({ActionKind.START_WORKFLOW, ActionKind.STOP_WORKFLOW})
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether a key pattern is a glob (holds ``*``, ``?`` or ``[``) rather than exact."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+    return pattern
+
+
+def _check_path(path: str) -> str:
+    if any(not segment for segment in path.split(".")):
+        raise ValueError(f"invalid JSON path {path!r}: empty segment")
+    return path
+
+
+class _Model(BaseModel):
+    # Frozen: compiled rules and evaluation rely on rules never changing under them.
+    # `in` and `json` are validation aliases, so Python code (and type checkers) use the
+    # field names `in_` and `json_`, while YAML uses the aliases.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class JsonPredicate(_Model):
+    """Conditions on one field of the JSON value; every operator given must hold.
+
+    ``exists`` tests presence only (a JSON ``null`` is present). ``equals`` and ``in``
+    compare JSON values; ``gt``/``ge``/``lt``/``le`` hold only for a number (not a bool).
+    """
+
+    path: Annotated[NonEmpty, AfterValidator(_check_path)]
+    equals: JsonValue = None  # "not given" and null are told apart by `has_equals`
+    in_: tuple[JsonValue, ...] | None = Field(
+        default=None, validation_alias="in", serialization_alias="in", min_length=1
+    )
+    exists: bool | None = None
+    gt: float | None = Field(default=None, strict=True)
+    ge: float | None = Field(default=None, strict=True)
+    lt: float | None = Field(default=None, strict=True)
+    le: float | None = Field(default=None, strict=True)
+
+    # Private attributes take part in model equality, so `equals: null` != no `equals`.
+    _has_equals: bool = PrivateAttr(default=False)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._has_equals = "equals" in self.model_fields_set
+
+    @property
+    def has_equals(self) -> bool:
+        """Whether ``equals`` was given (``null`` included)."""
+        return self._has_equals
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self._has_equals:
+            data.pop("equals", None)  # so a dump validates back to an equal predicate
+        return data
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> JsonPredicate:
+        given = (self.in_, self.exists, self.gt, self.ge, self.lt, self.le)
+        if not self.has_equals and all(op is None for op in given):
+            raise ValueError("a JSON predicate needs one of equals, in, exists, gt, ge, lt, le")
+        return self
+
+
+class ValueMatch(_Model):
+    """Conditions on the event value; all given must hold (an empty match holds always)."""
+
+    equals: str | None = None
+    regex: Annotated[str, AfterValidator(_check_regex)] | None = None
+    json_: tuple[JsonPredicate, ...] = Field(
+        default=(), validation_alias="json", serialization_alias="json"
+    )
+
+
+class AllOf(_Model):
+    """Several keys that must all arrive before the rule fires once.
+
+    ``policy`` says which event of a key is kept when it arrives more than once before the
+    set is complete: ``latest`` (greatest ``create_time``) or ``first`` (least). With
+    ``window`` (seconds), events older than the newest one by more than that are dropped.
+    """
+
+    keys: tuple[NonEmpty, ...] = Field(min_length=2)
+    window: float | None = Field(default=None, gt=0)
+    policy: Literal["latest", "first"]
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted(k for k, n in Counter(keys).items() if n > 1)
+        if repeated:
+            raise ValueError(f"keys repeated: {', '.join(repeated)}")
+        return keys
+
+
+class Rule(_Model):
+    """One trigger rule: a match on events of one namespace and one action."""
+
+    name: NonEmpty
+    namespace: NonEmpty = DEFAULT_NAMESPACE
+    key: NonEmpty | None = None
+    all_of: AllOf | None = Field(default=None, validate_default=True)
+    value: ValueMatch | None = None
+    action: ActionKind
+    # validate_default: these checks depend on `action`, and must run when omitted too.
+    workflow: NonEmpty | None = Field(default=None, validate_default=True)
+    task: NonEmpty | None = Field(default=None, validate_default=True)
+    target: NonEmpty = "log"
+
+    @field_validator("all_of")
+    @classmethod
+    def _key_or_all_of(cls, all_of: AllOf | None, info: ValidationInfo) -> AllOf | None:
+        has_key = info.data.get("key") is not None
+        if all_of is None and not has_key:
+            raise ValueError("a rule needs `key` or `all_of`")
+        if all_of is not None and has_key:
+            raise ValueError("give either `key` or `all_of`, not both")
+        return all_of
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow_for_action(cls, workflow: str | None, info: ValidationInfo) -> str | None:
+        action = info.data.get("action")
+        if action is None:  # `action` itself failed; that error is reported already
+            return workflow
+        if action == ActionKind.NOTIFY:
+            if workflow is not None:
+                raise ValueError("action `notify` takes no workflow")
+        elif workflow is None:
+            raise ValueError(f"action `{action.value}` needs a workflow")
+        return workflow
+
+    @field_validator("task")
+    @classmethod
+    def _task_for_action(cls, task: str | None, info: ValidationInfo) -> str | None:
+        action = info.data.get("action")
+        if action is None:
+            return task
+        if action in TASK_ACTIONS and task is None:
+            raise ValueError(f"task action `{action.value}` needs a task")
+        if action not in TASK_ACTIONS and task is not None:
+            hint = (
+                f" (use `{action.value.upper()}` for a task)" if action in WORKFLOW_ACTIONS else ""
+            )
+            raise ValueError(f"action `{action.value}` takes no task{hint}")
+        return task
+
+    @property
+    def is_task_rule(self) -> bool:
+        """Task rules act on the event's workflow execution only (AIFlow)."""
+        return self.action in TASK_ACTIONS
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The key patterns this rule listens to: its ``key``, or its ``all_of`` keys."""
+        if self.all_of is not None:
+            return self.all_of.keys
+        assert self.key is not None  # the validator guarantees one of the two
+        return (self.key,)
+
+
+def check_unique_names(rules: Sequence[Rule]) -> Sequence[Rule]:
+    """Raise ``ValueError`` naming every rule name used more than once."""
+    repeated = sorted(name for name, n in Counter(r.name for r in rules).items() if n > 1)
+    if repeated:
+        raise ValueError(f"rule names must be unique; repeated: {', '.join(repeated)}")
+    return rules
+
+
+RuleList = Annotated[tuple[Rule, ...], AfterValidator(check_unique_names)]
+"""A rule set as a field type (``rules: RuleList``): validated with unique names."""

@@ -1,0 +1,466 @@
+"""Pure trigger evaluation (design §6): ``(rules, state, event) -> (actions, state updates)``.
+
+No I/O here. The pipeline calls the engine inside its checkpoint transaction, once per new
+event, in order, and applies the updates to what later events of the batch see::
+
+    engine = TriggerEngine(rules)                  # compiles once
+    keys = engine.state_keys(event)                # the rule state this event needs
+    result = engine.evaluate(event, {k: tx.get_rule_state(k) for k in keys})
+    tx.add_actions(result.actions)                 # ids: hash(rule name, event ids)
+    for k, v in result.state_updates.items():      # None deletes the key
+        tx.put_rule_state(k, v)
+
+Semantics (AIFlow's, design §3):
+
+* An event reaches only the rules of its own namespace.
+* A task rule (``START``/``STOP``/``RESTART``) acts on the event's workflow execution: it
+  ignores events without a ``context``, and its action carries the event's ``context``.
+* Workflow rules (``start``/``stop``) and ``notify`` rules see every event of their
+  namespace, whatever its context; their action's ``context`` is ``None`` (the payload
+  still says which execution sent the event).
+* ``all_of`` keeps its partial set as JSON text in the rule state: one set per
+  (rule, context) for task rules, one per rule for the others (they are not scoped to an
+  execution). The set fires once when every key has an event, then starts empty again.
+  ``latest`` keeps the event with the greatest ``create_time`` per key (a tie goes to the
+  later arrival), ``first`` the least (a tie goes to the earlier one). With ``window``, an
+  event more than ``window`` seconds older (by ``create_time``, never the wall clock) than
+  the newest event of the set is dropped, or not taken in when it arrives that late.
+* Value conditions are checked per event; an event that fails them does not count.
+* Actions come out in rule declaration order; their ids are deterministic.
+
+State that cannot be read (corrupt, or from an older rule with other keys) is treated as
+empty, or trimmed to the rule's current keys, and rewritten: a bad row must not stop the
+pipeline (design §9).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import translate
+from typing import Any, Final
+
+from connector.action import Action
+from connector.errors import ConfigError
+from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
+from listeners.event import Event
+
+__all__ = ["Evaluation", "TriggerEngine", "state_key"]
+
+_STATE_VERSION: Final = 1
+
+
+class _Sentinel:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+_MISSING: Final = _Sentinel("<missing>")  # a JSON path that leads nowhere
+_UNPARSED: Final = _Sentinel("<unparsed>")
+_NOT_JSON: Final = _Sentinel("<not json>")
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What one event caused: actions to queue and rule-state updates (``None`` deletes)."""
+
+    actions: list[Action] = field(default_factory=list)
+    state_updates: dict[str, str | None] = field(default_factory=dict)
+
+
+def state_key(rule: str, context: str | None) -> str:
+    """The rule-state key of an ``all_of`` set (JSON, so any name and context is safe)."""
+    return json.dumps(["all_of", rule, context], separators=(",", ":"))
+
+
+# -- the event as the conditions see it ---------------------------------------------------
+
+
+class _Subject:
+    """An event's text and parsed JSON, computed at most once however many rules ask."""
+
+    __slots__ = ("_doc", "_text", "event")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self._text: str | None = None
+        self._doc: object = _UNPARSED
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.event.text
+        return self._text
+
+    @property
+    def doc(self) -> object:
+        if self._doc is _UNPARSED:
+            try:
+                self._doc = json.loads(self.event.value)
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                self._doc = _NOT_JSON
+        return self._doc
+
+
+_Check = Callable[[_Subject], bool]
+
+
+def _json_equal(a: object, b: object) -> bool:
+    """JSON equality: ``true`` is not ``1`` (as it is in Python), ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _resolve(doc: object, path: tuple[tuple[str, int | None], ...]) -> object:
+    current = doc
+    for name, index in path:
+        if isinstance(current, dict):
+            current = current.get(name, _MISSING)
+            if current is _MISSING:
+                return _MISSING
+        elif isinstance(current, list) and index is not None and index < len(current):
+            current = current[index]
+        else:
+            return _MISSING
+    return current
+
+
+def _compile_predicate(pred: JsonPredicate) -> _Check:
+    path = tuple(
+        (seg, int(seg) if seg.isascii() and seg.isdigit() else None) for seg in pred.path.split(".")
+    )
+    tests: list[Callable[[object], bool]] = []
+    if pred.exists is not None:
+        wanted = pred.exists
+        tests.append(lambda v: (v is not _MISSING) is wanted)
+    if pred.has_equals:
+        expected = pred.equals
+        tests.append(lambda v: v is not _MISSING and _json_equal(v, expected))
+    if pred.in_ is not None:
+        options = pred.in_
+        if all(isinstance(o, str) for o in options):
+            strings = frozenset(options)  # the common case: a set lookup
+            tests.append(lambda v: isinstance(v, str) and v in strings)
+        else:
+            tests.append(lambda v: v is not _MISSING and any(_json_equal(v, o) for o in options))
+    for bound, compare in (
+        (pred.gt, operator.gt),
+        (pred.ge, operator.ge),
+        (pred.lt, operator.lt),
+        (pred.le, operator.le),
+    ):
+        if bound is not None:
+            tests.append(_bound_test(compare, bound))
+
+    def check(subject: _Subject) -> bool:
+        doc = subject.doc
+        if doc is _NOT_JSON:
+            return False
+        value = _resolve(doc, path)
+        return all(test(value) for test in tests)
+
+    return check
+
+
+def _bound_test(compare: Callable[[Any, Any], bool], bound: float) -> Callable[[object], bool]:
+    return lambda v: _is_number(v) and compare(v, bound)
+
+
+def _compile_value(match: ValueMatch | None) -> _Check | None:
+    if match is None:
+        return None
+    checks: list[_Check] = []
+    if match.equals is not None:
+        equals = match.equals
+        checks.append(lambda s: s.text == equals)
+    if match.regex is not None:
+        search = re.compile(match.regex).search
+        checks.append(lambda s: search(s.text) is not None)
+    checks.extend(_compile_predicate(p) for p in match.json_)
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    return lambda s: all(check(s) for check in checks)
+
+
+# -- compiled rules and the namespace index -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Compiled:
+    position: int  # declaration order: actions come out in it
+    rule: Rule
+    scoped: bool  # a task rule: needs a context, and its action carries it
+    check: _Check | None
+    slots: tuple[str, ...]  # the all_of keys; () for a single-key rule
+    latest: bool
+    window_ms: float | None
+    key_prefix: str  # of its state keys, so a key costs one concatenation
+
+    def state_key(self, context: str | None) -> str:
+        """Equal to :func:`state_key` for this rule (the context only if scoped)."""
+        return self.key_prefix + (json.dumps(context) if self.scoped else "null") + "]"
+
+
+# A rule the event's key matched, with the indices of the all_of keys it matched.
+_Hit = tuple[_Compiled, tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _NamespaceIndex:
+    exact: dict[str, tuple[_Hit, ...]]
+    globs: tuple[tuple[Callable[[str], object], _Compiled, int], ...]  # in rule order
+    any_glob: Callable[[str], object] | None  # one regex for all: most keys match none
+    has_scoped: bool
+
+
+def _compile(position: int, rule: Rule) -> _Compiled:
+    all_of = rule.all_of
+    return _Compiled(
+        position=position,
+        rule=rule,
+        scoped=rule.is_task_rule,
+        check=_compile_value(rule.value),
+        slots=all_of.keys if all_of is not None else (),
+        latest=all_of is None or all_of.policy == "latest",
+        window_ms=all_of.window * 1000 if all_of is not None and all_of.window else None,
+        key_prefix=state_key(rule.name, None)[: -len("null]")],
+    )
+
+
+def _merge(hits: Iterable[tuple[_Compiled, int]]) -> tuple[_Hit, ...]:
+    """Group (rule, key index) pairs by rule, in declaration order."""
+    by_rule: dict[int, tuple[_Compiled, list[int]]] = {}
+    for compiled, slot in hits:
+        by_rule.setdefault(compiled.position, (compiled, []))[1].append(slot)
+    return tuple((c, tuple(sorted(slots))) for _, (c, slots) in sorted(by_rule.items()))
+
+
+def _group(pairs: Sequence[tuple[_Compiled, int]]) -> tuple[_Hit, ...]:
+    """Like :func:`_merge` for pairs already in (rule, key index) order: no sorting."""
+    hits: list[_Hit] = []
+    for c, slot in pairs:
+        if hits and hits[-1][0] is c:
+            hits[-1] = (c, (*hits[-1][1], slot))
+        else:
+            hits.append((c, (slot,)))
+    return tuple(hits)
+
+
+def _index(compiled: Sequence[_Compiled]) -> dict[str, _NamespaceIndex]:
+    exact: dict[str, dict[str, list[tuple[_Compiled, int]]]] = {}
+    globs: dict[str, list[tuple[str, _Compiled, int]]] = {}
+    for c in compiled:  # in declaration order, which the glob lists keep
+        ns = c.rule.namespace
+        exact.setdefault(ns, {})
+        globs.setdefault(ns, [])
+        for slot, pattern in enumerate(c.rule.patterns):
+            if is_glob(pattern):
+                globs[ns].append((translate(pattern), c, slot))
+            else:
+                exact[ns].setdefault(pattern, []).append((c, slot))
+    indexes = {}
+    for ns, by_key in exact.items():
+        regexes = [regex for regex, _, _ in globs[ns]]
+        indexes[ns] = _NamespaceIndex(
+            exact={key: _merge(pairs) for key, pairs in by_key.items()},
+            globs=tuple((re.compile(regex).match, c, slot) for regex, c, slot in globs[ns]),
+            any_glob=re.compile("|".join(f"(?:{r})" for r in regexes)).match if regexes else None,
+            has_scoped=any(c.scoped for c in compiled if c.rule.namespace == ns),
+        )
+    return indexes
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+
+def _event_payload(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "key": event.key,
+        "value": event.text,
+        "namespace": event.namespace,
+        "sender": event.sender,
+        "context": event.context,
+        "event_type": event.event_type,
+        "create_time": event.create_time,
+    }
+
+
+class TriggerEngine:
+    """Compiled rules: globs and regexes compiled, rules indexed by namespace and key.
+
+    An event of a namespace without rules costs one dict lookup; otherwise one lookup by
+    exact key and one match of a regex that joins every glob of the namespace (each glob
+    is tried on its own only when that one matches). Immutable after construction, so one
+    engine may serve several threads.
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        try:
+            check_unique_names(rules)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self._rules = tuple(rules)
+        self._index = _index([_compile(i, r) for i, r in enumerate(self._rules)])
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def _hits(self, event: Event) -> tuple[_Hit, ...]:
+        index = self._index.get(event.namespace)
+        if index is None:
+            return ()
+        key = event.key
+        hits = index.exact.get(key, ())
+        if index.any_glob is not None and index.any_glob(key):
+            matched = [(c, slot) for match, c, slot in index.globs if match(key)]
+            if hits:
+                matched.extend((c, slot) for c, slots in hits for slot in slots)
+                hits = _merge(matched)
+            else:
+                hits = _group(matched)
+        if event.context is None and index.has_scoped:
+            hits = tuple(hit for hit in hits if not hit[0].scoped)
+        return hits
+
+    def state_keys(self, event: Event) -> list[str]:
+        """The rule-state keys :meth:`evaluate` reads for ``event``.
+
+        Decided by namespace, key and context only: an event that later fails a value
+        condition still names its keys (one cheap read) rather than parsing its value twice.
+        """
+        return [c.state_key(event.context) for c, _ in self._hits(event) if c.slots]
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
+        """Actions and state updates for one event; ``state`` holds :meth:`state_keys`.
+
+        A key missing from ``state`` counts as no state. Neither argument is modified.
+        """
+        hits = self._hits(event)
+        result = Evaluation()
+        if not hits:
+            return result
+        subject = _Subject(event)
+        for c, slots in hits:
+            if c.check is not None and not c.check(subject):
+                continue
+            if not c.slots:
+                result.actions.append(
+                    self._action(c, event, (event.event_id,), _event_payload(event))
+                )
+                continue
+            context = event.context if c.scoped else None
+            key = c.state_key(context)
+            changed, update, fired = _arrive(c, state.get(key), event, slots)
+            if changed:
+                result.state_updates[key] = update
+            if fired is not None:
+                ids = tuple(fired[s]["event_id"] for s in c.slots)
+                payload = {"namespace": event.namespace, "context": context, "events": fired}
+                result.actions.append(self._action(c, event, ids, payload))
+        return result
+
+    @staticmethod
+    def _action(
+        c: _Compiled, event: Event, event_ids: tuple[str, ...], payload: dict[str, Any]
+    ) -> Action:
+        rule = c.rule
+        return Action(
+            rule=rule.name,
+            kind=rule.action,
+            target=rule.target,
+            namespace=event.namespace,
+            event_ids=event_ids,
+            event_key=event.key,
+            workflow=rule.workflow,
+            task=rule.task,
+            context=event.context if c.scoped else None,
+            payload=payload,
+        )
+
+
+# -- all_of sets --------------------------------------------------------------------------
+
+_Entries = dict[str, dict[str, Any]]
+
+
+def _load(raw: str | None, slots: tuple[str, ...]) -> tuple[_Entries, bool]:
+    """The stored set, and whether it was clean (else it must be rewritten)."""
+    if raw is None:
+        return {}, True
+    try:
+        data = json.loads(raw)
+        events = data["events"] if data.get("v") == _STATE_VERSION else None
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+        events = None
+    if not isinstance(events, dict):
+        return {}, False
+    entries = {
+        slot: entry
+        for slot, entry in events.items()
+        if slot in slots
+        and isinstance(entry, dict)
+        and isinstance(entry.get("event_id"), str)
+        and isinstance(entry.get("create_time"), int)
+    }
+    return entries, len(entries) == len(events)
+
+
+def _arrive(
+    c: _Compiled, raw: str | None, event: Event, slots: tuple[int, ...]
+) -> tuple[bool, str | None, _Entries | None]:
+    """Add ``event`` to the rule's set: (whether to write, what to write, the fired set)."""
+    entries, clean = _load(raw, c.slots)
+    changed = not clean
+    now = event.create_time
+    take = True
+    if c.window_ms is not None:
+        window = c.window_ms
+        newest = max([now, *(e["create_time"] for e in entries.values())])
+        take = newest - now <= window
+        kept = {s: e for s, e in entries.items() if newest - e["create_time"] <= window}
+        if len(kept) != len(entries):
+            entries, changed = kept, True
+    if take:
+        entry = _event_payload(event)
+        for i in slots:
+            slot = c.slots[i]
+            held = entries.get(slot)
+            if (
+                held is None
+                or (c.latest and now >= held["create_time"])
+                or (not c.latest and now < held["create_time"])
+            ):
+                entries[slot] = entry
+                changed = True
+    if len(entries) == len(c.slots):
+        fired = {slot: entries[slot] for slot in c.slots}
+        return raw is not None, None, fired  # a complete set starts over: delete it
+    if not changed:
+        return False, raw, None
+    text = json.dumps(
+        {"v": _STATE_VERSION, "events": entries}, separators=(",", ":"), sort_keys=True
+    )
+    return True, text, None
