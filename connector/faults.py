@@ -1,0 +1,42 @@
+"""Crash points for the chaos tests: SIGKILL this process at a named protocol step.
+
+``KEC_CRASH_AT=after_checkpoint`` kills the process the first time the pipeline reaches
+that step; ``KEC_CRASH_AT=after_checkpoint:3`` the third time. Unset (production), a crash
+point costs one comparison. The names are the rows of design §4's crash table.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_POINTS = (
+    "after_poll",  # records fetched, nothing written
+    "after_checkpoint",  # store transaction durable, Kafka offset not committed
+    "after_commit",  # Kafka offset committed, actions not dispatched
+    "mid_dispatch",  # some actions of a dispatch round delivered, others not
+    "after_dispatch",  # all delivered, not yet marked done in the outbox
+)
+
+
+def _armed() -> tuple[str | None, int]:
+    spec = os.environ.get("KEC_CRASH_AT", "")
+    if not spec:
+        return None, 0
+    name, _, nth = spec.partition(":")
+    if name not in CRASH_POINTS:
+        raise ValueError(f"KEC_CRASH_AT={spec!r}: unknown crash point (one of {CRASH_POINTS})")
+    return name, int(nth or 1)
+
+
+_POINT, _REMAINING = _armed()
+
+
+def crash_point(name: str) -> None:
+    """Die here, with SIGKILL, if this is the armed crash point's n-th hit."""
+    global _REMAINING
+    if name != _POINT:
+        return
+    _REMAINING -= 1
+    if _REMAINING <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

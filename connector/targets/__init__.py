@@ -1,0 +1,173 @@
+"""Targets: where actions are delivered (design §7).
+
+:func:`build_target` makes a target from its config mapping, chosen by ``type``::
+
+    targets:
+      audit:   {type: log, path: /var/log/kec/actions.jsonl, fsync: true}
+      deploy:  {type: command, argv: [/usr/local/bin/deploy, --quiet], timeout: 60,
+                stdin: true, reject_exit_codes: [2], env: {STAGE: prod}}
+      engine:  {type: webhook, url: "https://engine.example/api/actions",
+                headers: {Authorization: "Bearer …"}, timeout: 10}
+      actions: {type: kafka, topic: actions, bootstrap_servers: "kafka:9092",
+                properties: {compression.type: zstd}, flush_timeout: 30}
+      hook:    {type: python, function: "myapp.hooks:on_action"}
+
+The specs are pydantic models (extra fields refused), so a config module can embed
+:data:`TargetSpec` in its schema; :func:`build_target` turns their errors into one
+:class:`~connector.errors.ConfigError` that names the target and each field path.
+Building does no I/O: call ``open()`` on the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, StringConstraints, ValidationError
+
+from connector.errors import ConfigError
+from connector.targets.base import Target
+from connector.targets.command import CommandTarget
+from connector.targets.kafka import KafkaTarget
+from connector.targets.log import LogTarget
+from connector.targets.python import PythonTarget
+from connector.targets.webhook import WebhookTarget
+
+__all__ = [
+    "CommandSpec",
+    "CommandTarget",
+    "KafkaSpec",
+    "KafkaTarget",
+    "LogSpec",
+    "LogTarget",
+    "PythonSpec",
+    "PythonTarget",
+    "Target",
+    "TargetSpec",
+    "WebhookSpec",
+    "WebhookTarget",
+    "build_target",
+]
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+ExitCode = Annotated[int, Field(ge=1, le=255)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def build(self, name: str) -> Target:
+        raise NotImplementedError
+
+
+class LogSpec(_Spec):
+    """JSON lines to ``path`` (stdout when absent)."""
+
+    type: Literal["log"]
+    path: Path | None = None
+    fsync: bool = False
+
+    def build(self, name: str) -> Target:
+        return LogTarget(name, self.path, fsync=self.fsync)
+
+
+class CommandSpec(_Spec):
+    """A process per action; ``argv`` is a list, or one string with ``shell: true``."""
+
+    type: Literal["command"]
+    argv: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)]
+    timeout: PositiveFloat = 30.0
+    stdin: bool = False
+    reject_exit_codes: frozenset[ExitCode] = frozenset()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    shell: bool = False
+
+    def build(self, name: str) -> Target:
+        return CommandTarget(
+            name,
+            self.argv,
+            timeout=self.timeout,
+            stdin=self.stdin,
+            reject_exit_codes=self.reject_exit_codes,
+            env=self.env,
+            cwd=self.cwd,
+            shell=self.shell,
+        )
+
+
+class WebhookSpec(_Spec):
+    """HTTP POST to ``url`` with ``headers``; ``timeout`` bounds each request phase."""
+
+    type: Literal["webhook"]
+    url: NonEmpty
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveFloat = 10.0
+    verify: bool = True
+
+    def build(self, name: str) -> Target:
+        return WebhookTarget(
+            name, self.url, headers=self.headers, timeout=self.timeout, verify=self.verify
+        )
+
+
+class KafkaSpec(_Spec):
+    """Records to ``topic``; ``properties`` are extra librdkafka producer settings."""
+
+    type: Literal["kafka"]
+    topic: NonEmpty
+    bootstrap_servers: NonEmpty
+    properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    flush_timeout: PositiveFloat = 30.0
+
+    def build(self, name: str) -> Target:
+        return KafkaTarget(
+            name,
+            self.topic,
+            self.bootstrap_servers,
+            properties=self.properties,
+            flush_timeout=self.flush_timeout,
+        )
+
+
+class PythonSpec(_Spec):
+    """``module:function`` called with each action."""
+
+    type: Literal["python"]
+    function: Annotated[str, StringConstraints(pattern=r"^[\w.]+:[\w.]+$")]
+
+    def build(self, name: str) -> Target:
+        return PythonTarget(name, self.function)
+
+
+TargetSpec = Annotated[
+    LogSpec | CommandSpec | WebhookSpec | KafkaSpec | PythonSpec, Field(discriminator="type")
+]
+
+_SPECS: dict[str, type[_Spec]] = {
+    "log": LogSpec,
+    "command": CommandSpec,
+    "webhook": WebhookSpec,
+    "kafka": KafkaSpec,
+    "python": PythonSpec,
+}
+
+
+def build_target(name: str, spec: Mapping[str, Any]) -> Target:
+    """The target named ``name`` described by ``spec`` (keyed by its ``type``), unopened."""
+    kind = spec.get("type")
+    model = _SPECS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ConfigError(
+            f"target {name!r}: unknown type {kind!r}; expected one of {', '.join(_SPECS)}"
+        )
+    try:
+        parsed = model.model_validate(dict(spec))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(spec)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"target {name!r}: {problems}") from exc
+    return parsed.build(name)

@@ -1,0 +1,175 @@
+"""The ``command`` target: run a process per action, the action in its environment.
+
+The process gets the connector's environment, the ``env`` given in the config, and::
+
+    KEC_ACTION_ID     the action id, also as IDEMPOTENCY_KEY
+    KEC_ACTION_KIND   start | stop | START | STOP | RESTART | notify
+    KEC_RULE, KEC_NAMESPACE, KEC_EVENT_KEY
+    KEC_WORKFLOW, KEC_TASK, KEC_CONTEXT   empty when the action has none
+    KEC_ACTION_JSON   Action.to_json(), also written to stdin with ``stdin=True``
+
+The outcome is read from the exit status: 0 is delivered; a code in ``reject_exit_codes``
+is :class:`~connector.errors.TargetRejected` (dead-lettered, never retried); any other
+code, death by a signal, or the ``timeout`` passing is a retriable
+:class:`~connector.errors.TargetError`. The last bytes of stderr go into the error message;
+stdout is discarded (the exit status is the contract).
+
+The process runs in a session of its own, so a timeout kills its whole process group,
+children included, and a retry never races a leftover of the previous attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from connector.action import Action
+from connector.errors import ConfigError, TargetError, TargetRejected
+from connector.targets.base import Target
+
+STDERR_TAIL = 2000  # bytes of stderr quoted in an error message
+
+
+def action_environment(action: Action) -> dict[str, str]:
+    """The ``KEC_*`` variables (and ``IDEMPOTENCY_KEY``) that describe ``action``."""
+    return {
+        "KEC_ACTION_ID": action.action_id,
+        "KEC_ACTION_KIND": action.kind.value,
+        "KEC_RULE": action.rule,
+        "KEC_NAMESPACE": action.namespace,
+        "KEC_WORKFLOW": action.workflow or "",
+        "KEC_TASK": action.task or "",
+        "KEC_CONTEXT": action.context or "",
+        "KEC_EVENT_KEY": action.event_key,
+        "KEC_ACTION_JSON": action.to_json(),
+        "IDEMPOTENCY_KEY": action.action_id,
+    }
+
+
+class CommandTarget(Target):
+    """Runs ``argv`` once per action; see the module docstring for the protocol.
+
+    With ``shell=True`` the command is one string run by ``/bin/sh -c``; otherwise
+    ``argv`` is the argument vector and no shell is involved.
+    """
+
+    def __init__(
+        self,
+        name: str = "command",
+        argv: Sequence[str] | str = (),
+        *,
+        timeout: float = 30.0,
+        stdin: bool = False,
+        reject_exit_codes: Iterable[int] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        shell: bool = False,
+    ) -> None:
+        if isinstance(argv, str):
+            if not shell:
+                raise ConfigError(f"command target {name!r}: argv must be a list without shell")
+            argv = ["/bin/sh", "-c", argv]
+        elif shell:
+            raise ConfigError(f"command target {name!r}: with shell, argv must be one string")
+        if not argv or not argv[0]:
+            raise ConfigError(f"command target {name!r}: argv is empty")
+        if timeout <= 0:
+            raise ConfigError(f"command target {name!r}: timeout must be positive")
+        self.name = name
+        self._argv = list(argv)
+        self._timeout = timeout
+        self._stdin = stdin
+        self._reject = frozenset(reject_exit_codes)
+        self._env = dict(env or {})
+        self._cwd = cwd
+        self._executable: str | None = None
+
+    def open(self) -> None:
+        if self._executable is not None:
+            return
+        # Resolve once, against the PATH the process will see, so a typo is a config
+        # error at start-up rather than a retried failure per action.
+        program = self._argv[0]
+        if self._cwd is not None and os.sep in program and not os.path.isabs(program):
+            program = os.path.join(self._cwd, program)  # relative to the child's cwd
+        found = shutil.which(program, path=self._env.get("PATH", os.environ.get("PATH")))
+        if found is None:
+            raise ConfigError(
+                f"command target {self.name!r}: {self._argv[0]!r} is not an executable file"
+                " (or not on PATH)"
+            )
+        self._executable = found
+
+    def close(self) -> None:
+        self._executable = None
+
+    def deliver(self, action: Action) -> None:
+        if self._executable is None:
+            raise TargetError(f"command target {self.name} is not open")
+        env = {**os.environ, **self._env, **action_environment(action)}
+        data = action.to_json().encode() if self._stdin else None
+        with tempfile.TemporaryFile() as err:
+            code = self._run(env, data, err, action)
+            if code == 0:
+                return
+            err.seek(max(0, err.seek(0, os.SEEK_END) - STDERR_TAIL))
+            tail = err.read().decode(errors="replace").strip()
+        what = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+        message = f"command target {self.name}: {self._argv[0]} {what} (action {action.action_id})"
+        if tail:
+            message += f"; stderr: {tail}"
+        if code in self._reject:
+            raise TargetRejected(message)
+        raise TargetError(message)
+
+    def _run(self, env: dict[str, str], data: bytes | None, err: IO[bytes], action: Action) -> int:
+        """Run the process to completion or timeout; return its exit status."""
+        try:
+            proc = subprocess.Popen(
+                self._argv,
+                executable=self._executable,
+                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                cwd=self._cwd,
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                # The action itself is too large for an environment: no retry can help.
+                raise TargetRejected(
+                    f"command target {self.name}: action {action.action_id} is too large"
+                    " for the process environment"
+                ) from exc
+            raise TargetError(f"command target {self.name}: cannot start: {exc}") from exc
+        with proc:
+            try:
+                # communicate() feeds stdin without deadlocking on a child that never reads.
+                proc.communicate(data, timeout=self._timeout)
+            except subprocess.TimeoutExpired as exc:
+                self._kill_group(proc)
+                raise TargetError(
+                    f"command target {self.name}: {self._argv[0]} timed out after"
+                    f" {self._timeout:g}s (action {action.action_id}); process group killed"
+                ) from exc
+            except BaseException:
+                self._kill_group(proc)  # interrupted: leave no process behind
+                raise
+        return proc.returncode
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+        # The group id is the child's pid (start_new_session); it outlives the child while
+        # any member is alive, and the unreaped child keeps the pid from being reused.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

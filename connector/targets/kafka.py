@@ -1,0 +1,185 @@
+"""The ``kafka`` target: actions produced to an actions topic by an idempotent producer.
+
+Each action becomes one record: key = the action's ``event_key`` (so one key's actions
+stay in order on one partition), value = ``Action.to_json()``, headers ``action-id`` (the
+idempotency key) and ``content-type: application/json``.
+
+A batch is produced whole, then flushed for at most ``flush_timeout`` seconds, and each
+record's delivery report decides its action's fate: acknowledged (``acks=all``) is
+delivered, anything else is a retriable :class:`~connector.errors.TargetError` for that
+action. ``message.timeout.ms`` defaults to the flush timeout so librdkafka gives up on a
+record about when we stop waiting for it. A record reported as failed may still have been
+written (a lost acknowledgement): the resend then duplicates it with the same
+``action-id``, which consumers deduplicate on.
+
+Order: the producer is idempotent (``enable.idempotence=true`` with ``acks=all``), so its
+internal retries neither duplicate nor reorder records within a partition. A record that
+fails for good (say its ``message.timeout.ms`` passed) can still leave a gap that a later
+record of the same key fills first; the failed action is then resent after it. Set
+``enable.gapless.guarantee: true`` in ``properties`` to have librdkafka treat such a gap as
+fatal instead (the target then recreates its producer).
+
+When ``produce()`` refuses a record for a passing reason (a full queue) the rest of the
+batch is not produced and fails with it, as in the base contract; a record too large for
+``message.max.bytes`` is :class:`~connector.errors.TargetRejected` and the rest of the
+batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from connector.action import Action
+from connector.errors import ConfigError, TargetError, TargetRejected
+from connector.targets.base import Target
+
+log = logging.getLogger(__name__)
+
+# Settings that make the target what it promises; properties may not change them.
+_FIXED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+_FIXED_ALIASES = {"enable.idempotence", "acks", "request.required.acks"}
+# Errors of produce() that no retry can cure: the record itself is unacceptable.
+_REJECTED = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
+
+
+class KafkaTarget(Target):
+    """Produces actions to ``topic``; ``properties`` are extra librdkafka settings."""
+
+    def __init__(
+        self,
+        name: str = "kafka",
+        topic: str = "",
+        bootstrap_servers: str = "",
+        *,
+        properties: Mapping[str, Any] | None = None,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        if not topic:
+            raise ConfigError(f"kafka target {name!r}: topic is required")
+        if not bootstrap_servers:
+            raise ConfigError(f"kafka target {name!r}: bootstrap_servers is required")
+        if flush_timeout <= 0:
+            raise ConfigError(f"kafka target {name!r}: flush_timeout must be positive")
+        fixed = sorted(_FIXED_ALIASES.intersection(properties or {}))
+        if fixed:
+            raise ConfigError(f"kafka target {name!r}: properties may not set {fixed}")
+        self.name = name
+        self._topic = topic
+        self._flush_timeout = flush_timeout
+        self._conf: dict[str, Any] = {
+            "client.id": f"kafka-event-connector-{name}",
+            "logger": log,  # librdkafka's own log lines go through logging, not stderr
+            "message.timeout.ms": int(flush_timeout * 1000),
+            **(properties or {}),
+            "bootstrap.servers": bootstrap_servers,
+            **_FIXED,
+        }
+        self._producer: Producer | None = None
+        self._fatal = False
+
+    def open(self) -> None:
+        if self._producer is not None:
+            return
+        try:
+            self._producer = Producer(self._conf)
+        except KafkaException as exc:
+            raise ConfigError(f"kafka target {self.name!r}: {exc}") from exc
+        self._fatal = False
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        # Bounded: whatever is still queued stays pending in the outbox and is resent.
+        left = producer.flush(self._flush_timeout)
+        if left:
+            log.warning("kafka target %s: dropping %d unacknowledged record(s)", self.name, left)
+            producer.purge()
+            producer.flush(0)  # serve the purged records' callbacks
+        producer.close()
+
+    def deliver(self, action: Action) -> None:
+        failure = self.deliver_many([action]).get(action.action_id)
+        if failure is not None:
+            raise failure
+
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, Exception]:
+        if self._fatal:
+            # An idempotent producer that hit a fatal error refuses everything: start anew.
+            log.warning("kafka target %s: producer failed fatally, recreating it", self.name)
+            self.close()
+            self.open()
+        producer = self._producer
+        if producer is None:
+            error = TargetError(f"kafka target {self.name} is not open")
+            return {a.action_id: error for a in actions}
+        # Per-batch dict: a late report of an earlier, timed-out batch lands in that
+        # batch's dict and cannot be mistaken for this one's.
+        reports: dict[str, KafkaError | None] = {}
+        failures: dict[str, Exception] = {}
+        produced: list[Action] = []
+        for i, action in enumerate(actions):
+            try:
+                self._produce(producer, action, reports)
+            except (BufferError, KafkaException) as exc:
+                cause = exc.args[0] if exc.args else None
+                if isinstance(cause, KafkaError) and cause.code() in _REJECTED:
+                    # This action can never be produced; it does not hold up the others.
+                    failures[action.action_id] = self._error(action, exc, TargetRejected)
+                    continue
+                if isinstance(cause, KafkaError) and cause.fatal():
+                    self._fatal = True
+                error = self._error(action, exc, TargetError)
+                failures.update((a.action_id, error) for a in actions[i:])
+                break
+            produced.append(action)
+        left = producer.flush(self._flush_timeout)
+        for action in produced:
+            if action.action_id not in reports:
+                failures[action.action_id] = TargetError(
+                    f"kafka target {self.name}: no acknowledgement from {self._topic} within"
+                    f" {self._flush_timeout:g}s (action {action.action_id};"
+                    f" {left} record(s) still queued)"
+                )
+            elif (err := reports[action.action_id]) is not None:
+                failures[action.action_id] = TargetError(
+                    f"kafka target {self.name}: delivery to {self._topic} failed"
+                    f" (action {action.action_id}): {err.str()}"
+                )
+        return failures
+
+    def _error(self, action: Action, exc: Exception, kind: type[TargetError]) -> TargetError:
+        error = kind(
+            f"kafka target {self.name}: cannot produce to {self._topic}"
+            f" (action {action.action_id}): {exc}"
+        )
+        error.__cause__ = exc
+        return error
+
+    def _produce(
+        self, producer: Producer, action: Action, reports: dict[str, KafkaError | None]
+    ) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            reports[action.action_id] = err
+            if err is not None and err.fatal():
+                self._fatal = True
+
+        record: dict[str, Any] = {
+            "key": action.event_key.encode(),
+            "value": action.to_json().encode(),
+            "headers": [
+                ("action-id", action.action_id.encode()),
+                ("content-type", b"application/json"),
+            ],
+            "on_delivery": on_delivery,
+        }
+        try:
+            producer.produce(self._topic, **record)
+        except BufferError:
+            # The local queue is full: wait for room (bounded), then try once more.
+            producer.flush(self._flush_timeout)
+            producer.produce(self._topic, **record)

@@ -1,0 +1,72 @@
+"""The ``log`` target: one JSON line per action, to stdout or appended to a file.
+
+The embedded default. Each line carries ``idempotency_key`` (the action id); a batch is
+written with one ``write`` on an ``O_APPEND`` descriptor, so a crash leaves whole lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from connector.action import Action
+from connector.errors import TargetError
+from connector.targets.base import Target
+
+
+def action_line(action: Action) -> str:
+    body = action.to_dict()
+    body["idempotency_key"] = action.action_id
+    body["delivered_at"] = round(time.time(), 6)
+    return json.dumps(body, separators=(",", ":")) + "\n"
+
+
+class LogTarget(Target):
+    def __init__(self, name: str = "log", path: Path | None = None, *, fsync: bool = False):
+        self.name = name
+        self._path = path
+        self._fsync = fsync
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        if self._fd is not None:
+            return
+        if self._path is None:
+            self._fd = sys.stdout.fileno()
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise TargetError(f"log target {self.name}: cannot open {self._path}: {exc}") from exc
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None and self._path is not None:
+            os.close(fd)
+
+    def deliver(self, action: Action) -> None:
+        self._write(action_line(action))
+
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, Exception]:
+        try:
+            self._write("".join(action_line(a) for a in actions))
+        except TargetError as exc:
+            return {a.action_id: exc for a in actions}
+        return {}
+
+    def _write(self, text: str) -> None:
+        if self._fd is None:
+            raise TargetError(f"log target {self.name} is not open")
+        data = text.encode()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+            if self._fsync and self._path is not None:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise TargetError(f"log target {self.name}: write failed: {exc}") from exc
