@@ -69,6 +69,100 @@ def dev_broker(
 
 
 @cli.command()
+@click.option(
+    "--bootstrap",
+    envvar="KAFKA_BOOTSTRAP_SERVERS",
+    required=True,
+    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).",
+)
+@click.option("--group", "group_id", default="event-connector", show_default=True)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    required=True,
+    metavar="TOPIC[=NAMESPACE]",
+    help="A topic to read; its events belong to NAMESPACE (default: 'default'). Repeatable.",
+)
+@click.option(
+    "--store",
+    default="sqlite://checkpoints.db",
+    show_default=True,
+    help="Checkpoint store URL: sqlite://RELATIVE or sqlite:///ABSOLUTE path, postgresql://...",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the log target writes actions as JSON lines (default: stdout).",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--linger-ms", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
+@click.option(
+    "--instance-id",
+    default=None,
+    help="Stable member id (Kafka static membership): a restart with the same id resumes "
+    "its partitions at once instead of after the session timeout.",
+)
+@click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option(
+    "--dispatch-chunk",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Most actions handed to a target in one call.",
+)
+def run(
+    bootstrap: str,
+    group_id: str,
+    topics: tuple[str, ...],
+    store: str,
+    log_file: Path | None,
+    batch_size: int,
+    linger_ms: int,
+    dlq_topic: str | None,
+    instance_id: str | None,
+    outbox_max: int,
+    dispatch_chunk: int,
+) -> None:
+    """Run the pipeline: every event of TOPIC becomes one action on the log target.
+
+    Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed first.
+    """
+    from checkpoint import open_store
+    from connector.runtime import NotifyAll, PipelineSettings
+    from connector.service import ConnectorService
+    from connector.targets import LogTarget
+
+    mapping = {}
+    for spec in topics:
+        topic, _, namespace = spec.partition("=")
+        mapping[topic] = namespace or "default"
+    settings = PipelineSettings(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        topics=mapping,
+        batch_size=batch_size,
+        linger_ms=linger_ms,
+        dlq_topic=dlq_topic,
+        group_instance_id=instance_id,
+        outbox_max_pending=outbox_max,
+    )
+    service = ConnectorService(
+        settings,
+        open_store(store),
+        NotifyAll("log"),
+        {"log": LogTarget("log", log_file)},
+        dispatch_chunk=dispatch_chunk,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.run(stop)
+
+
+@cli.command()
 def demo() -> None:
     """Start a real Kafka (design §10), send a few events and read them back."""
     from connector.demo import run_demo
