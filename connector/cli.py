@@ -170,6 +170,9 @@ def demo() -> None:
     run_demo(click.echo)
 
 
+# subcommands defined in connector/commands/ (one line each)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)
