@@ -115,7 +115,7 @@ class Dispatcher:
         gauge: OutboxGauge,
         *,
         policy: RetryPolicy | None = None,
-        round_size: int = 1000,
+        round_size: int = 2000,
         chunk_size: int = 256,
         idle_wait: float = 0.05,
         clock: Callable[[], float] = time.time,
