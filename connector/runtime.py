@@ -17,9 +17,12 @@ Step 4, **dispatch**, runs concurrently in :class:`connector.outbox.Dispatcher`.
 
 On assignment each partition is claimed in the store (new epoch) and the consumer seeks to
 the store's next offset when it has one, else to the committed Kafka offset: the store is
-the source of truth. On revoke the partition is dropped at once; what was not committed is
-re-delivered to the next owner and deduplicated by event id. When the outbox holds
-``outbox_max_pending`` actions the partitions are paused until it drains (backpressure).
+the source of truth. When the store is ahead of Kafka's committed offset (the process died
+between steps 2 and 3) that offset is committed before the next batch, so Kafka's view
+catches up even when no new record arrives. On revoke the partition is dropped at once;
+what was not committed is re-delivered to the next owner and deduplicated by event id.
+When the outbox holds ``outbox_max_pending`` actions the partitions are paused until it
+drains (backpressure).
 A failed batch (store, dead-letter producer) rewinds its partitions and is tried again.
 """
 
@@ -175,6 +178,7 @@ class Pipeline:
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._epochs: dict[TP, int] = {}
+        self._resync: dict[TP, int] = {}
         self._paused = False
         self.stats = PipelineStats()
 
@@ -235,6 +239,8 @@ class Pipeline:
         if consumer is None:
             raise KafkaClientError("the pipeline is not started")
         messages = consumer.consume(self._settings.batch_size, self._settings.linger_ms / 1000)
+        if self._resync:
+            self._commit_resync()
         if not messages:
             return 0
         crash_point("after_poll")
@@ -341,6 +347,32 @@ class Pipeline:
             # only means these records are re-read and deduplicated after a restart.
             log.warning("offset commit failed (store is ahead, safe): %s", exc)
 
+    def _commit_resync(self) -> None:
+        """Commit the store's offsets where Kafka's committed offset lags behind them."""
+        assert self._consumer is not None
+        pending = {tp: o for tp, o in self._resync.items() if tp in self._epochs}
+        self._resync.clear()
+        if not pending:
+            return
+        try:
+            committed = self._consumer.committed(
+                [TopicPartition(t, p) for t, p in pending], timeout=10
+            )
+        except KafkaException as exc:
+            log.warning("could not read committed offsets to resync them: %s", exc)
+            return
+        behind = {
+            (c.topic, c.partition): pending[(c.topic, c.partition)]
+            for c in committed
+            if c.offset < pending[(c.topic, c.partition)]  # negative: nothing committed yet
+        }
+        if behind:
+            log.info(
+                "Kafka commit behind the checkpoint (a stop between steps 2 and 3): committing %s",
+                ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())),
+            )
+            self._commit(behind)
+
     def _send_to_dlq(self, dead: Sequence[DeadRecord]) -> None:
         if self._dlq is None:
             for record in dead:
@@ -392,6 +424,7 @@ class Pipeline:
             nxt = stored.get((p.topic, p.partition))
             if nxt is not None:
                 p.offset = nxt  # the store, not Kafka, says where this partition resumes
+                self._resync[(p.topic, p.partition)] = nxt
         self._epochs.update(epochs)
         consumer.incremental_assign(partitions)
         if self._paused:
@@ -407,6 +440,7 @@ class Pipeline:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._epochs.pop((p.topic, p.partition), None)
+            self._resync.pop((p.topic, p.partition), None)
         consumer.incremental_unassign(partitions)
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))

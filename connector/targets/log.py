@@ -1,12 +1,15 @@
 """The ``log`` target: one JSON line per action, to stdout or appended to a file.
 
 The embedded default. Each line carries ``idempotency_key`` (the action id); a batch is
-written with one ``write`` on an ``O_APPEND`` descriptor, so a crash leaves whole lines.
+written with one ``write`` on an ``O_APPEND`` descriptor. A process killed in the middle of
+a large write can still leave a torn last line; opening the file cuts it off (its actions
+were not marked done, so they are delivered again), which keeps every line valid JSON.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -16,6 +19,8 @@ from pathlib import Path
 from connector.action import Action
 from connector.errors import TargetError
 from connector.targets.base import Target
+
+log = logging.getLogger(__name__)
 
 
 def action_line(action: Action) -> str:
@@ -40,9 +45,34 @@ class LogTarget(Target):
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._cut_torn_tail(self._fd)
         except OSError as exc:
             raise TargetError(f"log target {self.name}: cannot open {self._path}: {exc}") from exc
+
+    def _cut_torn_tail(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        # Scan back in blocks for the last newline; everything after it is a torn line.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            block = os.pread(fd, end - start, start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        os.ftruncate(fd, keep)
+        log.warning(
+            "log target %s: cut a torn last line (%d bytes) left by a crash in %s",
+            self.name,
+            size - keep,
+            self._path,
+        )
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

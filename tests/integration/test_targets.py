@@ -393,6 +393,46 @@ with open(sys.argv[1], "w") as out:
 """
 
 
+def test_log_target_appends_one_json_line_per_action(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "actions.jsonl"
+    target = LogTarget("log", path)
+    target.open()
+    try:
+        target.deliver(make_action(0))
+        assert target.deliver_many([make_action(1), make_action(2)]) == {}
+    finally:
+        target.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["idempotency_key"] for line in lines] == [
+        make_action(i).action_id for i in range(3)
+    ]
+    assert all(line["action_id"] == line["idempotency_key"] for line in lines)
+
+
+def test_log_target_cuts_a_torn_last_line_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "actions.jsonl"
+    whole = '{"action_id":"a"}\n' * 3
+    path.write_text(whole + '{"action_id":"b","ki')  # as left by a kill mid-write
+    target = LogTarget("log", path)
+    target.open()
+    try:
+        target.deliver(make_action(0))
+    finally:
+        target.close()
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ['{"action_id":"a"}'] * 3
+    assert len(lines) == 4 and json.loads(lines[3])["action_id"] == make_action(0).action_id
+
+
+def test_log_target_cuts_a_file_that_is_all_torn(tmp_path: Path) -> None:
+    path = tmp_path / "actions.jsonl"
+    path.write_bytes(b"x" * 70000)  # no newline at all, longer than one scan block
+    target = LogTarget("log", path)
+    target.open()
+    target.close()
+    assert path.read_bytes() == b""
+
+
 def test_command_gets_the_action_in_its_environment(tmp_path: Path) -> None:
     out = tmp_path / "env.json"
     action = make_action()
