@@ -1,0 +1,393 @@
+"""Throughput and latency of the connector against a raw confluent-kafka consumer.
+
+``make bench`` (or ``python -m bench.throughput --help``). In ONE run, on one broker and
+one topic of N small keyed events:
+
+(a) raw: a confluent-kafka consumer, manual synchronous commit per batch — the ceiling;
+(b) the connector end to end, exactly-once, SQLite store, ``log`` target to a file;
+(c) the same with PostgreSQL;
+(d) per-event mode (batch of 1), on fewer events: bounded by the disk's fsync rate;
+then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s).
+
+Prints a table and writes JSON (``--json``). Figures are recorded in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from checkpoint import open_store
+from connector.devbroker import KafkaCluster, provide_kafka
+from connector.runtime import NotifyAll, PipelineSettings
+from connector.service import ConnectorService
+from connector.targets import LogTarget
+from listeners.codec import record_headers, record_value
+from listeners.event import Event
+
+
+@dataclass
+class Row:
+    name: str
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def create_topic(bootstrap: str, partitions: int) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[
+        name
+    ].result(timeout=30)
+    return name
+
+
+def _event(i: int, keys: int) -> Event:
+    key = f"customer-{i % keys:05d}"
+    # ~150 B of value, the size the benchmark is specified with
+    value = json.dumps({"seq": i, "status": "created", "amount": i % 1000, "pad": "x" * 88})
+    return Event(key=key, value=value, namespace="bench", sender="bench")
+
+
+def produce(bootstrap: str, topic: str, count: int, keys: int) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+    )
+    for i in range(count):
+        event = _event(i, keys)
+        while True:
+            try:
+                producer.produce(
+                    topic, key=event.key, value=record_value(event), headers=record_headers(event)
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("benchmark events were not acknowledged")
+
+
+def run_raw(bootstrap: str, topic: str, count: int, batch: int) -> Row:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    started: float | None = None
+    try:
+        while seen < count:
+            messages = consumer.consume(batch, 1.0)
+            if not messages:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            offsets: dict[tuple[str, int], int] = {}
+            for msg in messages:
+                if msg.error() is None:
+                    seen += 1
+                    offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        assert started is not None
+        return Row(
+            "(a) raw confluent-kafka consumer, commit per batch",
+            seen,
+            time.perf_counter() - started,
+        )
+    finally:
+        consumer.close()
+
+
+@contextmanager
+def running_connector(
+    bootstrap: str, topic: str, store_url: str, log_file: Path, batch: int, linger_ms: int
+) -> Iterator[ConnectorService]:
+    settings = PipelineSettings(
+        bootstrap_servers=bootstrap,
+        group_id=f"conn-{uuid.uuid4().hex[:8]}",
+        topics={topic: "bench"},
+        batch_size=batch,
+        linger_ms=linger_ms,
+    )
+    service = ConnectorService(
+        settings, open_store(store_url), NotifyAll("log"), {"log": LogTarget("log", log_file)}
+    )
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            service.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=main, name="connector")
+    thread.start()
+    try:
+        yield service
+    finally:
+        stop.set()
+        thread.join(120)
+        if errors:
+            raise errors[0]
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def run_connector(
+    name: str,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    store_url: str,
+    workdir: Path,
+    batch: int,
+    linger_ms: int,
+) -> Row:
+    log_file = workdir / f"actions-{uuid.uuid4().hex[:6]}.jsonl"
+    with running_connector(bootstrap, topic, store_url, log_file, batch, linger_ms) as service:
+        _wait(
+            lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
+            120,
+            "the first batch",
+        )
+        started = time.perf_counter()
+        first = service.pipeline.stats.records if service.pipeline else 0
+        _wait(
+            lambda: service.dispatcher is not None and service.dispatcher.delivered >= count,
+            1800,
+            f"{count} actions delivered",
+        )
+        elapsed = time.perf_counter() - started
+    # The clock started after the first batch: count only what came after it.
+    return Row(name, count - first, elapsed)
+
+
+def run_latency(
+    bootstrap: str,
+    store_url: str,
+    workdir: Path,
+    rate: int,
+    seconds: float,
+    batch: int,
+    linger_ms: int,
+    keys: int,
+) -> dict[str, float]:
+    """Offer ``rate`` events/s for ``seconds``; latency = delivered_at - Kafka CreateTime."""
+    topic = create_topic(bootstrap, 3)
+    log_file = workdir / "latency.jsonl"
+    total = int(rate * seconds)
+    with running_connector(bootstrap, topic, store_url, log_file, batch, linger_ms) as service:
+        producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1}
+        )
+        # Warm-up event: the group has joined and the first batch has gone through.
+        producer.produce(topic, key="warmup", value="{}")
+        producer.flush(30)
+        _wait(
+            lambda: service.dispatcher is not None and service.dispatcher.delivered >= 1,
+            120,
+            "warm-up",
+        )
+        started = time.perf_counter()
+        for i in range(total):
+            due = started + i / rate
+            while (now := time.perf_counter()) < due:
+                time.sleep(min(0.001, due - now))
+            event = _event(i, keys)
+            producer.produce(
+                topic, key=event.key, value=record_value(event), headers=record_headers(event)
+            )
+            producer.poll(0)
+        producer.flush(60)
+        _wait(
+            lambda: service.dispatcher is not None and service.dispatcher.delivered >= total + 1,
+            300,
+            "latency run delivered",
+        )
+    create_ms: dict[str, int] = {}
+    with open_store(store_url) as store:
+        for event in store.iter_events():
+            create_ms[event.event_id] = event.create_time
+    latencies = []
+    for line in log_file.read_text().splitlines():
+        body = json.loads(line)
+        if body["event_key"] == "warmup":
+            continue
+        latencies.append(body["delivered_at"] * 1000 - create_ms[body["event_ids"][0]])
+    latencies.sort()
+    return {
+        "offered_rate": rate,
+        "events": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "max_ms": latencies[-1],
+    }
+
+
+def fsync_rate(workdir: Path, seconds: float = 2.0) -> float:
+    path = workdir / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            os.write(fd, b"x" * 128)
+            os.fsync(fd)
+            n += 1
+        return n / seconds
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=200_000, help="events for (a)-(c)")
+    parser.add_argument("--per-event", type=int, default=2_000, help="events for (d)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--linger-ms", type=int, default=10)
+    parser.add_argument("--latency-rate", type=int, default=5_000)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--no-postgres", action="store_true", help="skip (c)")
+    parser.add_argument("--json", type=Path, default=Path("bench/out/throughput.json"))
+    args = parser.parse_args(argv)
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="kec-bench-") as tmp:
+        workdir = Path(tmp)
+        cluster: KafkaCluster = stack.enter_context(provide_kafka())
+        bootstrap = cluster.bootstrap_servers
+        print(f"broker: Apache Kafka {cluster.version} ({cluster.kind}) at {bootstrap}")
+        pg_dsn = None
+        if not args.no_postgres:
+            from connector.devpostgres import provide_postgres, scratch_database
+
+            server = stack.enter_context(provide_postgres())
+            pg_dsn = stack.enter_context(scratch_database(server.dsn, prefix="bench_"))
+        topic = create_topic(bootstrap, args.partitions)
+        t0 = time.perf_counter()
+        produce(bootstrap, topic, args.events, args.keys)
+        print(f"produced {args.events} events to {topic} in {time.perf_counter() - t0:.1f}s")
+
+        rows = [run_raw(bootstrap, topic, args.events, args.batch)]
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        rows.append(
+            run_connector(
+                "(b) connector, SQLite, log target",
+                bootstrap,
+                topic,
+                args.events,
+                f"sqlite:///{workdir / 'b.db'}",
+                workdir,
+                args.batch,
+                args.linger_ms,
+            )
+        )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        if pg_dsn:
+            rows.append(
+                run_connector(
+                    "(c) connector, PostgreSQL, log target",
+                    bootstrap,
+                    topic,
+                    args.events,
+                    pg_dsn,
+                    workdir,
+                    args.batch,
+                    args.linger_ms,
+                )
+            )
+            print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        small = create_topic(bootstrap, args.partitions)
+        produce(bootstrap, small, args.per_event, args.keys)
+        rows.append(
+            run_connector(
+                "(d) connector, SQLite, per-event (batch 1)",
+                bootstrap,
+                small,
+                args.per_event,
+                f"sqlite:///{workdir / 'd.db'}",
+                workdir,
+                1,
+                0,
+            )
+        )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        fsyncs = fsync_rate(workdir)
+        latency = run_latency(
+            bootstrap,
+            f"sqlite:///{workdir / 'lat.db'}",
+            workdir,
+            args.latency_rate,
+            args.latency_seconds,
+            args.batch,
+            args.linger_ms,
+            args.keys,
+        )
+
+    raw = rows[0].rate
+    print()
+    print(f"{'run':<48} {'events':>8} {'seconds':>8} {'events/s':>10} {'vs (a)':>7}")
+    for row in rows:
+        print(
+            f"{row.name:<48} {row.events:>8} {row.seconds:>8.2f} {row.rate:>10,.0f} "
+            f"{row.rate / raw:>7.3f}"
+        )
+    print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
+    print(
+        f"latency at {latency['offered_rate']:,} events/s offered, {latency['events']} events: "
+        f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
+        f"max {latency['max_ms']:.1f} ms"
+    )
+    report = {
+        "command": " ".join(["python -m bench.throughput", *(argv or sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "broker": {"version": cluster.version, "kind": cluster.kind},
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "runs": [{**asdict(r), "events_per_s": r.rate, "ratio_to_raw": r.rate / raw} for r in rows],
+        "fsync_per_s": fsyncs,
+        "latency": latency,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
