@@ -459,3 +459,91 @@ def test_close_unregisters_every_listener(make_client: MakeClient) -> None:
     assert not any(_thread_alive(lid) for lid in ids)
     with pytest.raises(RuntimeError, match="closed"):
         client.register_listener(Counter(), ["c"])
+
+
+# -- issue 5 item 1: gaps closed ---------------------------------------------------------
+
+
+def test_explicit_identity_beats_the_environment_and_environ_replaces_it(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_NAMESPACE, "from-env")
+    monkeypatch.setenv(ENV_SENDER, "env-task")
+    monkeypatch.setenv(ENV_CONTEXT, "env-exec")
+    explicit = NotificationClient(bootstrap, "mine", sender="me", context="exec-1")
+    assert (explicit.namespace, explicit.sender, explicit.context) == ("mine", "me", "exec-1")
+    # A runner's mapping stands in for os.environ entirely (nothing leaks from it).
+    given = NotificationClient(bootstrap, environ={ENV_SENDER: "task9"})
+    assert (given.namespace, given.sender, given.context) == ("default", "task9", None)
+    explicit.close()
+    given.close()
+
+
+def test_producer_guarantees_cannot_be_weakened(bootstrap: str) -> None:
+    with pytest.raises(ConfigError, match=r"enable\.idempotence"):
+        NotificationClient(bootstrap, producer_properties={"enable.idempotence": False})
+    with pytest.raises(ConfigError, match=r"enable\.auto\.commit"):
+        NotificationClient(bootstrap, consumer_properties={"enable.auto.commit": True})
+    # Repeating them (acks=-1 is acks=all) is fine.
+    NotificationClient(bootstrap, producer_properties={"acks": -1}).close()
+
+
+def test_processor_may_unregister_its_own_listener(
+    bootstrap: str, make_client: MakeClient, group_id: str
+) -> None:
+    ns = _name("ns")
+    client = make_client(ns)
+    topic = client.topic_for(ns)
+    ids: list[str] = []
+    registered = threading.Event()  # the thread may call process before register returns
+
+    class StopAfterFirst(Recorder):
+        def process(self, events: list[Event]) -> None:
+            assert registered.wait(30)
+            super().process(events)
+            client.unregister_listener(ids[0])  # from its own thread: must not deadlock
+
+    processor = StopAfterFirst()
+    first = client.send_event("k", "first")
+    ids.append(client.register_listener(processor, ["k"], begin_offset=0, group_id=group_id))
+    registered.set()
+    wait_for(lambda: not _thread_alive(ids[0]), what="the listener thread to end")
+    assert processor.ids == [first.event_id]
+    _caught_up(bootstrap, topic, group_id)  # the batch it processed was committed
+
+    later = client.send_event("k", "later")
+    resumed = Recorder()
+    client.register_listener(resumed, ["k"], group_id=group_id)
+    _caught_up(bootstrap, topic, group_id)
+    assert resumed.ids == [later.event_id]
+
+
+def test_records_without_a_namespace_header_never_cross_namespaces(
+    bootstrap: str, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="connector.notification")
+    ns_a, ns_b, ns_c, shared = _name("ns"), _name("ns"), _name("ns"), _name("shared")
+    client = make_client(ns_a, topics={ns_a: shared, ns_b: shared}, partitions=1)
+    own = client.ensure_topic(ns_c)
+    assert client.ensure_topic(ns_a) == shared
+    raw = Producer({"bootstrap.servers": bootstrap})
+    for topic in (shared, own):
+        raw.produce(topic, key=b"k", value=b"no namespace header")
+    assert raw.flush(30) == 0
+    sent_a = client.send_event("k", "for a")
+
+    rec_a, rec_b, rec_c = Recorder(), Recorder(), Recorder()
+    groups = {shared: [_name("g"), _name("g")], own: [_name("g")]}
+    client.register_listener(rec_a, ["k"], begin_offset=0, group_id=groups[shared][0])
+    client.register_listener(rec_b, ["k"], ns_b, begin_offset=0, group_id=groups[shared][1])
+    client.register_listener(rec_c, ["k"], ns_c, begin_offset=0, group_id=groups[own][0])
+    for topic, topic_groups in groups.items():
+        for group in topic_groups:
+            _caught_up(bootstrap, topic, group)
+
+    # On the shared topic the headerless record is nobody's; on its own it is ns_c's.
+    assert rec_a.ids == [sent_a.event_id]
+    assert rec_b.ids == []
+    assert [(e.namespace, e.value) for e in rec_c.events] == [(ns_c, "no namespace header")]
+    skipped = [r for r in caplog.records if "without a namespace header" in r.getMessage()]
+    assert len(skipped) == 2  # once per listener of the shared topic
