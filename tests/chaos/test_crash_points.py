@@ -9,7 +9,7 @@ work; then every invariant of :func:`tests.chaos.harness.check_invariants` is ch
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,12 +50,28 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make()
 
 
+@pytest.fixture
+def connectors() -> Iterator[list[Connector]]:
+    """Connectors started by a test; one still running when the test ends is killed."""
+    started: list[Connector] = []
+    yield started
+    for conn in started:
+        if conn.proc is not None and conn.proc.poll() is None:
+            conn.kill()
+
+
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_kill_at_crash_point(
-    point: str, store_url: str, bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+    point: str,
+    store_url: str,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    connectors: list[Connector],
 ) -> None:
     work = produce(bootstrap, new_topic(PARTITIONS), EVENTS, KEYS, PARTITIONS)
     conn = Connector(bootstrap, work.topic, store_url, tmp_path / "actions.jsonl")
+    connectors.append(conn)
 
     conn.start(crash_at=CRASH_AT[point])
     code = conn.wait_exit(timeout=180)
@@ -75,12 +91,17 @@ def test_kill_at_crash_point(
 
 
 def test_random_kills(
-    store_url: str, bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+    store_url: str,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    tmp_path: Path,
+    connectors: list[Connector],
 ) -> None:
     """Ten SIGKILLs at random points of progress in one run, then it must all add up."""
     rng = random.Random(20261123)
     work = produce(bootstrap, new_topic(PARTITIONS), EVENTS, KEYS, PARTITIONS)
     conn = Connector(bootstrap, work.topic, store_url, tmp_path / "actions.jsonl")
+    connectors.append(conn)
     kills = 0
     while kills < 10:
         proc = conn.start()
