@@ -174,6 +174,10 @@ class CheckpointStore(abc.ABC):
     def count_actions(self, state: ActionState) -> int: ...
 
     @abc.abstractmethod
+    def count_actions_by_rule(self) -> dict[str, int]:
+        """How many actions each rule queued, whatever their state (for ``status``)."""
+
+    @abc.abstractmethod
     def mark_done(self, action_ids: Sequence[str]) -> None: ...
 
     @abc.abstractmethod

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from checkpoint.base import (
@@ -154,6 +155,11 @@ class MemoryStore(CheckpointStore):
         with self._lock:
             self._check_open()
             return sum(1 for e in self._outbox.values() if e.state is state)
+
+    def count_actions_by_rule(self) -> dict[str, int]:
+        with self._lock:
+            self._check_open()
+            return dict(Counter(e.action.rule for e in self._outbox.values()))
 
     def _update(self, action_id: str, expect: ActionState, **changes: object) -> bool:
         """Apply ``changes`` to an action in state ``expect``; False if there is none."""

@@ -408,6 +408,11 @@ class PostgresStore(CheckpointStore):
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def count_actions_by_rule(self) -> dict[str, int]:
+        with self._ops.use() as conn, _errors("counting actions by rule"):
+            rows = conn.execute("SELECT rule, count(*) FROM kec_outbox GROUP BY rule").fetchall()
+        return {str(rule): int(count) for rule, count in rows}
+
     def mark_done(self, action_ids: Sequence[str]) -> None:
         if not action_ids:
             return

@@ -399,6 +399,11 @@ class SqliteStore(CheckpointStore):
             ).fetchone()[0]
         return count
 
+    def count_actions_by_rule(self) -> dict[str, int]:
+        with self._read_conn("counting actions by rule") as conn:
+            rows = conn.execute("SELECT rule, count(*) FROM outbox GROUP BY rule").fetchall()
+        return {rule: count for rule, count in rows}
+
     def mark_done(self, action_ids: Sequence[str]) -> None:
         if not action_ids:
             return

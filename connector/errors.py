@@ -7,6 +7,7 @@ later can succeed without a change by a person::
 
     ConnectorError
     ├── ConfigError                 bad configuration (file, line, field path)
+    │   └── ConfigFileError         a config file's errors, one FILE:LINE PATH each
     ├── DevBrokerError              the local development broker could not start
     ├── DevPostgresError            the local development PostgreSQL could not start
     ├── KafkaClientError            a Kafka client call failed            (retriable)
@@ -16,6 +17,7 @@ later can succeed without a change by a person::
     │   ├── SchemaTooNew            written by a newer version of this project
     │   └── Fenced                  another instance owns the partition now
     ├── DecodeError                 a record cannot become an Event (goes to the DLQ)
+    ├── GatewayError                the HTTP events gateway failed or refused (retriable)
     └── TargetError                 delivering an action failed           (retriable)
         └── TargetRejected          the target refused the action for good
 """
@@ -33,6 +35,16 @@ class ConnectorError(Exception):
 
 class ConfigError(ConnectorError):
     """A configuration that cannot be used; the message names file, line and field."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file with errors; ``errors`` lists each as ``FILE:LINE PATH: message``."""
+
+    def __init__(self, file: str, errors: list[str]) -> None:
+        self.file = file
+        self.errors = errors
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        super().__init__(f"{file}: {count}\n" + "\n".join(f"  {e}" for e in errors))
 
 
 class DevBrokerError(ConnectorError):
@@ -79,6 +91,12 @@ class Fenced(CheckpointError):
 
 class DecodeError(ConnectorError):
     """A Kafka record could not be turned into an Event."""
+
+
+class GatewayError(ConnectorError):
+    """The HTTP events gateway could not be reached or answered with an error."""
+
+    retriable = True
 
 
 class TargetError(ConnectorError):

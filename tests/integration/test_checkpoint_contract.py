@@ -366,6 +366,16 @@ def test_replay_dead_named_and_all(store: CheckpointStore) -> None:
     assert store.count_actions(ActionState.DEAD) == 0
 
 
+def test_actions_are_counted_by_rule_in_every_state(store: CheckpointStore) -> None:
+    assert store.count_actions_by_rule() == {}
+    events = [make_event(n) for n in range(3)]
+    actions = [make_action(e, rule="r1") for e in events] + [make_action(events[0], rule="r2")]
+    queue(store, actions)
+    store.mark_done([actions[0].action_id])
+    store.mark_dead(actions[1].action_id, "TargetRejected: no")
+    assert store.count_actions_by_rule() == {"r1": 3, "r2": 1}
+
+
 def test_add_actions_skips_ids_already_present(store: CheckpointStore) -> None:
     first, second = make_action(make_event(1)), make_action(make_event(2))
     with store.batch() as tx:

@@ -1,0 +1,430 @@
+"""Operator commands: ``send``, ``tail``, ``status``, ``replay``, ``dlq list|replay``.
+
+Thin wrappers over :mod:`connector.ops`: every command takes ``-c/--config FILE`` or the
+explicit connection options (``--bootstrap``, ``--group``, ``--store``, ``--topic``),
+resolved in ONE place, :func:`resolve`. Explicit options given on the command line win
+over the file. Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+from click.core import ParameterSource
+
+from connector.errors import ConfigError
+from connector.ops.context import OpsContext
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+_DEFAULT_GROUP = "event-connector"
+_DEFAULT_STORE = "sqlite://checkpoints.db"
+
+
+def _load_config(path: str) -> Any:
+    # Imported lazily: --help stays fast, and explicit options work without the module.
+    try:
+        module = importlib.import_module("connector.config")
+    except ImportError as exc:
+        raise ConfigError(
+            "-c/--config is not available in this build (no connector.config); "
+            "use --bootstrap/--group/--store/--topic"
+        ) from exc
+    return module.load_config(path)
+
+
+def _parse_topics(specs: tuple[str, ...]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for spec in specs:
+        topic, _, namespace = spec.partition("=")
+        if not topic:
+            raise click.UsageError(f"--topic {spec!r}: the topic name is empty")
+        mapping[topic] = namespace or "default"
+    return mapping
+
+
+def resolve(
+    ctx: click.Context,
+    config: str | None,
+    bootstrap: str | None,
+    group: str | None,
+    store: str | None,
+    topics: tuple[str, ...],
+    *,
+    needs_kafka: bool = True,
+) -> OpsContext:
+    """Merge ``-c FILE`` and the explicit options (the command line wins, the env does not).
+
+    ``needs_kafka=False`` (the ``dlq`` commands, which only read the store) lets
+    ``--bootstrap`` be left out.
+    """
+    explicit = _parse_topics(topics)
+    if config is None:
+        if not bootstrap and needs_kafka:
+            raise click.UsageError(
+                "give -c/--config FILE, or --bootstrap (env KAFKA_BOOTSTRAP_SERVERS)"
+            )
+        return OpsContext(
+            client_config={"bootstrap.servers": bootstrap} if bootstrap else {},
+            group_id=group or _DEFAULT_GROUP,
+            topics=explicit,
+            store_url=store or _DEFAULT_STORE,
+            named_topics=tuple(explicit),
+        )
+    cfg = _load_config(config)
+    client_config = dict(cfg.kafka.client_config())
+    if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
+        client_config["bootstrap.servers"] = bootstrap
+    configured: dict[str, str] = dict(cfg.topics())
+    rules = list(cfg.rules)
+    return OpsContext(
+        client_config=client_config,
+        group_id=group or cfg.group_id,
+        topics={**configured, **{t: ns for t, ns in explicit.items() if t not in configured}},
+        store_url=store or cfg.checkpoint.url(),
+        named_topics=tuple(explicit),
+        rules=rules,
+        dead_letter_topic=cfg.dead_letter_topic,
+        rule_names=tuple(rule.name for rule in rules),
+    )
+
+
+def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-c`` and the explicit connection options, shared by every operator command."""
+    options = [
+        click.option(
+            "-c",
+            "--config",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Connector config file (YAML); explicit options below override it.",
+        ),
+        click.option(
+            "--bootstrap",
+            envvar="KAFKA_BOOTSTRAP_SERVERS",
+            default=None,
+            help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS) when no -c is given.",
+        ),
+        click.option(
+            "--group", default=None, help=f"Consumer group of the connector [{_DEFAULT_GROUP}]."
+        ),
+        click.option("--store", default=None, help=f"Checkpoint store URL [{_DEFAULT_STORE}]."),
+        click.option(
+            "--topic",
+            "topics",
+            multiple=True,
+            metavar="TOPIC[=NAMESPACE]",
+            help="A topic of the connector (repeatable); with -c it selects a topic.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _ops(ctx: click.Context, kwargs: dict[str, Any], *, needs_kafka: bool = True) -> OpsContext:
+    return resolve(
+        ctx,
+        kwargs.pop("config"),
+        kwargs.pop("bootstrap"),
+        kwargs.pop("group"),
+        kwargs.pop("store"),
+        kwargs.pop("topics"),
+        needs_kafka=needs_kafka,
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM; the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals only reach the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _progress(enabled: bool | None) -> Progress | None:
+    """A rich progress bar on stderr: when asked, or by default when stderr is a TTY."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(console=Console(stderr=True), transient=False)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+# -- send ------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("key")
+@click.argument("value")
+@connection_options
+@click.option("--namespace", default=None, help="Namespace of the events [the topic's].")
+@click.option("--sender", default=None, help="Sender recorded in the events.")
+@click.option("--context", default=None, help="Workflow execution the events belong to.")
+@click.option("--count", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--same-value", is_flag=True, help="With --count, do not suffix values with -i.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="At most this many events per second.",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [when a TTY].")
+@click.pass_context
+def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
+    """Send COUNT events KEY=VALUE to a namespace's topic (idempotent, acks=all).
+
+    The topic is --topic, else the first topic of --namespace in the config. With --count,
+    values become VALUE-0, VALUE-1... (unless --same-value); every event has its own id.
+    """
+    from connector.ops.send import make_events, send_events, topic_for
+
+    ops = _ops(ctx, kwargs)
+    destination = ops.named_topics[0] if ops.named_topics else None
+    topic, namespace = topic_for(ops.topics, kwargs["namespace"], destination)
+    count: int = kwargs["count"]
+    events = make_events(
+        key,
+        value,
+        namespace=namespace,
+        sender=kwargs["sender"],
+        context=kwargs["context"],
+        count=count,
+        same_value=kwargs["same_value"],
+    )
+    progress = _progress(kwargs["progress"])
+    with progress if progress is not None else contextlib.nullcontext():
+        on_sent = None
+        if progress is not None:
+            task = progress.add_task(f"sending to {topic}", total=count)
+            on_sent = lambda n: progress.advance(task, n)  # noqa: E731
+        report = send_events(ops.client_config, topic, events, rate=kwargs["rate"], on_sent=on_sent)
+    if count == 1 and report.positions:
+        partition, offset = report.positions[0]
+        click.echo(f"{topic}[{partition}]@{offset}")
+    click.echo(f"sent {report.count} events to {topic} in {report.seconds:.2f}s")
+
+
+# -- tail ------------------------------------------------------------------------------
+
+
+@click.command()
+@connection_options
+@click.option("--namespace", default=None, help="Only the topics of this namespace.")
+@click.option("--key", "key_glob", default=None, metavar="GLOB", help="Only keys matching GLOB.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the end.")
+@click.option(
+    "--max", "max_events", type=click.IntRange(1), default=None, help="Stop after this many events."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def tail(ctx: click.Context, /, **kwargs: Any) -> None:
+    """Print the connector's events as they arrive (time, namespace, key, value, context).
+
+    Reads without joining the connector's group and commits nothing. Stops on Ctrl-C,
+    SIGTERM or after --max events.
+    """
+    from connector.ops.tail import TailOptions, format_json, format_line, tail_events
+
+    ops = _ops(ctx, kwargs)
+    topics = dict(ops.topics)
+    if ops.named_topics:
+        topics = {t: ns for t, ns in topics.items() if t in ops.named_topics}
+    namespace = kwargs["namespace"]
+    if namespace is not None:
+        topics = {t: ns for t, ns in topics.items() if ns == namespace}
+    if not topics:
+        raise click.UsageError("no topic to tail: give -c FILE or --topic (and a known namespace)")
+    fmt = format_json if kwargs["as_json"] else format_line
+    options = TailOptions(kwargs["key_glob"], kwargs["from_beginning"], kwargs["max_events"])
+    with _stop_on_signals() as stop:
+        tail_events(
+            ops.client_config,
+            topics,
+            options,
+            lambda event: click.echo(fmt(event)),
+            stop,
+            on_undecodable=lambda note: click.echo(note, err=True),
+            on_ready=lambda: click.echo(
+                f"tailing {', '.join(sorted(topics))}"
+                f"{' from the beginning' if options.from_beginning else ''}; Ctrl-C stops",
+                err=True,
+            ),
+        )
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+@click.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, /, **kwargs: Any) -> None:
+    """Per-partition offsets (Kafka committed, store checkpoint, end, lag), the outbox,
+    dead letters and how many actions each rule queued."""
+    from connector.ops.status import collect_status, render_status
+
+    ops = _ops(ctx, kwargs)
+    if not ops.topics:
+        raise click.UsageError("no topics: give -c FILE or --topic")
+    topics = list(ops.named_topics) if ops.named_topics else list(ops.topics)
+    with ops.open_store() as store:
+        report = collect_status(ops.client_config, ops.group_id, topics, store, ops.rule_names)
+    if kwargs["as_json"]:
+        _echo_json(report.to_dict())
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped: do not squeeze topic names to 80 columns
+    render_status(report, console)
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+def _parse_time(text: str) -> int:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # a time without zone is UTC, like Kafka's clock
+    return int(when.timestamp() * 1000)
+
+
+@click.command()
+@connection_options
+@click.option("--from-offset", type=click.IntRange(0), default=None, help="Start offset.")
+@click.option(
+    "--from-time",
+    default=None,
+    metavar="ISO8601",
+    help="Start at the first record at or after this time (default zone UTC).",
+)
+@click.option("--partition", type=click.IntRange(0), default=None, help="Only this partition.")
+@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [when a TTY].")
+@click.pass_context
+def replay(ctx: click.Context, /, **kwargs: Any) -> None:
+    """Re-read a range of the connector's topics through its pipeline steps.
+
+    Events already in the store are skipped (dedup by event id), so a range the connector
+    already processed queues no new action. Offsets and commits are left untouched.
+    """
+    from connector.ops.replay import ReplayRange
+    from connector.ops.replay import replay as run_replay
+
+    ops = _ops(ctx, kwargs)
+    if (kwargs["from_offset"] is None) == (kwargs["from_time"] is None):
+        raise click.UsageError("give exactly one of --from-offset and --from-time")
+    if not ops.topics:
+        raise click.UsageError("no topics: give -c FILE or --topic")
+    selected = ops.named_topics[0] if ops.rules is not None and ops.named_topics else None
+    span = ReplayRange(
+        from_offset=kwargs["from_offset"],
+        from_time_ms=None if kwargs["from_time"] is None else _parse_time(kwargs["from_time"]),
+        partition=kwargs["partition"],
+        topic=selected,
+    )
+    progress = _progress(kwargs["progress"])
+    with ops.open_store() as store, progress if progress is not None else contextlib.nullcontext():
+        on_progress = None
+        if progress is not None:
+            task = progress.add_task("replaying", total=None)
+            on_progress = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
+        report = run_replay(
+            ops.client_config,
+            ops.topics,
+            store,
+            ops.evaluator(),
+            span,
+            batch_size=kwargs["batch_size"],
+            on_progress=on_progress,
+        )
+    click.echo(
+        f"replayed {report.partitions} partitions: read {report.read}, new {report.new}, "
+        f"duplicates {report.duplicates}, undecodable {report.undecodable}, "
+        f"actions queued {report.actions}"
+    )
+
+
+# -- dlq -------------------------------------------------------------------------------
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: dead actions (replayable) and undecodable records (listed only)."""
+
+
+@dlq.command("list")
+@connection_options
+@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@click.pass_context
+def dlq_list(ctx: click.Context, /, **kwargs: Any) -> None:
+    """List dead actions and dead (undecodable) records from the checkpoint store."""
+    from connector.ops.dlq import list_dlq
+
+    ops = _ops(ctx, kwargs, needs_kafka=False)
+    with ops.open_store() as store:
+        listing = list_dlq(store, kwargs["limit"])
+    if kwargs["as_json"]:
+        _echo_json(listing.to_dict())
+        return
+    for line in listing.lines():
+        click.echo(line)
+
+
+@dlq.command("replay")
+@click.argument("action_ids", nargs=-1, metavar="[ACTION_ID]...")
+@connection_options
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead action.")
+@click.pass_context
+def dlq_replay(ctx: click.Context, /, action_ids: tuple[str, ...], **kwargs: Any) -> None:
+    """Put dead actions back to pending; a running connector delivers them again.
+
+    Dead records are not replayed: decoding is deterministic, the same bytes would fail
+    again. Fix the producer and send the event anew.
+    """
+    from connector.ops.dlq import replay_actions
+
+    replay_all = kwargs.pop("replay_all")
+    if bool(action_ids) == replay_all:
+        raise click.UsageError("give ACTION_ID... or --all (not both)")
+    ops = _ops(ctx, kwargs, needs_kafka=False)
+    with ops.open_store() as store:
+        moved = replay_actions(store, None if replay_all else action_ids)
+    click.echo(f"{moved} dead actions back to pending")
+    if action_ids and moved < len(set(action_ids)):
+        missing = len(set(action_ids)) - moved
+        raise click.BadParameter(f"{missing} of the given ids are not dead actions", ctx=ctx)

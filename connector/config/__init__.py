@@ -1,0 +1,55 @@
+"""The connector's YAML configuration: :func:`load_config` and the models it returns.
+
+A file, with every section (only ``kafka`` and ``namespaces`` are required)::
+
+    kafka:
+      bootstrap_servers: ${KAFKA_BOOTSTRAP_SERVERS:-localhost:9092}
+      security_protocol: SASL_SSL          # optional: SASL and SSL settings
+      sasl_mechanism: SCRAM-SHA-512
+      sasl_username: connector
+      sasl_password: ${KAFKA_PASSWORD}     # a secret: never printed
+      properties: {client.rack: eu-west-1a}   # passed through to librdkafka
+    group_id: event-connector
+    namespaces:
+      default: {topics: [events]}          # a topic belongs to one namespace
+    checkpoint: {backend: sqlite, path: checkpoints.db}   # relative to this file
+    dead_letter_topic: events-dlq
+    pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,
+               dispatch_chunk: 256, instance_id: connector-1}
+    retry: {max_attempts: 8, initial_backoff_seconds: 1, max_backoff_seconds: 300}
+    targets:                               # connector.targets specs; `log` always exists
+      deploy: {type: command, argv: [echo, deploy]}
+    rules:                                 # connector.rules.Rule
+      - {name: start-wf, key: start, action: start, workflow: workflow_1, target: deploy}
+    http: {host: 0.0.0.0, port: 8000, token: ${GATEWAY_TOKEN}, strict: false}
+    metrics: {host: 0.0.0.0, port: 9464}
+
+``${NAME}`` and ``${NAME:-default}`` are replaced in string values before validation.
+"""
+
+from connector.config.loader import ConfigFileError, load_config
+from connector.config.models import (
+    DEFAULT_TARGET,
+    CheckpointConfig,
+    ConnectorConfig,
+    HttpConfig,
+    KafkaSettings,
+    MetricsConfig,
+    NamespaceConfig,
+    PipelineConfig,
+    RetryConfig,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "CheckpointConfig",
+    "ConfigFileError",
+    "ConnectorConfig",
+    "HttpConfig",
+    "KafkaSettings",
+    "MetricsConfig",
+    "NamespaceConfig",
+    "PipelineConfig",
+    "RetryConfig",
+    "load_config",
+]

@@ -1,0 +1,43 @@
+"""What every operator command works with, however it was configured.
+
+Built by :func:`connector.commands.ops_cmds.resolve` from ``-c FILE`` or from explicit
+options; opening the store and building the rules happen only when a command asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
+    from checkpoint.base import CheckpointStore
+    from connector.runtime import Evaluator
+
+
+@dataclass(frozen=True)
+class OpsContext:
+    """What the operator commands need, from a config file or from explicit options."""
+
+    client_config: dict[str, Any]
+    group_id: str
+    topics: dict[str, str]  # topic -> namespace
+    store_url: str
+    named_topics: tuple[str, ...] = ()  # the --topic names given on the command line
+    rules: list[Any] | None = None  # connector.rules.Rule; None: no config file
+    dead_letter_topic: str | None = None
+    rule_names: tuple[str, ...] = ()
+
+    def open_store(self) -> CheckpointStore:
+        from checkpoint import open_store
+
+        return open_store(self.store_url)
+
+    def evaluator(self) -> Evaluator:
+        """The configured rules; without a config file, ``run``'s default (notify-all → log)."""
+        if self.rules is None:
+            from connector.runtime import NotifyAll
+
+            return NotifyAll("log")
+        from connector.trigger import TriggerEngine
+
+        return TriggerEngine(self.rules)

@@ -1,0 +1,138 @@
+"""``send``: produce events the way the connector's own clients do.
+
+Events are encoded with :mod:`listeners.codec` (record key = event key, metadata and the
+event id in headers) by an idempotent producer with ``acks=all``. With a count above one,
+each value gets a ``-i`` suffix (``v-0``, ``v-1``...) so the events can be told apart in
+``tail`` and in target output; ``same_value`` keeps the value as given. Every event gets
+its own id, so the connector treats them as distinct either way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from connector.errors import ConfigError, KafkaClientError
+from connector.ops.kafka_io import open_producer, producer_config
+from listeners.codec import record_headers, record_value
+from listeners.event import DEFAULT_NAMESPACE, Event
+
+FLUSH_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SendReport:
+    topic: str
+    count: int
+    seconds: float
+    positions: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+
+
+def topic_for(
+    topics: Mapping[str, str], namespace: str | None, topic: str | None
+) -> tuple[str, str]:
+    """``(topic, namespace)`` to send to: an explicit topic wins, else the namespace's topic.
+
+    A namespace with several topics sends to the first one configured.
+    """
+    if topic is not None:
+        return topic, namespace or topics.get(topic, DEFAULT_NAMESPACE)
+    wanted = namespace or DEFAULT_NAMESPACE
+    for name, ns in topics.items():
+        if ns == wanted:
+            return name, wanted
+    if namespace is None and len(topics) == 1:
+        only = next(iter(topics))
+        return only, topics[only]
+    known = ", ".join(sorted(set(topics.values()))) or "none"
+    raise ConfigError(f"no topic for namespace {wanted!r} (configured namespaces: {known})")
+
+
+def make_events(
+    key: str,
+    value: str,
+    *,
+    namespace: str,
+    sender: str | None = None,
+    context: str | None = None,
+    count: int = 1,
+    same_value: bool = False,
+) -> Iterator[Event]:
+    for i in range(count):
+        text = value if count == 1 or same_value else f"{value}-{i}"
+        yield Event(key=key, value=text, namespace=namespace, sender=sender, context=context)
+
+
+class _Pacer:
+    """Spaces sends ``1/rate`` seconds apart on the monotonic clock (no drift over a run)."""
+
+    def __init__(self, rate: float | None, sleep: Callable[[float], None]) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._sleep = sleep
+        self._start = time.monotonic()
+
+    def wait(self, index: int) -> None:
+        if not self._interval:
+            return
+        delay = self._start + index * self._interval - time.monotonic()
+        if delay > 0:
+            self._sleep(delay)
+
+
+def send_events(
+    client_config: Mapping[str, Any],
+    topic: str,
+    events: Iterator[Event],
+    *,
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Produce ``events`` to ``topic``; return once every one is acknowledged.
+
+    ``on_sent(n)`` is called as acknowledgements arrive (for a progress bar).
+    Raises :class:`KafkaClientError` when any event is not acknowledged.
+    """
+    producer = open_producer(producer_config(client_config))
+    acked: list[tuple[int, int]] = []
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        acked.append((msg.partition() or 0, msg.offset() or 0))
+        if on_sent is not None:
+            on_sent(1)
+
+    started = time.monotonic()
+    pacer = _Pacer(rate, sleep)
+    sent = 0
+    for index, event in enumerate(events):
+        pacer.wait(index)
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=event.key.encode(),
+                    value=record_value(event),
+                    headers=list[tuple[str, str | bytes | None]](record_headers(event)),
+                    timestamp=event.create_time,  # the codec reads create_time back from it
+                    on_delivery=delivered,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)  # the local queue is full: let deliveries drain it
+        sent += 1
+        producer.poll(0)
+    remaining = producer.flush(FLUSH_TIMEOUT)
+    if errors or remaining:
+        detail = errors[0] if errors else f"{remaining} not acknowledged in {FLUSH_TIMEOUT:.0f}s"
+        raise KafkaClientError(
+            f"sent {len(acked)} of {sent} events to {topic}; {len(errors)} failed: {detail}"
+        )
+    return SendReport(topic, sent, time.monotonic() - started, sorted(acked))

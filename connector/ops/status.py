@@ -1,0 +1,149 @@
+"""``status``: where each partition stands, what the outbox holds, what each rule did.
+
+Per partition, three offsets that the exactly-once protocol keeps in order (design §4):
+``committed`` (the group's Kafka commit) <= ``stored`` (the checkpoint store's next
+offset, the source of truth) <= ``end`` (the high watermark). ``lag`` is ``end - stored``;
+a partition the store has not seen yet counts from its low watermark (all of it unread).
+
+Reading committed offsets does not join the group, so ``status`` is safe beside a running
+connector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from checkpoint.base import ActionState, CheckpointStore
+from connector.ops.kafka_io import (
+    committed_offsets,
+    open_consumer,
+    partitions_of,
+    reader_config,
+    watermarks,
+)
+
+# The retrying count scans pending actions; past this many it is left out (None).
+RETRY_SCAN_LIMIT = 10_000
+DEAD_RECORD_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    committed: int | None
+    stored: int | None
+    end: int
+    lag: int
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    group_id: str
+    partitions: list[PartitionStatus]
+    pending: int
+    retrying: int | None  # pending actions that already failed at least once
+    done: int
+    dead_actions: int
+    dead_records: int
+    rules: dict[str, int] = field(default_factory=dict)  # rule -> actions queued
+
+    @property
+    def total_lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_lag"] = self.total_lag
+        return data
+
+
+def _committed(
+    client_config: Mapping[str, Any], group_id: str, tps: list[tuple[str, int]]
+) -> dict[tuple[str, int], int | None]:
+    # committed() answers for the consumer's own group id; it never subscribes, so this
+    # consumer does not join the group.
+    config = {**reader_config(client_config, "status"), "group.id": group_id}
+    consumer = open_consumer(config)
+    try:
+        return committed_offsets(consumer, tps)
+    finally:
+        consumer.close()
+
+
+def collect_status(
+    client_config: Mapping[str, Any],
+    group_id: str,
+    topics: Sequence[str],
+    store: CheckpointStore,
+    rule_names: Sequence[str] = (),
+) -> StatusReport:
+    """Read Kafka and the (opened) store; configured rules that never fired count 0."""
+    consumer = open_consumer(reader_config(client_config, "status"))
+    try:
+        tps = partitions_of(consumer, topics)
+        committed = _committed(client_config, group_id, tps)
+        stored: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            stored.update(store.next_offsets(topic))
+        rows = []
+        for tp in tps:
+            low, high = watermarks(consumer, tp)
+            at = stored.get(tp)
+            lag = high - (at if at is not None else low)
+            rows.append(PartitionStatus(tp[0], tp[1], committed.get(tp), at, high, lag))
+    finally:
+        consumer.close()
+    pending = store.count_actions(ActionState.PENDING)
+    retrying: int | None = None
+    if pending <= RETRY_SCAN_LIMIT:
+        scan = store.list_actions(ActionState.PENDING, limit=RETRY_SCAN_LIMIT)
+        retrying = sum(1 for entry in scan if entry.attempts > 0)
+    fired = store.count_actions_by_rule()
+    rules = {name: fired.get(name, 0) for name in rule_names}
+    rules.update({name: n for name, n in sorted(fired.items()) if name not in rules})
+    return StatusReport(
+        group_id=group_id,
+        partitions=rows,
+        pending=pending,
+        retrying=retrying,
+        done=store.count_actions(ActionState.DONE),
+        dead_actions=store.count_actions(ActionState.DEAD),
+        dead_records=len(store.list_dead_records(limit=DEAD_RECORD_LIMIT)),
+        rules=rules,
+    )
+
+
+def render_status(report: StatusReport, console: Console) -> None:
+    """The partition table, an outbox line and the rules table (rich)."""
+    table = Table(title=f"group {report.group_id}")
+    for column in ("topic", "partition", "committed", "store", "end", "lag"):
+        table.add_column(column, justify="left" if column == "topic" else "right")
+    for p in report.partitions:
+        table.add_row(
+            p.topic,
+            str(p.partition),
+            "-" if p.committed is None else str(p.committed),
+            "-" if p.stored is None else str(p.stored),
+            str(p.end),
+            str(p.lag),
+        )
+    console.print(table)
+    retrying = "?" if report.retrying is None else str(report.retrying)
+    console.print(
+        f"outbox: {report.pending} pending ({retrying} retrying), {report.done} done, "
+        f"{report.dead_actions} dead; dead records: {report.dead_records}; "
+        f"total lag: {report.total_lag}"
+    )
+    if report.rules:
+        rules = Table(title="rules")
+        rules.add_column("rule")
+        rules.add_column("actions", justify="right")
+        for name, fired in report.rules.items():
+            rules.add_row(name, str(fired))
+        console.print(rules)

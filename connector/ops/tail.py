@@ -1,0 +1,99 @@
+"""``tail``: follow the events of the configured topics without joining the group.
+
+The reader assigns every partition itself (no group membership, nothing committed), at
+the beginning or at the end it finds *when it starts*: the end is resolved to concrete
+offsets before the first poll, so an event produced after :func:`tail_events` has begun
+reading is always shown. Records that are not events are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from connector.errors import DecodeError, KafkaClientError
+from connector.ops.kafka_io import open_consumer, partitions_of, reader_config, watermarks
+from listeners.codec import event_from_message
+from listeners.event import Event
+
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    key_glob: str | None = None
+    from_beginning: bool = False
+    max_events: int | None = None
+
+
+def format_line(event: Event) -> str:
+    """One human line: time, namespace, key, value, context."""
+    when = datetime.fromtimestamp(event.create_time / 1000, UTC).isoformat(timespec="milliseconds")
+    line = f"{when} {event.namespace} {event.key} {event.text}"
+    return f"{line} context={event.context}" if event.context else line
+
+
+def format_json(event: Event) -> str:
+    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def tail_events(
+    client_config: Mapping[str, Any],
+    topics: Mapping[str, str],
+    options: TailOptions,
+    emit: Callable[[Event], None],
+    stop: threading.Event,
+    *,
+    on_undecodable: Callable[[str], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Emit matching events until ``stop`` is set or ``max_events`` were emitted.
+
+    ``on_ready`` is called once every partition has its start offset. Returns the count.
+    """
+    if options.max_events is not None and options.max_events <= 0:
+        return 0
+    consumer = open_consumer(reader_config(client_config, "tail"))
+    try:
+        tps = partitions_of(consumer, topics)
+        starts = [
+            TopicPartition(t, p, watermarks(consumer, (t, p))[0 if options.from_beginning else 1])
+            for t, p in tps
+        ]
+        consumer.assign(starts)
+        if on_ready is not None:
+            on_ready()
+        emitted = 0
+        while not stop.is_set():
+            for msg in consumer.consume(100, POLL_SECONDS):
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaClientError(f"fatal consumer error: {err}")
+                    if err.code() != KafkaError._PARTITION_EOF and on_undecodable is not None:
+                        on_undecodable(f"consumer error: {err}")
+                    continue
+                try:
+                    event = event_from_message(msg, topics.get(msg.topic() or "", "default"))
+                except DecodeError as exc:
+                    if on_undecodable is not None:
+                        on_undecodable(
+                            f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: not an event: {exc}"
+                        )
+                    continue
+                if options.key_glob and not fnmatchcase(event.key, options.key_glob):
+                    continue
+                emit(event)
+                emitted += 1
+                if options.max_events is not None and emitted >= options.max_events:
+                    return emitted
+        return emitted
+    finally:
+        consumer.close()
