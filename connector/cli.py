@@ -171,6 +171,14 @@ def demo() -> None:
 
 
 # subcommands defined in connector/commands/ (one line each)
+from connector.commands import gateway_cmd, ops_cmds  # noqa: E402
+
+cli.add_command(ops_cmds.send)
+cli.add_command(ops_cmds.tail)
+cli.add_command(ops_cmds.status)
+cli.add_command(ops_cmds.replay)
+cli.add_command(ops_cmds.dlq)
+cli.add_command(gateway_cmd.gateway)
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""``event-connector gateway``: serve the HTTP events gateway (design §8).
+
+Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
+and/or the options; an option given on the command line wins over the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from connector.errors import ConfigError
+
+_DEFAULT_STORE = "sqlite://checkpoints.db"
+_DEFAULT_LISTEN = "127.0.0.1:8000"
+_DEFAULT_TOPIC = "http-events"
+
+log = logging.getLogger(__name__)
+
+
+def _load_config(path: str) -> Any:
+    # Lazily: the config module is optional for this command and --help stays fast.
+    try:
+        module = importlib.import_module("connector.config")
+    except ImportError as exc:
+        raise ConfigError(
+            "-c/--config is not available in this build (no connector.config); "
+            "use --bootstrap/--store/--listen"
+        ) from exc
+    return module.load_config(path)
+
+
+def _secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    reveal = getattr(value, "get_secret_value", None)
+    return str(reveal() if callable(reveal) else value) or None
+
+
+@click.command("gateway")
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Connector config file (YAML): kafka, checkpoint and http sections.",
+)
+@click.option(
+    "--bootstrap",
+    envvar="KAFKA_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).",
+)
+@click.option("--store", default=None, help=f"Checkpoint store URL [{_DEFAULT_STORE}].")
+@click.option(
+    "--listen", default=None, metavar="HOST:PORT", help=f"Where to serve [{_DEFAULT_LISTEN}]."
+)
+@click.option(
+    "--token",
+    envvar="KEC_GATEWAY_TOKEN",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' (env KEC_GATEWAY_TOKEN).",
+)
+@click.option(
+    "--strict/--no-strict",
+    default=None,
+    help="Accept only events a listener waits for (404 otherwise). Default: keep early "
+    "events until their listener arrives.",
+)
+@click.option("--topic", default=None, help=f"Kafka topic of HTTP events [{_DEFAULT_TOPIC}].")
+@click.option("--namespace", default="http", show_default=True, help="Namespace of the events.")
+@click.option("--group", default=None, help="Consumer group [kec-gateway-<topic>].")
+@click.option(
+    "--deliver-timeout",
+    type=click.FloatRange(min=0.5),
+    default=5.0,
+    show_default=True,
+    help="Seconds Kafka has to acknowledge an event before the reply is 503.",
+)
+def gateway(
+    config: str | None,
+    bootstrap: str | None,
+    store: str | None,
+    listen: str | None,
+    token: str | None,
+    strict: bool | None,
+    topic: str | None,
+    namespace: str,
+    group: str | None,
+    deliver_timeout: float,
+) -> None:
+    """Serve the HTTP events gateway.
+
+    POST /event/send_event/WORKFLOW_ID with {"event_key": ..., "event_payload": ...}
+    writes the event to Kafka and answers 200 once it is durably checkpointed in the
+    store; HTTPListener long-polls GET /event/wait/WORKFLOW_ID/EVENT_KEY. Stop with
+    Ctrl-C or SIGTERM: open requests are finished first.
+    """
+    from checkpoint import open_store
+    from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
+
+    properties: dict[str, Any] = {}
+    store_url, host_port = store, listen
+    if config is not None:
+        cfg = _load_config(config)
+        properties = dict(cfg.kafka.client_config())
+        store_url = store_url or cfg.checkpoint.url()
+        http = getattr(cfg, "http", None)
+        if http is not None:
+            if host_port is None and getattr(http, "port", None) is not None:
+                host_port = f"{getattr(http, 'host', None) or '127.0.0.1'}:{http.port}"
+            token = token or _secret(getattr(http, "token", None))
+            if strict is None:
+                strict = bool(getattr(http, "strict", False))
+    servers = bootstrap or properties.pop("bootstrap.servers", None)
+    properties.pop("bootstrap.servers", None)
+    if not servers:
+        raise click.UsageError("give --bootstrap (env KAFKA_BOOTSTRAP_SERVERS) or -c FILE")
+    host, port = parse_listen(host_port or _DEFAULT_LISTEN)
+    settings = GatewaySettings(
+        bootstrap_servers=str(servers),
+        topic=topic or _DEFAULT_TOPIC,
+        namespace=namespace,
+        group_id=group,
+        strict=bool(strict),
+        deliver_timeout=deliver_timeout,
+        kafka_properties=properties,
+    )
+    with open_store(store_url or _DEFAULT_STORE) as opened:
+        server = GatewayServer(Gateway(settings, opened), host=host, port=port, token=token)
+        click.echo(
+            f"gateway on http://{host}:{port} -> topic {settings.topic} "
+            f"(group {settings.group}, {'strict' if settings.strict else 'keeps early events'})",
+            err=True,
+        )
+        server.run()

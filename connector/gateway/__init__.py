@@ -1,0 +1,22 @@
+"""The HTTP events gateway (design §8): ``POST /event/send_event/{workflow_id}`` to Kafka,
+answered once the event is durably checkpointed; long polls for ``HTTPListener``.
+
+* :mod:`connector.gateway.ingest` — :class:`Gateway`: producer, checkpointing pipeline,
+  waiters (the protocol's steps are in its docstring);
+* :mod:`connector.gateway.app` — the Starlette routes and their status codes;
+* :mod:`connector.gateway.server` — uvicorn serving with clean shutdown;
+* :mod:`connector.gateway.waiters` — pure bookkeeping: queues, waiters, leases.
+"""
+
+from connector.gateway.app import build_app
+from connector.gateway.ingest import Gateway, GatewaySettings, SendResult
+from connector.gateway.server import GatewayServer, parse_listen
+
+__all__ = [
+    "Gateway",
+    "GatewayServer",
+    "GatewaySettings",
+    "SendResult",
+    "build_app",
+    "parse_listen",
+]

@@ -1,0 +1,155 @@
+"""The HTTP events gateway's routes (design §8), a Starlette app around a :class:`Gateway`.
+
+``POST /event/send_event/{workflow_id}``, body ``{"event_key": str, "event_payload": any}``,
+optional ``Idempotency-Key`` header (the event id). Answers once the event is durably
+checkpointed:
+
+=====  =================================================================================
+200    ``{"event_id", "offset", "partition"}``: checkpointed (also for a resend)
+400    the body is not JSON
+401    a bearer token is configured and the request does not carry it
+404    strict mode: no listener waits for this ``(workflow_id, event_key)``
+422    fields missing or of the wrong type
+500    the event reached Kafka but checkpointing failed (a resend is safe)
+503    Kafka did not acknowledge the event in time
+=====  =================================================================================
+
+Every error body is ``{"error": <short code>, "detail": <text or list>}``.
+
+For listeners (:class:`listeners.http.HTTPListener`):
+``GET /event/wait/{workflow_id}/{event_key}?timeout=S`` long-polls: 200 ``{"event": ...}``
+(the event is leased to this caller) or 204 when nothing came within ``S`` seconds
+(at most :data:`MAX_WAIT`); ``POST /event/consumed/{event_id}`` marks an event consumed
+(200, or 404 when the store does not hold it). ``GET /healthz`` needs no token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connector.errors import CheckpointError, ConnectorError, KafkaClientError
+from connector.gateway.ingest import Gateway
+
+__all__ = ["MAX_WAIT", "build_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30.0  # seconds a long poll may be held open
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class SendBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    event_key: StrictStr = Field(min_length=1)
+    event_payload: Any = Field(...)
+
+
+def _error(status: int, error: str, detail: Any, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def build_app(gateway: Gateway, *, token: str | None = None) -> Starlette:
+    """The gateway's ASGI app; its lifespan starts and closes ``gateway``.
+
+    ``token``: when set, every ``/event/`` route needs ``Authorization: Bearer <token>``.
+    Strict mode comes from ``gateway.settings.strict``.
+    """
+    expected = f"Bearer {token}".encode() if token else None
+
+    def guarded(handler: Handler) -> Handler:
+        async def check(request: Request) -> Response:
+            if expected is not None:
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return _error(
+                        401,
+                        "unauthorized",
+                        "a valid 'Authorization: Bearer <token>' header is required",
+                        **{"WWW-Authenticate": "Bearer"},
+                    )
+            try:
+                return await handler(request)
+            except KafkaClientError as exc:
+                return _error(503, "kafka_unavailable", str(exc))
+            except CheckpointError as exc:
+                return _error(500, "processing_failed", str(exc))
+            except ConnectorError as exc:
+                log.exception("gateway request failed")
+                return _error(500, "processing_failed", str(exc))
+
+        return check
+
+    async def send_event(request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        try:
+            data = json.loads(await request.body())
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            return _error(400, "invalid_json", f"the body is not JSON: {exc}")
+        try:
+            body = SendBody.model_validate(data)
+        except ValidationError as exc:
+            detail = [
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+            ]
+            return _error(422, "invalid_body", detail)
+        if gateway.settings.strict and not gateway.waiters.is_waited((workflow_id, body.event_key)):
+            return _error(
+                404,
+                "not_found",
+                f"no listener waits for event_key {body.event_key!r} of workflow "
+                f"{workflow_id!r} (strict mode)",
+            )
+        event_id = request.headers.get("idempotency-key") or None
+        result = await gateway.send(workflow_id, body.event_key, body.event_payload, event_id)
+        return JSONResponse(
+            {"event_id": result.event_id, "offset": result.offset, "partition": result.partition}
+        )
+
+    async def wait_event(request: Request) -> Response:
+        pair = (request.path_params["workflow_id"], request.path_params["event_key"])
+        try:
+            timeout = float(request.query_params.get("timeout", "20"))
+        except ValueError:
+            return _error(422, "invalid_query", "timeout must be a number of seconds")
+        event = await gateway.wait(pair, max(0.0, min(timeout, MAX_WAIT)))
+        if event is None:
+            return Response(status_code=204)
+        return JSONResponse({"event": event.to_dict()})
+
+    async def consumed(request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+        event = await gateway.consume(event_id)
+        if event is None:
+            return _error(404, "not_found", f"the store holds no event {event_id!r}")
+        return JSONResponse({"event_id": event_id, "consumed": True})
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "topic": gateway.settings.topic})
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    routes = [
+        Route("/event/send_event/{workflow_id:path}", guarded(send_event), methods=["POST"]),
+        Route("/event/wait/{workflow_id}/{event_key:path}", guarded(wait_event), methods=["GET"]),
+        Route("/event/consumed/{event_id:path}", guarded(consumed), methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

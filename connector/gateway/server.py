@@ -1,0 +1,154 @@
+"""Serving the gateway with uvicorn, in the foreground or in a thread, with clean shutdown.
+
+Shutdown, in this order: stop accepting connections; answer open long polls with 204
+(:meth:`Gateway.drain`) so listeners re-poll elsewhere or later; let in-flight sends
+finish (up to ``graceful`` seconds); then the app's lifespan stops the checkpointing
+pipeline after its current batch and flushes the producer. SIGINT/SIGTERM trigger it in
+the foreground (:meth:`GatewayServer.run`); :meth:`GatewayServer.stop` in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+import time
+from types import FrameType, TracebackType
+
+import uvicorn
+
+from connector.errors import ConfigError, ConnectorError
+from connector.gateway.app import build_app
+from connector.gateway.ingest import Gateway
+
+__all__ = ["GatewayServer", "parse_listen"]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8000`` for IPv6) -> (host, port); raises ConfigError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self._gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._gateway.drain()
+        await super().shutdown(sockets)
+
+
+class GatewayServer:
+    """One uvicorn server for one :class:`Gateway`; nothing happens before run()/start()."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        token: str | None = None,
+        graceful: float = 5.0,
+        log_level: str = "warning",
+    ) -> None:
+        self._gateway = gateway
+        self._host = host
+        config = uvicorn.Config(
+            build_app(gateway, token=token),
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=int(graceful) or 1,
+        )
+        self._server = _Server(config, gateway)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0); known once started, kept after stop."""
+        if self._port is None:
+            for server in getattr(self._server, "servers", []):
+                for sock in server.sockets:
+                    self._port = int(sock.getsockname()[1])
+                    return self._port
+            raise ConnectorError("the gateway server is not listening")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        """Serve in the foreground (main thread) until SIGINT/SIGTERM; then return normally."""
+        # uvicorn re-raises the signal it shut down for once it restores the previous
+        # handlers; with the defaults that would kill the process (exit -15) after a
+        # clean shutdown. These handlers absorb it (or stop a server still running).
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self._server.run()
+        except SystemExit as exc:  # uvicorn exits when startup (bind, lifespan) fails
+            raise ConnectorError(f"the gateway did not start (exit {exc.code})") from exc
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if not self._server.started:
+            raise ConnectorError("the gateway did not start (see the log above)")
+
+    def _on_signal(self, _sig: int, _frame: FrameType | None) -> None:
+        self._server.should_exit = True
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Serve in a background thread; return once it accepts connections."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._serve, name="kec-gateway", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started and self._thread_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)  # uvicorn offers no "started" event to wait on
+        if not self._server.started:
+            self.stop()
+            raise ConnectorError(f"the gateway did not start: {self._failure or 'timed out'}")
+        _ = self.port  # remember the bound port for url after stop
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut down cleanly (see the module docstring) and wait for it; idempotent."""
+        self._server.should_exit = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise ConnectorError(f"the gateway did not stop within {timeout:g}s")
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self._server.serve())
+        except BaseException as exc:  # SystemExit from uvicorn included: report, not raise
+            self._failure = exc
+
+    def __enter__(self) -> GatewayServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

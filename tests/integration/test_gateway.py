@@ -1,0 +1,364 @@
+"""The HTTP events gateway on a real uvicorn server, real Kafka and a real SQLite store.
+
+Every request goes over a socket with httpx; every status code of the table in
+``connector.gateway.app`` has its own test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from checkpoint.base import CheckpointStore
+from checkpoint.memory import MemoryStore
+from checkpoint.sqlite import SqliteStore
+from connector.gateway import Gateway, GatewayServer, GatewaySettings
+from connector.gateway.waiters import decode_queue, queue_key
+from tests.support import wait_for
+
+
+class Servers:
+    """Starts gateway servers for one test and stops whatever is still running after it."""
+
+    def __init__(self, bootstrap: str, topic: str, store: CheckpointStore) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.store = store
+        self.group = f"gw-{uuid.uuid4().hex[:10]}"
+        self.running: list[GatewayServer] = []
+
+    def start(
+        self,
+        *,
+        port: int = 0,
+        token: str | None = None,
+        store: CheckpointStore | None = None,
+        **settings: Any,
+    ) -> GatewayServer:
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "topic": self.topic,
+            "group_id": self.group,
+            **settings,
+        }
+        gateway = Gateway(GatewaySettings(**options), store or self.store)
+        server = GatewayServer(gateway, port=port, token=token, graceful=2)
+        server.start()
+        self.running.append(server)
+        return server
+
+    def stop(self, server: GatewayServer) -> None:
+        server.stop()
+        self.running.remove(server)
+
+    def close(self) -> None:
+        for server in reversed(self.running):
+            server.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "store.db", busy_timeout=1.0) as opened:
+        yield opened
+
+
+@pytest.fixture
+def servers(bootstrap: str, new_topic: Callable[..., str], store: SqliteStore) -> Iterator[Servers]:
+    made = Servers(bootstrap, new_topic(partitions=3), store)
+    yield made
+    made.close()
+
+
+def send_url(server: GatewayServer, workflow_id: str) -> str:
+    return f"{server.url}/event/send_event/{workflow_id}"
+
+
+def queued(store: CheckpointStore, workflow_id: str, event_key: str) -> list[str]:
+    with store.batch() as tx:
+        return decode_queue(tx.get_rule_state(queue_key(workflow_id, event_key)))
+
+
+async def test_200_event_is_checkpointed_before_the_reply(
+    servers: Servers, store: SqliteStore
+) -> None:
+    server = servers.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            send_url(server, "wf-1"), json={"event_key": "approve", "event_payload": {"ok": 1}}
+        )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    stored = store.get_event(body["event_id"])  # no waiting: stored before the reply
+    assert stored is not None
+    assert stored.offset == body["offset"] and stored.partition == body["partition"]
+    assert stored.topic == servers.topic and stored.namespace == "http"
+    assert stored.key == "wf-1/approve" and stored.context == "wf-1"
+    assert stored.json_value() == {"ok": 1}
+    assert queued(store, "wf-1", "approve") == [body["event_id"]]
+
+
+async def test_400_body_not_json(servers: Servers, store: SqliteStore) -> None:
+    server = servers.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            send_url(server, "wf"), content=b"{not json", headers={"content-type": "text/plain"}
+        )
+    assert reply.status_code == 400
+    assert reply.json()["error"] == "invalid_json" and reply.json()["detail"]
+    assert store.count_events() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"event_payload": 1}, "event_key"),
+        ({"event_key": "k"}, "event_payload"),
+        ({"event_key": 7, "event_payload": 1}, "event_key"),
+        ({"event_key": "", "event_payload": 1}, "event_key"),
+        ([1, 2], None),
+    ],
+)
+async def test_422_missing_or_mistyped_fields(
+    servers: Servers, store: SqliteStore, body: Any, field: str | None
+) -> None:
+    server = servers.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(send_url(server, "wf"), json=body)
+    assert reply.status_code == 422
+    error = reply.json()
+    assert error["error"] == "invalid_body"
+    if field is not None:
+        assert [field] in [e["loc"] for e in error["detail"]]
+    assert store.count_events() == 0
+
+
+async def test_401_without_the_configured_token(servers: Servers, store: SqliteStore) -> None:
+    server = servers.start(token="s3cret")
+    body = {"event_key": "k", "event_payload": None}
+    async with httpx.AsyncClient(timeout=30) as client:
+        missing = await client.post(send_url(server, "wf"), json=body)
+        wrong = await client.post(
+            send_url(server, "wf"), json=body, headers={"Authorization": "Bearer nope"}
+        )
+        waiting = await client.get(f"{server.url}/event/wait/wf/k", params={"timeout": 0})
+        right = await client.post(
+            send_url(server, "wf"), json=body, headers={"Authorization": "Bearer s3cret"}
+        )
+    for reply in (missing, wrong, waiting):
+        assert reply.status_code == 401
+        assert reply.json()["error"] == "unauthorized"
+        assert reply.headers["www-authenticate"] == "Bearer"
+    assert right.status_code == 200
+    assert store.count_events() == 1
+
+
+async def test_404_strict_mode_accepts_only_awaited_pairs(
+    servers: Servers, store: SqliteStore
+) -> None:
+    server = servers.start(strict=True)
+    body = {"event_key": "approve", "event_payload": "yes"}
+    async with httpx.AsyncClient(timeout=60) as client:
+        unknown = await client.post(send_url(server, "wf-1"), json=body)
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "not_found"
+        # A listener's long poll for (wf-1, approve) makes the pair known; another
+        # workflow's pair with the same key stays unknown.
+        poll = asyncio.create_task(
+            client.get(f"{server.url}/event/wait/wf-1/approve", params={"timeout": 30})
+        )
+        for _ in range(600):  # bounded: until the gateway counts the waiter
+            if server_waits(servers, server, ("wf-1", "approve")):
+                break
+            await asyncio.sleep(0.02)
+        other = await client.post(send_url(server, "wf-2"), json=body)
+        accepted = await client.post(send_url(server, "wf-1"), json=body)
+        delivered = await poll
+    assert other.status_code == 404
+    assert accepted.status_code == 200, accepted.text
+    assert delivered.status_code == 200
+    assert delivered.json()["event"]["event_id"] == accepted.json()["event_id"]
+    assert store.count_events() == 1
+
+
+def server_waits(servers: Servers, server: GatewayServer, pair: tuple[str, str]) -> bool:
+    gateway = server._gateway  # the test reads the waiter count, it changes nothing
+    return gateway.waiters.is_waited(pair)
+
+
+async def test_500_when_checkpointing_fails(
+    servers: Servers, store: SqliteStore, tmp_path: Path
+) -> None:
+    server = servers.start(checkpoint_timeout=8)
+    body = {"event_key": "k", "event_payload": 1}
+    async with httpx.AsyncClient(timeout=30) as client:
+        first = await client.post(send_url(server, "wf"), json=body)  # pipeline is assigned
+        assert first.status_code == 200
+        # Another process holds SQLite's write lock: the gateway's batch cannot commit.
+        blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            failed = await client.post(
+                send_url(server, "wf"), json=body, headers={"Idempotency-Key": "retry-me"}
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # The record is in Kafka; a resend with the same key is checkpointed once.
+        again = await client.post(
+            send_url(server, "wf"), json=body, headers={"Idempotency-Key": "retry-me"}
+        )
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "processing_failed"
+    assert "locked" in failed.json()["detail"] or "checkpoint" in failed.json()["detail"]
+    assert again.status_code == 200 and again.json()["event_id"] == "retry-me"
+    assert store.count_events() == 2
+    assert queued(store, "wf", "k") == [first.json()["event_id"], "retry-me"]
+
+
+async def test_503_when_kafka_is_unreachable(servers: Servers) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    server = servers.start(
+        store=opened_memory_store(), bootstrap_servers=f"127.0.0.1:{closed}", deliver_timeout=3
+    )
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            send_url(server, "wf"), json={"event_key": "k", "event_payload": 1}
+        )
+    assert reply.status_code == 503
+    assert reply.json()["error"] == "kafka_unavailable"
+    assert "Kafka" in reply.json()["detail"]
+
+
+async def test_idempotency_key_resend_is_delivered_once(
+    servers: Servers, store: SqliteStore
+) -> None:
+    server = servers.start()
+    body = {"event_key": "paid", "event_payload": {"amount": 5}}
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4().hex}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        # Concurrent copies all reach Kafka; the store keeps one. Then a late resend.
+        racing = await asyncio.gather(
+            *(client.post(send_url(server, "wf"), json=body, headers=headers) for _ in range(3))
+        )
+        late = await client.post(send_url(server, "wf"), json=body, headers=headers)
+    replies = [*racing, late]
+    assert [r.status_code for r in replies] == [200] * 4
+    assert {r.json()["event_id"] for r in replies} == {headers["Idempotency-Key"]}
+    assert len({(r.json()["partition"], r.json()["offset"]) for r in replies}) == 1
+    assert store.count_events() == 1
+    assert queued(store, "wf", "paid") == [headers["Idempotency-Key"]]
+
+
+async def test_fifty_concurrent_senders_all_stored_once(
+    servers: Servers, store: SqliteStore
+) -> None:
+    server = servers.start()
+    count = 60
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    send_url(server, f"wf-{i % 7}"),
+                    json={"event_key": f"k-{i}", "event_payload": i},
+                )
+                for i in range(count)
+            )
+        )
+    assert [r.status_code for r in replies] == [200] * count
+    ids = [r.json()["event_id"] for r in replies]
+    assert len(set(ids)) == count
+    assert store.count_events() == count
+    stored = {e.event_id: e for e in store.iter_events()}
+    assert {stored[eid].json_value() for eid in ids} == set(range(count))
+
+
+async def test_gateway_restart_between_two_sends(servers: Servers, store: SqliteStore) -> None:
+    first_server = servers.start()
+    port = first_server.port
+    async with httpx.AsyncClient(timeout=30) as client:
+        before = await client.post(
+            send_url(first_server, "wf"), json={"event_key": "a", "event_payload": 1}
+        )
+        servers.stop(first_server)
+        with pytest.raises(httpx.ConnectError):
+            await client.post(
+                send_url(first_server, "wf"), json={"event_key": "a", "event_payload": 0}
+            )
+        second_server = servers.start(port=port)  # same store, topic, group and port
+        after = await client.post(
+            send_url(second_server, "wf"), json={"event_key": "b", "event_payload": 2}
+        )
+    assert before.status_code == 200 and after.status_code == 200
+    assert store.count_events() == 2
+    # The second gateway resumed from the store's offsets: nothing re-inserted or lost.
+    assert [e.json_value() for e in store.iter_events()] == [1, 2]
+    assert sum(store.next_offsets(servers.topic).values()) == 2
+
+
+def opened_memory_store() -> MemoryStore:
+    store = MemoryStore()
+    store.open()
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_gateway_serves_and_stops_on_sigterm(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic, port = new_topic(partitions=1), free_port()
+    db = tmp_path / "cli.db"
+    command = [sys.executable, "-m", "connector", "gateway", "--bootstrap", bootstrap]
+    command += ["--store", f"sqlite:///{db}", "--listen", f"127.0.0.1:{port}", "--topic", topic]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+            def healthy() -> bool:
+                try:
+                    return client.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    assert process.poll() is None, "the gateway process exited"
+                    return False
+
+            wait_for(healthy, timeout=60, what="the gateway's /healthz")
+            reply = client.post(
+                "/event/send_event/wf", json={"event_key": "k", "event_payload": "cli"}
+            )
+        assert reply.status_code == 200, reply.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    with SqliteStore(db) as store:
+        event = store.get_event(reply.json()["event_id"])
+    assert event is not None and event.json_value() == "cli"
+
+
+def test_cli_gateway_bad_listen_is_a_usage_error(bootstrap: str) -> None:
+    command = [sys.executable, "-m", "connector", "gateway", "--bootstrap", bootstrap]
+    done = subprocess.run(
+        [*command, "--listen", "nowhere", "--store", "memory://"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "HOST:PORT" in done.stderr

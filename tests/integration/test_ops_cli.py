@@ -1,0 +1,271 @@
+"""The operator commands as an operator runs them: click's CliRunner and real processes.
+
+Every command runs against the real broker and a sqlite store in tmp_path; the numbers it
+prints are checked against offsets and store rows the test set up itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from confluent_kafka import Consumer, TopicPartition
+
+from checkpoint import ActionState, open_store
+from connector.action import Action, ActionKind
+from connector.cli import cli
+from tests.support import wait_for
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def offline(*args: str) -> Result:
+    """A command run with no broker configured at all."""
+    return invoke(*args, env={"KAFKA_BOOTSTRAP_SERVERS": ""})
+
+
+def conn(bootstrap: str, topic: str, store: Path, group: str = "g-ops") -> list[str]:
+    return ["--bootstrap", bootstrap, "--topic", f"{topic}=shop", "--store", f"sqlite://{store}",
+            "--group", group]  # fmt: skip
+
+
+def run_cli(*args: str, bootstrap: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_send_then_tail_with_cli_runner(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    store = tmp_path / "s.db"
+    one = invoke("send", "k1", "hello", "--context", "wf-9", *conn(bootstrap, topic, store))
+    assert one.exit_code == 0, one.output
+    assert one.stdout.splitlines()[0] == f"{topic}[0]@0"
+    assert one.stdout.splitlines()[1].startswith(f"sent 1 events to {topic} in ")
+    many = invoke("send", "k2", "v", "--count", "3", "--progress", *conn(bootstrap, topic, store))
+    assert many.exit_code == 0, many.output
+    assert many.stdout.startswith(f"sent 3 events to {topic} in ")
+    assert f"sending to {topic}" in many.stderr  # the progress bar, forced on without a TTY
+
+    tailed = invoke(
+        "tail", "--from-beginning", "--max", "4", "--json", *conn(bootstrap, topic, store)
+    )
+    assert tailed.exit_code == 0, tailed.output
+    events = [json.loads(line) for line in tailed.stdout.splitlines()]
+    assert [(e["key"], e["value"], e["context"]) for e in events] == [
+        ("k1", "hello", "wf-9"), ("k2", "v-0", None), ("k2", "v-1", None), ("k2", "v-2", None)
+    ]  # fmt: skip
+    assert {e["namespace"] for e in events} == {"shop"}
+    text = invoke(
+        "tail", "--from-beginning", "--max", "1", "--key", "k1", *conn(bootstrap, topic, store)
+    )
+    assert text.exit_code == 0
+    assert text.stdout.rstrip().endswith(" shop k1 hello context=wf-9")
+
+
+def test_status_json_and_table(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    store_path = tmp_path / "s.db"
+    assert (
+        invoke("send", "k", "v", "--count", "4", *conn(bootstrap, topic, store_path)).exit_code == 0
+    )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-ops"})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    consumer.close()
+    with open_store(f"sqlite://{store_path}") as store, store.batch() as tx:
+        tx.set_next_offsets({(topic, 0): 3})
+        tx.add_actions([Action("r1", ActionKind.NOTIFY, "log", "shop", ("e1",), "k")])
+
+    result = invoke("status", "--json", *conn(bootstrap, topic, store_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["partitions"] == [
+        {"topic": topic, "partition": 0, "committed": 1, "stored": 3, "end": 4, "lag": 1}
+    ]
+    assert (data["pending"], data["dead_actions"], data["rules"]) == (1, 0, {"r1": 1})
+
+    table = invoke("status", *conn(bootstrap, topic, store_path))
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if topic in line)
+    assert [c.strip() for c in row.split("│") if c.strip()] == [topic, "0", "1", "3", "4", "1"]
+    assert "outbox: 1 pending (0 retrying), 0 done, 0 dead" in table.stdout
+
+
+def test_replay_twice_gives_no_new_actions_the_second_time(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=2)
+    store = tmp_path / "s.db"
+    assert invoke("send", "k", "v", "--count", "5", *conn(bootstrap, topic, store)).exit_code == 0
+    first = invoke("replay", "--from-offset", "0", "--progress", *conn(bootstrap, topic, store))
+    assert first.exit_code == 0, first.output
+    assert "replaying" in first.stderr
+    assert "read 5, new 5, duplicates 0, undecodable 0, actions queued 5" in first.stdout
+    again = invoke("replay", "--from-time", "2000-01-01T00:00:00", *conn(bootstrap, topic, store))
+    assert again.exit_code == 0, again.output
+    assert "read 5, new 0, duplicates 5, undecodable 0, actions queued 0" in again.stdout
+    with open_store(f"sqlite://{store}") as opened:
+        assert opened.count_actions(ActionState.PENDING) == 5
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay"],
+        ["replay", "--from-offset", "0", "--from-time", "2020-01-01"],
+        ["replay", "--from-time", "yesterday"],
+        ["dlq", "replay"],
+        ["dlq", "replay", "x", "--all"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], bootstrap: str, tmp_path: Path) -> None:
+    result = invoke(*args, *conn(bootstrap, "t", tmp_path / "s.db"))
+    assert result.exit_code == 2
+    assert "Error" in result.output
+
+
+def test_no_connection_at_all_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("status", env={"KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert result.exit_code == 2
+    assert "give -c/--config FILE, or --bootstrap" in result.output
+
+
+def test_dlq_list_and_replay_moves_a_dead_action_back_to_pending(tmp_path: Path) -> None:
+    store_path = tmp_path / "s.db"
+    dead = [Action("r", ActionKind.NOTIFY, "log", "shop", (f"e{n}",), "k") for n in range(2)]
+    with open_store(f"sqlite://{store_path}") as store:
+        with store.batch() as tx:
+            tx.add_actions(dead)
+        for action in dead:
+            store.mark_dead(action.action_id, "TargetRejected: 410")
+    args = ["--store", f"sqlite://{store_path}"]  # the dlq commands need no broker
+
+    listed = offline("dlq", "list", "--json", *args)
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert [a["action_id"] for a in data["actions"]] == [a.action_id for a in dead]
+    assert data["records"] == []
+    human = offline("dlq", "list", *args)
+    assert f"{dead[0].action_id} rule=r notify -> log key=k attempts=1" in human.stdout
+
+    one = offline("dlq", "replay", dead[0].action_id, *args)
+    assert one.exit_code == 0, one.output
+    assert "1 dead actions back to pending" in one.stdout
+    with open_store(f"sqlite://{store_path}") as store:
+        pending = store.list_actions(ActionState.PENDING)
+        assert [(e.action.action_id, e.attempts) for e in pending] == [(dead[0].action_id, 0)]
+    unknown = offline("dlq", "replay", "no-such-id", *args)
+    assert unknown.exit_code == 2
+    rest = offline("dlq", "replay", "--all", *args)
+    assert "1 dead actions back to pending" in rest.stdout
+    with open_store(f"sqlite://{store_path}") as store:
+        assert store.count_actions(ActionState.DEAD) == 0
+
+
+# -- real processes ----------------------------------------------------------------------
+
+
+def test_real_processes_send_tail_status_and_exit_codes(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    store = f"sqlite://{tmp_path / 's.db'}"
+    base = ["--topic", f"{topic}=shop", "--store", store]
+    sent = run_cli("send", "k", "v", "--count", "2", *base, bootstrap=bootstrap)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith(f"sent 2 events to {topic} in ")
+    assert sent.stderr == ""  # no progress bar when stderr is not a terminal
+
+    tailed = run_cli("tail", "--from-beginning", "--max", "2", *base, bootstrap=bootstrap)
+    assert tailed.returncode == 0, tailed.stderr
+    assert [line.split(" ", 1)[1] for line in tailed.stdout.splitlines()] == [
+        "shop k v-0", "shop k v-1"
+    ]  # fmt: skip
+
+    status = run_cli("status", "--json", *base, bootstrap=bootstrap)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["partitions"][0]["lag"] == 2
+
+    missing = run_cli(
+        "status", "--topic", "no-such-topic-ops", "--store", store, bootstrap=bootstrap
+    )
+    assert missing.returncode == 1
+    assert "no-such-topic-ops is not available" in missing.stderr
+    usage = run_cli("replay", *base, bootstrap=bootstrap)
+    assert usage.returncode == 2
+    assert "exactly one of --from-offset and --from-time" in usage.stderr
+
+
+def test_real_tail_process_follows_new_events_and_stops_on_sigterm(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "tail", "--topic", f"{topic}=shop"],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            wait_for(lambda: "Ctrl-C stops" in err.read_text(), timeout=60, what="tail ready")
+            assert (
+                invoke("send", "late", "x", "--bootstrap", bootstrap, "--topic", topic).exit_code
+                == 0
+            )
+            wait_for(lambda: "late x" in out.read_text(), timeout=30, what="the event in tail")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert out.read_text().count("\n") == 1
+
+
+def test_config_file_or_a_clear_error_without_the_config_module(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        "kafka:\n"
+        "  bootstrap_servers: ${KAFKA_BOOTSTRAP_SERVERS}\n"
+        "group_id: g-ops-config\n"
+        f"namespaces:\n  shop:\n    topics: [{topic}]\n"
+        "checkpoint:\n  backend: sqlite\n  path: store.db\n"
+        "rules: []\n"
+    )
+    result = run_cli("status", "--json", "-c", str(config), bootstrap=bootstrap)
+    if importlib.util.find_spec("connector.config") is None:
+        # connector/config.py is written by another engineer; until it lands, -c says so.
+        assert result.returncode == 2
+        assert "-c/--config is not available in this build" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["group_id"] == "g-ops-config"
+    assert [(p["topic"], p["end"], p["stored"]) for p in data["partitions"]] == [(topic, 0, None)]
+    assert (tmp_path / "store.db").exists()  # the path is relative to the config file
