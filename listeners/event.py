@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 DEFAULT_NAMESPACE = "default"
+# Namespace N lives in topic f"{DEFAULT_TOPIC_PREFIX}{N}" unless configured otherwise (§3).
+DEFAULT_TOPIC_PREFIX = "events."
 
 # Header names (design §3). Values are UTF-8.
 H_EVENT_ID = "event-id"

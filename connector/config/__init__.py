@@ -10,8 +10,10 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
       sasl_password: ${KAFKA_PASSWORD}     # a secret: never printed
       properties: {client.rack: eu-west-1a}   # passed through to librdkafka
     group_id: event-connector
+    topic_prefix: events.                  # namespace N reads topic events.N unless told
     namespaces:
-      default: {topics: [events]}          # a topic belongs to one namespace
+      default: {}                          # reads events.default
+      orders: {topics: [orders, returns]}  # a topic belongs to one namespace
     checkpoint: {backend: sqlite, path: checkpoints.db}   # relative to this file
     dead_letter_topic: events-dlq
     pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,

@@ -26,6 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from connector.config.models import BASE_DIR, CROSS_CHECKED, ConnectorConfig, Loc, cross_check
 from connector.errors import ConfigFileError
+from listeners.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["ConfigFileError", "load_config"]
 
@@ -107,9 +108,12 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     """:func:`cross_check` on raw data, skipping parts too malformed to check."""
     namespaces: dict[str, list[str]] = {}
     raw_ns = data.get("namespaces")
+    prefix = data.get("topic_prefix", DEFAULT_TOPIC_PREFIX)
     if isinstance(raw_ns, dict):
         for ns, spec in raw_ns.items():
             topics = spec.get("topics") if isinstance(spec, dict) else None
+            if topics is None and isinstance(prefix, str):
+                topics = [f"{prefix}{ns}"]  # NamespaceConfig.topics_of's default
             namespaces[str(ns)] = (
                 [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
             )
@@ -149,8 +153,7 @@ def _locate_all(name: str, tree: CommentedMap, found: list[tuple[Loc, str]]) -> 
         if msg not in messages:
             messages.append(msg)
     return [
-        f"{name}:{line} {path}: {'; '.join(msgs)}"
-        for (line, path), msgs in sorted(by_spot.items())
+        f"{name}:{line} {path}: {'; '.join(msgs)}" for (line, path), msgs in sorted(by_spot.items())
     ]
 
 

@@ -34,7 +34,7 @@ from pydantic import (
 from connector.outbox import RetryPolicy
 from connector.rules import Rule
 from connector.targets import LogSpec, TargetSpec
-from listeners.event import DEFAULT_NAMESPACE
+from listeners.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -120,9 +120,16 @@ _NAMED = {
 
 
 class NamespaceConfig(_Model):
-    """The topics whose events belong to one namespace (design §3)."""
+    """The topics whose events belong to one namespace (design §3).
 
-    topics: list[NonEmpty] = Field(min_length=1)
+    Without ``topics`` a namespace ``N`` reads the one topic ``{topic_prefix}N``, the topic
+    :class:`~connector.notification.NotificationClient` writes ``N``'s events to.
+    """
+
+    topics: list[NonEmpty] | None = Field(default=None, min_length=1)
+
+    def topics_of(self, namespace: str, topic_prefix: str) -> list[str]:
+        return list(self.topics) if self.topics else [f"{topic_prefix}{namespace}"]
 
 
 class CheckpointConfig(_Model):
@@ -224,6 +231,7 @@ class ConnectorConfig(_Model):
 
     kafka: KafkaSettings
     group_id: NonEmpty = "event-connector"
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
     namespaces: dict[NonEmpty, NamespaceConfig] = Field(min_length=1)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     dead_letter_topic: NonEmpty | None = None
@@ -247,7 +255,7 @@ class ConnectorConfig(_Model):
         if isinstance(info.context, dict) and info.context.get(CROSS_CHECKED):
             return self
         problems = cross_check(
-            {ns: spec.topics for ns, spec in self.namespaces.items()},
+            {ns: spec.topics_of(ns, self.topic_prefix) for ns, spec in self.namespaces.items()},
             self.targets,
             [(r.name, r.namespace, r.target) for r in self.rules],
         )
@@ -257,7 +265,11 @@ class ConnectorConfig(_Model):
 
     def topics(self) -> dict[str, str]:
         """Topic -> namespace of its events, for every configured topic."""
-        return {topic: ns for ns, spec in self.namespaces.items() for topic in spec.topics}
+        return {
+            topic: ns
+            for ns, spec in self.namespaces.items()
+            for topic in spec.topics_of(ns, self.topic_prefix)
+        }
 
 
 def cross_check(

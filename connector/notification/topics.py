@@ -21,12 +21,11 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponenti
 
 from connector.errors import KafkaClientError
 from connector.notification.retries import ATTEMPT_TIMEOUT, code, retried
+from listeners.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["DEFAULT_TOPIC_PREFIX", "Topics"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TOPIC_PREFIX = "events."
 
 
 class Topics:
