@@ -7,11 +7,13 @@ metadata travels in headers. Anything that cannot become an Event raises
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from connector.errors import DecodeError
 from listeners.event import (
     CONTENT_BINARY,
+    CONTENT_JSON,
     CONTENT_TEXT,
     DEFAULT_NAMESPACE,
     H_CONTENT_TYPE,
@@ -26,11 +28,15 @@ from listeners.event import (
 _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
 
 
-def event_from_message(msg: Any, default_namespace: str = DEFAULT_NAMESPACE) -> Event:
+def event_from_message(
+    msg: Any, default_namespace: str = DEFAULT_NAMESPACE, *, max_bytes: int | None = None
+) -> Event:
     """Build an Event from a confluent-kafka ``Message``; raise DecodeError if it is not one.
 
     ``default_namespace`` is the namespace of the topic the record was read from; a
-    ``namespace`` header overrides it.
+    ``namespace`` header overrides it. Refused: no key, a null value, text that is not
+    UTF-8, a value that declares ``content-type: application/json`` and is not JSON, and
+    (with ``max_bytes``) a value larger than that.
     """
     raw_key = msg.key()
     if raw_key is None:
@@ -42,6 +48,8 @@ def event_from_message(msg: Any, default_namespace: str = DEFAULT_NAMESPACE) -> 
     raw_value = msg.value()
     if raw_value is None:
         raise DecodeError("record has a null value (tombstone)")
+    if max_bytes is not None and len(raw_value) > max_bytes:
+        raise DecodeError(f"value of {len(raw_value)} bytes is over the limit of {max_bytes}")
     meta: dict[str, str] = {}
     extra: list[tuple[str, bytes]] = []
     for name, hval in msg.headers() or ():
@@ -53,13 +61,19 @@ def event_from_message(msg: Any, default_namespace: str = DEFAULT_NAMESPACE) -> 
         else:
             extra.append((name, hval if hval is not None else b""))
     value: str | bytes = raw_value
-    if meta.get(H_CONTENT_TYPE, "") != CONTENT_BINARY:
+    content_type = meta.get(H_CONTENT_TYPE, "")
+    if content_type != CONTENT_BINARY:
         try:
             value = raw_value.decode()
         except UnicodeDecodeError as exc:
             raise DecodeError(
                 f"value is not UTF-8 text and content-type is not {CONTENT_BINARY}"
             ) from exc
+        if content_type.startswith(CONTENT_JSON):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                raise DecodeError(f"value declared {CONTENT_JSON} is not JSON: {exc}") from exc
     _, timestamp = msg.timestamp()
     return Event(
         key=key,

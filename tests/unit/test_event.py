@@ -190,6 +190,22 @@ def test_codec_rejects_what_cannot_be_an_event(record: Record, reason: str) -> N
         event_from_message(record)
 
 
+def test_codec_rejects_declared_json_that_is_not_json() -> None:
+    bad = Record(b"k", b"{not json", [(H_CONTENT_TYPE, CONTENT_JSON.encode())])
+    with pytest.raises(DecodeError, match="declared application/json is not JSON"):
+        event_from_message(bad)
+    good = Record(b"k", b'{"a": 1}', [(H_CONTENT_TYPE, CONTENT_JSON.encode())])
+    assert event_from_message(good).json_value() == {"a": 1}
+    # Without the declaration, text is text: no JSON check.
+    assert event_from_message(Record(b"k", b"{not json")).value == "{not json"
+
+
+def test_codec_rejects_a_value_over_max_bytes() -> None:
+    assert event_from_message(Record(b"k", b"x" * 10), max_bytes=10).value == "x" * 10
+    with pytest.raises(DecodeError, match="value of 11 bytes is over the limit of 10"):
+        event_from_message(Record(b"k", b"x" * 11), max_bytes=10)
+
+
 # -- encode then decode --------------------------------------------------------------
 
 _mapped = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
