@@ -22,9 +22,18 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from connector.config.models import BASE_DIR, CROSS_CHECKED, ConnectorConfig, Loc, cross_check
+from connector.config.models import (
+    BASE_DIR,
+    CROSS_CHECKED,
+    DEFAULT_HTTP_NAMESPACE,
+    DEFAULT_HTTP_TOPIC,
+    ConnectorConfig,
+    Loc,
+    cross_check,
+)
 from connector.errors import ConfigFileError
 from listeners.event import DEFAULT_TOPIC_PREFIX
 
@@ -52,6 +61,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Conne
         line = mark.line + 1 if mark is not None else 1
         # The problem only: ruamel's full message quotes the line, which may hold a secret.
         problem = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, DuplicateKeyError):
+            # ruamel quotes both values of the key, and either may be a secret.
+            problem = problem.split(" with value ", 1)[0]
         raise ConfigFileError(name, [f"{name}:{line} (yaml): {problem}"]) from exc
     except YAMLError as exc:
         raise ConfigFileError(name, [f"{name}:1 (yaml): {type(exc).__name__}"]) from exc
@@ -117,6 +129,12 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             namespaces[str(ns)] = (
                 [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
             )
+    http = data.get("http")
+    if isinstance(http, dict):
+        topic = http.get("topic", DEFAULT_HTTP_TOPIC)
+        namespace = http.get("namespace", DEFAULT_HTTP_NAMESPACE)
+        if isinstance(topic, str) and isinstance(namespace, str):
+            namespaces.setdefault(namespace, []).append(topic)
     raw_targets = data.get("targets")
     targets = [str(t) for t in raw_targets] if isinstance(raw_targets, dict) else []
     raw_rules = data.get("rules")
@@ -170,14 +188,15 @@ def _locate(tree: CommentedMap, loc: Loc) -> tuple[int, str]:
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
+            if part in node.lc.data:  # a key merged in by `<<: *anchor` has no line here
+                line = node.lc.key(part)[0] + 1
             node = node[part]
             parts.append(part)
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line = node.lc.item(part)[0] + 1
             node = node[part]
             parts.append(part)
-        elif isinstance(node, CommentedMap) and last and part != "[key]":
+        elif isinstance(node, CommentedMap) and last and isinstance(part, str) and part != "[key]":
             parts.append(part)  # a required field that is missing
         # else: a union tag or branch name, not a place in the file
     return line, _path(parts)

@@ -53,6 +53,8 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Loc = tuple[str | int, ...]
 
+DEFAULT_HTTP_TOPIC = "http-events"
+DEFAULT_HTTP_NAMESPACE = "http"
 DEFAULT_TARGET = "log"
 """The target a rule uses when it names none; JSON lines to stdout unless declared."""
 
@@ -185,6 +187,8 @@ class PipelineConfig(_Model):
     linger_ms: NonNegativeInt = 10
     outbox_max_pending: PositiveInt = 100_000
     dispatch_chunk: PositiveInt = 256
+    # A larger record value goes to the dead-letter topic instead of the store.
+    max_event_bytes: PositiveInt = 1_048_576
     # Kafka static membership: a restart with the same id resumes its partitions at once.
     instance_id: NonEmpty | None = None
 
@@ -211,12 +215,19 @@ class RetryConfig(_Model):
 
 
 class HttpConfig(_Model):
-    """The HTTP events gateway: where it listens, its bearer token, strict mode."""
+    """The HTTP events gateway: where it listens, its bearer token, strict mode.
+
+    Its events go to ``topic`` and belong to ``namespace``, a namespace of their own that
+    rules may name like any other (the gateway checkpoints that topic itself, so it must
+    not be listed under ``namespaces``).
+    """
 
     host: NonEmpty = "127.0.0.1"
     port: Port = 8000
     token: SecretStr | None = None
     strict: bool = False
+    topic: NonEmpty = DEFAULT_HTTP_TOPIC
+    namespace: NonEmpty = DEFAULT_HTTP_NAMESPACE
 
 
 class MetricsConfig(_Model):
@@ -233,7 +244,9 @@ class ConnectorConfig(_Model):
     group_id: NonEmpty = "event-connector"
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     namespaces: dict[NonEmpty, NamespaceConfig] = Field(min_length=1)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    # Validated from {} rather than built: the default sqlite path must be resolved against
+    # the file's directory too, as with `checkpoint: {}`, not against the working directory.
+    checkpoint: CheckpointConfig = Field(default_factory=dict, validate_default=True)
     dead_letter_topic: NonEmpty | None = None
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -241,6 +254,14 @@ class ConnectorConfig(_Model):
     rules: list[Rule] = Field(default_factory=list)
     http: HttpConfig | None = None
     metrics: MetricsConfig | None = None
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _bare_namespaces(cls, namespaces: Any) -> Any:
+        # `default:` with nothing after it reads as null in YAML; it means "no settings".
+        if isinstance(namespaces, dict):
+            return {ns: {} if spec is None else spec for ns, spec in namespaces.items()}
+        return namespaces
 
     @field_validator("targets")
     @classmethod
@@ -254,8 +275,13 @@ class ConnectorConfig(_Model):
     def _consistent(self, info: ValidationInfo) -> ConnectorConfig:
         if isinstance(info.context, dict) and info.context.get(CROSS_CHECKED):
             return self
+        namespaces = {
+            ns: spec.topics_of(ns, self.topic_prefix) for ns, spec in self.namespaces.items()
+        }
+        if self.http is not None:
+            namespaces.setdefault(self.http.namespace, []).append(self.http.topic)
         problems = cross_check(
-            {ns: spec.topics_of(ns, self.topic_prefix) for ns, spec in self.namespaces.items()},
+            namespaces,
             self.targets,
             [(r.name, r.namespace, r.target) for r in self.rules],
         )
