@@ -10,10 +10,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from connector.errors import ConfigError, ConnectorError
+
+if TYPE_CHECKING:
+    from connector.service import ConnectorService
+
+log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -68,43 +75,67 @@ def dev_broker(
         click.echo("stopping the broker")
 
 
+# Options of `run` that only apply without a config file (the file says all of it).
+_QUICK_OPTIONS = (
+    "bootstrap",
+    "group_id",
+    "topics",
+    "store",
+    "log_file",
+    "batch_size",
+    "linger_ms",
+    "dlq_topic",
+    "outbox_max",
+    "dispatch_chunk",
+)
+
+
 @cli.command()
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Connector config file (YAML): topics, store, rules, targets, http, metrics.",
+)
+@click.option(
+    "--instance-id",
+    default=None,
+    help="Stable member id (Kafka static membership): a restart with the same id resumes "
+    "its partitions at once instead of after the session timeout. Overrides the file's "
+    "pipeline.instance_id.",
+)
 @click.option(
     "--bootstrap",
     envvar="KAFKA_BOOTSTRAP_SERVERS",
-    required=True,
-    help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).",
+    default=None,
+    help="Without -c: Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).",
 )
 @click.option("--group", "group_id", default="event-connector", show_default=True)
 @click.option(
     "--topic",
     "topics",
     multiple=True,
-    required=True,
     metavar="TOPIC[=NAMESPACE]",
-    help="A topic to read; its events belong to NAMESPACE (default: 'default'). Repeatable.",
+    help="Without -c: a topic to read; its events belong to NAMESPACE (default: "
+    "'default'). Repeatable.",
 )
 @click.option(
     "--store",
     default="sqlite://checkpoints.db",
     show_default=True,
-    help="Checkpoint store URL: sqlite://RELATIVE or sqlite:///ABSOLUTE path, postgresql://...",
+    help="Without -c: checkpoint store URL: sqlite://RELATIVE or sqlite:///ABSOLUTE path, "
+    "postgresql://...",
 )
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where the log target writes actions as JSON lines (default: stdout).",
+    help="Without -c: where the log target writes actions as JSON lines (default: stdout).",
 )
 @click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--linger-ms", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
-@click.option(
-    "--instance-id",
-    default=None,
-    help="Stable member id (Kafka static membership): a restart with the same id resumes "
-    "its partitions at once instead of after the session timeout.",
-)
 @click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)
 @click.option(
     "--dispatch-chunk",
@@ -113,8 +144,54 @@ def dev_broker(
     show_default=True,
     help="Most actions handed to a target in one call.",
 )
-def run(
-    bootstrap: str,
+@click.pass_context
+def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **quick: Any) -> None:
+    """Run the connector: read the topics, checkpoint every event exactly once, fire the
+    rules' actions and deliver them to their targets.
+
+    With -c FILE everything comes from the file (see `event-connector validate` and
+    `event-connector schema`), and the HTTP gateway and metrics endpoint are served when
+    the file has `http:` / `metrics:` sections. Without -c, a quick mode: every event of
+    each --topic becomes one `notify` action on the log target.
+
+    Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed
+    first; actions not yet delivered stay in the outbox for the next start.
+    """
+    from connector.service import build_service
+
+    service: ConnectorService
+    if config is not None:
+        given = [
+            name
+            for name in _QUICK_OPTIONS
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        ]
+        if given:
+            opts = {p.name: p.opts[-1] for p in ctx.command.params}
+            flags = ", ".join(opts[name] for name in given)
+            raise click.UsageError(f"{flags}: not used with -c; set it in {config}")
+        from connector.config import load_config
+
+        cfg = load_config(config)
+        service = build_service(cfg, instance_id=instance_id)
+        log.info(
+            "config %s: %d topics, %d rules, targets %s",
+            config,
+            len(cfg.topics()),
+            len(cfg.rules),
+            ", ".join(cfg.targets),
+        )
+    else:
+        service = _quick_service(instance_id=instance_id, **quick)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.run(stop)
+
+
+def _quick_service(
+    *,
+    bootstrap: str | None,
     group_id: str,
     topics: tuple[str, ...],
     store: str,
@@ -125,16 +202,16 @@ def run(
     instance_id: str | None,
     outbox_max: int,
     dispatch_chunk: int,
-) -> None:
-    """Run the pipeline: every event of TOPIC becomes one action on the log target.
-
-    Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed first.
-    """
+) -> ConnectorService:
     from checkpoint import open_store
     from connector.runtime import NotifyAll, PipelineSettings
     from connector.service import ConnectorService
     from connector.targets import LogTarget
 
+    if not bootstrap or not topics:
+        raise click.UsageError(
+            "give -c FILE, or --bootstrap (env KAFKA_BOOTSTRAP_SERVERS) and --topic"
+        )
     mapping = {}
     for spec in topics:
         topic, _, namespace = spec.partition("=")
@@ -149,30 +226,37 @@ def run(
         group_instance_id=instance_id,
         outbox_max_pending=outbox_max,
     )
-    service = ConnectorService(
+    return ConnectorService(
         settings,
         open_store(store),
         NotifyAll("log"),
         {"log": LogTarget("log", log_file)},
         dispatch_chunk=dispatch_chunk,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service.run(stop)
 
 
 @cli.command()
-def demo() -> None:
-    """Start a real Kafka (design §10), send a few events and read them back."""
-    from connector.demo import run_demo
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The quickstart config to run [examples/quickstart.yaml of the checkout].",
+)
+def demo(config: Path | None) -> None:
+    """The quickstart on embedded defaults: a real Kafka (design §10), the connector
+    with SQLite checkpoints, the AIFlow seed's events and their actions, the status
+    table, then kill -9 in the middle of a stream and a restart: no action fires twice."""
+    from connector.demo import QUICKSTART, run_demo
 
-    run_demo(click.echo)
+    run_demo(click.echo, config or QUICKSTART)
 
 
 # subcommands defined in connector/commands/ (one line each)
-from connector.commands import gateway_cmd, ops_cmds  # noqa: E402
+from connector.commands import config_cmds, gateway_cmd, ops_cmds  # noqa: E402
 
+cli.add_command(config_cmds.validate)
+cli.add_command(config_cmds.schema)
 cli.add_command(ops_cmds.send)
 cli.add_command(ops_cmds.tail)
 cli.add_command(ops_cmds.status)
@@ -183,7 +267,10 @@ cli.add_command(gateway_cmd.gateway)
 
 def main() -> None:
     try:
-        cli(standalone_mode=False)
+        # Outside standalone mode click returns a command's ctx.exit(code) instead of exiting.
+        code = cli(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         sys.exit(1)
     except click.ClickException as exc:

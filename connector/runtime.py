@@ -4,7 +4,8 @@
 
 1. **poll** — ``consume()`` up to ``batch_size`` records, or what arrived within
    ``linger_ms``; auto-commit and auto offset store are off, ``read_committed``,
-   cooperative-sticky assignment. Undecodable records are produced to the dead-letter
+   cooperative-sticky assignment. Records that cannot become events (no key, not UTF-8,
+   declared JSON that is not, over ``max_event_bytes``) are produced to the dead-letter
    topic (acknowledged before step 2) and recorded with the batch.
 2. **checkpoint** — ONE durable store transaction: insert the events (ids already stored
    are skipped), evaluate the rules for the *new* events only, queue the resulting actions
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from checkpoint.base import ActionState, CheckpointStore, DeadRecord
+from checkpoint.base import CheckpointStore, DeadRecord
 from checkpoint.base import TopicPartition as TP
 from connector.action import Action, ActionKind
 from connector.errors import DecodeError, KafkaClientError
@@ -110,6 +111,7 @@ class PipelineSettings:
     linger_ms: int = 10
     dlq_topic: str | None = None
     outbox_max_pending: int = 100_000
+    max_event_bytes: int | None = 1_048_576  # larger values go to the dead-letter topic
     kafka_properties: Mapping[str, Any] = field(default_factory=dict)
     auto_offset_reset: str = "earliest"
     instance_id: str = field(default_factory=_instance_id)
@@ -182,12 +184,16 @@ class Pipeline:
         self._paused = False
         self.stats = PipelineStats()
 
+    @property
+    def paused(self) -> bool:
+        """Whether the partitions are paused because the outbox is full (backpressure)."""
+        return self._paused
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         if self._consumer is not None:
             return
-        self._gauge.add(self._store.count_actions(ActionState.PENDING))
         consumer = self._consumer_factory(self._settings.consumer_config())
         consumer.subscribe(
             list(self._settings.topics),
@@ -274,6 +280,7 @@ class Pipeline:
         offsets: dict[TP, int] = {}
         first: dict[TP, int] = {}
         topics = self._settings.topics
+        limit = self._settings.max_event_bytes
         epochs = self._epochs
         for msg in messages:
             err = msg.error()
@@ -290,7 +297,9 @@ class Pipeline:
             first.setdefault(tp, offset)
             offsets[tp] = offset + 1
             try:
-                events.append(event_from_message(msg, topics.get(topic, "default")))
+                events.append(
+                    event_from_message(msg, topics.get(topic, "default"), max_bytes=limit)
+                )
             except DecodeError as exc:
                 dead.append(
                     DeadRecord(

@@ -6,38 +6,16 @@ and/or the options; an option given on the command line wins over the file.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 import click
-
-from connector.errors import ConfigError
 
 _DEFAULT_STORE = "sqlite://checkpoints.db"
 _DEFAULT_LISTEN = "127.0.0.1:8000"
 _DEFAULT_TOPIC = "http-events"
 
 log = logging.getLogger(__name__)
-
-
-def _load_config(path: str) -> Any:
-    # Lazily: the config module is optional for this command and --help stays fast.
-    try:
-        module = importlib.import_module("connector.config")
-    except ImportError as exc:
-        raise ConfigError(
-            "-c/--config is not available in this build (no connector.config); "
-            "use --bootstrap/--store/--listen"
-        ) from exc
-    return module.load_config(path)
-
-
-def _secret(value: Any) -> str | None:
-    if value is None:
-        return None
-    reveal = getattr(value, "get_secret_value", None)
-    return str(reveal() if callable(reveal) else value) or None
 
 
 @click.command("gateway")
@@ -71,7 +49,7 @@ def _secret(value: Any) -> str | None:
     "events until their listener arrives.",
 )
 @click.option("--topic", default=None, help=f"Kafka topic of HTTP events [{_DEFAULT_TOPIC}].")
-@click.option("--namespace", default="http", show_default=True, help="Namespace of the events.")
+@click.option("--namespace", default=None, help="Namespace of the events [http].")
 @click.option("--group", default=None, help="Consumer group [kec-gateway-<topic>].")
 @click.option(
     "--deliver-timeout",
@@ -88,7 +66,7 @@ def gateway(
     token: str | None,
     strict: bool | None,
     topic: str | None,
-    namespace: str,
+    namespace: str | None,
     group: str | None,
     deliver_timeout: float,
 ) -> None:
@@ -105,16 +83,20 @@ def gateway(
     properties: dict[str, Any] = {}
     store_url, host_port = store, listen
     if config is not None:
-        cfg = _load_config(config)
+        from connector.config import load_config
+
+        cfg = load_config(config)
         properties = dict(cfg.kafka.client_config())
         store_url = store_url or cfg.checkpoint.url()
-        http = getattr(cfg, "http", None)
+        http = cfg.http
         if http is not None:
-            if host_port is None and getattr(http, "port", None) is not None:
-                host_port = f"{getattr(http, 'host', None) or '127.0.0.1'}:{http.port}"
-            token = token or _secret(getattr(http, "token", None))
+            host_port = host_port or f"{http.host}:{http.port}"
+            if token is None and http.token is not None:
+                token = http.token.get_secret_value()
             if strict is None:
-                strict = bool(getattr(http, "strict", False))
+                strict = http.strict
+            topic = topic or http.topic
+            namespace = namespace or http.namespace
     servers = bootstrap or properties.pop("bootstrap.servers", None)
     properties.pop("bootstrap.servers", None)
     if not servers:
@@ -123,7 +105,7 @@ def gateway(
     settings = GatewaySettings(
         bootstrap_servers=str(servers),
         topic=topic or _DEFAULT_TOPIC,
-        namespace=namespace,
+        namespace=namespace or "http",
         group_id=group,
         strict=bool(strict),
         deliver_timeout=deliver_timeout,

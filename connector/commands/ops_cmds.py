@@ -9,7 +9,6 @@ over the file. Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failu
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import signal
 import sys
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from connector.errors import ConfigError
 from connector.ops.context import OpsContext
 
 if TYPE_CHECKING:
@@ -30,18 +28,6 @@ if TYPE_CHECKING:
 
 _DEFAULT_GROUP = "event-connector"
 _DEFAULT_STORE = "sqlite://checkpoints.db"
-
-
-def _load_config(path: str) -> Any:
-    # Imported lazily: --help stays fast, and explicit options work without the module.
-    try:
-        module = importlib.import_module("connector.config")
-    except ImportError as exc:
-        raise ConfigError(
-            "-c/--config is not available in this build (no connector.config); "
-            "use --bootstrap/--group/--store/--topic"
-        ) from exc
-    return module.load_config(path)
 
 
 def _parse_topics(specs: tuple[str, ...]) -> dict[str, str]:
@@ -82,7 +68,9 @@ def resolve(
             store_url=store or _DEFAULT_STORE,
             named_topics=tuple(explicit),
         )
-    cfg = _load_config(config)
+    from connector.config import load_config
+
+    cfg = load_config(config)
     client_config = dict(cfg.kafka.client_config())
     if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
         client_config["bootstrap.servers"] = bootstrap

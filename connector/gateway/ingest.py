@@ -137,10 +137,14 @@ class Gateway:
         store: CheckpointStore,
         *,
         rules: Evaluator | None = None,
+        gauge: OutboxGauge | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
         self._rules = rules
+        # Shared with the connector's dispatcher when both run, so the actions the
+        # gateway's rules queue count towards its backpressure and wake it.
+        self._gauge = gauge or OutboxGauge()
         self.waiters = Waiters(ttl=settings.waiter_ttl)
         self._leases = Leases(seconds=settings.lease_seconds)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,7 +166,7 @@ class Gateway:
             self.settings.pipeline_settings(self._rules is not None),
             self._store,
             HttpIndex(self._rules),
-            OutboxGauge(),
+            self._gauge,
         )
         self._threads = [
             threading.Thread(target=self._serve_producer, name="kec-gw-producer", daemon=True),
