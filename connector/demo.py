@@ -152,9 +152,7 @@ def run_demo(say: Say, config_path: Path = QUICKSTART) -> None:
         config = load_config(config_path, env=env)
         actions_log, tasks_log = state / "actions.jsonl", state / "tasks.log"
         connector = _Connector(config_path, env, state / "connector.log")
-        client = NotificationClient(
-            cluster.bootstrap_servers, "default", topic_prefix=config.topic_prefix
-        )
+        client = NotificationClient.from_config(config, "default")
         # A reader beside the connector: WAL lets it see each committed batch.
         with client, open_store(config.checkpoint.url()) as store, _running(connector):
             topic = client.ensure_topic()

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
@@ -47,6 +47,9 @@ from connector.notification.retries import (
 from connector.notification.topics import DEFAULT_TOPIC_PREFIX, Topics
 from listeners.codec import record_headers, record_value
 from listeners.event import Event
+
+if TYPE_CHECKING:
+    from connector.config import ConnectorConfig
 
 __all__ = ["NotificationClient"]
 
@@ -128,6 +131,30 @@ class NotificationClient:
         self._admin: Any = None
         self._closed = False
         self._listeners: dict[str, ListenerThread] = {}
+
+    @classmethod
+    def from_config(
+        cls, config: ConnectorConfig, namespace: str | None = None, **options: Any
+    ) -> NotificationClient:
+        """A client for the connector that ``config`` describes (``load_config(path)``).
+
+        It reaches the same cluster with the same client settings (SASL, TLS, properties)
+        and writes each namespace to the (first) topic the connector reads for it, so
+        what it sends is what the connector's rules see. ``options`` are the constructor's.
+        """
+        client = config.kafka.client_config()
+        bootstrap = str(client.pop("bootstrap.servers"))
+        topics = {
+            ns: spec.topics_of(ns, config.topic_prefix)[0] for ns, spec in config.namespaces.items()
+        }
+        return cls(
+            bootstrap,
+            namespace,
+            topic_prefix=config.topic_prefix,
+            topics={**topics, **options.pop("topics", {})},
+            properties={**client, **options.pop("properties", {})},
+            **options,
+        )
 
     @property
     def topic_prefix(self) -> str:

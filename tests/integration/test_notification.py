@@ -6,12 +6,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connector.config import load_config
 from connector.errors import ConfigError, KafkaClientError
 from connector.notification import (
     ENV_CONTEXT,
@@ -547,3 +549,26 @@ def test_records_without_a_namespace_header_never_cross_namespaces(
     assert [(e.namespace, e.value) for e in rec_c.events] == [(ns_c, "no namespace header")]
     skipped = [r for r in caplog.records if "without a namespace header" in r.getMessage()]
     assert len(skipped) == 2  # once per listener of the shared topic
+
+
+def test_from_config_writes_where_the_connector_reads(
+    bootstrap: str, new_topic: Callable[..., str], admin: AdminClient, tmp_path: Path
+) -> None:
+    explicit, prefix = new_topic(1), f"{_name('cfg')}."
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        f"kafka: {{bootstrap_servers: {bootstrap}, properties: {{client.id: from-config}}}}\n"
+        f"topic_prefix: {prefix}\n"
+        f"namespaces:\n  shop: {{topics: [{explicit}]}}\n  audit: {{}}\n"
+    )
+    config = load_config(path)
+    try:
+        with NotificationClient.from_config(config, "shop") as client:
+            to_shop = client.send_event("paid", "1")
+            to_audit = client.send_event("seen", "1", namespace="audit")
+        assert config.topics() == {explicit: "shop", f"{prefix}audit": "audit"}
+        assert (to_shop.topic, to_shop.namespace) == (explicit, "shop")
+        assert (to_audit.topic, to_audit.namespace) == (f"{prefix}audit", "audit")
+    finally:
+        for future in admin.delete_topics([f"{prefix}audit"]).values():
+            future.result(timeout=30)
