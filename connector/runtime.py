@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from checkpoint.base import CheckpointStore, DeadRecord
+from checkpoint.base import BatchTransaction, CheckpointStore, DeadRecord
 from checkpoint.base import TopicPartition as TP
 from connector.action import Action, ActionKind
 from connector.errors import DecodeError, KafkaClientError
@@ -96,6 +96,37 @@ class NotifyAll:
             payload={"value": event.text, "offset": event.offset, "partition": event.partition},
         )
         return _Result((action,), {})
+
+
+def apply_events(
+    tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Event]
+) -> tuple[list[Event], list[Action]]:
+    """Step 2's work on events, inside the caller's store transaction ``tx``.
+
+    Insert the events (ids already stored are skipped), evaluate the rules for the new
+    ones only, in order (rule state is read once per key and later events of the batch
+    see earlier updates), save the changed rule state and queue the actions. Returns the
+    new events and the queued actions.
+    """
+    new = tx.insert_events(events)
+    actions: list[Action] = []
+    state: dict[str, str | None] = {}
+    dirty: set[str] = set()
+    for event in new:
+        keys = evaluator.state_keys(event)
+        for key in keys:
+            if key not in state:
+                state[key] = tx.get_rule_state(key)
+        result = evaluator.evaluate(event, {k: state[k] for k in keys})
+        actions.extend(result.actions)
+        if result.state_updates:
+            state.update(result.state_updates)
+            dirty.update(result.state_updates)
+    for key in dirty:
+        tx.put_rule_state(key, state[key])
+    if actions:
+        tx.add_actions(actions)
+    return new, actions
 
 
 def _instance_id() -> str:
@@ -317,26 +348,8 @@ class Pipeline:
     def _checkpoint(
         self, events: list[Event], dead: list[DeadRecord], offsets: dict[TP, int]
     ) -> tuple[int, int]:
-        evaluator = self._evaluator
-        actions: list[Action] = []
         with self._store.batch() as tx:
-            new = tx.insert_events(events)
-            state: dict[str, str | None] = {}  # this batch's view, later events see updates
-            dirty: set[str] = set()
-            for event in new:
-                keys = evaluator.state_keys(event)
-                for key in keys:
-                    if key not in state:
-                        state[key] = tx.get_rule_state(key)
-                result = evaluator.evaluate(event, {k: state[k] for k in keys})
-                actions.extend(result.actions)
-                if result.state_updates:
-                    state.update(result.state_updates)
-                    dirty.update(result.state_updates)
-            for key in dirty:
-                tx.put_rule_state(key, state[key])
-            if actions:
-                tx.add_actions(actions)
+            new, actions = apply_events(tx, self._evaluator, events)
             if dead:
                 tx.add_dead_records(dead)
             tx.set_next_offsets(offsets, {tp: self._epochs[tp] for tp in offsets})

@@ -26,7 +26,6 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from checkpoint.base import CheckpointStore
 from checkpoint.base import TopicPartition as TP
-from connector.action import Action
 from connector.errors import ConfigError, DecodeError, KafkaClientError
 from connector.ops.kafka_io import (
     offsets_for_time,
@@ -36,7 +35,7 @@ from connector.ops.kafka_io import (
     reader_config,
     watermarks,
 )
-from connector.runtime import Evaluator
+from connector.runtime import Evaluator, apply_events
 from listeners.codec import event_from_message
 from listeners.event import Event
 
@@ -108,25 +107,8 @@ def _checkpoint(
     store: CheckpointStore, evaluator: Evaluator, events: list[Event]
 ) -> tuple[int, int]:
     """The pipeline's step 2 without the offsets: returns (new events, actions queued)."""
-    actions: list[Action] = []
     with store.batch() as tx:
-        new = tx.insert_events(events)
-        state: dict[str, str | None] = {}  # this batch's view; later events see updates
-        dirty: set[str] = set()
-        for event in new:
-            keys = evaluator.state_keys(event)
-            for key in keys:
-                if key not in state:
-                    state[key] = tx.get_rule_state(key)
-            result = evaluator.evaluate(event, {k: state[k] for k in keys})
-            actions.extend(result.actions)
-            if result.state_updates:
-                state.update(result.state_updates)
-                dirty.update(result.state_updates)
-        for key in dirty:
-            tx.put_rule_state(key, state[key])
-        if actions:
-            tx.add_actions(actions)
+        new, actions = apply_events(tx, evaluator, events)
     return len(new), len(actions)
 
 
