@@ -33,9 +33,10 @@ Configuration (no constructor arguments; resolved at every call, first match win
 
 a. :func:`configure` (``bootstrap_servers=``, ``group_id=``, librdkafka properties) —
    this process only;
-b. ``KEC_CONFIG`` names the connector's YAML file; its ``kafka:`` mapping gives
-   ``bootstrap_servers`` (a string or a list), ``group_id`` and optional ``properties:``
-   passed to librdkafka;
+b. ``KEC_CONFIG`` names the connector's YAML file (the one ``event-connector run -c``
+   reads); its ``kafka:`` section gives the servers and client settings, and
+   ``listener_group_id`` the group (default ``<group_id>-listener``: not the
+   connector's own group, see below);
 c. ``KAFKA_BOOTSTRAP_SERVERS`` and ``KEC_GROUP_ID``.
 
 (b) and (c) reach other processes through their environment (for Ray workers, e.g. the
@@ -83,8 +84,6 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -216,32 +215,18 @@ def reset_configuration() -> None:
 
 
 def read_kafka_section(path: Path) -> KafkaSettings:
-    """The ``kafka:`` mapping of the connector's YAML file (resolution step b)."""
-    where = f"{ENV_CONFIG}={path}"
-    try:
-        document = YAML(typ="safe").load(path)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the file: {exc.strerror or exc}") from exc
-    except YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
-    kafka = document.get("kafka") if isinstance(document, dict) else None
-    if not isinstance(kafka, dict):
-        raise ConfigError(
-            f"{where}: no 'kafka:' mapping; set kafka.bootstrap_servers and kafka.group_id"
-        )
-    servers = kafka.get("bootstrap_servers")
-    if isinstance(servers, list) and all(isinstance(s, str) for s in servers):
-        servers = ",".join(servers)
-    properties = kafka.get("properties") or {}
-    if not isinstance(properties, dict):
-        raise ConfigError(f"{where}: kafka.properties must be a mapping")
-    group = kafka.get("group_id")
-    for name, value in (("bootstrap_servers", servers), ("group_id", group)):
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: set kafka.{name} (a non-empty string)")
-    return KafkaSettings(
-        str(servers), str(group), {str(k): v for k, v in properties.items()}, source=where
-    )
+    """The listener's settings from the connector's config file (resolution step b).
+
+    The file is loaded as ``event-connector run`` loads it (``${VAR}`` interpolation,
+    every error with its line); its ``kafka:`` section gives the servers and client
+    properties (SASL, TLS...), ``listener_group_id`` the group.
+    """
+    from connector.config import load_config
+
+    config = load_config(path)
+    client = config.kafka.client_config()
+    servers = str(client.pop("bootstrap.servers"))
+    return KafkaSettings(servers, config.listener_group(), client, source=f"{ENV_CONFIG}={path}")
 
 
 def resolve_settings() -> KafkaSettings:

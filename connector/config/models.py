@@ -242,6 +242,9 @@ class ConnectorConfig(_Model):
 
     kafka: KafkaSettings
     group_id: NonEmpty = "event-connector"
+    # The group of QueueEventListener (Ray-style listeners): never the pipeline's group,
+    # whose subscribed members would make Kafka refuse the listener's member-less commits.
+    listener_group_id: NonEmpty | None = None
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
     namespaces: dict[NonEmpty, NamespaceConfig] = Field(min_length=1)
     # Validated from {} rather than built: the default sqlite path must be resolved against
@@ -254,6 +257,13 @@ class ConnectorConfig(_Model):
     rules: list[Rule] = Field(default_factory=list)
     http: HttpConfig | None = None
     metrics: MetricsConfig | None = None
+
+    @field_validator("listener_group_id")
+    @classmethod
+    def _own_group(cls, group: str | None, info: ValidationInfo) -> str | None:
+        if group is not None and group == info.data.get("group_id"):
+            raise ValueError("must differ from group_id (the pipeline's group)")
+        return group
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -288,6 +298,10 @@ class ConnectorConfig(_Model):
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
         return self
+
+    def listener_group(self) -> str:
+        """The consumer group of :class:`listeners.QueueEventListener` for this file."""
+        return self.listener_group_id or f"{self.group_id}-listener"
 
     def topics(self) -> dict[str, str]:
         """Topic -> namespace of its events, for every configured topic."""

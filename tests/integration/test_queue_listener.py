@@ -386,7 +386,10 @@ async def test_poll_and_commit_in_different_processes(
 
     # Polled here, committed in a child configured by KEC_CONFIG, the event pickled.
     config = tmp_path / "connector.yaml"
-    config.write_text(f"kafka:\n  bootstrap_servers: {bootstrap}\n  group_id: {group_id}\n")
+    config.write_text(
+        f"kafka:\n  bootstrap_servers: {bootstrap}\n"
+        f"listener_group_id: {group_id}\nnamespaces: {{default: {{}}}}\n"
+    )
     event = await poll(topic)
     assert event == second
     await run_child(child_env(KEC_CONFIG=str(config)), "commit", topic, stdin=pickle.dumps(event))
