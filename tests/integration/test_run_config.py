@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,15 +17,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from checkpoint.sqlite import SqliteStore
+from connector.devbroker import free_port
 from connector.notification import NotificationClient
 from tests.integration.http_recorder import RecordingServer, serving
 from tests.support import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
