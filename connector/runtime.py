@@ -178,6 +178,10 @@ class PipelineSettings:
         }
 
 
+# An undecodable record and its own Kafka headers (kept for the dead-letter topic only).
+_Dead = tuple[DeadRecord, list[tuple[str, bytes]]]
+
+
 @dataclass
 class PipelineStats:
     batches: int = 0
@@ -287,7 +291,7 @@ class Pipeline:
         try:
             if dead:
                 self._send_to_dlq(dead)
-            new, actions = self._checkpoint(events, dead, offsets)
+            new, actions = self._checkpoint(events, [record for record, _ in dead], offsets)
         except Exception:
             self._rewind(first)
             raise
@@ -305,9 +309,9 @@ class Pipeline:
 
     def _decode(
         self, messages: Sequence[Any]
-    ) -> tuple[list[Event], list[DeadRecord], dict[TP, int], dict[TP, int]]:
+    ) -> tuple[list[Event], list[_Dead], dict[TP, int], dict[TP, int]]:
         events: list[Event] = []
-        dead: list[DeadRecord] = []
+        dead: list[_Dead] = []
         offsets: dict[TP, int] = {}
         first: dict[TP, int] = {}
         topics = self._settings.topics
@@ -332,17 +336,10 @@ class Pipeline:
                     event_from_message(msg, topics.get(topic, "default"), max_bytes=limit)
                 )
             except DecodeError as exc:
-                dead.append(
-                    DeadRecord(
-                        topic,
-                        partition,
-                        offset,
-                        str(exc),
-                        type(exc).__name__,
-                        msg.key(),
-                        msg.value(),
-                    )
+                record = DeadRecord(
+                    topic, partition, offset, str(exc), type(exc).__name__, msg.key(), msg.value()
                 )
+                dead.append((record, msg.headers() or []))
         return events, dead, offsets, first
 
     def _checkpoint(
@@ -395,9 +392,14 @@ class Pipeline:
             )
             self._commit(behind)
 
-    def _send_to_dlq(self, dead: Sequence[DeadRecord]) -> None:
+    def _send_to_dlq(self, dead: Sequence[_Dead]) -> None:
+        """Produce each record as it came (key, value, headers) plus the reason headers.
+
+        The record's own headers come first, so what reads the dead-letter topic can
+        send a record back to its source topic as it was (Kafka Connect does the same).
+        """
         if self._dlq is None:
-            for record in dead:
+            for record, _ in dead:
                 log.warning(
                     "undecodable record %s[%d]@%d (%s); no dead-letter topic configured, "
                     "kept in the store only",
@@ -409,12 +411,13 @@ class Pipeline:
             return
         topic = self._settings.dlq_topic
         assert topic is not None
-        for record in dead:
+        for record, headers in dead:
             self._dlq.produce(
                 topic,
                 key=record.key,
                 value=record.value,
                 headers=[
+                    *headers,
                     ("error", record.error.encode()),
                     ("error-class", record.error_class.encode()),
                     ("source-topic", record.topic.encode()),

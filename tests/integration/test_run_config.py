@@ -168,7 +168,12 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
                 client.send_event("order-1", json.dumps({"status": "paid"}))
                 client.send_event("order-2", json.dumps({"status": "new"}))
             producer = Producer({"bootstrap.servers": bootstrap})
-            producer.produce(topic, value=b"a record without a key", partition=0)
+            producer.produce(
+                topic,
+                value=b"a record without a key",
+                partition=0,
+                headers=[("origin", b"legacy-producer")],
+            )
             assert producer.flush(30) == 0
             reply = http.post(
                 f"http://127.0.0.1:{http_port}/event/send_event/wf-7",
@@ -211,6 +216,8 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
     (record,) = shipped.got
     assert json.loads(record.value())["rule"] == "ship-paid"  # order-2 is not paid
     (dead,) = dead_letters.got
+    # The record as it came, its own headers first, then the reason.
+    assert (dead.headers() or [])[0] == ("origin", b"legacy-producer")
     headers = {k: v.decode() for k, v in dead.headers() or []}
     assert dead.value() == b"a record without a key"
     assert headers["error-class"] == "DecodeError" and "no key" in headers["error"]
