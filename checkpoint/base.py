@@ -36,7 +36,7 @@ from types import TracebackType
 from connector.action import Action
 from listeners.event import Event
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TopicPartition = tuple[str, int]
 
@@ -197,6 +197,20 @@ class CheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]: ...
+
+    # -- retention -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` events checkpointed before ``before`` (epoch seconds) and
+        up to ``limit`` *done* actions queued before it; return how many rows went.
+
+        Oldest first, in the order they were stored; one short transaction per call, so
+        call it until it returns less than ``limit``. Pending and dead actions, dead
+        records, rule state, offsets and durable steps are never pruned. A pruned event
+        is no longer deduplicated: a resend of its id, or a ``replay`` of its offset, is
+        processed again (see :mod:`connector.retention`).
+        """
 
     # -- durable steps (wait_for_event) --------------------------------------------------
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -38,6 +39,8 @@ class MemoryStore(CheckpointStore):
         self._batch_thread: int | None = None
         self._is_open = False
         self._events: dict[str, Event] = {}  # dicts keep insertion (= checkpoint) order
+        self._event_at: dict[str, float] = {}  # event id -> when stored
+        self._action_at: dict[str, float] = {}  # action id -> when queued
         self._offsets: dict[TopicPartition, int] = {}
         self._owners: dict[TopicPartition, tuple[str, int]] = {}
         self._outbox: dict[str, OutboxEntry] = {}  # by action id, in seq order
@@ -78,7 +81,10 @@ class MemoryStore(CheckpointStore):
                 self._batch_thread = None
 
     def _apply(self, tx: _MemoryBatch) -> None:
+        now = time.time()
         self._events.update(tx.events)
+        self._event_at.update(dict.fromkeys(tx.events, now))
+        self._action_at.update(dict.fromkeys(tx.actions, now))
         for key, value in tx.rule_state.items():
             if value is None:
                 self._rule_state.pop(key, None)
@@ -207,6 +213,22 @@ class MemoryStore(CheckpointStore):
             ids = list(self._outbox) if action_ids is None else action_ids
             replay = {"state": ActionState.PENDING, "attempts": 0, "next_attempt_at": 0.0}
             return sum(self._update(aid, ActionState.DEAD, **replay) for aid in ids)
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        with self._lock:
+            self._check_writable()
+            event_at, action_at = self._event_at, self._action_at
+            old = [e for e in itertools.islice(self._events, limit) if event_at[e] < before]
+            done = [
+                aid
+                for aid, entry in self._outbox.items()
+                if entry.state is ActionState.DONE and action_at[aid] < before
+            ][:limit]
+            for key in old:
+                del self._events[key], event_at[key]
+            for key in done:
+                del self._outbox[key], action_at[key]
+            return len(old) + len(done)
 
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]:
         with self._lock:

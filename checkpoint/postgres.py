@@ -47,6 +47,7 @@ from checkpoint.rows import (
     encode_headers,
     event_from_row,
     outbox_entry_from_row,
+    time_cut,
     unique_by_id,
 )
 from connector.action import Action
@@ -97,6 +98,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             UNIQUE (topic, partition, "offset"))""",
         "CREATE TABLE kec_steps (step_id text PRIMARY KEY, event text NOT NULL)",
     ),
+    # When each event was stored and each action queued, for retention (prune); rows of a
+    # version-1 store count from the upgrade. New rows get the time of their transaction.
+    2: (
+        "ALTER TABLE kec_events ADD COLUMN stored_at double precision NOT NULL "
+        "DEFAULT extract(epoch FROM now())",
+        "ALTER TABLE kec_outbox ADD COLUMN queued_at double precision NOT NULL "
+        "DEFAULT extract(epoch FROM now())",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs a migration step"
 
@@ -140,6 +149,19 @@ _INSERT_ACTIONS = f"""
 _SELECT_OUTBOX = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM kec_outbox"
 _SELECT_EVENT = f"SELECT {_EVENT_SQL_COLUMNS} FROM kec_events"
 _ITER_CHUNK = 1000
+
+
+def _time_cut(conn: Connection, table: str, column: str, when: float) -> int:
+    """:func:`~checkpoint.rows.time_cut` of ``table`` by its time ``column``."""
+    row = conn.execute(f"SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM {table}")
+    first, last = row.fetchone() or (0, 0)
+    probe = f"SELECT seq, {column} FROM {table} WHERE seq >= %s ORDER BY seq LIMIT 1"
+
+    def at(seq: int) -> tuple[int, float] | None:
+        found = conn.execute(probe, (seq,)).fetchone()
+        return None if found is None else (int(found[0]), float(found[1]))
+
+    return time_cut(int(first), int(last), at, when)
 
 
 def _pg_event_row(e: Event) -> tuple[Any, ...]:
@@ -455,6 +477,26 @@ class PostgresStore(CheckpointStore):
                 {"ids": None if action_ids is None else list(action_ids)},
             )
         return cur.rowcount
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        with (
+            self._ops.use() as conn,
+            _errors("pruning old events and done actions"),
+            conn.transaction(),
+        ):
+            cut = _time_cut(conn, "kec_events", "stored_at", before)
+            events = conn.execute(
+                "DELETE FROM kec_events WHERE seq IN "
+                "(SELECT seq FROM kec_events WHERE seq < %s ORDER BY seq LIMIT %s)",
+                (cut, limit),
+            ).rowcount
+            cut = _time_cut(conn, "kec_outbox", "queued_at", before)
+            actions = conn.execute(
+                "DELETE FROM kec_outbox WHERE seq IN (SELECT seq FROM kec_outbox "
+                "WHERE state = 'done' AND seq < %s ORDER BY seq LIMIT %s)",
+                (cut, limit),
+            ).rowcount
+        return events + actions
 
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]:
         with self._ops.use() as conn, _errors("listing dead records"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from checkpoint.base import ActionState, OutboxEntry
@@ -117,3 +117,24 @@ def outbox_entry_from_row(row: Sequence[Any]) -> OutboxEntry:
         next_attempt_at=float(next_attempt_at),
         last_error=last_error,
     )
+
+
+def time_cut(
+    first: int, last: int, probe: Callable[[int], tuple[int, float] | None], when: float
+) -> int:
+    """A seq that cuts a table where a time that grows with seq reaches ``when``: every row
+    below it is older than ``when``, none at or above it is (retention, ``prune``).
+
+    ``first``/``last`` are the table's least and greatest seq; ``probe(s)`` gives the
+    (seq, time) of the first row at or after seq ``s``, or None. Bisects on the primary
+    key: O(log n) lookups, whatever the table's size.
+    """
+    lo, hi = first, last + 1  # rows below lo are older; the cut is at most hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = probe(mid)
+        if row is None or row[1] >= when:
+            hi = mid  # no row in [mid, row's seq): mid cuts as well as that seq
+        else:
+            lo = row[0] + 1
+    return lo

@@ -33,6 +33,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ from checkpoint.rows import (
     event_from_row,
     event_row,
     outbox_entry_from_row,
+    time_cut,
     unique_by_id,
 )
 from connector.action import Action
@@ -105,16 +107,24 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             UNIQUE (topic, partition, "offset"))""",
         "CREATE TABLE steps (step_id TEXT PRIMARY KEY, event TEXT NOT NULL) WITHOUT ROWID",
     ),
+    # When each event was stored and each action queued, for retention (prune). Rows of a
+    # version-1 store have no such time: their age counts from the upgrade.
+    2: (
+        "ALTER TABLE events ADD COLUMN stored_at REAL NOT NULL DEFAULT 0",
+        "UPDATE events SET stored_at = unixepoch()",
+        "ALTER TABLE outbox ADD COLUMN queued_at REAL NOT NULL DEFAULT 0",
+        "UPDATE outbox SET queued_at = unixepoch()",
+    ),
 }
 assert max(_MIGRATIONS) == SCHEMA_VERSION, "every schema version needs a migration step"
 
 _INSERT_EVENTS = (
-    f"INSERT INTO events (id_hash, {', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (1 + len(EVENT_COLUMNS)))})"
+    f"INSERT INTO events (id_hash, {', '.join(EVENT_COLUMNS)}, stored_at) "
+    f"VALUES ({', '.join('?' * (2 + len(EVENT_COLUMNS)))})"
 )
 _INSERT_ACTIONS = (
-    f"INSERT INTO outbox (id_hash, {', '.join(ACTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * (1 + len(ACTION_COLUMNS)))})"
+    f"INSERT INTO outbox (id_hash, {', '.join(ACTION_COLUMNS)}, queued_at) "
+    f"VALUES ({', '.join('?' * (2 + len(ACTION_COLUMNS)))})"
 )
 # The ids stored under any of the hashes in a JSON array (one probe per hash).
 _KNOWN_EVENTS = "SELECT event_id FROM json_each(?) JOIN events ON id_hash = json_each.value"
@@ -130,6 +140,20 @@ _UPSERT_OFFSET = (
 _ITER_CHUNK = 1000
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _time_cut(conn: sqlite3.Connection, table: str, column: str, when: float) -> int:
+    """:func:`~checkpoint.rows.time_cut` of ``table`` by its time ``column``."""
+    first, last = conn.execute(
+        f"SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) FROM {table}"
+    ).fetchone()
+    probe = f"SELECT seq, {column} FROM {table} WHERE seq >= ? ORDER BY seq LIMIT 1"
+
+    def at(seq: int) -> tuple[int, float] | None:
+        row = conn.execute(probe, (seq,)).fetchone()
+        return None if row is None else (int(row[0]), float(row[1]))
+
+    return time_cut(int(first), int(last), at, when)
 
 
 def id_hash(an_id: str) -> int:
@@ -449,6 +473,24 @@ class SqliteStore(CheckpointStore):
             )
             return cur.rowcount
 
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        with self._transaction("pruning old events and done actions") as conn:
+            # Times grow with seq (rows are stored in time order): the cut is found by
+            # bisecting the primary key, not by scanning (or indexing) a time column.
+            cut = _time_cut(conn, "events", "stored_at", before)
+            events = conn.execute(
+                "DELETE FROM events WHERE seq IN "
+                "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
+                (cut, limit),
+            ).rowcount
+            cut = _time_cut(conn, "outbox", "queued_at", before)
+            actions = conn.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                "WHERE state = 'done' AND seq < ? ORDER BY seq LIMIT ?)",
+                (cut, limit),
+            ).rowcount
+        return events + actions
+
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]:
         with self._read_conn("listing dead records") as conn:
             rows = conn.execute(
@@ -518,7 +560,8 @@ class _SqliteBatch(BatchTransaction):
                 if eid not in known
             ]  # fmt: skip
             if new:
-                conn.executemany(_INSERT_EVENTS, [(h, *event_row(e)) for h, e in new])
+                now = time.time()
+                conn.executemany(_INSERT_EVENTS, [(h, *event_row(e), now) for h, e in new])
         return [e for _, e in new]
 
     def get_rule_state(self, key: str) -> str | None:
@@ -546,8 +589,9 @@ class _SqliteBatch(BatchTransaction):
         hashes = [id_hash(aid) for aid in unique]
         with self._use("queueing actions") as conn:
             known = {r[0] for r in conn.execute(_KNOWN_ACTIONS, (_dumps(hashes),))}
+            now = time.time()
             rows = [
-                (h, *action_row(a))
+                (h, *action_row(a), now)
                 for h, (aid, a) in zip(hashes, unique.items(), strict=True)
                 if aid not in known
             ]

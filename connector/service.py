@@ -68,6 +68,10 @@ class ConnectorService:
         """The outbox's pending count, for collaborators that queue actions too."""
         return self._gauge
 
+    @property
+    def companions(self) -> tuple[Companion, ...]:
+        return tuple(self._companions)
+
     def attach(self, companion: Companion) -> None:
         """Run ``companion`` while the service runs; call before :meth:`run`."""
         self._companions.append(companion)
@@ -163,7 +167,8 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
     Every topic of ``namespaces`` is read by the pipeline; its events go through ``rules``
     to ``targets``. With ``http:`` the gateway serves HTTP events on its own topic, and
     they go through the same rules (namespace ``http.namespace``); with ``metrics:`` a
-    Prometheus endpoint serves :meth:`ConnectorService.snapshot`.
+    Prometheus endpoint serves :meth:`ConnectorService.snapshot`; with
+    ``checkpoint.retention_days`` a :class:`~connector.retention.Pruner` bounds the store.
     """
     from checkpoint import open_store
     from connector.trigger import TriggerEngine
@@ -211,6 +216,10 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
         )
         token = http.token.get_secret_value() if http.token is not None else None
         service.attach(GatewayServer(gateway, host=http.host, port=http.port, token=token))
+    if cfg.checkpoint.retention_days is not None:
+        from connector.retention import Pruner
+
+        service.attach(Pruner(store, cfg.checkpoint.retention_days * 86400))
     if cfg.metrics is not None:
         from connector.metrics import MetricsServer
 

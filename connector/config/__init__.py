@@ -16,7 +16,8 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
     namespaces:
       default: {}                          # reads events.default
       orders: {topics: [orders, returns]}  # a topic belongs to one namespace
-    checkpoint: {backend: sqlite, path: checkpoints.db}   # relative to this file
+    checkpoint: {backend: sqlite, path: checkpoints.db,   # relative to this file
+                 retention_days: 14}       # prune older events (default: keep all)
     dead_letter_topic: events-dlq
     pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,
                dispatch_chunk: 256, instance_id: connector-1}

@@ -144,6 +144,8 @@ class CheckpointConfig(_Model):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     path: Path = Field(default=Path("checkpoints.db"), validate_default=True)
     dsn: SecretStr | None = None
+    # Prune events and done actions older than this (connector.retention); None: never.
+    retention_days: PositiveFloat | None = None
 
     @field_validator("path")
     @classmethod

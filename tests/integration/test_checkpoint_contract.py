@@ -31,7 +31,11 @@ from checkpoint import (
     open_store,
 )
 from checkpoint.memory import MemoryStore
+from checkpoint.postgres import _MIGRATIONS as postgres_migrations
+from checkpoint.postgres import APPLICATION as POSTGRES_APPLICATION
 from checkpoint.postgres import PostgresStore
+from checkpoint.sqlite import _MIGRATIONS as sqlite_migrations
+from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from checkpoint.sqlite import SqliteStore
 from connector.action import Action, ActionKind
 from connector.errors import CheckpointError, ConfigError, Fenced, SchemaTooNew, StoreCorrupt
@@ -376,6 +380,57 @@ def test_actions_are_counted_by_rule_in_every_state(store: CheckpointStore) -> N
     assert store.count_actions_by_rule() == {"r1": 3, "r2": 1}
 
 
+def _clock_passes(moment: float) -> None:
+    """Wait (bounded) until time.time() is past ``moment``: what is stored next is newer."""
+    wait_for(lambda: time.time() > moment, timeout=5, interval=0.001, what="the clock")
+
+
+def test_prune_deletes_old_events_and_old_done_actions_only(store: CheckpointStore) -> None:
+    old_events = [make_event(n) for n in range(6)]
+    old_actions = [make_action(e) for e in old_events]
+    with store.batch() as tx:
+        tx.insert_events(old_events)
+        tx.add_actions(old_actions)
+        tx.put_rule_state("join", "partial")
+        tx.add_dead_records([DeadRecord("orders", 0, 99, "no key", "DecodeError", None, b"x")])
+        tx.set_next_offsets({TP: 6})
+    store.mark_done([a.action_id for a in old_actions[:4]])
+    store.mark_dead(old_actions[4].action_id, "TargetRejected: no")  # [5] stays pending
+    _clock_passes(time.time())
+    cut = time.time()
+    _clock_passes(cut)
+    new_events = [make_event(n) for n in range(6, 9)]
+    new_actions = [make_action(e) for e in new_events]
+    with store.batch() as tx:
+        tx.insert_events(new_events)
+        tx.add_actions(new_actions)
+    store.mark_done([a.action_id for a in new_actions])
+
+    # In chunks: 3 old events and 3 old done actions, then the rest.
+    assert store.prune(cut, limit=3) == 6
+    assert store.prune(cut, limit=3) == 3 + 1
+    assert store.prune(cut, limit=3) == 0
+
+    assert [e.event_id for e in store.iter_events()] == [e.event_id for e in new_events]
+    assert store.count_actions(ActionState.DONE) == 3  # the new ones
+    assert ids(store.list_actions(ActionState.DEAD)) == [old_actions[4].action_id]
+    assert ids(store.list_actions(ActionState.PENDING)) == [old_actions[5].action_id]
+    assert rule_state(store, "join") == "partial"
+    assert len(store.list_dead_records()) == 1
+    assert store.next_offsets() == {TP: 6}
+    # A pruned event is no longer known: the same id is inserted again.
+    with store.batch() as tx:
+        assert [e.event_id for e in tx.insert_events([old_events[0]])] == ["evt-0"]
+
+
+def test_prune_of_an_empty_store_or_with_nothing_old_is_a_no_op(store: CheckpointStore) -> None:
+    assert store.prune(time.time()) == 0
+    with store.batch() as tx:
+        tx.insert_events([make_event(1)])
+    assert store.prune(0.0) == 0
+    assert store.count_events() == 1
+
+
 def test_add_actions_skips_ids_already_present(store: CheckpointStore) -> None:
     first, second = make_action(make_event(1)), make_action(make_event(2))
     with store.batch() as tx:
@@ -635,6 +690,29 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     assert _sqlite_files(path) == before
 
 
+def test_sqlite_migrates_a_version_1_store_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in sqlite_migrations[1]:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO events (id_hash, event_id, key, value, namespace, create_time) "
+        "VALUES (1, 'v1-event', 'k', 'v', 'shop', 0)"
+    )
+    conn.close()
+    upgraded_at = time.time()
+    with SqliteStore(path) as store:
+        assert [e.event_id for e in store.iter_events()] == ["v1-event"]
+        # Its age counts from the upgrade: not pruned by a cut before it, pruned after.
+        assert store.prune(upgraded_at - 60) == 0
+        assert store.prune(time.time() + 60) == 1
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
 def test_sqlite_creates_a_missing_file_and_folder(tmp_path: Path) -> None:
     path = tmp_path / "new" / "folder" / "store.db"
     with SqliteStore(path) as store:
@@ -700,6 +778,32 @@ def test_postgres_refuses_a_newer_schema(pg_store_url: Callable[[], str]) -> Non
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
     assert row == (str(SCHEMA_VERSION + 1),), "left as it was"
+
+
+def test_postgres_migrates_a_version_1_store_and_keeps_its_data(
+    pg_store_url: Callable[[], str],
+) -> None:
+    url = pg_store_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in postgres_migrations[1]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), "
+            "('schema_version', '1')",
+            (POSTGRES_APPLICATION,),
+        )
+        conn.execute(
+            "INSERT INTO kec_events (event_id, key, value, value_is_text, namespace, "
+            "create_time) VALUES ('v1-event', 'k', 'v', true, 'shop', 0)"
+        )
+    upgraded_at = time.time()
+    with open_store(url) as store:
+        assert [e.event_id for e in store.iter_events()] == ["v1-event"]
+        assert store.prune(upgraded_at - 60) == 0
+        assert store.prune(time.time() + 60) == 1
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
+    assert row == (str(SCHEMA_VERSION),)
 
 
 def test_postgres_refuses_tables_that_are_not_ours(pg_store_url: Callable[[], str]) -> None:
