@@ -26,7 +26,7 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
       deploy: {type: command, argv: [echo, deploy]}
     rules:                                 # connector.rules.Rule
       - {name: start-wf, key: start, action: start, workflow: workflow_1, target: deploy}
-    http: {host: 0.0.0.0, port: 8000, token: ${GATEWAY_TOKEN}, strict: false}
+    http: {host: 0.0.0.0, port: 8000, token: "${GATEWAY_TOKEN}", strict: false}
     metrics: {host: 0.0.0.0, port: 9464}
 
 ``${NAME}`` and ``${NAME:-default}`` are replaced in string values before validation.

@@ -7,6 +7,7 @@ The fixtures in ``configs/`` hold only YAML; what each must report is in
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,23 @@ def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
     absolute = tmp_path / "abs" / "cp.db"
     path = write(tmp_path, BASE + f"checkpoint: {{path: '{absolute}'}}\n", name="c/c.yaml")
     assert load_config(path, env={}).checkpoint.path == absolute
+
+
+def test_the_documented_example_file_loads(tmp_path: Path) -> None:
+    """connector/config/__init__.py shows every section; that text must stay a valid file."""
+    import connector.config
+
+    doc = connector.config.__doc__ or ""
+    example = textwrap.dedent(doc.split("::\n\n", 1)[1].split("\n\n", 1)[0])
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    config = load_config(path, env={"KAFKA_PASSWORD": "pw", "GATEWAY_TOKEN": "tok"})
+    assert config.topics() == {
+        "events.default": "default",
+        "orders": "orders",
+        "returns": "orders",
+    }
+    assert config.listener_group() == "ray-listeners"
+    assert config.checkpoint.retention_days == 14
+    assert config.http is not None and config.http.token is not None
+    assert config.http.token.get_secret_value() == "tok"
