@@ -788,8 +788,7 @@ def test_postgres_migrates_a_version_1_store_and_keeps_its_data(
         for statement in postgres_migrations[1]:
             conn.execute(statement)
         conn.execute(
-            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), "
-            "('schema_version', '1')",
+            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), ('schema_version', '1')",
             (POSTGRES_APPLICATION,),
         )
         conn.execute(
