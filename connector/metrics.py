@@ -1,4 +1,4 @@
-"""Prometheus metrics of a running connector, read from its counters at scrape time.
+"""Metrics of a running connector, read from its counters: Prometheus, and a progress log.
 
 Nothing is counted twice and nothing is added to the hot path: the pipeline and the
 dispatcher already keep plain integer counters (:class:`~connector.runtime.PipelineStats`,
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from connector.errors import ConnectorError
 
-__all__ = ["COUNTERS", "GAUGES", "MetricsServer"]
+__all__ = ["COUNTERS", "GAUGES", "MetricsServer", "ProgressLog"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,56 @@ class MetricsServer:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(10)
+
+
+class ProgressLog:
+    """Logs one line of progress every ``interval`` seconds while something happens.
+
+    Operators tailing the log see the connector is alive and how fast it goes without a
+    metrics stack; an idle connector stays quiet. Reads the same ``snapshot`` as
+    :class:`MetricsServer`, in its own thread.
+    """
+
+    def __init__(self, snapshot: Snapshot, *, interval: float = 60.0) -> None:
+        self._snapshot = snapshot
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: Mapping[str, float] = {}
+
+    def report(self) -> str | None:
+        """The line for what changed since the last report (None if nothing did)."""
+        now = self._snapshot()
+        last, self._last = self._last, now
+
+        def delta(key: str) -> int:
+            return int(now.get(key, 0) - last.get(key, 0))
+
+        if not any(delta(k) for k in ("records", "actions_delivered", "actions_dead")):
+            return None
+        return (
+            f"progress: +{delta('events')} events (+{delta('duplicates')} duplicates, "
+            f"+{delta('dead_records')} dead records), +{delta('actions_queued')} actions "
+            f"queued, +{delta('actions_delivered')} delivered, +{delta('actions_dead')} dead; "
+            f"{int(now.get('outbox_pending', 0))} pending"
+            + (" (partitions paused: outbox full)" if now.get("paused") else "")
+        )
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._last = self._snapshot()
+            self._thread = threading.Thread(target=self._run, name="kec-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            line = self.report()
+            if line is not None:
+                log.info("%s", line)

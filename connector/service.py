@@ -220,9 +220,10 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
         from connector.retention import Pruner
 
         service.attach(Pruner(store, cfg.checkpoint.retention_days * 86400))
-    if cfg.metrics is not None:
-        from connector.metrics import MetricsServer
+    from connector.metrics import MetricsServer, ProgressLog
 
+    service.attach(ProgressLog(service.snapshot))
+    if cfg.metrics is not None:
         service.attach(
             MetricsServer(service.snapshot, host=cfg.metrics.host, port=cfg.metrics.port)
         )
