@@ -230,3 +230,12 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
     with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read"):
         resolve_settings()
+
+
+def test_wait_for_event_is_offered_next_to_the_listeners() -> None:
+    import listeners
+    from connector import durable
+
+    assert listeners.wait_for_event is durable.wait_for_event
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = listeners.nope  # type: ignore[attr-defined]
