@@ -26,7 +26,6 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from connector.config.models import (
-    BASE_DIR,
     CROSS_CHECKED,
     DEFAULT_HTTP_NAMESPACE,
     DEFAULT_HTTP_TOPIC,
@@ -35,6 +34,7 @@ from connector.config.models import (
     cross_check,
 )
 from connector.errors import ConfigFileError
+from connector.targets import BASE_DIR
 from listeners.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["ConfigFileError", "load_config"]

@@ -33,7 +33,7 @@ from pydantic import (
 
 from connector.outbox import RetryPolicy
 from connector.rules import Rule
-from connector.targets import LogSpec, TargetSpec
+from connector.targets import LogSpec, RelativePath, TargetSpec
 from listeners.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
@@ -58,8 +58,6 @@ DEFAULT_HTTP_NAMESPACE = "http"
 DEFAULT_TARGET = "log"
 """The target a rule uses when it names none; JSON lines to stdout unless declared."""
 
-# Context key the loader sets: the directory relative paths are resolved against.
-BASE_DIR = "base_dir"
 # Context key the loader sets after reporting cross_check() errors with their lines.
 CROSS_CHECKED = "cross_checked"
 
@@ -142,18 +140,10 @@ class CheckpointConfig(_Model):
     """
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    path: Path = Field(default=Path("checkpoints.db"), validate_default=True)
+    path: RelativePath = Field(default=Path("checkpoints.db"), validate_default=True)
     dsn: SecretStr | None = None
     # Prune events and done actions older than this (connector.retention); None: never.
     retention_days: PositiveFloat | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _resolve(cls, path: Path, info: ValidationInfo) -> Path:
-        base = info.context.get(BASE_DIR) if isinstance(info.context, dict) else None
-        if base is not None and not path.is_absolute():
-            return Path(base) / path
-        return path
 
     @field_validator("dsn")
     @classmethod

@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+)
 
 from connector.errors import ConfigError
 from connector.targets.base import Target
@@ -35,6 +44,7 @@ from connector.targets.python import PythonTarget
 from connector.targets.webhook import WebhookTarget
 
 __all__ = [
+    "BASE_DIR",
     "CommandSpec",
     "CommandTarget",
     "KafkaSpec",
@@ -43,6 +53,7 @@ __all__ = [
     "LogTarget",
     "PythonSpec",
     "PythonTarget",
+    "RelativePath",
     "Target",
     "TargetSpec",
     "WebhookSpec",
@@ -52,6 +63,19 @@ __all__ = [
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 ExitCode = Annotated[int, Field(ge=1, le=255)]
+
+BASE_DIR = "base_dir"
+"""Validation context key: the directory relative paths are resolved against (the config
+file's, set by :func:`connector.config.load_config`); without it, the working directory."""
+
+
+def _from_base(path: Path, info: ValidationInfo) -> Path:
+    base = info.context.get(BASE_DIR) if isinstance(info.context, dict) else None
+    return Path(base) / path if base is not None and not path.is_absolute() else path
+
+
+RelativePath = Annotated[Path, AfterValidator(_from_base)]
+"""A path that, when relative, is relative to the config file it was read from."""
 
 
 class _Spec(BaseModel):
@@ -65,7 +89,7 @@ class LogSpec(_Spec):
     """JSON lines to ``path`` (stdout when absent)."""
 
     type: Literal["log"]
-    path: Path | None = None
+    path: RelativePath | None = None
     fsync: bool = False
 
     def build(self, name: str) -> Target:
@@ -81,7 +105,7 @@ class CommandSpec(_Spec):
     stdin: bool = False
     reject_exit_codes: frozenset[ExitCode] = frozenset()
     env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
+    cwd: RelativePath | None = None
     shell: bool = False
 
     def build(self, name: str) -> Target:

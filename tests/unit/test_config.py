@@ -390,6 +390,22 @@ def test_relative_sqlite_path_is_relative_to_the_file(
     assert cfg.checkpoint.url().startswith("sqlite:///")
 
 
+def test_relative_target_paths_are_relative_to_the_file_too(tmp_path: Path) -> None:
+    targets = (
+        "targets:\n"
+        "  audit: {type: log, path: out/actions.jsonl}\n"
+        '  deploy: {type: command, argv: ["true"], cwd: work}\n'
+        "  stdout: {type: log}\n"
+    )
+    path = write(tmp_path, BASE + targets, name="conf/connector.yaml")
+    cfg = load_config(path, env={})
+    base = (tmp_path / "conf").resolve()
+    audit, deploy, stdout = cfg.targets["audit"], cfg.targets["deploy"], cfg.targets["stdout"]
+    assert isinstance(audit, LogSpec) and audit.path == base / "out" / "actions.jsonl"
+    assert isinstance(deploy, CommandSpec) and deploy.cwd == base / "work"
+    assert isinstance(stdout, LogSpec) and stdout.path is None
+
+
 def test_absolute_sqlite_path_is_kept(tmp_path: Path) -> None:
     absolute = tmp_path / "abs" / "cp.db"
     path = write(tmp_path, BASE + f"checkpoint: {{path: '{absolute}'}}\n", name="c/c.yaml")
