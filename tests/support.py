@@ -1,10 +1,16 @@
-"""Helpers shared by the tests: bounded waiting instead of sleeping."""
+"""Helpers shared by the tests: bounded waiting instead of sleeping, running repo scripts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
@@ -21,3 +27,26 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def run_in_repo(
+    *args: str,
+    drop: Collection[str] = (),
+    extra: dict[str, str] | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS...`` from the repo root with the repo on PYTHONPATH, output captured.
+
+    The child gets this environment without the variables in ``drop``, plus ``extra``.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**env, **(extra or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

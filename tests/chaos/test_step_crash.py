@@ -12,9 +12,7 @@ the store holds the step and before the Kafka commit. Then:
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 from checkpoint import open_store
 from listeners.codec import record_headers, record_value
 from listeners.event import Event
+from tests.support import run_in_repo
 
-ROOT = Path(__file__).resolve().parents[2]
 SIGKILLED = -9
 
 
@@ -49,19 +47,12 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 def _run_step(
     bootstrap: str, group: str, topic: str, store_url: str, step: str, crash_at: str | None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KEC_CRASH_AT"}
-    env["PYTHONPATH"] = str(ROOT)
-    if crash_at:
-        env["KEC_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, "-m", "tests.chaos.step_runner", bootstrap, group, topic, store_url, step],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    return run_in_repo(
+        "-m", "tests.chaos.step_runner", bootstrap, group, topic, store_url, step,
+        drop={"KEC_CRASH_AT"},
+        extra={"KEC_CRASH_AT": crash_at} if crash_at else None,
         timeout=120,
-        check=False,
-    )
+    )  # fmt: skip
 
 
 def test_sigkill_before_event_checkpointed_resumes_the_same_event(

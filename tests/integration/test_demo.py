@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from tests.support import run_in_repo
 
 
 def test_demo_runs_the_quickstart_and_survives_kill_9(bootstrap: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "connector", "demo"],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_in_repo(
+        "-m", "connector", "demo", extra={"KAFKA_BOOTSTRAP_SERVERS": bootstrap}, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, run_in_repo
+
 EXAMPLE = ROOT / "examples" / "aiflow_events.py"
 
 
-def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["PYTHONPATH"] = str(ROOT)
-    return {**env, **extra}
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The example with this environment minus the broker (and crash hooks), plus ``env``."""
+    return run_in_repo(str(EXAMPLE), *args, drop=("KAFKA_BOOTSTRAP_SERVERS",), extra=env)
 
 
 def test_task2_starts_once_in_its_execution_and_the_counter_counts(
@@ -45,7 +30,7 @@ def test_task2_starts_once_in_its_execution_and_the_counter_counts(
             namespace,
             "--count",
             "4",
-            env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap),
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         )
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
@@ -68,6 +53,6 @@ def test_task2_starts_once_in_its_execution_and_the_counter_counts(
 
 
 def test_no_broker_is_a_usage_error() -> None:
-    done = _run("--count", "1", env=_env())
+    done = _run("--count", "1")
     assert done.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS" in done.stderr

@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT, run_in_repo
+
 EXAMPLE = ROOT / "examples" / "ray_events.py"
 
 
-def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(EXAMPLE), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The example with this environment minus the broker (and crash hooks), plus ``env``."""
+    return run_in_repo(
+        str(EXAMPLE), *args, drop=("KAFKA_BOOTSTRAP_SERVERS", "KEC_CRASH_AT"), extra=env
     )
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "KEC_CRASH_AT")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    return {**env, **extra}
 
 
 def test_every_step_arrives_and_a_rerun_resumes_them(bootstrap: str, tmp_path: Path) -> None:
     workflow_id = f"wf-{uuid.uuid4().hex[:10]}"
     store = f"sqlite:///{tmp_path / 'ray.db'}"
     args = ("--store", store, "--workflow-id", workflow_id, "--delay", "0.2")
-    env = _env(KAFKA_BOOTSTRAP_SERVERS=bootstrap)  # the broker from the environment
 
-    first = _run(*args, env=env)
+    first = _run(*args, KAFKA_BOOTSTRAP_SERVERS=bootstrap)  # the broker from the environment
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     summary: dict[str, Any] = json.loads(lines[-1])
@@ -56,7 +41,7 @@ def test_every_step_arrives_and_a_rerun_resumes_them(bootstrap: str, tmp_path: P
     assert any(line.startswith("queue: produced ") for line in lines)
 
     # Same store and workflow id: every step comes back from its checkpoint.
-    again = _run(*args, env=env)
+    again = _run(*args, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     assert again.returncode == 0, again.stderr
     lines = again.stdout.splitlines()
     resumed: dict[str, Any] = json.loads(lines[-1])
@@ -69,6 +54,6 @@ def test_every_step_arrives_and_a_rerun_resumes_them(bootstrap: str, tmp_path: P
 
 
 def test_without_a_broker_it_is_a_usage_error(tmp_path: Path) -> None:
-    done = _run("--store", f"sqlite:///{tmp_path / 'x.db'}", env=_env())
+    done = _run("--store", f"sqlite:///{tmp_path / 'x.db'}")
     assert done.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS" in done.stderr

@@ -23,6 +23,7 @@ import pytest
 from checkpoint.base import CheckpointStore
 from checkpoint.memory import MemoryStore
 from checkpoint.sqlite import SqliteStore
+from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
 from connector.gateway.waiters import decode_queue, queue_key
 from tests.support import wait_for
@@ -312,12 +313,6 @@ def opened_memory_store() -> MemoryStore:
     store = MemoryStore()
     store.open()
     return store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_cli_gateway_serves_and_stops_on_sigterm(

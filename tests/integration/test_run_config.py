@@ -20,7 +20,7 @@ from checkpoint.sqlite import SqliteStore
 from connector.devbroker import free_port
 from connector.notification import NotificationClient
 from tests.integration.http_recorder import RecordingServer, serving
-from tests.support import wait_for
+from tests.support import run_in_repo, wait_for
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
@@ -238,9 +238,7 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "connector", *args], capture_output=True, text=True, timeout=60
-    )
+    return run_in_repo("-m", "connector", *args, timeout=60)
 
 
 def test_run_refuses_quick_options_next_to_a_config_file(tmp_path: Path) -> None:
