@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 
 from checkpoint import open_store
-from connector.action import Action, ActionKind
-from listeners.event import Event
+from kec.action import Action, ActionKind
+from kec.event import Event
 
 
 def make_batch(n: int, start: int, topic: str) -> tuple[list[Event], list[Action]]:

@@ -34,11 +34,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from checkpoint import open_store
 from connector.devbroker import KafkaCluster, provide_kafka
-from connector.runtime import NotifyAll, PipelineSettings
+from connector.runtime import PipelineSettings
 from connector.service import ConnectorService
 from connector.targets import LogTarget
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from kec.codec import record_headers, record_value
+from kec.evaluation import NotifyAll
+from kec.event import Event
 
 
 @dataclass

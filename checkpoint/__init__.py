@@ -24,7 +24,7 @@ from checkpoint.base import (
     OutboxEntry,
     TopicPartition,
 )
-from connector.errors import ConfigError
+from kec.errors import ConfigError
 
 __all__ = [
     "SCHEMA_VERSION",

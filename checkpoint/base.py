@@ -21,7 +21,7 @@ Writes of a batch::
 
 Partition ownership (fencing): :meth:`claim_partitions` bumps and returns each partition's
 owner epoch. A batch carries the epochs it was read under; if another instance claimed the
-partition since, the batch raises :class:`~connector.errors.Fenced` and nothing is written.
+partition since, the batch raises :class:`~kec.errors.Fenced` and nothing is written.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
-from connector.action import Action
-from listeners.event import Event
+from kec.action import Action
+from kec.event import Event
 
 SCHEMA_VERSION = 2
 
@@ -107,7 +107,7 @@ class BatchTransaction(abc.ABC):
         """Record each partition's next offset; never moves one backwards.
 
         With ``epochs``, every named partition's current owner epoch must equal the given
-        one, else :class:`~connector.errors.Fenced` is raised (and the batch rolls back).
+        one, else :class:`~kec.errors.Fenced` is raised (and the batch rolls back).
         """
 
 

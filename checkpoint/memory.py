@@ -26,9 +26,9 @@ from checkpoint.base import (
     TopicPartition,
 )
 from checkpoint.rows import unique_by_id
-from connector.action import Action
-from connector.errors import CheckpointError, Fenced
-from listeners.event import Event
+from kec.action import Action
+from kec.errors import CheckpointError, Fenced
+from kec.event import Event
 
 
 class MemoryStore(CheckpointStore):

@@ -12,7 +12,7 @@ parameters travel in binary (``%b``): psycopg dumps those ten times faster than 
 Fencing (design §4): ``kec_partition_owners`` holds each partition's owner epoch.
 :meth:`PostgresStore.claim_partitions` bumps it; a batch reads its partitions' epochs
 ``FOR SHARE`` inside its own transaction, so a claim racing with it either commits first
-(and the batch sees the new epoch and raises :class:`~connector.errors.Fenced`) or waits
+(and the batch sees the new epoch and raises :class:`~kec.errors.Fenced`) or waits
 until the batch has committed. Rows are always locked in (topic, partition) order, so two
 instances cannot deadlock on them.
 
@@ -50,9 +50,9 @@ from checkpoint.rows import (
     time_cut,
     unique_by_id,
 )
-from connector.action import Action
-from connector.errors import CheckpointError, Fenced, SchemaTooNew, StoreCorrupt
-from listeners.event import Event
+from kec.action import Action
+from kec.errors import CheckpointError, Fenced, SchemaTooNew, StoreCorrupt
+from kec.event import Event
 
 APPLICATION = "kafka-event-connector"
 _SCHEMA_LOCK = 0x4B45435F534348  # advisory lock serialising schema creation and migration

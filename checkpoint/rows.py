@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from checkpoint.base import ActionState, OutboxEntry
-from connector.action import Action, ActionKind
-from listeners.event import Event, Headers
+from kec.action import Action, ActionKind
+from kec.event import Event, Headers
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.JSONDecoder().decode

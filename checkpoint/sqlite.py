@@ -13,8 +13,8 @@ writer at a time anyway, so a second writer connection would only add lock polli
 Identity of the file: ``PRAGMA application_id`` marks it as ours and ``PRAGMA
 user_version`` holds the schema version. :meth:`SqliteStore.open` inspects both before it
 writes a byte: random bytes or somebody else's database raise
-:class:`~connector.errors.StoreCorrupt`, a newer version raises
-:class:`~connector.errors.SchemaTooNew`; neither is ever recreated or overwritten. An
+:class:`~kec.errors.StoreCorrupt`, a newer version raises
+:class:`~kec.errors.SchemaTooNew`; neither is ever recreated or overwritten. An
 empty or missing file becomes a new store, and an older schema is migrated in one
 transaction.
 
@@ -58,9 +58,9 @@ from checkpoint.rows import (
     time_cut,
     unique_by_id,
 )
-from connector.action import Action
-from connector.errors import CheckpointError, Fenced, SchemaTooNew, StoreCorrupt
-from listeners.event import Event
+from kec.action import Action
+from kec.errors import CheckpointError, Fenced, SchemaTooNew, StoreCorrupt
+from kec.event import Event
 
 APPLICATION_ID = 0x4B454331  # "KEC1": marks the file as a kafka-event-connector store
 

@@ -6,17 +6,19 @@ CLI starts fast):
 * :mod:`connector.config` — ``load_config(path)`` and the models of the YAML file;
 * :mod:`connector.service` — ``build_service(config)``, ``ConnectorService``;
 * :mod:`connector.notification` — ``NotificationClient``, ``ListenerProcessor`` (AIFlow);
-* :mod:`connector.durable` — ``wait_for_event`` (Ray; also ``listeners.wait_for_event``);
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
 * :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
   targets and ``build_target``;
 * :mod:`connector.gateway` — the HTTP events gateway;
-* :mod:`connector.errors` — the exception tree, rooted at ``ConnectorError``;
 * :mod:`connector.devbroker`, :mod:`connector.devpostgres` — a local Kafka and
   PostgreSQL for development and tests.
+
+The vocabulary every package shares (``ConnectorError`` and its tree, ``Event``,
+``Action``, the evaluator protocol, the Kafka client factory) is in :mod:`kec`; Ray's
+listeners and ``wait_for_event`` are in :mod:`listeners`; the stores in :mod:`checkpoint`.
 """
 
-from connector.errors import ConnectorError
+from kec.errors import ConnectorError
 
 __all__ = ["ConnectorError"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from connector.errors import ConfigError, ConnectorError
+from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
     from connector.service import ConnectorService
@@ -204,9 +204,10 @@ def _quick_service(
     dispatch_chunk: int,
 ) -> ConnectorService:
     from checkpoint import open_store
-    from connector.runtime import NotifyAll, PipelineSettings
+    from connector.runtime import PipelineSettings
     from connector.service import ConnectorService
     from connector.targets import LogTarget
+    from kec.evaluation import NotifyAll
 
     if not bootstrap or not topics:
         raise click.UsageError(

@@ -11,7 +11,7 @@
    restarted; then the checks: one action per event in the store, every action delivered,
    re-deliveries (if any) under the same idempotency key, so no action fired twice.
 
-Every wait is bounded; a broken invariant raises :class:`~connector.errors.ConnectorError`.
+Every wait is bounded; a broken invariant raises :class:`~kec.errors.ConnectorError`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.devbroker import provide_kafka
-from connector.errors import ConnectorError
+from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
     from checkpoint.base import CheckpointStore
@@ -131,7 +131,7 @@ def run_demo(say: Say, config_path: Path = QUICKSTART) -> None:
     from connector.config import load_config
     from connector.notification import NotificationClient
     from connector.ops.send import send_events
-    from listeners.event import Event
+    from kec.event import Event
 
     if not config_path.exists():
         raise ConnectorError(f"demo: {config_path} not found (the demo runs from a checkout)")

@@ -9,7 +9,7 @@ Where the broker comes from, in order (:func:`provide_kafka`):
    KRaft broker+controller on free loopback ports (:class:`DevBroker`).
 
 Every failure to start names its cause (no Java, no Maven, jar resolution, port in use,
-broker exited, timeout) in a :class:`~connector.errors.DevBrokerError`; nothing waits
+broker exited, timeout) in a :class:`~kec.errors.DevBrokerError`; nothing waits
 without a bound. The JVM is stopped on :meth:`DevBroker.close`, at interpreter exit, and
 (Linux) by the kernel when the starting process dies, so no broker outlives its owner.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 
-from connector.errors import DevBrokerError
+from kec.errors import DevBrokerError
 
 log = logging.getLogger(__name__)
 

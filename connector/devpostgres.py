@@ -10,7 +10,7 @@ Where the server comes from, in order (:func:`provide_postgres`):
    as the ``postgres`` system user, which owns the scratch folder.
 
 Every failure to start names its cause (no server binaries, no ``postgres`` user, initdb
-failed, port in use, server exited, timeout) in a :class:`~connector.errors.DevPostgresError`;
+failed, port in use, server exited, timeout) in a :class:`~kec.errors.DevPostgresError`;
 nothing waits without a bound. The server is stopped with ``pg_ctl stop -m immediate`` on
 :meth:`DevPostgres.close` and at interpreter exit, and (Linux) receives SIGQUIT, its
 immediate-shutdown signal, from the kernel when the starting process dies, so no server
@@ -44,7 +44,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from connector.devbroker import _port_taken, docker_available, free_port  # shared helpers
-from connector.errors import DevPostgresError
+from kec.errors import DevPostgresError
 
 TESTCONTAINERS_IMAGE = "postgres:16-alpine"
 SERVER_USER = "postgres"  # the system user that runs the server when we are root

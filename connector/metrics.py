@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from connector.errors import ConnectorError
+from kec.errors import ConnectorError
 
 __all__ = ["COUNTERS", "GAUGES", "MetricsServer", "ProgressLog"]
 

@@ -36,10 +36,10 @@ from tenacity import (
 )
 
 from checkpoint.base import CheckpointStore, OutboxEntry
-from connector.action import Action
-from connector.errors import TargetError
-from connector.faults import crash_point
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import TargetError
+from kec.faults import crash_point
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ from pydantic import (
     model_validator,
 )
 
-from connector.action import ActionKind
-from listeners.event import DEFAULT_NAMESPACE
+from kec.action import ActionKind
+from kec.event import DEFAULT_NAMESPACE
 
 __all__ = [
     "TASK_ACTIONS",

@@ -36,66 +36,21 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from checkpoint.base import BatchTransaction, CheckpointStore, DeadRecord
 from checkpoint.base import TopicPartition as TP
-from connector.action import Action, ActionKind
-from connector.errors import DecodeError, KafkaClientError
-from connector.faults import crash_point
 from connector.outbox import OutboxGauge
-from listeners.codec import event_from_message
-from listeners.event import Event
+from kec.action import Action
+from kec.codec import event_from_message
+from kec.errors import DecodeError, KafkaClientError
+from kec.evaluation import Evaluator
+from kec.event import Event
+from kec.faults import crash_point
 
 log = logging.getLogger(__name__)
-
-
-class Evaluation(Protocol):
-    @property
-    def actions(self) -> Sequence[Action]: ...
-
-    @property
-    def state_updates(self) -> Mapping[str, str | None]: ...
-
-
-class Evaluator(Protocol):
-    """Pure rule evaluation (design §6): the pipeline feeds it each new event in order."""
-
-    def state_keys(self, event: Event) -> Sequence[str]: ...
-
-    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation: ...
-
-
-@dataclass(frozen=True)
-class _Result:
-    actions: Sequence[Action]
-    state_updates: Mapping[str, str | None]
-
-
-class NotifyAll:
-    """The minimal rule set: every event becomes one ``notify`` action to ``target``."""
-
-    def __init__(self, target: str = "log", rule: str = "notify-all") -> None:
-        self._target = target
-        self._rule = rule
-
-    def state_keys(self, event: Event) -> Sequence[str]:
-        return ()
-
-    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
-        action = Action(
-            rule=self._rule,
-            kind=ActionKind.NOTIFY,
-            target=self._target,
-            namespace=event.namespace,
-            event_ids=(event.event_id,),
-            event_key=event.key,
-            context=event.context,
-            payload={"value": event.text, "offset": event.offset, "partition": event.partition},
-        )
-        return _Result((action,), {})
 
 
 def apply_events(

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from checkpoint.base import ActionState, CheckpointStore
 from connector.outbox import Dispatcher, OutboxGauge, RetryPolicy
-from connector.runtime import Evaluator, Pipeline, PipelineSettings
+from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
+from kec.evaluation import Evaluator
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig

@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Final
 
-from connector.action import Action
-from connector.errors import ConfigError
 from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
-from listeners.event import Event
+from kec.action import Action
+from kec.errors import ConfigError
+from kec.event import Event
 
 __all__ = ["Evaluation", "TriggerEngine", "state_key"]
 

@@ -33,10 +33,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connector.action import ActionKind
-from connector.errors import ConfigError
 from connector.rules import AllOf, Rule, ValueMatch
-from listeners.event import DEFAULT_NAMESPACE
+from kec.action import ActionKind
+from kec.errors import ConfigError
+from kec.event import DEFAULT_NAMESPACE
 
 __all__ = ["Task", "TaskAction", "Workflow", "WorkflowAction"]
 

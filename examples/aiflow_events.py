@@ -35,7 +35,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from connector.action import Action, ActionKind
 from connector.notification import (
     ENV_CONTEXT,
     ENV_NAMESPACE,
@@ -46,6 +45,7 @@ from connector.notification import (
 )
 from connector.trigger import TriggerEngine
 from connector.workflow import Task, TaskAction, Workflow
+from kec.action import Action, ActionKind
 
 
 class Counter(ListenerProcessor):

@@ -1,7 +1,7 @@
 """The Ray Workflows events seed, runnable against a real Kafka broker.
 
 The seed's examples on this project's parts, each event a durable step of
-:func:`connector.durable.wait_for_event` in one checkpoint store:
+:func:`listeners.durable.wait_for_event` in one checkpoint store:
 
 * *Using events*: two :class:`~listeners.timer.TimerListener` steps awaited together
   (the seed's ``gather``): the workflow goes on once both have fired. The seed waits 60
@@ -44,13 +44,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
-from connector.durable import wait_for_event
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
+from kec.codec import record_headers, record_value
+from kec.event import Event
 from listeners import HTTPListener, QueueEventListener, TimerListener
 from listeners import http as http_listener
 from listeners import kafka as kafka_listener
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from listeners.durable import wait_for_event
 
 EVENT_KEY = "my_event_key"
 TIMEOUT = 60.0  # seconds any one event may take to arrive

@@ -1,7 +1,7 @@
 """The event listener contract of Ray Workflows (design §8).
 
 A listener turns "wait until something happens" into a coroutine that returns an
-:class:`~listeners.event.Event`. ``wait_for_event(ListenerType, *args, **kwargs)`` drives
+:class:`~kec.event.Event`. ``wait_for_event(ListenerType, *args, **kwargs)`` drives
 it as a durable step:
 
 1. ``ListenerType()`` — a new instance, built with no arguments;
@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from listeners.event import Event
+from kec.event import Event
 
 
 class EventListener(abc.ABC):

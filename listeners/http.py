@@ -38,9 +38,9 @@ from urllib.parse import quote
 
 import httpx
 
-from connector.errors import ConfigError, GatewayError
+from kec.errors import ConfigError, GatewayError
+from kec.event import Event
 from listeners.base import EventListener
-from listeners.event import Event
 
 __all__ = [
     "ENV_TOKEN",
@@ -138,8 +138,8 @@ class HTTPListener(EventListener):
         """The pair's next unconsumed event, once durably checkpointed by the gateway.
 
         Raises :class:`TimeoutError` after ``timeout`` seconds without one,
-        :class:`~connector.errors.ConfigError` when unconfigured or the token is refused,
-        :class:`~connector.errors.GatewayError` on an unexpected answer.
+        :class:`~kec.errors.ConfigError` when unconfigured or the token is refused,
+        :class:`~kec.errors.GatewayError` on an unexpected answer.
         """
         settings = resolve_settings()
         wf = _workflow_id(workflow_id)

@@ -4,7 +4,7 @@ One event goes through Ray's checkpoint-then-commit protocol, in this order:
 
 1. ``poll_for_event(topic)``: a new consumer of the configured group is *assigned* every
    partition of ``topic`` at the group's committed offsets, the first record it returns
-   becomes the :class:`~listeners.event.Event` (with its topic, partition and offset), and
+   becomes the :class:`~kec.event.Event` (with its topic, partition and offset), and
    the consumer is closed. Nothing is committed, so the record stays "next" for the group.
 2. The caller (``wait_for_event``) checkpoints the event durably.
 3. ``event_checkpointed(event)``: a new consumer of the same group commits
@@ -41,7 +41,7 @@ c. ``KAFKA_BOOTSTRAP_SERVERS`` and ``KEC_GROUP_ID``.
 
 (b) and (c) reach other processes through their environment (for Ray workers, e.g. the
 ``runtime_env``'s ``env_vars``). Nothing found raises
-:class:`~connector.errors.ConfigError` saying what to set. The listener always sets
+:class:`~kec.errors.ConfigError` saying what to set. The listener always sets
 ``enable.auto.commit=false``, ``enable.auto.offset.store=false`` and
 ``isolation.level=read_committed``; properties that contradict them are refused.
 ``auto.offset.reset`` (default ``earliest``) applies while the group has no committed
@@ -53,7 +53,7 @@ Cancelling a poll stops its thread within :data:`POLL_SLICE` seconds; the consum
 closed before the cancellation completes.
 
 Limits: one record per poll (batching is the pipeline's job); a record that cannot be
-decoded raises :class:`~connector.errors.DecodeError` every time it is polled until its
+decoded raises :class:`~kec.errors.DecodeError` every time it is polled until its
 offset is moved past it; "never backwards" is a read-then-commit, serialized within a
 process but not across processes (Kafka has no conditional commit): two processes
 committing the same partition at once can leave the lower offset, which only causes a
@@ -92,10 +92,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from connector.errors import BrokerUnavailable, ConfigError, DecodeError, KafkaClientError
+from kec.codec import event_from_message
+from kec.errors import BrokerUnavailable, ConfigError, DecodeError, KafkaClientError
+from kec.event import DEFAULT_NAMESPACE, Event
 from listeners.base import EventListener
-from listeners.codec import event_from_message
-from listeners.event import DEFAULT_NAMESPACE, Event
 
 __all__ = [
     "ENV_BOOTSTRAP",
@@ -268,9 +268,9 @@ class QueueEventListener(EventListener):
 
         ``namespace`` is the namespace of events without a ``namespace`` header (default
         ``"default"``). Raises :class:`TimeoutError` when ``timeout`` seconds pass without
-        a record, :class:`~connector.errors.DecodeError` (naming topic, partition and
+        a record, :class:`~kec.errors.DecodeError` (naming topic, partition and
         offset) for a record that is not an event, and
-        :class:`~connector.errors.KafkaClientError` when Kafka fails. A topic that does
+        :class:`~kec.errors.KafkaClientError` when Kafka fails. A topic that does
         not exist yet is waited for (with a warning), like any event: the first event of
         a namespace may create it. ``timeout`` is checked between consumer polls, so the
         thread ends on its own; cancelling (``asyncio.timeout``) works as well.

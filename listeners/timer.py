@@ -25,8 +25,8 @@ import math
 import time
 from typing import Any, Protocol
 
+from kec.event import Event
 from listeners.base import EventListener
-from listeners.event import Event
 
 __all__ = [
     "TIMER_EVENT_TYPE",

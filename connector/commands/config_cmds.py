@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from connector.errors import ConfigError, ConfigFileError
+from kec.errors import ConfigError, ConfigFileError
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig

@@ -33,9 +33,9 @@ from connector.config.models import (
     Loc,
     cross_check,
 )
-from connector.errors import ConfigFileError
 from connector.targets import BASE_DIR
-from listeners.event import DEFAULT_TOPIC_PREFIX
+from kec.errors import ConfigFileError
+from kec.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["ConfigFileError", "load_config"]
 

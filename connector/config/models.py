@@ -34,7 +34,7 @@ from pydantic import (
 from connector.outbox import RetryPolicy
 from connector.rules import Rule
 from connector.targets import LogSpec, RelativePath, TargetSpec
-from listeners.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
+from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
     "DEFAULT_TARGET",

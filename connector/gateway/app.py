@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connector.errors import CheckpointError, ConnectorError, KafkaClientError
 from connector.gateway.ingest import Gateway
+from kec.errors import CheckpointError, ConnectorError, KafkaClientError
 
 __all__ = ["MAX_WAIT", "build_app"]
 

@@ -6,7 +6,7 @@ A ``send`` goes through these steps, in this order, and answers only after step 
    (``acks=all``); record key ``workflow_id/event_key``, ``event-id`` header = the
    ``Idempotency-Key`` (else a fresh uuid), ``context`` = the workflow id. No broker
    acknowledgement within ``deliver_timeout`` raises
-   :class:`~connector.errors.BrokerUnavailable` (HTTP 503).
+   :class:`~kec.errors.BrokerUnavailable` (HTTP 503).
 2. **checkpoint**: the gateway's own :class:`~connector.runtime.Pipeline` (a consumer
    group on the topic, in a thread) inserts the batch into the store in one transaction
    — dedup by event id — with each new event's id appended to its pair's queue
@@ -14,7 +14,7 @@ A ``send`` goes through these steps, in this order, and answers only after step 
 3. **confirm**: after every batch the pipeline thread wakes the request handlers, which
    look their event id up in the store. Found: the stored event's offset is returned
    (for a resend, the first copy's). A failed batch, or nothing within
-   ``checkpoint_timeout``, raises :class:`~connector.errors.CheckpointError` (HTTP 500);
+   ``checkpoint_timeout``, raises :class:`~kec.errors.CheckpointError` (HTTP 500);
    the record stays in Kafka and is checkpointed when the store recovers, so a resend
    with the same ``Idempotency-Key`` is safe.
 
@@ -42,7 +42,6 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from checkpoint.base import CheckpointStore
-from connector.errors import BrokerUnavailable, CheckpointError, KafkaClientError
 from connector.gateway.waiters import (
     H_EVENT_KEY,
     H_WORKFLOW_ID,
@@ -56,9 +55,11 @@ from connector.gateway.waiters import (
     record_key,
 )
 from connector.outbox import OutboxGauge
-from connector.runtime import Evaluator, Pipeline, PipelineSettings
-from listeners.codec import record_headers, record_value
-from listeners.event import CONTENT_JSON, Event
+from connector.runtime import Pipeline, PipelineSettings
+from kec.codec import record_headers, record_value
+from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
+from kec.evaluation import Evaluator
+from kec.event import CONTENT_JSON, Event
 
 __all__ = ["Gateway", "GatewaySettings", "SendResult"]
 

@@ -18,9 +18,9 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from connector.errors import ConfigError, ConnectorError
 from connector.gateway.app import build_app
 from connector.gateway.ingest import Gateway
+from kec.errors import ConfigError, ConnectorError
 
 __all__ = ["GatewayServer", "parse_listen"]
 

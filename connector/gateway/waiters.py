@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from connector.action import Action
-from connector.runtime import Evaluation, Evaluator
-from listeners.event import Event
+from kec.action import Action
+from kec.evaluation import Evaluation, Evaluator
+from kec.event import Event
 
 QUEUE_PREFIX = "http-gateway/queue/"
 CONSUMED_PREFIX = "http-gateway/consumed/"

@@ -28,7 +28,7 @@ Topics. Namespace ``N`` lives in topic ``{topic_prefix}N`` (prefix ``"events."``
 ``topics[N]`` when the constructor's ``topics`` mapping names one. A missing topic is
 created on first use (``partitions``, default 3; ``replication_factor``, default the
 broker's) because brokers commonly run with ``auto.create.topics.enable=false``; with
-``create_topics=False`` a missing topic raises :class:`~connector.errors.KafkaClientError`
+``create_topics=False`` a missing topic raises :class:`~kec.errors.KafkaClientError`
 naming it instead. :meth:`~NotificationClient.ensure_topic` does the same up front.
 
 Inside a task, the client reads these environment variables when it is constructed
@@ -89,7 +89,7 @@ from connector.notification.client import NotificationClient
 from connector.notification.env import ENV_CONTEXT, ENV_NAMESPACE, ENV_SENDER
 from connector.notification.listener import ListenerProcessor
 from connector.notification.topics import DEFAULT_TOPIC_PREFIX
-from listeners.event import Event
+from kec.event import Event
 
 __all__ = [
     "DEFAULT_TOPIC_PREFIX",

@@ -27,7 +27,6 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient
 
-from connector.errors import BrokerUnavailable, KafkaClientError
 from connector.notification.env import Identity
 from connector.notification.listener import (
     KeyFilter,
@@ -45,8 +44,9 @@ from connector.notification.retries import (
     kafka_new,
 )
 from connector.notification.topics import DEFAULT_TOPIC_PREFIX, Topics
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from kec.codec import record_headers, record_value
+from kec.errors import BrokerUnavailable, KafkaClientError
+from kec.event import Event
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from listeners.event import DEFAULT_NAMESPACE
+from kec.event import DEFAULT_NAMESPACE
 
 __all__ = ["ENV_CONTEXT", "ENV_NAMESPACE", "ENV_SENDER", "Identity"]
 

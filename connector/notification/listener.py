@@ -38,10 +38,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from connector.errors import DecodeError
 from connector.notification.retries import checked, retried, watermarks
-from listeners.codec import event_from_message
-from listeners.event import H_NAMESPACE, Event
+from kec.codec import event_from_message
+from kec.errors import DecodeError
+from kec.event import H_NAMESPACE, Event
 
 __all__ = ["KeyFilter", "ListenerProcessor", "ListenerThread", "derived_group", "start_offsets"]
 

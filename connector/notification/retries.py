@@ -1,7 +1,7 @@
 """Kafka calls of the notification client: retried when transient, errors wrapped.
 
 librdkafka reports failures as ``KafkaException``/``KafkaError`` codes; the client's
-callers see only the :class:`~connector.errors.ConnectorError` tree:
+callers see only the :class:`~kec.errors.ConnectorError` tree:
 ``BrokerUnavailable`` when no broker answered, ``KafkaClientError`` otherwise, and
 ``ConfigError`` for client properties librdkafka refuses.
 """
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from connector.errors import BrokerUnavailable, ConfigError, KafkaClientError
+from kec.errors import BrokerUnavailable, ConfigError, KafkaClientError
 
 T = TypeVar("T")
 

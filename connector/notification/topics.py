@@ -6,7 +6,7 @@ Namespace ``N`` lives in topic ``{topic_prefix}N`` (prefix ``"events."``), or in
 no namespace). A missing topic is created on first use
 (``partitions``, default 3; ``replication_factor``, default the broker's) because brokers
 commonly run with ``auto.create.topics.enable=false``; with ``create_topics=False`` a
-missing topic raises :class:`~connector.errors.KafkaClientError` naming it instead.
+missing topic raises :class:`~kec.errors.KafkaClientError` naming it instead.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from connector.errors import KafkaClientError
 from connector.notification.retries import ATTEMPT_TIMEOUT, code, retried
-from listeners.event import DEFAULT_TOPIC_PREFIX
+from kec.errors import KafkaClientError
+from kec.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["DEFAULT_TOPIC_PREFIX", "Topics"]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
     from checkpoint.base import CheckpointStore
-    from connector.runtime import Evaluator
+    from kec.evaluation import Evaluator
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class OpsContext:
     def evaluator(self) -> Evaluator:
         """The configured rules; without a config file, ``run``'s default (notify-all → log)."""
         if self.rules is None:
-            from connector.runtime import NotifyAll
+            from kec.evaluation import NotifyAll
 
             return NotifyAll("log")
         from connector.trigger import TriggerEngine

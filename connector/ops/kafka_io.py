@@ -3,7 +3,7 @@
 The operator commands must not disturb the running connector: they read with ``assign()``
 under a throwaway group id and auto-commit off, so the connector's group keeps its members
 and its committed offsets. Every librdkafka failure is wrapped in
-:class:`~connector.errors.KafkaClientError`.
+:class:`~kec.errors.KafkaClientError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from checkpoint.base import TopicPartition as TP
-from connector.errors import KafkaClientError
+from kec.errors import KafkaClientError
 
 METADATA_TIMEOUT = 10.0
 

@@ -2,7 +2,7 @@
 
 A dedicated reader assigns the partitions (no group, no commits), seeks to the start
 (``from_offset``, or the first offset at or after ``from_time``) and reads up to the high
-watermark found when the replay began. Each batch is decoded with :mod:`listeners.codec`
+watermark found when the replay began. Each batch is decoded with :mod:`kec.codec`
 and checkpointed in ONE store transaction like the pipeline's step 2: insert the events
 (ids already stored are skipped), evaluate the rules for the new ones only (rule state read
 and written in the same transaction), queue their actions. So replaying a range the
@@ -26,7 +26,6 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from checkpoint.base import CheckpointStore
 from checkpoint.base import TopicPartition as TP
-from connector.errors import ConfigError, DecodeError, KafkaClientError
 from connector.ops.kafka_io import (
     offsets_for_time,
     open_consumer,
@@ -35,9 +34,11 @@ from connector.ops.kafka_io import (
     reader_config,
     watermarks,
 )
-from connector.runtime import Evaluator, apply_events
-from listeners.codec import event_from_message
-from listeners.event import Event
+from connector.runtime import apply_events
+from kec.codec import event_from_message
+from kec.errors import ConfigError, DecodeError, KafkaClientError
+from kec.evaluation import Evaluator
+from kec.event import Event
 
 IDLE_TIMEOUT = 30.0  # no progress for this long while records remain: give up
 

@@ -1,6 +1,6 @@
 """``send``: produce events the way the connector's own clients do.
 
-Events are encoded with :mod:`listeners.codec` (record key = event key, metadata and the
+Events are encoded with :mod:`kec.codec` (record key = event key, metadata and the
 event id in headers) by an idempotent producer with ``acks=all``. With a count above one,
 each value gets a ``-i`` suffix (``v-0``, ``v-1``...) so the events can be told apart in
 ``tail`` and in target output; ``same_value`` keeps the value as given. Every event gets
@@ -16,10 +16,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from connector.errors import ConfigError, KafkaClientError
 from connector.ops.kafka_io import open_producer, producer_config
-from listeners.codec import record_headers, record_value
-from listeners.event import DEFAULT_NAMESPACE, Event
+from kec.codec import record_headers, record_value
+from kec.errors import ConfigError, KafkaClientError
+from kec.event import DEFAULT_NAMESPACE, Event
 
 FLUSH_TIMEOUT = 30.0
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from connector.errors import DecodeError, KafkaClientError
 from connector.ops.kafka_io import open_consumer, partitions_of, reader_config, watermarks
-from listeners.codec import event_from_message
-from listeners.event import Event
+from kec.codec import event_from_message
+from kec.errors import DecodeError, KafkaClientError
+from kec.event import Event
 
 POLL_SECONDS = 0.2
 

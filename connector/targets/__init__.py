@@ -14,7 +14,7 @@
 
 The specs are pydantic models (extra fields refused), so a config module can embed
 :data:`TargetSpec` in its schema; :func:`build_target` turns their errors into one
-:class:`~connector.errors.ConfigError` that names the target and each field path.
+:class:`~kec.errors.ConfigError` that names the target and each field path.
 Building does no I/O: call ``open()`` on the result.
 """
 
@@ -35,13 +35,13 @@ from pydantic import (
     ValidationInfo,
 )
 
-from connector.errors import ConfigError
 from connector.targets.base import Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget
 from connector.targets.log import LogTarget
 from connector.targets.python import PythonTarget
 from connector.targets.webhook import WebhookTarget
+from kec.errors import ConfigError
 
 __all__ = [
     "BASE_DIR",

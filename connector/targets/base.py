@@ -11,8 +11,8 @@ import abc
 from collections.abc import Sequence
 from types import TracebackType
 
-from connector.action import Action
-from connector.errors import TargetError
+from kec.action import Action
+from kec.errors import TargetError
 
 
 class Target(abc.ABC):

@@ -9,9 +9,9 @@ The process gets the connector's environment, the ``env`` given in the config, a
     KEC_ACTION_JSON   Action.to_json(), also written to stdin with ``stdin=True``
 
 The outcome is read from the exit status: 0 is delivered; a code in ``reject_exit_codes``
-is :class:`~connector.errors.TargetRejected` (dead-lettered, never retried); any other
+is :class:`~kec.errors.TargetRejected` (dead-lettered, never retried); any other
 code, death by a signal, or the ``timeout`` passing is a retriable
-:class:`~connector.errors.TargetError`. The last bytes of stderr go into the error message;
+:class:`~kec.errors.TargetError`. The last bytes of stderr go into the error message;
 stdout is discarded (the exit status is the contract).
 
 The process runs in a session of its own, so a timeout kills its whole process group,
@@ -31,9 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from connector.action import Action
-from connector.errors import ConfigError, TargetError, TargetRejected
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import ConfigError, TargetError, TargetRejected
 
 STDERR_TAIL = 2000  # bytes of stderr quoted in an error message
 

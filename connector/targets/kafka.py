@@ -6,7 +6,7 @@ idempotency key) and ``content-type: application/json``.
 
 A batch is produced whole, then flushed for at most ``flush_timeout`` seconds, and each
 record's delivery report decides its action's fate: acknowledged (``acks=all``) is
-delivered, anything else is a retriable :class:`~connector.errors.TargetError` for that
+delivered, anything else is a retriable :class:`~kec.errors.TargetError` for that
 action. ``message.timeout.ms`` defaults to the flush timeout so librdkafka gives up on a
 record about when we stop waiting for it. A record reported as failed may still have been
 written (a lost acknowledgement): the resend then duplicates it with the same
@@ -21,7 +21,7 @@ fatal instead (the target then recreates its producer).
 
 When ``produce()`` refuses a record for a passing reason (a full queue) the rest of the
 batch is not produced and fails with it, as in the base contract; a record too large for
-``message.max.bytes`` is :class:`~connector.errors.TargetRejected` and the rest of the
+``message.max.bytes`` is :class:`~kec.errors.TargetRejected` and the rest of the
 batch goes on.
 """
 
@@ -33,9 +33,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connector.action import Action
-from connector.errors import ConfigError, TargetError, TargetRejected
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import ConfigError, TargetError, TargetRejected
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from connector.action import Action
-from connector.errors import TargetError
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import TargetError
 
 log = logging.getLogger(__name__)
 

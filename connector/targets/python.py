@@ -2,13 +2,13 @@
 
 ``function`` names it as ``module:attribute`` (``myapp.hooks:on_action``; the attribute
 may be dotted, ``myapp.hooks:Handler.handle``) and is resolved in :meth:`PythonTarget.open`,
-so a typo stops the connector at start-up with a :class:`~connector.errors.ConfigError`.
+so a typo stops the connector at start-up with a :class:`~kec.errors.ConfigError`.
 Library users may pass the callable itself.
 
-The function receives the :class:`~connector.action.Action`; its idempotency key is
+The function receives the :class:`~kec.action.Action`; its idempotency key is
 ``action.action_id``. Returning (any value) means delivered. Raising
-:class:`~connector.errors.TargetRejected` dead-letters the action, raising
-:class:`~connector.errors.TargetError` retries it, and any other exception is wrapped in a
+:class:`~kec.errors.TargetRejected` dead-letters the action, raising
+:class:`~kec.errors.TargetError` retries it, and any other exception is wrapped in a
 retriable ``TargetError`` with the original as its cause. An ``async def`` function is run
 to completion on a fresh event loop in the dispatcher's thread.
 """
@@ -21,9 +21,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from connector.action import Action
-from connector.errors import ConfigError, TargetError
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import ConfigError, TargetError
 
 ActionHandler = Callable[[Action], Any]
 

@@ -9,11 +9,11 @@ Outcome by response:
 
 =====================================  =====================================================
 2xx                                    delivered
-408, 429, 5xx, no response (timeout,   :class:`~connector.errors.TargetError` (retriable);
+408, 429, 5xx, no response (timeout,   :class:`~kec.errors.TargetError` (retriable);
 connection refused or reset, …)        a ``Retry-After`` is quoted in the message
-3xx                                    :class:`~connector.errors.TargetRejected`: redirects
+3xx                                    :class:`~kec.errors.TargetRejected`: redirects
                                        are not followed (a POST may turn into a GET)
-any other 4xx                          :class:`~connector.errors.TargetRejected`
+any other 4xx                          :class:`~kec.errors.TargetRejected`
 =====================================  =====================================================
 
 The target never sleeps: backoff between attempts is the dispatcher's (tenacity in-round,
@@ -28,9 +28,9 @@ from collections.abc import Mapping
 
 import httpx
 
-from connector.action import Action
-from connector.errors import ConfigError, TargetError, TargetRejected
 from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import ConfigError, TargetError, TargetRejected
 
 BODY_TAIL = 500  # characters of a refusal's response body quoted in the error
 RETRIABLE_STATUS = frozenset({408, 429})

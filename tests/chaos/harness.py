@@ -16,12 +16,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState
-from connector.action import action_id
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from kec.action import action_id
+from kec.codec import record_headers, record_value
+from kec.event import Event
 from tests.support import wait_for
 
-RULE = "notify-all"  # connector.runtime.NotifyAll's rule name
+RULE = "notify-all"  # kec.evaluation.NotifyAll's rule name
 
 
 @dataclass

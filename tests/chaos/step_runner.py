@@ -13,8 +13,8 @@ import asyncio
 import sys
 
 from checkpoint import open_store
-from connector.durable import wait_for_event
 from listeners import kafka
+from listeners.durable import wait_for_event
 from listeners.kafka import QueueEventListener
 
 

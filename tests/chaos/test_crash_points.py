@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.faults import CRASH_POINTS
+from kec.faults import CRASH_POINTS
 from tests.chaos.harness import (
     Connector,
     assert_commit_not_ahead,

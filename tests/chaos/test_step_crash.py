@@ -20,8 +20,8 @@ from pathlib import Path
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
 from checkpoint import open_store
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from kec.codec import record_headers, record_value
+from kec.event import Event
 from tests.support import run_in_repo
 
 SIGKILLED = -9

@@ -6,8 +6,8 @@ are recorded in ``RECEIVED``; the tests clear it before use.
 
 from __future__ import annotations
 
-from connector.action import Action
-from connector.errors import TargetError, TargetRejected
+from kec.action import Action
+from kec.errors import TargetError, TargetRejected
 
 RECEIVED: list[Action] = []
 NOT_CALLABLE = 42

@@ -37,9 +37,9 @@ from checkpoint.postgres import PostgresStore
 from checkpoint.sqlite import _MIGRATIONS as sqlite_migrations
 from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from checkpoint.sqlite import SqliteStore
-from connector.action import Action, ActionKind
-from connector.errors import CheckpointError, ConfigError, Fenced, SchemaTooNew, StoreCorrupt
-from listeners.event import Event
+from kec.action import Action, ActionKind
+from kec.errors import CheckpointError, ConfigError, Fenced, SchemaTooNew, StoreCorrupt
+from kec.event import Event
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connector.devbroker import DevBroker, manifest_dir, resolve_jars
-from connector.errors import DevBrokerError
+from kec.errors import DevBrokerError
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from connector.devpostgres import DevPostgres, database_url, find_bindir, scratch_database
-from connector.errors import DevPostgresError
+from kec.errors import DevPostgresError
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

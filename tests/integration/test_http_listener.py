@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from checkpoint.sqlite import SqliteStore
-from connector.errors import ConfigError
 from connector.gateway import GatewayServer
 from connector.gateway.waiters import consumed_step
+from kec.errors import ConfigError
 from listeners import HTTPListener
 from listeners import http as http_listener
 from tests.integration.test_gateway import Servers

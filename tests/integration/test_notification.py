@@ -14,7 +14,6 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connector.config import load_config
-from connector.errors import ConfigError, KafkaClientError
 from connector.notification import (
     ENV_CONTEXT,
     ENV_NAMESPACE,
@@ -22,8 +21,9 @@ from connector.notification import (
     ListenerProcessor,
     NotificationClient,
 )
-from listeners.codec import event_from_message
-from listeners.event import Event
+from kec.codec import event_from_message
+from kec.errors import ConfigError, KafkaClientError
+from kec.event import Event
 from tests.support import wait_for
 
 MakeClient = Callable[..., NotificationClient]

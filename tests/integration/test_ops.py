@@ -16,16 +16,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from checkpoint import ActionState, CheckpointStore, DeadRecord, open_store
-from connector.action import Action, ActionKind
-from connector.errors import ConfigError, KafkaClientError
 from connector.ops.dlq import list_dlq, replay_actions
 from connector.ops.replay import ReplayRange, replay
 from connector.ops.send import make_events, send_events, topic_for
 from connector.ops.status import collect_status
 from connector.ops.tail import TailOptions, format_line, tail_events
 from connector.outbox import OutboxGauge
-from connector.runtime import NotifyAll, Pipeline, PipelineSettings
-from listeners.event import Event
+from connector.runtime import Pipeline, PipelineSettings
+from kec.action import Action, ActionKind
+from kec.errors import ConfigError, KafkaClientError
+from kec.evaluation import NotifyAll
+from kec.event import Event
 from tests.support import wait_for
 
 

@@ -20,8 +20,8 @@ from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, TopicPartition
 
 from checkpoint import ActionState, open_store
-from connector.action import Action, ActionKind
 from connector.cli import cli
+from kec.action import Action, ActionKind
 from tests.support import wait_for
 
 

@@ -26,10 +26,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # (confluent_kafka.admin does not re-export it)
 
 from checkpoint import open_store
-from connector.errors import DecodeError
+from kec.codec import record_headers, record_value
+from kec.errors import DecodeError
+from kec.event import CONTENT_BINARY, H_CONTENT_TYPE, Event
 from listeners import kafka
-from listeners.codec import record_headers, record_value
-from listeners.event import CONTENT_BINARY, H_CONTENT_TYPE, Event
 from listeners.kafka import QueueEventListener
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,6 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
-from connector.action import Action, ActionKind
-from connector.errors import ConfigError, TargetError, TargetRejected
 from connector.outbox import Dispatcher, OutboxGauge, RetryPolicy
 from connector.targets import (
     CommandTarget,
@@ -37,6 +35,8 @@ from connector.targets import (
     WebhookTarget,
     build_target,
 )
+from kec.action import Action, ActionKind
+from kec.errors import ConfigError, TargetError, TargetRejected
 from tests.integration import target_helpers
 from tests.integration.http_recorder import RecordingServer, Reply, serving
 from tests.support import wait_for

@@ -16,10 +16,9 @@ from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
-from connector import durable
-from listeners import kafka
-from listeners.codec import record_headers, record_value
-from listeners.event import Event
+from kec.codec import record_headers, record_value
+from kec.event import Event
+from listeners import durable, kafka
 from listeners.kafka import QueueEventListener
 from listeners.timer import TimerListener
 

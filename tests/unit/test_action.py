@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from connector.action import Action, ActionKind, action_id
+from kec.action import Action, ActionKind, action_id
 
 
 def _action(**overrides: object) -> Action:

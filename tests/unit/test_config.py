@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.action import ActionKind
 from connector.config import ConfigFileError, ConnectorConfig, load_config
 from connector.rules import AllOf, JsonPredicate, Rule, ValueMatch
 from connector.targets import CommandSpec, LogSpec
+from kec.action import ActionKind
 
 CONFIGS = Path(__file__).parent / "configs"
 SECRET = "hunter2-s3cr3t"

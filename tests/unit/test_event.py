@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.errors import DecodeError
-from listeners.codec import event_from_message, record_headers, record_value
-from listeners.event import (
+from kec.codec import event_from_message, record_headers, record_value
+from kec.errors import DecodeError
+from kec.event import (
     CONTENT_BINARY,
     CONTENT_JSON,
     H_CONTENT_TYPE,

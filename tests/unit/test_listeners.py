@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED
 
-from connector.errors import ConfigError
+from kec.errors import ConfigError
+from kec.event import Event
 from listeners import kafka
 from listeners.base import EventListener
-from listeners.event import Event
 from listeners.kafka import KafkaSettings, QueueEventListener, configure, resolve_settings
 
 
@@ -234,7 +234,7 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 def test_wait_for_event_is_offered_next_to_the_listeners() -> None:
     import listeners
-    from connector import durable
+    from listeners import durable
 
     assert listeners.wait_for_event is durable.wait_for_event
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

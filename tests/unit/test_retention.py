@@ -10,11 +10,11 @@ import pytest
 
 from checkpoint import ActionState
 from checkpoint.memory import MemoryStore
-from connector.action import Action, ActionKind
 from connector.config import load_config
 from connector.retention import Pruner
 from connector.service import build_service
-from listeners.event import Event
+from kec.action import Action, ActionKind
+from kec.event import Event
 from tests.support import wait_for
 
 DAY = 86400.0

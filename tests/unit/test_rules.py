@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from connector.action import ActionKind
 from connector.rules import AllOf, JsonPredicate, Rule, RuleList, ValueMatch, is_glob
+from kec.action import ActionKind
 
 BASE: dict[str, Any] = {"name": "r", "key": "k", "action": "start", "workflow": "wf"}
 

@@ -12,9 +12,8 @@ import pytest
 
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
-from connector import durable
-from connector.errors import ConfigError
-from listeners import Event, EventListener, TimerListener
+from kec.errors import ConfigError
+from listeners import Event, EventListener, TimerListener, durable
 from listeners.timer import ManualClock, SystemClock, get_clock, set_clock
 
 T0 = 1_800_000_000.0

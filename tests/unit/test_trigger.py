@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from connector.action import ActionKind, action_id
-from connector.errors import ConfigError
 from connector.trigger import TriggerEngine, state_key
+from kec.action import ActionKind, action_id
+from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, make_rule, run
 
 TASK: dict[str, Any] = {"action": "START", "workflow": "wf", "task": "t"}

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.action import action_id
 from connector.rules import Rule
 from connector.trigger import TriggerEngine
-from listeners.event import Event
+from kec.action import action_id
+from kec.event import Event
 from tests.unit.trigger_helpers import make_event, run
 
 NAMESPACES = ["a", "b"]

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from connector.action import ActionKind
-from connector.errors import ConfigError
 from connector.rules import AllOf, JsonPredicate, Rule, ValueMatch
 from connector.trigger import TriggerEngine
 from connector.workflow import Task, TaskAction, Workflow, WorkflowAction
+from kec.action import ActionKind
+from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, run
 
 # The seed's example (AIFlow "Events"), as a YAML rule list would hold it.

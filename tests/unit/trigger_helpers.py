@@ -7,10 +7,10 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from connector.action import Action
 from connector.rules import Rule
 from connector.trigger import TriggerEngine
-from listeners.event import Event
+from kec.action import Action
+from kec.event import Event
 
 _ids = itertools.count()
 

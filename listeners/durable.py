@@ -1,14 +1,14 @@
 """``wait_for_event``: an event listener driven as a durable step (design §8, Ray's API).
 
 A step is named by its ``step_id`` (unique within the store: e.g.
-``"<workflow id>/<step name>"``) and its result is the :class:`~listeners.event.Event`
+``"<workflow id>/<step name>"``) and its result is the :class:`~kec.event.Event`
 that the listener returned the first time the step ran to its checkpoint. Running the
 step again, in this or another process, returns that same event, so a workflow that is
 re-run after a crash sees the same events as before.
 
 The store is passed as ``store=``, or set once per process with :func:`configure`::
 
-    from connector import durable
+    from listeners import durable
     from listeners import TimerListener
 
     durable.configure(store=store)  # an opened CheckpointStore
@@ -30,10 +30,10 @@ import logging
 from typing import Any
 
 from checkpoint.base import CheckpointStore
-from connector.errors import ConfigError
-from connector.faults import crash_point
+from kec.errors import ConfigError
+from kec.event import Event
+from kec.faults import crash_point
 from listeners.base import EventListener
-from listeners.event import Event
 
 __all__ = ["configure", "default_store", "reset_configuration", "wait_for_event"]
 
@@ -61,7 +61,7 @@ def default_store() -> CheckpointStore:
     if _default_store is None:
         raise ConfigError(
             "wait_for_event has no checkpoint store: pass store=... or call "
-            "connector.durable.configure(store=...) first"
+            "listeners.durable.configure(store=...) first"
         )
     return _default_store
 
@@ -102,8 +102,8 @@ async def wait_for_event(
        return the stored event.
 
     Raises :class:`TypeError` when ``listener_type`` is not an :class:`EventListener`
-    subclass, :class:`~connector.errors.ConfigError` without a store, whatever the
-    listener raises, and :class:`~connector.errors.CheckpointError` when the store fails
+    subclass, :class:`~kec.errors.ConfigError` without a store, whatever the
+    listener raises, and :class:`~kec.errors.CheckpointError` when the store fails
     (then nothing was acknowledged and running the step again is safe).
     """
     listener_cls = _check_listener_type(listener_type)

@@ -2,7 +2,7 @@
 
 A record key is the event key (so one key stays ordered on one partition); the event's
 metadata travels in headers. Anything that cannot become an Event raises
-:class:`~connector.errors.DecodeError`, which the pipeline sends to the dead-letter topic.
+:class:`~kec.errors.DecodeError`, which the pipeline sends to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connector.errors import DecodeError
-from listeners.event import (
+from kec.errors import DecodeError
+from kec.event import (
     CONTENT_BINARY,
     CONTENT_JSON,
     CONTENT_TEXT,

@@ -1,0 +1,67 @@
+"""The rule evaluator protocol the pipeline drives (pure: no I/O), and the minimal one.
+
+The pipeline feeds each *new* event of a batch, in order, to an :class:`Evaluator`:
+it reads the rule state the event needs (:meth:`Evaluator.state_keys`) inside the batch's
+store transaction, calls :meth:`Evaluator.evaluate`, queues the actions and writes the
+state updates. :class:`connector.trigger.TriggerEngine` is the real one; :class:`NotifyAll`
+turns every event into one ``notify`` action (``run --topic`` without rules, tests, bench).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kec.action import Action, ActionKind
+from kec.event import Event
+
+__all__ = ["Evaluation", "Evaluator", "NotifyAll"]
+
+
+class Evaluation(Protocol):
+    """What one event caused: actions to queue and rule-state updates (``None`` deletes)."""
+
+    @property
+    def actions(self) -> Sequence[Action]: ...
+
+    @property
+    def state_updates(self) -> Mapping[str, str | None]: ...
+
+
+class Evaluator(Protocol):
+    """Pure rule evaluation: ``(rules, state, event) -> (actions, state updates)``."""
+
+    def state_keys(self, event: Event) -> Sequence[str]: ...
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation: ...
+
+
+@dataclass(frozen=True)
+class _Result:
+    actions: Sequence[Action]
+    state_updates: Mapping[str, str | None]
+
+
+class NotifyAll:
+    """The minimal rule set: every event becomes one ``notify`` action to ``target``."""
+
+    def __init__(self, target: str = "log", rule: str = "notify-all") -> None:
+        self._target = target
+        self._rule = rule
+
+    def state_keys(self, event: Event) -> Sequence[str]:
+        return ()
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
+        action = Action(
+            rule=self._rule,
+            kind=ActionKind.NOTIFY,
+            target=self._target,
+            namespace=event.namespace,
+            event_ids=(event.event_id,),
+            event_key=event.key,
+            context=event.context,
+            payload={"value": event.text, "offset": event.offset, "partition": event.partition},
+        )
+        return _Result((action,), {})
