@@ -3,7 +3,7 @@
 :func:`open_store` picks the backend from a URL; nothing touches a file or a server until
 the store's ``open()`` (or ``with store:``)::
 
-    memory://                          MemoryStore (tests only: nothing is durable)
+    memory://                          MemoryStore (SQLite in memory, tests: nothing durable)
     sqlite:///var/lib/kec/store.db     SqliteStore at /var/lib/kec/store.db
     sqlite://data/store.db             SqliteStore at the relative path data/store.db
     /var/lib/kec/store.db              a plain path: SqliteStore
@@ -20,8 +20,15 @@ from checkpoint.base import (
     ActionState,
     BatchTransaction,
     CheckpointStore,
+    Claim,
     DeadRecord,
     OutboxEntry,
+    Parked,
+    Parking,
+    PartitionInfo,
+    Pending,
+    Queued,
+    Settlement,
     TopicPartition,
 )
 from kec.errors import ConfigError
@@ -31,21 +38,32 @@ __all__ = [
     "ActionState",
     "BatchTransaction",
     "CheckpointStore",
+    "Claim",
     "DeadRecord",
     "OutboxEntry",
+    "Parked",
+    "Parking",
+    "PartitionInfo",
+    "Pending",
+    "Queued",
+    "Settlement",
     "TopicPartition",
     "open_store",
 ]
 
 
-def open_store(url: str) -> CheckpointStore:
-    """The store a URL names, not yet opened; raises ``ConfigError`` for an unknown scheme."""
+def open_store(url: str, *, exclusive: bool = False) -> CheckpointStore:
+    """The store a URL names, not yet opened; raises ``ConfigError`` for an unknown scheme.
+
+    ``exclusive``: the store of a running connector. A SQLite file then admits no second
+    connector (:class:`~kec.errors.StoreLocked`); tools open it without.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "sqlite", url
     scheme = scheme.lower()
     if scheme == "memory":
-        from checkpoint.memory import MemoryStore
+        from checkpoint.sqlite import MemoryStore
 
         return MemoryStore()
     if scheme == "sqlite":
@@ -55,7 +73,7 @@ def open_store(url: str) -> CheckpointStore:
 
         if rest.startswith("//"):
             rest = "/" + rest.lstrip("/")
-        return SqliteStore(rest)
+        return SqliteStore(rest, exclusive=exclusive)
     if scheme in ("postgresql", "postgres"):
         from checkpoint.postgres import PostgresStore
 

@@ -1,27 +1,41 @@
-"""The checkpoint store contract (design §4, §5).
+"""The checkpoint store contract: what the pipeline, the dispatcher and the tools need.
 
-One interface, three backends that pass the same contract tests: ``memory`` (tests),
-``sqlite`` (embedded default) and ``postgres`` (shared by several instances).
+One implementation (:mod:`checkpoint.sql`) over three backends that pass the same contract
+tests: ``memory`` (SQLite in memory, tests), ``sqlite`` (one file, the embedded default)
+and ``postgres`` (shared by several instances). The backends differ in dialect only.
 
-The store is the source of truth for exactly-once: a batch is one durable transaction
-(:meth:`CheckpointStore.batch`) that inserts the new events, the actions the rules derived
-from them, the rules' state and each partition's next offset. Only after that transaction
-is committed (with a real fsync) may the Kafka offset be committed.
+**Partitions and their owner.** Every Kafka partition the connector reads has one row:
+its owner and owner *epoch*, the next offset to read, the next action number and the
+delivery watermark. :meth:`CheckpointStore.claim` makes this instance the owner (the
+epoch goes up) and says where the partition stands. Every write an owner makes about its
+partition names the epoch it claimed; once another instance has claimed the partition,
+those writes are refused (:class:`~kec.errors.Fenced`) and nothing of them is written.
 
-Writes of a batch::
+**A batch** is one durable transaction (:meth:`CheckpointStore.batch`) with a constant
+number of statements per partition, however many events it holds::
 
-    with store.batch() as tx:              # BEGIN
-        new = tx.insert_events(events)     # ids already stored are skipped
-        state = tx.get_rule_state(k)       # multi-event rule state, read in the tx
-        tx.put_rule_state(k, v)
-        tx.add_actions(actions)            # outbox, state "pending"
-        tx.set_next_offsets(offsets, epochs)  # raises Fenced if an epoch is stale
-                                           # COMMIT (durable) on leaving the block;
-                                           # ROLLBACK if the block raised
+    with store.batch() as tx:                       # BEGIN
+        new = tx.claim_event_ids(ids)               # explicit ids not seen before
+        state = tx.read_rule_state(keys)            # locked for this transaction
+        tx.write_rule_state(updates, expires)
+        tx.add_dead_records(poison)
+        tx.append(tp, epoch, first, next, events, actions)   # the batch's record and
+                                                    # the partition's next offset and
+                                                    # action numbers; Fenced if stale
+                                                    # COMMIT (fsync) on leaving the block
 
-Partition ownership (fencing): :meth:`claim_partitions` bumps and returns each partition's
-owner epoch. A batch carries the epochs it was read under; if another instance claimed the
-partition since, the batch raises :class:`~kec.errors.Fenced` and nothing is written.
+Events are kept as the batch's compact record, not one row each. An event without an
+explicit id is identified by its offset: the partition's next offset says it was seen.
+An event with an explicit id (``event-id`` header, HTTP ``Idempotency-Key``) is also
+recorded under ``(namespace, id)``, so a resend under another offset is a duplicate.
+
+**Actions** are numbered per partition (``aseq``) in the order the rules queued them, and
+live in their batch's record. The owner delivers them and moves the partition's
+*watermark*: every action below it is settled. Actions that fail, or wait behind a
+failing action of the same (target, key), get rows of their own (*parked*): ``retry``
+(due at ``next_attempt_at``), ``held`` (behind the failing one) or ``dead``. The
+watermark passes parked actions; :meth:`CheckpointStore.settle` writes a round's
+watermark and parked rows in one fenced transaction.
 """
 
 from __future__ import annotations
@@ -30,38 +44,92 @@ import abc
 import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from kec.action import Action
 from kec.event import Event
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TopicPartition = tuple[str, int]
+EventKey = tuple[str, str]  # (namespace, explicit event id)
 
 
 class ActionState(enum.StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    DEAD = "dead"
+    """An action's state as the tools show it."""
+
+    PENDING = "pending"  # not delivered yet (in its batch, or parked for a retry)
+    DONE = "done"  # delivered
+    DEAD = "dead"  # gave up: in the dead-letter table, replayable
+
+
+class Parking(enum.StrEnum):
+    """Why an action has a row of its own."""
+
+    RETRY = "retry"  # failed; tried again at next_attempt_at
+    HELD = "held"  # waits behind an earlier action of its (target, key)
+    DEAD = "dead"  # gave up after its last attempt, or refused for good
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Where a partition stands when this instance becomes its owner."""
+
+    epoch: int
+    next_offset: int | None  # None: nothing of this partition was ever checkpointed
+    next_aseq: int  # the number the next action born from it gets
+    watermark: int  # every action numbered below it is settled (delivered or parked)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An action with its place: the partition it was born from and its number there."""
+
+    tp: TopicPartition
+    aseq: int
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An action with a row of its own (see :class:`Parking`)."""
+
+    tp: TopicPartition
+    aseq: int
+    action: Action
+    state: Parking
+    attempts: int = 0
+    next_attempt_at: float = 0.0  # epoch seconds
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One dispatch round's writes for one partition (see :meth:`CheckpointStore.settle`)."""
+
+    epoch: int
+    watermark: int
+    park: Sequence[Parked] = ()  # rows to write (insert or replace)
+    unpark: Sequence[int] = ()  # aseqs whose rows go: delivered at last
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """An action in the outbox with its delivery bookkeeping."""
+    """An action as the tools list it."""
 
-    seq: int  # insertion order: dispatch follows it, so per-key order is kept
+    seq: int  # its number in its partition (aseq)
     action: Action
     state: ActionState
     attempts: int
-    next_attempt_at: float  # epoch seconds; pending actions are due when this has passed
+    next_attempt_at: float
     last_error: str | None
+    tp: TopicPartition | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DeadRecord:
-    """A Kafka record that could not become an event (it also went to the DLQ topic)."""
+    """A Kafka record that could not become actions (it also went to the DLQ topic)."""
 
     topic: str
     partition: int
@@ -72,47 +140,76 @@ class DeadRecord:
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """A partition's row, for ``status``."""
+
+    tp: TopicPartition
+    owner: str
+    epoch: int
+    next_offset: int | None
+    next_aseq: int
+    watermark: int
+    claimed_at: float
+
+
+@dataclass
+class Pending:
+    """What an owner must still deliver for a partition (:meth:`CheckpointStore.pending`)."""
+
+    queued: list[Queued] = field(default_factory=list)  # unparked, at or above the watermark
+    parked: list[Parked] = field(default_factory=list)  # retry and held rows, by aseq
+
+
 class BatchTransaction(abc.ABC):
-    """The writes of one batch; see the module docstring for the order."""
+    """The writes of one batch; see the module docstring for their order."""
 
     @abc.abstractmethod
-    def insert_events(self, events: Sequence[Event]) -> list[Event]:
-        """Insert events whose id is not stored yet; return those, in input order.
+    def claim_event_ids(self, events: Sequence[Event]) -> set[EventKey]:
+        """Record the explicit ids of ``events`` (Kafka events: where they are); return
+        the ``(namespace, id)`` pairs not recorded before this call."""
 
-        Ids repeated within ``events`` count once (the first occurrence wins).
+    @abc.abstractmethod
+    def read_rule_state(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored multi-event rule states of ``keys`` (missing keys are absent).
+
+        The keys stay locked until the transaction ends, so two instances updating one
+        state (an ``all_of`` set whose keys live on several partitions) take turns.
         """
 
     @abc.abstractmethod
-    def get_rule_state(self, key: str) -> str | None:
-        """The stored state of a multi-event rule (opaque text, JSON by convention)."""
-
-    @abc.abstractmethod
-    def put_rule_state(self, key: str, value: str | None) -> None:
-        """Store (or with ``None`` delete) a multi-event rule state."""
-
-    @abc.abstractmethod
-    def add_actions(self, actions: Sequence[Action]) -> None:
-        """Queue actions in the outbox (state pending); an id already present is skipped."""
+    def write_rule_state(
+        self, updates: Mapping[str, str | None], expires: Mapping[str, float] | None = None
+    ) -> None:
+        """Store rule states (``None`` deletes); ``expires``: epoch seconds after which
+        retention may delete a state (an ``all_of`` set past its window)."""
 
     @abc.abstractmethod
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
-        """Record undecodable records (already sent to the dead-letter topic)."""
+        """Record poison records (already on the dead-letter topic)."""
 
     @abc.abstractmethod
-    def set_next_offsets(
+    def append(
         self,
-        offsets: Mapping[TopicPartition, int],
-        epochs: Mapping[TopicPartition, int] | None = None,
-    ) -> None:
-        """Record each partition's next offset; never moves one backwards.
+        tp: TopicPartition,
+        epoch: int,
+        first_offset: int,
+        next_offset: int,
+        events: Sequence[Event],
+        actions: Sequence[Action],
+    ) -> int:
+        """Store a partition's part of the batch; return the first action's number.
 
-        With ``epochs``, every named partition's current owner epoch must equal the given
-        one, else :class:`~kec.errors.Fenced` is raised (and the batch rolls back).
+        ``events`` (the new ones, read from offsets ``first_offset`` up to
+        ``next_offset``) become the batch's record with ``actions``, numbered from the
+        partition's next action number on; the partition's next offset becomes
+        ``next_offset`` (never moves backwards). Raises
+        :class:`~kec.errors.Fenced` if ``epoch`` is not the partition's current one.
         """
 
 
 class CheckpointStore(abc.ABC):
-    """A durable store of events, offsets, outbox, rule state and durable steps."""
+    """A durable store of batches, offsets, actions, rule state and durable steps."""
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -134,28 +231,57 @@ class CheckpointStore(abc.ABC):
     ) -> None:
         self.close()
 
-    # -- the batch ---------------------------------------------------------------------
+    # -- the pipeline --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(
+        self, owner: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, Claim]:
+        """Become the owner of ``partitions``: bump their epochs, say where they stand."""
 
     @abc.abstractmethod
     def batch(self) -> AbstractContextManager[BatchTransaction]:
         """One durable transaction; committed with fsync when the block exits cleanly."""
 
-    # -- offsets and ownership -----------------------------------------------------------
+    # -- the dispatcher (the owner of a partition) -----------------------------------------
+
+    @abc.abstractmethod
+    def pending(self, tp: TopicPartition, watermark: int) -> Pending:
+        """The partition's actions still to deliver: its batches' actions numbered from
+        ``watermark`` on that have no row of their own, and its retry and held rows."""
+
+    @abc.abstractmethod
+    def settle(self, rounds: Mapping[TopicPartition, Settlement]) -> set[TopicPartition]:
+        """Write each partition's watermark and parked rows, in one transaction; return
+        the partitions whose epoch was stale (nothing of theirs was written)."""
+
+    @abc.abstractmethod
+    def due_retries(
+        self, partitions: Iterable[TopicPartition], now: float, limit: int = 1000
+    ) -> list[Parked]:
+        """Retry rows of ``partitions`` due at ``now`` (``dlq replay`` and ``replay`` put
+        rows there for the owner to find), oldest first."""
+
+    @abc.abstractmethod
+    def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The current owner epoch of each partition (an owner checks it is still one)."""
+
+    # -- offsets and partitions ----------------------------------------------------------
 
     @abc.abstractmethod
     def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
         """The next offset to read per partition (all topics, or one)."""
 
     @abc.abstractmethod
-    def claim_partitions(
-        self, owner: str, partitions: Iterable[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        """Become the owner of ``partitions``: bump and return their epochs."""
+    def partitions(self) -> list[PartitionInfo]:
+        """Every partition's row, by topic and partition."""
 
     # -- events --------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def get_event(self, event_id: str) -> Event | None: ...
+    def get_event(self, event_id: str, namespace: str | None = None) -> Event | None:
+        """The stored event with this id: ``topic/partition/offset``, or an explicit id
+        (of ``namespace``; of any namespace when it is None)."""
 
     @abc.abstractmethod
     def count_events(self) -> int: ...
@@ -164,36 +290,33 @@ class CheckpointStore(abc.ABC):
     def iter_events(self) -> Iterator[Event]:
         """Every stored event in the order it was checkpointed."""
 
-    # -- outbox --------------------------------------------------------------------------
-
     @abc.abstractmethod
-    def due_actions(self, now: float, limit: int) -> list[OutboxEntry]:
-        """Pending actions whose ``next_attempt_at`` has passed, in ``seq`` order."""
+    def read_rule_state(self, keys: Sequence[str]) -> dict[str, str]:
+        """Rule states as last committed, without locking them (readers)."""
+
+    # -- actions, for the tools ----------------------------------------------------------
 
     @abc.abstractmethod
     def count_actions(self, state: ActionState) -> int: ...
 
     @abc.abstractmethod
     def count_actions_by_rule(self) -> dict[str, int]:
-        """How many actions each rule queued, whatever their state (for ``status``)."""
-
-    @abc.abstractmethod
-    def mark_done(self, action_ids: Sequence[str]) -> None: ...
-
-    @abc.abstractmethod
-    def mark_retry(self, action_id: str, next_attempt_at: float, error: str) -> None:
-        """Count a failed attempt and schedule the next one."""
-
-    @abc.abstractmethod
-    def mark_dead(self, action_id: str, error: str) -> None:
-        """Move an action to the dead-letter table after its last attempt."""
+        """How many actions each rule queued, whatever their state."""
 
     @abc.abstractmethod
     def list_actions(self, state: ActionState, limit: int = 1000) -> list[OutboxEntry]: ...
 
     @abc.abstractmethod
     def replay_dead(self, action_ids: Sequence[str] | None = None) -> int:
-        """Put dead actions (all, or the named ones) back to pending; return how many."""
+        """Put dead actions (all, or the named ones) back as due retries; return how many."""
+
+    @abc.abstractmethod
+    def requeue(
+        self, tp: TopicPartition, actions: Sequence[Action], first_offset: int, next_offset: int
+    ) -> int:
+        """Queue ``actions`` (derived again from ``tp``'s records ``first_offset`` up to
+        ``next_offset``: ``replay``) for ``tp``'s owner as due retries, skipping ids the
+        batches of those records or earlier replays queued; return how many were queued."""
 
     @abc.abstractmethod
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]: ...
@@ -202,15 +325,8 @@ class CheckpointStore(abc.ABC):
 
     @abc.abstractmethod
     def prune(self, before: float, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` events checkpointed before ``before`` (epoch seconds) and
-        up to ``limit`` *done* actions queued before it; return how many rows went.
-
-        Oldest first, in the order they were stored; one short transaction per call, so
-        call it until it returns less than ``limit``. Pending and dead actions, dead
-        records, rule state, offsets and durable steps are never pruned. A pruned event
-        is no longer deduplicated: a resend of its id, or a ``replay`` of its offset, is
-        processed again (see :mod:`connector.retention`).
-        """
+        """Delete up to ``limit`` rows of each kind older than ``before`` (epoch seconds);
+        return how many went. Call until it returns 0. See :mod:`connector.retention`."""
 
     # -- durable steps (wait_for_event) --------------------------------------------------
 

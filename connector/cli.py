@@ -86,7 +86,6 @@ _QUICK_OPTIONS = (
     "linger_ms",
     "dlq_topic",
     "outbox_max",
-    "dispatch_chunk",
 )
 
 
@@ -137,13 +136,6 @@ _QUICK_OPTIONS = (
 @click.option("--linger-ms", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
 @click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)
-@click.option(
-    "--dispatch-chunk",
-    type=click.IntRange(1),
-    default=256,
-    show_default=True,
-    help="Most actions handed to a target in one call.",
-)
 @click.pass_context
 def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **quick: Any) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
@@ -201,7 +193,6 @@ def _quick_service(
     dlq_topic: str | None,
     instance_id: str | None,
     outbox_max: int,
-    dispatch_chunk: int,
 ) -> ConnectorService:
     from checkpoint import open_store
     from connector.runtime import PipelineSettings
@@ -229,10 +220,9 @@ def _quick_service(
     )
     return ConnectorService(
         settings,
-        open_store(store),
+        open_store(store, exclusive=True),
         NotifyAll("log"),
         {"log": LogTarget("log", log_file)},
-        dispatch_chunk=dispatch_chunk,
     )
 
 

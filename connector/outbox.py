@@ -1,41 +1,48 @@
-"""Step 4 of the protocol: deliver the outbox's pending actions to their targets.
+"""Step 4 of the protocol: the owner of a partition delivers the actions born from it.
 
-A dispatch round:
+The pipeline hands each checkpointed batch's actions to the :class:`Dispatcher` in
+memory (:meth:`Dispatcher.queue`); the store is read only when a partition is assigned
+(:meth:`Dispatcher.adopt`) and, once a second, for retries that tools put back
+(``dlq replay``, ``replay``). One coordinator thread runs the rounds:
 
-1. read the due pending actions in checkpoint order (``seq``);
-2. group consecutive actions by target and deliver each group with its idempotency keys;
-   a transient failure is retried in place a few times with exponential backoff
-   (tenacity) before the round gives up on that action;
-3. schedule a durable retry (``next_attempt_at``) for each failed action, or move it to
-   the dead-letter table after its last attempt; then mark the round's delivered actions
-   done, in one store transaction.
+1. take the lane heads that are due (:class:`~connector.lanes.PartitionBook`): actions of
+   different (target, key) lanes go out concurrently, one lane's in order;
+2. hand them to their target's workers: up to ``target.concurrency`` calls of
+   ``deliver_many`` at once, ``target.batch_size`` actions each. A transient failure is
+   retried in place a few times (tenacity) before the call reports it;
+3. record each answer in the book: delivered; or failed, with a retry at
+   ``next_delay(attempts)``, or dead after the last attempt or a refusal for good;
+4. every ``settle_interval`` (and at revoke and stop), write each partition's settlement
+   (watermark, parked rows) in one store transaction, fenced by the partition's epoch.
 
-Crash anywhere in 2–3 and the actions are still pending: they are delivered again with the
-same ids, which the target deduplicates (design §4, rows "during dispatch" and "after
-dispatch, before it is marked done").
+Crash anywhere in 2–4 and the actions not settled are delivered again by the next owner
+with the same ids, which the target deduplicates (crash points ``mid_dispatch``: some
+answers recorded, others not; ``after_dispatch``: delivered, not yet settled).
 
-Per-key order: once an action of a key fails, later actions of the same key wait until it
-has been delivered or declared dead (in this process; see :class:`Dispatcher`).
+Ownership: a partition is dispatched only while this instance owns it. On revoke,
+:meth:`Dispatcher.release` waits for its deliveries in flight, writes its last
+settlement and forgets it; a settlement refused for a stale epoch drops the partition at
+once. Every ``verify_interval``, and after any pause of the coordinator longer than
+that (SIGSTOP, a long GC), the owner epochs are read back before anything else is
+delivered, so an instance that was paused past its session timeout stops at once.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from checkpoint.base import CheckpointStore, OutboxEntry
+from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
+from connector.lanes import Entry, PartitionBook
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import TargetError
@@ -48,49 +55,13 @@ def _transient(exc: BaseException | None) -> bool:
     return isinstance(exc, TargetError) and exc.retriable
 
 
-class OutboxGauge:
-    """How many actions are pending, kept in memory so backpressure costs no query."""
-
-    def __init__(self, initial: int = 0) -> None:
-        self._pending = initial
-        self._version = 0
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self._pending += n
-            self._version += 1
-            self._changed.notify_all()
-
-    def remove(self, n: int) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - n)
-            self._version += 1
-            self._changed.notify_all()
-
-    def wait_below(self, limit: int, timeout: float) -> bool:
-        """Wait until fewer than ``limit`` actions are pending; False on timeout."""
-        with self._lock:
-            return self._changed.wait_for(lambda: self._pending < limit, timeout)
-
-    def wait_for_change(self, timeout: float) -> None:
-        with self._lock:
-            seen = self._version
-            self._changed.wait_for(lambda: self._version != seen, timeout)
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
-    """In-round retries (short, tenacity) and durable retries across rounds."""
+    """In-call retries (short, tenacity) and durable retries across rounds."""
 
-    max_attempts: int = 8  # durable attempts before the dead-letter table
-    inline_attempts: int = 3  # tries within one round for a transient error
-    inline_wait: float = 0.05  # first in-round backoff, doubling
+    max_attempts: int = 8  # failed attempts before the dead-letter table
+    inline_attempts: int = 3  # tries within one call for a transient error
+    inline_wait: float = 0.05  # first in-call backoff, doubling
     base_delay: float = 1.0  # first durable retry delay, doubling, with jitter
     max_delay: float = 300.0
 
@@ -99,117 +70,300 @@ class RetryPolicy:
         return delay * random.uniform(0.8, 1.2)
 
 
-class Dispatcher:
-    """Delivers pending actions; run it in its own thread with :meth:`run`.
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    failed: int = 0  # failed attempts (each followed by a retry)
+    dead: int = 0
+    settlements: int = 0
+    fenced: int = 0  # partitions dropped because another instance owns them
 
-    Collaborators are passed in; nothing happens until :meth:`run` or :meth:`run_once`.
-    The blocked-key set that keeps per-key order across failures lives in memory: after a
-    restart, an action whose retry is scheduled later may be overtaken by a later action
-    of the same key that is already due.
+
+@dataclass(frozen=True)
+class _Result:
+    target: str
+    entries: list[tuple[PartitionBook, Entry]]
+    failures: Mapping[str, BaseException]
+    called: bool = False  # a call to the target (counted in flight) rather than a refusal
+
+
+class _Command:
+    """Work for the coordinator from another thread, with a reply to wait for."""
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self.run = run
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Dispatcher:
+    """Delivers the actions of owned partitions; see the module docstring.
+
+    Collaborators are passed in; nothing happens until :meth:`start`. Thread-safe: the
+    pipeline threads call :meth:`adopt`, :meth:`queue` and :meth:`release`.
     """
 
     def __init__(
         self,
         store: CheckpointStore,
         targets: Mapping[str, Target],
-        gauge: OutboxGauge,
         *,
         policy: RetryPolicy | None = None,
-        round_size: int = 2000,
-        chunk_size: int = 256,
-        idle_wait: float = 0.05,
+        settle_interval: float = 0.05,
+        verify_interval: float = 2.0,
+        retry_poll: float = 1.0,
+        release_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._targets = targets
-        self._gauge = gauge
         self._policy = policy or RetryPolicy()
-        self._round_size = round_size
-        self._chunk_size = chunk_size
-        self._idle_wait = idle_wait
+        self._settle_interval = settle_interval
+        self._verify_interval = verify_interval
+        self._retry_poll = retry_poll
+        self._release_timeout = release_timeout
         self._clock = clock
-        self._blocked: dict[tuple[str, str], int] = {}  # (namespace, key) -> seq that failed
-        self.delivered = 0
-        self.failed = 0
-        self.dead = 0
+        self._books: dict[TopicPartition, PartitionBook] = {}
+        self._inbox: queue.SimpleQueue[_Command | _Result] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._in_flight: dict[str, int] = {}  # target -> calls in flight
+        self._pending = 0  # actions not settled, all books (read by other threads)
+        self._failures: dict[str, list[str]] = {}  # target -> errors of this round
+        self.stats = DispatchStats()
 
-    def run(self, stop: threading.Event) -> None:
-        """Dispatch until ``stop`` is set; finishes the round in progress before returning."""
-        while not stop.is_set():
-            try:
-                if self.run_once() == 0:
-                    # Nothing settled: wake when the pipeline adds actions, or to look for
-                    # retries that have come due.
-                    self._gauge.wait_for_change(self._idle_wait)
-            except Exception:
-                log.exception("dispatch round failed; retrying in 1s")
-                stop.wait(1.0)
+    # -- lifecycle -----------------------------------------------------------------------
 
-    def run_once(self) -> int:
-        """One dispatch round; returns how many actions it settled (done or dead)."""
-        due = self._store.due_actions(self._clock(), self._round_size)
-        if not due:
-            return 0
-        delivered: list[OutboxEntry] = []
-        settled = 0
-        chunks = self._chunks([e for e in due if self._ready(e)])
-        for i, (target_name, chunk) in enumerate(chunks):
-            # A failure earlier in this round blocks the later actions of its key.
-            chunk = [e for e in chunk if self._ready(e)]
-            failures = self._deliver_chunk(target_name, [e.action for e in chunk])
-            for entry in chunk:
-                exc = failures.get(entry.action.action_id)
-                if exc is None:
-                    delivered.append(entry)
-                else:
-                    settled += self._record_failure(entry, exc)
-            if i < len(chunks) - 1:
-                crash_point("mid_dispatch")
-        if delivered:
-            crash_point("after_dispatch")
-            self._store.mark_done([e.action.action_id for e in delivered])
-            self._gauge.remove(len(delivered))
-            self.delivered += len(delivered)
-            for entry in delivered:
-                key = (entry.action.namespace, entry.action.event_key)
-                if self._blocked.get(key) == entry.seq:
-                    del self._blocked[key]
-        return settled + len(delivered)
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        for name, target in self._targets.items():
+            self._pools[name] = ThreadPoolExecutor(
+                max_workers=max(1, target.concurrency), thread_name_prefix=f"kec-{name}"
+            )
+            self._in_flight[name] = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="kec-dispatch", daemon=True)
+        self._thread.start()
 
-    def _ready(self, entry: OutboxEntry) -> bool:
-        key = (entry.action.namespace, entry.action.event_key)
-        blocker = self._blocked.get(key)
-        return blocker is None or blocker == entry.seq
+    def stop(self, timeout: float = 60.0) -> None:
+        """Finish the deliveries in flight, settle everything, stop; idempotent."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools.clear()
 
-    def _chunks(self, entries: Sequence[OutboxEntry]) -> list[tuple[str, list[OutboxEntry]]]:
-        chunks: list[tuple[str, list[OutboxEntry]]] = []
-        for entry in entries:
-            name = entry.action.target
-            if chunks and chunks[-1][0] == name and len(chunks[-1][1]) < self._chunk_size:
-                chunks[-1][1].append(entry)
-            else:
-                chunks.append((name, [entry]))
-        return chunks
+    @property
+    def pending(self) -> int:
+        """Actions of owned partitions not settled yet (for backpressure and metrics)."""
+        return self._pending
 
-    def _deliver_chunk(self, target_name: str, actions: list[Action]) -> dict[str, Exception]:
+    # -- from the pipeline ---------------------------------------------------------------
+
+    def adopt(self, claims: Mapping[TopicPartition, Claim]) -> None:
+        """Partitions just claimed: load what the store still holds for each."""
+        books = {
+            tp: PartitionBook.load(tp, c.epoch, c.watermark, self._store.pending(tp, c.watermark))
+            for tp, c in claims.items()
+        }
+
+        def add() -> None:
+            for tp, book in books.items():
+                old = self._books.pop(tp, None)
+                if old is not None:
+                    self._pending -= old.size
+                self._books[tp] = book
+                self._pending += book.size
+            loaded = sum(b.size for b in books.values())
+            if loaded:
+                log.info("dispatching %d actions left pending by the previous owner(s)", loaded)
+
+        self._call(add)
+
+    def queue(self, tp: TopicPartition, first_aseq: int, actions: Sequence[Action]) -> None:
+        """A batch's actions for ``tp``, numbered from ``first_aseq``, just checkpointed."""
         if not actions:
-            return {}
-        target = self._targets.get(target_name)
-        if target is None:
-            return {
-                a.action_id: TargetError(f"no target named {target_name!r} is configured")
-                for a in actions
-            }
-        return self._deliver_with_retries(target, actions)
+            return
 
-    def _deliver_with_retries(self, target: Target, actions: list[Action]) -> dict[str, Exception]:
-        """Deliver, retrying in place the actions that failed transiently.
+        def add() -> None:
+            book = self._books.get(tp)
+            if book is None:  # released meanwhile: the next owner reads them from the store
+                return
+            book.queue(first_aseq, actions)
+            self._pending += len(actions)
 
-        Final failures (rejections, unexpected errors) are kept as they are; only the
-        transient ones go round again, up to ``inline_attempts`` times in all.
-        """
+        self._post(add)
+
+    def release(self, partitions: Iterable[TopicPartition]) -> None:
+        """Stop dispatching ``partitions``: wait for their deliveries in flight, write
+        their last settlement, forget them. Blocks the caller (a revoke callback)."""
+        tps = set(partitions)
+        deadline = time.monotonic() + self._release_timeout
+
+        def drained() -> bool:
+            busy = any(self._books[tp].in_flight for tp in tps if tp in self._books)
+            return not busy or time.monotonic() > deadline
+
+        def release() -> None:
+            for tp in tps:
+                book = self._books.get(tp)
+                if book is not None:
+                    book.closing = True
+            self._await_results(drained)
+            self._settle([tp for tp in tps if tp in self._books])
+            for tp in tps:
+                book = self._books.pop(tp, None)
+                if book is not None:
+                    self._pending -= book.size
+
+        self._call(release)
+
+    # -- the coordinator -----------------------------------------------------------------
+
+    def _post(self, run: Callable[[], None]) -> _Command:
+        command = _Command(run)
+        self._inbox.put(command)
+        self._wake.set()
+        return command
+
+    def _call(self, run: Callable[[], None]) -> None:
+        """Run ``run`` on the coordinator and wait; inline when it is not running."""
+        if self._thread is None or not self._thread.is_alive():
+            run()
+            return
+        command = self._post(run)
+        command.done.wait()
+        if command.error is not None:
+            raise command.error
+
+    def _run(self) -> None:
+        last_settle = last_verify = last_poll = last_loop = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - last_loop > self._verify_interval:
+                last_verify = 0.0  # paused (SIGSTOP?): check ownership before anything else
+            last_loop = now
+            try:
+                if now - last_verify >= self._verify_interval:
+                    self._verify()
+                    last_verify = now
+                if now - last_poll >= self._retry_poll:
+                    self._adopt_retries()
+                    last_poll = now
+                self._drain()
+                if self._stop.is_set():
+                    self._finish()
+                    return
+                self._dispatch()
+                if now - last_settle >= self._settle_interval:
+                    self._settle(list(self._books))
+                    self._report_failures()
+                    last_settle = now
+            except Exception:
+                log.exception("dispatch round failed; trying again in 1s")
+                self._stop.wait(1.0)
+            self._wake.wait(self._settle_interval)
+            self._wake.clear()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _handle(self, item: _Command | _Result) -> None:
+        if isinstance(item, _Result):
+            self._record(item)
+            return
+        try:
+            item.run()
+        except BaseException as exc:
+            item.error = exc
+        finally:
+            item.done.set()
+
+    def _await_results(self, done: Callable[[], bool]) -> None:
+        """Record answers until ``done()``; commands that come meanwhile run after."""
+        deferred: list[_Command] = []
+        while not done():
+            try:
+                item = self._inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Result):
+                self._record(item)
+            else:
+                deferred.append(item)
+        for command in deferred:
+            self._inbox.put(command)
+        if deferred:
+            self._wake.set()
+
+    def _dispatch(self) -> None:
+        now = self._clock()
+        room: dict[str, int] = {  # actions each target can take now
+            name: (max(1, t.concurrency) - self._in_flight[name]) * max(1, t.batch_size)
+            for name, t in self._targets.items()
+        }
+        taken: dict[str, list[tuple[PartitionBook, Entry]]] = {}
+        for book in self._books.values():
+            if book.closing:
+                continue
+            for entry in book.ready(now):
+                name = entry.action.target
+                target = self._targets.get(name)
+                if target is None:
+                    error = TargetError(f"no target named {name!r} is configured")
+                    self._record(_Result(name, [(book, entry)], {entry.action.action_id: error}))
+                    continue
+                if room[name] <= 0:
+                    book.not_now(entry)
+                    if not any(room.values()):
+                        break
+                    continue
+                lane = [entry]
+                if target.ordered:
+                    lane += book.followers(entry, room[name] - 1, now)
+                room[name] -= len(lane)
+                for e in lane:
+                    book.sent(e)
+                taken.setdefault(name, []).extend((book, e) for e in lane)
+        for name, entries in taken.items():
+            target = self._targets[name]
+            size = max(1, target.batch_size)
+            for i in range(0, len(entries), size):
+                chunk = entries[i : i + size]
+                self._in_flight[name] += 1
+                future = self._pools[name].submit(
+                    self._deliver, target, [e.action for _, e in chunk]
+                )
+                future.add_done_callback(self._answer(name, chunk))
+
+    def _answer(
+        self, name: str, chunk: list[tuple[PartitionBook, Entry]]
+    ) -> Callable[[Future[dict[str, BaseException]]], None]:
+        def done(future: Future[dict[str, BaseException]]) -> None:
+            try:
+                failures = future.result()
+            except BaseException as exc:  # deliver_many itself broke
+                failures = {e.action.action_id: exc for _, e in chunk}
+            self._inbox.put(_Result(name, chunk, failures, called=True))
+            self._wake.set()
+
+        return done
+
+    def _deliver(self, target: Target, actions: list[Action]) -> dict[str, BaseException]:
+        """Deliver, retrying in place (tenacity) the actions that failed transiently."""
         pending = actions
-        failures: dict[str, Exception] = {}
+        failures: dict[str, BaseException] = {}
         retrying = Retrying(
             stop=stop_after_attempt(self._policy.inline_attempts),
             wait=wait_exponential(multiplier=self._policy.inline_wait, max=2.0),
@@ -220,8 +374,8 @@ class Dispatcher:
             for attempt in retrying:
                 with attempt:
                     result = target.deliver_many(pending)
-                    for action_id in [a.action_id for a in pending]:
-                        failures.pop(action_id, None)
+                    for action in pending:
+                        failures.pop(action.action_id, None)
                     failures.update(result)
                     retry = [a for a in pending if _transient(result.get(a.action_id))]
                     if retry:
@@ -231,36 +385,117 @@ class Dispatcher:
             pass
         return failures
 
-    def _record_failure(self, entry: OutboxEntry, exc: Exception) -> int:
-        key = (entry.action.namespace, entry.action.event_key)
-        attempts = entry.attempts + 1
+    def _record(self, result: _Result) -> None:
+        if result.called:
+            self._in_flight[result.target] -= 1
+        now = self._clock()
+        broken: set[tuple[int, object]] = set()  # lanes with a failure earlier in this call
+        for i, (book, entry) in enumerate(result.entries):
+            if self._books.get(book.tp) is not book:
+                continue  # the partition was dropped (fenced) meanwhile
+            lane = (id(book), entry.lane)
+            exc = result.failures.get(entry.action.action_id)
+            if lane in broken:
+                book.returned(entry)
+            elif exc is None:
+                book.delivered(entry)
+                self._pending -= 1
+                self.stats.delivered += 1
+            else:
+                broken.add(lane)
+                self._failed(book, entry, exc, now)
+            if i == 0 and len(result.entries) > 1:
+                crash_point("mid_dispatch")
+
+    def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
         error = f"{type(exc).__name__}: {exc}"
-        final = not _transient(exc)
-        if final or attempts >= self._policy.max_attempts:
-            self._store.mark_dead(entry.action.action_id, error)
-            self._gauge.remove(1)
-            self._blocked.pop(key, None)
-            self.dead += 1
+        attempts = entry.attempts + 1
+        self._failures.setdefault(entry.action.target, []).append(error)
+        if not _transient(exc) or attempts >= self._policy.max_attempts:
+            book.failed(entry, error, retry_at=None)
+            self._pending -= 1
+            self.stats.dead += 1
             log.error(
                 "action %s (rule %s, key %s) is dead after %d attempt(s): %s",
-                entry.action.action_id,
-                entry.action.rule,
-                entry.action.event_key,
-                attempts,
-                error,
-            )
-            return 1
-        delay = self._policy.next_delay(attempts)
-        self._store.mark_retry(entry.action.action_id, self._clock() + delay, error)
-        self._blocked[key] = entry.seq
-        self.failed += 1
-        log.warning(
-            "action %s to %s failed (attempt %d/%d), retrying in %.1fs: %s",
-            entry.action.action_id,
-            entry.action.target,
-            attempts,
-            self._policy.max_attempts,
-            delay,
-            error,
+                entry.action.action_id, entry.action.rule, entry.action.event_key, attempts, error,
+            )  # fmt: skip
+            return
+        book.failed(entry, error, retry_at=now + self._policy.next_delay(attempts))
+        self.stats.failed += 1
+
+    def _report_failures(self) -> None:
+        """One line per failing target and round, not one per action."""
+        failures, self._failures = self._failures, {}
+        for name, errors in failures.items():
+            log.warning(
+                "target %s: %d action(s) failed this round and wait for a retry or the "
+                "dead letters; first error: %s",
+                name, len(errors), errors[0],
+            )  # fmt: skip
+
+    def _settle(self, tps: Sequence[TopicPartition]) -> None:
+        rounds: dict[TopicPartition, Settlement] = {}
+        for tp in tps:
+            settlement = self._books[tp].settlement()
+            if settlement is not None:
+                rounds[tp] = settlement
+        if not rounds:
+            return
+        crash_point("after_dispatch")
+        fenced = self._store.settle(rounds)
+        self.stats.settlements += 1
+        for tp, settlement in rounds.items():
+            if tp in fenced:
+                self._drop(tp, "its settlement was refused")
+            else:
+                self._books[tp].settled(settlement)
+
+    def _verify(self) -> None:
+        if not self._books:
+            return
+        current = self._store.epochs(self._books)
+        for tp, book in list(self._books.items()):
+            if current.get(tp) != book.epoch:
+                self._drop(tp, "its owner epoch moved on")
+
+    def _drop(self, tp: TopicPartition, why: str) -> None:
+        book = self._books.pop(tp, None)
+        if book is not None:
+            self._pending -= book.size
+            self.stats.fenced += 1
+            log.warning(
+                "%s[%d]: another instance owns it now (%s); this one stops dispatching it",
+                tp[0], tp[1], why,
+            )  # fmt: skip
+
+    def _adopt_retries(self) -> None:
+        if not self._books:
+            return
+        rows = self._store.due_retries(self._books, self._clock())
+        by_tp: dict[TopicPartition, list[Any]] = {}
+        for row in rows:
+            by_tp.setdefault(row.tp, []).append(row)
+        for tp, found in by_tp.items():
+            book = self._books.get(tp)
+            if book is not None:
+                self._pending += book.adopt(found)
+
+    def _finish(self) -> None:
+        deadline = time.monotonic() + self._release_timeout
+        self._await_results(
+            lambda: not any(self._in_flight.values()) or time.monotonic() > deadline
         )
-        return 0
+        while True:  # commands still queued get an answer: the dispatcher has stopped
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Result):
+                self._record(item)
+            else:
+                item.error = RuntimeError("the dispatcher has stopped")
+                item.done.set()
+        try:
+            self._settle(list(self._books))
+        except Exception:
+            log.exception("the last settlement failed: the next start delivers those again")

@@ -1,18 +1,24 @@
 """Retention: keep the checkpoint store from growing without bound.
 
-Every event stays in the store so that a re-delivered record, an application resend of
-the same ``event-id`` or a ``replay`` of its offset is recognised and not processed twice;
-every delivered action stays marked done. Kept forever, that is ~250 bytes per event. With
-``checkpoint.retention_days`` set, :class:`Pruner` deletes, at start and then every
-``interval`` seconds, the events stored and the *done* actions queued more than that long
-ago (:meth:`~checkpoint.base.CheckpointStore.prune`), in chunks so the pipeline is never
-held off the store for long. Pending and dead actions, dead records, rule state, offsets
-and durable steps are kept whatever their age.
+What stays forever, small: one row per partition (offsets, epochs, watermark) and one
+counter per rule. What grows, and what :class:`Pruner` deletes
+(:meth:`~checkpoint.base.CheckpointStore.prune`), at start and then every ``interval``
+seconds, in chunks so the pipeline is never held off the store for long:
 
-The price is the dedup window: an event older than the retention, resent with its id or
-replayed from Kafka, is processed again. So set the retention at least as long as the
-topics' own ``retention.ms`` (Kafka's default is 7 days), and longer than any replay or
-resend you expect. Without ``retention_days`` (the default) nothing is pruned.
+* always: partial ``all_of`` sets with a window that were not updated for that window
+  (they can no longer complete);
+* with ``checkpoint.retention_days``: batches (events and their actions) older than
+  that whose actions are all settled, with the explicit ids of their events; dead
+  records, durable ``wait_for_event`` steps and dead actions older than that; rule state
+  not updated for that long.
+
+The price, paid only for what is older than the retention: an event resent with the
+same explicit id is processed again (events without an explicit id are known by their
+offset, for ever); ``replay`` of a pruned range queues its actions again; a pruned dead
+action cannot be replayed; a pruned step is polled again; an ``all_of`` set idle that
+long starts empty. So set the retention longer than the topics' own ``retention.ms``
+(Kafka's default is 7 days) and than any resend, replay or workflow wait you expect.
+Without ``retention_days`` (the default) only expired sets are deleted.
 """
 
 from __future__ import annotations
@@ -35,13 +41,13 @@ class Pruner:
     def __init__(
         self,
         store: CheckpointStore,
-        retention_seconds: float,
+        retention_seconds: float | None,
         *,
         interval: float = 600.0,
         chunk: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if retention_seconds <= 0:
+        if retention_seconds is not None and retention_seconds <= 0:
             raise ValueError("retention_seconds must be positive")
         self._store = store
         self._retention = retention_seconds
@@ -52,9 +58,15 @@ class Pruner:
         self._thread: threading.Thread | None = None
         self.pruned = 0
 
+    @property
+    def retention(self) -> float | None:
+        """Seconds after which rows go; None: only expired rule state goes."""
+        return self._retention
+
     def run_once(self) -> int:
         """Prune everything older than the retention now; return how many rows went."""
-        before = self._clock() - self._retention
+        # Without a retention only expired rule state goes (nothing is older than 0).
+        before = 0.0 if self._retention is None else self._clock() - self._retention
         total = 0
         while not self._stop.is_set():
             n = self._store.prune(before, self._chunk)
@@ -62,12 +74,14 @@ class Pruner:
             if n < self._chunk:
                 break
         self.pruned += total
-        if total:
+        if total and self._retention is not None:
             log.info(
-                "retention: pruned %d events and done actions older than %.1f days",
+                "retention: pruned %d rows older than %.1f days (and expired rule state)",
                 total,
                 self._retention / 86400,
             )
+        elif total:
+            log.info("retention: pruned %d expired rule states", total)
         return total
 
     def start(self) -> None:

@@ -1,30 +1,38 @@
-"""The exactly-once pipeline: Kafka records → checkpoint store → outbox (design §4).
+"""The exactly-once pipeline: Kafka records → checkpoint store → dispatcher.
 
 :class:`Pipeline` runs steps 1–3 for one batch at a time, in this order:
 
 1. **poll** — ``consume()`` up to ``batch_size`` records, or what arrived within
    ``linger_ms``; auto-commit and auto offset store are off, ``read_committed``,
-   cooperative-sticky assignment. Records that cannot become events (no key, not UTF-8,
-   declared JSON that is not, over ``max_event_bytes``) are produced to the dead-letter
-   topic (acknowledged before step 2) and recorded with the batch.
-2. **checkpoint** — ONE durable store transaction: insert the events (ids already stored
-   are skipped), evaluate the rules for the *new* events only, queue the resulting actions
-   in the outbox, save multi-event rule state, record each partition's next offset under
-   this instance's owner epoch (a stale epoch aborts the whole transaction: fencing).
-3. **event_checkpointed** — commit the batch's Kafka offsets synchronously. Only now; so
-   the committed offset is never ahead of the durable checkpoint.
+   cooperative-sticky assignment. Each record becomes an event, or is *poison*: any
+   exception raised by one record while it is decoded (no key, not UTF-8, too large, a
+   namespace header that is not its topic's, ...) or while the rules evaluate it is that
+   record's, never its batch's (:mod:`connector.deadletter`).
+2. **checkpoint** — ONE durable store transaction, a constant number of statements per
+   partition: record the explicit event ids (a resend under another offset is a
+   duplicate; other events are known by their offset), read the rule state the new
+   events need (locked), evaluate the rules for the new events in order, write the rule
+   state, record poison records (already acknowledged by the dead-letter topic), and per
+   partition append the batch's record (its new events and the actions born from them,
+   numbered) and its next offset, under this instance's owner epoch (a stale epoch
+   aborts the whole transaction: fencing).
+3. **event_checkpointed** — commit the batch's Kafka offsets, asynchronously: issued only
+   now, so never ahead of the durable checkpoint, but the next poll does not wait for
+   the group coordinator (the store, not Kafka, says where a partition resumes).
 
-Step 4, **dispatch**, runs concurrently in :class:`connector.outbox.Dispatcher`.
+Step 4, **dispatch**, runs in :class:`connector.outbox.Dispatcher`, which gets the
+batch's actions in memory after step 2.
 
-On assignment each partition is claimed in the store (new epoch) and the consumer seeks to
-the store's next offset when it has one, else to the committed Kafka offset: the store is
-the source of truth. When the store is ahead of Kafka's committed offset (the process died
-between steps 2 and 3) that offset is committed before the next batch, so Kafka's view
-catches up even when no new record arrives. On revoke the partition is dropped at once;
-what was not committed is re-delivered to the next owner and deduplicated by event id.
-When the outbox holds ``outbox_max_pending`` actions the partitions are paused until it
-drains (backpressure).
-A failed batch (store, dead-letter producer) rewinds its partitions and is tried again.
+On assignment each partition is claimed in the store (new epoch), the dispatcher loads
+what is pending for it, and the consumer seeks to the store's next offset when it has
+one, else to the committed Kafka offset. When the store is ahead of Kafka's committed
+offset (a stop between steps 2 and 3) that offset is committed before the next batch.
+On revoke the dispatcher finishes the partition's deliveries in flight and settles it
+before the partition is let go. When ``outbox_max_pending`` actions are not delivered
+yet the partitions are paused until they drain (backpressure).
+
+A batch that fails as a whole (store, dead-letter topic) rewinds its partitions and is
+tried again; what no retry can cure stops the pipeline with one line.
 """
 
 from __future__ import annotations
@@ -37,17 +45,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from checkpoint.base import BatchTransaction, CheckpointStore
+from checkpoint.base import BatchTransaction, CheckpointStore, Claim
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
-from connector.outbox import OutboxGauge
 from kec.action import Action
 from kec.codec import event_from_message
-from kec.errors import CheckpointError, ConnectorError, Fenced, KafkaClientError, KafkaFatal
+from kec.errors import ConnectorError, Fenced, KafkaClientError, KafkaFatal
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.faults import crash_point
@@ -55,12 +62,42 @@ from kec.faults import crash_point
 log = logging.getLogger(__name__)
 
 
+class ActionSink(Protocol):
+    """Where checkpointed actions go: :class:`connector.outbox.Dispatcher`."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def adopt(self, claims: Mapping[TP, Claim]) -> None: ...
+
+    def queue(self, tp: TP, first_aseq: int, actions: Sequence[Action]) -> None: ...
+
+    def release(self, partitions: Sequence[TP]) -> None: ...
+
+
+class Undispatched:
+    """A sink that dispatches nothing: the actions stay in the store, pending, for the
+    next owner that runs a dispatcher (tools and tests that only checkpoint)."""
+
+    pending = 0
+
+    def adopt(self, claims: Mapping[TP, Claim]) -> None:
+        pass
+
+    def queue(self, tp: TP, first_aseq: int, actions: Sequence[Action]) -> None:
+        pass
+
+    def release(self, partitions: Sequence[TP]) -> None:
+        pass
+
+
 @dataclass
 class Applied:
     """What step 2 made of a batch's events."""
 
     new: list[Event] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
+    # Actions in the order the rules queued them, each with the event that caused it.
+    actions: list[tuple[Event, Action]] = field(default_factory=list)
     # Events the rules raised on: poison, each on its own (the others go on).
     failed: list[tuple[Event, Exception]] = field(default_factory=list)
 
@@ -68,35 +105,53 @@ class Applied:
 def apply_events(tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Event]) -> Applied:
     """Step 2's work on events, inside the caller's store transaction ``tx``.
 
-    Insert the events (ids already stored are skipped), evaluate the rules for the new
-    ones only, in order (rule state is read once per key and later events of the batch
-    see earlier updates), save the changed rule state and queue the actions. An event the
+    Events with an explicit id already recorded are duplicates (as is a repeat within
+    ``events``); the others are new. The rule state every new event needs is read at
+    once (and locked), the rules are evaluated for the new events in order (later
+    events see earlier updates), and the changed state is written back. An event the
     rules raise on is that event's failure, not the batch's: it is returned in
     ``failed``, queues nothing and changes no state.
     """
-    applied = Applied(new=tx.insert_events(events))
-    state: dict[str, str | None] = {}
-    dirty: set[str] = set()
+    explicit = [e for e in events if e.explicit_id]
+    fresh = tx.claim_event_ids(explicit) if explicit else set()
+    applied = Applied()
+    for event in events:
+        if event.explicit_id:
+            key = (event.namespace, event.event_id)
+            if key not in fresh:
+                continue
+            fresh.discard(key)  # a second copy in this batch is a duplicate
+        applied.new.append(event)
+    keys: list[str] = []
+    needs: list[Sequence[str]] = []
     for event in applied.new:
         try:
-            keys = evaluator.state_keys(event)
-            for key in keys:
-                if key not in state:
-                    state[key] = tx.get_rule_state(key)
-            result = evaluator.evaluate(event, {k: state[k] for k in keys})
-        except CheckpointError:
-            raise  # the store's failure, not the event's
+            wanted = evaluator.state_keys(event)
+        except Exception:  # evaluated below, where the failure is recorded
+            wanted = ()
+        needs.append(wanted)
+        keys.extend(wanted)
+    state: dict[str, str | None] = dict(tx.read_rule_state(keys)) if keys else {}
+    dirty: set[str] = set()
+    ttl: dict[str, float] = {}
+    new: list[Event] = []
+    for event, wanted in zip(applied.new, needs, strict=True):
+        try:
+            result = evaluator.evaluate(event, {k: state.get(k) for k in wanted})
         except Exception as exc:
             applied.failed.append((event, exc))
             continue
-        applied.actions.extend(result.actions)
+        new.append(event)
+        applied.actions.extend((event, a) for a in result.actions)
         if result.state_updates:
             state.update(result.state_updates)
             dirty.update(result.state_updates)
-    for key in dirty:
-        tx.put_rule_state(key, state[key])
-    if applied.actions:
-        tx.add_actions(applied.actions)
+            ttl.update(result.state_ttl)
+    applied.new = new
+    if dirty:
+        now = time.time()
+        expires = {k: now + ttl[k] for k in dirty if k in ttl}
+        tx.write_rule_state({k: state[k] for k in dirty}, expires)
     return applied
 
 
@@ -130,6 +185,9 @@ class PipelineSettings:
             "group.id": self.group_id,
             "client.id": self.instance_id,
             "auto.offset.reset": self.auto_offset_reset,
+            # Fetch in larger bites: a batch is one store transaction, fewer is faster.
+            "fetch.wait.max.ms": max(1, min(self.linger_ms, 100)),
+            "queued.min.messages": max(1000, self.batch_size * 2),
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
@@ -163,6 +221,14 @@ class PipelineStats:
     failed_batches: int = 0
 
 
+@dataclass
+class _Owned:
+    """A partition this instance owns: its epoch and the next offset the store holds."""
+
+    epoch: int
+    next_offset: int | None
+
+
 class Pipeline:
     """Steps 1–3 of the protocol; see the module docstring. Not thread-safe: one thread."""
 
@@ -171,7 +237,7 @@ class Pipeline:
         settings: PipelineSettings,
         store: CheckpointStore,
         evaluator: Evaluator,
-        gauge: OutboxGauge,
+        sink: ActionSink,
         *,
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
@@ -179,13 +245,13 @@ class Pipeline:
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
-        self._gauge = gauge
+        self._sink = sink
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._dead_letters = DeadLetters(None, None)
-        self._epochs: dict[TP, int] = {}
+        self._owned: dict[TP, _Owned] = {}
         self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
         self._resync: dict[TP, int] = {}
         self._paused = False
@@ -193,8 +259,13 @@ class Pipeline:
 
     @property
     def paused(self) -> bool:
-        """Whether the partitions are paused because the outbox is full (backpressure)."""
+        """Whether the partitions are paused because too many actions wait (backpressure)."""
         return self._paused
+
+    @property
+    def owned(self) -> dict[TP, int]:
+        """The partitions this pipeline owns, with their owner epochs."""
+        return {tp: o.epoch for tp, o in self._owned.items()}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -231,7 +302,7 @@ class Pipeline:
         """Leave the group (revoking partitions cleanly) and release the clients."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.close()
+            consumer.close()  # runs on_revoke: the dispatcher settles what it delivered
         dlq, self._dlq = self._dlq, None
         if dlq is not None:
             dlq.flush(10)
@@ -297,7 +368,7 @@ class Pipeline:
             events, poison, offsets = self._decode(messages, first)
             if not offsets:
                 return 0
-            new, actions, poison = self._checkpoint(events, poison, offsets)
+            queued, new, duplicates, poison = self._checkpoint(events, poison, first, offsets)
         except Fenced as exc:
             # Another instance claimed a partition of this batch (this one was paused past
             # its session timeout, say): nothing was written. Drop the partition until Kafka
@@ -308,6 +379,10 @@ class Pipeline:
         except BaseException:
             self._rewind(first)
             raise
+        for tp, offset in offsets.items():
+            self._owned[tp].next_offset = offset
+        for tp, (first_aseq, actions) in queued.items():
+            self._sink.queue(tp, first_aseq, actions)
         crash_point("after_checkpoint")
         self._commit(offsets)
         crash_point("after_commit")
@@ -315,24 +390,23 @@ class Pipeline:
         stats.batches += 1
         stats.records += len(messages)
         stats.new_events += new
-        stats.duplicates += len(events) - new
+        stats.duplicates += duplicates
         stats.dead_records += len(poison)
-        stats.actions += actions
+        stats.actions += sum(len(a) for _, a in queued.values())
         return len(messages)
 
     def _decode(
         self, messages: Sequence[Any], first: dict[TP, int]
     ) -> tuple[list[Event], list[Poison], dict[TP, int]]:
-        """Events and poison records of a batch; ``first`` gets each partition's first offset.
-
-        Any exception while decoding one record makes that record poison: the others go on.
-        """
+        """Events and poison records of a batch; ``first`` gets each partition's first
+        offset. Records the store has already checkpointed (below its next offset) are
+        skipped; any exception while decoding one record makes that record poison."""
         events: list[Event] = []
         poison: list[Poison] = []
         offsets: dict[TP, int] = {}
         topics = self._settings.topics
         limit = self._settings.max_event_bytes
-        epochs = self._epochs
+        owned = self._owned
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -343,10 +417,13 @@ class Pipeline:
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)
-            if tp not in epochs:  # revoked (or fenced) since it was fetched
+            mine = owned.get(tp)
+            if mine is None:  # revoked (or fenced) since it was fetched
                 continue
             first.setdefault(tp, offset)
             offsets[tp] = offset + 1
+            if mine.next_offset is not None and offset < mine.next_offset:
+                continue  # checkpointed already: known by its offset
             try:
                 events.append(
                     event_from_message(msg, topics[topic], max_bytes=limit, strict_namespace=True)
@@ -356,47 +433,59 @@ class Pipeline:
         return events, poison, offsets
 
     def _checkpoint(
-        self, events: list[Event], poison: list[Poison], offsets: dict[TP, int]
-    ) -> tuple[int, int, list[Poison]]:
+        self,
+        events: list[Event],
+        poison: list[Poison],
+        first: Mapping[TP, int],
+        offsets: Mapping[TP, int],
+    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int, list[Poison]]:
         """Step 2: one store transaction. Poison records are on the dead-letter topic
-        (acknowledged) before the transaction commits, so both hold them or neither."""
+        (acknowledged) before the transaction commits, so both hold them or neither.
+        Returns each partition's (first action number, actions), how many events were
+        new and how many duplicates, and the poison records."""
+        by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in offsets}
         with self._store.batch() as tx:
             applied = apply_events(tx, self._evaluator, events)
-            poison = poison + [Poison.of_event(e, exc) for e, exc in applied.failed]
+            for event in applied.new:
+                by_tp[(event.topic, event.partition)][0].append(event)  # type: ignore[index]
+            for event, action in applied.actions:
+                by_tp[(event.topic, event.partition)][1].append(action)  # type: ignore[index]
+            failed = [Poison.of_event(e, exc) for e, exc in applied.failed]
             for event, exc in applied.failed:
                 log.warning(
                     "rules failed on event %s (%s[%s]@%s), sent to the dead letters: %s: %s",
-                    event.event_id,
-                    event.topic,
-                    event.partition,
-                    event.offset,
-                    type(exc).__name__,
-                    exc,
-                )
+                    event.event_id, event.topic, event.partition, event.offset,
+                    type(exc).__name__, exc,
+                )  # fmt: skip
+            poison = poison + failed
             if poison:
                 tx.add_dead_records([p.stored() for p in poison])
                 self._dead_letters.send(poison)
-            tx.set_next_offsets(offsets, {tp: self._epochs[tp] for tp in offsets})
-        if applied.actions:
-            self._gauge.add(len(applied.actions))
-        return len(applied.new), len(applied.actions), poison
+            queued: dict[TP, tuple[int, list[Action]]] = {}
+            for tp, (new, actions) in sorted(by_tp.items()):
+                mine = self._owned[tp]
+                first_aseq = tx.append(tp, mine.epoch, first[tp], offsets[tp], new, actions)
+                if actions:
+                    queued[tp] = (first_aseq, actions)
+        duplicates = len(events) - len(applied.new) - len(applied.failed)
+        return queued, len(applied.new), duplicates, poison
 
     def _commit(self, offsets: Mapping[TP, int]) -> None:
         assert self._consumer is not None
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
+                asynchronous=True,
             )
         except KafkaException as exc:
             # The store already holds the batch and is the source of truth: a lost commit
-            # only means these records are re-read and deduplicated after a restart.
+            # only means Kafka's view lags until the next one.
             log.warning("offset commit failed (store is ahead, safe): %s", exc)
 
     def _commit_resync(self) -> None:
         """Commit the store's offsets where Kafka's committed offset lags behind them."""
         assert self._consumer is not None
-        pending = {tp: o for tp, o in self._resync.items() if tp in self._epochs}
+        pending = {tp: o for tp, o in self._resync.items() if tp in self._owned}
         self._resync.clear()
         if not pending:
             return
@@ -421,9 +510,11 @@ class Pipeline:
 
     def _fence(self, exc: Fenced, batch: Mapping[TP, int]) -> None:
         now = time.monotonic()
-        for tp in exc.partitions or tuple(batch):
-            self._epochs.pop(tp, None)
+        lost = [tp for tp in exc.partitions or tuple(batch) if tp in self._owned]
+        for tp in lost:
+            del self._owned[tp]
             self._fenced.setdefault(tp, now)
+        self._sink.release(lost)
         log.warning("%s: this instance stops touching it until Kafka reassigns it", exc)
 
     def _check_fenced(self) -> None:
@@ -452,7 +543,7 @@ class Pipeline:
     def _rewind(self, first: Mapping[TP, int]) -> None:
         assert self._consumer is not None
         for (topic, partition), offset in first.items():
-            if (topic, partition) in self._epochs:
+            if (topic, partition) in self._owned:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
 
     # -- assignment and backpressure -----------------------------------------------------
@@ -462,34 +553,37 @@ class Pipeline:
         if not tps:
             consumer.incremental_assign(partitions)
             return
-        epochs = self._store.claim_partitions(self._settings.instance_id, tps)
-        stored: dict[TP, int] = {}
-        for topic in {t for t, _ in tps}:
-            stored.update(self._store.next_offsets(topic))
+        claims = self._store.claim(self._settings.instance_id, tps)
+        self._sink.adopt(claims)
         for p in partitions:
-            nxt = stored.get((p.topic, p.partition))
-            if nxt is not None:
-                p.offset = nxt  # the store, not Kafka, says where this partition resumes
-                self._resync[(p.topic, p.partition)] = nxt
-        self._epochs.update(epochs)
-        for tp in epochs:
+            tp = (p.topic, p.partition)
+            claim = claims[tp]
+            self._owned[tp] = _Owned(claim.epoch, claim.next_offset)
             self._fenced.pop(tp, None)
+            if claim.next_offset is not None:
+                p.offset = claim.next_offset  # the store, not Kafka, says where it resumes
+                self._resync[tp] = claim.next_offset
         consumer.incremental_assign(partitions)
         if self._paused:
             consumer.pause(partitions)
         log.info(
             "assigned %s",
             ", ".join(
-                f"{p.topic}[{p.partition}]@{'store:' + str(p.offset) if (p.topic, p.partition) in stored else 'committed'}"  # noqa: E501
+                f"{p.topic}[{p.partition}]@"
+                + (f"store:{p.offset}" if claims[(p.topic, p.partition)].next_offset is not None
+                   else "committed")
                 for p in partitions
             ),
-        )
+        )  # fmt: skip
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for p in partitions:
-            self._epochs.pop((p.topic, p.partition), None)
-            self._fenced.pop((p.topic, p.partition), None)
-            self._resync.pop((p.topic, p.partition), None)
+        tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._owned.pop(tp, None)
+            self._fenced.pop(tp, None)
+            self._resync.pop(tp, None)
+        if tps:
+            self._sink.release(tps)  # deliveries in flight finish, then the last settlement
         consumer.incremental_unassign(partitions)
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
@@ -499,12 +593,14 @@ class Pipeline:
         if consumer is None:
             return
         limit = self._settings.outbox_max_pending
-        pending = self._gauge.pending
+        pending = self._sink.pending
         if not self._paused and pending >= limit:
             self._paused = True
             consumer.pause(consumer.assignment())
-            log.warning("outbox holds %d actions (limit %d): pausing partitions", pending, limit)
+            log.warning(
+                "%d actions wait for delivery (limit %d): pausing partitions", pending, limit
+            )
         elif self._paused and pending < limit * 0.8:
             self._paused = False
             consumer.resume(consumer.assignment())
-            log.info("outbox down to %d actions: resuming partitions", pending)
+            log.info("%d actions wait for delivery: resuming partitions", pending)

@@ -4,13 +4,14 @@
 into a :class:`ConnectorService` (rules, targets, store, and the HTTP gateway and metrics
 endpoint when configured), doing no I/O.
 
-Start-up order: store, targets, companions (gateway, metrics: a port in use fails here,
-before anything is consumed), the pipeline's consumer, the dispatcher thread.
+Start-up order: store, targets, dispatcher, companions (gateway, metrics: a port in use
+fails here, before anything is consumed), the pipeline's consumer.
 
 Shutdown (SIGTERM in the CLI sets ``stop``): the pipeline finishes the batch in progress
-(checkpoint and Kafka commit included) and leaves the group; the companions stop (the
-gateway finishes its own batch); the dispatcher finishes its round; then targets and store
-are closed. Pending actions stay in the outbox for the next start.
+(checkpoint and Kafka commit included) and leaves the group, which revokes its partitions:
+the dispatcher finishes their deliveries in flight and settles them; the companions stop
+(the gateway finishes its own batch); the dispatcher stops; then targets and store are
+closed. Actions not yet delivered stay in the store for the next owner.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from checkpoint.base import ActionState, CheckpointStore
-from connector.outbox import Dispatcher, OutboxGauge, RetryPolicy
+from checkpoint.base import CheckpointStore
+from connector.outbox import Dispatcher, RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.evaluation import Evaluator
@@ -51,23 +52,18 @@ class ConnectorService:
         targets: Mapping[str, Target],
         *,
         retry_policy: RetryPolicy | None = None,
-        dispatch_chunk: int = 256,
     ) -> None:
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
         self._targets = targets
-        self._retry_policy = retry_policy
-        self._dispatch_chunk = dispatch_chunk
         self._companions: list[Companion] = []
-        self._gauge = OutboxGauge()
+        self.dispatcher = Dispatcher(store, targets, policy=retry_policy)
         self.pipeline: Pipeline | None = None
-        self.dispatcher: Dispatcher | None = None
 
     @property
-    def gauge(self) -> OutboxGauge:
-        """The outbox's pending count, for collaborators that queue actions too."""
-        return self._gauge
+    def store(self) -> CheckpointStore:
+        return self._store
 
     @property
     def companions(self) -> tuple[Companion, ...]:
@@ -79,8 +75,14 @@ class ConnectorService:
 
     def snapshot(self) -> dict[str, float]:
         """The counters of this run (for :mod:`connector.metrics`); zeros before it starts."""
-        values: dict[str, float] = {"outbox_pending": self._gauge.pending}
-        pipeline, dispatcher = self.pipeline, self.dispatcher
+        d = self.dispatcher.stats
+        values: dict[str, float] = {
+            "outbox_pending": self.dispatcher.pending,
+            "actions_delivered": d.delivered,
+            "actions_failed": d.failed,
+            "actions_dead": d.dead,
+        }
+        pipeline = self.pipeline
         if pipeline is not None:
             s = pipeline.stats
             values.update(
@@ -93,12 +95,6 @@ class ConnectorService:
                 actions_queued=s.actions,
                 paused=int(pipeline.paused),
             )
-        if dispatcher is not None:
-            values.update(
-                actions_delivered=dispatcher.delivered,
-                actions_failed=dispatcher.failed,
-                actions_dead=dispatcher.dead,
-            )
         return values
 
     def run(self, stop: threading.Event) -> None:
@@ -106,31 +102,15 @@ class ConnectorService:
         self._store.open()
         opened: list[Target] = []
         started: list[Companion] = []
-        dispatch_stop = threading.Event()
-        worker: threading.Thread | None = None
         try:
-            # The gauge mirrors the outbox so backpressure costs no query; it starts from
-            # what an earlier run left pending.
-            self._gauge.add(self._store.count_actions(ActionState.PENDING))
             for target in self._targets.values():
                 target.open()
                 opened.append(target)
+            self.dispatcher.start()
             for companion in self._companions:
                 companion.start()
                 started.append(companion)
-            self.pipeline = Pipeline(self._settings, self._store, self._evaluator, self._gauge)
-            self.dispatcher = Dispatcher(
-                self._store,
-                self._targets,
-                self._gauge,
-                policy=self._retry_policy,
-                chunk_size=self._dispatch_chunk,
-            )
-            self.pipeline.start()
-            worker = threading.Thread(
-                target=self.dispatcher.run, args=(dispatch_stop,), name="dispatcher", daemon=True
-            )
-            worker.start()
+            self.pipeline = Pipeline(self._settings, self._store, self._evaluator, self.dispatcher)
             self.pipeline.run(stop)
         finally:
             if self.pipeline is not None:
@@ -140,26 +120,18 @@ class ConnectorService:
                     companion.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(companion).__name__)
-            dispatch_stop.set()
-            if worker is not None:
-                worker.join(timeout=60)
+            self.dispatcher.stop()
             for target in reversed(opened):
                 target.close()
             self._store.close()
-            if self.pipeline is not None and self.dispatcher is not None:
-                s = self.pipeline.stats
+            if self.pipeline is not None:
+                s, d = self.pipeline.stats, self.dispatcher.stats
                 log.info(
                     "stopped: %d batches, %d records, %d new events, %d duplicates, "
                     "%d dead records, %d actions queued, %d delivered, %d dead actions",
-                    s.batches,
-                    s.records,
-                    s.new_events,
-                    s.duplicates,
-                    s.dead_records,
-                    s.actions,
-                    self.dispatcher.delivered,
-                    self.dispatcher.dead,
-                )
+                    s.batches, s.records, s.new_events, s.duplicates, s.dead_records,
+                    s.actions, d.delivered, d.dead,
+                )  # fmt: skip
 
 
 def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> ConnectorService:
@@ -168,8 +140,9 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
     Every topic of ``namespaces`` is read by the pipeline; its events go through ``rules``
     to ``targets``. With ``http:`` the gateway serves HTTP events on its own topic, and
     they go through the same rules (namespace ``http.namespace``); with ``metrics:`` a
-    Prometheus endpoint serves :meth:`ConnectorService.snapshot`; with
-    ``checkpoint.retention_days`` a :class:`~connector.retention.Pruner` bounds the store.
+    Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
+    :class:`~connector.retention.Pruner` deletes expired rule state, and with
+    ``checkpoint.retention_days`` everything else older than that.
     """
     from checkpoint import open_store
     from connector.trigger import TriggerEngine
@@ -188,17 +161,10 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
         kafka_properties=client,
         group_instance_id=instance_id or cfg.pipeline.instance_id,
     )
-    store = open_store(cfg.checkpoint.url())
+    store = open_store(cfg.checkpoint.url(), exclusive=True)
     engine = TriggerEngine(cfg.rules)
     targets = {name: spec.build(name) for name, spec in cfg.targets.items()}
-    service = ConnectorService(
-        settings,
-        store,
-        engine,
-        targets,
-        retry_policy=cfg.retry.policy(),
-        dispatch_chunk=cfg.pipeline.dispatch_chunk,
-    )
+    service = ConnectorService(settings, store, engine, targets, retry_policy=cfg.retry.policy())
     if cfg.http is not None:
         from connector.gateway import Gateway, GatewayServer, GatewaySettings
 
@@ -213,14 +179,14 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
             ),
             store,
             rules=engine,
-            gauge=service.gauge,
+            sink=service.dispatcher,
         )
         token = http.token.get_secret_value() if http.token is not None else None
         service.attach(GatewayServer(gateway, host=http.host, port=http.port, token=token))
-    if cfg.checkpoint.retention_days is not None:
-        from connector.retention import Pruner
+    from connector.retention import Pruner
 
-        service.attach(Pruner(store, cfg.checkpoint.retention_days * 86400))
+    days = cfg.checkpoint.retention_days
+    service.attach(Pruner(store, days * 86400 if days is not None else None))
     from connector.metrics import MetricsServer, ProgressLog
 
     service.attach(ProgressLog(service.snapshot))

@@ -5,10 +5,10 @@ event, in order, and applies the updates to what later events of the batch see::
 
     engine = TriggerEngine(rules)                  # compiles once
     keys = engine.state_keys(event)                # the rule state this event needs
-    result = engine.evaluate(event, {k: tx.get_rule_state(k) for k in keys})
-    tx.add_actions(result.actions)                 # ids: hash(rule name, event ids)
-    for k, v in result.state_updates.items():      # None deletes the key
-        tx.put_rule_state(k, v)
+    result = engine.evaluate(event, tx.read_rule_state(keys))
+    result.actions                                 # ids: hash(rule name, event ids)
+    result.state_updates                           # to write back; None deletes the key
+    result.state_ttl                               # of partial all_of sets with a window
 
 Semantics (AIFlow's, design §3):
 
@@ -70,10 +70,12 @@ _NOT_JSON: Final = _Sentinel("<not json>")
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    """What one event caused: actions to queue and rule-state updates (``None`` deletes)."""
+    """What one event caused: actions to queue, rule-state updates (``None`` deletes), and
+    how long (seconds) an updated partial ``all_of`` set with a window stays meaningful."""
 
     actions: list[Action] = field(default_factory=list)
     state_updates: dict[str, str | None] = field(default_factory=dict)
+    state_ttl: dict[str, float] = field(default_factory=dict)
 
 
 def state_key(rule: str, context: str | None) -> str:
@@ -376,6 +378,8 @@ class TriggerEngine:
             changed, update, fired = _arrive(c, state.get(key), event, slots)
             if changed:
                 result.state_updates[key] = update
+                if update is not None and c.window_ms is not None:
+                    result.state_ttl[key] = c.window_ms / 1000
             if fired is not None:
                 ids = tuple(fired[s]["event_id"] for s in c.slots)
                 payload = {"namespace": event.namespace, "context": context, "events": fired}

@@ -16,6 +16,7 @@ later can succeed without a change by a person::
     ├── CheckpointError             the checkpoint store failed           (retriable)
     │   ├── StoreCorrupt            the store file/database is not ours or is damaged
     │   ├── SchemaTooNew            written by a newer version of this project
+    │   ├── StoreLocked             another process has the SQLite store open
     │   └── Fenced                  another instance owns the partition now
     ├── DecodeError                 a record cannot become an Event (goes to the DLQ)
     ├── GatewayError                the HTTP events gateway failed or refused (retriable)
@@ -86,6 +87,12 @@ class StoreCorrupt(CheckpointError):
 
 class SchemaTooNew(CheckpointError):
     """The store was written by a newer schema version than this code knows."""
+
+    retriable = False
+
+
+class StoreLocked(CheckpointError):
+    """Another process has this SQLite store open (one process per SQLite file)."""
 
     retriable = False
 

@@ -10,23 +10,28 @@ turns every event into one ``notify`` action (``run --topic`` without rules, tes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from kec.action import Action, ActionKind
 from kec.event import Event
 
-__all__ = ["Evaluation", "Evaluator", "NotifyAll"]
+__all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result"]
 
 
 class Evaluation(Protocol):
-    """What one event caused: actions to queue and rule-state updates (``None`` deletes)."""
+    """What one event caused: actions to queue, rule-state updates (``None`` deletes) and,
+    for updated states that expire (an ``all_of`` set with a window), their lifetime in
+    seconds from now: retention deletes a state not updated for that long."""
 
     @property
     def actions(self) -> Sequence[Action]: ...
 
     @property
     def state_updates(self) -> Mapping[str, str | None]: ...
+
+    @property
+    def state_ttl(self) -> Mapping[str, float]: ...
 
 
 class Evaluator(Protocol):
@@ -38,9 +43,12 @@ class Evaluator(Protocol):
 
 
 @dataclass(frozen=True)
-class _Result:
+class Result:
+    """A plain :class:`Evaluation`."""
+
     actions: Sequence[Action]
     state_updates: Mapping[str, str | None]
+    state_ttl: Mapping[str, float] = field(default_factory=dict)
 
 
 class NotifyAll:
@@ -64,4 +72,4 @@ class NotifyAll:
             context=event.context,
             payload={"value": event.text, "offset": event.offset, "partition": event.partition},
         )
-        return _Result((action,), {})
+        return Result((action,), {})

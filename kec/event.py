@@ -72,6 +72,13 @@ class Event:
         return (self.topic, self.partition, self.offset)
 
     @property
+    def explicit_id(self) -> bool:
+        """Whether the id was given (``event-id`` header, ``Idempotency-Key``, a client)
+        rather than taken from the Kafka coordinates."""
+        coordinates = self.coordinates
+        return coordinates is None or self.event_id != "{}/{}/{}".format(*coordinates)
+
+    @property
     def text(self) -> str:
         """The value as text (binary values decoded as UTF-8, invalid bytes replaced)."""
         return self.value if isinstance(self.value, str) else self.value.decode(errors="replace")

@@ -324,10 +324,12 @@ def _parse_time(text: str) -> int:
 @click.option("--progress/--no-progress", default=None, help="Progress bar [when a TTY].")
 @click.pass_context
 def replay(ctx: click.Context, /, **kwargs: Any) -> None:
-    """Re-read a range of the connector's topics through its pipeline steps.
+    """Evaluate a range of checkpointed records again with the rules as they are now.
 
-    Events already in the store are skipped (dedup by event id), so a range the connector
-    already processed queues no new action. Offsets and commits are left untouched.
+    For a rule that was missing or wrong when the events came: it fires now. Actions
+    queued before are not queued again (an action id is its rule and its events), so a
+    second replay queues nothing. Records the connector has not checkpointed yet are left
+    to it. Offsets, commits and all_of sets are left untouched.
     """
     from connector.ops.replay import ReplayRange
     from connector.ops.replay import replay as run_replay
@@ -360,10 +362,16 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             on_progress=on_progress,
         )
     click.echo(
-        f"replayed {report.partitions} partitions: read {report.read}, new {report.new}, "
-        f"duplicates {report.duplicates}, undecodable {report.undecodable}, "
+        f"replayed {report.partitions} partitions: read {report.read}, "
+        f"evaluated again {report.evaluated}, duplicates {report.duplicates}, "
+        f"undecodable {report.undecodable}, "
         + (f"rules failed {report.rule_failures}, " if report.rule_failures else "")
-        + f"actions queued {report.actions}"
+        + f"actions queued {report.actions} ({report.known} queued before)"
+        + (
+            f"; {report.unread} records not checkpointed yet, left to the pipeline"
+            if report.unread
+            else ""
+        )
     )
 
 

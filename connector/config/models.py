@@ -178,7 +178,6 @@ class PipelineConfig(_Model):
     batch_size: PositiveInt = 1000
     linger_ms: NonNegativeInt = 10
     outbox_max_pending: PositiveInt = 100_000
-    dispatch_chunk: PositiveInt = 256
     # A larger record value goes to the dead-letter topic instead of the store.
     max_event_bytes: PositiveInt = 1_048_576
     # Kafka static membership: a restart with the same id resumes its partitions at once.

@@ -51,11 +51,11 @@ from connector.gateway.waiters import (
     Waiters,
     consumed_step,
     decode_queue,
+    pair_of,
     queue_key,
     record_key,
 )
-from connector.outbox import OutboxGauge
-from connector.runtime import Pipeline, PipelineSettings
+from connector.runtime import ActionSink, Pipeline, PipelineSettings, Undispatched
 from kec.codec import record_headers, record_value
 from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
 from kec.evaluation import Evaluator
@@ -138,14 +138,14 @@ class Gateway:
         store: CheckpointStore,
         *,
         rules: Evaluator | None = None,
-        gauge: OutboxGauge | None = None,
+        sink: ActionSink | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
         self._rules = rules
-        # Shared with the connector's dispatcher when both run, so the actions the
-        # gateway's rules queue count towards its backpressure and wake it.
-        self._gauge = gauge or OutboxGauge()
+        # The connector's dispatcher when both run: the gateway's pipeline owns the
+        # gateway topic's partitions, so the actions born from them are its to dispatch.
+        self._sink = sink or Undispatched()
         self.waiters = Waiters(ttl=settings.waiter_ttl)
         self._leases = Leases(seconds=settings.lease_seconds)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +167,7 @@ class Gateway:
             self.settings.pipeline_settings(self._rules is not None),
             self._store,
             HttpIndex(self._rules),
-            self._gauge,
+            self._sink,
         )
         self._threads = [
             threading.Thread(target=self._serve_producer, name="kec-gw-producer", daemon=True),
@@ -270,7 +270,7 @@ class Gateway:
                 raise CheckpointError(f"checkpointing failed: {failed}") from failed
 
     async def _stored(self, event_id: str) -> Event | None:
-        return await asyncio.to_thread(self._store.get_event, event_id)
+        return await asyncio.to_thread(self._store.get_event, event_id, self.settings.namespace)
 
     # -- waiting (listeners) -----------------------------------------------------------
 
@@ -295,26 +295,42 @@ class Gateway:
             self.waiters.leave(pair)
 
     def _candidates(self, pair: Pair) -> list[Event]:
-        """Blocking: the pair's checkpointed events that are not consumed, in arrival order."""
-        with self._store.batch() as tx:  # rule state is read in a transaction
-            ids = decode_queue(tx.get_rule_state(queue_key(*pair)))
+        """Blocking: the pair's checkpointed events that are not consumed, in arrival order.
+
+        Plain reads of the last committed state: a long poll never takes a write lock.
+        """
+        key = queue_key(*pair)
+        ids = decode_queue(self._store.read_rule_state([key]).get(key))
         events = []
         for event_id in ids:
             if self._store.get_step(consumed_step(event_id)) is not None:
                 continue
-            event = self._store.get_event(event_id)
+            event = self._store.get_event(event_id, self.settings.namespace)
             if event is not None:
                 events.append(event)
         return events
 
     async def consume(self, event_id: str) -> Event | None:
-        """Mark a checkpointed event consumed (durably; idempotent); None if unknown."""
+        """Mark a checkpointed event consumed (durably; idempotent) and take its id off
+        its pair's queue, so the queue holds only what still waits; None if unknown."""
         event = await self._stored(event_id)
         if event is None:
             return None
         await asyncio.to_thread(self._store.put_step, consumed_step(event_id), event)
+        pair = pair_of(event)
+        if pair is not None:
+            await asyncio.to_thread(self._trim, queue_key(*pair), event_id)
         self._leases.release(event_id)
         return event
+
+    def _trim(self, key: str, event_id: str) -> None:
+        # In a batch transaction: the queue's key is locked as the pipeline's own writes
+        # lock it, so an id appended meanwhile is not lost.
+        with self._store.batch() as tx:
+            ids = decode_queue(tx.read_rule_state([key]).get(key))
+            if event_id in ids:
+                ids.remove(event_id)
+                tx.write_rule_state({key: json.dumps(ids, separators=(",", ":")) if ids else None})
 
     # -- threads -----------------------------------------------------------------------
 

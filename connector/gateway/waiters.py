@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kec.action import Action
-from kec.evaluation import Evaluation, Evaluator
+from kec.evaluation import Evaluation, Evaluator, Result
 from kec.event import Event
 
 QUEUE_PREFIX = "http-gateway/queue/"
@@ -72,12 +72,6 @@ def decode_queue(raw: str | None) -> list[str]:
     return [str(i) for i in ids] if isinstance(ids, list) else []
 
 
-@dataclass(frozen=True)
-class _Result:
-    actions: Sequence[Action]
-    state_updates: Mapping[str, str | None]
-
-
 class HttpIndex:
     """Evaluator: queue each new HTTP event under its pair; delegate rules to ``inner``."""
 
@@ -94,9 +88,11 @@ class HttpIndex:
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
         actions: Sequence[Action] = ()
         updates: dict[str, str | None] = {}
+        expires: dict[str, float] = {}
         if self._inner is not None:
             inner = self._inner.evaluate(event, state)
             actions, updates = inner.actions, dict(inner.state_updates)
+            expires = dict(inner.state_ttl)
         pair = pair_of(event)
         if pair is not None:
             key = queue_key(*pair)
@@ -104,7 +100,7 @@ class HttpIndex:
             if event.event_id not in ids:
                 ids.append(event.event_id)
             updates[key] = json.dumps(ids, separators=(",", ":"))
-        return _Result(actions, updates)
+        return Result(actions, updates, expires)
 
 
 @dataclass

@@ -1,18 +1,21 @@
-"""``replay``: run a range of the configured topics through the pipeline's steps again.
+"""``replay``: evaluate records the connector already checkpointed again, with the
+rules as they are now, and queue the actions that were not queued before.
+
+What it is for: a rule that was missing or wrong when the events arrived. The fixed rule
+fires for them; the rules that fired before do not fire again, because an action's id is
+its rule and its events (:mod:`kec.action`), and the replay skips every id the records'
+own batches (or an earlier replay) queued.
 
 A dedicated reader assigns the partitions (no group, no commits), seeks to the start
-(``from_offset``, or the first offset at or after ``from_time``) and reads up to the high
-watermark found when the replay began. Each batch is decoded with :mod:`kec.codec`
-and checkpointed in ONE store transaction like the pipeline's step 2: insert the events
-(ids already stored are skipped), evaluate the rules for the new ones only (rule state read
-and written in the same transaction), queue their actions. So replaying a range the
-connector already processed queues nothing: exactly-once is kept by the event-id dedup.
+(``from_offset``, or the first offset at or after ``from_time``) and reads up to where the
+store has checkpointed each partition, as found when the replay began. Records past that
+are the pipeline's to read: they are counted, not touched. A record that was a duplicate
+when it arrived (its explicit id was stored under another offset) is skipped again.
 
-Why not :class:`connector.runtime.Pipeline`: its batch step also records next offsets
-under a partition epoch claimed through group assignment. A replay owns no partition and
-must not move (or fence) the running connector's offsets, so it runs the same
-insert/evaluate/queue sequence without the offset step. Undecodable records are counted,
-not dead-lettered again (the pipeline did that when it first read them).
+The replayed actions become due retries of their partition (rows of their own): its owner
+delivers them within a second or so, or the next owner does. The rule state is read, not
+written: a replay does not advance ``all_of`` sets. The checkpoint's offsets never move.
+Undecodable records are counted, not dead-lettered again (the pipeline did that).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from connector.ops.kafka_io import (
     reader_config,
     watermarks,
 )
-from connector.runtime import Applied, apply_events
+from kec.action import Action
 from kec.codec import event_from_message
 from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluator
@@ -60,18 +63,24 @@ class ReplayRange:
 @dataclass
 class ReplayReport:
     read: int = 0
-    new: int = 0
-    duplicates: int = 0
+    evaluated: int = 0  # records evaluated again
+    duplicates: int = 0  # records that were resends of an earlier event when they arrived
+    unread: int = 0  # records in the range the pipeline has not checkpointed yet
     undecodable: int = 0
     rule_failures: int = 0  # events the rules raised on (the pipeline dead-lettered them)
-    actions: int = 0
+    actions: int = 0  # actions queued now
+    known: int = 0  # actions the rules produced again that were queued before
     partitions: int = 0
 
 
 def _plan(
-    client_config: Mapping[str, Any], topics: Mapping[str, str], span: ReplayRange
-) -> tuple[dict[TP, int], dict[TP, int]]:
-    """``(start, end)`` offsets of every partition that has something to replay."""
+    client_config: Mapping[str, Any],
+    topics: Mapping[str, str],
+    span: ReplayRange,
+    checkpointed: Mapping[TP, int],
+) -> tuple[dict[TP, int], dict[TP, int], int]:
+    """``(start, end)`` offsets of every partition that has something to replay (``end``:
+    where the store's checkpoint stands), and how many records of the range lie past it."""
     names = list(topics)
     if span.topic is not None:
         if span.topic not in topics:
@@ -97,18 +106,41 @@ def _plan(
         consumer.close()
     start: dict[TP, int] = {}
     end: dict[TP, int] = {}
+    unread = 0
     for tp in tps:
         low, high = marks[tp]
         first = max(starts[tp], low)  # records below the low watermark were deleted
-        if first < high:
-            start[tp], end[tp] = first, high
-    return start, end
+        last = min(high, checkpointed.get(tp, 0))
+        unread += max(0, high - max(first, last))
+        if first < last:
+            start[tp], end[tp] = first, last
+    return start, end, unread
 
 
-def _checkpoint(store: CheckpointStore, evaluator: Evaluator, events: list[Event]) -> Applied:
-    """The pipeline's step 2 without the offsets."""
-    with store.batch() as tx:
-        return apply_events(tx, evaluator, events)
+def _evaluate(
+    store: CheckpointStore, evaluator: Evaluator, events: list[Event], report: ReplayReport
+) -> dict[TP, list[Action]]:
+    """The actions the rules give ``events`` now, by partition (rule state read only)."""
+    keys = sorted({k for e in events for k in evaluator.state_keys(e)})
+    state: dict[str, str | None] = dict(store.read_rule_state(keys)) if keys else {}
+    found: dict[TP, list[Action]] = {}
+    for event in events:
+        if event.explicit_id:
+            first = store.get_event(event.event_id, event.namespace)
+            if first is not None and first.coordinates != event.coordinates:
+                report.duplicates += 1  # a resend when it arrived: it fired nothing then
+                continue
+        try:
+            result = evaluator.evaluate(
+                event, {k: state.get(k) for k in evaluator.state_keys(event)}
+            )
+        except Exception:
+            report.rule_failures += 1
+            continue
+        report.evaluated += 1
+        tp = (event.topic or "", event.partition or 0)
+        found.setdefault(tp, []).extend(result.actions)
+    return found
 
 
 def replay(
@@ -122,8 +154,8 @@ def replay(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
     """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch."""
-    start, end = _plan(client_config, topics, span)
-    report = ReplayReport(partitions=len(start))
+    start, end, unread = _plan(client_config, topics, span, store.next_offsets())
+    report = ReplayReport(partitions=len(start), unread=unread)
     total = sum(end[tp] - start[tp] for tp in start)
     if on_progress is not None:
         on_progress(0, total)
@@ -137,6 +169,7 @@ def replay(
         while open_tps:
             messages = consumer.consume(batch_size, 0.5)
             events: list[Event] = []
+            offsets: dict[TP, list[int]] = {}
             for msg in messages:
                 err = msg.error()
                 if err is not None:
@@ -150,18 +183,18 @@ def replay(
                 if tp not in open_tps or offset >= end[tp]:
                     continue  # past the range this replay was asked for
                 report.read += 1
+                offsets.setdefault(tp, []).append(offset)
                 try:
                     events.append(
                         event_from_message(msg, topics.get(tp[0], "default"), strict_namespace=True)
                     )
                 except Exception:
                     report.undecodable += 1
-            if events:
-                applied = _checkpoint(store, evaluator, events)
-                report.new += len(applied.new)
-                report.duplicates += len(events) - len(applied.new)
-                report.actions += len(applied.actions)
-                report.rule_failures += len(applied.failed)
+            for tp, actions in _evaluate(store, evaluator, events, report).items():
+                span_of = offsets[tp]
+                queued = store.requeue(tp, actions, min(span_of), max(span_of) + 1)
+                report.actions += queued
+                report.known += len(actions) - queued
             if messages:
                 last_progress = time.monotonic()
                 if on_progress is not None:

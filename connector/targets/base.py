@@ -12,13 +12,23 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from kec.action import Action
-from kec.errors import TargetError
 
 
 class Target(abc.ABC):
-    """A destination for actions. ``open()`` before use; ``close()`` is idempotent."""
+    """A destination for actions. ``open()`` before use; ``close()`` is idempotent.
+
+    The dispatcher calls :meth:`deliver_many` from up to ``concurrency`` threads at once,
+    with up to ``batch_size`` actions a call. Actions of one (target, key) lane are never
+    handed out before the previous one is answered, unless the target is ``ordered``:
+    then one call may hold several actions of a lane, in their order, and the target
+    applies them in that order (a Kafka producer with idempotence, one write to a file).
+    Actions of different lanes are independent: their order does not matter.
+    """
 
     name: str
+    concurrency: int = 1  # calls of deliver_many in flight at once
+    batch_size: int = 1  # actions per call
+    ordered: bool = False  # one call applies its actions in their order
 
     def open(self) -> None:  # noqa: B027 - most targets need no set-up
         """Acquire resources (files, sockets, clients)."""
@@ -30,26 +40,15 @@ class Target(abc.ABC):
     def deliver(self, action: Action) -> None:
         """Deliver one action; raise TargetError (retriable) or TargetRejected (final)."""
 
-    def deliver_many(self, actions: Sequence[Action]) -> dict[str, Exception]:
-        """Deliver a batch in order; return the failures by action id (empty: all done).
-
-        A rejection (final) concerns that action only, so the batch goes on. A transient
-        failure stops the batch, so later actions are not applied before an earlier one;
-        the untried rest is reported with that same (retriable) error.
-        """
-        failures: dict[str, Exception] = {}
-        for i, action in enumerate(actions):
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
+        """Deliver actions of different lanes; return the failures by action id (empty:
+        all delivered). Each action's outcome is its own."""
+        failures: dict[str, BaseException] = {}
+        for action in actions:
             try:
                 self.deliver(action)
-            except TargetError as exc:
-                if not exc.retriable:
-                    failures[action.action_id] = exc
-                    continue
-                failures.update((a.action_id, exc) for a in actions[i:])
-                break
             except Exception as exc:
-                failures.update((a.action_id, exc) for a in actions[i:])
-                break
+                failures[action.action_id] = exc
         return failures
 
     def __enter__(self) -> Target:

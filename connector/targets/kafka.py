@@ -68,6 +68,10 @@ class KafkaTarget(Target):
         if fixed:
             raise ConfigError(f"kafka target {name!r}: properties may not set {fixed}")
         self.name = name
+        # The idempotent producer keeps the order of a partition's records: a call may
+        # hold several actions of one lane; one call at a time, as flush() waits for all.
+        self.batch_size = 2000
+        self.ordered = True
         self._topic = topic
         self._flush_timeout = flush_timeout
         self._conf: dict[str, Any] = {
@@ -107,7 +111,7 @@ class KafkaTarget(Target):
         if failure is not None:
             raise failure
 
-    def deliver_many(self, actions: Sequence[Action]) -> dict[str, Exception]:
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
         if self._fatal:
             # An idempotent producer that hit a fatal error refuses everything: start anew.
             log.warning("kafka target %s: producer failed fatally, recreating it", self.name)
@@ -120,7 +124,7 @@ class KafkaTarget(Target):
         # Per-batch dict: a late report of an earlier, timed-out batch lands in that
         # batch's dict and cannot be mistaken for this one's.
         reports: dict[str, KafkaError | None] = {}
-        failures: dict[str, Exception] = {}
+        failures: dict[str, BaseException] = {}
         produced: list[Action] = []
         for i, action in enumerate(actions):
             try:

@@ -31,6 +31,10 @@ def action_line(action: Action) -> str:
 
 
 class LogTarget(Target):
+    # One write per call, in order: a call may hold several actions of one lane.
+    batch_size = 2000
+    ordered = True
+
     def __init__(self, name: str = "log", path: Path | None = None, *, fsync: bool = False):
         self.name = name
         self._path = path
@@ -82,7 +86,7 @@ class LogTarget(Target):
     def deliver(self, action: Action) -> None:
         self._write(action_line(action))
 
-    def deliver_many(self, actions: Sequence[Action]) -> dict[str, Exception]:
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
         try:
             self._write("".join(action_line(a) for a in actions))
         except TargetError as exc:

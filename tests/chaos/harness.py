@@ -86,8 +86,6 @@ class Connector:
             str(self.batch_size),
             "--linger-ms",
             "20",
-            "--dispatch-chunk",
-            "50",
             "--instance-id",
             f"{self.group}-member",
         ]

@@ -1,8 +1,9 @@
-"""One contract, three backends: memory, sqlite and postgres pass the same tests (design §5).
+"""One contract, three backends: memory, sqlite and postgres pass the same tests.
 
 Most tests take ``store`` (parametrized over the backends); persistence takes
 ``durable_url`` (sqlite and postgres only). Backend-specific refusals (corrupt file, newer
-schema) and the SIGKILL durability test come last.
+schema, a second process on one SQLite file), migrations from schema 2 and the SIGKILL
+durability test come last.
 """
 
 from __future__ import annotations
@@ -27,35 +28,44 @@ from checkpoint import (
     ActionState,
     CheckpointStore,
     DeadRecord,
-    OutboxEntry,
+    Parked,
+    Parking,
+    Settlement,
     open_store,
 )
-from checkpoint.memory import MemoryStore
-from checkpoint.postgres import _MIGRATIONS as postgres_migrations
 from checkpoint.postgres import APPLICATION as POSTGRES_APPLICATION
 from checkpoint.postgres import PostgresStore
-from checkpoint.sqlite import _MIGRATIONS as sqlite_migrations
 from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
-from checkpoint.sqlite import SqliteStore
+from checkpoint.sqlite import MemoryStore, SqliteStore
 from kec.action import Action, ActionKind
-from kec.errors import CheckpointError, ConfigError, Fenced, SchemaTooNew, StoreCorrupt
+from kec.errors import (
+    CheckpointError,
+    ConfigError,
+    Fenced,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreLocked,
+)
 from kec.event import Event
-from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TP = ("orders", 0)
+TP1 = ("orders", 1)
 
 
-def make_event(n: int, *, eid: str | None = None, value: str | bytes | None = None) -> Event:
+def make_event(
+    n: int, *, eid: str | None = None, value: str | bytes | None = None, tp: tuple[str, int] = TP
+) -> Event:
+    """Event ``n`` at offset ``n`` of ``tp``; explicit id ``eid`` if given."""
     return Event(
         key=f"k{n % 3}",
         value=f'{{"n": {n}}}' if value is None else value,
         namespace="shop",
-        topic=TP[0],
-        partition=TP[1],
+        topic=tp[0],
+        partition=tp[1],
         offset=n,
         create_time=1_700_000_000_000 + n,
-        event_id=eid or f"evt-{n}",
+        event_id=eid or "",
     )
 
 
@@ -74,27 +84,24 @@ def make_action(
     )
 
 
-def ids(entries: list[OutboxEntry]) -> list[str]:
-    return [e.action.action_id for e in entries]
-
-
-def queue(store: CheckpointStore, actions: list[Action]) -> None:
-    with store.batch() as tx:
-        tx.add_actions(actions)
-
-
-def commit_offsets(
+def append(
     store: CheckpointStore,
-    offsets: dict[tuple[str, int], int],
-    epochs: dict[tuple[str, int], int] | None = None,
-) -> None:
+    events: list[Event],
+    actions: list[Action] | None = None,
+    *,
+    epoch: int,
+    tp: tuple[str, int] = TP,
+) -> int:
+    """One batch of ``events`` (offsets from their own) with ``actions``; the first aseq."""
+    offsets = [e.offset for e in events if e.offset is not None] or [0]
     with store.batch() as tx:
-        tx.set_next_offsets(offsets, epochs)
+        return tx.append(tp, epoch, min(offsets), max(offsets) + 1, events, actions or [])
 
 
-def rule_state(store: CheckpointStore, key: str) -> str | None:
-    with store.batch() as tx:
-        return tx.get_rule_state(key)
+def pending_ids(store: CheckpointStore, tp: tuple[str, int] = TP) -> list[int]:
+    watermark = next(p.watermark for p in store.partitions() if p.tp == tp)
+    found = store.pending(tp, watermark)
+    return sorted([q.aseq for q in found.queued] + [p.aseq for p in found.parked])
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -126,361 +133,274 @@ def store(store_url: str) -> Iterator[CheckpointStore]:
 
 
 @pytest.fixture
-def peer(store: CheckpointStore, store_url: str) -> Iterator[CheckpointStore]:
-    """A second instance on the same store (the same object for memory://)."""
-    if isinstance(store, MemoryStore):
-        yield store
-        return
-    with open_store(store_url) as other:
-        yield other
+def epoch(store: CheckpointStore) -> int:
+    """This test's instance owns TP and TP1."""
+    claims = store.claim("me", [TP, TP1])
+    return claims[TP].epoch
 
 
-# -- events -----------------------------------------------------------------------------
+# -- batches and events -----------------------------------------------------------------
 
 
-def test_new_events_are_returned_and_kept_in_checkpoint_order(store: CheckpointStore) -> None:
-    first, second = [make_event(n) for n in (5, 1, 3)], [make_event(n) for n in (0, 4)]
-    with store.batch() as tx:
-        assert tx.insert_events(first) == first
-    with store.batch() as tx:
-        assert tx.insert_events(second) == second
-    assert store.count_events() == 5
+def test_a_batch_keeps_its_events_in_checkpoint_order(store: CheckpointStore, epoch: int) -> None:
+    first = [make_event(n) for n in range(3)]
+    second = [make_event(n) for n in range(3, 5)]
+    append(store, first, epoch=epoch)
+    append(store, second, epoch=epoch)
     assert list(store.iter_events()) == first + second
-    assert store.get_event("evt-3") == first[2]
+    assert store.count_events() == 5
+    assert store.next_offsets() == {TP: 5}
+    assert store.next_offsets("elsewhere") == {}
+
+
+def test_explicit_ids_are_claimed_once_per_namespace(store: CheckpointStore, epoch: int) -> None:
+    a = make_event(1, eid="order-1")
+    again = make_event(2, eid="order-1")  # an application resend under another offset
+    other_ns = Event(key="k", value="v", namespace="billing", event_id="order-1",
+                     topic="billing", partition=0, offset=7)  # fmt: skip
+    with store.batch() as tx:
+        assert tx.claim_event_ids([a, again]) == {("shop", "order-1")}
+        assert tx.claim_event_ids([again]) == set()
+        assert tx.claim_event_ids([other_ns]) == {("billing", "order-1")}
+        assert tx.claim_event_ids([]) == set()
+    with store.batch() as tx:
+        assert tx.claim_event_ids([again]) == set()  # still known in a later batch
+
+
+def test_every_event_field_survives_and_is_found_by_id(store: CheckpointStore, epoch: int) -> None:
+    rich = Event(
+        key="k-ü", value=b"\x00\xffbinary", namespace="shop", sender="billing", context="wf-9",
+        event_type="order.paid", create_time=1_700_000_000_123,
+        headers=(("trace", b"\xfe\x00"), ("empty", b"")),
+        topic=TP[0], partition=TP[1], offset=10, event_id="explicit-10",
+    )  # fmt: skip
+    plain = make_event(11, value="text with NUL \x00 and ☃")
+    with store.batch() as tx:
+        tx.claim_event_ids([rich])
+        tx.append(TP, epoch, 10, 12, [rich, plain], [])
+    assert list(store.iter_events()) == [rich, plain]
+    assert store.get_event("explicit-10", "shop") == rich
+    assert store.get_event("explicit-10") == rich
+    assert store.get_event("explicit-10", "billing") is None
+    assert store.get_event(plain.event_id) == plain  # by its coordinates
+    assert plain.event_id == "orders/0/11"
+    assert store.get_event("orders/0/12") is None
     assert store.get_event("nope") is None
 
 
-def test_ids_already_stored_are_skipped_and_not_returned(store: CheckpointStore) -> None:
-    with store.batch() as tx:
-        tx.insert_events([make_event(1), make_event(2)])
-    resent = make_event(2, value="a different value, same id")
-    with store.batch() as tx:
-        new = tx.insert_events([resent, make_event(3), make_event(1)])
-    assert new == [make_event(3)]
-    assert store.count_events() == 3
-    assert store.get_event("evt-2") == make_event(2), "the first stored version is kept"
-
-
-def test_ids_repeated_within_a_batch_count_once(store: CheckpointStore) -> None:
-    a, b, a_again = make_event(1), make_event(2), make_event(1, value="later copy")
-    with store.batch() as tx:
-        assert tx.insert_events([a, b, a_again, b]) == [a, b]
-    assert store.count_events() == 2
-    assert store.get_event("evt-1") == a
-
-
-def test_several_calls_in_one_batch_see_each_other(store: CheckpointStore) -> None:
-    a, b, c = make_event(1), make_event(2), make_event(3)
-    with store.batch() as tx:
-        assert tx.insert_events([a, b]) == [a, b]
-        assert tx.insert_events([b, c]) == [c]
-        tx.add_actions([make_action(a)])
-        tx.add_actions([make_action(a), make_action(c)])
-    assert list(store.iter_events()) == [a, b, c]
-    assert [e.action for e in store.due_actions(0.0, 10)] == [make_action(a), make_action(c)]
-
-
-def test_every_event_field_survives_the_round_trip(store: CheckpointStore) -> None:
-    binary = Event(
-        key="bin",
-        value=b"\x00\xff raw",
-        namespace="ns",
-        sender="svc",
-        context="run-7",
-        event_type="blob",
-        create_time=1_700_000_000_123,
-        headers=(("trace", b"\x01\x02"), ("trace", b"again")),
-        topic="t",
-        partition=3,
-        offset=2**40,
-        event_id="e-bin",
-    )
-    text = Event(key="txt", value="nul \x00 and ünïcødé ✓", event_id="[not json")
-    bare = Event(key="bare", value="", event_id="e-bare")  # no Kafka coordinates
-    with store.batch() as tx:
-        assert tx.insert_events([binary, text, bare]) == [binary, text, bare]
-    for event in (binary, text, bare):
-        stored = store.get_event(event.event_id)
-        assert stored == event
-        assert stored is not None and type(stored.value) is type(event.value)
-
-
-# -- the batch is one transaction -------------------------------------------------------
-
-
-def test_a_block_that_raises_writes_nothing(store: CheckpointStore) -> None:
-    event = make_event(1)
-
-    def write_everything_then_fail() -> None:
+def test_a_block_that_raises_writes_nothing(store: CheckpointStore, epoch: int) -> None:
+    def half_way() -> None:
         with store.batch() as tx:
-            tx.insert_events([event])
-            tx.put_rule_state("r1", '{"seen": 1}')
-            tx.add_actions([make_action(event)])
+            tx.claim_event_ids([make_event(1, eid="x")])
+            tx.append(TP, epoch, 0, 2, [make_event(0), make_event(1, eid="x")], [])
+            tx.write_rule_state({"r": "v"})
             tx.add_dead_records([DeadRecord("orders", 0, 9, "bad", "DecodeError", None, b"x")])
-            tx.set_next_offsets({TP: 2})
-            raise RuntimeError("rules blew up")
+            raise RuntimeError("half-way")
 
-    with pytest.raises(RuntimeError, match="rules blew up"):
-        write_everything_then_fail()
+    with pytest.raises(RuntimeError, match="half-way"):
+        half_way()
     assert store.count_events() == 0
     assert store.next_offsets() == {}
-    assert store.count_actions(ActionState.PENDING) == 0
+    assert store.read_rule_state(["r"]) == {}
     assert store.list_dead_records() == []
-    assert rule_state(store, "r1") is None
-    with store.batch() as tx:  # and the store is usable afterwards
-        assert tx.insert_events([event]) == [event]
-
-
-def test_a_finished_batch_cannot_be_written_to(store: CheckpointStore) -> None:
     with store.batch() as tx:
-        tx.insert_events([make_event(1)])
+        assert tx.claim_event_ids([make_event(1, eid="x")]) == {("shop", "x")}
+
+
+def test_a_finished_batch_cannot_be_written_to(store: CheckpointStore, epoch: int) -> None:
+    with store.batch() as tx:
+        pass
     with pytest.raises(CheckpointError, match="ended"):
-        tx.insert_events([make_event(2)])
-    assert store.count_events() == 1
+        tx.append(TP, epoch, 0, 1, [make_event(0)], [])
 
 
-def test_next_offsets_never_move_backwards(store: CheckpointStore) -> None:
-    other = ("payments", 2)
+def test_next_offsets_never_move_backwards(store: CheckpointStore, epoch: int) -> None:
     with store.batch() as tx:
-        tx.set_next_offsets({TP: 10, other: 4})
-    with store.batch() as tx:
-        tx.set_next_offsets({TP: 5, other: 7})  # a redelivered, older batch for TP
-    assert store.next_offsets() == {TP: 10, other: 7}
-    assert store.next_offsets("payments") == {other: 7}
-    assert store.next_offsets("absent") == {}
+        tx.append(TP, epoch, 0, 10, [], [])
+        tx.append(TP, epoch, 0, 4, [], [])
+    assert store.next_offsets() == {TP: 10}
 
 
-# -- fencing ----------------------------------------------------------------------------
+def test_a_stale_epoch_is_fenced_and_writes_nothing(store: CheckpointStore, epoch: int) -> None:
+    newer = store.claim("other", [TP])[TP].epoch
+    assert newer == epoch + 1
 
-
-def test_a_stale_epoch_is_fenced_and_writes_nothing(
-    store: CheckpointStore, peer: CheckpointStore
-) -> None:
-    a_epoch = store.claim_partitions("instance-a", [TP])[TP]
-    b_epoch = peer.claim_partitions("instance-b", [TP])[TP]
-    assert b_epoch > a_epoch
-
-    def zombie_batch() -> None:
+    def both() -> None:
         with store.batch() as tx:
-            tx.insert_events([make_event(1)])
-            tx.add_actions([make_action(make_event(1))])
-            tx.set_next_offsets({TP: 2}, {TP: a_epoch})
+            tx.append(TP1, epoch, 0, 1, [make_event(0, tp=TP1)], [])  # TP1 is still ours
+            tx.append(TP, epoch, 0, 1, [make_event(0)], [])
 
-    with pytest.raises(Fenced, match="instance-b"):
-        zombie_batch()
-    assert store.count_events() == 0
-    assert store.count_actions(ActionState.PENDING) == 0
+    with pytest.raises(Fenced, match="other owns it") as caught:
+        both()
+    assert caught.value.partitions == (TP,)
+    assert store.count_events() == 0, "the whole batch rolled back"
     assert store.next_offsets() == {}
-
-    with peer.batch() as tx:  # the owner writes
-        tx.insert_events([make_event(1)])
-        tx.set_next_offsets({TP: 2}, {TP: b_epoch})
-
-    a_again = store.claim_partitions("instance-a", [TP])[TP]  # A is assigned it back
-    with store.batch() as tx:
-        assert tx.insert_events([make_event(2)]) == [make_event(2)]
-        tx.set_next_offsets({TP: 3}, {TP: a_again})
-    assert store.next_offsets() == {TP: 3}
-    with pytest.raises(Fenced):
-        commit_offsets(peer, {TP: 4}, {TP: b_epoch})
-    assert store.next_offsets() == {TP: 3}
+    append(store, [make_event(0)], epoch=newer)
+    assert store.next_offsets() == {TP: 1}
 
 
-def test_a_swallowed_fence_still_cancels_the_batch(store: CheckpointStore) -> None:
-    old = store.claim_partitions("a", [TP])[TP]
-    store.claim_partitions("b", [TP])
+def test_a_swallowed_fence_still_cancels_the_batch(store: CheckpointStore, epoch: int) -> None:
+    store.claim("other", [TP])
 
-    def careless_batch() -> None:
+    def swallowed() -> None:
         with store.batch() as tx:
-            tx.insert_events([make_event(1)])
-            with contextlib.suppress(Fenced):  # the commit must refuse anyway
-                tx.set_next_offsets({TP: 2}, {TP: old})
+            tx.append(TP1, epoch, 0, 1, [make_event(0, tp=TP1)], [])
+            with contextlib.suppress(Fenced):
+                tx.append(TP, epoch, 0, 1, [make_event(0)], [])
 
     with pytest.raises(Fenced):
-        careless_batch()
+        swallowed()
     assert store.count_events() == 0
 
 
-def test_claims_bump_epochs_per_partition(store: CheckpointStore) -> None:
-    other = ("orders", 1)
-    assert store.claim_partitions("a", [TP, other]) == {TP: 1, other: 1}
-    assert store.claim_partitions("b", [other]) == {other: 2}
-    assert store.claim_partitions("a", []) == {}
+def test_a_partition_never_claimed_is_fenced(store: CheckpointStore) -> None:
+    def unclaimed() -> None:
+        with store.batch() as tx:
+            tx.append(TP, 1, 0, 1, [make_event(0)], [])
+
+    with pytest.raises(Fenced, match="nobody owns it"):
+        unclaimed()
 
 
-# -- outbox -----------------------------------------------------------------------------
+def test_claims_bump_epochs_and_say_where_a_partition_stands(store: CheckpointStore) -> None:
+    first = store.claim("a", [TP, TP1])
+    assert {tp: c.epoch for tp, c in first.items()} == {TP: 1, TP1: 1}
+    assert first[TP].next_offset is None and first[TP].next_aseq == 0
+    events = [make_event(n) for n in range(3)]
+    append(store, events, [make_action(e) for e in events], epoch=1)
+    again = store.claim("b", [TP])[TP]
+    assert (again.epoch, again.next_offset, again.next_aseq, again.watermark) == (2, 3, 3, 0)
+    (info,) = [p for p in store.partitions() if p.tp == TP]
+    assert (info.owner, info.epoch, info.next_offset) == ("b", 2, 3)
+    assert store.epochs([TP, TP1, ("nope", 0)]) == {TP: 2, TP1: 1}
 
 
-def test_due_actions_come_in_seq_order_and_retries_wait(store: CheckpointStore) -> None:
+# -- actions ----------------------------------------------------------------------------
+
+
+def test_actions_are_numbered_per_partition_and_pending_from_the_watermark(
+    store: CheckpointStore, epoch: int
+) -> None:
+    events = [make_event(n) for n in range(5)]
+    actions = [make_action(e) for e in events]
+    assert append(store, events[:3], actions[:3], epoch=epoch) == 0
+    assert append(store, events[3:], actions[3:], epoch=epoch) == 3
+    other = make_event(0, tp=TP1)
+    assert append(store, [other], [make_action(other)], epoch=epoch, tp=TP1) == 0
+    assert store.pending(TP, 0).queued[0].action == actions[0]
+    assert [q.aseq for q in store.pending(TP, 2).queued] == [2, 3, 4]
+    assert store.settle({TP: Settlement(epoch, 4)}) == set()
+    assert pending_ids(store) == [4]
+    assert store.count_actions(ActionState.PENDING) == 2  # aseq 4 of TP and 0 of TP1
+    assert store.count_actions(ActionState.DONE) == 4
+    assert [e.seq for e in store.list_actions(ActionState.DONE)] == [0, 1, 2, 3]
+    assert store.count_actions_by_rule() == {"r1": 6}
+
+
+def test_the_watermark_never_moves_backwards(store: CheckpointStore, epoch: int) -> None:
+    events = [make_event(n) for n in range(3)]
+    append(store, events, [make_action(e) for e in events], epoch=epoch)
+    store.settle({TP: Settlement(epoch, 3)})
+    store.settle({TP: Settlement(epoch, 1)})
+    assert pending_ids(store) == []
+
+
+def test_parked_rows_let_the_watermark_pass_a_failing_key(
+    store: CheckpointStore, epoch: int
+) -> None:
     events = [make_event(n) for n in range(4)]
     actions = [make_action(e) for e in events]
-    queue(store, actions[:2])
-    queue(store, actions[2:])
-    now = 1000.0
-    due = store.due_actions(now, 10)
-    assert ids(due) == [a.action_id for a in actions]
-    assert [e.seq for e in due] == sorted(e.seq for e in due)
-    assert due[0].action == actions[0]
-    assert (due[0].state, due[0].attempts, due[0].last_error) == (ActionState.PENDING, 0, None)
-    assert ids(store.due_actions(now, 2)) == [a.action_id for a in actions[:2]]
-
-    store.mark_retry(actions[1].action_id, now + 60, "TargetError: 503")
-    assert actions[1].action_id not in ids(store.due_actions(now, 10))
-    later = store.due_actions(now + 60, 10)
-    assert ids(later) == [a.action_id for a in actions], "due again once its time has come"
-    assert (later[1].attempts, later[1].last_error) == (1, "TargetError: 503")
-    assert later[1].next_attempt_at == now + 60
-
-    store.mark_retry(actions[1].action_id, now + 120, "TargetError: 504")
-    assert store.list_actions(ActionState.PENDING)[1].attempts == 2
-
-
-def test_done_and_dead_actions_leave_the_queue(store: CheckpointStore) -> None:
-    actions = [make_action(make_event(n)) for n in range(4)]
-    queue(store, actions)
-    store.mark_done([actions[0].action_id, actions[1].action_id])
-    store.mark_dead(actions[2].action_id, "TargetRejected: 400")
-    assert ids(store.due_actions(1e12, 10)) == [actions[3].action_id]
-    assert store.count_actions(ActionState.PENDING) == 1
-    assert store.count_actions(ActionState.DONE) == 2
+    append(store, events, actions, epoch=epoch)
+    retry = Parked(TP, 0, actions[0], Parking.RETRY, 1, time.time() + 60, "TargetError: 503")
+    held = Parked(TP, 3, actions[3], Parking.HELD)
+    dead = Parked(TP, 1, actions[1], Parking.DEAD, 8, 0.0, "TargetRejected: 400")
+    assert store.settle({TP: Settlement(epoch, 4, [retry, held, dead])}) == set()
+    found = store.pending(TP, 4)
+    assert found.queued == []
+    assert found.parked == [retry, held]  # not the dead one
+    assert store.count_actions(ActionState.PENDING) == 2
     assert store.count_actions(ActionState.DEAD) == 1
-    assert ids(store.list_actions(ActionState.DONE)) == [a.action_id for a in actions[:2]]
-    (dead,) = store.list_actions(ActionState.DEAD)
-    assert dead.action == actions[2]
-    assert (dead.attempts, dead.last_error) == (1, "TargetRejected: 400")
-    assert len(store.list_actions(ActionState.DONE, limit=1)) == 1
-
-    store.mark_done([actions[2].action_id])  # only pending actions change state
-    assert store.count_actions(ActionState.DEAD) == 1
-
-
-def test_replay_dead_named_and_all(store: CheckpointStore) -> None:
-    actions = [make_action(make_event(n)) for n in range(3)]
-    queue(store, actions)
-    for action in actions:
-        store.mark_retry(action.action_id, 0.0, "TargetError: timeout")
-        store.mark_dead(action.action_id, "TargetError: timeout")
-    assert store.replay_dead([actions[1].action_id, "unknown-id"]) == 1
-    (replayed,) = store.due_actions(0.0, 10)
-    assert replayed.action == actions[1]
-    assert (replayed.state, replayed.attempts) == (ActionState.PENDING, 0)
-    assert store.replay_dead() == 2
-    assert ids(store.due_actions(0.0, 10)) == [a.action_id for a in actions]
-    assert store.replay_dead() == 0
-    assert store.count_actions(ActionState.DEAD) == 0
+    assert store.count_actions(ActionState.DONE) == 1  # aseq 2
+    (listed,) = store.list_actions(ActionState.DEAD)
+    assert (listed.action, listed.attempts, listed.last_error) == (actions[1], 8, dead.last_error)
+    # The retry succeeded, then the held one: their rows go.
+    store.settle({TP: Settlement(epoch, 4, unpark=[0, 3])})
+    assert store.pending(TP, 4).parked == []
+    assert store.count_actions(ActionState.PENDING) == 0
+    assert store.count_actions(ActionState.DONE) == 3
 
 
-def test_actions_are_counted_by_rule_in_every_state(store: CheckpointStore) -> None:
-    assert store.count_actions_by_rule() == {}
+def test_a_stale_settlement_writes_nothing_for_its_partition(
+    store: CheckpointStore, epoch: int
+) -> None:
+    for tp in (TP, TP1):
+        event = make_event(0, tp=tp)
+        append(store, [event], [make_action(event)], epoch=epoch, tp=tp)
+    store.claim("other", [TP])
+    parked = Parked(TP, 0, make_action(make_event(0)), Parking.DEAD)
+    fenced = store.settle({TP: Settlement(epoch, 1, [parked]), TP1: Settlement(epoch, 1)})
+    assert fenced == {TP}
+    assert store.list_actions(ActionState.DEAD) == []
+    assert pending_ids(store, TP) == [0]
+    assert pending_ids(store, TP1) == []
+
+
+def test_due_retries_of_owned_partitions_only(store: CheckpointStore, epoch: int) -> None:
+    now = time.time()
+    rows = []
+    for tp in (TP, TP1):
+        events = [make_event(n, tp=tp) for n in range(2)]
+        actions = [make_action(e) for e in events]
+        append(store, events, actions, epoch=epoch, tp=tp)
+        rows.append(Parked(tp, 0, actions[0], Parking.RETRY, 1, now - 1, "e"))
+        rows.append(Parked(tp, 1, actions[1], Parking.RETRY, 1, now + 60, "e"))
+    store.settle({tp: Settlement(epoch, 2, [r for r in rows if r.tp == tp]) for tp in (TP, TP1)})
+    assert store.due_retries([TP], now) == [rows[0]]
+    assert {r.tp for r in store.due_retries([TP, TP1], now)} == {TP, TP1}
+    assert store.due_retries([], now) == []
+
+
+def test_replay_dead_named_and_all(store: CheckpointStore, epoch: int) -> None:
     events = [make_event(n) for n in range(3)]
-    actions = [make_action(e, rule="r1") for e in events] + [make_action(events[0], rule="r2")]
-    queue(store, actions)
-    store.mark_done([actions[0].action_id])
-    store.mark_dead(actions[1].action_id, "TargetRejected: no")
-    assert store.count_actions_by_rule() == {"r1": 3, "r2": 1}
+    actions = [make_action(e) for e in events]
+    append(store, events, actions, epoch=epoch)
+    dead = [Parked(TP, i, a, Parking.DEAD, 8, 0.0, "gone") for i, a in enumerate(actions)]
+    store.settle({TP: Settlement(epoch, 3, dead)})
+    assert store.replay_dead([actions[0].action_id, "unknown"]) == 1
+    (due,) = store.due_retries([TP], time.time())
+    assert (due.action, due.attempts, due.state) == (actions[0], 0, Parking.RETRY)
+    assert store.replay_dead() == 2
+    assert store.replay_dead([]) == 0
+    assert store.count_actions(ActionState.DEAD) == 0
+    assert store.count_actions(ActionState.PENDING) == 3
 
 
-def _clock_passes(moment: float) -> None:
-    """Wait (bounded) until time.time() is past ``moment``: what is stored next is newer."""
-    wait_for(lambda: time.time() > moment, timeout=5, interval=0.001, what="the clock")
+def test_requeue_skips_what_was_queued_before(store: CheckpointStore, epoch: int) -> None:
+    events = [make_event(n) for n in range(3)]
+    original = [make_action(e) for e in events]
+    append(store, events, original, epoch=epoch)
+    fixed_rule = [make_action(e, rule="r2") for e in events]
+    assert store.requeue(TP, original + fixed_rule, 0, 3) == 3
+    assert store.requeue(TP, fixed_rule, 0, 3) == 0, "a second replay queues nothing"
+    due = store.due_retries([TP], time.time())
+    assert sorted(r.aseq for r in due) == [3, 4, 5]
+    assert {r.action.action_id for r in due} == {a.action_id for a in fixed_rule}
+    assert store.count_actions_by_rule() == {"r1": 3, "r2": 3}
+    assert store.claim("next", [TP])[TP].next_aseq == 6
 
 
-def test_prune_deletes_old_events_and_old_done_actions_only(store: CheckpointStore) -> None:
-    old_events = [make_event(n) for n in range(6)]
-    old_actions = [make_action(e) for e in old_events]
+def test_rule_state_read_write_delete_and_expiry(store: CheckpointStore) -> None:
     with store.batch() as tx:
-        tx.insert_events(old_events)
-        tx.add_actions(old_actions)
-        tx.put_rule_state("join", "partial")
-        tx.add_dead_records([DeadRecord("orders", 0, 99, "no key", "DecodeError", None, b"x")])
-        tx.set_next_offsets({TP: 6})
-    store.mark_done([a.action_id for a in old_actions[:4]])
-    store.mark_dead(old_actions[4].action_id, "TargetRejected: no")  # [5] stays pending
-    _clock_passes(time.time())
-    cut = time.time()
-    _clock_passes(cut)
-    new_events = [make_event(n) for n in range(6, 9)]
-    new_actions = [make_action(e) for e in new_events]
+        assert tx.read_rule_state(["a", "b"]) == {}
+        tx.write_rule_state({"a": "1", "b": "2"}, {"b": time.time() - 1})
     with store.batch() as tx:
-        tx.insert_events(new_events)
-        tx.add_actions(new_actions)
-    store.mark_done([a.action_id for a in new_actions])
-
-    # In chunks: 3 old events and 3 old done actions, then the rest.
-    assert store.prune(cut, limit=3) == 6
-    assert store.prune(cut, limit=3) == 3 + 1
-    assert store.prune(cut, limit=3) == 0
-
-    assert [e.event_id for e in store.iter_events()] == [e.event_id for e in new_events]
-    assert store.count_actions(ActionState.DONE) == 3  # the new ones
-    assert ids(store.list_actions(ActionState.DEAD)) == [old_actions[4].action_id]
-    assert ids(store.list_actions(ActionState.PENDING)) == [old_actions[5].action_id]
-    assert rule_state(store, "join") == "partial"
-    assert len(store.list_dead_records()) == 1
-    assert store.next_offsets() == {TP: 6}
-    # A pruned event is no longer known: the same id is inserted again.
+        assert tx.read_rule_state(["b", "a", "a"]) == {"a": "1", "b": "2"}
+        tx.write_rule_state({"a": None, "b": "3"})
+    assert store.read_rule_state(["a", "b"]) == {"b": "3"}
     with store.batch() as tx:
-        assert [e.event_id for e in tx.insert_events([old_events[0]])] == ["evt-0"]
-
-
-def test_prune_of_an_empty_store_or_with_nothing_old_is_a_no_op(store: CheckpointStore) -> None:
-    assert store.prune(time.time()) == 0
-    with store.batch() as tx:
-        tx.insert_events([make_event(1)])
-    assert store.prune(0.0) == 0
-    assert store.count_events() == 1
-
-
-def test_add_actions_skips_ids_already_present(store: CheckpointStore) -> None:
-    first, second = make_action(make_event(1)), make_action(make_event(2))
-    with store.batch() as tx:
-        tx.add_actions([first, make_action(make_event(1), payload={"dup": "in batch"})])
-    store.mark_done([first.action_id])
-    queue(store, [make_action(make_event(1), payload={"changed": True}), second])
-    assert ids(store.list_actions(ActionState.PENDING)) == [second.action_id]
-    (done,) = store.list_actions(ActionState.DONE)
-    assert done.action == first, "the stored action is untouched"
-
-
-def test_action_fields_survive_the_round_trip(store: CheckpointStore) -> None:
-    task_action = Action(
-        rule="all-arrived",
-        kind=ActionKind.RESTART_TASK,
-        target="webhook",
-        namespace="ns",
-        event_ids=("e1", "[e2", 'e"3'),
-        event_key="k",
-        workflow="wf",
-        task="t1",
-        context="run-1",
-        payload={"nested": {"list": [1, 2.5, None]}, "text": "✓"},
-    )
-    odd_id = Action(
-        rule="r", kind=ActionKind.NOTIFY, target="log", namespace="ns",
-        event_ids=("[single",), event_key="k", action_id="custom-id",
-    )  # fmt: skip
-    queue(store, [task_action, odd_id])
-    assert [e.action for e in store.due_actions(0.0, 10)] == [task_action, odd_id]
-
-
-# -- rule state, dead records, steps ----------------------------------------------------
-
-
-def test_rule_state_put_get_delete(store: CheckpointStore) -> None:
-    with store.batch() as tx:
-        assert tx.get_rule_state("all-of:run-1") is None
-        tx.put_rule_state("all-of:run-1", '{"a": "e1"}')
-        assert tx.get_rule_state("all-of:run-1") == '{"a": "e1"}', "visible inside the batch"
-    assert rule_state(store, "all-of:run-1") == '{"a": "e1"}'
-    with store.batch() as tx:
-        tx.put_rule_state("all-of:run-1", '{"a": "e1", "b": "e2"}')
-        tx.put_rule_state("other", "x")
-    assert rule_state(store, "all-of:run-1") == '{"a": "e1", "b": "e2"}'
-    with store.batch() as tx:
-        tx.put_rule_state("all-of:run-1", None)
-        assert tx.get_rule_state("all-of:run-1") is None
-    assert rule_state(store, "all-of:run-1") is None
-    assert rule_state(store, "other") == "x"
+        tx.write_rule_state({"b": "4"}, {"b": time.time() - 1})
+    store.prune(time.time() - 3600)  # nothing old, but b has expired
+    assert store.read_rule_state(["b"]) == {}
 
 
 def test_dead_records_are_listed_in_order_once_each(store: CheckpointStore) -> None:
@@ -490,19 +410,38 @@ def test_dead_records_are_listed_in_order_once_each(store: CheckpointStore) -> N
     ]
     with store.batch() as tx:
         tx.add_dead_records(records)
-    with store.batch() as tx:  # redelivered after a crash
         tx.add_dead_records([records[0]])
     assert store.list_dead_records() == records
-    assert store.list_dead_records(limit=1) == records[:1]
 
 
 def test_put_step_keeps_the_first_event(store: CheckpointStore) -> None:
-    first, second = make_event(1), make_event(2)
-    assert store.get_step("wf-1/step-0") is None
-    assert store.put_step("wf-1/step-0", first) == first
-    assert store.put_step("wf-1/step-0", second) == first
-    assert store.get_step("wf-1/step-0") == first
-    assert store.put_step("wf-1/step-1", second) == second
+    first, second = make_event(1, eid="s1"), make_event(2, eid="s2")
+    assert store.get_step("wf-1/step-1") is None
+    assert store.put_step("wf-1/step-1", first) == first
+    assert store.put_step("wf-1/step-1", second) == first
+    assert store.get_step("wf-1/step-1") == first
+
+
+def test_prune_deletes_what_is_old_and_settled_only(store: CheckpointStore, epoch: int) -> None:
+    old = [make_event(n, eid=f"old-{n}") for n in range(3)]
+    with store.batch() as tx:
+        tx.claim_event_ids(old)
+        tx.append(TP, epoch, 0, 3, old, [make_action(e) for e in old])
+    unsettled = make_event(0, tp=TP1)
+    append(store, [unsettled], [make_action(unsettled)], epoch=epoch, tp=TP1)
+    store.settle({TP: Settlement(epoch, 3)})
+    with store.batch() as tx:
+        tx.add_dead_records([DeadRecord("orders", 0, 9, "bad", "DecodeError", None, b"x")])
+    store.put_step("s", old[0])
+    assert store.prune(time.time() - 3600) == 0, "nothing is old yet"
+    cut = time.time() + 1
+    assert store.prune(cut, limit=10) == 3  # the settled batch, the dead record, the step
+    assert [e.event_id for e in store.iter_events()] == [unsettled.event_id]
+    assert store.list_dead_records() == [] and store.get_step("s") is None
+    with store.batch() as tx:  # pruned ids are no longer known
+        assert tx.claim_event_ids([old[0]]) == {("shop", "old-0")}
+    assert store.next_offsets() == {TP: 3, TP1: 1}, "offsets stay"
+    assert store.prune(cut) == 0
 
 
 # -- lifecycle and threads --------------------------------------------------------------
@@ -517,115 +456,141 @@ def test_close_is_idempotent_and_a_closed_store_refuses_work(store_url: str) -> 
     with pytest.raises(CheckpointError, match="not open"):
         opened.count_events()
     with pytest.raises(CheckpointError, match="not open"):
-        commit_offsets(opened, {TP: 1})
+        opened.claim("a", [TP])
 
 
 def test_writing_from_inside_ones_own_batch_is_refused_not_deadlocked(
-    store: CheckpointStore,
+    store: CheckpointStore, epoch: int
 ) -> None:
     def claim_inside_batch() -> None:
         with store.batch() as tx:
-            tx.insert_events([make_event(1)])
-            store.claim_partitions("a", [TP])
+            tx.append(TP, epoch, 0, 1, [make_event(0)], [])
+            store.claim("a", [TP])
 
-    with pytest.raises(CheckpointError, match="batch"):
+    with pytest.raises(CheckpointError, match=r"in use by this thread|inside this thread"):
         claim_inside_batch()
     assert store.count_events() == 0
 
 
-def test_batch_thread_and_dispatch_thread_lose_nothing(store: CheckpointStore) -> None:
+def test_the_pipeline_and_the_dispatcher_threads_lose_nothing(
+    store: CheckpointStore, epoch: int
+) -> None:
     batches, per_batch = 30, 40
     total = batches * per_batch
     errors: list[BaseException] = []
-    stop = threading.Event()
+    appended = threading.Event()
 
     def pipeline() -> None:
         try:
             for b in range(batches):
                 events = [make_event(b * per_batch + i) for i in range(per_batch)]
                 with store.batch() as tx:
-                    new = tx.insert_events(events)
-                    tx.add_actions([make_action(e) for e in new])
-                    tx.put_rule_state("progress", str(b))
-                    tx.set_next_offsets({TP: (b + 1) * per_batch})
+                    tx.append(
+                        TP, epoch, b * per_batch, (b + 1) * per_batch, events,
+                        [make_action(e) for e in events],
+                    )  # fmt: skip
+                    tx.write_rule_state({"progress": str(b)})
         except BaseException as exc:
             errors.append(exc)
+        finally:
+            appended.set()
 
     def dispatch() -> None:
-        # First attempt fails and is retried at once; the second succeeds.
         try:
-            while not stop.is_set():
-                due = store.due_actions(time.time(), 25)
-                for entry in due:
-                    if entry.attempts == 0:
-                        store.mark_retry(entry.action.action_id, 0.0, "TargetError: flaky")
-                done = [e.action.action_id for e in due if e.attempts > 0]
-                store.mark_done(done)
+            watermark = 0
+            while watermark < total:
+                found = store.pending(TP, watermark)
+                if found.queued:
+                    watermark = found.queued[-1].aseq + 1
+                    assert store.settle({TP: Settlement(epoch, watermark)}) == set()
+                elif appended.is_set() and not store.pending(TP, watermark).queued:
+                    break
         except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=pipeline), threading.Thread(target=dispatch)]
     for thread in threads:
         thread.start()
-    try:
-        wait_for(
-            lambda: errors or store.count_actions(ActionState.DONE) == total,
-            timeout=180,
-            what="every action delivered",
-        )
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+    for thread in threads:
+        thread.join(timeout=180)
     assert not errors, errors
-    assert not any(t.is_alive() for t in threads)
     assert store.count_events() == total
     assert store.next_offsets() == {TP: total}
-    assert rule_state(store, "progress") == str(batches - 1)
-    done = store.list_actions(ActionState.DONE, limit=total)
-    assert len(done) == total
-    assert {e.attempts for e in done} == {1}, "every retry was counted exactly once"
+    assert store.read_rule_state(["progress"]) == {"progress": str(batches - 1)}
+    assert store.count_actions(ActionState.DONE) == total
     assert store.count_actions(ActionState.PENDING) == 0
+
+
+def test_two_owners_never_lose_an_update_of_shared_rule_state(
+    pg_store_url: Callable[[], str],
+) -> None:
+    """An all_of set whose keys live on partitions of two instances: read-modify-write in
+    each one's batch, at once, on two connections; every increment survives. (PostgreSQL:
+    several instances share it; a SQLite store has one process.)"""
+    url = pg_store_url()
+    rounds = 60
+    stores = [open_store(url), open_store(url)]
+    for s in stores:
+        s.open()
+    try:
+        start = threading.Barrier(2)
+
+        def bump(s: CheckpointStore) -> None:
+            start.wait(30)
+            for _ in range(rounds):
+                with s.batch() as tx:
+                    count = int(tx.read_rule_state(["set"]).get("set", "0"))
+                    tx.write_rule_state({"set": str(count + 1)})
+
+        threads = [threading.Thread(target=bump, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert stores[0].read_rule_state(["set"]) == {"set": str(2 * rounds)}
+    finally:
+        for s in stores:
+            s.close()
 
 
 # -- persistence ------------------------------------------------------------------------
 
 
 def test_everything_survives_close_and_reopen(durable_url: str) -> None:
-    events = [make_event(n) for n in range(3)]
+    events = [make_event(n, eid=f"e{n}") for n in range(3)]
     actions = [make_action(e) for e in events]
     record = DeadRecord("orders", 0, 99, "bad", "DecodeError", b"k", b"v")
+    retry = Parked(TP, 1, actions[1], Parking.RETRY, 1, 50.0, "boom")
     with open_store(durable_url) as store:
-        epoch = store.claim_partitions("a", [TP])[TP]
+        epoch = store.claim("a", [TP])[TP].epoch
         with store.batch() as tx:
-            tx.insert_events(events)
-            tx.add_actions(actions)
-            tx.put_rule_state("r", "state")
+            tx.claim_event_ids(events)
+            tx.append(TP, epoch, 0, 3, events, actions)
+            tx.write_rule_state({"r": "state"})
             tx.add_dead_records([record])
-            tx.set_next_offsets({TP: 3}, {TP: epoch})
-        store.mark_done([actions[0].action_id])
-        store.mark_retry(actions[1].action_id, 50.0, "boom")
+        store.settle({TP: Settlement(epoch, 2, [retry])})
         store.put_step("s", events[0])
     with open_store(durable_url) as store:
         assert list(store.iter_events()) == events
         assert store.next_offsets() == {TP: 3}
-        assert ids(store.list_actions(ActionState.DONE)) == [actions[0].action_id]
-        pending = store.list_actions(ActionState.PENDING)
-        assert [(e.action, e.attempts) for e in pending] == [(actions[1], 1), (actions[2], 0)]
-        assert rule_state(store, "r") == "state"
+        found = store.pending(TP, 2)
+        assert found.parked == [retry]
+        assert [q.action for q in found.queued] == [actions[2]]
+        assert store.read_rule_state(["r"]) == {"r": "state"}
         assert store.list_dead_records() == [record]
         assert store.get_step("s") == events[0]
+        assert store.get_event("e1", "shop") == events[1]
         with store.batch() as tx:  # the epoch survives too: the old owner is still current
-            tx.set_next_offsets({TP: 4}, {TP: epoch})
-        assert store.claim_partitions("b", [TP]) == {TP: epoch + 1}
+            tx.append(TP, epoch, 3, 4, [], [])
+        assert store.claim("b", [TP])[TP].epoch == epoch + 1
 
 
 def test_iter_events_pages_through_large_stores(durable_url: str) -> None:
-    events = [make_event(n) for n in range(2500)]
     with open_store(durable_url) as store:
-        with store.batch() as tx:
-            tx.insert_events(events)
-        assert [e.event_id for e in store.iter_events()] == [e.event_id for e in events]
+        epoch = store.claim("a", [TP])[TP].epoch
+        for b in range(250):
+            append(store, [make_event(b * 10 + i) for i in range(10)], epoch=epoch)
+        assert [e.offset for e in store.iter_events()] == list(range(2500))
 
 
 # -- open_store ------------------------------------------------------------------------
@@ -644,12 +609,16 @@ def test_open_store_picks_the_backend_from_the_url(tmp_path: Path) -> None:
         open_store("mysql://db")
 
 
-# -- sqlite: refusals and durability ----------------------------------------------------
+# -- sqlite: refusals, one process per file, durability ----------------------------------
 
 
 def _sqlite_files(path: Path) -> dict[str, bytes]:
-    """The database file and any -wal/-shm companion, by name."""
-    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))}
+    """The database file and any -wal/-shm companion, by name (not the lock file)."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(path.parent.glob(path.name + "*"))
+        if not p.name.endswith(".lock")
+    }
 
 
 @pytest.mark.parametrize(
@@ -679,8 +648,8 @@ def test_sqlite_refuses_a_database_that_is_not_ours(tmp_path: Path) -> None:
 
 def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    with SqliteStore(path) as store, store.batch() as tx:
-        tx.insert_events([make_event(1)])
+    with SqliteStore(path) as store:
+        store.claim("a", [TP])
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
@@ -688,29 +657,6 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     with pytest.raises(SchemaTooNew, match=f"version {SCHEMA_VERSION + 1}"):
         SqliteStore(path).open()
     assert _sqlite_files(path) == before
-
-
-def test_sqlite_migrates_a_version_1_store_and_keeps_its_data(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for statement in sqlite_migrations[1]:
-        conn.execute(statement)
-    conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute(
-        "INSERT INTO events (id_hash, event_id, key, value, namespace, create_time) "
-        "VALUES (1, 'v1-event', 'k', 'v', 'shop', 0)"
-    )
-    conn.close()
-    upgraded_at = time.time()
-    with SqliteStore(path) as store:
-        assert [e.event_id for e in store.iter_events()] == ["v1-event"]
-        # Its age counts from the upgrade: not pruned by a cut before it, pruned after.
-        assert store.prune(upgraded_at - 60) == 0
-        assert store.prune(time.time() + 60) == 1
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    conn.close()
 
 
 def test_sqlite_creates_a_missing_file_and_folder(tmp_path: Path) -> None:
@@ -723,6 +669,41 @@ def test_sqlite_creates_a_missing_file_and_folder(tmp_path: Path) -> None:
     conn.close()
 
 
+_HOLD_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from checkpoint.sqlite import SqliteStore
+
+    store = SqliteStore(sys.argv[1], exclusive=True)
+    store.open()
+    print("open", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    store.close()
+    """
+)
+
+
+def test_sqlite_one_connector_per_file_and_tools_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_SCRIPT, str(path)],
+        cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreLocked, match=f"in use by pid {holder.pid} on "):
+            SqliteStore(path, exclusive=True).open()
+        with SqliteStore(path) as tool:  # status, dlq, replay: beside the connector
+            assert tool.count_events() == 0
+    finally:
+        holder.communicate(timeout=60)
+    with SqliteStore(path, exclusive=True) as store:  # released when the other one closed
+        assert store.count_events() == 0
+    with SqliteStore(path, exclusive=True):  # and by a close in this process too
+        pass
+
+
 _KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
@@ -731,15 +712,14 @@ _KILL_SCRIPT = textwrap.dedent(
 
     store = SqliteStore(sys.argv[1])
     store.open()
-    committed = [make_event(n) for n in range(100)]
+    epoch = store.claim("a", [TP])[TP].epoch
+    committed = [make_event(n, eid=f"evt-{n}") for n in range(100)]
     with store.batch() as tx:
-        tx.insert_events(committed)
-        tx.add_actions([make_action(e) for e in committed])
-        tx.set_next_offsets({TP: 100})
+        tx.claim_event_ids(committed)
+        tx.append(TP, epoch, 0, 100, committed, [make_action(e) for e in committed])
     print("committed", flush=True)
     with store.batch() as tx:  # killed half-way through the next batch
-        tx.insert_events([make_event(n) for n in range(100, 200)])
-        tx.set_next_offsets({TP: 200})
+        tx.append(TP, epoch, 100, 200, [make_event(n) for n in range(100, 200)], [])
         os.kill(os.getpid(), signal.SIGKILL)
     """
 )
@@ -754,11 +734,176 @@ def test_sqlite_batch_survives_sigkill_right_after_commit(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert done.stdout.strip() == "committed"
-    with SqliteStore(path) as store:
+    with SqliteStore(path) as store:  # the killed process's lock went with it
         assert store.count_events() == 100, "the committed batch, and nothing of the next"
-        assert store.get_event("evt-99") == make_event(99)
+        assert store.get_event("evt-99", "shop") == make_event(99, eid="evt-99")
         assert store.next_offsets() == {TP: 100}
         assert store.count_actions(ActionState.PENDING) == 100
+
+
+# -- migration from schema 2 -----------------------------------------------------------
+
+# The version-2 layout as the previous release wrote it (sqlite, then postgres).
+_SQLITE_V2 = (
+    """CREATE TABLE events (seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL,
+        event_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+        namespace TEXT NOT NULL, sender TEXT, context TEXT, event_type TEXT,
+        create_time INTEGER NOT NULL, headers TEXT, topic TEXT, partition INTEGER,
+        "offset" INTEGER, stored_at REAL NOT NULL DEFAULT 0)""",
+    """CREATE TABLE next_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID""",
+    """CREATE TABLE partition_owners (topic TEXT NOT NULL, partition INTEGER NOT NULL,
+        owner TEXT NOT NULL, epoch INTEGER NOT NULL, PRIMARY KEY (topic, partition))
+        WITHOUT ROWID""",
+    """CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL,
+        action_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+        namespace TEXT NOT NULL, event_ids TEXT NOT NULL, event_key TEXT NOT NULL,
+        workflow TEXT, task TEXT, context TEXT, payload TEXT,
+        state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT,
+        queued_at REAL NOT NULL DEFAULT 0)""",
+    "CREATE TABLE rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE dead_records (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
+        partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, error TEXT NOT NULL,
+        error_class TEXT NOT NULL, key BLOB, value BLOB, UNIQUE (topic, partition, "offset"))""",
+    "CREATE TABLE steps (step_id TEXT PRIMARY KEY, event TEXT NOT NULL) WITHOUT ROWID",
+)
+_PG_V2 = (
+    "CREATE TABLE kec_meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE kec_events (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id text NOT NULL UNIQUE, key text NOT NULL, value bytea NOT NULL,
+        value_is_text boolean NOT NULL, namespace text NOT NULL, sender text, context text,
+        event_type text, create_time bigint NOT NULL, headers text, topic text,
+        partition integer, "offset" bigint, stored_at double precision NOT NULL DEFAULT 0)""",
+    """CREATE TABLE kec_next_offsets (topic text NOT NULL, partition integer NOT NULL,
+        next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))""",
+    """CREATE TABLE kec_partition_owners (topic text NOT NULL, partition integer NOT NULL,
+        owner text NOT NULL, epoch bigint NOT NULL,
+        claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (topic, partition))""",
+    """CREATE TABLE kec_outbox (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        action_id text NOT NULL UNIQUE, rule text NOT NULL, kind text NOT NULL,
+        target text NOT NULL, namespace text NOT NULL, event_ids text NOT NULL,
+        event_key text NOT NULL, workflow text, task text, context text, payload text,
+        state text NOT NULL DEFAULT 'pending', attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision NOT NULL DEFAULT 0, last_error text,
+        queued_at double precision NOT NULL DEFAULT 0)""",
+    "CREATE TABLE kec_rule_state (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE kec_dead_records (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
+        error text NOT NULL, error_class text NOT NULL, key bytea, value bytea,
+        UNIQUE (topic, partition, "offset"))""",
+    "CREATE TABLE kec_steps (step_id text PRIMARY KEY, event text NOT NULL)",
+)
+_V2_ACTIONS = (
+    # action_id, rule, event id, state, attempts, last_error
+    ("a-done", "r1", "orders/0/0", "done", 1, None),
+    ("a-pending", "r1", "x-1", "pending", 2, "TargetError: 503"),
+    ("a-dead", "r2", "orders/0/2", "dead", 8, "TargetRejected: 400"),
+)
+
+
+def _fill_v2(execute: Callable[[str, tuple[object, ...]], object], pg: bool) -> None:
+    prefix = "kec_" if pg else ""
+    mark = "%s" if pg else "?"
+    events = (("orders/0/0", 0, "one"), ("x-1", 1, "two"), ("orders/0/2", 2, "three"))
+    for eid, off, value in events:
+        columns = "event_id, key, value, value_is_text, namespace, create_time, topic, " \
+            'partition, "offset", stored_at' if pg else \
+            "id_hash, event_id, key, value, namespace, create_time, topic, partition, " \
+            '"offset", stored_at'  # fmt: skip
+        row: tuple[object, ...] = (
+            (eid, "k", value.encode(), True, "shop", 5, "orders", 0, off, 1.0)
+            if pg
+            else (1, eid, "k", value, "shop", 5, "orders", 0, off, 1.0)
+        )
+        marks = ", ".join(["%s" if pg else "?"] * len(row))
+        execute(f"INSERT INTO {prefix}events ({columns}) VALUES ({marks})", row)
+    for aid, rule, eid, state, attempts, error in _V2_ACTIONS:
+        hashed: tuple[object, ...] = () if pg else (1,)
+        values = (*hashed, aid, rule, "start", "log", "shop", eid, "k", "wf", state, attempts,
+                  0.0, error)  # fmt: skip
+        execute(
+            f"INSERT INTO {prefix}outbox ({'' if pg else 'id_hash, '}action_id, rule, kind, "
+            "target, namespace, event_ids, event_key, workflow, state, attempts, "
+            f"next_attempt_at, last_error) VALUES ({', '.join([mark] * len(values))})",
+            values,
+        )
+    execute(f"INSERT INTO {prefix}next_offsets VALUES ({mark}, {mark}, {mark})", ("orders", 0, 3))
+    execute(
+        f"INSERT INTO {prefix}partition_owners (topic, partition, owner, epoch) "
+        f"VALUES ({mark}, {mark}, {mark}, {mark})",
+        ("orders", 0, "old-host", 4),
+    )
+    execute(f"INSERT INTO {prefix}rule_state VALUES ({mark}, {mark})", ("all_of", "{}"))
+    execute(
+        f'INSERT INTO {prefix}dead_records (topic, partition, "offset", error, error_class, key, '
+        f"value) VALUES ({', '.join([mark] * 7)})",
+        ("orders", 0, 9, "bad", "DecodeError", None, b"x"),
+    )
+    execute(
+        f"INSERT INTO {prefix}steps VALUES ({mark}, {mark})",
+        ("wf/step", Event(key="k", value="v", event_id="step-event").to_json()),
+    )
+
+
+def _check_migrated(store: CheckpointStore) -> None:
+    assert [e.value for e in store.iter_events()] == ["one", "two", "three"]
+    assert store.get_event("x-1", "shop") is not None
+    assert store.get_event("orders/0/2") is not None
+    assert store.next_offsets() == {TP: 3}
+    claim = store.claim("new-host", [TP])[TP]
+    assert claim.epoch == 5 and claim.next_offset == 3
+    pending = store.pending(TP, claim.watermark)
+    assert [(p.action.action_id, p.state, p.attempts) for p in pending.parked] == [
+        ("a-pending", Parking.RETRY, 2)
+    ]
+    (dead,) = store.list_actions(ActionState.DEAD)
+    assert (dead.action.action_id, dead.last_error) == ("a-dead", "TargetRejected: 400")
+    assert store.count_actions_by_rule() == {"r1": 2, "r2": 1}
+    assert store.count_actions(ActionState.DONE) == 0  # done actions are only counted
+    assert store.read_rule_state(["all_of"]) == {"all_of": "{}"}
+    assert [r.offset for r in store.list_dead_records()] == [9]
+    step = store.get_step("wf/step")
+    assert step is not None and step.event_id == "step-event"
+    with store.batch() as tx:  # explicit ids stay deduplicated across the migration
+        assert tx.claim_event_ids([make_event(7, eid="x-1")]) == set()
+
+
+def test_sqlite_migrates_a_version_2_store(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in _SQLITE_V2:
+        conn.execute(statement)
+    _fill_v2(conn.execute, pg=False)
+    conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with SqliteStore(path) as store:
+        _check_migrated(store)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'").fetchone() == (
+        0,
+    )
+    conn.close()
+
+
+def test_postgres_migrates_a_version_2_store(pg_store_url: Callable[[], str]) -> None:
+    url = pg_store_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in _PG_V2:
+            conn.execute(statement)
+        _fill_v2(conn.execute, pg=True)  # type: ignore[arg-type]
+        conn.execute(
+            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), ('schema_version', '2')",
+            (POSTGRES_APPLICATION,),
+        )
+    with open_store(url) as store:
+        _check_migrated(store)
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
+        assert row == (str(SCHEMA_VERSION),)
+        assert conn.execute("SELECT to_regclass('kec_outbox')").fetchone() == (None,)
 
 
 # -- postgres: refusals -----------------------------------------------------------------
@@ -778,31 +923,6 @@ def test_postgres_refuses_a_newer_schema(pg_store_url: Callable[[], str]) -> Non
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
     assert row == (str(SCHEMA_VERSION + 1),), "left as it was"
-
-
-def test_postgres_migrates_a_version_1_store_and_keeps_its_data(
-    pg_store_url: Callable[[], str],
-) -> None:
-    url = pg_store_url()
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statement in postgres_migrations[1]:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), ('schema_version', '1')",
-            (POSTGRES_APPLICATION,),
-        )
-        conn.execute(
-            "INSERT INTO kec_events (event_id, key, value, value_is_text, namespace, "
-            "create_time) VALUES ('v1-event', 'k', 'v', true, 'shop', 0)"
-        )
-    upgraded_at = time.time()
-    with open_store(url) as store:
-        assert [e.event_id for e in store.iter_events()] == ["v1-event"]
-        assert store.prune(upgraded_at - 60) == 0
-        assert store.prune(time.time() + 60) == 1
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
-    assert row == (str(SCHEMA_VERSION),)
 
 
 def test_postgres_refuses_tables_that_are_not_ours(pg_store_url: Callable[[], str]) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint import ActionState
-from checkpoint.memory import MemoryStore
+from checkpoint import ActionState, Settlement
+from checkpoint.sqlite import MemoryStore
 from connector.config import load_config
 from connector.retention import Pruner
 from connector.service import build_service
@@ -18,6 +18,7 @@ from kec.event import Event
 from tests.support import wait_for
 
 DAY = 86400.0
+TP = ("orders", 0)
 
 
 @pytest.fixture
@@ -26,45 +27,46 @@ def store() -> Iterator[MemoryStore]:
         yield opened
 
 
-def fill(store: MemoryStore, n: int) -> list[Action]:
-    events = [Event(key="k", value=str(i), event_id=f"e{i}") for i in range(n)]
-    actions = [
-        Action(
-            rule="r",
-            kind=ActionKind.NOTIFY,
-            target="log",
-            namespace="default",
-            event_ids=(e.event_id,),
-            event_key="k",
-        )
-        for e in events
-    ]
-    with store.batch() as tx:
-        tx.insert_events(events)
-        tx.add_actions(actions)
-    return actions
+def fill(store: MemoryStore, batches: int, *, settle: int) -> None:
+    """``batches`` batches of one event and one action each; the first ``settle`` of
+    them delivered (below the watermark)."""
+    epoch = store.claim("me", [TP])[TP].epoch
+    for i in range(batches):
+        event = Event(key="k", value=str(i), topic=TP[0], partition=TP[1], offset=i)
+        action = Action("r", ActionKind.NOTIFY, "log", "default", (event.event_id,), "k")
+        with store.batch() as tx:
+            tx.append(TP, epoch, i, i + 1, [event], [action])
+    store.settle({TP: Settlement(epoch, settle)})
 
 
 def test_run_once_prunes_in_chunks_what_the_retention_has_passed(store: MemoryStore) -> None:
-    actions = fill(store, 5)
-    store.mark_done([a.action_id for a in actions[:3]])
+    fill(store, 5, settle=3)
     later = time.time() + 2 * DAY
     pruner = Pruner(store, DAY, chunk=2, clock=lambda: later)
-    assert pruner.run_once() == 5 + 3
-    assert store.count_events() == 0
-    assert store.count_actions(ActionState.DONE) == 0
-    assert store.count_actions(ActionState.PENDING) == 2  # never pruned
-    assert pruner.run_once() == 0 and pruner.pruned == 8
+    assert pruner.run_once() == 3  # the settled batches; the other two wait for delivery
+    assert store.count_events() == 2
+    assert store.count_actions(ActionState.PENDING) == 2
+    assert pruner.run_once() == 0 and pruner.pruned == 3
 
 
 def test_nothing_younger_than_the_retention_is_pruned(store: MemoryStore) -> None:
-    fill(store, 3)
+    fill(store, 3, settle=3)
     assert Pruner(store, DAY).run_once() == 0
     assert store.count_events() == 3
 
 
+def test_without_a_retention_only_expired_rule_state_goes(store: MemoryStore) -> None:
+    fill(store, 2, settle=2)
+    with store.batch() as tx:
+        tx.write_rule_state({"set": "{}", "kept": "{}"}, {"set": time.time() - 1})
+    pruner = Pruner(store, None, clock=lambda: time.time() + 365 * DAY)
+    assert pruner.run_once() == 1
+    assert store.read_rule_state(["set", "kept"]) == {"kept": "{}"}
+    assert store.count_events() == 2
+
+
 def test_the_thread_prunes_at_start_and_stops(store: MemoryStore) -> None:
-    fill(store, 4)
+    fill(store, 4, settle=4)
     later = time.time() + 2 * DAY
     pruner = Pruner(store, DAY, interval=3600, clock=lambda: later)
     pruner.start()
@@ -81,13 +83,15 @@ def test_a_retention_must_be_positive(store: MemoryStore) -> None:
         Pruner(store, 0)
 
 
-def test_the_config_attaches_a_pruner_only_when_asked(tmp_path: Path) -> None:
+def test_the_config_sets_the_retention_of_the_pruner(tmp_path: Path) -> None:
     base = "kafka: {bootstrap_servers: b:1}\nnamespaces: {default: {}}\n"
     without, with_retention = tmp_path / "a.yaml", tmp_path / "b.yaml"
     without.write_text(base)
     with_retention.write_text(base + "checkpoint: {retention_days: 14}\n")
-    assert not any(isinstance(c, Pruner) for c in build_service(load_config(without)).companions)
+    (plain,) = [c for c in build_service(load_config(without)).companions if isinstance(c, Pruner)]
+    assert plain.retention is None  # expired rule state only
     (pruner,) = [
         c for c in build_service(load_config(with_retention)).companions if isinstance(c, Pruner)
     ]
+    assert pruner.retention == 14 * DAY
     assert pruner.pruned == 0  # built, not started: nothing happens before run()

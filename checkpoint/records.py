@@ -1,0 +1,118 @@
+"""The compact record of a batch: its events and its actions as two JSON documents.
+
+A batch is stored as one row, not one row per event: the hot path then costs a constant
+number of statements per partition, and JSON lists of plain values encode and decode in
+C (the ``json`` module), a few microseconds an event. The layouts are part of the schema:
+change them only with a new schema version.
+
+Event, as a list: ``[offset, id, key, value, namespace, sender, context, event_type,
+create_time, headers]`` where ``id`` is the explicit event id or null (the id is then
+``topic/partition/offset``), ``value`` a string or ``{"b": base64}`` for bytes, and
+``headers`` null or ``[[name, base64], ...]``. Topic and partition are the batch row's.
+
+Action, as a list: ``[action_id, rule, kind, target, namespace, event_ids, event_key,
+workflow, task, context, payload]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from kec.action import Action, ActionKind
+from kec.event import Event, Headers
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
+_KINDS = {kind.value: kind for kind in ActionKind}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_headers(headers: Headers) -> list[list[str]] | None:
+    return [[k, _b64(v)] for k, v in headers] if headers else None
+
+
+def decode_headers(data: list[list[str]] | None) -> Headers:
+    return tuple((k, base64.b64decode(v)) for k, v in data) if data else ()
+
+
+def _event_row(e: Event) -> list[Any]:
+    return [
+        e.offset,
+        e.event_id if e.explicit_id else None,
+        e.key,
+        e.value if isinstance(e.value, str) else {"b": _b64(e.value)},
+        e.namespace,
+        e.sender,
+        e.context,
+        e.event_type,
+        e.create_time,
+        encode_headers(e.headers),
+    ]
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    return _dumps([_event_row(e) for e in events]).encode("utf-8", "surrogatepass")
+
+
+def _event(row: list[Any], topic: str, partition: int) -> Event:
+    offset, eid, key, value, ns, sender, context, event_type, ctime, headers = row
+    if isinstance(value, dict):
+        value = base64.b64decode(value["b"])
+    return Event(
+        key=key,
+        value=value,
+        namespace=ns,
+        sender=sender,
+        context=context,
+        event_type=event_type,
+        create_time=ctime,
+        headers=decode_headers(headers),
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        event_id=eid or "",
+    )
+
+
+def decode_events(blob: bytes | memoryview, topic: str, partition: int) -> list[Event]:
+    rows = _loads(bytes(blob).decode("utf-8", "surrogatepass"))
+    return [_event(row, topic, partition) for row in rows]
+
+
+def action_row(a: Action) -> list[Any]:
+    return [
+        a.action_id, a.rule, a.kind.value, a.target, a.namespace, list(a.event_ids),
+        a.event_key, a.workflow, a.task, a.context, a.payload or None,
+    ]  # fmt: skip
+
+
+def action_from_row(row: Sequence[Any]) -> Action:
+    aid, rule, kind, target, ns, event_ids, event_key, workflow, task, context, payload = row
+    return Action(
+        rule=rule, kind=_KINDS[kind], target=target, namespace=ns, event_ids=tuple(event_ids),
+        event_key=event_key, workflow=workflow, task=task, context=context,
+        payload=payload or {}, action_id=aid,
+    )  # fmt: skip
+
+
+def encode_actions(actions: Sequence[Action]) -> bytes:
+    return _dumps([action_row(a) for a in actions]).encode("utf-8", "surrogatepass")
+
+
+def decode_actions(blob: bytes | memoryview) -> list[Action]:
+    return [action_from_row(r) for r in _loads(bytes(blob).decode("utf-8", "surrogatepass"))]
+
+
+def encode_action(action: Action) -> str:
+    """One action as JSON text (parked rows)."""
+    return _dumps(action_row(action))
+
+
+def decode_action(text: str) -> Action:
+    return action_from_row(_loads(text))

@@ -1,0 +1,772 @@
+"""The checkpoint store, written once in SQL for SQLite and PostgreSQL (dialects).
+
+Every query of the contract (:mod:`checkpoint.base`) is here, with ``?`` placeholders; a
+:class:`Dialect` says what differs: how to connect and which connection serves which
+role, the schema's DDL and its migrations, how a list of rows becomes a table in a query
+(``json_each`` or ``unnest``), how rule-state keys are locked, and ``max`` vs
+``greatest``. The tables (all ``kec_``)::
+
+    kec_partitions   one row per partition: owner, epoch, next offset, next action
+                     number, watermark (every action below it is settled)
+    kec_batches      one row per batch and partition: its new events and its actions,
+                     as compact JSON (checkpoint.records), with their offset and action
+                     number ranges
+    kec_event_ids    explicit event ids (id, namespace) -> where the event is
+    kec_parked       actions with a row of their own: retry, held or dead
+    kec_rule_state   multi-event rule state, with when it may be deleted
+    kec_rule_counts  actions queued per rule (status)
+    kec_dead_records poison records (also on the dead-letter topic)
+    kec_steps        durable wait_for_event results
+
+Fencing: every write an owner makes about a partition is an ``UPDATE kec_partitions ...
+WHERE epoch = ?`` first; no row updated means another instance claimed the partition,
+and the transaction raises :class:`~kec.errors.Fenced` (a batch) or leaves that
+partition out (a settlement). A claim bumps the epoch in its own transaction, so it is
+ordered before or after any such write, never in between.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from enum import Enum
+from typing import Any, Protocol
+
+from checkpoint.base import (
+    ActionState,
+    BatchTransaction,
+    CheckpointStore,
+    Claim,
+    DeadRecord,
+    EventKey,
+    OutboxEntry,
+    Parked,
+    Parking,
+    PartitionInfo,
+    Pending,
+    Queued,
+    Settlement,
+    TopicPartition,
+)
+from checkpoint.records import (
+    decode_action,
+    decode_actions,
+    decode_events,
+    encode_action,
+    encode_actions,
+    encode_events,
+)
+from kec.action import Action
+from kec.errors import CheckpointError, Fenced
+from kec.event import Event
+
+_ITER_CHUNK = 200  # batches per page when iterating events
+_COORDINATES = re.compile(r"(.*)/(\d+)/(\d+)")
+
+
+class Role(Enum):
+    """Who uses a connection: each role gets its own where the backend allows it."""
+
+    PIPELINE = "pipeline"  # batches and claims: the poll thread
+    DISPATCH = "dispatch"  # settlements and pending reads: the dispatcher
+    OPS = "ops"  # everything else: tools, gateway, retention
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Sql(abc.ABC):
+    """One connection inside a dialect's transaction or read; ``?`` placeholders."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+
+class Dialect(abc.ABC):
+    """What SQLite and PostgreSQL do differently; see the module docstring."""
+
+    greatest: str  # the two-argument maximum: max (SQLite) or greatest (PostgreSQL)
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect, check the store is ours, create or migrate the schema."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self, role: Role, doing: str) -> contextlib.AbstractContextManager[Sql]:
+        """A write transaction, committed durably when the block exits cleanly."""
+
+    @abc.abstractmethod
+    def reading(self, role: Role, doing: str) -> contextlib.AbstractContextManager[Sql]:
+        """Reads of the last committed state."""
+
+    @abc.abstractmethod
+    def rows(self, types: Sequence[str], alias: str = "r") -> str:
+        """A table source ``alias`` of rows with columns ``c0, c1, ...`` of ``types``
+        ('text', 'int', 'real'), filled from the parameters :meth:`rows_params` gives."""
+
+    @abc.abstractmethod
+    def rows_params(self, rows: Sequence[Sequence[Any]], types: Sequence[str]) -> list[Any]: ...
+
+    @abc.abstractmethod
+    def lock_keys(self, sql: Sql, keys: Sequence[str]) -> None:
+        """Serialise transactions on ``keys`` (sorted) until this one ends."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """What the store is, for messages (never a password)."""
+
+
+def _fenced(sql: Sql, tp: TopicPartition, epoch: int) -> Fenced:
+    row = sql.one("SELECT owner, epoch FROM kec_partitions WHERE topic = ? AND partition = ?", tp)
+    owner, current = row if row else ("nobody", 0)
+    return Fenced(
+        f"{tp[0]}[{tp[1]}]: epoch {epoch} is stale; {owner} owns it at epoch {current}", (tp,)
+    )
+
+
+class _Batch(BatchTransaction):
+    """The writes of one batch inside the pipeline's transaction."""
+
+    def __init__(self, sql: Sql, dialect: Dialect) -> None:
+        self._sql = sql
+        self._d = dialect
+        self._rules: Counter[str] = Counter()
+        self.closed = False
+        self.failed: BaseException | None = None
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[Sql]:
+        if self.closed:
+            raise CheckpointError("this batch has ended; open a new one")
+        try:
+            yield self._sql
+        except BaseException as exc:
+            # Remembered: a failure swallowed inside the block must still cancel the batch.
+            self.failed = exc
+            raise
+
+    def claim_event_ids(self, events: Sequence[Event]) -> set[EventKey]:
+        rows: dict[EventKey, list[Any]] = {}
+        for e in events:
+            rows.setdefault(
+                (e.event_id, e.namespace), [e.event_id, e.namespace, e.topic, e.partition, e.offset]
+            )
+        if not rows:
+            return set()
+        types = ("text", "text", "text", "int", "int")
+        with self._use() as sql:
+            found = sql.all(
+                "INSERT INTO kec_event_ids (id, ns, topic, partition, off) "
+                f"SELECT c0, c1, c2, c3, c4 FROM {self._d.rows(types)} WHERE true "
+                "ON CONFLICT (id, ns) DO NOTHING RETURNING ns, id",
+                self._d.rows_params(list(rows.values()), types),
+            )
+        return {(ns, eid) for ns, eid in found}
+
+    def read_rule_state(self, keys: Sequence[str]) -> dict[str, str]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        with self._use() as sql:
+            self._d.lock_keys(sql, wanted)
+            found = sql.all(
+                "SELECT key, value FROM kec_rule_state "
+                f"WHERE key IN (SELECT c0 FROM {self._d.rows(('text',))})",
+                self._d.rows_params([[k] for k in wanted], ("text",)),
+            )
+        return {k: v for k, v in found}
+
+    def write_rule_state(
+        self, updates: Mapping[str, str | None], expires: Mapping[str, float] | None = None
+    ) -> None:
+        gone = [[k] for k, v in updates.items() if v is None]
+        kept = [[k, v, (expires or {}).get(k)] for k, v in updates.items() if v is not None]
+        with self._use() as sql:
+            if gone:
+                sql.execute(
+                    "DELETE FROM kec_rule_state "
+                    f"WHERE key IN (SELECT c0 FROM {self._d.rows(('text',))})",
+                    self._d.rows_params(gone, ("text",)),
+                )
+            if kept:
+                types = ("text", "text", "real")
+                sql.execute(
+                    "INSERT INTO kec_rule_state (key, value, expires_at, updated_at) "
+                    f"SELECT c0, c1, c2, ? FROM {self._d.rows(types)} WHERE true "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                    "expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+                    [time.time(), *self._d.rows_params(kept, types)],
+                )
+
+    def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
+        if not records:
+            return
+        now = time.time()
+        with self._use() as sql:
+            sql.executemany(
+                'INSERT INTO kec_dead_records (topic, partition, "offset", error, error_class, '
+                "key, value, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                'ON CONFLICT (topic, partition, "offset") DO NOTHING',
+                [
+                    (r.topic, r.partition, r.offset, r.error, r.error_class, r.key, r.value, now)
+                    for r in records
+                ],
+            )
+
+    def append(
+        self,
+        tp: TopicPartition,
+        epoch: int,
+        first_offset: int,
+        next_offset: int,
+        events: Sequence[Event],
+        actions: Sequence[Action],
+    ) -> int:
+        with self._use() as sql:
+            row = sql.one(
+                "UPDATE kec_partitions SET "
+                f"next_offset = {self._d.greatest}(coalesce(next_offset, 0), ?), "
+                "next_aseq = next_aseq + ? "
+                "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING next_aseq",
+                (next_offset, len(actions), tp[0], tp[1], epoch),
+            )
+            if row is None:
+                raise _fenced(sql, tp, epoch)
+            first_aseq = int(row[0]) - len(actions)
+            if events or actions:
+                sql.execute(
+                    "INSERT INTO kec_batches (topic, partition, first_offset, next_offset, "
+                    "first_aseq, n_actions, n_events, stored_at, events, actions) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        tp[0], tp[1], first_offset, next_offset, first_aseq, len(actions),
+                        len(events), time.time(), encode_events(events), encode_actions(actions),
+                    ),
+                )  # fmt: skip
+            self._rules.update(a.rule for a in actions)
+        return first_aseq
+
+    def finish(self) -> None:
+        """Last statements of the transaction: per-rule counts, one statement."""
+        if self._rules:
+            with self._use() as sql:
+                sql.executemany(
+                    "INSERT INTO kec_rule_counts (rule, n) VALUES (?, ?) "
+                    "ON CONFLICT (rule) DO UPDATE SET n = kec_rule_counts.n + excluded.n",
+                    sorted(self._rules.items()),
+                )
+        if self.failed is not None:
+            raise self.failed
+
+
+_PARKED_COLUMNS = (
+    "topic, partition, aseq, action_id, action, state, attempts, next_attempt_at, last_error"
+)
+
+
+def _parked(row: Sequence[Any]) -> Parked:
+    topic, partition, aseq, _aid, action, state, attempts, next_at, error = row
+    return Parked(
+        (topic, partition), aseq, decode_action(action), Parking(state), attempts,
+        float(next_at), error,
+    )  # fmt: skip
+
+
+def _parked_row(p: Parked, now: float) -> tuple[Any, ...]:
+    return (
+        p.tp[0], p.tp[1], p.aseq, p.action.action_id, encode_action(p.action), p.state.value,
+        p.attempts, p.next_attempt_at, p.last_error, now,
+    )  # fmt: skip
+
+
+_UPSERT_PARKED = (
+    f"INSERT INTO kec_parked ({_PARKED_COLUMNS}, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (topic, partition, aseq) DO UPDATE SET state = excluded.state, "
+    "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+    "last_error = excluded.last_error, parked_at = excluded.parked_at"
+)
+
+
+class SqlStore(CheckpointStore):
+    """The checkpoint store over a :class:`Dialect`; nothing connects before ``open()``."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._d = dialect
+        self._opened = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._d.describe()})"
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._d
+
+    def open(self) -> None:
+        with self._lock:
+            if not self._opened:
+                self._d.open()
+                self._opened = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._opened = False
+            self._d.close()
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def claim(
+        self, owner: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, Claim]:
+        claims: dict[TopicPartition, Claim] = {}
+        now = time.time()
+        with self._d.transaction(Role.PIPELINE, "claiming partitions") as sql:
+            for topic, partition in sorted(set(partitions)):  # one order: no deadlocks
+                epoch, next_offset, next_aseq, watermark = sql.one(
+                    "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, "
+                    "next_aseq, watermark, claimed_at) VALUES (?, ?, ?, 1, NULL, 0, 0, ?) "
+                    "ON CONFLICT (topic, partition) DO UPDATE SET "
+                    "epoch = kec_partitions.epoch + 1, owner = excluded.owner, "
+                    "claimed_at = excluded.claimed_at "
+                    "RETURNING epoch, next_offset, next_aseq, watermark",
+                    (topic, partition, owner, now),
+                )
+                claims[(topic, partition)] = Claim(epoch, next_offset, next_aseq, watermark)
+        return claims
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[BatchTransaction]:
+        with self._d.transaction(Role.PIPELINE, "committing a batch") as sql:
+            tx = _Batch(sql, self._d)
+            try:
+                yield tx
+                tx.finish()
+            finally:
+                tx.closed = True
+
+    # -- the dispatcher ------------------------------------------------------------------
+
+    def pending(self, tp: TopicPartition, watermark: int) -> Pending:
+        found = Pending()
+        with self._d.reading(Role.DISPATCH, "reading pending actions") as sql:
+            parked = sql.all(
+                f"SELECT {_PARKED_COLUMNS} FROM kec_parked "
+                "WHERE topic = ? AND partition = ? ORDER BY aseq",
+                tp,
+            )
+            # The batch holding the watermark, then every later one (both by index).
+            batches = sql.all(
+                "SELECT first_aseq, actions FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND n_actions > 0 AND first_aseq >= (SELECT coalesce(max(first_aseq), 0) "
+                "FROM kec_batches WHERE topic = ? AND partition = ? AND first_aseq <= ?) "
+                "ORDER BY first_aseq",
+                (*tp, *tp, watermark),
+            )
+        rows = [_parked(row) for row in parked]
+        has_row = {p.aseq for p in rows}
+        found.parked = [p for p in rows if p.state is not Parking.DEAD]
+        for first, blob in batches:
+            for i, action in enumerate(decode_actions(blob)):
+                aseq = first + i
+                if aseq >= watermark and aseq not in has_row:
+                    found.queued.append(Queued(tp, aseq, action))
+        return found
+
+    def settle(self, rounds: Mapping[TopicPartition, Settlement]) -> set[TopicPartition]:
+        fenced: set[TopicPartition] = set()
+        if not rounds:
+            return fenced
+        now = time.time()
+        with self._d.transaction(Role.DISPATCH, "settling delivered actions") as sql:
+            for tp, s in sorted(rounds.items()):
+                row = sql.one(
+                    f"UPDATE kec_partitions SET watermark = {self._d.greatest}(watermark, ?) "
+                    "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING epoch",
+                    (s.watermark, tp[0], tp[1], s.epoch),
+                )
+                if row is None:
+                    fenced.add(tp)
+                    continue
+                if s.unpark:
+                    sql.execute(
+                        "DELETE FROM kec_parked WHERE topic = ? AND partition = ? "
+                        f"AND aseq IN (SELECT c0 FROM {self._d.rows(('int',))})",
+                        [*tp, *self._d.rows_params([[a] for a in s.unpark], ("int",))],
+                    )
+                if s.park:
+                    sql.executemany(_UPSERT_PARKED, [_parked_row(p, now) for p in s.park])
+        return fenced
+
+    def due_retries(
+        self, partitions: Iterable[TopicPartition], now: float, limit: int = 1000
+    ) -> list[Parked]:
+        tps = [[t, p] for t, p in sorted(set(partitions))]
+        if not tps:
+            return []
+        types = ("text", "int")
+        with self._d.reading(Role.DISPATCH, "reading due retries") as sql:
+            rows = sql.all(
+                f"SELECT {', '.join('k.' + c for c in _PARKED_COLUMNS.split(', '))} "
+                f"FROM kec_parked k JOIN {self._d.rows(types)} "
+                "ON k.topic = r.c0 AND k.partition = r.c1 "
+                "WHERE k.state = 'retry' AND k.next_attempt_at <= ? "
+                "ORDER BY k.next_attempt_at LIMIT ?",
+                [*self._d.rows_params(tps, types), now, limit],
+            )
+        return [_parked(row) for row in rows]
+
+    def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        tps = [[t, p] for t, p in sorted(set(partitions))]
+        if not tps:
+            return {}
+        types = ("text", "int")
+        with self._d.reading(Role.DISPATCH, "reading owner epochs") as sql:
+            rows = sql.all(
+                f"SELECT k.topic, k.partition, k.epoch FROM kec_partitions k "
+                f"JOIN {self._d.rows(types)} ON k.topic = r.c0 AND k.partition = r.c1",
+                self._d.rows_params(tps, types),
+            )
+        return {(t, p): e for t, p, e in rows}
+
+    # -- offsets and partitions ----------------------------------------------------------
+
+    def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
+        sql_text = (
+            "SELECT topic, partition, next_offset FROM kec_partitions WHERE next_offset IS NOT NULL"
+        )
+        with self._d.reading(Role.OPS, "reading next offsets") as sql:
+            if topic is None:
+                rows = sql.all(sql_text)
+            else:
+                rows = sql.all(sql_text + " AND topic = ?", (topic,))
+        return {(t, p): o for t, p, o in rows}
+
+    def partitions(self) -> list[PartitionInfo]:
+        with self._d.reading(Role.OPS, "reading partitions") as sql:
+            rows = sql.all(
+                "SELECT topic, partition, owner, epoch, next_offset, next_aseq, watermark, "
+                "claimed_at FROM kec_partitions ORDER BY topic, partition"
+            )
+        return [
+            PartitionInfo((t, p), owner, epoch, nxt, aseq, mark, float(at))
+            for t, p, owner, epoch, nxt, aseq, mark, at in rows
+        ]
+
+    # -- events --------------------------------------------------------------------------
+
+    def get_event(self, event_id: str, namespace: str | None = None) -> Event | None:
+        with self._d.reading(Role.OPS, "reading an event") as sql:
+            coordinates = _COORDINATES.fullmatch(event_id)
+            if coordinates:
+                topic, partition, offset = (
+                    coordinates[1], int(coordinates[2]), int(coordinates[3]),
+                )  # fmt: skip
+            else:
+                where = "id = ?" + (" AND ns = ?" if namespace is not None else "")
+                params = (event_id,) if namespace is None else (event_id, namespace)
+                row = sql.one(
+                    f"SELECT topic, partition, off FROM kec_event_ids WHERE {where}", params
+                )
+                if row is None:
+                    return None
+                topic, partition, offset = row
+            batch = sql.one(
+                "SELECT events FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND first_offset <= ? AND next_offset > ? AND n_events > 0 "
+                "ORDER BY first_offset DESC LIMIT 1",
+                (topic, partition, offset, offset),
+            )
+        if batch is None:
+            return None
+        for event in decode_events(batch[0], topic, partition):
+            if event.offset == offset and (coordinates or event.event_id == event_id):
+                return event
+        return None
+
+    def count_events(self) -> int:
+        with self._d.reading(Role.OPS, "counting events") as sql:
+            return int(sql.one("SELECT coalesce(sum(n_events), 0) FROM kec_batches")[0])
+
+    def iter_events(self) -> Iterator[Event]:
+        # Keyset pages, so no connection is held while the caller consumes the iterator.
+        after = 0
+        while True:
+            with self._d.reading(Role.OPS, "reading events") as sql:
+                rows = sql.all(
+                    "SELECT seq, topic, partition, events FROM kec_batches "
+                    "WHERE seq > ? AND n_events > 0 ORDER BY seq LIMIT ?",
+                    (after, _ITER_CHUNK),
+                )
+            for _, topic, partition, blob in rows:
+                yield from decode_events(blob, topic, partition)
+            if len(rows) < _ITER_CHUNK:
+                return
+            after = rows[-1][0]
+
+    def read_rule_state(self, keys: Sequence[str]) -> dict[str, str]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        with self._d.reading(Role.OPS, "reading rule state") as sql:
+            rows = sql.all(
+                "SELECT key, value FROM kec_rule_state "
+                f"WHERE key IN (SELECT c0 FROM {self._d.rows(('text',))})",
+                self._d.rows_params([[k] for k in wanted], ("text",)),
+            )
+        return {k: v for k, v in rows}
+
+    # -- actions, for the tools ----------------------------------------------------------
+
+    def count_actions(self, state: ActionState) -> int:
+        with self._d.reading(Role.OPS, "counting actions") as sql:
+            total, unsettled = sql.one(
+                "SELECT coalesce(sum(next_aseq), 0), coalesce(sum(next_aseq - watermark), 0) "
+                "FROM kec_partitions"
+            )
+            dead, waiting = sql.one(
+                "SELECT coalesce(sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN state = 'dead' THEN 0 ELSE 1 END), 0) FROM kec_parked"
+            )
+            (parked_above,) = sql.one(
+                "SELECT count(*) FROM kec_parked k JOIN kec_partitions p "
+                "ON k.topic = p.topic AND k.partition = p.partition WHERE k.aseq >= p.watermark"
+            )
+        pending = int(unsettled) - int(parked_above) + int(waiting)
+        if state is ActionState.PENDING:
+            return pending
+        if state is ActionState.DEAD:
+            return int(dead)
+        return int(total) - pending - int(dead)
+
+    def count_actions_by_rule(self) -> dict[str, int]:
+        with self._d.reading(Role.OPS, "counting actions by rule") as sql:
+            rows = sql.all("SELECT rule, n FROM kec_rule_counts ORDER BY rule")
+        return {str(rule): int(n) for rule, n in rows}
+
+    def list_actions(self, state: ActionState, limit: int = 1000) -> list[OutboxEntry]:
+        with self._d.reading(Role.OPS, "listing actions") as sql:
+            if state is ActionState.DEAD:
+                rows = sql.all(
+                    f"SELECT {_PARKED_COLUMNS} FROM kec_parked WHERE state = 'dead' "
+                    "ORDER BY parked_at, topic, partition, aseq LIMIT ?",
+                    (limit,),
+                )
+                return [_entry(_parked(r), ActionState.DEAD) for r in rows]
+            marks = sql.all("SELECT topic, partition, watermark FROM kec_partitions")
+        found: list[OutboxEntry] = []
+        for topic, partition, watermark in sorted(marks):
+            tp = (topic, partition)
+            if state is ActionState.PENDING:
+                pending = self.pending(tp, watermark)
+                found.extend(_entry(p, ActionState.PENDING) for p in pending.parked)
+                found.extend(
+                    OutboxEntry(q.aseq, q.action, ActionState.PENDING, 0, 0.0, None, tp)
+                    for q in pending.queued
+                )
+            else:
+                found.extend(self._done(tp, watermark, limit - len(found)))
+            if len(found) >= limit:
+                break
+        return found[:limit]
+
+    def _done(self, tp: TopicPartition, watermark: int, limit: int) -> list[OutboxEntry]:
+        with self._d.reading(Role.OPS, "listing done actions") as sql:
+            parked = {
+                aseq
+                for (aseq,) in sql.all(
+                    "SELECT aseq FROM kec_parked WHERE topic = ? AND partition = ?", tp
+                )
+            }
+            batches = sql.all(
+                "SELECT first_aseq, actions FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND n_actions > 0 AND first_aseq < ? ORDER BY first_aseq",
+                (*tp, watermark),
+            )
+        done: list[OutboxEntry] = []
+        for first, blob in batches:
+            for i, action in enumerate(decode_actions(blob)):
+                if first + i < watermark and first + i not in parked and len(done) < limit:
+                    done.append(OutboxEntry(first + i, action, ActionState.DONE, 0, 0.0, None, tp))
+        return done
+
+    def replay_dead(self, action_ids: Sequence[str] | None = None) -> int:
+        replay = (
+            "UPDATE kec_parked SET state = 'retry', attempts = 0, next_attempt_at = 0 "
+            "WHERE state = 'dead'"
+        )
+        with self._d.transaction(Role.OPS, "replaying dead actions") as sql:
+            if action_ids is None:
+                return sql.execute(replay).rowcount
+            if not action_ids:
+                return 0
+            return sql.execute(
+                f"{replay} AND action_id IN (SELECT c0 FROM {self._d.rows(('text',))})",
+                self._d.rows_params([[a] for a in action_ids], ("text",)),
+            ).rowcount
+
+    def requeue(
+        self, tp: TopicPartition, actions: Sequence[Action], first_offset: int, next_offset: int
+    ) -> int:
+        with self._d.transaction(Role.OPS, "queueing replayed actions") as sql:
+            known = {
+                a.action_id
+                for (blob,) in sql.all(
+                    "SELECT actions FROM kec_batches WHERE topic = ? AND partition = ? "
+                    "AND next_offset > ? AND first_offset < ?",
+                    (*tp, first_offset, next_offset),
+                )
+                for a in decode_actions(blob)
+            }
+            fresh = {a.action_id: a for a in actions if a.action_id not in known}
+            if fresh:
+                parked = {
+                    aid
+                    for (aid,) in sql.all(
+                        "SELECT action_id FROM kec_parked "
+                        f"WHERE action_id IN (SELECT c0 FROM {self._d.rows(('text',))})",
+                        self._d.rows_params([[a] for a in fresh], ("text",)),
+                    )
+                }
+                for aid in parked:
+                    del fresh[aid]
+            if not fresh:
+                return 0
+            sql.execute(
+                "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, "
+                "next_aseq, watermark, claimed_at) VALUES (?, ?, 'nobody', 0, NULL, 0, 0, 0) "
+                "ON CONFLICT (topic, partition) DO NOTHING",
+                tp,
+            )
+            (end,) = sql.one(
+                "UPDATE kec_partitions SET next_aseq = next_aseq + ? "
+                "WHERE topic = ? AND partition = ? RETURNING next_aseq",
+                (len(fresh), *tp),
+            )
+            first = int(end) - len(fresh)
+            now = time.time()
+            sql.executemany(
+                _UPSERT_PARKED,
+                [
+                    _parked_row(Parked(tp, first + i, a, Parking.RETRY), now)
+                    for i, a in enumerate(fresh.values())
+                ],
+            )
+            sql.executemany(
+                "INSERT INTO kec_rule_counts (rule, n) VALUES (?, ?) "
+                "ON CONFLICT (rule) DO UPDATE SET n = kec_rule_counts.n + excluded.n",
+                sorted(Counter(a.rule for a in fresh.values()).items()),
+            )
+        return len(fresh)
+
+    def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]:
+        with self._d.reading(Role.OPS, "listing dead records") as sql:
+            rows = sql.all(
+                'SELECT topic, partition, "offset", error, error_class, key, value '
+                "FROM kec_dead_records ORDER BY seq LIMIT ?",
+                (limit,),
+            )
+        return [
+            DeadRecord(t, p, o, err, cls, _opt_bytes(k), _opt_bytes(v))
+            for t, p, o, err, cls, k, v in rows
+        ]
+
+    # -- retention -----------------------------------------------------------------------
+
+    def prune(self, before: float, limit: int = 10_000) -> int:
+        now = time.time()
+        with self._d.transaction(Role.OPS, "pruning") as sql:
+            # Batches: old, and every action in them settled (below the watermark).
+            old = sql.all(
+                "SELECT b.seq, b.topic, b.partition, b.events FROM kec_batches b "
+                "JOIN kec_partitions p ON b.topic = p.topic AND b.partition = p.partition "
+                "WHERE b.stored_at < ? AND b.first_aseq + b.n_actions <= p.watermark "
+                "ORDER BY b.seq LIMIT ?",
+                (before, limit),
+            )
+            ids = [
+                [e.event_id, e.namespace]
+                for _, topic, partition, blob in old
+                for e in decode_events(blob, topic, partition)
+                if e.explicit_id
+            ]
+            types = ("text", "text")
+            if ids:
+                sql.execute(
+                    f"DELETE FROM kec_event_ids WHERE (id, ns) IN "
+                    f"(SELECT c0, c1 FROM {self._d.rows(types)})",
+                    self._d.rows_params(ids, types),
+                )
+            if old:
+                sql.execute(
+                    "DELETE FROM kec_batches "
+                    f"WHERE seq IN (SELECT c0 FROM {self._d.rows(('int',))})",
+                    self._d.rows_params([[row[0]] for row in old], ("int",)),
+                )
+            gone = len(old)
+            for table, key, column in (
+                ("kec_dead_records", "seq", "stored_at"),
+                ("kec_steps", "step_id", "stored_at"),
+                ("kec_parked", "action_id", "parked_at"),
+            ):
+                extra = " AND state = 'dead'" if table == "kec_parked" else ""
+                gone += sql.execute(
+                    f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} "
+                    f"WHERE {column} < ?{extra} LIMIT ?)",
+                    (before, limit),
+                ).rowcount
+            gone += sql.execute(
+                "DELETE FROM kec_rule_state WHERE key IN (SELECT key FROM kec_rule_state "
+                "WHERE expires_at < ? OR updated_at < ? LIMIT ?)",
+                (now, before, limit),
+            ).rowcount
+        return gone
+
+    # -- durable steps -------------------------------------------------------------------
+
+    def get_step(self, step_id: str) -> Event | None:
+        with self._d.reading(Role.OPS, "reading a step") as sql:
+            row = sql.one("SELECT event FROM kec_steps WHERE step_id = ?", (step_id,))
+        return Event.from_json(row[0]) if row else None
+
+    def put_step(self, step_id: str, event: Event) -> Event:
+        with self._d.transaction(Role.OPS, "recording a step") as sql:
+            sql.execute(
+                "INSERT INTO kec_steps (step_id, event, stored_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (step_id) DO NOTHING",
+                (step_id, event.to_json(), time.time()),
+            )
+            row = sql.one("SELECT event FROM kec_steps WHERE step_id = ?", (step_id,))
+        if row is None:  # pragma: no cover - the row was just written
+            raise CheckpointError(f"step {step_id!r} vanished after it was recorded")
+        return Event.from_json(row[0])
+
+
+def _entry(p: Parked, state: ActionState) -> OutboxEntry:
+    return OutboxEntry(p.aseq, p.action, state, p.attempts, p.next_attempt_at, p.last_error, p.tp)
+
+
+def _opt_bytes(value: bytes | memoryview | None) -> bytes | None:
+    return None if value is None else bytes(value)

@@ -1,0 +1,296 @@
+"""Delivery bookkeeping of one partition's actions: lanes, watermark, parked rows. Pure.
+
+The owner of a partition delivers the actions born from it. :class:`PartitionBook` keeps
+them in *lanes*, one per (target, event key): actions of one lane are delivered one after
+the other, in their order (``aseq``); different lanes go concurrently. A failing action
+holds back its own lane only.
+
+The book decides what the store must remember (:meth:`PartitionBook.settlement`):
+
+* the **watermark**: every action numbered below it is settled. It moves up over
+  delivered actions and over *parked* ones, never past an action still in flight or
+  waiting without a row of its own;
+* **parked rows**: an action that failed gets a ``retry`` row (its attempts and the time
+  of its next try) and the actions behind it in its lane get ``held`` rows, so the
+  watermark need not wait for a failing key; an action that gave up gets a ``dead`` row;
+* **unparked** rows: parked actions delivered since, whose rows can go.
+
+After a crash, the next owner reloads the actions from the watermark on, and the parked
+rows, and delivers them again with the same ids: at most the actions delivered since the
+last settlement are delivered twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import heapq
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from checkpoint.base import Parked, Parking, Pending, Settlement, TopicPartition
+from kec.action import Action
+
+LaneKey = tuple[str, str, str]  # (target, namespace, event key)
+
+
+class Stage(enum.Enum):
+    WAITING = "waiting"  # in its lane, not handed to a target
+    IN_FLIGHT = "in flight"  # handed to its target, no answer yet
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One action of the book."""
+
+    aseq: int
+    action: Action
+    stage: Stage = Stage.WAITING
+    attempts: int = 0  # failed attempts so far
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    parked: Parking | None = None  # the kind of row it has, or is to get (None: none)
+    stored: bool = False  # the store holds its row
+    dirty: bool = False  # its row must be (re)written at the next settlement
+
+    @property
+    def lane(self) -> LaneKey:
+        a = self.action
+        return (a.target, a.namespace, a.event_key)
+
+
+@dataclass
+class _Lane:
+    entries: deque[Entry] = field(default_factory=deque)
+    blocked: bool = False  # its head failed: what follows waits, with held rows
+
+
+class PartitionBook:
+    """The actions of one owned partition that are not settled yet."""
+
+    def __init__(self, tp: TopicPartition, epoch: int, watermark: int, end: int) -> None:
+        self.tp = tp
+        self.epoch = epoch
+        self._lanes: dict[LaneKey, _Lane] = {}
+        # aseqs that hold the watermark back: unsettled and without a row, in order.
+        self._holding: deque[int] = deque()
+        self._released: set[int] = set()  # settled or parked, still in _holding
+        self._watermark = watermark
+        self._end = max(end, watermark)  # one past the highest aseq known
+        self._unpark: list[int] = []
+        self._dirty: list[Entry] = []
+        # Lanes whose head may go now, and lanes whose head waits for a retry time.
+        self._ready: deque[LaneKey] = deque()
+        self._in_ready: set[LaneKey] = set()
+        self._later: list[tuple[float, int, LaneKey]] = []  # heap: (when, aseq, lane)
+        self.size = 0  # entries not settled
+        self.closing = False  # being released: nothing more is handed out
+
+    @classmethod
+    def load(
+        cls, tp: TopicPartition, epoch: int, watermark: int, pending: Pending
+    ) -> PartitionBook:
+        """A book for a partition just claimed, from what the store still holds."""
+        end = max([watermark, *(q.aseq + 1 for q in pending.queued)])
+        book = cls(tp, epoch, watermark, end)
+        merged: list[Entry] = [
+            Entry(
+                p.aseq, p.action, attempts=p.attempts, next_attempt_at=p.next_attempt_at,
+                last_error=p.last_error, parked=p.state, stored=True,
+            )
+            for p in pending.parked
+        ]  # fmt: skip
+        merged.extend(Entry(q.aseq, q.action) for q in pending.queued)
+        merged.sort(key=lambda e: e.aseq)
+        book._add(merged)
+        return book
+
+    # -- what comes in -------------------------------------------------------------------
+
+    def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
+        """Actions just checkpointed, numbered from ``first_aseq``."""
+        self._add([Entry(first_aseq + i, a) for i, a in enumerate(actions)])
+
+    def adopt(self, rows: Iterable[Parked]) -> int:
+        """Retry rows found in the store that this book does not hold (``dlq replay``,
+        ``replay``); return how many were taken."""
+        known = {e.aseq for lane in self._lanes.values() for e in lane.entries}
+        fresh = sorted(
+            (Entry(p.aseq, p.action, attempts=p.attempts, parked=p.state, stored=True,
+                   next_attempt_at=p.next_attempt_at, last_error=p.last_error)
+             for p in rows if p.aseq not in known),
+            key=lambda e: e.aseq,
+        )  # fmt: skip
+        self._add(fresh)
+        return len(fresh)
+
+    def _add(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            lane = self._lanes.get(entry.lane)
+            if lane is None:
+                lane = self._lanes[entry.lane] = _Lane()
+            if lane.entries and lane.entries[-1].aseq > entry.aseq:
+                # An older action arriving late (a replayed one): keep the lane in order.
+                keys = [e.aseq for e in lane.entries]
+                at = bisect.bisect(keys, entry.aseq)
+                lane.entries.insert(at, entry)
+                if at == 0 and lane.entries[1].stage is Stage.WAITING:
+                    self._schedule(entry)  # the new head; the old one's turn is ignored
+            else:
+                lane.entries.append(entry)
+                if len(lane.entries) == 1:
+                    self._schedule(entry)
+            if entry.parked is Parking.RETRY:
+                lane.blocked = lane.blocked or lane.entries[0] is entry
+            elif lane.blocked and entry.parked is None:
+                self._park(entry, Parking.HELD)
+            if entry.parked is None:
+                self._holding.append(entry.aseq)
+            self._end = max(self._end, entry.aseq + 1)
+            self.size += 1
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _schedule(self, head: Entry) -> None:
+        if head.next_attempt_at > 0:
+            heapq.heappush(self._later, (head.next_attempt_at, head.aseq, head.lane))
+        elif head.lane not in self._in_ready:
+            self._in_ready.add(head.lane)
+            self._ready.append(head.lane)
+
+    def ready(self, now: float) -> Iterator[Entry]:
+        """Lane heads that may be handed to their target now, each once: give each one
+        to :meth:`sent`, or back with :meth:`not_now`."""
+        later, ready, in_ready = self._later, self._ready, self._in_ready
+        while later and later[0][0] <= now:
+            key = heapq.heappop(later)[2]
+            if key not in in_ready:
+                in_ready.add(key)
+                ready.append(key)
+        for _ in range(len(ready)):
+            key = ready.popleft()
+            in_ready.discard(key)
+            lane = self._lanes.get(key)
+            if lane is None or not lane.entries:
+                continue
+            head = lane.entries[0]
+            if head.stage is Stage.WAITING and head.next_attempt_at <= now:
+                yield head
+            # else: a stale turn (the head changed, or it waits for a later retry)
+
+    def not_now(self, entry: Entry) -> None:
+        """A head :meth:`ready` gave that could not go this round: next round first."""
+        if entry.lane not in self._in_ready:
+            self._in_ready.add(entry.lane)
+            self._ready.appendleft(entry.lane)
+
+    def followers(self, head: Entry, limit: int, now: float) -> list[Entry]:
+        """Up to ``limit`` waiting actions right behind ``head`` in its lane, for a target
+        that keeps the order of one call (they then share ``head``'s call)."""
+        found: list[Entry] = []
+        lane = self._lanes[head.lane]
+        for entry in list(lane.entries)[1 : limit + 1]:
+            if entry.stage is not Stage.WAITING or entry.next_attempt_at > now:
+                break
+            found.append(entry)
+        return found
+
+    def sent(self, entry: Entry) -> None:
+        entry.stage = Stage.IN_FLIGHT
+
+    def returned(self, entry: Entry) -> None:
+        """An action that shared a call with an earlier action of its lane that failed:
+        not counted as delivered whatever the target said, so the lane keeps its order
+        (it is delivered again, after the failed one)."""
+        entry.stage = Stage.WAITING
+
+    def delivered(self, entry: Entry) -> None:
+        lane = self._lanes[entry.lane]
+        assert lane.entries and lane.entries[0] is entry, "only a lane's head is in flight"
+        lane.entries.popleft()
+        lane.blocked = False
+        if lane.entries:
+            self._schedule(lane.entries[0])
+        else:
+            del self._lanes[entry.lane]
+        self._settled(entry)
+
+    def failed(self, entry: Entry, error: str, *, retry_at: float | None) -> None:
+        """The head of its lane failed: retry at ``retry_at``, or give up (None: dead)."""
+        entry.stage = Stage.WAITING
+        entry.attempts += 1
+        entry.last_error = error
+        lane = self._lanes[entry.lane]
+        if retry_at is None:
+            lane.entries.popleft()
+            lane.blocked = False
+            if lane.entries:
+                self._schedule(lane.entries[0])
+            else:
+                del self._lanes[entry.lane]
+            self._park(entry, Parking.DEAD)
+            self.size -= 1
+            return
+        entry.next_attempt_at = retry_at
+        self._schedule(entry)
+        lane.blocked = True
+        self._park(entry, Parking.RETRY)
+        for behind in list(lane.entries)[1:]:
+            if behind.parked is None:
+                self._park(behind, Parking.HELD)
+
+    def _park(self, entry: Entry, state: Parking) -> None:
+        if entry.parked is None:
+            self._released.add(entry.aseq)
+        entry.parked = state
+        if not entry.dirty:
+            entry.dirty = True
+            self._dirty.append(entry)
+
+    def _settled(self, entry: Entry) -> None:
+        self.size -= 1
+        if entry.parked is None:
+            self._released.add(entry.aseq)
+        else:
+            if entry.dirty:  # no need to write a row that is to be deleted
+                entry.dirty = False
+                self._dirty.remove(entry)
+            if entry.stored:
+                self._unpark.append(entry.aseq)
+
+    # -- what goes out -------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for lane in self._lanes.values() if lane.entries[0].stage is Stage.IN_FLIGHT)
+
+    @property
+    def watermark(self) -> int:
+        holding, released = self._holding, self._released
+        while holding and holding[0] in released:
+            released.discard(holding.popleft())
+        return holding[0] if holding else self._end
+
+    def settlement(self) -> Settlement | None:
+        """What the store must write now (None: nothing changed since the last one)."""
+        park = [
+            Parked(self.tp, e.aseq, e.action, e.parked, e.attempts, e.next_attempt_at,
+                   e.last_error)
+            for e in self._dirty
+            if e.parked is not None
+        ]  # fmt: skip
+        mark = self.watermark
+        if not park and not self._unpark and mark == self._watermark:
+            return None
+        return Settlement(self.epoch, mark, park, list(self._unpark))
+
+    def settled(self, settlement: Settlement) -> None:
+        """The store holds ``settlement`` now."""
+        for entry in self._dirty:
+            entry.dirty = False
+            entry.stored = True
+        self._dirty.clear()
+        written = set(settlement.unpark)
+        self._unpark = [a for a in self._unpark if a not in written]
+        self._watermark = max(self._watermark, settlement.watermark)
