@@ -55,7 +55,16 @@ unit: setup
 test: jars lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: jars
+# The benchmark's peer (quixstreams) pins other versions than the connector: its own venv.
+PEER := $(HOME)/.cache/kafka-event-connector/bench-peer
+PEER_STAMP := $(PEER)/.installed-$(shell cat bench/peer/requirements.txt bench/peer/constraints.txt | sha1sum | cut -c1-12)
+
+$(PEER_STAMP): bench/peer/requirements.txt bench/peer/constraints.txt
+	@test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install -q --disable-pip-version-check -c bench/peer/constraints.txt -r bench/peer/requirements.txt
+	@rm -f $(PEER)/.installed-*; touch $@
+
+bench: jars $(PEER_STAMP)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 
 clean:

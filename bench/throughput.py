@@ -7,6 +7,10 @@ one topic of N small keyed events:
 (b) the connector end to end, exactly-once, SQLite store, ``log`` target to a file;
 (c) the same with PostgreSQL;
 (d) per-event mode (batch of 1), on fewer events: bounded by the disk's fsync rate;
+(e) the connector, SQLite, one action per event to a Kafka topic (``kafka`` target), and
+(f) the peer on the same records: quixstreams, exactly-once, one action per event to a
+    Kafka topic (in its own venv, see bench/peer/; skipped when that venv is missing);
+(g) the ``webhook`` target against a receiver (another process) that answers after 10 ms;
 then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s).
 
 Prints a table and writes JSON (``--json``). Figures are recorded in bench/RESULTS.md.
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +41,7 @@ from checkpoint import open_store
 from connector.devbroker import KafkaCluster, provide_kafka
 from connector.runtime import PipelineSettings
 from connector.service import ConnectorService
-from connector.targets import LogTarget
+from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
 from kec.codec import record_headers, record_value
 from kec.evaluation import NotifyAll
 from kec.event import Event
@@ -69,17 +74,21 @@ def _event(i: int, keys: int) -> Event:
     return Event(key=key, value=value, namespace="bench", sender="bench")
 
 
-def produce(bootstrap: str, topic: str, count: int, keys: int) -> None:
+# Plain records, as any producer writes them: a key, a JSON value, its content type. No
+# event-id header: events are known by their offset (set --event-ids to add one).
+PLAIN_HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
+
+
+def produce(bootstrap: str, topic: str, count: int, keys: int, event_ids: bool = False) -> None:
     producer = Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
     )
     for i in range(count):
         event = _event(i, keys)
+        headers = list(record_headers(event)) if event_ids else PLAIN_HEADERS
         while True:
             try:
-                producer.produce(
-                    topic, key=event.key, value=record_value(event), headers=record_headers(event)
-                )
+                producer.produce(topic, key=event.key, value=record_value(event), headers=headers)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -130,7 +139,7 @@ def run_raw(bootstrap: str, topic: str, count: int, batch: int) -> Row:
 
 @contextmanager
 def running_connector(
-    bootstrap: str, topic: str, store_url: str, log_file: Path, batch: int, linger_ms: int
+    bootstrap: str, topic: str, store_url: str, target: Target, batch: int, linger_ms: int
 ) -> Iterator[ConnectorService]:
     settings = PipelineSettings(
         bootstrap_servers=bootstrap,
@@ -140,7 +149,7 @@ def running_connector(
         linger_ms=linger_ms,
     )
     service = ConnectorService(
-        settings, open_store(store_url), NotifyAll("log"), {"log": LogTarget("log", log_file)}
+        settings, open_store(store_url), NotifyAll(target.name), {target.name: target}
     )
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -179,9 +188,11 @@ def run_connector(
     workdir: Path,
     batch: int,
     linger_ms: int,
+    target: Target | None = None,
 ) -> Row:
-    log_file = workdir / f"actions-{uuid.uuid4().hex[:6]}.jsonl"
-    with running_connector(bootstrap, topic, store_url, log_file, batch, linger_ms) as service:
+    if target is None:
+        target = LogTarget("log", workdir / f"actions-{uuid.uuid4().hex[:6]}.jsonl")
+    with running_connector(bootstrap, topic, store_url, target, batch, linger_ms) as service:
         _wait(
             lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
             120,
@@ -190,7 +201,7 @@ def run_connector(
         started = time.perf_counter()
         first = service.pipeline.stats.records if service.pipeline else 0
         _wait(
-            lambda: service.dispatcher is not None and service.dispatcher.delivered >= count,
+            lambda: service.dispatcher.stats.delivered >= count,
             1800,
             f"{count} actions delivered",
         )
@@ -213,7 +224,8 @@ def run_latency(
     topic = create_topic(bootstrap, 3)
     log_file = workdir / "latency.jsonl"
     total = int(rate * seconds)
-    with running_connector(bootstrap, topic, store_url, log_file, batch, linger_ms) as service:
+    target = LogTarget("log", log_file)
+    with running_connector(bootstrap, topic, store_url, target, batch, linger_ms) as service:
         producer = Producer(
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1}
         )
@@ -221,7 +233,7 @@ def run_latency(
         producer.produce(topic, key="warmup", value="{}")
         producer.flush(30)
         _wait(
-            lambda: service.dispatcher is not None and service.dispatcher.delivered >= 1,
+            lambda: service.dispatcher.stats.delivered >= 1,
             120,
             "warm-up",
         )
@@ -231,13 +243,11 @@ def run_latency(
             while (now := time.perf_counter()) < due:
                 time.sleep(min(0.001, due - now))
             event = _event(i, keys)
-            producer.produce(
-                topic, key=event.key, value=record_value(event), headers=record_headers(event)
-            )
+            producer.produce(topic, key=event.key, value=record_value(event), headers=PLAIN_HEADERS)
             producer.poll(0)
         producer.flush(60)
         _wait(
-            lambda: service.dispatcher is not None and service.dispatcher.delivered >= total + 1,
+            lambda: service.dispatcher.stats.delivered >= total + 1,
             300,
             "latency run delivered",
         )
@@ -259,6 +269,49 @@ def run_latency(
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
         "max_ms": latencies[-1],
     }
+
+
+PEER_PYTHON = Path(
+    os.environ.get(
+        "KEC_BENCH_PEER_PYTHON",
+        Path.home() / ".cache" / "kafka-event-connector" / "bench-peer" / "bin" / "python",
+    )
+)
+
+
+def run_peer(bootstrap: str, topic: str, count: int) -> Row | None:
+    """(f): quixstreams exactly-once in its own venv, on the same records."""
+    if not PEER_PYTHON.exists():
+        print(f"  (f) skipped: no peer venv at {PEER_PYTHON} (make bench creates it)")
+        return None
+    output = create_topic(bootstrap, 6)
+    script = Path(__file__).resolve().parent / "peer" / "quix_app.py"
+    done = subprocess.run(
+        [str(PEER_PYTHON), str(script), "--bootstrap", bootstrap, "--input", topic,
+         "--output", output, "--count", str(count)],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the quixstreams peer failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return Row("(f) quixstreams exactly-once -> Kafka topic", result["records"], result["seconds"])
+
+
+@contextmanager
+def receiver(delay_ms: float) -> Iterator[str]:
+    """A webhook receiver in another process; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.receiver", "--delay-ms", str(delay_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split()[1])
+        yield f"http://127.0.0.1:{port}/actions"
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def fsync_rate(workdir: Path, seconds: float = 2.0) -> float:
@@ -285,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger-ms", type=int, default=10)
     parser.add_argument("--latency-rate", type=int, default=5_000)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--webhook-events", type=int, default=30_000, help="events for (g)")
+    parser.add_argument("--webhook-delay-ms", type=float, default=10.0)
+    parser.add_argument("--webhook-concurrency", type=int, default=96)
     parser.add_argument("--no-postgres", action="store_true", help="skip (c)")
+    parser.add_argument(
+        "--event-ids", action="store_true", help="records carry an event-id header (dedup by id)"
+    )
     parser.add_argument("--json", type=Path, default=Path("bench/out/throughput.json"))
     args = parser.parse_args(argv)
 
@@ -302,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             pg_dsn = stack.enter_context(scratch_database(server.dsn, prefix="bench_"))
         topic = create_topic(bootstrap, args.partitions)
         t0 = time.perf_counter()
-        produce(bootstrap, topic, args.events, args.keys)
+        produce(bootstrap, topic, args.events, args.keys, args.event_ids)
         print(f"produced {args.events} events to {topic} in {time.perf_counter() - t0:.1f}s")
 
         rows = [run_raw(bootstrap, topic, args.events, args.batch)]
@@ -349,6 +408,42 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        actions_topic = create_topic(bootstrap, args.partitions)
+        rows.append(
+            run_connector(
+                "(e) connector, SQLite, kafka target",
+                bootstrap,
+                topic,
+                args.events,
+                f"sqlite:///{workdir / 'e.db'}",
+                workdir,
+                args.batch,
+                args.linger_ms,
+                KafkaTarget("actions", actions_topic, bootstrap),
+            )
+        )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        peer = run_peer(bootstrap, topic, args.events)
+        if peer is not None:
+            rows.append(peer)
+            print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        hooks = create_topic(bootstrap, args.partitions)
+        produce(bootstrap, hooks, args.webhook_events, args.keys)
+        with receiver(args.webhook_delay_ms) as url:
+            rows.append(
+                run_connector(
+                    f"(g) connector, SQLite, webhook ({args.webhook_delay_ms:g} ms receiver)",
+                    bootstrap,
+                    hooks,
+                    args.webhook_events,
+                    f"sqlite:///{workdir / 'g.db'}",
+                    workdir,
+                    args.batch,
+                    args.linger_ms,
+                    WebhookTarget("hook", url, concurrency=args.webhook_concurrency),
+                )
+            )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         fsyncs = fsync_rate(workdir)
         latency = run_latency(
             bootstrap,
@@ -362,12 +457,21 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     raw = rows[0].rate
+    by_name = {row.name[:3]: row for row in rows}
+    peer_ratio = (
+        by_name["(e)"].rate / by_name["(f)"].rate if "(f)" in by_name and "(e)" in by_name else None
+    )
     print()
     print(f"{'run':<48} {'events':>8} {'seconds':>8} {'events/s':>10} {'vs (a)':>7}")
     for row in rows:
         print(
             f"{row.name:<48} {row.events:>8} {row.seconds:>8.2f} {row.rate:>10,.0f} "
             f"{row.rate / raw:>7.3f}"
+        )
+    if peer_ratio is not None:
+        print(
+            "connector / quixstreams exactly-once, same records to a Kafka topic: "
+            f"{peer_ratio:.2f}x"
         )
     print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
     print(
@@ -382,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: str(v) for k, v in vars(args).items()},
         "runs": [{**asdict(r), "events_per_s": r.rate, "ratio_to_raw": r.rate / raw} for r in rows],
         "fsync_per_s": fsyncs,
+        "connector_vs_quixstreams": peer_ratio,
         "latency": latency,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -116,13 +116,14 @@ class PartitionBook:
         """Retry rows found in the store that this book does not hold (``dlq replay``,
         ``replay``); return how many were taken."""
         known = {e.aseq for lane in self._lanes.values() for e in lane.entries}
-        fresh = sorted(
-            (Entry(p.aseq, p.action, attempts=p.attempts, parked=p.state, stored=True,
-                   next_attempt_at=p.next_attempt_at, last_error=p.last_error)
-             for p in rows if p.aseq not in known),
-            key=lambda e: e.aseq,
-        )  # fmt: skip
-        self._add(fresh)
+        fresh: dict[int, Entry] = {}
+        for p in rows:
+            if p.aseq not in known and p.aseq not in fresh:
+                fresh[p.aseq] = Entry(
+                    p.aseq, p.action, attempts=p.attempts, parked=p.state, stored=True,
+                    next_attempt_at=p.next_attempt_at, last_error=p.last_error,
+                )  # fmt: skip
+        self._add(sorted(fresh.values(), key=lambda e: e.aseq))
         return len(fresh)
 
     def _add(self, entries: list[Entry]) -> None:

@@ -131,7 +131,7 @@ class Dispatcher:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._in_flight: dict[str, int] = {}  # target -> calls in flight
         self._pending = 0  # actions not settled, all books (read by other threads)
-        self._failures: dict[str, list[str]] = {}  # target -> errors of this round
+        self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
         self.stats = DispatchStats()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -139,11 +139,7 @@ class Dispatcher:
     def start(self) -> None:
         if self._thread is not None:
             return
-        for name, target in self._targets.items():
-            self._pools[name] = ThreadPoolExecutor(
-                max_workers=max(1, target.concurrency), thread_name_prefix=f"kec-{name}"
-            )
-            self._in_flight[name] = 0
+        self._open_pools()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kec-dispatch", daemon=True)
         self._thread.start()
@@ -158,6 +154,29 @@ class Dispatcher:
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
         self._pools.clear()
+
+    def _open_pools(self) -> None:
+        for name, target in self._targets.items():
+            if name not in self._pools:
+                self._pools[name] = ThreadPoolExecutor(
+                    max_workers=max(1, target.concurrency), thread_name_prefix=f"kec-{name}"
+                )
+                self._in_flight[name] = 0
+
+    def run_round(self) -> int:
+        """One whole round in the calling thread, without the coordinator (tests, tools):
+        hand out what is due, wait for every answer, settle. Returns how many actions
+        were settled (delivered or dead)."""
+        if self._thread is not None:
+            raise RuntimeError("run_round() is for a dispatcher that was not started")
+        self._open_pools()
+        before = self.stats.delivered + self.stats.dead
+        self._drain()
+        while self._dispatch():
+            self._await_results(lambda: not any(self._in_flight.values()))
+        self._settle(list(self._books))
+        self._report_failures()
+        return self.stats.delivered + self.stats.dead - before
 
     @property
     def pending(self) -> int:
@@ -307,7 +326,8 @@ class Dispatcher:
         if deferred:
             self._wake.set()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> int:
+        """Hand out what is due, as far as the targets have room; return how many."""
         now = self._clock()
         room: dict[str, int] = {  # actions each target can take now
             name: (max(1, t.concurrency) - self._in_flight[name]) * max(1, t.batch_size)
@@ -346,6 +366,7 @@ class Dispatcher:
                     self._deliver, target, [e.action for _, e in chunk]
                 )
                 future.add_done_callback(self._answer(name, chunk))
+        return sum(len(entries) for entries in taken.values())
 
     def _answer(
         self, name: str, chunk: list[tuple[PartitionBook, Entry]]
@@ -410,8 +431,9 @@ class Dispatcher:
     def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
         error = f"{type(exc).__name__}: {exc}"
         attempts = entry.attempts + 1
-        self._failures.setdefault(entry.action.target, []).append(error)
-        if not _transient(exc) or attempts >= self._policy.max_attempts:
+        final = not _transient(exc) or attempts >= self._policy.max_attempts
+        self._failures.setdefault(entry.action.target, []).append((error, final))
+        if final:
             book.failed(entry, error, retry_at=None)
             self._pending -= 1
             self.stats.dead += 1
@@ -427,10 +449,10 @@ class Dispatcher:
         """One line per failing target and round, not one per action."""
         failures, self._failures = self._failures, {}
         for name, errors in failures.items():
+            dead = sum(1 for _, final in errors if final)
             log.warning(
-                "target %s: %d action(s) failed this round and wait for a retry or the "
-                "dead letters; first error: %s",
-                name, len(errors), errors[0],
+                "target %s: %d action(s) failed (%d to retry, %d dead); first error: %s",
+                name, len(errors), len(errors) - dead, dead, errors[0][0],
             )  # fmt: skip
 
     def _settle(self, tps: Sequence[TopicPartition]) -> None:

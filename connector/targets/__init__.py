@@ -30,6 +30,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveFloat,
+    PositiveInt,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -107,9 +108,10 @@ class CommandSpec(_Spec):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: RelativePath | None = None
     shell: bool = False
+    concurrency: PositiveInt = 4  # processes at once (actions of different keys)
 
     def build(self, name: str) -> Target:
-        return CommandTarget(
+        target = CommandTarget(
             name,
             self.argv,
             timeout=self.timeout,
@@ -119,20 +121,29 @@ class CommandSpec(_Spec):
             cwd=self.cwd,
             shell=self.shell,
         )
+        target.concurrency = self.concurrency
+        return target
 
 
 class WebhookSpec(_Spec):
-    """HTTP POST to ``url`` with ``headers``; ``timeout`` bounds each request phase."""
+    """HTTP POST to ``url`` with ``headers``; ``timeout`` bounds each request phase;
+    ``concurrency`` requests at once (actions of different keys)."""
 
     type: Literal["webhook"]
     url: NonEmpty
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: PositiveFloat = 10.0
     verify: bool = True
+    concurrency: PositiveInt = 16
 
     def build(self, name: str) -> Target:
         return WebhookTarget(
-            name, self.url, headers=self.headers, timeout=self.timeout, verify=self.verify
+            name,
+            self.url,
+            headers=self.headers,
+            timeout=self.timeout,
+            verify=self.verify,
+            concurrency=self.concurrency,
         )
 
 

@@ -21,8 +21,7 @@ import httpx
 import pytest
 
 from checkpoint.base import CheckpointStore
-from checkpoint.memory import MemoryStore
-from checkpoint.sqlite import SqliteStore
+from checkpoint.sqlite import MemoryStore, SqliteStore
 from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
 from connector.gateway.waiters import decode_queue, queue_key
@@ -86,8 +85,8 @@ def send_url(server: GatewayServer, workflow_id: str) -> str:
 
 
 def queued(store: CheckpointStore, workflow_id: str, event_key: str) -> list[str]:
-    with store.batch() as tx:
-        return decode_queue(tx.get_rule_state(queue_key(workflow_id, event_key)))
+    key = queue_key(workflow_id, event_key)
+    return decode_queue(store.read_rule_state([key]).get(key))
 
 
 async def test_200_event_is_checkpointed_before_the_reply(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,12 @@ from connector.ops.replay import ReplayRange, replay
 from connector.ops.send import make_events, send_events, topic_for
 from connector.ops.status import collect_status
 from connector.ops.tail import TailOptions, format_line, tail_events
-from connector.outbox import OutboxGauge
-from connector.runtime import Pipeline, PipelineSettings
+from connector.runtime import Pipeline, PipelineSettings, Undispatched
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, KafkaClientError
-from kec.evaluation import NotifyAll
+from kec.evaluation import Evaluation, NotifyAll, Result
 from kec.event import Event
+from tests.store_helpers import seed
 from tests.support import wait_for
 
 
@@ -45,7 +45,7 @@ def run_pipeline(
 ) -> None:
     """The real pipeline (steps 1-3, NotifyAll) until ``until()``; then it leaves the group."""
     settings = PipelineSettings(bootstrap, group_id, {topic: "shop"}, linger_ms=50)
-    pipeline = Pipeline(settings, store, NotifyAll("log"), OutboxGauge())
+    pipeline = Pipeline(settings, store, NotifyAll("log"), Undispatched())
     pipeline.start()
     try:
         wait_for(lambda: pipeline.run_once() >= 0 and until(), timeout=60, what="pipeline")
@@ -185,13 +185,17 @@ def test_status_reports_committed_stored_end_and_lag_per_partition(
     dead = Action("r-dead", ActionKind.NOTIFY, "log", "shop", ("other",), "k")
     done = Action("r-dead", ActionKind.NOTIFY, "log", "shop", ("third",), "k")
     with store.batch() as tx:
-        tx.insert_events([event])
-        tx.add_actions([retried, dead, done])
         tx.add_dead_records([DeadRecord(topic, 0, 1, "no key", "DecodeError", None, b"v")])
-        tx.set_next_offsets({(topic, 0): 3})
-    store.mark_retry(retried.action_id, 0.0, "TargetError: down")
-    store.mark_dead(dead.action_id, "TargetRejected: no")
-    store.mark_done([done.action_id])
+    seed(
+        store,
+        (topic, 0),
+        [done, retried, dead],
+        events=[event],
+        next_offset=3,
+        done=[done.action_id],
+        retry={retried.action_id: "TargetError: down"},
+        dead={dead.action_id: "TargetRejected: no"},
+    )
 
     report = collect_status(client(bootstrap), group_id, [topic], store, ["r-never", "r-dead"])
 
@@ -224,7 +228,21 @@ def replay_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Che
         yield opened
 
 
-def test_replay_of_a_processed_range_queues_nothing_and_new_records_once(
+class FixedRule:
+    """The rules after a fix: NotifyAll as before, plus a rule that was missing."""
+
+    def __init__(self) -> None:
+        self._rules = (NotifyAll("log"), NotifyAll("log", rule="the-fix"))
+
+    def state_keys(self, event: Event) -> Sequence[str]:
+        return ()
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
+        actions = [a for rules in self._rules for a in rules.evaluate(event, state).actions]
+        return Result(actions, {})
+
+
+def test_replay_queues_what_a_fixed_rule_gives_and_nothing_twice(
     bootstrap: str, new_topic: Callable[..., str], replay_store: CheckpointStore, group_id: str
 ) -> None:
     store = replay_store
@@ -235,34 +253,34 @@ def test_replay_of_a_processed_range_queues_nothing_and_new_records_once(
     assert store.count_actions(ActionState.PENDING) == 6
     offsets_before = store.next_offsets(topic)
 
-    again = replay(config, topics, store, NotifyAll("log"), ReplayRange(from_offset=0))
-    assert (again.read, again.new, again.duplicates, again.actions) == (6, 0, 6, 0)
+    same = replay(config, topics, store, NotifyAll("log"), ReplayRange(from_offset=0))
+    assert (same.read, same.evaluated, same.actions, same.known) == (6, 6, 0, 6)
     assert store.count_actions(ActionState.PENDING) == 6
-    assert store.next_offsets(topic) == offsets_before  # replay never moves the checkpoint
 
-    # Records the connector has not read yet: the replay checkpoints them first, and the
-    # pipeline that reads them afterwards finds them stored (no second action).
+    # Records not checkpointed yet are the pipeline's: counted, not touched.
     send_events(config, topic, make_events("k2", "w", namespace="shop", count=4))
     progress: list[tuple[int, int]] = []
-    fresh = replay(
+    fixed = replay(
         config,
         topics,
         store,
-        NotifyAll("log"),
+        FixedRule(),
         ReplayRange(from_offset=0),
         on_progress=lambda d, t: progress.append((d, t)),
     )
-    assert (fresh.read, fresh.new, fresh.duplicates, fresh.actions) == (10, 4, 6, 4)
-    assert progress[0] == (0, 10) and progress[-1] == (10, 10)
-    run_pipeline(
-        bootstrap, group_id, topic, store, lambda: sum(store.next_offsets(topic).values()) == 10
-    )
-    assert store.count_events() == 10
-    assert store.count_actions(ActionState.PENDING) == 10
+    assert (fixed.read, fixed.evaluated, fixed.unread) == (6, 6, 4)
+    assert (fixed.actions, fixed.known) == (6, 6)  # the fix fires; the old rule does not
+    assert progress[0] == (0, 6) and progress[-1] == (6, 6)
+    assert store.count_actions_by_rule() == {"notify-all": 6, "the-fix": 6}
+    assert store.next_offsets(topic) == offsets_before  # replay never moves the checkpoint
+    again = replay(config, topics, store, FixedRule(), ReplayRange(from_offset=0))
+    assert (again.actions, again.known) == (0, 12)
+    due = store.due_retries(store.next_offsets(topic), time.time())
+    assert sorted(r.action.rule for r in due) == ["the-fix"] * 6
 
 
 def test_replay_from_time_and_one_partition(
-    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore
+    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
 ) -> None:
     topic = new_topic(partitions=2)
     now_ms = int(time.time() * 1000)
@@ -276,42 +294,45 @@ def test_replay_from_time_and_one_partition(
         for n in range(2)
     ]
     send_events(client(bootstrap), topic, iter(old + recent))
+    run_pipeline(bootstrap, group_id, topic, store, lambda: store.count_events() == 5)
     report = replay(
         client(bootstrap),
         {topic: "shop"},
         store,
-        NotifyAll("log"),
+        FixedRule(),
         ReplayRange(from_time_ms=now_ms - 3 * hour // 4),
     )
-    assert (report.read, report.new, report.actions) == (2, 2, 2)
-    assert sorted(e.text for e in store.iter_events()) == ["new0", "new1"]
-    partition = next(iter(store.iter_events())).partition
-    assert partition is not None
-    other = 1 - partition
+    assert (report.read, report.evaluated, report.actions) == (2, 2, 2)
+    fixed = store.due_retries(store.next_offsets(topic), time.time())
+    assert sorted(r.action.payload["value"] for r in fixed) == ["new0", "new1"]
+    partition = fixed[0].tp[1]
     nothing = replay(
         client(bootstrap),
         {topic: "shop"},
         store,
-        NotifyAll("log"),
-        ReplayRange(from_offset=0, partition=other),
+        FixedRule(),
+        ReplayRange(from_offset=0, partition=1 - partition),
     )
-    assert (nothing.read, nothing.new) == (0, 0)  # one key: every event is on one partition
+    assert (nothing.read, nothing.evaluated) == (0, 0)  # one key: every event on one partition
     with pytest.raises(ConfigError, match="exactly one"):
         ReplayRange()
 
 
 def test_replay_counts_undecodable_records(
-    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore
+    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
 ) -> None:
     topic = new_topic(partitions=1)
     producer = Producer(client(bootstrap))
     producer.produce(topic, value=b"no key")
     assert producer.flush(30) == 0
     send_events(client(bootstrap), topic, make_events("k", "v", namespace="shop"))
-    report = replay(
-        client(bootstrap), {topic: "shop"}, store, NotifyAll("log"), ReplayRange(from_offset=0)
+    run_pipeline(
+        bootstrap, group_id, topic, store, lambda: store.next_offsets(topic) == {(topic, 0): 2}
     )
-    assert (report.read, report.undecodable, report.new) == (2, 1, 1)
+    report = replay(
+        client(bootstrap), {topic: "shop"}, store, FixedRule(), ReplayRange(from_offset=0)
+    )
+    assert (report.read, report.undecodable, report.evaluated, report.actions) == (2, 1, 1, 1)
 
 
 # -- dlq -------------------------------------------------------------------------------
@@ -320,10 +341,8 @@ def test_replay_counts_undecodable_records(
 def test_dlq_lists_dead_actions_and_records_and_replays_actions(store: CheckpointStore) -> None:
     actions = [Action("r", ActionKind.NOTIFY, "log", "shop", (f"e{n}",), "k") for n in range(3)]
     with store.batch() as tx:
-        tx.add_actions(actions)
         tx.add_dead_records([DeadRecord("t", 0, 7, "not UTF-8", "DecodeError", b"k", b"\xff")])
-    for action in actions:
-        store.mark_dead(action.action_id, "TargetRejected: 400")
+    seed(store, ("t", 0), actions, dead={a.action_id: "TargetRejected: 400" for a in actions})
     listing = list_dlq(store)
     assert [e.action.action_id for e in listing.actions] == [a.action_id for a in actions]
     data = listing.to_dict()
@@ -340,7 +359,7 @@ def test_dlq_lists_dead_actions_and_records_and_replays_actions(store: Checkpoin
     ]
     assert data["actions"][0]["last_error"] == "TargetRejected: 400"
     assert replay_actions(store, [actions[0].action_id]) == 1
-    assert [e.action for e in store.due_actions(time.time(), 10)] == [actions[0]]
+    assert [r.action for r in store.due_retries([("t", 0)], time.time())] == [actions[0]]
     assert replay_actions(store, None) == 2
     assert store.count_actions(ActionState.DEAD) == 0
     assert store.count_actions(ActionState.PENDING) == 3

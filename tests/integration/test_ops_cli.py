@@ -21,7 +21,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from checkpoint import ActionState, open_store
 from connector.cli import cli
+from connector.runtime import Pipeline, PipelineSettings, Undispatched
 from kec.action import Action, ActionKind
+from kec.evaluation import NotifyAll
+from tests.store_helpers import seed
 from tests.support import wait_for
 
 
@@ -92,9 +95,9 @@ def test_status_json_and_table(
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-ops"})
     consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
     consumer.close()
-    with open_store(f"sqlite://{store_path}") as store, store.batch() as tx:
-        tx.set_next_offsets({(topic, 0): 3})
-        tx.add_actions([Action("r1", ActionKind.NOTIFY, "log", "shop", ("e1",), "k")])
+    with open_store(f"sqlite://{store_path}") as store:
+        action = Action("r1", ActionKind.NOTIFY, "log", "shop", ("e1",), "k")
+        seed(store, (topic, 0), [action], next_offset=3)
 
     result = invoke("status", "--json", *conn(bootstrap, topic, store_path))
     assert result.exit_code == 0, result.output
@@ -111,19 +114,33 @@ def test_status_json_and_table(
     assert "outbox: 1 pending (0 retrying), 0 done, 0 dead" in table.stdout
 
 
-def test_replay_twice_gives_no_new_actions_the_second_time(
-    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+def test_replay_leaves_unread_records_and_queues_nothing_twice(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, group_id: str
 ) -> None:
     topic = new_topic(partitions=2)
     store = tmp_path / "s.db"
     assert invoke("send", "k", "v", "--count", "5", *conn(bootstrap, topic, store)).exit_code == 0
-    first = invoke("replay", "--from-offset", "0", "--progress", *conn(bootstrap, topic, store))
-    assert first.exit_code == 0, first.output
-    assert "replaying" in first.stderr
-    assert "read 5, new 5, duplicates 0, undecodable 0, actions queued 5" in first.stdout
+    early = invoke("replay", "--from-offset", "0", "--progress", *conn(bootstrap, topic, store))
+    assert early.exit_code == 0, early.output
+    assert "replaying" in early.stderr
+    assert "read 0," in early.stdout
+    assert "5 records not checkpointed yet, left to the pipeline" in early.stdout
+    with open_store(f"sqlite://{store}") as opened:
+        settings = PipelineSettings(bootstrap, group_id, {topic: "shop"}, linger_ms=50)
+        pipeline = Pipeline(settings, opened, NotifyAll("log"), Undispatched())
+        pipeline.start()
+        try:
+            wait_for(
+                lambda: pipeline.run_once() >= 0 and opened.count_events() == 5,
+                timeout=60,
+                what="the pipeline",
+            )
+        finally:
+            pipeline.close()
     again = invoke("replay", "--from-time", "2000-01-01T00:00:00", *conn(bootstrap, topic, store))
     assert again.exit_code == 0, again.output
-    assert "read 5, new 0, duplicates 5, undecodable 0, actions queued 0" in again.stdout
+    assert "read 5, evaluated again 5, duplicates 0, undecodable 0, " in again.stdout
+    assert "actions queued 0 (5 queued before)" in again.stdout
     with open_store(f"sqlite://{store}") as opened:
         assert opened.count_actions(ActionState.PENDING) == 5
 
@@ -154,10 +171,7 @@ def test_dlq_list_and_replay_moves_a_dead_action_back_to_pending(tmp_path: Path)
     store_path = tmp_path / "s.db"
     dead = [Action("r", ActionKind.NOTIFY, "log", "shop", (f"e{n}",), "k") for n in range(2)]
     with open_store(f"sqlite://{store_path}") as store:
-        with store.batch() as tx:
-            tx.add_actions(dead)
-        for action in dead:
-            store.mark_dead(action.action_id, "TargetRejected: 410")
+        seed(store, ("t", 0), dead, dead={a.action_id: "TargetRejected: 410" for a in dead})
     args = ["--store", f"sqlite://{store_path}"]  # the dlq commands need no broker
 
     listed = offline("dlq", "list", "--json", *args)

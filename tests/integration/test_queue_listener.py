@@ -54,8 +54,7 @@ CHILD = textwrap.dedent(
         event = asyncio.run(QueueEventListener().poll_for_event(topic, timeout=60))
         store = open_store(sys.argv[3])
         store.open()
-        with store.batch() as tx:
-            assert tx.insert_events([event]) == [event]
+        assert store.put_step("wf-1/order", event) == event
         print(event.to_json(), flush=True)  # durable now; event_checkpointed never runs
         sys.stdin.read()
     """
@@ -426,9 +425,8 @@ async def test_crash_after_store_checkpoint_before_commit_redelivers_and_dedups(
     again = await poll(topic)  # a new process and instance: the same record again
     assert again == first and again.event_id == in_store.event_id
     with open_store(url) as store:
-        assert store.get_event(first.event_id) == first
-        with store.batch() as tx:
-            assert tx.insert_events([again]) == []  # known id: the rules do not re-fire
+        assert store.get_step("wf-1/order") == first
+        assert store.put_step("wf-1/order", again) == first  # the step keeps its event
     await checkpointed(again)
     assert committed(bootstrap, group_id, topic) == {0: 1}
     assert await poll(topic) == second

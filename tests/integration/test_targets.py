@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
-from connector.outbox import Dispatcher, OutboxGauge, RetryPolicy
+from connector.outbox import Dispatcher, RetryPolicy
 from connector.targets import (
     CommandTarget,
     KafkaTarget,
@@ -39,6 +39,7 @@ from kec.action import Action, ActionKind
 from kec.errors import ConfigError, TargetError, TargetRejected
 from tests.integration import target_helpers
 from tests.integration.http_recorder import RecordingServer, Reply, serving
+from tests.store_helpers import seed
 from tests.support import wait_for
 
 
@@ -575,21 +576,23 @@ def store() -> Iterator[CheckpointStore]:
         yield opened
 
 
+TP = ("orders", 0)
+
+
 def _dispatcher(
     store: CheckpointStore, webhook: WebhookTarget, clock: FakeClock, **policy: Any
 ) -> Dispatcher:
-    return Dispatcher(
-        store,
-        {"hook": webhook},
-        OutboxGauge(store.count_actions(ActionState.PENDING)),
-        policy=RetryPolicy(inline_wait=0.001, **policy),
-        clock=clock,
+    """A dispatcher that owns TP, run round by round by the test."""
+    dispatcher = Dispatcher(
+        store, {"hook": webhook}, policy=RetryPolicy(inline_wait=0.001, **policy), clock=clock
     )
+    dispatcher.adopt(store.claim("me", [TP]))
+    return dispatcher
 
 
 def _enqueue(store: CheckpointStore, *actions: Action) -> None:
-    with store.batch() as tx:
-        tx.add_actions(actions)
+    """Actions checkpointed by an earlier owner of TP, left pending."""
+    seed(store, TP, list(actions))
 
 
 def test_dispatcher_retries_a_5xx_until_the_webhook_accepts(
@@ -601,20 +604,20 @@ def test_dispatcher_retries_a_5xx_until_the_webhook_accepts(
     dispatcher = _dispatcher(store, webhook, clock, inline_attempts=2, max_attempts=5)
     http_server.answer(Reply(503), Reply(503))  # then the default 200
 
-    assert dispatcher.run_once() == 0  # two in-round tries, both 503: a durable retry
+    assert dispatcher.run_round() == 0  # two in-round tries, both 503: a durable retry
     [entry] = store.list_actions(ActionState.PENDING)
     assert entry.attempts == 1
     assert entry.last_error is not None
     assert "503" in entry.last_error
-    assert dispatcher.run_once() == 0  # not due yet: nothing is sent
+    assert dispatcher.run_round() == 0  # not due yet: nothing is sent
     assert len(http_server.requests) == 2
 
     clock.now += RetryPolicy().max_delay * 2
-    assert dispatcher.run_once() == 1
+    assert dispatcher.run_round() == 1
     assert store.count_actions(ActionState.DONE) == 1
     assert store.count_actions(ActionState.PENDING) == 0
     assert [r.headers["idempotency-key"] for r in http_server.requests] == [action.action_id] * 3
-    assert dispatcher.delivered == 1
+    assert dispatcher.stats.delivered == 1
 
 
 def test_dispatcher_moves_a_rejected_action_to_the_dead_table(
@@ -625,7 +628,7 @@ def test_dispatcher_moves_a_rejected_action_to_the_dead_table(
     dispatcher = _dispatcher(store, webhook, FakeClock(), inline_attempts=3)
     http_server.answer(Reply(422, body=b"unknown task"))
 
-    assert dispatcher.run_once() == 1
+    assert dispatcher.run_round() == 1
     [dead] = store.list_actions(ActionState.DEAD)
     assert dead.action == rejected
     assert dead.attempts == 1
@@ -634,7 +637,7 @@ def test_dispatcher_moves_a_rejected_action_to_the_dead_table(
     assert "422" in dead.last_error
     assert store.count_actions(ActionState.PENDING) == 0
     assert len(http_server.requests) == 1  # a refusal is final: no in-round retry
-    assert dispatcher.dead == 1
+    assert dispatcher.stats.dead == 1
 
 
 def test_dispatcher_rejection_does_not_take_the_rest_of_the_chunk_down(
@@ -645,7 +648,7 @@ def test_dispatcher_rejection_does_not_take_the_rest_of_the_chunk_down(
     dispatcher = _dispatcher(store, webhook, FakeClock())
     http_server.answer(Reply(422))
 
-    dispatcher.run_once()
+    dispatcher.run_round()
     assert [e.action for e in store.list_actions(ActionState.DEAD)] == [rejected]
     assert [e.action for e in store.list_actions(ActionState.DONE)] == [fine]
 
@@ -658,9 +661,9 @@ def test_dispatcher_gives_up_on_a_webhook_that_keeps_failing(
     dispatcher = _dispatcher(store, webhook, clock, inline_attempts=1, max_attempts=2)
     http_server.answer(Reply(500), Reply(500))
 
-    assert dispatcher.run_once() == 0
+    assert dispatcher.run_round() == 0
     clock.now += RetryPolicy().max_delay * 2
-    assert dispatcher.run_once() == 1
+    assert dispatcher.run_round() == 1
     [dead] = store.list_actions(ActionState.DEAD)
     assert dead.last_error is not None
     assert "500" in dead.last_error

@@ -1,0 +1,302 @@
+"""Several connector processes in one group on one PostgreSQL store, killed and paused.
+
+A webhook receiver in the test records which process (``User-Agent``: host and pid)
+delivered each idempotency key and answers 503 to the first request of about one key in
+twenty. The invariants, checked against the store and the receiver:
+
+* every event is checkpointed once and has exactly one action, whose id is stable;
+* every action is delivered (a 2xx for its key);
+* without kills, no action is delivered by two processes;
+* with kills, actions are delivered more than once only around a kill (the test reports
+  how many).
+
+And two instances completing one ``all_of`` set from two partitions: it fires once.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from checkpoint import ActionState, open_store
+from kec.action import action_id
+from kec.codec import record_headers, record_value
+from kec.event import Event
+from tests.chaos.fleet import Fleet
+from tests.support import wait_for
+
+SESSION_TIMEOUT_MS = 6000
+
+
+class Receiver:
+    """A webhook endpoint that records (key, pid) of each delivery it accepts."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> pids, 2xx only
+        self.requests = 0
+        self.refused = 0
+        self._tries: Counter[str] = Counter()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                key = self.headers.get("idempotency-key", "")
+                found = re.search(r"pid (\d+)", self.headers.get("user-agent", ""))
+                pid = int(found[1]) if found else -1
+                with receiver.lock:
+                    receiver.requests += 1
+                    first = receiver._tries[key] == 0
+                    receiver._tries[key] += 1
+                    refuse = first and zlib.crc32(key.encode()) % 20 == 0
+                    if refuse:
+                        receiver.refused += 1
+                    else:
+                        receiver.delivered[key].append(pid)
+                self.send_response(503 if refuse else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/actions"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def keys(self) -> set[str]:
+        with self.lock:
+            return set(self.delivered)
+
+    def repeated(self) -> int:
+        """Deliveries beyond the first of each key."""
+        with self.lock:
+            return sum(len(p) - 1 for p in self.delivered.values())
+
+    def by_two_processes(self) -> int:
+        with self.lock:
+            return sum(1 for p in self.delivered.values() if len(set(p)) > 1)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+def _config(tmp_path: Path, bootstrap: str, topic: str, dsn: str, rules: str, target: str) -> Path:
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  properties: {{session.timeout.ms: {SESSION_TIMEOUT_MS}, heartbeat.interval.ms: 500}}
+group_id: g-{uuid.uuid4().hex[:10]}
+namespaces:
+  shop: {{topics: ["{topic}"]}}
+checkpoint: {{backend: postgres, dsn: "{dsn}"}}
+pipeline: {{batch_size: 500, linger_ms: 20}}
+retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
+targets:
+{target}
+rules:
+{rules}
+"""
+    )
+    return path
+
+
+def _produce(bootstrap: str, topic: str, events: list[Event], rate: float) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started = time.monotonic()
+    for i, event in enumerate(events):
+        producer.produce(
+            topic, key=event.key, value=record_value(event), headers=list(record_headers(event))
+        )
+        if i % 500 == 499:
+            producer.poll(0)
+            ahead = (i + 1) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the producer, not waiting for a result
+    assert producer.flush(60) == 0
+
+
+def _run(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    dsn: str,
+    receiver: Receiver,
+    chaos: Callable[[Fleet, threading.Event], None] | None,
+) -> dict[str, int]:
+    count, members = 20_000, ["m0", "m1", "m2"]
+    topic = new_topic(6)
+    config = _config(
+        tmp_path, bootstrap, topic, dsn,
+        rules='  - {name: all, namespace: shop, key: "*", action: notify, target: hook}',
+        target=f'  hook: {{type: webhook, url: "{receiver.url}", concurrency: 16, timeout: 5}}',
+    )  # fmt: skip
+    events = [Event(key=f"k{i % 300}", value=str(i), namespace="shop") for i in range(count)]
+    expected = {action_id("all", (e.event_id,)) for e in events}
+    fleet = Fleet(config, tmp_path)
+    for member in members:
+        fleet.start(member)
+    done = threading.Event()
+    chaos_thread = None
+    if chaos is not None:
+        chaos_thread = threading.Thread(target=chaos, args=(fleet, done), daemon=True)
+        chaos_thread.start()
+    try:
+        _produce(bootstrap, topic, events, rate=2500)
+
+        def finished() -> bool:
+            if chaos_thread is None or not chaos_thread.is_alive():
+                fleet.alive()
+            return expected <= receiver.keys()
+
+        wait_for(finished, timeout=300, interval=0.5, what="every action delivered")
+    finally:
+        done.set()
+        if chaos_thread is not None:
+            chaos_thread.join(120)
+        fleet.stop()
+    with open_store(dsn) as store:
+        assert store.count_events() == count, "every event checkpointed once"
+        assert store.count_actions_by_rule() == {"all": count}, "one action per event"
+        assert store.count_actions(ActionState.DEAD) == 0
+        stored = {e.event_id for e in store.iter_events()}
+    assert stored == {e.event_id for e in events}
+    assert receiver.keys() == expected, "every action delivered, under its stable id"
+    return {
+        "events": count,
+        "requests": receiver.requests,
+        "refused (503)": receiver.refused,
+        "repeated deliveries": receiver.repeated(),
+        "delivered by two processes": receiver.by_two_processes(),
+    }
+
+
+def test_three_instances_without_kills_deliver_each_action_from_one_process(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    receiver: Receiver,
+) -> None:
+    report = _run(tmp_path, bootstrap, new_topic, pg_store_url(), receiver, None)
+    print(f"\nscale-out, no kills: {report}")
+    assert report["delivered by two processes"] == 0
+    assert report["repeated deliveries"] == 0
+
+
+def test_three_instances_with_sigkills_and_a_sigstop_lose_nothing(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    receiver: Receiver,
+) -> None:
+    rng = random.Random(7)
+    kills: list[str] = []
+
+    def chaos(fleet: Fleet, done: threading.Event) -> None:
+        done.wait(2.0)
+        for round_ in range(7):
+            if done.is_set():
+                break
+            member = rng.choice(list(fleet.procs))
+            if round_ == 3:  # paused past its session timeout, then resumed: a zombie
+                fleet.signal(member, signal.SIGSTOP)
+                done.wait(SESSION_TIMEOUT_MS / 1000 + 4)
+                fleet.signal(member, signal.SIGCONT)
+                kills.append(f"SIGSTOP {member}")
+            else:
+                fleet.signal(member, signal.SIGKILL)
+                kills.append(f"SIGKILL {member}")
+                fleet.start(member)
+            done.wait(rng.uniform(0.8, 1.6))
+
+    report = _run(tmp_path, bootstrap, new_topic, pg_store_url(), receiver, chaos)
+    print(f"\nscale-out with {', '.join(kills)}: {report}")
+    assert sum(k.startswith("SIGKILL") for k in kills) >= 6
+    assert any(k.startswith("SIGSTOP") for k in kills)
+
+
+def test_two_owners_complete_an_all_of_set_once(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+) -> None:
+    """Each set's two keys arrive at once on two partitions owned by two processes."""
+    topic, dsn, sets = new_topic(2), pg_store_url(), 300
+    log = tmp_path / "actions.jsonl"
+    config = _config(
+        tmp_path, bootstrap, topic, dsn,
+        rules="  - {name: join, namespace: shop, all_of: {keys: [left, right], policy: first},"
+        " action: START, workflow: wf, task: t}",
+        target=f'  log: {{type: log, path: "{log}"}}',
+    )  # fmt: skip
+    fleet = Fleet(config, tmp_path)
+    fleet.start("m0")
+    fleet.start("m1")
+    try:
+        with open_store(dsn) as store:
+
+            def split() -> bool:
+                fleet.alive()
+                owners = {p.owner for p in store.partitions() if p.tp[0] == topic}
+                return len(owners) == 2
+
+            wait_for(split, timeout=90, interval=0.2, what="one partition for each process")
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        for i in range(sets):
+            for partition, key in enumerate(("left", "right")):
+                event = Event(key=key, value=str(i), namespace="shop", context=f"run-{i}")
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=record_value(event),
+                    headers=list(record_headers(event)),
+                    partition=partition,
+                )
+        assert producer.flush(30) == 0
+        with open_store(dsn) as store:
+            wait_for(
+                lambda: store.count_events() == 2 * sets and store.count_actions_by_rule(),
+                timeout=120,
+                what="every event",
+            )
+            wait_for(lambda: log.exists() and log.read_text().count("\n") >= sets, timeout=60)
+            fired = store.count_actions_by_rule()
+    finally:
+        fleet.stop()
+    contexts = Counter(
+        line.split('"context":"', 1)[1].split('"', 1)[0] for line in log.read_text().splitlines()
+    )
+    assert fired == {"join": sets}, "every set fired exactly once"
+    assert set(contexts) == {f"run-{i}" for i in range(sets)}

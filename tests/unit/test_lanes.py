@@ -1,0 +1,163 @@
+"""Delivery bookkeeping of one partition (connector.lanes): lanes, watermark, parked rows."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checkpoint.base import Parked, Parking, Pending, Queued
+from connector.lanes import Entry, PartitionBook
+from kec.action import Action, ActionKind
+
+TP = ("orders", 0)
+
+
+def action(key: str, n: int, target: str = "hook") -> Action:
+    return Action("r", ActionKind.NOTIFY, target, "shop", (f"{key}-{n}",), key)
+
+
+def take(book: PartitionBook, now: float = 0.0) -> list[Entry]:
+    heads = list(book.ready(now))
+    for head in heads:
+        book.sent(head)
+    return heads
+
+
+def test_lanes_go_concurrently_one_key_in_order() -> None:
+    book = PartitionBook(TP, epoch=1, watermark=0, end=0)
+    book.queue(0, [action("a", 0), action("b", 0), action("a", 1), action("a", 2)])
+    first = take(book)
+    assert [(e.action.event_key, e.aseq) for e in first] == [("a", 0), ("b", 1)]
+    assert take(book) == [], "nothing new while each lane's head is in flight"
+    book.delivered(first[1])
+    assert book.watermark == 0, "aseq 0 is still in flight"
+    book.delivered(first[0])
+    assert book.watermark == 2
+    (second,) = take(book)
+    assert second.aseq == 2
+    book.delivered(second)
+    assert book.watermark == 3
+    assert book.size == 1
+
+
+def test_an_ordered_target_may_take_a_lane_at_once() -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("a", n) for n in range(4)])
+    (head,) = list(book.ready(0.0))
+    followers = book.followers(head, 2, 0.0)
+    assert [e.aseq for e in followers] == [1, 2]
+    for entry in (head, *followers):
+        book.sent(entry)
+    book.delivered(head)
+    book.failed(followers[0], "TargetError: 503", retry_at=5.0)
+    book.returned(followers[1])  # delivered after a failure in its call: sent again later
+    settlement = book.settlement()
+    assert settlement is not None
+    assert [(p.aseq, p.state) for p in settlement.park] == [
+        (1, Parking.RETRY),
+        (2, Parking.HELD),
+        (3, Parking.HELD),
+    ]
+    assert settlement.watermark == 4, "the parked lane does not hold the watermark back"
+
+
+def test_a_failing_key_holds_back_only_its_own_lane() -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("a", 0), action("b", 0), action("a", 1), action("b", 1)])
+    a0, b0 = take(book)
+    book.failed(a0, "TargetError: 503", retry_at=10.0)
+    book.delivered(b0)
+    assert [e.aseq for e in take(book, now=1.0)] == [3], "b goes on, a waits"
+    settlement = book.settlement()
+    assert settlement is not None
+    assert {(p.aseq, p.state) for p in settlement.park} == {(0, Parking.RETRY), (2, Parking.HELD)}
+    assert settlement.watermark == 3  # aseq 3 (b-1) is in flight
+    book.settled(settlement)
+    assert book.settlement() is None, "nothing changed since"
+    (retry,) = take(book, now=10.0)
+    assert retry.aseq == 0 and retry.attempts == 1
+    book.delivered(retry)
+    (held,) = take(book, now=10.0)
+    book.delivered(held)
+    settlement = book.settlement()
+    assert settlement is not None
+    assert sorted(settlement.unpark) == [0, 2], "delivered at last: their rows go"
+
+
+def test_a_dead_action_lets_its_lane_go_on() -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("a", 0), action("a", 1)])
+    (head,) = take(book)
+    book.failed(head, "TargetRejected: 422", retry_at=None)
+    (next_one,) = take(book)
+    assert next_one.aseq == 1
+    settlement = book.settlement()
+    assert settlement is not None
+    assert [(p.aseq, p.state, p.last_error) for p in settlement.park] == [
+        (0, Parking.DEAD, "TargetRejected: 422")
+    ]
+    assert book.size == 1
+
+
+def test_a_new_owner_resumes_from_what_the_store_holds() -> None:
+    pending = Pending(
+        queued=[Queued(TP, 7, action("b", 0)), Queued(TP, 9, action("a", 2))],
+        parked=[
+            Parked(TP, 3, action("a", 0), Parking.RETRY, 2, 50.0, "TargetError: 503"),
+            Parked(TP, 5, action("a", 1), Parking.HELD),
+        ],
+    )
+    book = PartitionBook.load(TP, epoch=4, watermark=7, pending=pending)
+    assert book.size == 4
+    assert [e.aseq for e in take(book, now=0.0)] == [7], "lane a waits for its retry"
+    (retry,) = take(book, now=50.0)
+    assert (retry.aseq, retry.attempts) == (3, 2)
+    book.delivered(retry)
+    assert [e.aseq for e in take(book, now=50.0)] == [5]
+
+
+def test_adopted_retries_join_their_lane_in_order() -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(5, [action("a", 5)])
+    replayed = Parked(TP, 2, action("a", 2), Parking.RETRY)
+    assert book.adopt([replayed, replayed]) == 1
+    (head,) = take(book)
+    assert head.aseq == 2, "the older action goes first"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from("abcd"), min_size=1, max_size=40),
+    outcomes=st.lists(
+        st.sampled_from(["ok", "ok", "ok", "retry", "dead"]), min_size=200, max_size=200
+    ),
+)
+def test_every_action_is_settled_once_and_each_lane_in_order(
+    keys: list[str], outcomes: list[str]
+) -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action(k, i) for i, k in enumerate(keys)])
+    delivered: dict[str, list[int]] = {}
+    dead: set[int] = set()
+    now, step = 0.0, iter(outcomes)
+    while book.size:
+        heads = take(book, now)
+        for entry in heads:
+            outcome = next(step, "ok")
+            if outcome == "ok":
+                book.delivered(entry)
+                delivered.setdefault(entry.action.event_key, []).append(entry.aseq)
+            elif outcome == "dead":
+                book.failed(entry, "TargetRejected: no", retry_at=None)
+                dead.add(entry.aseq)
+            else:
+                book.failed(entry, "TargetError: later", retry_at=now + 1)
+        settlement = book.settlement()
+        if settlement is not None:
+            book.settled(settlement)
+        now += 1
+    seen = [a for lane in delivered.values() for a in lane]
+    assert sorted(seen + sorted(dead)) == list(range(len(keys))), "each once, none lost"
+    for lane in delivered.values():
+        assert lane == sorted(lane), "one key's actions in their order"
+    assert book.watermark == len(keys)
