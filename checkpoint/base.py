@@ -31,7 +31,8 @@ recorded under ``(namespace, id)``, so a resend under another offset is a duplic
 
 **Actions** are numbered per partition (``aseq``) in the order the rules queued them, and
 live in their batch's record. The owner delivers them and moves the partition's
-*watermark*: every action below it is settled. Actions that fail, or wait behind a
+*watermark*: every action below it is settled, and so is every action in the partition's
+*settled spans* above it (delivered out of order). Actions that fail, or wait behind a
 failing action of the same (target, key), get rows of their own (*parked*): ``retry``
 (due at ``next_attempt_at``), ``held`` (behind the failing one) or ``dead``. The
 watermark passes parked actions; :meth:`CheckpointStore.settle` writes a round's
@@ -104,14 +105,22 @@ class Parked:
     last_error: str | None = None
 
 
+Span = tuple[int, int]  # aseqs from the first up to (not including) the second
+
+
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """One dispatch round's writes for one partition (see :meth:`CheckpointStore.settle`)."""
+    """One dispatch round's writes for one partition (see :meth:`CheckpointStore.settle`).
+
+    ``done`` lists the spans of actions above the watermark that are settled too
+    (delivered out of order: other keys went faster): a new owner skips them.
+    """
 
     epoch: int
     watermark: int
     park: Sequence[Parked] = ()  # rows to write (insert or replace)
     unpark: Sequence[int] = ()  # aseqs whose rows go: delivered at last
+    done: Sequence[Span] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +160,16 @@ class PartitionInfo:
     next_aseq: int
     watermark: int
     claimed_at: float
+    done: tuple[Span, ...] = ()
 
 
 @dataclass
 class Pending:
     """What an owner must still deliver for a partition (:meth:`CheckpointStore.pending`)."""
 
-    queued: list[Queued] = field(default_factory=list)  # unparked, at or above the watermark
+    watermark: int = 0
+    end: int = 0  # the partition's next action number
+    queued: list[Queued] = field(default_factory=list)  # not settled and without a row
     parked: list[Parked] = field(default_factory=list)  # retry and held rows, by aseq
 
 
@@ -246,9 +258,10 @@ class CheckpointStore(abc.ABC):
     # -- the dispatcher (the owner of a partition) -----------------------------------------
 
     @abc.abstractmethod
-    def pending(self, tp: TopicPartition, watermark: int) -> Pending:
-        """The partition's actions still to deliver: its batches' actions numbered from
-        ``watermark`` on that have no row of their own, and its retry and held rows."""
+    def pending(self, tp: TopicPartition) -> Pending:
+        """The partition's actions still to deliver: its batches' actions from the
+        watermark on that are neither in a settled span nor rows of their own, and its
+        retry and held rows."""
 
     @abc.abstractmethod
     def settle(self, rounds: Mapping[TopicPartition, Settlement]) -> set[TopicPartition]:

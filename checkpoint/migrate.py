@@ -36,7 +36,7 @@ V3_TABLES = (
     """CREATE TABLE kec_partitions (
         topic {text} NOT NULL, partition {int} NOT NULL, owner {text} NOT NULL,
         epoch {int} NOT NULL, next_offset {int}, next_aseq {int} NOT NULL,
-        watermark {int} NOT NULL, claimed_at {real} NOT NULL,
+        watermark {int} NOT NULL, done_above {text}, claimed_at {real} NOT NULL,
         PRIMARY KEY (topic, partition)){without_rowid}""",
     """CREATE TABLE kec_batches (
         seq {seq}, topic {text} NOT NULL, partition {int} NOT NULL,

@@ -28,7 +28,9 @@ ordered before or after any such write, never in between.
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
+import json
 import re
 import threading
 import time
@@ -51,6 +53,7 @@ from checkpoint.base import (
     Pending,
     Queued,
     Settlement,
+    Span,
     TopicPartition,
 )
 from checkpoint.records import (
@@ -369,9 +372,17 @@ class SqlStore(CheckpointStore):
 
     # -- the dispatcher ------------------------------------------------------------------
 
-    def pending(self, tp: TopicPartition, watermark: int) -> Pending:
-        found = Pending()
+    def pending(self, tp: TopicPartition) -> Pending:
         with self._d.reading(Role.DISPATCH, "reading pending actions") as sql:
+            row = sql.one(
+                "SELECT watermark, next_aseq, done_above FROM kec_partitions "
+                "WHERE topic = ? AND partition = ?",
+                tp,
+            )
+            if row is None:
+                return Pending()
+            watermark, end, done_text = row
+            found = Pending(watermark=watermark, end=end)
             parked = sql.all(
                 f"SELECT {_PARKED_COLUMNS} FROM kec_parked "
                 "WHERE topic = ? AND partition = ? ORDER BY aseq",
@@ -387,11 +398,12 @@ class SqlStore(CheckpointStore):
             )
         rows = [_parked(row) for row in parked]
         has_row = {p.aseq for p in rows}
+        done = _spans(done_text)
         found.parked = [p for p in rows if p.state is not Parking.DEAD]
         for first, blob in batches:
             for i, action in enumerate(decode_actions(blob)):
                 aseq = first + i
-                if aseq >= watermark and aseq not in has_row:
+                if aseq >= watermark and aseq not in has_row and not _within(aseq, done):
                     found.queued.append(Queued(tp, aseq, action))
         return found
 
@@ -403,9 +415,10 @@ class SqlStore(CheckpointStore):
         with self._d.transaction(Role.DISPATCH, "settling delivered actions") as sql:
             for tp, s in sorted(rounds.items()):
                 row = sql.one(
-                    f"UPDATE kec_partitions SET watermark = {self._d.greatest}(watermark, ?) "
-                    "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING epoch",
-                    (s.watermark, tp[0], tp[1], s.epoch),
+                    f"UPDATE kec_partitions SET watermark = {self._d.greatest}(watermark, ?), "
+                    "done_above = ? WHERE topic = ? AND partition = ? AND epoch = ? "
+                    "RETURNING epoch",
+                    (s.watermark, _spans_text(s.done), tp[0], tp[1], s.epoch),
                 )
                 if row is None:
                     fenced.add(tp)
@@ -468,11 +481,11 @@ class SqlStore(CheckpointStore):
         with self._d.reading(Role.OPS, "reading partitions") as sql:
             rows = sql.all(
                 "SELECT topic, partition, owner, epoch, next_offset, next_aseq, watermark, "
-                "claimed_at FROM kec_partitions ORDER BY topic, partition"
+                "claimed_at, done_above FROM kec_partitions ORDER BY topic, partition"
             )
         return [
-            PartitionInfo((t, p), owner, epoch, nxt, aseq, mark, float(at))
-            for t, p, owner, epoch, nxt, aseq, mark, at in rows
+            PartitionInfo((t, p), owner, epoch, nxt, aseq, mark, float(at), _spans(done))
+            for t, p, owner, epoch, nxt, aseq, mark, at, done in rows
         ]
 
     # -- events --------------------------------------------------------------------------
@@ -542,24 +555,26 @@ class SqlStore(CheckpointStore):
 
     def count_actions(self, state: ActionState) -> int:
         with self._d.reading(Role.OPS, "counting actions") as sql:
-            total, unsettled = sql.one(
-                "SELECT coalesce(sum(next_aseq), 0), coalesce(sum(next_aseq - watermark), 0) "
-                "FROM kec_partitions"
+            marks = sql.all(
+                "SELECT topic, partition, next_aseq, watermark, done_above FROM kec_partitions"
             )
-            dead, waiting = sql.one(
-                "SELECT coalesce(sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0), "
-                "coalesce(sum(CASE WHEN state = 'dead' THEN 0 ELSE 1 END), 0) FROM kec_parked"
-            )
-            (parked_above,) = sql.one(
-                "SELECT count(*) FROM kec_parked k JOIN kec_partitions p "
-                "ON k.topic = p.topic AND k.partition = p.partition WHERE k.aseq >= p.watermark"
-            )
-        pending = int(unsettled) - int(parked_above) + int(waiting)
+            parked = sql.all("SELECT topic, partition, aseq, state FROM kec_parked")
+        total = sum(int(row[2]) for row in marks)
+        mark = {(t, p): (w, _spans(d)) for t, p, _, w, d in marks}
+        dead: int = sum(1 for *_, st in parked if st == Parking.DEAD.value)
+        waiting = len(parked) - dead
+        # Unsettled numbers above each watermark, less those in settled spans or with rows.
+        above: int = sum(n - w - sum(b - a for a, b in _spans(d)) for _, _, n, w, d in marks)
+        for t, p, aseq, _ in parked:
+            watermark, done = mark.get((t, p), (0, ()))
+            if aseq >= watermark and not _within(aseq, done):
+                above -= 1
+        pending = above + waiting
         if state is ActionState.PENDING:
             return pending
         if state is ActionState.DEAD:
-            return int(dead)
-        return int(total) - pending - int(dead)
+            return dead
+        return total - pending - dead
 
     def count_actions_by_rule(self) -> dict[str, int]:
         with self._d.reading(Role.OPS, "counting actions by rule") as sql:
@@ -575,24 +590,26 @@ class SqlStore(CheckpointStore):
                     (limit,),
                 )
                 return [_entry(_parked(r), ActionState.DEAD) for r in rows]
-            marks = sql.all("SELECT topic, partition, watermark FROM kec_partitions")
+            marks = sql.all("SELECT topic, partition, watermark, done_above FROM kec_partitions")
         found: list[OutboxEntry] = []
-        for topic, partition, watermark in sorted(marks):
+        for topic, partition, watermark, done in sorted(marks):
             tp = (topic, partition)
             if state is ActionState.PENDING:
-                pending = self.pending(tp, watermark)
+                pending = self.pending(tp)
                 found.extend(_entry(p, ActionState.PENDING) for p in pending.parked)
                 found.extend(
                     OutboxEntry(q.aseq, q.action, ActionState.PENDING, 0, 0.0, None, tp)
                     for q in pending.queued
                 )
             else:
-                found.extend(self._done(tp, watermark, limit - len(found)))
+                found.extend(self._done(tp, watermark, _spans(done), limit - len(found)))
             if len(found) >= limit:
                 break
         return found[:limit]
 
-    def _done(self, tp: TopicPartition, watermark: int, limit: int) -> list[OutboxEntry]:
+    def _done(
+        self, tp: TopicPartition, watermark: int, spans: Sequence[Span], limit: int
+    ) -> list[OutboxEntry]:
         with self._d.reading(Role.OPS, "listing done actions") as sql:
             parked = {
                 aseq
@@ -602,13 +619,14 @@ class SqlStore(CheckpointStore):
             }
             batches = sql.all(
                 "SELECT first_aseq, actions FROM kec_batches WHERE topic = ? AND partition = ? "
-                "AND n_actions > 0 AND first_aseq < ? ORDER BY first_aseq",
-                (*tp, watermark),
+                "AND n_actions > 0 ORDER BY first_aseq",
+                tp,
             )
         done: list[OutboxEntry] = []
         for first, blob in batches:
             for i, action in enumerate(decode_actions(blob)):
-                if first + i < watermark and first + i not in parked and len(done) < limit:
+                settled = first + i < watermark or _within(first + i, spans)
+                if settled and first + i not in parked and len(done) < limit:
                     done.append(OutboxEntry(first + i, action, ActionState.DONE, 0, 0.0, None, tp))
         return done
 
@@ -762,6 +780,19 @@ class SqlStore(CheckpointStore):
         if row is None:  # pragma: no cover - the row was just written
             raise CheckpointError(f"step {step_id!r} vanished after it was recorded")
         return Event.from_json(row[0])
+
+
+def _spans(text: str | None) -> tuple[Span, ...]:
+    return tuple((a, b) for a, b in json.loads(text)) if text else ()
+
+
+def _spans_text(spans: Sequence[Span]) -> str | None:
+    return json.dumps([list(s) for s in spans], separators=(",", ":")) if spans else None
+
+
+def _within(aseq: int, spans: Sequence[Span]) -> bool:
+    i = bisect.bisect_right(spans, (aseq, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= aseq < spans[i][1]
 
 
 def _entry(p: Parked, state: ActionState) -> OutboxEntry:

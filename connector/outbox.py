@@ -188,8 +188,7 @@ class Dispatcher:
     def adopt(self, claims: Mapping[TopicPartition, Claim]) -> None:
         """Partitions just claimed: load what the store still holds for each."""
         books = {
-            tp: PartitionBook.load(tp, c.epoch, c.watermark, self._store.pending(tp, c.watermark))
-            for tp, c in claims.items()
+            tp: PartitionBook.load(tp, c.epoch, self._store.pending(tp)) for tp, c in claims.items()
         }
 
         def add() -> None:

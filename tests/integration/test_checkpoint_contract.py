@@ -99,8 +99,7 @@ def append(
 
 
 def pending_ids(store: CheckpointStore, tp: tuple[str, int] = TP) -> list[int]:
-    watermark = next(p.watermark for p in store.partitions() if p.tp == tp)
-    found = store.pending(tp, watermark)
+    found = store.pending(tp)
     return sorted([q.aseq for q in found.queued] + [p.aseq for p in found.parked])
 
 
@@ -287,14 +286,32 @@ def test_actions_are_numbered_per_partition_and_pending_from_the_watermark(
     assert append(store, events[3:], actions[3:], epoch=epoch) == 3
     other = make_event(0, tp=TP1)
     assert append(store, [other], [make_action(other)], epoch=epoch, tp=TP1) == 0
-    assert store.pending(TP, 0).queued[0].action == actions[0]
-    assert [q.aseq for q in store.pending(TP, 2).queued] == [2, 3, 4]
+    assert store.pending(TP).queued[0].action == actions[0]
+    assert store.settle({TP: Settlement(epoch, 2)}) == set()
+    assert [q.aseq for q in store.pending(TP).queued] == [2, 3, 4]
     assert store.settle({TP: Settlement(epoch, 4)}) == set()
     assert pending_ids(store) == [4]
     assert store.count_actions(ActionState.PENDING) == 2  # aseq 4 of TP and 0 of TP1
     assert store.count_actions(ActionState.DONE) == 4
     assert [e.seq for e in store.list_actions(ActionState.DONE)] == [0, 1, 2, 3]
     assert store.count_actions_by_rule() == {"r1": 6}
+
+
+def test_settled_spans_above_the_watermark_are_not_pending(
+    store: CheckpointStore, epoch: int
+) -> None:
+    events = [make_event(n) for n in range(6)]
+    actions = [make_action(e) for e in events]
+    append(store, events, actions, epoch=epoch)
+    assert store.settle({TP: Settlement(epoch, 1, done=[(2, 4), (5, 6)])}) == set()
+    found = store.pending(TP)
+    assert (found.watermark, found.end) == (1, 6)
+    assert [q.aseq for q in found.queued] == [1, 4]
+    assert store.count_actions(ActionState.PENDING) == 2
+    assert store.count_actions(ActionState.DONE) == 4
+    assert [e.seq for e in store.list_actions(ActionState.DONE)] == [0, 2, 3, 5]
+    (info,) = [p for p in store.partitions() if p.tp == TP]
+    assert info.done == ((2, 4), (5, 6))
 
 
 def test_the_watermark_never_moves_backwards(store: CheckpointStore, epoch: int) -> None:
@@ -315,7 +332,7 @@ def test_parked_rows_let_the_watermark_pass_a_failing_key(
     held = Parked(TP, 3, actions[3], Parking.HELD)
     dead = Parked(TP, 1, actions[1], Parking.DEAD, 8, 0.0, "TargetRejected: 400")
     assert store.settle({TP: Settlement(epoch, 4, [retry, held, dead])}) == set()
-    found = store.pending(TP, 4)
+    found = store.pending(TP)
     assert found.queued == []
     assert found.parked == [retry, held]  # not the dead one
     assert store.count_actions(ActionState.PENDING) == 2
@@ -325,7 +342,7 @@ def test_parked_rows_let_the_watermark_pass_a_failing_key(
     assert (listed.action, listed.attempts, listed.last_error) == (actions[1], 8, dead.last_error)
     # The retry succeeded, then the held one: their rows go.
     store.settle({TP: Settlement(epoch, 4, unpark=[0, 3])})
-    assert store.pending(TP, 4).parked == []
+    assert store.pending(TP).parked == []
     assert store.count_actions(ActionState.PENDING) == 0
     assert store.count_actions(ActionState.DONE) == 3
 
@@ -499,11 +516,11 @@ def test_the_pipeline_and_the_dispatcher_threads_lose_nothing(
         try:
             watermark = 0
             while watermark < total:
-                found = store.pending(TP, watermark)
+                found = store.pending(TP)
                 if found.queued:
                     watermark = found.queued[-1].aseq + 1
                     assert store.settle({TP: Settlement(epoch, watermark)}) == set()
-                elif appended.is_set() and not store.pending(TP, watermark).queued:
+                elif appended.is_set() and not store.pending(TP).queued:
                     break
         except BaseException as exc:
             errors.append(exc)
@@ -573,7 +590,7 @@ def test_everything_survives_close_and_reopen(durable_url: str) -> None:
     with open_store(durable_url) as store:
         assert list(store.iter_events()) == events
         assert store.next_offsets() == {TP: 3}
-        found = store.pending(TP, 2)
+        found = store.pending(TP)
         assert found.parked == [retry]
         assert [q.action for q in found.queued] == [actions[2]]
         assert store.read_rule_state(["r"]) == {"r": "state"}
@@ -853,7 +870,7 @@ def _check_migrated(store: CheckpointStore) -> None:
     assert store.next_offsets() == {TP: 3}
     claim = store.claim("new-host", [TP])[TP]
     assert claim.epoch == 5 and claim.next_offset == 3
-    pending = store.pending(TP, claim.watermark)
+    pending = store.pending(TP)
     assert [(p.action.action_id, p.state, p.attempts) for p in pending.parked] == [
         ("a-pending", Parking.RETRY, 2)
     ]

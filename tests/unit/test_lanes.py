@@ -61,6 +61,25 @@ def test_an_ordered_target_may_take_a_lane_at_once() -> None:
     assert settlement.watermark == 4, "the parked lane does not hold the watermark back"
 
 
+def test_actions_delivered_out_of_order_are_written_as_settled_spans() -> None:
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("slow", 0), action("b", 0), action("c", 0), action("slow", 1)])
+    book.queue(4, [action("d", 0)])
+    heads = take(book)
+    assert [e.aseq for e in heads] == [0, 1, 2, 4]
+    for entry in heads[1:]:
+        book.delivered(entry)
+    settlement = book.settlement()
+    assert settlement is not None
+    assert (settlement.watermark, list(settlement.done)) == (0, [(1, 3), (4, 5)])
+    book.settled(settlement)
+    assert book.settlement() is None
+    book.delivered(heads[0])
+    settlement = book.settlement()
+    assert settlement is not None
+    assert (settlement.watermark, list(settlement.done)) == (3, [(4, 5)])
+
+
 def test_a_failing_key_holds_back_only_its_own_lane() -> None:
     book = PartitionBook(TP, 1, 0, 0)
     book.queue(0, [action("a", 0), action("b", 0), action("a", 1), action("b", 1)])
@@ -101,13 +120,15 @@ def test_a_dead_action_lets_its_lane_go_on() -> None:
 
 def test_a_new_owner_resumes_from_what_the_store_holds() -> None:
     pending = Pending(
+        watermark=7,
+        end=10,
         queued=[Queued(TP, 7, action("b", 0)), Queued(TP, 9, action("a", 2))],
         parked=[
             Parked(TP, 3, action("a", 0), Parking.RETRY, 2, 50.0, "TargetError: 503"),
             Parked(TP, 5, action("a", 1), Parking.HELD),
         ],
     )
-    book = PartitionBook.load(TP, epoch=4, watermark=7, pending=pending)
+    book = PartitionBook.load(TP, epoch=4, pending=pending)
     assert book.size == 4
     assert [e.aseq for e in take(book, now=0.0)] == [7], "lane a waits for its retry"
     (retry,) = take(book, now=50.0)
