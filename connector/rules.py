@@ -6,6 +6,7 @@ each error with its field path. A rule, in YAML::
     - name: start-task2                # unique across the rule set
       namespace: default               # events of other namespaces never reach it
       key: "order-*"                   # exact key, or a glob when it holds * ? or [
+      context: "wf-*"                  # optional: only events of these executions
       value:                           # optional; every condition given must hold
         equals: "done"                 # the value as text equals this
         regex: "^ok"                   # re.search on the value as text
@@ -21,6 +22,11 @@ Actions: ``start``/``stop`` a workflow (a workflow trigger: sees every event of 
 namespace); ``START``/``STOP``/``RESTART`` a task in the event's own workflow execution
 (its ``context``; events without one never trigger a task rule); ``notify`` hands the
 event itself to the target.
+
+``context`` (exact or glob, like ``key``) keeps only events whose context matches: the
+workflow execution that sent them, and for events of the HTTP gateway the
+``{workflow_id}`` of ``POST /event/send_event/{workflow_id}`` (their key is the body's
+``event_key``). An event without a context never matches a rule with ``context``.
 
 Instead of ``key`` a rule may wait for several keys (``all_of``)::
 
@@ -186,6 +192,7 @@ class Rule(_Model):
     key: NonEmpty | None = None
     all_of: AllOf | None = Field(default=None, validate_default=True)
     value: ValueMatch | None = None
+    context: NonEmpty | None = None
     action: ActionKind
     # validate_default: these checks depend on `action`, and must run when omitted too.
     workflow: NonEmpty | None = Field(default=None, validate_default=True)

@@ -18,7 +18,7 @@ the component that checkpoints HTTP events. One event goes through Ray's protoco
    event is handed out again — the same event id, so a durable step deduplicates it.
 
 The event's value is the JSON text of ``event_payload`` (``event.json_value()``), its key
-``workflow_id/event_key``, its ``context`` the workflow id, its namespace the gateway's.
+the ``event_key``, its ``context`` the workflow id, its namespace the gateway's.
 
 Configuration (no constructor arguments; resolved at every call, first match wins):
 :func:`configure` (``url=``, ``token=``) for this process, else ``KEC_GATEWAY_URL`` and

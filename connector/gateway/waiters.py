@@ -48,11 +48,6 @@ def consumed_step(event_id: str) -> str:
     return CONSUMED_PREFIX + event_id
 
 
-def record_key(workflow_id: str, event_key: str) -> str:
-    """The Kafka record key (and so the Event key) of an HTTP event."""
-    return f"{workflow_id}/{event_key}"
-
-
 def pair_of(event: Event) -> Pair | None:
     """The ``(workflow_id, event_key)`` of an event the gateway produced, else ``None``."""
     headers = {name: value for name, value in event.headers}
