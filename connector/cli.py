@@ -18,6 +18,7 @@ from click.core import ParameterSource
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
+    from connector.config import ConnectorConfig
     from connector.service import ConnectorService
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ _QUICK_OPTIONS = (
     "dlq_topic",
     "outbox_max",
     "dispatch_chunk",
+    "create_topics",
 )
 
 
@@ -144,6 +146,13 @@ _QUICK_OPTIONS = (
     show_default=True,
     help="Most actions handed to a target in one call.",
 )
+@click.option(
+    "--create-topics/--no-create-topics",
+    default=True,
+    show_default=True,
+    help="Without -c: create the --topic and --dlq-topic topics when missing (3 "
+    "partitions, the broker's replication factor); with -c the file's topic_creation says.",
+)
 @click.pass_context
 def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **quick: Any) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
@@ -154,12 +163,16 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
     the file has `http:` / `metrics:` sections. Without -c, a quick mode: every event of
     each --topic becomes one `notify` action on the log target.
 
+    Before it consumes anything it creates the topics it reads and writes when they are
+    missing (see `event-connector topics --help`), unless the file turns that off.
+
     Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed
     first; actions not yet delivered stay in the outbox for the next start.
     """
     from connector.service import build_service
 
     service: ConnectorService
+    create_topics: bool = quick.pop("create_topics")
     if config is not None:
         given = [
             name
@@ -181,12 +194,49 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
             len(cfg.rules),
             ", ".join(cfg.targets),
         )
+        _prepare_config_run(cfg, config)
     else:
         service = _quick_service(instance_id=instance_id, **quick)
+        _prepare_quick_run(quick, create_topics)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.run(stop)
+
+
+def _prepare_config_run(cfg: ConnectorConfig, path: Path) -> None:
+    """Before the service starts: the gateway's port is free, every topic exists."""
+    from connector.ports import check_listen, url_of
+    from connector.topics import ensure_config_topics
+
+    http = cfg.http
+    if http is not None:
+        check_listen(
+            http.host, http.port, what="the HTTP gateway", setting=f"http.host/http.port in {path}"
+        )
+    ensure_config_topics(cfg, source=f"-c {path}")
+    if http is not None:
+        log.info(
+            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (namespace %s)",
+            url_of(http.host, http.port),
+            http.topic,
+            http.namespace,
+        )
+
+
+def _prepare_quick_run(quick: dict[str, Any], create: bool) -> None:
+    """Quick mode's topics (and dead-letter topic) exist before the service starts."""
+    from connector.topics import TopicPolicy, ensure_topics
+
+    topics = [spec.partition("=")[0] for spec in quick["topics"]]
+    if quick["dlq_topic"]:
+        topics.append(quick["dlq_topic"])
+    ensure_topics(
+        {"bootstrap.servers": quick["bootstrap"]},
+        topics,
+        TopicPolicy(create=create),
+        source=f"--bootstrap {quick['bootstrap']}",
+    )
 
 
 def _quick_service(
@@ -254,7 +304,7 @@ def demo(config: Path | None) -> None:
 
 
 # subcommands defined in connector/commands/ (one line each)
-from connector.commands import config_cmds, gateway_cmd, ops_cmds  # noqa: E402
+from connector.commands import config_cmds, gateway_cmd, ops_cmds, topics_cmd  # noqa: E402
 
 cli.add_command(config_cmds.validate)
 cli.add_command(config_cmds.schema)
@@ -264,6 +314,7 @@ cli.add_command(ops_cmds.status)
 cli.add_command(ops_cmds.replay)
 cli.add_command(ops_cmds.dlq)
 cli.add_command(gateway_cmd.gateway)
+cli.add_command(topics_cmd.topics)
 
 
 def main() -> None:

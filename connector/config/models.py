@@ -46,6 +46,7 @@ __all__ = [
     "NamespaceConfig",
     "PipelineConfig",
     "RetryConfig",
+    "TopicCreationConfig",
     "cross_check",
 ]
 
@@ -172,6 +173,27 @@ class CheckpointConfig(_Model):
         return f"sqlite://{self.path}"  # an absolute path gives sqlite:///...
 
 
+class TopicCreationConfig(_Model):
+    """Whether the connector creates the topics it needs when they are missing, and how.
+
+    ``run`` creates its namespaces' topics, the HTTP gateway's topic and the dead-letter
+    topic; ``send``, ``gateway`` and the notification client create the topic they write
+    to. Brokers often run with ``auto.create.topics.enable=false``, so without this a
+    connector would wait for topics that never come.
+    """
+
+    enabled: bool = True
+    partitions: PositiveInt = 3
+    replication_factor: int = Field(default=-1, ge=-1)
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _not_zero(cls, factor: int) -> int:
+        if factor == 0:
+            raise ValueError("must be -1 (the broker's default) or at least 1")
+        return factor
+
+
 class PipelineConfig(_Model):
     """Batching and back-pressure of the pipeline (connector.runtime.PipelineSettings)."""
 
@@ -243,6 +265,7 @@ class ConnectorConfig(_Model):
     # the file's directory too, as with `checkpoint: {}`, not against the working directory.
     checkpoint: CheckpointConfig = Field(default_factory=dict, validate_default=True)
     dead_letter_topic: NonEmpty | None = None
+    topic_creation: TopicCreationConfig = Field(default_factory=TopicCreationConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     targets: dict[NonEmpty, TargetSpec] = Field(default_factory=dict, validate_default=True)
