@@ -169,6 +169,10 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
     Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed
     first; actions not yet delivered stay in the outbox for the next start.
     """
+    # At once: a SIGTERM while the topics are checked must stop the run, not kill it
+    # (Ctrl-C keeps interrupting at once until the service runs).
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from connector.service import build_service
 
     service: ConnectorService
@@ -198,8 +202,9 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
     else:
         service = _quick_service(instance_id=instance_id, **quick)
         _prepare_quick_run(quick, create_topics)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if stop.is_set():
+        log.info("stopped before the connector started")
+        return
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.run(stop)
 
