@@ -1,4 +1,4 @@
-"""The checkpoint store contract (design §4, §5).
+"""The checkpoint store contract (docs/architecture.md, "The checkpoint store").
 
 One interface, three backends that pass the same contract tests: ``memory`` (tests),
 ``sqlite`` (embedded default) and ``postgres`` (shared by several instances).

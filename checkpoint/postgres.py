@@ -1,4 +1,4 @@
-"""The shared checkpoint store: PostgreSQL through psycopg 3 (design §4, §5).
+"""The shared checkpoint store: PostgreSQL through psycopg 3 (docs/architecture.md).
 
 Several connector instances in one consumer group share it. Each batch is one transaction
 committed with ``synchronous_commit=on`` (the commit returns once the WAL is flushed).
@@ -9,7 +9,7 @@ RETURNING``, which skips known ids and names the new ones in the same statement 
 a quarter faster than one ``INSERT ... SELECT FROM unnest(arrays)``). Smaller array
 parameters travel in binary (``%b``): psycopg dumps those ten times faster than text.
 
-Fencing (design §4): ``kec_partition_owners`` holds each partition's owner epoch.
+Fencing (docs/architecture.md): ``kec_partition_owners`` holds each partition's owner epoch.
 :meth:`PostgresStore.claim_partitions` bumps it; a batch reads its partitions' epochs
 ``FOR SHARE`` inside its own transaction, so a claim racing with it either commits first
 (and the batch sees the new epoch and raises :class:`~kec.errors.Fenced`) or waits

@@ -1,4 +1,4 @@
-"""The embedded checkpoint store: one SQLite file (design §4, §5).
+"""The embedded checkpoint store: one SQLite file (docs/architecture.md, "The checkpoint store").
 
 Durability: WAL journal with ``synchronous=FULL``, so every commit is fsynced before
 ``COMMIT`` returns, and one ``BEGIN IMMEDIATE`` transaction per batch, so a batch costs one

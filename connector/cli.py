@@ -300,7 +300,7 @@ def _quick_service(
     help="The quickstart config to run [examples/quickstart.yaml of the checkout].",
 )
 def demo(config: Path | None) -> None:
-    """The quickstart on embedded defaults: a real Kafka (design §10), the connector
+    """The quickstart on embedded defaults: a real Kafka (see docs/architecture.md), the connector
     with SQLite checkpoints, the AIFlow seed's events and their actions, the status
     table, then kill -9 in the middle of a stream and a restart: no action fires twice."""
     from connector.demo import QUICKSTART, run_demo

@@ -1,6 +1,7 @@
 """``make demo``: the quickstart (``examples/quickstart.yaml``) on embedded defaults.
 
-1. a real Kafka (design §10: ``KAFKA_BOOTSTRAP_SERVERS``, Docker, or the local broker);
+1. a real Kafka (``KAFKA_BOOTSTRAP_SERVERS``, Docker, or the local broker: see
+   docs/architecture.md, "Kafka and PostgreSQL for development and tests");
 2. ``event-connector run -c quickstart.yaml`` as a child process: SQLite checkpoints, the
    ``log`` and ``command`` targets, state in a fresh temp dir;
 3. the AIFlow seed's events, sent with :class:`~connector.notification.NotificationClient`:

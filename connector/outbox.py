@@ -11,7 +11,7 @@ A dispatch round:
    done, in one store transaction.
 
 Crash anywhere in 2–3 and the actions are still pending: they are delivered again with the
-same ids, which the target deduplicates (design §4, rows "during dispatch" and "after
+same ids, which the target deduplicates (docs/architecture.md: rows "during dispatch" and "after
 dispatch, before it is marked done").
 
 Per-key order: once an action of a key fails, later actions of the same key wait until it

@@ -1,4 +1,4 @@
-"""Trigger rules: what a rule matches and which action it takes (design §6).
+"""Trigger rules: what a rule matches and which action it takes (docs/architecture.md, "Rules").
 
 Plain pydantic models, so the config module can embed them in its YAML schema and report
 each error with its field path. A rule, in YAML::

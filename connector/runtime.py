@@ -1,4 +1,4 @@
-"""The exactly-once pipeline: Kafka records → checkpoint store → outbox (design §4).
+"""The exactly-once pipeline: Kafka records → checkpoint store → outbox (docs/architecture.md).
 
 :class:`Pipeline` runs steps 1–3 for one batch at a time, in this order:
 

@@ -1,4 +1,4 @@
-"""Pure trigger evaluation (design §6): ``(rules, state, event) -> (actions, state updates)``.
+"""Pure trigger evaluation: ``(rules, state, event) -> (actions, state updates)``.
 
 No I/O here. The pipeline calls the engine inside its checkpoint transaction, once per new
 event, in order, and applies the updates to what later events of the batch see::
@@ -10,7 +10,7 @@ event, in order, and applies the updates to what later events of the batch see::
     for k, v in result.state_updates.items():      # None deletes the key
         tx.put_rule_state(k, v)
 
-Semantics (AIFlow's, design §3):
+Semantics (AIFlow's; docs/architecture.md, "Rules"):
 
 * An event reaches only the rules of its own namespace.
 * A task rule (``START``/``STOP``/``RESTART``) acts on the event's workflow execution: it
@@ -31,7 +31,7 @@ Semantics (AIFlow's, design §3):
 
 State that cannot be read (corrupt, or from an older rule with other keys) is treated as
 empty, or trimmed to the rule's current keys, and rewritten: a bad row must not stop the
-pipeline (design §9).
+pipeline (docs/architecture.md, "Bad input").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``HTTPListener``: Ray's HTTP event listener, backed by the events gateway (design §8).
+"""``HTTPListener``: Ray's HTTP event listener, backed by the events gateway (docs/architecture.md).
 
 How it learns of an event: it asks the gateway (``event-connector gateway``), which is
 the component that checkpoints HTTP events. One event goes through Ray's protocol so:

@@ -1,4 +1,4 @@
-"""``event-connector gateway``: serve the HTTP events gateway (design §8).
+"""``event-connector gateway``: serve the HTTP events gateway (docs/architecture.md).
 
 Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
 and/or the options; an option given on the command line wins over the file.

@@ -1,4 +1,4 @@
-"""The connector's configuration as pydantic models (one YAML file, design §1).
+"""The connector's configuration as pydantic models (one YAML file, see docs/architecture.md).
 
 Every model refuses unknown keys, so a typo is an error rather than a silently ignored
 setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token) are
@@ -134,7 +134,7 @@ _NAMED = {
 
 
 class NamespaceConfig(_Model):
-    """The topics whose events belong to one namespace (design §3).
+    """The topics whose events belong to one namespace (see docs/architecture.md).
 
     Without ``topics`` a namespace ``N`` reads the one topic ``{topic_prefix}N``, the topic
     :class:`~connector.notification.NotificationClient` writes ``N``'s events to.

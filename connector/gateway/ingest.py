@@ -1,4 +1,4 @@
-"""The HTTP gateway's engine: Kafka in, checkpoint store, waiters out (design §4, §8).
+"""The HTTP gateway's engine: Kafka in, checkpoint store, waiters out (see docs/architecture.md).
 
 A ``send`` goes through these steps, in this order, and answers only after step 3:
 

@@ -1,4 +1,4 @@
-"""Who waits for which HTTP event, and where a checkpointed one is found (design §8).
+"""Who waits for which HTTP event, and where a checkpointed one is found (docs/architecture.md).
 
 Pure bookkeeping, no I/O:
 

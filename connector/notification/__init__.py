@@ -1,4 +1,4 @@
-"""AIFlow-style notification client on Kafka: ``send_event`` and listeners (design §3).
+"""AIFlow-style notification client on Kafka: ``send_event`` and listeners (docs/architecture.md).
 
 :class:`NotificationClient` plays AIFlow's ``AIFlowNotificationClient``: tasks send events
 with :meth:`~NotificationClient.send_event` and listen to them with

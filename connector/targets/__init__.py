@@ -1,4 +1,4 @@
-"""Targets: where actions are delivered (design §7).
+"""Targets: where actions are delivered (docs/architecture.md, "Targets").
 
 :func:`build_target` makes a target from its config mapping, chosen by ``type``::
 

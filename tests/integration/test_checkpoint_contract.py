@@ -1,4 +1,4 @@
-"""One contract, three backends: memory, sqlite and postgres pass the same tests (design §5).
+"""One contract, three backends (docs/architecture.md): memory, sqlite and postgres pass it.
 
 Most tests take ``store`` (parametrized over the backends); persistence takes
 ``durable_url`` (sqlite and postgres only). Backend-specific refusals (corrupt file, newer
