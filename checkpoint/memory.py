@@ -315,7 +315,8 @@ class _MemoryBatch(BatchTransaction):
             if current != epoch:
                 self._failed = Fenced(
                     f"{tp[0]}[{tp[1]}]: epoch {epoch} is stale; {owner or 'nobody'} "
-                    f"owns it at epoch {current}"
+                    f"owns it at epoch {current}",
+                    (tp,),
                 )
                 raise self._failed
         for tp, offset in offsets.items():

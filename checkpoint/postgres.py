@@ -652,5 +652,6 @@ class _PostgresBatch(BatchTransaction):
             if epoch != epochs[tp]:
                 raise Fenced(
                     f"{tp[0]}[{tp[1]}]: epoch {epochs[tp]} is stale; {owner} owns it at "
-                    f"epoch {epoch}"
+                    f"epoch {epoch}",
+                    (tp,),
                 )

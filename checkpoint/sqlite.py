@@ -627,6 +627,7 @@ class _SqliteBatch(BatchTransaction):
                 if current != epoch:
                     raise Fenced(
                         f"{topic}[{part}]: epoch {epoch} is stale; {owner} owns it at "
-                        f"epoch {current}"
+                        f"epoch {current}",
+                        ((topic, part),),
                     )
             conn.executemany(_UPSERT_OFFSET, [(t, p, o) for (t, p), o in offsets.items()])

@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +41,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from checkpoint.base import BatchTransaction, CheckpointStore, DeadRecord
+from checkpoint.base import BatchTransaction, CheckpointStore
 from checkpoint.base import TopicPartition as TP
+from connector.deadletter import DeadLetters, Poison
 from connector.outbox import OutboxGauge
 from kec.action import Action
 from kec.codec import event_from_message
-from kec.errors import DecodeError, KafkaClientError
+from kec.errors import CheckpointError, ConnectorError, Fenced, KafkaClientError, KafkaFatal
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.faults import crash_point
@@ -53,35 +55,49 @@ from kec.faults import crash_point
 log = logging.getLogger(__name__)
 
 
-def apply_events(
-    tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Event]
-) -> tuple[list[Event], list[Action]]:
+@dataclass
+class Applied:
+    """What step 2 made of a batch's events."""
+
+    new: list[Event] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    # Events the rules raised on: poison, each on its own (the others go on).
+    failed: list[tuple[Event, Exception]] = field(default_factory=list)
+
+
+def apply_events(tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Event]) -> Applied:
     """Step 2's work on events, inside the caller's store transaction ``tx``.
 
     Insert the events (ids already stored are skipped), evaluate the rules for the new
     ones only, in order (rule state is read once per key and later events of the batch
-    see earlier updates), save the changed rule state and queue the actions. Returns the
-    new events and the queued actions.
+    see earlier updates), save the changed rule state and queue the actions. An event the
+    rules raise on is that event's failure, not the batch's: it is returned in
+    ``failed``, queues nothing and changes no state.
     """
-    new = tx.insert_events(events)
-    actions: list[Action] = []
+    applied = Applied(new=tx.insert_events(events))
     state: dict[str, str | None] = {}
     dirty: set[str] = set()
-    for event in new:
-        keys = evaluator.state_keys(event)
-        for key in keys:
-            if key not in state:
-                state[key] = tx.get_rule_state(key)
-        result = evaluator.evaluate(event, {k: state[k] for k in keys})
-        actions.extend(result.actions)
+    for event in applied.new:
+        try:
+            keys = evaluator.state_keys(event)
+            for key in keys:
+                if key not in state:
+                    state[key] = tx.get_rule_state(key)
+            result = evaluator.evaluate(event, {k: state[k] for k in keys})
+        except CheckpointError:
+            raise  # the store's failure, not the event's
+        except Exception as exc:
+            applied.failed.append((event, exc))
+            continue
+        applied.actions.extend(result.actions)
         if result.state_updates:
             state.update(result.state_updates)
             dirty.update(result.state_updates)
     for key in dirty:
         tx.put_rule_state(key, state[key])
-    if actions:
-        tx.add_actions(actions)
-    return new, actions
+    if applied.actions:
+        tx.add_actions(applied.actions)
+    return applied
 
 
 def _instance_id() -> str:
@@ -96,6 +112,7 @@ class PipelineSettings:
     batch_size: int = 1000
     linger_ms: int = 10
     dlq_topic: str | None = None
+    dlq_flush_timeout: float = 30.0  # for the broker to acknowledge dead letters (else retry)
     outbox_max_pending: int = 100_000
     max_event_bytes: int | None = 1_048_576  # larger values go to the dead-letter topic
     kafka_properties: Mapping[str, Any] = field(default_factory=dict)
@@ -104,6 +121,8 @@ class PipelineSettings:
     # Kafka static membership: a restarted process with the same id gets its partitions
     # back at once instead of waiting out the dead member's session timeout.
     group_instance_id: str | None = None
+    # A partition fenced by another owner yet still assigned here after this long: stop.
+    fenced_grace: float = 60.0
 
     def consumer_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -131,10 +150,6 @@ class PipelineSettings:
             "enable.idempotence": True,
             "acks": "all",
         }
-
-
-# An undecodable record and its own Kafka headers (kept for the dead-letter topic only).
-_Dead = tuple[DeadRecord, list[tuple[str, bytes]]]
 
 
 @dataclass
@@ -169,7 +184,9 @@ class Pipeline:
         self._producer_factory = producer_factory
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
+        self._dead_letters = DeadLetters(None, None)
         self._epochs: dict[TP, int] = {}
+        self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
         self._resync: dict[TP, int] = {}
         self._paused = False
         self.stats = PipelineStats()
@@ -193,7 +210,14 @@ class Pipeline:
         )
         self._consumer = consumer
         if self._settings.dlq_topic:
-            self._dlq = self._producer_factory(self._settings.producer_config())
+            # Copies not acknowledged in time expire rather than pile up across retries.
+            timeout_ms = int(self._settings.dlq_flush_timeout * 1000)
+            self._dlq = self._producer_factory(
+                {"message.timeout.ms": timeout_ms, **self._settings.producer_config()}
+            )
+        self._dead_letters = DeadLetters(
+            self._dlq, self._settings.dlq_topic, flush_timeout=self._settings.dlq_flush_timeout
+        )
         log.info(
             "pipeline %s: group %s, topics %s, batch %d, linger %dms",
             self._settings.instance_id,
@@ -213,24 +237,52 @@ class Pipeline:
             dlq.flush(10)
 
     def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in progress is finished first."""
+        """Process batches until ``stop`` is set; the batch in progress is finished first.
+
+        A batch that fails as a whole (store, dead-letter topic, Kafka) was rolled back
+        and rewound; it is tried again after a pause that doubles up to 30 s. A failure
+        that no retry can cure (a corrupt store, a newer schema, a fatal Kafka error, a
+        partition fenced for good) is logged in one line and raised: the process stops.
+        """
         self.start()
+        pause = 0.5
         while not stop.is_set():
             self._apply_backpressure()
             try:
                 self.run_once()
-            except KafkaClientError:
-                raise
-            except Exception:
-                # The batch rolled back; its records are re-read after the rewind.
-                self.stats.failed_batches += 1
-                log.exception("batch failed; its partitions were rewound, retrying in 1s")
-                stop.wait(1.0)
+                pause = 0.5
+            except ConnectorError as exc:
+                if not exc.retriable:
+                    log.error("stopping: %s", exc)
+                    raise
+                self._failed(exc, pause)
+                stop.wait(pause)
+                pause = min(30.0, pause * 2)
+            except Exception as exc:
+                self._failed(exc, pause)
+                stop.wait(pause)
+                pause = min(30.0, pause * 2)
+            self._check_fenced()
+
+    def _failed(self, exc: Exception, pause: float) -> None:
+        self.stats.failed_batches += 1
+        log.warning(
+            "batch failed and was rolled back; its partitions were rewound and it is retried "
+            "in %.1fs: %s: %s",
+            pause,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, ConnectorError),
+        )
 
     # -- one batch ---------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Run steps 1–3 for one batch; return the number of records it covered."""
+        """Run steps 1–3 for one batch; return the number of records it covered.
+
+        Whatever fails after the records were fetched rewinds their partitions to the
+        batch's first offsets, so a failed batch is read again, never skipped.
+        """
         consumer = self._consumer
         if consumer is None:
             raise KafkaClientError("the pipeline is not started")
@@ -240,14 +292,20 @@ class Pipeline:
         if not messages:
             return 0
         crash_point("after_poll")
-        events, dead, offsets, first = self._decode(messages)
-        if not offsets:
-            return 0
+        first: dict[TP, int] = {}
         try:
-            if dead:
-                self._send_to_dlq(dead)
-            new, actions = self._checkpoint(events, [record for record, _ in dead], offsets)
-        except Exception:
+            events, poison, offsets = self._decode(messages, first)
+            if not offsets:
+                return 0
+            new, actions, poison = self._checkpoint(events, poison, offsets)
+        except Fenced as exc:
+            # Another instance claimed a partition of this batch (this one was paused past
+            # its session timeout, say): nothing was written. Drop the partition until Kafka
+            # revokes or reassigns it; the rest of the batch is read again.
+            self._rewind(first)
+            self._fence(exc, first)
+            return 0
+        except BaseException:
             self._rewind(first)
             raise
         crash_point("after_checkpoint")
@@ -258,17 +316,20 @@ class Pipeline:
         stats.records += len(messages)
         stats.new_events += new
         stats.duplicates += len(events) - new
-        stats.dead_records += len(dead)
+        stats.dead_records += len(poison)
         stats.actions += actions
         return len(messages)
 
     def _decode(
-        self, messages: Sequence[Any]
-    ) -> tuple[list[Event], list[_Dead], dict[TP, int], dict[TP, int]]:
+        self, messages: Sequence[Any], first: dict[TP, int]
+    ) -> tuple[list[Event], list[Poison], dict[TP, int]]:
+        """Events and poison records of a batch; ``first`` gets each partition's first offset.
+
+        Any exception while decoding one record makes that record poison: the others go on.
+        """
         events: list[Event] = []
-        dead: list[_Dead] = []
+        poison: list[Poison] = []
         offsets: dict[TP, int] = {}
-        first: dict[TP, int] = {}
         topics = self._settings.topics
         limit = self._settings.max_event_bytes
         epochs = self._epochs
@@ -276,38 +337,49 @@ class Pipeline:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise KafkaClientError(f"fatal consumer error: {err}")
+                    raise KafkaFatal(f"fatal consumer error: {err}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)
-            if tp not in epochs:  # revoked since it was fetched
+            if tp not in epochs:  # revoked (or fenced) since it was fetched
                 continue
             first.setdefault(tp, offset)
             offsets[tp] = offset + 1
             try:
                 events.append(
-                    event_from_message(msg, topics.get(topic, "default"), max_bytes=limit)
+                    event_from_message(msg, topics[topic], max_bytes=limit, strict_namespace=True)
                 )
-            except DecodeError as exc:
-                record = DeadRecord(
-                    topic, partition, offset, str(exc), type(exc).__name__, msg.key(), msg.value()
-                )
-                dead.append((record, msg.headers() or []))
-        return events, dead, offsets, first
+            except Exception as exc:
+                poison.append(Poison.of(msg, exc))
+        return events, poison, offsets
 
     def _checkpoint(
-        self, events: list[Event], dead: list[DeadRecord], offsets: dict[TP, int]
-    ) -> tuple[int, int]:
+        self, events: list[Event], poison: list[Poison], offsets: dict[TP, int]
+    ) -> tuple[int, int, list[Poison]]:
+        """Step 2: one store transaction. Poison records are on the dead-letter topic
+        (acknowledged) before the transaction commits, so both hold them or neither."""
         with self._store.batch() as tx:
-            new, actions = apply_events(tx, self._evaluator, events)
-            if dead:
-                tx.add_dead_records(dead)
+            applied = apply_events(tx, self._evaluator, events)
+            poison = poison + [Poison.of_event(e, exc) for e, exc in applied.failed]
+            for event, exc in applied.failed:
+                log.warning(
+                    "rules failed on event %s (%s[%s]@%s), sent to the dead letters: %s: %s",
+                    event.event_id,
+                    event.topic,
+                    event.partition,
+                    event.offset,
+                    type(exc).__name__,
+                    exc,
+                )
+            if poison:
+                tx.add_dead_records([p.stored() for p in poison])
+                self._dead_letters.send(poison)
             tx.set_next_offsets(offsets, {tp: self._epochs[tp] for tp in offsets})
-        if actions:
-            self._gauge.add(len(actions))
-        return len(new), len(actions)
+        if applied.actions:
+            self._gauge.add(len(applied.actions))
+        return len(applied.new), len(applied.actions), poison
 
     def _commit(self, offsets: Mapping[TP, int]) -> None:
         assert self._consumer is not None
@@ -347,41 +419,35 @@ class Pipeline:
             )
             self._commit(behind)
 
-    def _send_to_dlq(self, dead: Sequence[_Dead]) -> None:
-        """Produce each record as it came (key, value, headers) plus the reason headers.
+    def _fence(self, exc: Fenced, batch: Mapping[TP, int]) -> None:
+        now = time.monotonic()
+        for tp in exc.partitions or tuple(batch):
+            self._epochs.pop(tp, None)
+            self._fenced.setdefault(tp, now)
+        log.warning("%s: this instance stops touching it until Kafka reassigns it", exc)
 
-        The record's own headers come first, so what reads the dead-letter topic can
-        send a record back to its source topic as it was (Kafka Connect does the same).
-        """
-        if self._dlq is None:
-            for record, _ in dead:
-                log.warning(
-                    "undecodable record %s[%d]@%d (%s); no dead-letter topic configured, "
-                    "kept in the store only",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.error,
-                )
+    def _check_fenced(self) -> None:
+        """Stop if Kafka keeps assigning a partition that the store says is not ours."""
+        if not self._fenced or self._consumer is None:
             return
-        topic = self._settings.dlq_topic
-        assert topic is not None
-        for record, headers in dead:
-            self._dlq.produce(
-                topic,
-                key=record.key,
-                value=record.value,
-                headers=[
-                    *headers,
-                    ("error", record.error.encode()),
-                    ("error-class", record.error_class.encode()),
-                    ("source-topic", record.topic.encode()),
-                    ("source-partition", str(record.partition).encode()),
-                    ("source-offset", str(record.offset).encode()),
-                ],
+        now = time.monotonic()
+        grace = self._settings.fenced_grace
+        overdue = [tp for tp, since in self._fenced.items() if now - since > grace]
+        if not overdue:
+            return
+        assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
+        for tp in overdue:
+            del self._fenced[tp]
+        lost = sorted(tp for tp in overdue if tp in assigned)
+        if lost:
+            names = ", ".join(f"{t}[{p}]" for t, p in lost)
+            message = (
+                f"{names}: fenced in the checkpoint store by another instance, yet still "
+                f"assigned to this one by Kafka {grace:g}s later (two consumer groups or two "
+                "connectors sharing a store under different group ids?)"
             )
-        if self._dlq.flush(30) != 0:
-            raise KafkaClientError(f"dead-letter topic {topic} did not acknowledge in 30s")
+            log.error("stopping: %s", message)
+            raise Fenced(message, tuple(lost))
 
     def _rewind(self, first: Mapping[TP, int]) -> None:
         assert self._consumer is not None
@@ -406,6 +472,8 @@ class Pipeline:
                 p.offset = nxt  # the store, not Kafka, says where this partition resumes
                 self._resync[(p.topic, p.partition)] = nxt
         self._epochs.update(epochs)
+        for tp in epochs:
+            self._fenced.pop(tp, None)
         consumer.incremental_assign(partitions)
         if self._paused:
             consumer.pause(partitions)
@@ -420,6 +488,7 @@ class Pipeline:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self._epochs.pop((p.topic, p.partition), None)
+            self._fenced.pop((p.topic, p.partition), None)
             self._resync.pop((p.topic, p.partition), None)
         consumer.incremental_unassign(partitions)
         if partitions:

@@ -8,6 +8,7 @@ metadata travels in headers. Anything that cannot become an Event raises
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from kec.errors import DecodeError
@@ -28,23 +29,46 @@ from kec.event import (
 _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
 
 
+MAX_KEY_BYTES = 1024  # event keys, event ids and the mapped header fields: index-friendly
+_COORDINATES = re.compile(r"[^/]*/-?\d+/-?\d+")  # topic/partition/offset: Kafka's own ids
+
+
+def _text(raw: bytes, what: str) -> str:
+    if len(raw) > MAX_KEY_BYTES:
+        raise DecodeError(f"{what} is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{what} is not UTF-8") from exc
+    if "\x00" in text:
+        raise DecodeError(f"{what} contains a NUL character")
+    return text
+
+
 def event_from_message(
-    msg: Any, default_namespace: str = DEFAULT_NAMESPACE, *, max_bytes: int | None = None
+    msg: Any,
+    default_namespace: str = DEFAULT_NAMESPACE,
+    *,
+    max_bytes: int | None = None,
+    strict_namespace: bool = False,
 ) -> Event:
     """Build an Event from a confluent-kafka ``Message``; raise DecodeError if it is not one.
 
-    ``default_namespace`` is the namespace of the topic the record was read from; a
-    ``namespace`` header overrides it. Refused: no key, a null value, text that is not
-    UTF-8, a value that declares ``content-type: application/json`` and is not JSON, and
-    (with ``max_bytes``) a value larger than that.
+    ``default_namespace`` is the namespace of a record without a ``namespace`` header.
+    With ``strict_namespace`` it is the namespace of the record's topic, which a record
+    cannot leave: a header naming another namespace is refused (write access to one
+    topic must not fire another namespace's rules). Also refused: no key, a null value,
+    text that is not UTF-8, a key, event id or metadata header over
+    :data:`MAX_KEY_BYTES` or holding NUL, an explicit event id shaped like
+    ``topic/partition/offset`` (those name Kafka records: a producer must not pre-claim
+    a future record's id), a value that declares ``content-type: application/json`` and
+    is not JSON (or nests too deep to parse), and (with ``max_bytes``) a value larger
+    than that.
     """
     raw_key = msg.key()
     if raw_key is None:
         raise DecodeError("record has no key (an event key is required)")
-    try:
-        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-    except UnicodeDecodeError as exc:
-        raise DecodeError("record key is not UTF-8") from exc
+    key = _text(raw_key, "record key") if isinstance(raw_key, bytes) else str(raw_key)
     raw_value = msg.value()
     if raw_value is None:
         raise DecodeError("record has a null value (tombstone)")
@@ -54,12 +78,21 @@ def event_from_message(
     extra: list[tuple[str, bytes]] = []
     for name, hval in msg.headers() or ():
         if name in _MAPPED:
-            try:
-                meta[name] = hval.decode() if hval is not None else ""
-            except UnicodeDecodeError as exc:
-                raise DecodeError(f"header {name!r} is not UTF-8") from exc
+            meta[name] = _text(hval, f"header {name!r}") if hval is not None else ""
         else:
             extra.append((name, hval if hval is not None else b""))
+    namespace = meta.get(H_NAMESPACE) or default_namespace
+    if strict_namespace and namespace != default_namespace:
+        raise DecodeError(
+            f"header namespace={namespace!r} on a topic of namespace {default_namespace!r}; "
+            "a record's namespace is its topic's"
+        )
+    event_id = meta.get(H_EVENT_ID, "")
+    if event_id and _COORDINATES.fullmatch(event_id):
+        raise DecodeError(
+            f"event-id header {event_id!r} has the shape topic/partition/offset, which names "
+            "Kafka records; give another id or none"
+        )
     value: str | bytes = raw_value
     content_type = meta.get(H_CONTENT_TYPE, "")
     if content_type != CONTENT_BINARY:
@@ -74,11 +107,13 @@ def event_from_message(
                 json.loads(value)
             except ValueError as exc:
                 raise DecodeError(f"value declared {CONTENT_JSON} is not JSON: {exc}") from exc
+            except RecursionError as exc:
+                raise DecodeError(f"value declared {CONTENT_JSON} nests too deep") from exc
     _, timestamp = msg.timestamp()
     return Event(
         key=key,
         value=value,
-        namespace=meta.get(H_NAMESPACE) or default_namespace,
+        namespace=namespace,
         sender=meta.get(H_SENDER) or None,
         context=meta.get(H_CONTEXT) or None,
         event_type=meta.get(H_EVENT_TYPE) or None,
@@ -87,7 +122,7 @@ def event_from_message(
         topic=msg.topic(),
         partition=msg.partition(),
         offset=msg.offset(),
-        event_id=meta.get(H_EVENT_ID, ""),
+        event_id=event_id,
     )
 
 

@@ -11,7 +11,8 @@ later can succeed without a change by a person::
     ├── DevBrokerError              the local development broker could not start
     ├── DevPostgresError            the local development PostgreSQL could not start
     ├── KafkaClientError            a Kafka client call failed            (retriable)
-    │   └── BrokerUnavailable       no broker answered in time            (retriable)
+    │   ├── BrokerUnavailable       no broker answered in time            (retriable)
+    │   └── KafkaFatal              librdkafka's fatal error: the client is unusable
     ├── CheckpointError             the checkpoint store failed           (retriable)
     │   ├── StoreCorrupt            the store file/database is not ours or is damaged
     │   ├── SchemaTooNew            written by a newer version of this project
@@ -65,6 +66,12 @@ class BrokerUnavailable(KafkaClientError):
     """No Kafka broker answered within the allowed time."""
 
 
+class KafkaFatal(KafkaClientError):
+    """A fatal librdkafka error (e.g. a fenced idempotent producer): the client is unusable."""
+
+    retriable = False
+
+
 class CheckpointError(ConnectorError):
     """The checkpoint store could not complete an operation."""
 
@@ -84,9 +91,16 @@ class SchemaTooNew(CheckpointError):
 
 
 class Fenced(CheckpointError):
-    """This instance's ownership epoch of a partition is no longer current."""
+    """This instance's ownership epoch of a partition is no longer current.
+
+    ``partitions`` names the ``(topic, partition)`` pairs concerned, when known.
+    """
 
     retriable = False
+
+    def __init__(self, message: str, partitions: tuple[tuple[str, int], ...] = ()) -> None:
+        super().__init__(message)
+        self.partitions = partitions
 
 
 class DecodeError(ConnectorError):

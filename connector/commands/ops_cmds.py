@@ -399,7 +399,8 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
     click.echo(
         f"replayed {report.partitions} partitions: read {report.read}, new {report.new}, "
         f"duplicates {report.duplicates}, undecodable {report.undecodable}, "
-        f"actions queued {report.actions}"
+        + (f"rules failed {report.rule_failures}, " if report.rule_failures else "")
+        + f"actions queued {report.actions}"
     )
 
 

@@ -34,9 +34,9 @@ from connector.ops.kafka_io import (
     reader_config,
     watermarks,
 )
-from connector.runtime import apply_events
+from connector.runtime import Applied, apply_events
 from kec.codec import event_from_message
-from kec.errors import ConfigError, DecodeError, KafkaClientError
+from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluator
 from kec.event import Event
 
@@ -63,6 +63,7 @@ class ReplayReport:
     new: int = 0
     duplicates: int = 0
     undecodable: int = 0
+    rule_failures: int = 0  # events the rules raised on (the pipeline dead-lettered them)
     actions: int = 0
     partitions: int = 0
 
@@ -104,13 +105,10 @@ def _plan(
     return start, end
 
 
-def _checkpoint(
-    store: CheckpointStore, evaluator: Evaluator, events: list[Event]
-) -> tuple[int, int]:
-    """The pipeline's step 2 without the offsets: returns (new events, actions queued)."""
+def _checkpoint(store: CheckpointStore, evaluator: Evaluator, events: list[Event]) -> Applied:
+    """The pipeline's step 2 without the offsets."""
     with store.batch() as tx:
-        new, actions = apply_events(tx, evaluator, events)
-    return len(new), len(actions)
+        return apply_events(tx, evaluator, events)
 
 
 def replay(
@@ -153,14 +151,17 @@ def replay(
                     continue  # past the range this replay was asked for
                 report.read += 1
                 try:
-                    events.append(event_from_message(msg, topics.get(tp[0], "default")))
-                except DecodeError:
+                    events.append(
+                        event_from_message(msg, topics.get(tp[0], "default"), strict_namespace=True)
+                    )
+                except Exception:
                     report.undecodable += 1
             if events:
-                new, actions = _checkpoint(store, evaluator, events)
-                report.new += new
-                report.duplicates += len(events) - new
-                report.actions += actions
+                applied = _checkpoint(store, evaluator, events)
+                report.new += len(applied.new)
+                report.duplicates += len(events) - len(applied.new)
+                report.actions += len(applied.actions)
+                report.rule_failures += len(applied.failed)
             if messages:
                 last_progress = time.monotonic()
                 if on_progress is not None:

@@ -182,8 +182,24 @@ def test_binary_content_type_keeps_bytes() -> None:
         (Record(b"k", None), "null value"),
         (Record(b"k", b"\xff\xfe"), "not UTF-8 text"),
         (Record(b"k", b"v", [(H_SENDER, b"\xff")]), "header 'sender' is not UTF-8"),
+        (Record(b"k" * 1025, b"v"), "record key is 1025 bytes; the limit is 1024"),
+        (Record(b"k\x00", b"v"), "record key contains a NUL"),
+        (Record(b"k", b"v", [(H_CONTEXT, b"a\x00b")]), "header 'context' contains a NUL"),
+        (Record(b"k", b"v", [(H_EVENT_ID, b"orders/2/42")]), "shape topic/partition/offset"),
+        (Record(b"k", b"v", [(H_EVENT_ID, b"x" * 2000)]), "header 'event-id' is 2000 bytes"),
     ],
-    ids=["no-key", "key-not-utf8", "null-value", "text-value-not-utf8", "header-not-utf8"],
+    ids=[
+        "no-key",
+        "key-not-utf8",
+        "null-value",
+        "text-value-not-utf8",
+        "header-not-utf8",
+        "key-too-long",
+        "key-with-nul",
+        "context-with-nul",
+        "id-like-coordinates",
+        "id-too-long",
+    ],
 )
 def test_codec_rejects_what_cannot_be_an_event(record: Record, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
@@ -200,6 +216,26 @@ def test_codec_rejects_declared_json_that_is_not_json() -> None:
     assert event_from_message(Record(b"k", b"{not json")).value == "{not json"
 
 
+def test_codec_rejects_declared_json_nested_too_deep() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    record = Record(b"k", deep, [(H_CONTENT_TYPE, CONTENT_JSON.encode())])
+    with pytest.raises(DecodeError, match="nests too deep"):
+        event_from_message(record)
+
+
+def test_strict_namespace_refuses_a_header_naming_another_namespace() -> None:
+    own = Record(b"k", b"v", [(H_NAMESPACE, b"orders")])
+    assert event_from_message(own, "orders", strict_namespace=True).namespace == "orders"
+    assert event_from_message(Record(b"k", b"v"), "orders", strict_namespace=True).namespace == (
+        "orders"
+    )
+    other = Record(b"k", b"v", [(H_NAMESPACE, b"admin")])
+    with pytest.raises(DecodeError, match="namespace='admin' on a topic of namespace 'orders'"):
+        event_from_message(other, "orders", strict_namespace=True)
+    # Not strict (listeners): the header says which namespace the event is of.
+    assert event_from_message(other, "orders").namespace == "admin"
+
+
 def test_codec_rejects_a_value_over_max_bytes() -> None:
     assert event_from_message(Record(b"k", b"x" * 10), max_bytes=10).value == "x" * 10
     with pytest.raises(DecodeError, match="value of 11 bytes is over the limit of 10"):
@@ -209,13 +245,15 @@ def test_codec_rejects_a_value_over_max_bytes() -> None:
 # -- encode then decode --------------------------------------------------------------
 
 _mapped = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
-_optional_text = st.none() | st.text(min_size=1, max_size=20)
+# Keys and metadata fields are text without NUL (the codec refuses NUL there).
+_field_text = st.characters(blacklist_characters="\x00")
+_optional_text = st.none() | st.text(_field_text, min_size=1, max_size=20)
 
 
 @given(
-    key=st.text(max_size=30),
+    key=st.text(_field_text, max_size=30),
     value=st.text(max_size=60) | st.binary(max_size=60),
-    namespace=st.text(min_size=1, max_size=20),
+    namespace=st.text(_field_text, min_size=1, max_size=20),
     sender=_optional_text,
     context=_optional_text,
     event_type=_optional_text,
