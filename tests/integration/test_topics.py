@@ -26,7 +26,7 @@ from connector.cli import cli
 from connector.devbroker import free_port
 from connector.topics import TopicPolicy, describe_topics, ensure_topics
 from kec.errors import BrokerUnavailable, KafkaClientError
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, run_in_repo, wait_for
 
 
 @pytest.fixture
@@ -252,3 +252,15 @@ def test_ctrl_c_in_send_reports_how_many_of_count_were_sent(
     assert line.startswith("interrupted: sent ") and " of 100000 events to " in line
     sent = int(line.split()[2])
     assert 5 <= sent < 100000
+
+
+def test_gateway_without_its_topic_and_creation_off_refuses_to_start(
+    bootstrap: str, fresh: list[str]
+) -> None:
+    name = fresh_name(fresh)
+    argv = ["-m", "connector", "gateway", "--bootstrap", bootstrap, "--topic", name]
+    argv += ["--no-create-topic", "--listen", f"127.0.0.1:{free_port()}", "--store", "memory://"]
+    done = run_in_repo(*argv, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"topic {name!r} does not exist and topic creation is off" in done.stderr
+    assert f"event-connector topics create {name} --bootstrap {bootstrap}" in done.stderr
