@@ -18,6 +18,7 @@ from click.core import ParameterSource
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
+    from connector.config import ConnectorConfig
     from connector.service import ConnectorService
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ _QUICK_OPTIONS = (
     "linger_ms",
     "dlq_topic",
     "outbox_max",
+    "create_topics",
 )
 
 
@@ -136,6 +138,13 @@ _QUICK_OPTIONS = (
 @click.option("--linger-ms", type=click.IntRange(0), default=10, show_default=True)
 @click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
 @click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)
+@click.option(
+    "--create-topics/--no-create-topics",
+    default=True,
+    show_default=True,
+    help="Without -c: create the --topic and --dlq-topic topics when missing (3 "
+    "partitions, the broker's replication factor); with -c the file's topic_creation says.",
+)
 @click.pass_context
 def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **quick: Any) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
@@ -146,12 +155,20 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
     the file has `http:` / `metrics:` sections. Without -c, a quick mode: every event of
     each --topic becomes one `notify` action on the log target.
 
+    Before it consumes anything it creates the topics it reads and writes when they are
+    missing (see `event-connector topics --help`), unless the file turns that off.
+
     Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed
     first; actions not yet delivered stay in the outbox for the next start.
     """
+    # At once: a SIGTERM while the topics are checked must stop the run, not kill it
+    # (Ctrl-C keeps interrupting at once until the service runs).
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from connector.service import build_service
 
     service: ConnectorService
+    create_topics: bool = quick.pop("create_topics")
     if config is not None:
         given = [
             name
@@ -173,12 +190,50 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
             len(cfg.rules),
             ", ".join(cfg.targets),
         )
+        _prepare_config_run(cfg, config)
     else:
         service = _quick_service(instance_id=instance_id, **quick)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _prepare_quick_run(quick, create_topics)
+    if stop.is_set():
+        log.info("stopped before the connector started")
+        return
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.run(stop)
+
+
+def _prepare_config_run(cfg: ConnectorConfig, path: Path) -> None:
+    """Before the service starts: the gateway's port is free, every topic exists."""
+    from connector.ports import check_listen, url_of
+    from connector.topics import ensure_config_topics
+
+    http = cfg.http
+    if http is not None:
+        check_listen(
+            http.host, http.port, what="the HTTP gateway", setting=f"http.host/http.port in {path}"
+        )
+    ensure_config_topics(cfg, source=f"-c {path}")
+    if http is not None:
+        log.info(
+            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (namespace %s)",
+            url_of(http.host, http.port),
+            http.topic,
+            http.namespace,
+        )
+
+
+def _prepare_quick_run(quick: dict[str, Any], create: bool) -> None:
+    """Quick mode's topics (and dead-letter topic) exist before the service starts."""
+    from connector.topics import TopicPolicy, ensure_topics
+
+    topics = [spec.partition("=")[0] for spec in quick["topics"]]
+    if quick["dlq_topic"]:
+        topics.append(quick["dlq_topic"])
+    ensure_topics(
+        {"bootstrap.servers": quick["bootstrap"]},
+        topics,
+        TopicPolicy(create=create),
+        source=f"--bootstrap {quick['bootstrap']}",
+    )
 
 
 def _quick_service(
@@ -235,7 +290,7 @@ def _quick_service(
     help="The quickstart config to run [examples/quickstart.yaml of the checkout].",
 )
 def demo(config: Path | None) -> None:
-    """The quickstart on embedded defaults: a real Kafka (design §10), the connector
+    """The quickstart on embedded defaults: a real Kafka (see docs/architecture.md), the connector
     with SQLite checkpoints, the AIFlow seed's events and their actions, the status
     table, then kill -9 in the middle of a stream and a restart: no action fires twice."""
     from connector.demo import QUICKSTART, run_demo
@@ -244,7 +299,7 @@ def demo(config: Path | None) -> None:
 
 
 # subcommands defined in connector/commands/ (one line each)
-from connector.commands import config_cmds, gateway_cmd, ops_cmds  # noqa: E402
+from connector.commands import config_cmds, gateway_cmd, ops_cmds, topics_cmd  # noqa: E402
 
 cli.add_command(config_cmds.validate)
 cli.add_command(config_cmds.schema)
@@ -254,6 +309,7 @@ cli.add_command(ops_cmds.status)
 cli.add_command(ops_cmds.replay)
 cli.add_command(ops_cmds.dlq)
 cli.add_command(gateway_cmd.gateway)
+cli.add_command(topics_cmd.topics)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""A real single-node Apache Kafka broker for development and tests (design §10).
+"""A real single-node Apache Kafka broker for development and tests (see docs/architecture.md).
 
 Where the broker comes from, in order (:func:`provide_kafka`):
 
@@ -435,7 +435,7 @@ def docker_available(timeout: float = 2.0) -> bool:
 
 @contextlib.contextmanager
 def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
-    """Yield a running Kafka cluster chosen as design §10 says; stop what was started."""
+    """Yield a running Kafka cluster chosen in the order above; stop what was started."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield KafkaCluster(external, "external", "unknown")

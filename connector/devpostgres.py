@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for development and tests (design §10).
+"""A real PostgreSQL server for development and tests (see docs/architecture.md).
 
 Where the server comes from, in order (:func:`provide_postgres`):
 
@@ -298,7 +298,7 @@ class DevPostgres:
 
 @contextlib.contextmanager
 def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
-    """Yield a running PostgreSQL chosen as design §10 says; stop what was started."""
+    """Yield a running PostgreSQL chosen in the order above; stop what was started."""
     external = os.environ.get("PG_DSN")
     if external:
         yield PostgresServer(external, "external", _server_version(external))

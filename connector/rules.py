@@ -1,4 +1,4 @@
-"""Trigger rules: what a rule matches and which action it takes (design §6).
+"""Trigger rules: what a rule matches and which action it takes (docs/architecture.md, "Rules").
 
 Plain pydantic models, so the config module can embed them in its YAML schema and report
 each error with its field path. A rule, in YAML::
@@ -6,6 +6,7 @@ each error with its field path. A rule, in YAML::
     - name: start-task2                # unique across the rule set
       namespace: default               # events of other namespaces never reach it
       key: "order-*"                   # exact key, or a glob when it holds * ? or [
+      context: "wf-*"                  # optional: only events of these executions
       value:                           # optional; every condition given must hold
         equals: "done"                 # the value as text equals this
         regex: "^ok"                   # re.search on the value as text
@@ -21,6 +22,11 @@ Actions: ``start``/``stop`` a workflow (a workflow trigger: sees every event of 
 namespace); ``START``/``STOP``/``RESTART`` a task in the event's own workflow execution
 (its ``context``; events without one never trigger a task rule); ``notify`` hands the
 event itself to the target.
+
+``context`` (exact or glob, like ``key``) keeps only events whose context matches: the
+workflow execution that sent them, and for events of the HTTP gateway the
+``{workflow_id}`` of ``POST /event/send_event/{workflow_id}`` (their key is the body's
+``event_key``). An event without a context never matches a rule with ``context``.
 
 Instead of ``key`` a rule may wait for several keys (``all_of``)::
 
@@ -100,7 +106,10 @@ class _Model(BaseModel):
     # Frozen: compiled rules and evaluation rely on rules never changing under them.
     # `in` and `json` are validation aliases, so Python code (and type checkers) use the
     # field names `in_` and `json_`, while YAML uses the aliases.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 class JsonPredicate(_Model):
@@ -111,15 +120,23 @@ class JsonPredicate(_Model):
     """
 
     path: Annotated[NonEmpty, AfterValidator(_check_path)]
+    """The field, dotted (order.total); a segment of digits indexes a list."""
     equals: JsonValue = None  # "not given" and null are told apart by `has_equals`
+    """The field equals this JSON value (null included)."""
     in_: tuple[JsonValue, ...] | None = Field(
         default=None, validation_alias="in", serialization_alias="in", min_length=1
     )
+    """The field equals one of these JSON values."""
     exists: bool | None = None
+    """true: the field is present (even as null); false: it is absent."""
     gt: float | None = Field(default=None, strict=True)
+    """The field is a number greater than this."""
     ge: float | None = Field(default=None, strict=True)
+    """The field is a number greater than or equal to this."""
     lt: float | None = Field(default=None, strict=True)
+    """The field is a number less than this."""
     le: float | None = Field(default=None, strict=True)
+    """The field is a number less than or equal to this."""
 
     # Private attributes take part in model equality, so `equals: null` != no `equals`.
     _has_equals: bool = PrivateAttr(default=False)
@@ -151,10 +168,13 @@ class ValueMatch(_Model):
     """Conditions on the event value; all given must hold (an empty match holds always)."""
 
     equals: str | None = None
+    """The value, as text, equals this."""
     regex: Annotated[str, AfterValidator(_check_regex)] | None = None
+    """This regular expression is found in the value as text (re.search)."""
     json_: tuple[JsonPredicate, ...] = Field(
         default=(), validation_alias="json", serialization_alias="json"
     )
+    """Conditions on fields of the value parsed as JSON; all must hold."""
 
 
 class AllOf(_Model):
@@ -166,8 +186,12 @@ class AllOf(_Model):
     """
 
     keys: tuple[NonEmpty, ...] = Field(min_length=2)
+    """The event keys (exact or glob) that must all arrive."""
     window: float | None = Field(default=None, gt=0)
+    """Seconds: an event older than the newest one of the set by more is dropped."""
     policy: Literal["latest", "first"]
+    """Which event of a key arriving more than once is kept: the latest or the first
+    (by create time)."""
 
     @field_validator("keys")
     @classmethod
@@ -182,15 +206,29 @@ class Rule(_Model):
     """One trigger rule: a match on events of one namespace and one action."""
 
     name: NonEmpty
+    """The rule's name, unique across the rules; part of each action's id."""
     namespace: NonEmpty = DEFAULT_NAMESPACE
+    """Only events of this namespace reach the rule."""
     key: NonEmpty | None = None
+    """The event key to match: exact, or a glob when it holds * ? or [ (give key or
+    all_of)."""
     all_of: AllOf | None = Field(default=None, validate_default=True)
+    """Fire once when events of all these keys have arrived (give key or all_of)."""
     value: ValueMatch | None = None
+    """Conditions on the event's value; all must hold."""
+    context: NonEmpty | None = None
+    """Only events whose context (workflow execution id; for gateway events the URL's
+    workflow id) matches: exact or glob."""
     action: ActionKind
+    """start/stop a workflow; START/STOP/RESTART a task in the event's own workflow
+    execution (its context); notify hands the event to the target."""
     # validate_default: these checks depend on `action`, and must run when omitted too.
     workflow: NonEmpty | None = Field(default=None, validate_default=True)
+    """The workflow acted on (every action but notify)."""
     task: NonEmpty | None = Field(default=None, validate_default=True)
+    """The task acted on (task actions only)."""
     target: NonEmpty = "log"
+    """The target (under targets:) that receives the action."""
 
     @field_validator("all_of")
     @classmethod

@@ -1,4 +1,4 @@
-"""Pure trigger evaluation (design §6): ``(rules, state, event) -> (actions, state updates)``.
+"""Pure trigger evaluation: ``(rules, state, event) -> (actions, state updates)``.
 
 No I/O here. The pipeline calls the engine inside its checkpoint transaction, once per new
 event, in order, and applies the updates to what later events of the batch see::
@@ -10,7 +10,7 @@ event, in order, and applies the updates to what later events of the batch see::
     result.state_updates                           # to write back; None deletes the key
     result.state_ttl                               # of partial all_of sets with a window
 
-Semantics (AIFlow's, design §3):
+Semantics (AIFlow's; docs/architecture.md, "Rules"):
 
 * An event reaches only the rules of its own namespace.
 * A task rule (``START``/``STOP``/``RESTART``) acts on the event's workflow execution: it
@@ -25,12 +25,13 @@ Semantics (AIFlow's, design §3):
   later arrival), ``first`` the least (a tie goes to the earlier one). With ``window``, an
   event more than ``window`` seconds older (by ``create_time``, never the wall clock) than
   the newest event of the set is dropped, or not taken in when it arrives that late.
-* Value conditions are checked per event; an event that fails them does not count.
+* Value and ``context`` conditions are checked per event; an event that fails them
+  does not count.
 * Actions come out in rule declaration order; their ids are deterministic.
 
 State that cannot be read (corrupt, or from an older rule with other keys) is treated as
 empty, or trimmed to the rule's current keys, and rewritten: a bad row must not stop the
-pipeline (design §9).
+pipeline (docs/architecture.md, "Bad input").
 """
 
 from __future__ import annotations
@@ -236,13 +237,28 @@ class _NamespaceIndex:
     has_scoped: bool
 
 
+def _compile_context(pattern: str | None) -> _Check | None:
+    if pattern is None:
+        return None
+    if not is_glob(pattern):
+        return lambda s: s.event.context == pattern
+    match = re.compile(translate(pattern)).match
+    return lambda s: s.event.context is not None and match(s.event.context) is not None
+
+
+def _both(first: _Check | None, second: _Check | None) -> _Check | None:
+    if first is None or second is None:
+        return first or second
+    return lambda s: first(s) and second(s)
+
+
 def _compile(position: int, rule: Rule) -> _Compiled:
     all_of = rule.all_of
     return _Compiled(
         position=position,
         rule=rule,
         scoped=rule.is_task_rule,
-        check=_compile_value(rule.value),
+        check=_both(_compile_context(rule.context), _compile_value(rule.value)),
         slots=all_of.keys if all_of is not None else (),
         latest=all_of is None or all_of.policy == "latest",
         window_ms=all_of.window * 1000 if all_of is not None and all_of.window else None,

@@ -1,4 +1,4 @@
-"""An AIFlow-style Python API for trigger rules (design §6).
+"""An AIFlow-style Python API for trigger rules (docs/architecture.md, "Rules").
 
 It compiles to the same :class:`~connector.rules.Rule` objects a YAML rule list gives, so
 the engine cannot tell them apart. The seed's example::

@@ -62,7 +62,7 @@ class Scheduler(ListenerProcessor):
     """Feeds every event to the trigger engine and keeps the actions it decides.
 
     The rule state lives in a dict here; the connector service keeps it in its checkpoint
-    store, in the same transaction as the event (design §4).
+    store, in the same transaction as the event (docs/architecture.md, "The exactly-once protocol").
     """
 
     def __init__(self, engine: TriggerEngine) -> None:

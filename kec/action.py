@@ -1,6 +1,6 @@
 """Actions: what a rule decided to do about events, and the unit the outbox delivers.
 
-An action id is deterministic (design §4): a hash of the rule name and the ids of the
+An action id is deterministic (docs/architecture.md): a hash of the rule name and the ids of the
 events that triggered it. Re-evaluating the same events gives the same id, so a target
 that honours idempotency keys applies each action once however often it is resent.
 """

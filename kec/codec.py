@@ -1,4 +1,4 @@
-"""Kafka record <-> Event (design §3).
+"""Kafka record <-> Event (docs/architecture.md, "Events, namespaces and topics").
 
 A record key is the event key (so one key stays ordered on one partition); the event's
 metadata travels in headers. Anything that cannot become an Event raises

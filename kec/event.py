@@ -1,4 +1,4 @@
-"""The Event: what a producer sent, plus where Kafka put it (design §3).
+"""The Event: what a producer sent, plus where Kafka put it (docs/architecture.md).
 
 Immutable, picklable and JSON-serializable, so a Ray-style listener can hand it from the
 polling instance to the committing one, even in another process.
@@ -22,7 +22,7 @@ DEFAULT_NAMESPACE = "default"
 # Namespace N lives in topic f"{DEFAULT_TOPIC_PREFIX}{N}" unless configured otherwise (§3).
 DEFAULT_TOPIC_PREFIX = "events."
 
-# Header names (design §3). Values are UTF-8.
+# Header names (docs/architecture.md, "Events, namespaces and topics"). Values are UTF-8.
 H_EVENT_ID = "event-id"
 H_NAMESPACE = "namespace"
 H_SENDER = "sender"

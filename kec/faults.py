@@ -2,7 +2,7 @@
 
 ``KEC_CRASH_AT=after_checkpoint`` kills the process the first time the pipeline reaches
 that step; ``KEC_CRASH_AT=after_checkpoint:3`` the third time. Unset (production), a crash
-point costs one comparison. The names are the rows of design §4's crash table.
+point costs one comparison. The names are the rows of the crash table in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Event listeners: Event, EventListener, the Kafka, timer and HTTP listeners, and
-``wait_for_event``, the durable event step they run in (design §8)."""
+``wait_for_event``, the durable event step they run in (docs/architecture.md)."""
 
 from kec.event import Event
 from listeners.base import EventListener

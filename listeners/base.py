@@ -1,4 +1,4 @@
-"""The event listener contract of Ray Workflows (design §8).
+"""The event listener contract of Ray Workflows (docs/architecture.md, "The listener contract").
 
 A listener turns "wait until something happens" into a coroutine that returns an
 :class:`~kec.event.Event`. ``wait_for_event(ListenerType, *args, **kwargs)`` drives

@@ -1,4 +1,4 @@
-"""``wait_for_event``: an event listener driven as a durable step (design §8, Ray's API).
+"""``wait_for_event``: an event listener as a durable step (Ray's API; docs/architecture.md).
 
 A step is named by its ``step_id`` (unique within the store: e.g.
 ``"<workflow id>/<step name>"``) and its result is the :class:`~kec.event.Event`

@@ -1,4 +1,4 @@
-"""``HTTPListener``: Ray's HTTP event listener, backed by the events gateway (design §8).
+"""``HTTPListener``: Ray's HTTP event listener, backed by the events gateway (docs/architecture.md).
 
 How it learns of an event: it asks the gateway (``event-connector gateway``), which is
 the component that checkpoints HTTP events. One event goes through Ray's protocol so:
@@ -18,7 +18,7 @@ the component that checkpoints HTTP events. One event goes through Ray's protoco
    event is handed out again — the same event id, so a durable step deduplicates it.
 
 The event's value is the JSON text of ``event_payload`` (``event.json_value()``), its key
-``workflow_id/event_key``, its ``context`` the workflow id, its namespace the gateway's.
+the ``event_key``, its ``context`` the workflow id, its namespace the gateway's.
 
 Configuration (no constructor arguments; resolved at every call, first match wins):
 :func:`configure` (``url=``, ``token=``) for this process, else ``KEC_GATEWAY_URL`` and

@@ -1,4 +1,4 @@
-"""``QueueEventListener``: the Kafka listener of Ray Workflows, done right (design §4, §8).
+"""``QueueEventListener``: the Kafka listener of Ray Workflows, done right (docs/architecture.md).
 
 One event goes through Ray's checkpoint-then-commit protocol, in this order:
 

@@ -1,4 +1,4 @@
-"""``TimerListener``: Ray's timer event, an event that happens at a timestamp (design §8).
+"""``TimerListener``: Ray's timer event, one that happens at a timestamp (docs/architecture.md).
 
 ``await TimerListener().poll_for_event(timestamp)`` returns once the clock reaches
 ``timestamp`` (seconds since the epoch, as :func:`time.time`); a timestamp that is already

@@ -1,4 +1,4 @@
-"""Session fixtures: a real Kafka broker (design §10) and a fresh topic and group per test;
+"""Session fixtures: a real Kafka broker (docs/architecture.md), a fresh topic and group per test;
 a real PostgreSQL server and a fresh database per test."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``event-connector gateway``: serve the HTTP events gateway (design §8).
+"""``event-connector gateway``: serve the HTTP events gateway (docs/architecture.md).
 
 Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
 and/or the options; an option given on the command line wins over the file.
@@ -6,6 +6,7 @@ and/or the options; an option given on the command line wins over the file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -52,6 +53,12 @@ log = logging.getLogger(__name__)
 @click.option("--namespace", default=None, help="Namespace of the events [http].")
 @click.option("--group", default=None, help="Consumer group [kec-gateway-<topic>].")
 @click.option(
+    "--create-topic/--no-create-topic",
+    default=None,
+    help="Create the topic when it is missing [the file's topic_creation.enabled; without "
+    "-c: create].",
+)
+@click.option(
     "--deliver-timeout",
     type=click.FloatRange(min=0.5),
     default=5.0,
@@ -68,28 +75,38 @@ def gateway(
     topic: str | None,
     namespace: str | None,
     group: str | None,
+    create_topic: bool | None,
     deliver_timeout: float,
 ) -> None:
     """Serve the HTTP events gateway.
 
     POST /event/send_event/WORKFLOW_ID with {"event_key": ..., "event_payload": ...}
     writes the event to Kafka and answers 200 once it is durably checkpointed in the
-    store; HTTPListener long-polls GET /event/wait/WORKFLOW_ID/EVENT_KEY. Stop with
-    Ctrl-C or SIGTERM: open requests are finished first.
+    store; HTTPListener long-polls GET /event/wait/WORKFLOW_ID/EVENT_KEY. The event's
+    key is EVENT_KEY and its context WORKFLOW_ID, so a rule matches it with `key:` (and
+    `context:` for one workflow). The topic is created when missing unless creation is
+    off. Stop with Ctrl-C or SIGTERM: open requests are finished first.
     """
     from checkpoint import open_store
     from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
+    from connector.ports import check_listen, url_of
+    from connector.topics import TopicPolicy, ensure_topics, policy_of
 
     properties: dict[str, Any] = {}
     store_url, host_port = store, listen
+    policy = TopicPolicy()
+    listen_setting = "--listen"
     if config is not None:
         from connector.config import load_config
 
         cfg = load_config(config)
+        policy = policy_of(cfg)
         properties = dict(cfg.kafka.client_config())
         store_url = store_url or cfg.checkpoint.url()
         http = cfg.http
         if http is not None:
+            if host_port is None:
+                listen_setting = f"--listen, or http.host/http.port in {config}"
             host_port = host_port or f"{http.host}:{http.port}"
             if token is None and http.token is not None:
                 token = http.token.get_secret_value()
@@ -111,11 +128,20 @@ def gateway(
         deliver_timeout=deliver_timeout,
         kafka_properties=properties,
     )
+    check_listen(host, port, what="the HTTP gateway", setting=listen_setting)
+    if create_topic is not None:
+        policy = dataclasses.replace(policy, create=create_topic)
+    source = f"-c {config}" if config is not None and not bootstrap else f"--bootstrap {servers}"
+    ensure_topics(
+        {**properties, "bootstrap.servers": servers}, [settings.topic], policy, source=source
+    )
     with open_store(store_url or _DEFAULT_STORE) as opened:
         server = GatewayServer(Gateway(settings, opened), host=host, port=port, token=token)
-        click.echo(
-            f"gateway on http://{host}:{port} -> topic {settings.topic} "
-            f"(group {settings.group}, {'strict' if settings.strict else 'keeps early events'})",
-            err=True,
+        log.info(
+            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (group %s, %s)",
+            url_of(host, port),
+            settings.topic,
+            settings.group,
+            "strict" if settings.strict else "keeps early events",
         )
         server.run()

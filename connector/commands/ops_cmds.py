@@ -9,6 +9,7 @@ over the file. Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -67,8 +68,10 @@ def resolve(
             topics=explicit,
             store_url=store or _DEFAULT_STORE,
             named_topics=tuple(explicit),
+            source=f"--bootstrap {bootstrap}",
         )
     from connector.config import load_config
+    from connector.topics import policy_of
 
     cfg = load_config(config)
     client_config = dict(cfg.kafka.client_config())
@@ -85,6 +88,8 @@ def resolve(
         rules=rules,
         dead_letter_topic=cfg.dead_letter_topic,
         rule_names=tuple(rule.name for rule in rules),
+        topic_policy=policy_of(cfg),
+        source=f"-c {config}",
     )
 
 
@@ -184,19 +189,33 @@ def _echo_json(data: Any) -> None:
     default=None,
     help="At most this many events per second.",
 )
+@click.option(
+    "--create-topic/--no-create-topic",
+    default=None,
+    help="Create the topic when it is missing [the file's topic_creation.enabled; without "
+    "-c: create].",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [when a TTY].")
 @click.pass_context
 def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
     """Send COUNT events KEY=VALUE to a namespace's topic (idempotent, acks=all).
 
-    The topic is --topic, else the first topic of --namespace in the config. With --count,
-    values become VALUE-0, VALUE-1... (unless --same-value); every event has its own id.
+    The topic is --topic, else the topic of --namespace in the config (or of its only
+    namespace). A missing topic is created (partitions and replication from the file's
+    topic_creation) unless creation is off; then the error names the topic and how to
+    create it. With --count, values become VALUE-0, VALUE-1... (unless --same-value);
+    every event has its own id. Ctrl-C stops sending and reports how many were sent.
     """
     from connector.ops.send import make_events, send_events, topic_for
+    from connector.topics import TopicPolicy, ensure_topics
 
     ops = _ops(ctx, kwargs)
     destination = ops.named_topics[0] if ops.named_topics else None
     topic, namespace = topic_for(ops.topics, kwargs["namespace"], destination)
+    policy = ops.topic_policy or TopicPolicy()
+    if kwargs["create_topic"] is not None:
+        policy = dataclasses.replace(policy, create=kwargs["create_topic"])
+    ensure_topics(ops.client_config, [topic], policy, source=ops.source)
     count: int = kwargs["count"]
     events = make_events(
         key,
@@ -208,16 +227,34 @@ def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
         same_value=kwargs["same_value"],
     )
     progress = _progress(kwargs["progress"])
-    with progress if progress is not None else contextlib.nullcontext():
+    with _stop_on_signals() as stop, progress if progress is not None else contextlib.nullcontext():
         on_sent = None
         if progress is not None:
             task = progress.add_task(f"sending to {topic}", total=count)
             on_sent = lambda n: progress.advance(task, n)  # noqa: E731
-        report = send_events(ops.client_config, topic, events, rate=kwargs["rate"], on_sent=on_sent)
+        report = send_events(
+            ops.client_config,
+            topic,
+            events,
+            rate=kwargs["rate"],
+            on_sent=on_sent,
+            sleep=stop.wait,
+            stop=stop,
+        )
     if count == 1 and report.positions:
         partition, offset = report.positions[0]
         click.echo(f"{topic}[{partition}]@{offset}")
-    click.echo(f"sent {report.count} events to {topic} in {report.seconds:.2f}s")
+    if report.interrupted:
+        click.echo(
+            f"interrupted: sent {report.count} of {_plural(count, 'event')} to {topic} "
+            f"in {report.seconds:.2f}s"
+        )
+        ctx.exit(130)
+    click.echo(f"sent {_plural(report.count, 'event')} to {topic} in {report.seconds:.2f}s")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 # -- tail ------------------------------------------------------------------------------
@@ -410,18 +447,27 @@ def dlq_list(ctx: click.Context, /, **kwargs: Any) -> None:
 def dlq_replay(ctx: click.Context, /, action_ids: tuple[str, ...], **kwargs: Any) -> None:
     """Put dead actions back to pending; a running connector delivers them again.
 
-    Dead records are not replayed: decoding is deterministic, the same bytes would fail
-    again. Fix the producer and send the event anew.
+    Every ACTION_ID must name a dead action (`dlq list` shows them); if one does not,
+    nothing is replayed and the error names it. Dead records are not replayed: decoding
+    is deterministic, the same bytes would fail again. Fix the producer and send the
+    event anew.
     """
-    from connector.ops.dlq import replay_actions
+    from connector.ops.dlq import not_dead, replay_actions
 
     replay_all = kwargs.pop("replay_all")
     if bool(action_ids) == replay_all:
         raise click.UsageError("give ACTION_ID... or --all (not both)")
     ops = _ops(ctx, kwargs, needs_kafka=False)
     with ops.open_store() as store:
+        unknown = not_dead(store, action_ids)
+        if unknown:
+            listed = ", ".join(unknown)
+            noun = "a dead action" if len(unknown) == 1 else "dead actions"
+            raise click.BadParameter(
+                f"not {noun} in the store: {listed} (see `event-connector dlq list`); "
+                "nothing was replayed",
+                ctx=ctx,
+                param_hint="ACTION_ID",
+            )
         moved = replay_actions(store, None if replay_all else action_ids)
-    click.echo(f"{moved} dead actions back to pending")
-    if action_ids and moved < len(set(action_ids)):
-        missing = len(set(action_ids)) - moved
-        raise click.BadParameter(f"{missing} of the given ids are not dead actions", ctx=ctx)
+    click.echo(f"{_plural(moved, 'dead action')} back to pending")

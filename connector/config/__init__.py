@@ -19,6 +19,8 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
     checkpoint: {backend: sqlite, path: checkpoints.db,   # relative to this file
                  retention_days: 14}       # prune older events (default: keep all)
     dead_letter_topic: events-dlq
+    topic_creation: {enabled: true,        # create missing topics (run, send, gateway)
+                     partitions: 3, replication_factor: -1}   # -1: the broker's default
     pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,
                instance_id: connector-1}
     retry: {max_attempts: 8, initial_backoff_seconds: 1, max_backoff_seconds: 300}
@@ -43,6 +45,7 @@ from connector.config.models import (
     NamespaceConfig,
     PipelineConfig,
     RetryConfig,
+    TopicCreationConfig,
 )
 
 __all__ = [
@@ -56,5 +59,6 @@ __all__ = [
     "NamespaceConfig",
     "PipelineConfig",
     "RetryConfig",
+    "TopicCreationConfig",
     "load_config",
 ]

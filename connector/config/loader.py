@@ -3,7 +3,9 @@
 ruamel.yaml's round-trip loader remembers the line of every key and list item, so each
 pydantic error (whose ``loc`` is a field path) is reported as ``FILE:LINE PATH: message``.
 Every error of the file is reported at once; only a YAML syntax error stops earlier,
-since nothing after it can be trusted.
+since nothing after it can be trusted. An unknown key (a typo) says which known key it
+is closest to, from the config's JSON Schema, and is listed before the other errors of
+its mapping, which it often causes (``taks:`` leaves ``task`` missing).
 
 Interpolation applies to scalar string values (never keys): ``${NAME}`` is the variable's
 value, ``${NAME:-default}`` the default when it is unset or empty, ``$$`` a literal ``$``.
@@ -13,6 +15,8 @@ messages, so a secret passed through the environment stays out of logs.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -82,10 +86,78 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Conne
     try:
         config = ConnectorConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        found.extend((tuple(err["loc"]), _message(err["msg"])) for err in exc.errors())
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if err["type"] == "extra_forbidden":
+                found.append((loc, unknown_key(loc)))
+            else:
+                found.append((loc, _message(err["msg"])))
     if found or config is None:
         raise ConfigFileError(name, _locate_all(name, tree, found))
     return config
+
+
+UNKNOWN_KEY = "unknown key"
+
+
+def unknown_key(loc: Loc) -> str:
+    """The message for an unknown key at ``loc``: the closest known key, else all of them."""
+    key = str(loc[-1])
+    known = _known_keys(_schema(), loc[:-1])
+    if not known:
+        return f"{UNKNOWN_KEY} `{key}`"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"{UNKNOWN_KEY} `{key}`: did you mean `{close[0]}`?"
+    if len(loc) >= 2 and key in _known_keys(_schema(), loc[:-2]):
+        outer = _path(list(loc[:-2])) if len(loc) > 2 else "the top level"
+        return f"{UNKNOWN_KEY} `{key}` here: it is a key of {outer}, one level up"
+    return f"{UNKNOWN_KEY} `{key}` (known keys: {', '.join(sorted(known))})"
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return ConnectorConfig.model_json_schema(mode="validation")
+
+
+def _known_keys(schema: dict[str, Any], loc: Loc) -> list[str]:
+    """The property names of the object at ``loc`` in ``schema`` ([] when not found).
+
+    ``loc`` is pydantic's, so it may hold a discriminated union's tag (``targets.x.command``)
+    or a union branch's name; those are followed or skipped like the file's own keys.
+    """
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        while isinstance(node, dict) and "$ref" in node:
+            node = defs.get(str(node["$ref"]).rsplit("/", 1)[-1], {})
+        return node
+
+    def objects(node: Any) -> list[dict[str, Any]]:
+        """The object schemas ``node`` may be: itself, or its union's branches."""
+        node = resolve(node)
+        if not isinstance(node, dict):
+            return []
+        branches = node.get("anyOf") or node.get("oneOf")
+        if branches:
+            return [b for branch in branches for b in objects(branch)]
+        return [node]
+
+    nodes = objects(schema)
+    for part in loc:
+        following: list[dict[str, Any]] = []
+        for node in nodes:
+            props = node.get("properties", {})
+            if isinstance(part, str) and part in props:
+                following += objects(props[part])
+            elif isinstance(part, int) and "items" in node:
+                following += objects(node["items"])
+            elif isinstance(node.get("additionalProperties"), dict):
+                following += objects(node["additionalProperties"])
+        # A discriminated union's tag: keep the branch it names.
+        tagged = [n for n in nodes if n.get("properties", {}).get("type", {}).get("const") == part]
+        nodes = tagged or following or nodes
+    return sorted({key for node in nodes for key in node.get("properties", {})})
 
 
 def _interpolate(node: Any, loc: Loc, env: Mapping[str, str], found: list[tuple[Loc, str]]) -> Any:
@@ -163,20 +235,36 @@ def _message(msg: str) -> str:
 
 
 def _locate_all(name: str, tree: CommentedMap, found: list[tuple[Loc, str]]) -> list[str]:
-    """One line per (line, path), messages of the same spot joined (union branches)."""
+    """One line per (line, path), messages of the same spot joined (union branches).
+
+    By line, except that an unknown key comes before every other error of its mapping.
+    """
     by_spot: dict[tuple[int, str], list[str]] = {}
+    parts_of: dict[tuple[int, str], tuple[str | int, ...]] = {}
     for loc, msg in found:
-        line, path = _locate(tree, loc)
-        messages = by_spot.setdefault((line, path), [])
+        line, parts = _locate(tree, loc)
+        spot = (line, _path(parts))
+        parts_of[spot] = tuple(parts)
+        messages = by_spot.setdefault(spot, [])
         if msg not in messages:
             messages.append(msg)
+
+    def order(spot: tuple[int, str]) -> tuple[int, int, int, str]:
+        line, path = spot
+        if not any(m.startswith(UNKNOWN_KEY) for m in by_spot[spot]):
+            return (line, 1, line, path)
+        parent = parts_of[spot][:-1]
+        siblings = [s[0] for s, parts in parts_of.items() if parts[: len(parent)] == parent]
+        return (min(siblings), 0, line, path)
+
     return [
-        f"{name}:{line} {path}: {'; '.join(msgs)}" for (line, path), msgs in sorted(by_spot.items())
+        f"{name}:{line} {path}: {'; '.join(by_spot[(line, path)])}"
+        for line, path in sorted(by_spot, key=order)
     ]
 
 
-def _locate(tree: CommentedMap, loc: Loc) -> tuple[int, str]:
-    """The 1-based line of ``loc`` in the file and its path as written in the file.
+def _locate(tree: CommentedMap, loc: Loc) -> tuple[int, list[str | int]]:
+    """The 1-based line of ``loc`` in the file and its path (parts) as written in the file.
 
     pydantic's ``loc`` may hold parts that are not in the data: a discriminated union's
     tag (``targets.x.command.timeout``) or a union branch's type (``...str``). Those are
@@ -199,7 +287,7 @@ def _locate(tree: CommentedMap, loc: Loc) -> tuple[int, str]:
         elif isinstance(node, CommentedMap) and last and isinstance(part, str) and part != "[key]":
             parts.append(part)  # a required field that is missing
         # else: a union tag or branch name, not a place in the file
-    return line, _path(parts)
+    return line, parts
 
 
 def _path(parts: list[str | int]) -> str:

@@ -1,4 +1,4 @@
-"""The connector's configuration as pydantic models (one YAML file, design §1).
+"""The connector's configuration as pydantic models (one YAML file, see docs/architecture.md).
 
 Every model refuses unknown keys, so a typo is an error rather than a silently ignored
 setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token) are
@@ -46,6 +46,7 @@ __all__ = [
     "NamespaceConfig",
     "PipelineConfig",
     "RetryConfig",
+    "TopicCreationConfig",
     "cross_check",
 ]
 
@@ -63,24 +64,37 @@ CROSS_CHECKED = "cross_checked"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class KafkaSettings(_Model):
     """How to reach the Kafka cluster; ``properties`` pass through to librdkafka."""
 
     bootstrap_servers: NonEmpty
+    """The brokers to connect to first, as HOST:PORT[,HOST:PORT...]."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    """How to talk to the brokers (librdkafka security.protocol); default PLAINTEXT."""
     sasl_mechanism: (
         Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None
     ) = None
+    """The SASL mechanism, with a SASL_* security_protocol."""
     sasl_username: NonEmpty | None = None
+    """The SASL user name."""
     sasl_password: SecretStr | None = None
+    """The SASL password (a secret: never printed); use ${VAR} to read it from the
+    environment."""
     ssl_ca_location: NonEmpty | None = None
+    """File of the CA certificate(s) that signed the brokers' certificates."""
     ssl_certificate_location: NonEmpty | None = None
+    """The client's certificate file, for TLS client authentication."""
     ssl_key_location: NonEmpty | None = None
+    """The client's private key file, for TLS client authentication."""
     ssl_key_password: SecretStr | None = None
+    """The password of the client's private key (a secret: never printed)."""
     properties: dict[NonEmpty, str | int | bool] = Field(default_factory=dict)
+    """Further librdkafka properties passed to every client as they are (e.g.
+    client.rack); settings with a field of their own must be set there."""
 
     @field_validator("properties")
     @classmethod
@@ -120,13 +134,15 @@ _NAMED = {
 
 
 class NamespaceConfig(_Model):
-    """The topics whose events belong to one namespace (design §3).
+    """The topics whose events belong to one namespace (see docs/architecture.md).
 
     Without ``topics`` a namespace ``N`` reads the one topic ``{topic_prefix}N``, the topic
     :class:`~connector.notification.NotificationClient` writes ``N``'s events to.
     """
 
     topics: list[NonEmpty] | None = Field(default=None, min_length=1)
+    """The topics read for this namespace; default the one topic {topic_prefix}NAME. A
+    topic belongs to one namespace."""
 
     def topics_of(self, namespace: str, topic_prefix: str) -> list[str]:
         return list(self.topics) if self.topics else [f"{topic_prefix}{namespace}"]
@@ -140,10 +156,16 @@ class CheckpointConfig(_Model):
     """
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
+    """sqlite: one file, for one running connector; postgres: a database several
+    connectors share."""
     path: RelativePath = Field(default=Path("checkpoints.db"), validate_default=True)
+    """The sqlite file (backend sqlite); relative to the config file's directory."""
     dsn: SecretStr | None = None
-    # Prune events and done actions older than this (connector.retention); None: never.
+    """The PostgreSQL URL, postgresql://USER:PASSWORD@HOST/DB (backend postgres; a
+    secret: never printed)."""
     retention_days: PositiveFloat | None = None
+    """Prune events and delivered actions older than this many days; default: keep all.
+    An event pruned is no longer deduplicated if Kafka delivers it again."""
 
     @field_validator("dsn")
     @classmethod
@@ -172,24 +194,59 @@ class CheckpointConfig(_Model):
         return f"sqlite://{self.path}"  # an absolute path gives sqlite:///...
 
 
+class TopicCreationConfig(_Model):
+    """Whether the connector creates the topics it needs when they are missing, and how.
+
+    ``run`` creates its namespaces' topics, the HTTP gateway's topic and the dead-letter
+    topic; ``send``, ``gateway`` and the notification client create the topic they write
+    to. Brokers often run with ``auto.create.topics.enable=false``, so without this a
+    connector would wait for topics that never come.
+    """
+
+    enabled: bool = True
+    """Create missing topics. Turn off where the connector may not create topics: a
+    missing topic is then an error that names it (create it with `event-connector topics
+    create`)."""
+    partitions: PositiveInt = 3
+    """Partitions of each topic created; the most connector instances that can share a
+    topic's work."""
+    replication_factor: int = Field(default=-1, ge=-1)
+    """Replicas of each partition of a topic created; -1: the broker's
+    default.replication.factor."""
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _not_zero(cls, factor: int) -> int:
+        if factor == 0:
+            raise ValueError("must be -1 (the broker's default) or at least 1")
+        return factor
+
+
 class PipelineConfig(_Model):
     """Batching and back-pressure of the pipeline (connector.runtime.PipelineSettings)."""
 
     batch_size: PositiveInt = 1000
+    """The most records checkpointed in one store transaction (one fsync)."""
     linger_ms: NonNegativeInt = 10
+    """How long to wait for a batch to fill before checkpointing what has arrived."""
     outbox_max_pending: PositiveInt = 100_000
-    # A larger record value goes to the dead-letter topic instead of the store.
+    """Actions waiting for delivery beyond which consumption pauses (backpressure)."""
     max_event_bytes: PositiveInt = 1_048_576
-    # Kafka static membership: a restart with the same id resumes its partitions at once.
+    """A record value larger than this goes to the dead-letter topic, not the store."""
     instance_id: NonEmpty | None = None
+    """A stable id for this instance (Kafka static membership): a restart with the same
+    id gets its partitions back at once instead of after the session timeout."""
 
 
 class RetryConfig(_Model):
     """Durable retries of failed deliveries before an action goes to the dead table."""
 
     max_attempts: PositiveInt = 8
+    """Deliveries tried before an action goes to the dead table (`event-connector dlq`)."""
     initial_backoff_seconds: PositiveFloat = 1.0
+    """The wait before the second attempt; it doubles with each attempt after that."""
     max_backoff_seconds: PositiveFloat = 300.0
+    """The longest wait between two attempts."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:
@@ -214,40 +271,71 @@ class HttpConfig(_Model):
     """
 
     host: NonEmpty = "127.0.0.1"
+    """The address to listen on; 0.0.0.0 for every interface."""
     port: Port = 8000
+    """The port to listen on; 0 for any free one."""
     token: SecretStr | None = None
+    """Require `Authorization: Bearer TOKEN` on every /event/ route (a secret: never
+    printed)."""
     strict: bool = False
+    """Accept an event only when a listener waits for its (workflow_id, event_key)
+    (else 404); default: keep early events until their listener comes."""
     topic: NonEmpty = DEFAULT_HTTP_TOPIC
+    """The Kafka topic the gateway writes its events to and checkpoints from."""
     namespace: NonEmpty = DEFAULT_HTTP_NAMESPACE
+    """The namespace of the gateway's events, for rules: their key is the body's
+    event_key, their context the URL's workflow id."""
 
 
 class MetricsConfig(_Model):
     """Where the Prometheus metrics endpoint listens."""
 
     host: NonEmpty = "127.0.0.1"
+    """The address to serve GET /metrics on; 0.0.0.0 for every interface."""
     port: Port = 9464
+    """The port to serve GET /metrics on."""
 
 
 class ConnectorConfig(_Model):
     """One connector: what it reads, where it checkpoints, its rules and their targets."""
 
     kafka: KafkaSettings
+    """How to reach the Kafka cluster."""
     group_id: NonEmpty = "event-connector"
-    # The group of QueueEventListener (Ray-style listeners): never the pipeline's group,
-    # whose subscribed members would make Kafka refuse the listener's member-less commits.
+    """The consumer group of the pipeline; instances with the same group share the
+    partitions."""
+    # Never the pipeline's group, whose subscribed members would make Kafka refuse the
+    # listener's member-less commits.
     listener_group_id: NonEmpty | None = None
+    """The consumer group of QueueEventListener (Ray-style listeners reading this
+    file); default <group_id>-listener."""
     topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    """Namespace NAME reads topic {topic_prefix}NAME unless it lists its topics."""
     namespaces: dict[NonEmpty, NamespaceConfig] = Field(min_length=1)
+    """The namespaces the connector reads, by name; an event reaches only the rules of
+    its own namespace."""
     # Validated from {} rather than built: the default sqlite path must be resolved against
     # the file's directory too, as with `checkpoint: {}`, not against the working directory.
     checkpoint: CheckpointConfig = Field(default_factory=dict, validate_default=True)
+    """Where events, offsets and the outbox are stored durably."""
     dead_letter_topic: NonEmpty | None = None
+    """Where records that cannot become events go, with the reason in their headers;
+    default: recorded in the store only."""
+    topic_creation: TopicCreationConfig = Field(default_factory=TopicCreationConfig)
+    """Whether missing topics are created, with how many partitions and replicas."""
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    """Batching and backpressure."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    """How failed deliveries are retried."""
     targets: dict[NonEmpty, TargetSpec] = Field(default_factory=dict, validate_default=True)
+    """Where actions go, by name; `log` (JSON lines to stdout) exists unless redefined."""
     rules: list[Rule] = Field(default_factory=list)
+    """The trigger rules: which events fire which actions."""
     http: HttpConfig | None = None
+    """Serve the HTTP events gateway (POST /event/send_event/WORKFLOW_ID) beside the
+    pipeline."""
     metrics: MetricsConfig | None = None
+    """Serve Prometheus metrics (GET /metrics)."""
 
     @field_validator("listener_group_id")
     @classmethod

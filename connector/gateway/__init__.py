@@ -1,5 +1,6 @@
-"""The HTTP events gateway (design §8): ``POST /event/send_event/{workflow_id}`` to Kafka,
-answered once the event is durably checkpointed; long polls for ``HTTPListener``.
+"""The HTTP events gateway: ``POST /event/send_event/{workflow_id}`` to Kafka, answered once
+the event is durably checkpointed; long polls for ``HTTPListener`` (docs/architecture.md,
+"The HTTP gateway").
 
 * :mod:`connector.gateway.ingest` — :class:`Gateway`: producer, checkpointing pipeline,
   waiters (the protocol's steps are in its docstring);

@@ -1,4 +1,4 @@
-"""The HTTP events gateway's routes (design §8), a Starlette app around a :class:`Gateway`.
+"""The HTTP gateway's routes (docs/architecture.md), a Starlette app around a :class:`Gateway`.
 
 ``POST /event/send_event/{workflow_id}``, body ``{"event_key": str, "event_payload": any}``,
 optional ``Idempotency-Key`` header (the event id). Answers once the event is durably

@@ -1,10 +1,14 @@
-"""The HTTP gateway's engine: Kafka in, checkpoint store, waiters out (design §4, §8).
+"""The HTTP gateway's engine: Kafka in, checkpoint store, waiters out (see docs/architecture.md).
 
 A ``send`` goes through these steps, in this order, and answers only after step 3:
 
 1. **produce** the event to the gateway topic with the idempotent producer
-   (``acks=all``); record key ``workflow_id/event_key``, ``event-id`` header = the
-   ``Idempotency-Key`` (else a fresh uuid), ``context`` = the workflow id. No broker
+   (``acks=all``): key = the body's ``event_key`` (the record key too, so the events of
+   one key, and so of one ``(workflow_id, event_key)``, stay in order on one partition),
+   ``context`` = the workflow id, ``event-id`` header = the ``Idempotency-Key`` (else a
+   fresh uuid), and the pair again in the ``workflow-id``/``event-key`` headers, which
+   the waiters go by. A rule matches these events with ``key: <event_key>`` and, for one
+   workflow, ``context: <workflow_id>``. No broker
    acknowledgement within ``deliver_timeout`` raises
    :class:`~kec.errors.BrokerUnavailable` (HTTP 503).
 2. **checkpoint**: the gateway's own :class:`~connector.runtime.Pipeline` (a consumer
@@ -53,7 +57,6 @@ from connector.gateway.waiters import (
     decode_queue,
     pair_of,
     queue_key,
-    record_key,
 )
 from connector.runtime import ActionSink, Pipeline, PipelineSettings, Undispatched
 from kec.codec import record_headers, record_value
@@ -211,7 +214,7 @@ class Gateway:
             if stored is not None:  # a resend of a checkpointed event: nothing to do
                 return SendResult(event_id, stored.offset, stored.partition)
         event = Event(
-            key=record_key(workflow_id, event_key),
+            key=event_key,
             value=json.dumps(payload, separators=(",", ":")),
             namespace=self.settings.namespace,
             sender="http-gateway",

@@ -1,4 +1,4 @@
-"""Who waits for which HTTP event, and where a checkpointed one is found (design §8).
+"""Who waits for which HTTP event, and where a checkpointed one is found (docs/architecture.md).
 
 Pure bookkeeping, no I/O:
 
@@ -46,11 +46,6 @@ def queue_key(workflow_id: str, event_key: str) -> str:
 def consumed_step(event_id: str) -> str:
     """The durable-step id that marks an HTTP event consumed by a listener."""
     return CONSUMED_PREFIX + event_id
-
-
-def record_key(workflow_id: str, event_key: str) -> str:
-    """The Kafka record key (and so the Event key) of an HTTP event."""
-    return f"{workflow_id}/{event_key}"
 
 
 def pair_of(event: Event) -> Pair | None:

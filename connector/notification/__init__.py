@@ -1,4 +1,4 @@
-"""AIFlow-style notification client on Kafka: ``send_event`` and listeners (design §3).
+"""AIFlow-style notification client on Kafka: ``send_event`` and listeners (docs/architecture.md).
 
 :class:`NotificationClient` plays AIFlow's ``AIFlowNotificationClient``: tasks send events
 with :meth:`~NotificationClient.send_event` and listen to them with
@@ -20,9 +20,10 @@ with :meth:`~NotificationClient.send_event` and listen to them with
         client.unregister_listener(listener_id)
 
 Modules: :mod:`.client` (the client), :mod:`.listener` (processor contract, listener
-thread, start offsets), :mod:`.topics` (namespace → topic, creation), :mod:`.env`
-(namespace/sender/context from arguments or environment), :mod:`.retries` (Kafka calls
-retried, errors wrapped).
+thread, start offsets), :mod:`.env` (namespace/sender/context from arguments or
+environment); namespace → topic and topic creation are :mod:`connector.topics`, and
+Kafka calls retried with errors wrapped :mod:`connector.kafka_calls`, both shared with
+the rest of the connector.
 
 Topics. Namespace ``N`` lives in topic ``{topic_prefix}N`` (prefix ``"events."``), or in
 ``topics[N]`` when the constructor's ``topics`` mapping names one. A missing topic is
@@ -88,7 +89,7 @@ from __future__ import annotations
 from connector.notification.client import NotificationClient
 from connector.notification.env import ENV_CONTEXT, ENV_NAMESPACE, ENV_SENDER
 from connector.notification.listener import ListenerProcessor
-from connector.notification.topics import DEFAULT_TOPIC_PREFIX
+from connector.topics import DEFAULT_TOPIC_PREFIX
 from kec.event import Event
 
 __all__ = [

@@ -16,6 +16,7 @@ thread and waits up to ``stop_timeout`` for it; the thread closes its consumer.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,15 +28,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient
 
-from connector.notification.env import Identity
-from connector.notification.listener import (
-    KeyFilter,
-    ListenerProcessor,
-    ListenerThread,
-    derived_group,
-    start_offsets,
-)
-from connector.notification.retries import (
+from connector.kafka_calls import (
     ATTEMPT_TIMEOUT,
     CONSUMER_FIXED,
     PRODUCER_FIXED,
@@ -43,9 +36,17 @@ from connector.notification.retries import (
     fixed,
     kafka_new,
 )
-from connector.notification.topics import DEFAULT_TOPIC_PREFIX, Topics
+from connector.notification.env import ENV_NAMESPACE, Identity
+from connector.notification.listener import (
+    KeyFilter,
+    ListenerProcessor,
+    ListenerThread,
+    derived_group,
+    start_offsets,
+)
+from connector.topics import DEFAULT_TOPIC_PREFIX, TopicPolicy, Topics
 from kec.codec import record_headers, record_value
-from kec.errors import BrokerUnavailable, KafkaClientError
+from kec.errors import BrokerUnavailable, ConfigError, KafkaClientError
 from kec.event import Event
 
 if TYPE_CHECKING:
@@ -96,10 +97,13 @@ class NotificationClient:
         self._topics = Topics(
             topic_prefix,
             topics,
-            create_topics=create_topics,
-            partitions=partitions,
-            replication_factor=replication_factor,
-            request_timeout=request_timeout,
+            TopicPolicy(
+                create=create_topics,
+                partitions=partitions,
+                replication_factor=replication_factor,
+                request_timeout=request_timeout,
+            ),
+            bootstrap=bootstrap_servers,
         )
         self._delivery_timeout = delivery_timeout
         self._request_timeout = request_timeout
@@ -138,18 +142,39 @@ class NotificationClient:
     ) -> NotificationClient:
         """A client for the connector that ``config`` describes (``load_config(path)``).
 
-        It reaches the same cluster with the same client settings (SASL, TLS, properties)
-        and writes each namespace to the (first) topic the connector reads for it, so
-        what it sends is what the connector's rules see. ``options`` are the constructor's.
+        It reaches the same cluster with the same client settings (SASL, TLS, properties),
+        writes each namespace to the (first) topic the connector reads for it, so what it
+        sends is what the connector's rules see, and creates missing topics as the file's
+        ``topic_creation`` says. ``options`` are the constructor's and win over the file.
+
+        The client's namespace (where :meth:`send_event` writes unless told otherwise) is
+        ``namespace``, else ``KEC_NAMESPACE``, else the file's only namespace. A file with
+        several namespaces and neither of the first two is refused with a
+        :class:`~kec.errors.ConfigError` naming them, rather than a guess.
         """
         client = config.kafka.client_config()
         bootstrap = str(client.pop("bootstrap.servers"))
         topics = {
             ns: spec.topics_of(ns, config.topic_prefix)[0] for ns, spec in config.namespaces.items()
         }
+        environ = options.get("environ")
+        chosen = namespace or (os.environ if environ is None else environ).get(ENV_NAMESPACE)
+        if not chosen:
+            declared = sorted(config.namespaces)
+            if len(declared) != 1:
+                raise ConfigError(
+                    f"the config has {len(declared)} namespaces ({', '.join(declared)}): "
+                    "name the client's namespace, from_config(config, namespace=...), "
+                    f"or set {ENV_NAMESPACE}"
+                )
+            chosen = declared[0]
+        creation = config.topic_creation
+        options.setdefault("create_topics", creation.enabled)
+        options.setdefault("partitions", creation.partitions)
+        options.setdefault("replication_factor", creation.replication_factor)
         return cls(
             bootstrap,
-            namespace,
+            chosen,
             topic_prefix=config.topic_prefix,
             topics={**topics, **options.pop("topics", {})},
             properties={**client, **options.pop("properties", {})},

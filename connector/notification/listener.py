@@ -38,7 +38,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from connector.notification.retries import checked, retried, watermarks
+from connector.kafka_calls import checked, retried, watermarks
 from kec.codec import event_from_message
 from kec.errors import DecodeError
 from kec.event import H_NAMESPACE, Event

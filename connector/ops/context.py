@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
     from checkpoint.base import CheckpointStore
+    from connector.topics import TopicPolicy
     from kec.evaluation import Evaluator
 
 
@@ -26,6 +27,8 @@ class OpsContext:
     rules: list[Any] | None = None  # connector.rules.Rule; None: no config file
     dead_letter_topic: str | None = None
     rule_names: tuple[str, ...] = ()
+    topic_policy: TopicPolicy | None = None  # the file's topic_creation; None: the defaults
+    source: str = ""  # how the command line reached the cluster: "-c FILE" or "--bootstrap X"
 
     def open_store(self) -> CheckpointStore:
         from checkpoint import open_store

@@ -20,6 +20,8 @@ from typing import Any
 
 from checkpoint.base import ActionState, CheckpointStore, DeadRecord, OutboxEntry
 
+_ALL = 2**62  # "no limit" for list_actions: dead actions are few, and all are wanted here
+
 
 @dataclass(frozen=True)
 class DlqListing:
@@ -85,6 +87,12 @@ def list_dlq(store: CheckpointStore, limit: int = 1000) -> DlqListing:
         actions=store.list_actions(ActionState.DEAD, limit=limit),
         records=store.list_dead_records(limit=limit),
     )
+
+
+def not_dead(store: CheckpointStore, action_ids: Sequence[str]) -> list[str]:
+    """The ids among ``action_ids`` that are not dead actions in the store, in order."""
+    dead = {entry.action.action_id for entry in store.list_actions(ActionState.DEAD, limit=_ALL)}
+    return [aid for aid in dict.fromkeys(action_ids) if aid not in dead]
 
 
 def replay_actions(store: CheckpointStore, action_ids: Sequence[str] | None) -> int:

@@ -34,7 +34,7 @@ def reader_config(client_config: Mapping[str, Any], purpose: str) -> dict[str, A
 
 
 def producer_config(client_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The idempotent producer the connector uses everywhere (design §3)."""
+    """The idempotent producer the connector uses everywhere (docs/architecture.md)."""
     return {**client_config, "enable.idempotence": True, "acks": "all"}
 
 

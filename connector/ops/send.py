@@ -9,6 +9,7 @@ its own id, so the connector treats them as distinct either way.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ FLUSH_TIMEOUT = 30.0
 @dataclass(frozen=True)
 class SendReport:
     topic: str
-    count: int
+    count: int  # events acknowledged by the broker
     seconds: float
     positions: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+    interrupted: bool = False  # ``stop`` was set before every event was produced
 
 
 def topic_for(
@@ -37,19 +39,32 @@ def topic_for(
 ) -> tuple[str, str]:
     """``(topic, namespace)`` to send to: an explicit topic wins, else the namespace's topic.
 
-    A namespace with several topics sends to the first one configured.
+    Without a namespace, the only namespace of ``topics``; several are refused rather
+    than guessed. A namespace with several topics sends to the first one configured.
     """
     if topic is not None:
         return topic, namespace or topics.get(topic, DEFAULT_NAMESPACE)
-    wanted = namespace or DEFAULT_NAMESPACE
+    declared = list(dict.fromkeys(topics.values()))
+    if not declared:
+        raise ConfigError(
+            "no topic to send to: give -c FILE (the connector's config: its namespace's "
+            "topic) or --topic TOPIC"
+        )
+    if namespace is None:
+        if len(declared) > 1:
+            raise ConfigError(
+                f"several namespaces ({', '.join(sorted(declared))}): give --namespace NAME "
+                "or --topic TOPIC"
+            )
+        namespace = declared[0]
     for name, ns in topics.items():
-        if ns == wanted:
-            return name, wanted
-    if namespace is None and len(topics) == 1:
-        only = next(iter(topics))
-        return only, topics[only]
-    known = ", ".join(sorted(set(topics.values()))) or "none"
-    raise ConfigError(f"no topic for namespace {wanted!r} (configured namespaces: {known})")
+        if ns == namespace:
+            return name, namespace
+    known = ", ".join(sorted(declared))
+    raise ConfigError(
+        f"no topic for namespace {namespace!r} (configured namespaces: {known}): give one of "
+        "those with --namespace, or --topic TOPIC"
+    )
 
 
 def make_events(
@@ -70,7 +85,7 @@ def make_events(
 class _Pacer:
     """Spaces sends ``1/rate`` seconds apart on the monotonic clock (no drift over a run)."""
 
-    def __init__(self, rate: float | None, sleep: Callable[[float], None]) -> None:
+    def __init__(self, rate: float | None, sleep: Callable[[float], object]) -> None:
         self._interval = 1.0 / rate if rate else 0.0
         self._sleep = sleep
         self._start = time.monotonic()
@@ -90,11 +105,14 @@ def send_events(
     *,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> SendReport:
     """Produce ``events`` to ``topic``; return once every one is acknowledged.
 
-    ``on_sent(n)`` is called as acknowledgements arrive (for a progress bar).
+    ``on_sent(n)`` is called as acknowledgements arrive (for a progress bar). When
+    ``stop`` is set (Ctrl-C), no further event is produced; the ones already produced
+    are still waited for, and the report says ``interrupted``.
     Raises :class:`KafkaClientError` when any event is not acknowledged.
     """
     producer = open_producer(producer_config(client_config))
@@ -112,8 +130,12 @@ def send_events(
     started = time.monotonic()
     pacer = _Pacer(rate, sleep)
     sent = 0
+    interrupted = False
     for index, event in enumerate(events):
         pacer.wait(index)
+        if stop is not None and stop.is_set():
+            interrupted = True
+            break
         while True:
             try:
                 producer.produce(
@@ -135,4 +157,4 @@ def send_events(
         raise KafkaClientError(
             f"sent {len(acked)} of {sent} events to {topic}; {len(errors)} failed: {detail}"
         )
-    return SendReport(topic, sent, time.monotonic() - started, sorted(acked))
+    return SendReport(topic, len(acked), time.monotonic() - started, sorted(acked), interrupted)

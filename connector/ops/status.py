@@ -1,7 +1,7 @@
 """``status``: where each partition stands, what the outbox holds, what each rule did.
 
-Per partition, three offsets that the exactly-once protocol keeps in order (design §4):
-``committed`` (the group's Kafka commit) <= ``stored`` (the checkpoint store's next
+Per partition, three offsets that the exactly-once protocol (docs/architecture.md) keeps in
+order: ``committed`` (the group's Kafka commit) <= ``stored`` (the checkpoint store's next
 offset, the source of truth) <= ``end`` (the high watermark). ``lag`` is ``end - stored``;
 a partition the store has not seen yet counts from its low watermark (all of it unread).
 

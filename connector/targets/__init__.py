@@ -1,4 +1,4 @@
-"""Targets: where actions are delivered (design §7).
+"""Targets: where actions are delivered (docs/architecture.md, "Targets").
 
 :func:`build_target` makes a target from its config mapping, chosen by ``type``::
 
@@ -80,7 +80,8 @@ RelativePath = Annotated[Path, AfterValidator(_from_base)]
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     def build(self, name: str) -> Target:
         raise NotImplementedError
@@ -90,8 +91,11 @@ class LogSpec(_Spec):
     """JSON lines to ``path`` (stdout when absent)."""
 
     type: Literal["log"]
+    """log: one JSON line per action."""
     path: RelativePath | None = None
+    """The file to append to (relative to the config file); default stdout."""
     fsync: bool = False
+    """fsync after each write, so a delivered action survives a power loss."""
 
     def build(self, name: str) -> Target:
         return LogTarget(name, self.path, fsync=self.fsync)
@@ -101,14 +105,23 @@ class CommandSpec(_Spec):
     """A process per action; ``argv`` is a list, or one string with ``shell: true``."""
 
     type: Literal["command"]
+    """command: run a process per action, the action in its environment (KEC_*)."""
     argv: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)]
+    """The program and its arguments as a list; one string with shell: true."""
     timeout: PositiveFloat = 30.0
+    """Seconds the process may run before it is killed and the attempt fails."""
     stdin: bool = False
+    """Also write the action as JSON to the process's standard input."""
     reject_exit_codes: frozenset[ExitCode] = frozenset()
+    """Exit codes that mean "refused for good": no retry, the action goes dead."""
     env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for the process."""
     cwd: RelativePath | None = None
+    """The working directory (relative to the config file); default the connector's."""
     shell: bool = False
-    concurrency: PositiveInt = 4  # processes at once (actions of different keys)
+    """Run argv (one string) through /bin/sh."""
+    concurrency: PositiveInt = 4
+    """How many processes may run at once (for actions of different keys)."""
 
     def build(self, name: str) -> Target:
         target = CommandTarget(
@@ -130,11 +143,17 @@ class WebhookSpec(_Spec):
     ``concurrency`` requests at once (actions of different keys)."""
 
     type: Literal["webhook"]
+    """webhook: an HTTP POST per action, with an Idempotency-Key header."""
     url: NonEmpty
+    """Where to POST the action as JSON."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers (e.g. Authorization)."""
     timeout: PositiveFloat = 10.0
+    """Seconds each phase of a request (connect, send, read) may take."""
     verify: bool = True
+    """Check the server's TLS certificate."""
     concurrency: PositiveInt = 16
+    """How many requests may be in flight at once (for actions of different keys)."""
 
     def build(self, name: str) -> Target:
         return WebhookTarget(
@@ -151,10 +170,15 @@ class KafkaSpec(_Spec):
     """Records to ``topic``; ``properties`` are extra librdkafka producer settings."""
 
     type: Literal["kafka"]
+    """kafka: a record per action (idempotent producer, action-id header)."""
     topic: NonEmpty
+    """The topic the actions are written to."""
     bootstrap_servers: NonEmpty
+    """The cluster of that topic, HOST:PORT[,HOST:PORT...]."""
     properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Extra librdkafka producer properties (e.g. compression.type)."""
     flush_timeout: PositiveFloat = 30.0
+    """Seconds the broker has to acknowledge a delivery before the attempt fails."""
 
     def build(self, name: str) -> Target:
         return KafkaTarget(
@@ -170,7 +194,9 @@ class PythonSpec(_Spec):
     """``module:function`` called with each action."""
 
     type: Literal["python"]
+    """python: call a function of your own with each action."""
     function: Annotated[str, StringConstraints(pattern=r"^[\w.]+:[\w.]+$")]
+    """The function as module:function (importable by the connector)."""
 
     def build(self, name: str) -> Target:
         return PythonTarget(name, self.function)

@@ -1,4 +1,4 @@
-"""The target contract (design §7): where actions go.
+"""The target contract (docs/architecture.md, "Targets"): where actions go.
 
 Every target receives each action with its idempotency key (the action id). Delivery is
 at-least-once: after a crash the same action is delivered again with the same id, so a

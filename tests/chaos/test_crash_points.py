@@ -1,4 +1,4 @@
-"""SIGKILL the connector at each crash point of design §4 and check every invariant.
+"""SIGKILL the connector at each crash point (docs/architecture.md) and check every invariant.
 
 Each test: 5,000 keyed events over 3 partitions; the connector process kills itself with
 SIGKILL at the armed step (``KEC_CRASH_AT``); the invariant "no committed offset ahead of

@@ -1,4 +1,4 @@
-"""The crash contract of a durable step (design §8), with a real process and SIGKILL.
+"""The crash contract of a durable step (docs/architecture.md), with a real process and SIGKILL.
 
 A child process runs ``wait_for_event(QueueEventListener, topic)`` against the broker with
 a sqlite store and ``KEC_CRASH_AT=before_event_checkpointed``: it dies by SIGKILL after

@@ -103,7 +103,7 @@ async def test_200_event_is_checkpointed_before_the_reply(
     assert stored is not None
     assert stored.offset == body["offset"] and stored.partition == body["partition"]
     assert stored.topic == servers.topic and stored.namespace == "http"
-    assert stored.key == "wf-1/approve" and stored.context == "wf-1"
+    assert stored.key == "approve" and stored.context == "wf-1"
     assert stored.json_value() == {"ok": 1}
     assert queued(store, "wf-1", "approve") == [body["event_id"]]
 

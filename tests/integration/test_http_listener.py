@@ -73,7 +73,7 @@ async def test_event_sent_before_the_listener_is_delivered_once(
     event = await HTTPListener().poll_for_event("approve", "wf-1", timeout=30)
     assert event.event_id == event_id
     assert event.json_value() == {"by": "ann"}
-    assert event.context == "wf-1" and event.key == "wf-1/approve"
+    assert event.context == "wf-1" and event.key == "approve"
 
     # Checkpointed (by the caller), then marked consumed: a second listener gets nothing.
     await HTTPListener().event_checkpointed(event)

@@ -572,3 +572,18 @@ def test_from_config_writes_where_the_connector_reads(
     finally:
         for future in admin.delete_topics([f"{prefix}audit"]).values():
             future.result(timeout=30)
+
+
+def test_from_config_sends_to_the_only_namespace_without_being_told(
+    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(1)
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        f"kafka: {{bootstrap_servers: '{bootstrap}'}}\n"
+        f"namespaces:\n  orders: {{topics: [{topic}]}}\n"
+    )
+    with NotificationClient.from_config(load_config(path), environ={}) as client:
+        sent = client.send_event("order-created", "{}")
+    # Not events.default: the file's only namespace, in the topic the connector reads.
+    assert (sent.topic, sent.namespace, sent.offset) == (topic, "orders", 0)

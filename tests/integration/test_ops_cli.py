@@ -62,7 +62,7 @@ def test_send_then_tail_with_cli_runner(
     one = invoke("send", "k1", "hello", "--context", "wf-9", *conn(bootstrap, topic, store))
     assert one.exit_code == 0, one.output
     assert one.stdout.splitlines()[0] == f"{topic}[0]@0"
-    assert one.stdout.splitlines()[1].startswith(f"sent 1 events to {topic} in ")
+    assert one.stdout.splitlines()[1].startswith(f"sent 1 event to {topic} in ")
     many = invoke("send", "k2", "v", "--count", "3", "--progress", *conn(bootstrap, topic, store))
     assert many.exit_code == 0, many.output
     assert many.stdout.startswith(f"sent 3 events to {topic} in ")
@@ -184,14 +184,19 @@ def test_dlq_list_and_replay_moves_a_dead_action_back_to_pending(tmp_path: Path)
 
     one = offline("dlq", "replay", dead[0].action_id, *args)
     assert one.exit_code == 0, one.output
-    assert "1 dead actions back to pending" in one.stdout
+    assert one.stdout == "1 dead action back to pending\n"
     with open_store(f"sqlite://{store_path}") as store:
         pending = store.list_actions(ActionState.PENDING)
         assert [(e.action.action_id, e.attempts) for e in pending] == [(dead[0].action_id, 0)]
-    unknown = offline("dlq", "replay", "no-such-id", *args)
+    unknown = offline("dlq", "replay", "no-such-id", dead[1].action_id, *args)
     assert unknown.exit_code == 2
+    assert unknown.stdout == ""  # nothing claimed before the error
+    assert "not a dead action in the store: no-such-id" in unknown.stderr
+    assert "nothing was replayed" in unknown.stderr
+    with open_store(f"sqlite://{store_path}") as store:
+        assert store.count_actions(ActionState.DEAD) == 1  # the valid id was not moved
     rest = offline("dlq", "replay", "--all", *args)
-    assert "1 dead actions back to pending" in rest.stdout
+    assert rest.stdout == "1 dead action back to pending\n"
     with open_store(f"sqlite://{store_path}") as store:
         assert store.count_actions(ActionState.DEAD) == 0
 

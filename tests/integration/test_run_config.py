@@ -98,9 +98,10 @@ def write_config(tmp_path: Path, **values: Any) -> Path:
             action: start
             workflow: ship
             target: actions
-          - name: approve
-            namespace: http
-            key: "*/approve"
+          - name: approve                # a gateway event: its key is the body's
+            namespace: http                # event_key, its context the URL's workflow id
+            key: approve
+            context: "wf-*"
             action: RESTART
             workflow: review
             task: approve
@@ -180,6 +181,11 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
                 json={"event_key": "approve", "event_payload": {"by": "ana"}},
             )
             assert reply.status_code == 200, reply.text
+            other = http.post(  # the same key from another workflow: `context` skips it
+                f"http://127.0.0.1:{http_port}/event/send_event/other-1",
+                json={"event_key": "approve", "event_payload": {"by": "bo"}},
+            )
+            assert other.status_code == 200, other.text
 
             log_path, tasks_path = tmp_path / "actions.jsonl", tmp_path / "tasks.txt"
             wait_for(lambda: len(jsonl(log_path)) >= 2, what="two actions on the log target")

@@ -22,8 +22,8 @@ SECRET = "hunter2-s3cr3t"
 # Explicit, so a variable set in the developer's shell cannot change the outcome.
 ENV = {"KAFKA_PASSWORD": SECRET, "PG_DSN": f"mysql://connector:{SECRET}@db/connector"}
 
-# fixture -> every error it must report, in the order reported (by line, then path):
-# (line, path, fragment of the message).
+# fixture -> every error it must report, in the order reported (by line, then path, but
+# an unknown key ahead of the other errors of its mapping): (line, path, message fragment).
 EXPECTED: dict[str, list[tuple[int, str, str]]] = {
     "missing_bootstrap.yaml": [(2, "kafka.bootstrap_servers", "field required")],
     "rule_without_action.yaml": [(6, "rules[0].action", "field required")],
@@ -34,15 +34,22 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
         (9, "http.port", "greater than or equal to 0"),
     ],
     "unknown_top_level_key.yaml": [
+        (3, "namepsaces", "unknown key `namepsaces`: did you mean `namespaces`?"),
         (1, "namespaces", "field required"),
-        (3, "namepsaces", "extra inputs are not permitted"),
     ],
     "unknown_key_in_rule.yaml": [
+        (9, "rules[0].workfow", "unknown key `workfow`: did you mean `workflow`?"),
         (6, "rules[0].workflow", "action `start` needs a workflow"),
-        (9, "rules[0].workfow", "extra inputs are not permitted"),
     ],
     "unknown_key_in_target.yaml": [
-        (9, "targets.deploy.timout", "extra inputs are not permitted"),
+        (9, "targets.deploy.timout", "unknown key `timout`: did you mean `timeout`?"),
+    ],
+    "typo_before_its_knock_on.yaml": [
+        (10, "rules[0].taks", "unknown key `taks`: did you mean `task`?"),
+        (5, "rules[0].task", "task action `RESTART` needs a task"),
+        (12, "rules[0].value.json[0].eqals", "unknown key `eqals`: did you mean `equals`?"),
+        (14, "topic_creation.enable", "unknown key `enable`: did you mean `enabled`?"),
+        (15, "metrics.bogus", "unknown key `bogus` (known keys: host, port)"),
     ],
     "bad_yaml_tab.yaml": [(2, "(yaml)", "found character '\\t' that cannot start any token")],
     "bad_yaml_indent.yaml": [(3, "(yaml)", "expected <block end>")],
@@ -68,8 +75,8 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
     "several_errors.yaml": [
         (3, "kafka.bootstrap_servers", "environment variable NOPE is not set"),
         (4, "kafka.sasl_mechanism", "input should be 'PLAIN'"),
+        (9, "pipeline.lingr_ms", "unknown key `lingr_ms`: did you mean `linger_ms`?"),
         (8, "pipeline.batch_size", "input should be greater than 0"),
-        (9, "pipeline.lingr_ms", "extra inputs are not permitted"),
         (13, "rules[0].action", "input should be 'start', 'stop'"),
         (18, "rules[1].target", "unknown target 'nowhere' (declared: log)"),
     ],

@@ -237,6 +237,35 @@ def test_schema_secrets_paths_and_aliases(schema: dict[str, Any]) -> None:
     }
 
 
+def properties(node: Any, where: str = "#") -> list[tuple[str, Any]]:
+    """Every (path, schema) of an object property, anywhere: models, unions, lists, maps."""
+    found: list[tuple[str, Any]] = []
+    if not isinstance(node, dict):
+        return found
+    for name, sub in (node.get("properties") or {}).items():
+        found.append((f"{where}.{name}", sub))
+        found += properties(sub, f"{where}.{name}")
+    for key in ("additionalProperties", "items"):
+        found += properties(node.get(key), f"{where}[{key}]")
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, branch in enumerate(node.get(key) or []):
+            found += properties(branch, f"{where}[{key}{i}]")
+    for name, sub in (node.get("$defs") or {}).items():
+        found += properties(sub, f"#/$defs/{name}")
+    return found
+
+
+def test_schema_describes_every_property(schema: dict[str, Any]) -> None:
+    every = properties(schema)
+    assert len(every) >= 96  # 14 sections, the targets, the rules and their parts
+    undescribed = [path for path, sub in every if not sub.get("description", "").strip()]
+    assert undescribed == [], f"{len(undescribed)} of {len(every)} properties lack one"
+    top = schema["properties"]
+    assert top["topic_creation"]["description"].startswith("Whether missing topics are created")
+    rule = schema["$defs"]["Rule"]["properties"]
+    assert "workflow id" in rule["context"]["description"]
+
+
 def test_schema_output_file(tmp_path: Path, schema: dict[str, Any]) -> None:
     out = tmp_path / "connector.schema.json"
     result = invoke(config_cmds.schema, "--output", str(out))

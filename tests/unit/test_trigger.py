@@ -204,6 +204,46 @@ def test_workflow_trigger_sees_every_context() -> None:
     assert [a.payload["context"] for a in actions] == [None, "exec-1"]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "context", "matches"),
+    [
+        ("wf-7", "wf-7", True),
+        ("wf-7", "wf-70", False),
+        ("wf-*", "wf-70", True),
+        ("wf-*", "other-1", False),
+        ("wf-*", None, False),  # no context: a rule that asks for one never matches
+    ],
+)
+def test_context_condition_exact_and_glob(pattern: str, context: str | None, matches: bool) -> None:
+    assert fired({"context": pattern}, {"ctx": context}) == (["r"] if matches else [])
+
+
+def test_gateway_style_event_matches_key_and_workflow_separately() -> None:
+    # The gateway's events: key = the body's event_key, context = the URL's workflow id.
+    engine = TriggerEngine(
+        [
+            make_rule(name="any-wf", key="approve", namespace="http", **TASK),
+            make_rule(name="wf-7-only", key="approve", context="wf-7", namespace="http"),
+        ]
+    )
+    events = [
+        make_event("approve", ns="http", ctx="wf-7"),
+        make_event("approve", ns="http", ctx="wf-8"),
+    ]
+    actions, _ = run(engine, events)
+    assert [(a.rule, a.context) for a in actions] == [
+        ("any-wf", "wf-7"),
+        ("wf-7-only", None),
+        ("any-wf", "wf-8"),
+    ]
+
+
+def test_all_of_with_context_counts_events_of_that_context_only() -> None:
+    rule = {"all_of": {"keys": ["a", "b"], "policy": "latest"}, "context": "wf-1"}
+    assert fired(rule, {"key": "a", "ctx": "wf-1"}, {"key": "b", "ctx": "wf-2"}) == []
+    assert fired(rule, {"key": "a", "ctx": "wf-1"}, {"key": "b", "ctx": "wf-1"}) == ["r"]
+
+
 def test_action_fields_and_payload() -> None:
     engine = TriggerEngine([make_rule(name="stop-it", action="stop", target="hooks")])
     event = make_event(value=b"bye", ctx="x", sender="task1", t=42, eid="id-1")

@@ -1,9 +1,9 @@
-"""Kafka calls of the notification client: retried when transient, errors wrapped.
+"""Kafka calls retried when transient, errors wrapped (the notification client, topics).
 
-librdkafka reports failures as ``KafkaException``/``KafkaError`` codes; the client's
-callers see only the :class:`~kec.errors.ConnectorError` tree:
-``BrokerUnavailable`` when no broker answered, ``KafkaClientError`` otherwise, and
-``ConfigError`` for client properties librdkafka refuses.
+librdkafka reports failures as ``KafkaException``/``KafkaError`` codes; callers see only
+the :class:`~kec.errors.ConnectorError` tree: ``BrokerUnavailable`` when no broker
+answered, ``KafkaClientError`` otherwise, and ``ConfigError`` for client properties
+librdkafka refuses.
 """
 
 from __future__ import annotations
