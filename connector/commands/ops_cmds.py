@@ -85,6 +85,7 @@ def resolve(
         rules=rules,
         dead_letter_topic=cfg.dead_letter_topic,
         rule_names=tuple(rule.name for rule in rules),
+        match_limits=cfg.pipeline.match_limits(),
     )
 
 

@@ -20,7 +20,9 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
                  retention_days: 14}       # prune older events (default: keep all)
     dead_letter_topic: events-dlq
     pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,
-               dispatch_chunk: 256, instance_id: connector-1}
+               dispatch_chunk: 256, instance_id: connector-1,
+               match_max_value_length: 1048576,   # longer values fail value conditions
+               match_max_json_depth: 128}         # deeper JSON fails json predicates
     retry: {max_attempts: 8, initial_backoff_seconds: 1, max_backoff_seconds: 300}
     targets:                               # connector.targets specs; `log` always exists
       deploy: {type: command, argv: [echo, deploy]}

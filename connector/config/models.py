@@ -34,6 +34,12 @@ from pydantic import (
 from connector.outbox import RetryPolicy
 from connector.rules import Rule
 from connector.targets import LogSpec, RelativePath, TargetSpec
+from connector.trigger import (
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_VALUE_LENGTH,
+    MAX_JSON_DEPTH,
+    MatchLimits,
+)
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
@@ -181,8 +187,19 @@ class PipelineConfig(_Model):
     dispatch_chunk: PositiveInt = 256
     # A larger record value goes to the dead-letter topic instead of the store.
     max_event_bytes: PositiveInt = 1_048_576
+    # Bounds on rule value conditions (connector.trigger.MatchLimits): a longer value
+    # (characters of text, bytes of binary) fails every value condition; JSON nested
+    # deeper is not JSON to `json` predicates.
+    match_max_value_length: PositiveInt = DEFAULT_MAX_VALUE_LENGTH
+    match_max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = DEFAULT_MAX_JSON_DEPTH
     # Kafka static membership: a restart with the same id resumes its partitions at once.
     instance_id: NonEmpty | None = None
+
+    def match_limits(self) -> MatchLimits:
+        """The bounds to build :class:`connector.trigger.TriggerEngine` with."""
+        return MatchLimits(
+            max_value_length=self.match_max_value_length, max_json_depth=self.match_max_json_depth
+        )
 
 
 class RetryConfig(_Model):

@@ -26,6 +26,7 @@ class OpsContext:
     rules: list[Any] | None = None  # connector.rules.Rule; None: no config file
     dead_letter_topic: str | None = None
     rule_names: tuple[str, ...] = ()
+    match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
 
     def open_store(self) -> CheckpointStore:
         from checkpoint import open_store
@@ -40,4 +41,4 @@ class OpsContext:
             return NotifyAll("log")
         from connector.trigger import TriggerEngine
 
-        return TriggerEngine(self.rules)
+        return TriggerEngine(self.rules, limits=self.match_limits)
