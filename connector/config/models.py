@@ -1,7 +1,8 @@
 """The connector's configuration as pydantic models (one YAML file, design §1).
 
 Every model refuses unknown keys, so a typo is an error rather than a silently ignored
-setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token) are
+setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token, and the
+``properties`` whose names say secret, see :mod:`connector.redaction`) are
 :class:`~pydantic.SecretStr`: they print as ``**********`` and are revealed only where a
 client needs them (:meth:`KafkaSettings.client_config`, :meth:`CheckpointConfig.url`).
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,11 +29,13 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from connector.outbox import RetryPolicy
+from connector.redaction import hide_secrets, reveal, secret_values
 from connector.rules import Rule
 from connector.targets import LogSpec, RelativePath, TargetSpec
 from connector.trigger import (
@@ -86,7 +90,17 @@ class KafkaSettings(_Model):
     ssl_certificate_location: NonEmpty | None = None
     ssl_key_location: NonEmpty | None = None
     ssl_key_password: SecretStr | None = None
-    properties: dict[NonEmpty, str | int | bool] = Field(default_factory=dict)
+    # Values whose names say secret (sasl.oauthbearer.client.secret, …) are SecretStr.
+    properties: Annotated[
+        dict[NonEmpty, str | int | bool | SecretStr],
+        AfterValidator(hide_secrets),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "integer", "boolean"]},
+            }
+        ),
+    ] = Field(default_factory=dict)
 
     @field_validator("properties")
     @classmethod
@@ -107,8 +121,14 @@ class KafkaSettings(_Model):
                 value = value.get_secret_value()
             if value is not None:
                 config[key] = value
-        config.update(self.properties)
+        config.update(reveal(self.properties))
         return config
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this section, to redact from a client library's errors."""
+        named = [self.sasl_password, self.ssl_key_password]
+        values = [s.get_secret_value() for s in named if s is not None]
+        return values + secret_values(self.properties)
 
 
 # librdkafka name -> KafkaSettings field.

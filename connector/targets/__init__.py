@@ -5,12 +5,17 @@
     targets:
       audit:   {type: log, path: /var/log/kec/actions.jsonl, fsync: true}
       deploy:  {type: command, argv: [/usr/local/bin/deploy, --quiet], timeout: 60,
-                stdin: true, reject_exit_codes: [2], env: {STAGE: prod}}
+                stdin: true, reject_exit_codes: [2], env: {STAGE: prod},
+                inherit_env: [AWS_PROFILE, "AWS_CONFIG_*"]}
       engine:  {type: webhook, url: "https://engine.example/api/actions",
                 headers: {Authorization: "Bearer …"}, timeout: 10}
       actions: {type: kafka, topic: actions, bootstrap_servers: "kafka:9092",
                 properties: {compression.type: zstd}, flush_timeout: 30}
       hook:    {type: python, function: "myapp.hooks:on_action"}
+
+Values of ``headers``, ``env`` and ``properties`` whose names say they are secrets
+(password, secret, token, key, auth…: :mod:`connector.redaction`) are kept as
+:class:`~pydantic.SecretStr` and never printed; ``build()`` reveals them to the target.
 
 The specs are pydantic models (extra fields refused), so a config module can embed
 :data:`TargetSpec` in its schema; :func:`build_target` turns their errors into one
@@ -35,6 +40,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from connector.redaction import HiddenProperties, HiddenStrings, reveal
 from connector.targets.base import Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget
@@ -97,14 +103,20 @@ class LogSpec(_Spec):
 
 
 class CommandSpec(_Spec):
-    """A process per action; ``argv`` is a list, or one string with ``shell: true``."""
+    """A process per action; ``argv`` is a list, or one string with ``shell: true``.
+
+    Its environment: ``PATH``, ``HOME``, ``LANG``, ``LC_*`` and ``TZ`` of the connector's,
+    the names (or globs) in ``inherit_env``, then ``env``, then the action's ``KEC_*``.
+    ``stdin: true`` writes the action's JSON to stdin (instead of ``KEC_ACTION_JSON``).
+    """
 
     type: Literal["command"]
     argv: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)]
     timeout: PositiveFloat = 30.0
     stdin: bool = False
     reject_exit_codes: frozenset[ExitCode] = frozenset()
-    env: dict[str, str] = Field(default_factory=dict)
+    env: HiddenStrings = Field(default_factory=dict)
+    inherit_env: list[NonEmpty] = Field(default_factory=list)
     cwd: RelativePath | None = None
     shell: bool = False
 
@@ -115,7 +127,8 @@ class CommandSpec(_Spec):
             timeout=self.timeout,
             stdin=self.stdin,
             reject_exit_codes=self.reject_exit_codes,
-            env=self.env,
+            env=reveal(self.env),
+            inherit_env=self.inherit_env,
             cwd=self.cwd,
             shell=self.shell,
         )
@@ -126,13 +139,13 @@ class WebhookSpec(_Spec):
 
     type: Literal["webhook"]
     url: NonEmpty
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: HiddenStrings = Field(default_factory=dict)
     timeout: PositiveFloat = 10.0
     verify: bool = True
 
     def build(self, name: str) -> Target:
         return WebhookTarget(
-            name, self.url, headers=self.headers, timeout=self.timeout, verify=self.verify
+            name, self.url, headers=reveal(self.headers), timeout=self.timeout, verify=self.verify
         )
 
 
@@ -142,7 +155,7 @@ class KafkaSpec(_Spec):
     type: Literal["kafka"]
     topic: NonEmpty
     bootstrap_servers: NonEmpty
-    properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    properties: HiddenProperties = Field(default_factory=dict)
     flush_timeout: PositiveFloat = 30.0
 
     def build(self, name: str) -> Target:
@@ -150,7 +163,7 @@ class KafkaSpec(_Spec):
             name,
             self.topic,
             self.bootstrap_servers,
-            properties=self.properties,
+            properties=reveal(self.properties),
             flush_timeout=self.flush_timeout,
         )
 
