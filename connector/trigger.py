@@ -45,9 +45,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
-from itertools import accumulate
 from typing import Any, Final
 
+from connector.json_depth import json_too_deep
 from connector.linear_regex import LinearRegex
 from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
@@ -61,7 +61,6 @@ __all__ = [
     "Evaluation",
     "MatchLimits",
     "TriggerEngine",
-    "json_too_deep",
     "state_key",
 ]
 
@@ -111,25 +110,6 @@ class MatchLimits:
             raise ConfigError(
                 f"max_json_depth must be within 1..{MAX_JSON_DEPTH}, not {self.max_json_depth}"
             )
-
-
-# A JSON string, or an unterminated one running to the end. Possessive, and no character
-# can stop it but a quote or the end, so a match never fails once started: one pass.
-_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET: Final = re.compile(r"[^\[\]{}]+")
-_BRACKET_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
-
-
-def json_too_deep(text: str, limit: int) -> bool:
-    """Whether JSON ``text`` nests arrays and objects more than ``limit`` deep.
-
-    Linear in the text, with no recursion. Exact for valid JSON; for any other text it is
-    at least the depth a JSON parser would reach before it failed.
-    """
-    if len(text) <= limit or text.count("[") + text.count("{") <= limit:
-        return False  # the common case: not enough brackets to be that deep
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.config import ConfigFileError, load_config
+from connector.json_depth import json_too_deep
 from connector.linear_regex import LinearRegex
-from connector.trigger import (
-    DEFAULT_MAX_JSON_DEPTH,
-    MatchLimits,
-    TriggerEngine,
-    json_too_deep,
-)
+from connector.trigger import DEFAULT_MAX_JSON_DEPTH, MatchLimits, TriggerEngine
 from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, make_rule, run
 
