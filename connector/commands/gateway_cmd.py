@@ -1,7 +1,8 @@
 """``event-connector gateway``: serve the HTTP events gateway (design §8).
 
 Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
-and/or the options; an option given on the command line wins over the file.
+and/or the options; an option given on the command line wins over the file. TLS and the
+limits come from the file's ``http:`` section only.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def gateway(
     """
     from checkpoint import open_store
     from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
+    from connector.gateway.server import serving_options
 
     properties: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     store_url, host_port = store, listen
     if config is not None:
         from connector.config import load_config
@@ -97,6 +100,7 @@ def gateway(
                 strict = http.strict
             topic = topic or http.topic
             namespace = namespace or http.namespace
+            options = serving_options(http)
     servers = bootstrap or properties.pop("bootstrap.servers", None)
     properties.pop("bootstrap.servers", None)
     if not servers:
@@ -112,9 +116,12 @@ def gateway(
         kafka_properties=properties,
     )
     with open_store(store_url or _DEFAULT_STORE) as opened:
-        server = GatewayServer(Gateway(settings, opened), host=host, port=port, token=token)
+        server = GatewayServer(
+            Gateway(settings, opened), host=host, port=port, token=token, **options
+        )
+        scheme = "https" if options.get("tls") is not None else "http"
         click.echo(
-            f"gateway on http://{host}:{port} -> topic {settings.topic} "
+            f"gateway on {scheme}://{host}:{port} -> topic {settings.topic} "
             f"(group {settings.group}, {'strict' if settings.strict else 'keeps early events'})",
             err=True,
         )

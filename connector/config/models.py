@@ -13,6 +13,7 @@ too, so the file loader can report them with their line even when other parts ar
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
@@ -243,20 +244,71 @@ class RetryConfig(_Model):
         )
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _existing_file(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 class HttpConfig(_Model):
-    """The HTTP events gateway: where it listens, its bearer token, strict mode.
+    """The HTTP events gateway: where it listens, its bearer token, strict mode, TLS.
 
     Its events go to ``topic`` and belong to ``namespace``, a namespace of their own that
     rules may name like any other (the gateway checkpoints that topic itself, so it must
-    not be listed under ``namespaces``).
+    not be listed under ``namespaces``). Listening beyond loopback requires ``token``.
+    HTTPS: ``tls_cert_file`` and ``tls_key_file`` (PEM; relative to the config file).
+    Limits (connector.gateway.limits): a larger body gets 413, deeper JSON 400; past
+    ``max_connections`` (long polls included) 503; a connection that has not sent a whole
+    request head within ``header_timeout_seconds`` is closed.
     """
 
     host: NonEmpty = "127.0.0.1"
     port: Port = 8000
-    token: SecretStr | None = None
+    # validate_default: the check needs the host, and must run when the token is omitted.
+    token: SecretStr | None = Field(default=None, validate_default=True)
     strict: bool = False
     topic: NonEmpty = DEFAULT_HTTP_TOPIC
     namespace: NonEmpty = DEFAULT_HTTP_NAMESPACE
+    tls_cert_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
+    tls_key_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
+    tls_key_password: SecretStr | None = None
+    max_body_bytes: PositiveInt = 1_048_576
+    max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = 64
+    max_connections: PositiveInt = 1000
+    header_timeout_seconds: PositiveFloat = 20.0
+
+    @field_validator("token")
+    @classmethod
+    def _token_beyond_loopback(
+        cls, token: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if token is not None and not token.get_secret_value():
+            raise ValueError("is empty: give a token, or leave it out on a loopback host")
+        host = info.data.get("host")
+        if token is None and isinstance(host, str) and not is_loopback_host(host):
+            raise ValueError(
+                f"required: the gateway listens on {host}, beyond loopback, and would take"
+                ' events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        if self.tls_key_password is not None and self.tls_key_file is None:
+            raise ValueError("tls_key_password without tls_key_file")
+        return self
 
 
 class MetricsConfig(_Model):
