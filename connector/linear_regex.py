@@ -38,7 +38,7 @@ class LinearRegex:
     Immutable; one instance may serve several threads (RE2 matching is thread-safe).
     """
 
-    __slots__ = ("_search", "pattern")
+    __slots__ = ("_contains", "pattern")
 
     def __init__(self, pattern: str) -> None:
         try:
@@ -50,16 +50,16 @@ class LinearRegex:
             # pyre2 quietly falls back to `re` for what RE2 lacks: exactly what must not run.
             raise ValueError(f"regular expression {pattern!r} is not supported: {_UNSUPPORTED}")
         self.pattern = pattern
-        self._search = compiled.search
+        self._contains = compiled.contains  # a bool, with no match object to build
 
     def search(self, text: str) -> bool:
         """Whether the pattern matches somewhere in ``text``."""
         try:
-            return self._search(text) is not None
+            return bool(self._contains(text))
         except UnicodeEncodeError:
             # RE2 matches UTF-8; a lone surrogate (only a Python caller can build one) is
             # matched as U+FFFD, as undecodable bytes are in Event.text.
-            return self._search(_SURROGATE.sub("\ufffd", text)) is not None
+            return bool(self._contains(_SURROGATE.sub("\ufffd", text)))
 
     def __repr__(self) -> str:
         return f"LinearRegex({self.pattern!r})"
