@@ -24,11 +24,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# HTTP client libraries log every request at INFO: one line per webhook delivery.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:
+        # -v shows them again, at DEBUG like everything else.
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

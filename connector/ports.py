@@ -16,10 +16,10 @@ from kec.errors import ConfigError, ConnectorError
 __all__ = ["check_listen", "url_of"]
 
 
-def url_of(host: str, port: int) -> str:
-    """``http://HOST:PORT`` (IPv6 hosts in brackets)."""
+def url_of(host: str, port: int, *, tls: bool = False) -> str:
+    """``http://HOST:PORT`` (``https`` with ``tls``; IPv6 hosts in brackets)."""
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def check_listen(host: str, port: int, *, what: str, setting: str) -> None:

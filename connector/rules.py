@@ -9,7 +9,7 @@ each error with its field path. A rule, in YAML::
       context: "wf-*"                  # optional: only events of these executions
       value:                           # optional; every condition given must hold
         equals: "done"                 # the value as text equals this
-        regex: "^ok"                   # re.search on the value as text
+        regex: "^ok"                   # found anywhere in the value as text (RE2)
         json:                          # predicates on the value parsed as JSON
           - {path: status, in: [ok, done]}
           - {path: order.total, gt: 10}
@@ -36,11 +36,16 @@ Matching is case-sensitive. A glob follows :mod:`fnmatch` (``[*]`` matches a lit
 ``*``). A JSON path is dotted; a segment of digits indexes a list; keys containing dots
 cannot be addressed. A value that is not JSON fails every JSON predicate. JSON equality
 keeps ``true`` apart from ``1`` but treats ``1`` and ``1.0`` as equal.
+
+A value can be hostile, so its conditions are bounded (see
+:class:`connector.trigger.MatchLimits`): a ``regex`` runs in linear time on RE2
+(:mod:`connector.linear_regex`: Python's syntax without lookaround, backreferences and the
+like, which are refused here; ``$`` matches only at the very end), a value over the length
+limit fails every value condition, and JSON nested deeper than the depth limit is not JSON.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -60,6 +65,7 @@ from pydantic import (
     model_validator,
 )
 
+from connector.linear_regex import LinearRegex
 from kec.action import ActionKind
 from kec.event import DEFAULT_NAMESPACE
 
@@ -89,10 +95,7 @@ def is_glob(pattern: str) -> bool:
 
 
 def _check_regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+    LinearRegex(pattern)  # raises ValueError, with the reason, for what it cannot run
     return pattern
 
 

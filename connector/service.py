@@ -162,7 +162,7 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
         group_instance_id=instance_id or cfg.pipeline.instance_id,
     )
     store = open_store(cfg.checkpoint.url(), exclusive=True)
-    engine = TriggerEngine(cfg.rules)
+    engine = TriggerEngine(cfg.rules, limits=cfg.pipeline.match_limits())
     targets = {name: spec.build(name) for name, spec in cfg.targets.items()}
     service = ConnectorService(settings, store, engine, targets, retry_policy=cfg.retry.policy())
     if cfg.http is not None:
@@ -181,8 +181,7 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
             rules=engine,
             sink=service.dispatcher,
         )
-        token = http.token.get_secret_value() if http.token is not None else None
-        service.attach(GatewayServer(gateway, host=http.host, port=http.port, token=token))
+        service.attach(GatewayServer.from_config(gateway, http))
     from connector.retention import Pruner
 
     days = cfg.checkpoint.retention_days

@@ -26,7 +26,10 @@ Semantics (AIFlow's; docs/architecture.md, "Rules"):
   event more than ``window`` seconds older (by ``create_time``, never the wall clock) than
   the newest event of the set is dropped, or not taken in when it arrives that late.
 * Value and ``context`` conditions are checked per event; an event that fails them
-  does not count.
+  does not count. Value conditions are bounded whatever the value
+  (:class:`MatchLimits`): a value longer than ``max_value_length`` fails every value
+  condition; JSON nested deeper than ``max_json_depth`` is not JSON (it fails every JSON
+  predicate); a regex runs in time linear in the value (:mod:`connector.linear_regex`).
 * Actions come out in rule declaration order; their ids are deterministic.
 
 State that cannot be read (corrupt, or from an older rule with other keys) is treated as
@@ -44,12 +47,22 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Final
 
+from connector.json_depth import json_too_deep
+from connector.linear_regex import LinearRegex
 from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
 from kec.errors import ConfigError
 from kec.event import Event
 
-__all__ = ["Evaluation", "TriggerEngine", "state_key"]
+__all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_VALUE_LENGTH",
+    "MAX_JSON_DEPTH",
+    "Evaluation",
+    "MatchLimits",
+    "TriggerEngine",
+    "state_key",
+]
 
 _STATE_VERSION: Final = 1
 
@@ -67,6 +80,36 @@ class _Sentinel:
 _MISSING: Final = _Sentinel("<missing>")  # a JSON path that leads nowhere
 _UNPARSED: Final = _Sentinel("<unparsed>")
 _NOT_JSON: Final = _Sentinel("<not json>")
+
+
+DEFAULT_MAX_VALUE_LENGTH: Final = 1 << 20
+DEFAULT_MAX_JSON_DEPTH: Final = 128
+# Python's json parser recurses once per level; past about this depth it would meet the
+# interpreter's recursion limit, which must never decide what a value is.
+MAX_JSON_DEPTH: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MatchLimits:
+    """Bounds on what value conditions look at, so no value can stall evaluation.
+
+    ``max_value_length``: a longer value (characters of a text value, bytes of a binary
+    one) fails every value condition (``equals``, ``regex``, ``json``); rules without
+    value conditions still see it. ``max_json_depth``: JSON nested deeper (``[]`` is
+    depth 1) is not JSON to the ``json`` predicates. Each costs a few comparisons per
+    event; the depth is only counted for values with more brackets than the limit.
+    """
+
+    max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+    def __post_init__(self) -> None:
+        if self.max_value_length < 1:
+            raise ConfigError(f"max_value_length must be positive, not {self.max_value_length}")
+        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH:
+            raise ConfigError(
+                f"max_json_depth must be within 1..{MAX_JSON_DEPTH}, not {self.max_json_depth}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +133,11 @@ def state_key(rule: str, context: str | None) -> str:
 class _Subject:
     """An event's text and parsed JSON, computed at most once however many rules ask."""
 
-    __slots__ = ("_doc", "_text", "event")
+    __slots__ = ("_doc", "_max_depth", "_text", "event")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, max_depth: int) -> None:
         self.event = event
+        self._max_depth = max_depth
         self._text: str | None = None
         self._doc: object = _UNPARSED
 
@@ -106,8 +150,13 @@ class _Subject:
     @property
     def doc(self) -> object:
         if self._doc is _UNPARSED:
+            if json_too_deep(self.text, self._max_depth):
+                self._doc = _NOT_JSON
+                return self._doc
             try:
                 self._doc = json.loads(self.event.value)
+            # RecursionError too: the depth check makes it unreachable, but it must never
+            # escape evaluation, whatever the caller's own stack depth.
             except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 self._doc = _NOT_JSON
         return self._doc
@@ -196,8 +245,8 @@ def _compile_value(match: ValueMatch | None) -> _Check | None:
         equals = match.equals
         checks.append(lambda s: s.text == equals)
     if match.regex is not None:
-        search = re.compile(match.regex).search
-        checks.append(lambda s: search(s.text) is not None)
+        search = LinearRegex(match.regex).search
+        checks.append(lambda s: search(s.text))
     checks.extend(_compile_predicate(p) for p in match.json_)
     if not checks:
         return None
@@ -334,17 +383,22 @@ class TriggerEngine:
     engine may serve several threads.
     """
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], *, limits: MatchLimits | None = None) -> None:
         try:
             check_unique_names(rules)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self._rules = tuple(rules)
+        self._limits = limits or MatchLimits()
         self._index = _index([_compile(i, r) for i, r in enumerate(self._rules)])
 
     @property
     def rules(self) -> tuple[Rule, ...]:
         return self._rules
+
+    @property
+    def limits(self) -> MatchLimits:
+        return self._limits
 
     def _hits(self, event: Event) -> tuple[_Hit, ...]:
         index = self._index.get(event.namespace)
@@ -380,9 +434,10 @@ class TriggerEngine:
         result = Evaluation()
         if not hits:
             return result
-        subject = _Subject(event)
+        subject = _Subject(event, self._limits.max_json_depth)
+        too_long = len(event.value) > self._limits.max_value_length
         for c, slots in hits:
-            if c.check is not None and not c.check(subject):
+            if c.check is not None and (too_long or not c.check(subject)):
                 continue
             if not c.slots:
                 result.actions.append(

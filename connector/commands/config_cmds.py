@@ -51,7 +51,7 @@ def _check_runtime(path: str, cfg: ConnectorConfig) -> None:
 
     problems: list[tuple[tuple[str | int, ...], str, str]] = []
     try:
-        TriggerEngine(cfg.rules)
+        TriggerEngine(cfg.rules, limits=cfg.pipeline.match_limits())
     except ConfigError as exc:
         problems.append((("rules",), "rules", str(exc)))
     for name, spec in cfg.targets.items():

@@ -1,7 +1,8 @@
 """``event-connector gateway``: serve the HTTP events gateway (docs/architecture.md).
 
 Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
-and/or the options; an option given on the command line wins over the file.
+and/or the options; an option given on the command line wins over the file. TLS and the
+limits come from the file's ``http:`` section only.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def gateway(
     """
     from checkpoint import open_store
     from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
+    from connector.gateway.server import serving_options
     from connector.ports import check_listen, url_of
     from connector.topics import TopicPolicy, ensure_topics, policy_of
 
     properties: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     store_url, host_port = store, listen
     policy = TopicPolicy()
     listen_setting = "--listen"
@@ -114,6 +117,7 @@ def gateway(
                 strict = http.strict
             topic = topic or http.topic
             namespace = namespace or http.namespace
+            options = serving_options(http)
     servers = bootstrap or properties.pop("bootstrap.servers", None)
     properties.pop("bootstrap.servers", None)
     if not servers:
@@ -136,10 +140,12 @@ def gateway(
         {**properties, "bootstrap.servers": servers}, [settings.topic], policy, source=source
     )
     with open_store(store_url or _DEFAULT_STORE) as opened:
-        server = GatewayServer(Gateway(settings, opened), host=host, port=port, token=token)
+        server = GatewayServer(
+            Gateway(settings, opened), host=host, port=port, token=token, **options
+        )
         log.info(
             "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (group %s, %s)",
-            url_of(host, port),
+            url_of(host, port, tls=options.get("tls") is not None),
             settings.topic,
             settings.group,
             "strict" if settings.strict else "keeps early events",

@@ -90,6 +90,7 @@ def resolve(
         rule_names=tuple(rule.name for rule in rules),
         topic_policy=policy_of(cfg),
         source=f"-c {config}",
+        match_limits=cfg.pipeline.match_limits(),
     )
 
 

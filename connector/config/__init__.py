@@ -22,13 +22,19 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
     topic_creation: {enabled: true,        # create missing topics (run, send, gateway)
                      partitions: 3, replication_factor: -1}   # -1: the broker's default
     pipeline: {batch_size: 1000, linger_ms: 10, outbox_max_pending: 100000,
-               instance_id: connector-1}
+               instance_id: connector-1,
+               match_max_value_length: 1048576,   # longer values fail value conditions
+               match_max_json_depth: 128}         # deeper JSON fails json predicates
     retry: {max_attempts: 8, initial_backoff_seconds: 1, max_backoff_seconds: 300}
     targets:                               # connector.targets specs; `log` always exists
-      deploy: {type: command, argv: [echo, deploy]}
+      deploy: {type: command, argv: [echo, deploy], stdin: true,
+               env: {STAGE: prod}, inherit_env: ["AWS_*"]}   # else a minimal environment
     rules:                                 # connector.rules.Rule
       - {name: start-wf, key: start, action: start, workflow: workflow_1, target: deploy}
-    http: {host: 0.0.0.0, port: 8000, token: "${GATEWAY_TOKEN}", strict: false}
+    http: {host: 0.0.0.0, port: 8000, token: "${GATEWAY_TOKEN}", strict: false,
+           max_body_bytes: 1048576, max_json_depth: 64,    # 413 / 400 beyond these
+           max_connections: 1000, header_timeout_seconds: 20}
+                                           # HTTPS: tls_cert_file, tls_key_file (PEM)
     metrics: {host: 0.0.0.0, port: 9464}
 
 ``${NAME}`` and ``${NAME:-default}`` are replaced in string values before validation.

@@ -1,7 +1,8 @@
 """The connector's configuration as pydantic models (one YAML file, see docs/architecture.md).
 
 Every model refuses unknown keys, so a typo is an error rather than a silently ignored
-setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token) are
+setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token, and the
+``properties`` whose names say secret, see :mod:`connector.redaction`) are
 :class:`~pydantic.SecretStr`: they print as ``**********`` and are revealed only where a
 client needs them (:meth:`KafkaSettings.client_config`, :meth:`CheckpointConfig.url`).
 
@@ -12,12 +13,14 @@ too, so the file loader can report them with their line even when other parts ar
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,13 +30,21 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from connector.outbox import RetryPolicy
+from connector.redaction import hide_secrets, reveal, secret_values
 from connector.rules import Rule
 from connector.targets import LogSpec, RelativePath, TargetSpec
+from connector.trigger import (
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_VALUE_LENGTH,
+    MAX_JSON_DEPTH,
+    MatchLimits,
+)
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
@@ -92,9 +103,19 @@ class KafkaSettings(_Model):
     """The client's private key file, for TLS client authentication."""
     ssl_key_password: SecretStr | None = None
     """The password of the client's private key (a secret: never printed)."""
-    properties: dict[NonEmpty, str | int | bool] = Field(default_factory=dict)
+    properties: Annotated[
+        dict[NonEmpty, str | int | bool | SecretStr],
+        AfterValidator(hide_secrets),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "integer", "boolean"]},
+            }
+        ),
+    ] = Field(default_factory=dict)
     """Further librdkafka properties passed to every client as they are (e.g.
-    client.rack); settings with a field of their own must be set there."""
+    client.rack); settings with a field of their own must be set there. Values whose
+    names say secret, password, token or key are secrets: never printed."""
 
     @field_validator("properties")
     @classmethod
@@ -115,8 +136,14 @@ class KafkaSettings(_Model):
                 value = value.get_secret_value()
             if value is not None:
                 config[key] = value
-        config.update(self.properties)
+        config.update(reveal(self.properties))
         return config
+
+    def secrets(self) -> list[str]:
+        """Every secret value of this section, to redact from a client library's errors."""
+        named = [self.sasl_password, self.ssl_key_password]
+        values = [s.get_secret_value() for s in named if s is not None]
+        return values + secret_values(self.properties)
 
 
 # librdkafka name -> KafkaSettings field.
@@ -233,9 +260,20 @@ class PipelineConfig(_Model):
     """Actions waiting for delivery beyond which consumption pauses (backpressure)."""
     max_event_bytes: PositiveInt = 1_048_576
     """A record value larger than this goes to the dead-letter topic, not the store."""
+    match_max_value_length: PositiveInt = DEFAULT_MAX_VALUE_LENGTH
+    """A longer value (characters of text, bytes of binary) fails every rule value
+    condition (connector.trigger.MatchLimits)."""
+    match_max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = DEFAULT_MAX_JSON_DEPTH
+    """JSON nested deeper is not JSON to rules' `json` predicates."""
     instance_id: NonEmpty | None = None
     """A stable id for this instance (Kafka static membership): a restart with the same
     id gets its partitions back at once instead of after the session timeout."""
+
+    def match_limits(self) -> MatchLimits:
+        """The bounds to build :class:`connector.trigger.TriggerEngine` with."""
+        return MatchLimits(
+            max_value_length=self.match_max_value_length, max_json_depth=self.match_max_json_depth
+        )
 
 
 class RetryConfig(_Model):
@@ -262,21 +300,42 @@ class RetryConfig(_Model):
         )
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): only this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _existing_file(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
 class HttpConfig(_Model):
-    """The HTTP events gateway: where it listens, its bearer token, strict mode.
+    """The HTTP events gateway: where it listens, its bearer token, strict mode, TLS.
 
     Its events go to ``topic`` and belong to ``namespace``, a namespace of their own that
     rules may name like any other (the gateway checkpoints that topic itself, so it must
-    not be listed under ``namespaces``).
+    not be listed under ``namespaces``). Listening beyond loopback requires ``token``.
+    HTTPS: ``tls_cert_file`` and ``tls_key_file`` (PEM; relative to the config file).
+    Limits (connector.gateway.limits): a larger body gets 413, deeper JSON 400; past
+    ``max_connections`` (long polls included) 503; a connection that has not sent a whole
+    request head within ``header_timeout_seconds`` is closed.
     """
 
     host: NonEmpty = "127.0.0.1"
     """The address to listen on; 0.0.0.0 for every interface."""
     port: Port = 8000
     """The port to listen on; 0 for any free one."""
-    token: SecretStr | None = None
+    # validate_default: the check needs the host, and must run when the token is omitted.
+    token: SecretStr | None = Field(default=None, validate_default=True)
     """Require `Authorization: Bearer TOKEN` on every /event/ route (a secret: never
-    printed)."""
+    printed); required when the gateway listens beyond loopback."""
     strict: bool = False
     """Accept an event only when a listener waits for its (workflow_id, event_key)
     (else 404); default: keep early events until their listener comes."""
@@ -285,6 +344,43 @@ class HttpConfig(_Model):
     namespace: NonEmpty = DEFAULT_HTTP_NAMESPACE
     """The namespace of the gateway's events, for rules: their key is the body's
     event_key, their context the URL's workflow id."""
+    tls_cert_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
+    """HTTPS: the server's certificate chain (PEM), with tls_key_file."""
+    tls_key_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
+    """HTTPS: the certificate's private key (PEM), with tls_cert_file."""
+    tls_key_password: SecretStr | None = None
+    """The private key's password, when it has one (a secret: never printed)."""
+    max_body_bytes: PositiveInt = 1_048_576
+    """A larger request body is refused with 413."""
+    max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = 64
+    """A request body nested deeper is refused with 400."""
+    max_connections: PositiveInt = 1000
+    """Connections served at once (long polls included); more get 503."""
+    header_timeout_seconds: PositiveFloat = 20.0
+    """A connection that has not sent a whole request head in this long is closed."""
+
+    @field_validator("token")
+    @classmethod
+    def _token_beyond_loopback(
+        cls, token: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if token is not None and not token.get_secret_value():
+            raise ValueError("is empty: give a token, or leave it out on a loopback host")
+        host = info.data.get("host")
+        if token is None and isinstance(host, str) and not is_loopback_host(host):
+            raise ValueError(
+                f"required: the gateway listens on {host}, beyond loopback, and would take"
+                ' events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        if self.tls_key_password is not None and self.tls_key_file is None:
+            raise ValueError("tls_key_password without tls_key_file")
+        return self
 
 
 class MetricsConfig(_Model):

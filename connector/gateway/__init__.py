@@ -5,19 +5,23 @@ the event is durably checkpointed; long polls for ``HTTPListener`` (docs/archite
 * :mod:`connector.gateway.ingest` — :class:`Gateway`: producer, checkpointing pipeline,
   waiters (the protocol's steps are in its docstring);
 * :mod:`connector.gateway.app` — the Starlette routes and their status codes;
-* :mod:`connector.gateway.server` — uvicorn serving with clean shutdown;
+* :mod:`connector.gateway.server` — uvicorn serving with clean shutdown, TLS;
+* :mod:`connector.gateway.limits` — body size, JSON depth, connections, header timeout;
 * :mod:`connector.gateway.waiters` — pure bookkeeping: queues, waiters, leases.
 """
 
 from connector.gateway.app import build_app
 from connector.gateway.ingest import Gateway, GatewaySettings, SendResult
-from connector.gateway.server import GatewayServer, parse_listen
+from connector.gateway.limits import GatewayLimits
+from connector.gateway.server import GatewayServer, TlsFiles, parse_listen
 
 __all__ = [
     "Gateway",
+    "GatewayLimits",
     "GatewayServer",
     "GatewaySettings",
     "SendResult",
+    "TlsFiles",
     "build_app",
     "parse_listen",
 ]

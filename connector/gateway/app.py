@@ -6,13 +6,18 @@ checkpointed:
 
 =====  =================================================================================
 200    ``{"event_id", "offset", "partition"}``: checkpointed (also for a resend)
-400    the body is not JSON
+400    the body is not JSON (``invalid_json``), or nests deeper than the limit
+       (``json_too_deep``)
 401    a bearer token is configured and the request does not carry it
 404    strict mode: no listener waits for this ``(workflow_id, event_key)``
+413    the body is over the size limit (``body_too_large``)
 422    fields missing or of the wrong type
 500    the event reached Kafka but checkpointing failed (a resend is safe)
 503    Kafka did not acknowledge the event in time
 =====  =================================================================================
+
+The limits (body size, JSON depth, connections, header timeout) are
+:class:`~connector.gateway.limits.GatewayLimits`.
 
 Every error body is ``{"error": <short code>, "detail": <text or list>}``.
 
@@ -34,11 +39,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.gateway.ingest import Gateway
+from connector.gateway.limits import BodyLimit, GatewayLimits
+from connector.json_depth import json_too_deep
 from kec.errors import CheckpointError, ConnectorError, KafkaClientError
 
 __all__ = ["MAX_WAIT", "build_app"]
@@ -60,12 +68,17 @@ def _error(status: int, error: str, detail: Any, **headers: str) -> JSONResponse
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def build_app(gateway: Gateway, *, token: str | None = None) -> Starlette:
+def build_app(
+    gateway: Gateway, *, token: str | None = None, limits: GatewayLimits | None = None
+) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and closes ``gateway``.
 
     ``token``: when set, every ``/event/`` route needs ``Authorization: Bearer <token>``.
-    Strict mode comes from ``gateway.settings.strict``.
+    Strict mode comes from ``gateway.settings.strict``. ``limits``: the body size and
+    JSON depth bounds apply here (the others are the server's).
     """
+    limits = limits or GatewayLimits()
+    max_depth = limits.max_json_depth
     expected = f"Bearer {token}".encode() if token else None
 
     def guarded(handler: Handler) -> Handler:
@@ -94,8 +107,13 @@ def build_app(gateway: Gateway, *, token: str | None = None) -> Starlette:
     async def send_event(request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
         try:
-            data = json.loads(await request.body())
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            text = (await request.body()).decode("utf-8-sig")
+            if json_too_deep(text, max_depth):
+                return _error(
+                    400, "json_too_deep", f"the body nests arrays or objects over {max_depth} deep"
+                )
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             return _error(400, "invalid_json", f"the body is not JSON: {exc}")
         try:
             body = SendBody.model_validate(data)
@@ -152,4 +170,8 @@ def build_app(gateway: Gateway, *, token: str | None = None) -> Starlette:
         Route("/event/consumed/{event_id:path}", guarded(consumed), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimit, max_bytes=limits.max_body_bytes)],
+    )

@@ -1,5 +1,10 @@
 """Serving the gateway with uvicorn, in the foreground or in a thread, with clean shutdown.
 
+Bound beyond loopback, the gateway requires a bearer token (it is refused without one:
+anyone on the network could fire rules otherwise). TLS is served by uvicorn from a
+certificate and key file (:class:`TlsFiles`); the limits are
+:class:`~connector.gateway.limits.GatewayLimits`.
+
 Shutdown, in this order: stop accepting connections; answer open long polls with 204
 (:meth:`Gateway.drain`) so listeners re-poll elsewhere or later; let in-flight sends
 finish (up to ``graceful`` seconds); then the app's lifespan stops the checkpointing
@@ -14,15 +19,35 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from connector.config.models import is_loopback_host
 from connector.gateway.app import build_app
 from connector.gateway.ingest import Gateway
+from connector.gateway.limits import GatewayLimits, header_timeout_protocol
 from kec.errors import ConfigError, ConnectorError
 
-__all__ = ["GatewayServer", "parse_listen"]
+if TYPE_CHECKING:
+    from connector.config.models import HttpConfig
+
+__all__ = ["GatewayServer", "TlsFiles", "parse_listen", "serving_options"]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for HTTPS: the certificate (chain) and its private key."""
+
+    cert_file: Path
+    key_file: Path
+    key_password: str | None = None
+
+    def __repr__(self) -> str:  # the password stays out of logs
+        return f"TlsFiles(cert_file={self.cert_file!r}, key_file={self.key_file!r})"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -31,6 +56,25 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--listen {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serving_options(http: HttpConfig) -> dict[str, Any]:
+    """``limits`` and ``tls`` of :class:`GatewayServer` from an ``http:`` config section."""
+    tls = None
+    if http.tls_cert_file is not None and http.tls_key_file is not None:
+        password = http.tls_key_password
+        tls = TlsFiles(
+            http.tls_cert_file,
+            http.tls_key_file,
+            password.get_secret_value() if password is not None else None,
+        )
+    limits = GatewayLimits(
+        max_body_bytes=http.max_body_bytes,
+        max_json_depth=http.max_json_depth,
+        max_connections=http.max_connections,
+        header_timeout=http.header_timeout_seconds,
+    )
+    return {"limits": limits, "tls": tls}
 
 
 class _Server(uvicorn.Server):
@@ -55,22 +99,53 @@ class GatewayServer:
         token: str | None = None,
         graceful: float = 5.0,
         log_level: str = "warning",
+        limits: GatewayLimits | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        if not token and not is_loopback_host(host):
+            raise ConfigError(
+                f"the gateway listens on {host}, beyond loopback: it needs a token"
+                " (http.token in the config, --token or KEC_GATEWAY_TOKEN)"
+            )
+        limits = limits or GatewayLimits()
         self._gateway = gateway
         self._host = host
+        self._tls = tls
+        ssl: dict[str, Any] = {}
+        if tls is not None:
+            ssl = {
+                "ssl_certfile": str(tls.cert_file),
+                "ssl_keyfile": str(tls.key_file),
+                "ssl_keyfile_password": tls.key_password,
+            }
         config = uvicorn.Config(
-            build_app(gateway, token=token),
+            build_app(gateway, token=token, limits=limits),
             host=host,
             port=port,
             lifespan="on",
             log_level=log_level,
             access_log=False,
             timeout_graceful_shutdown=int(graceful) or 1,
+            http=header_timeout_protocol(limits.header_timeout),
+            # uvicorn counts the connection being served: N would serve N - 1 at once.
+            limit_concurrency=limits.max_connections + 1,
+            **ssl,
         )
         self._server = _Server(config, gateway)
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._port: int | None = None
+
+    @classmethod
+    def from_config(cls, gateway: Gateway, http: HttpConfig, **options: Any) -> GatewayServer:
+        """The server an ``http:`` config section describes; ``options`` as for __init__."""
+        settings: dict[str, Any] = {
+            "host": http.host,
+            "port": http.port,
+            "token": http.token.get_secret_value() if http.token is not None else None,
+            **serving_options(http),
+        }
+        return cls(gateway, **{**settings, **options})
 
     @property
     def port(self) -> int:
@@ -86,7 +161,7 @@ class GatewayServer:
     @property
     def url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{self.port}"
 
     def run(self) -> None:
         """Serve in the foreground (main thread) until SIGINT/SIGTERM; then return normally."""

@@ -29,6 +29,7 @@ class OpsContext:
     rule_names: tuple[str, ...] = ()
     topic_policy: TopicPolicy | None = None  # the file's topic_creation; None: the defaults
     source: str = ""  # how the command line reached the cluster: "-c FILE" or "--bootstrap X"
+    match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
 
     def open_store(self) -> CheckpointStore:
         from checkpoint import open_store
@@ -43,4 +44,4 @@ class OpsContext:
             return NotifyAll("log")
         from connector.trigger import TriggerEngine
 
-        return TriggerEngine(self.rules)
+        return TriggerEngine(self.rules, limits=self.match_limits)

@@ -5,12 +5,17 @@
     targets:
       audit:   {type: log, path: /var/log/kec/actions.jsonl, fsync: true}
       deploy:  {type: command, argv: [/usr/local/bin/deploy, --quiet], timeout: 60,
-                stdin: true, reject_exit_codes: [2], env: {STAGE: prod}}
+                stdin: true, reject_exit_codes: [2], env: {STAGE: prod},
+                inherit_env: [AWS_PROFILE, "AWS_CONFIG_*"]}
       engine:  {type: webhook, url: "https://engine.example/api/actions",
                 headers: {Authorization: "Bearer …"}, timeout: 10}
       actions: {type: kafka, topic: actions, bootstrap_servers: "kafka:9092",
                 properties: {compression.type: zstd}, flush_timeout: 30}
       hook:    {type: python, function: "myapp.hooks:on_action"}
+
+Values of ``headers``, ``env`` and ``properties`` whose names say they are secrets
+(password, secret, token, key, auth…: :mod:`connector.redaction`) are kept as
+:class:`~pydantic.SecretStr` and never printed; ``build()`` reveals them to the target.
 
 The specs are pydantic models (extra fields refused), so a config module can embed
 :data:`TargetSpec` in its schema; :func:`build_target` turns their errors into one
@@ -36,6 +41,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from connector.redaction import HiddenProperties, HiddenStrings, reveal
 from connector.targets.base import Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget
@@ -102,7 +108,12 @@ class LogSpec(_Spec):
 
 
 class CommandSpec(_Spec):
-    """A process per action; ``argv`` is a list, or one string with ``shell: true``."""
+    """A process per action; ``argv`` is a list, or one string with ``shell: true``.
+
+    Its environment: ``PATH``, ``HOME``, ``LANG``, ``LC_*`` and ``TZ`` of the connector's,
+    the names (or globs) in ``inherit_env``, then ``env``, then the action's ``KEC_*``.
+    ``stdin: true`` writes the action's JSON to stdin (instead of ``KEC_ACTION_JSON``).
+    """
 
     type: Literal["command"]
     """command: run a process per action, the action in its environment (KEC_*)."""
@@ -114,8 +125,12 @@ class CommandSpec(_Spec):
     """Also write the action as JSON to the process's standard input."""
     reject_exit_codes: frozenset[ExitCode] = frozenset()
     """Exit codes that mean "refused for good": no retry, the action goes dead."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Extra environment variables for the process."""
+    env: HiddenStrings = Field(default_factory=dict)
+    """Extra environment variables for the process (values whose names say secret,
+    password, token or key are never printed)."""
+    inherit_env: list[NonEmpty] = Field(default_factory=list)
+    """Names (or globs) of the connector's environment variables the process also gets;
+    ["*"] for all of them."""
     cwd: RelativePath | None = None
     """The working directory (relative to the config file); default the connector's."""
     shell: bool = False
@@ -130,7 +145,8 @@ class CommandSpec(_Spec):
             timeout=self.timeout,
             stdin=self.stdin,
             reject_exit_codes=self.reject_exit_codes,
-            env=self.env,
+            env=reveal(self.env),
+            inherit_env=self.inherit_env,
             cwd=self.cwd,
             shell=self.shell,
         )
@@ -146,8 +162,8 @@ class WebhookSpec(_Spec):
     """webhook: an HTTP POST per action, with an Idempotency-Key header."""
     url: NonEmpty
     """Where to POST the action as JSON."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra request headers (e.g. Authorization)."""
+    headers: HiddenStrings = Field(default_factory=dict)
+    """Extra request headers (e.g. Authorization; secret-looking ones are never printed)."""
     timeout: PositiveFloat = 10.0
     """Seconds each phase of a request (connect, send, read) may take."""
     verify: bool = True
@@ -159,7 +175,7 @@ class WebhookSpec(_Spec):
         return WebhookTarget(
             name,
             self.url,
-            headers=self.headers,
+            headers=reveal(self.headers),
             timeout=self.timeout,
             verify=self.verify,
             concurrency=self.concurrency,
@@ -175,8 +191,9 @@ class KafkaSpec(_Spec):
     """The topic the actions are written to."""
     bootstrap_servers: NonEmpty
     """The cluster of that topic, HOST:PORT[,HOST:PORT...]."""
-    properties: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    """Extra librdkafka producer properties (e.g. compression.type)."""
+    properties: HiddenProperties = Field(default_factory=dict)
+    """Extra librdkafka producer properties (e.g. compression.type; secret-looking ones
+    are never printed)."""
     flush_timeout: PositiveFloat = 30.0
     """Seconds the broker has to acknowledge a delivery before the attempt fails."""
 
@@ -185,7 +202,7 @@ class KafkaSpec(_Spec):
             name,
             self.topic,
             self.bootstrap_servers,
-            properties=self.properties,
+            properties=reveal(self.properties),
             flush_timeout=self.flush_timeout,
         )
 

@@ -1,12 +1,23 @@
 """The ``command`` target: run a process per action, the action in its environment.
 
-The process gets the connector's environment, the ``env`` given in the config, and::
+The process does not get the connector's environment, which holds its own secrets (a
+database DSN, a SASL password, the gateway token). It gets:
+
+* from the connector's environment, only :data:`DEFAULT_INHERITED` (``PATH``, ``HOME``,
+  ``LANG``, ``LC_*``, ``TZ``) and the names or globs listed in ``inherit_env``
+  (``["*"]`` passes everything, secrets included);
+* the ``env`` given in the config;
+* the action's own variables (they win over both)::
 
     KEC_ACTION_ID     the action id, also as IDEMPOTENCY_KEY
     KEC_ACTION_KIND   start | stop | START | STOP | RESTART | notify
     KEC_RULE, KEC_NAMESPACE, KEC_EVENT_KEY
     KEC_WORKFLOW, KEC_TASK, KEC_CONTEXT   empty when the action has none
-    KEC_ACTION_JSON   Action.to_json(), also written to stdin with ``stdin=True``
+    KEC_ACTION_JSON   Action.to_json(); not set with ``stdin=True``
+
+With ``stdin=True`` the action's JSON is written to the process's stdin instead of
+``KEC_ACTION_JSON``, so an action of any size works (the environment of a process is
+limited to about 128 KiB per variable; a larger ``KEC_ACTION_JSON`` is rejected).
 
 The outcome is read from the exit status: 0 is delivered; a code in ``reject_exit_codes``
 is :class:`~kec.errors.TargetRejected` (dead-lettered, never retried); any other
@@ -28,6 +39,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO
 
@@ -36,11 +48,13 @@ from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
 
 STDERR_TAIL = 2000  # bytes of stderr quoted in an error message
+DEFAULT_INHERITED = ("PATH", "HOME", "LANG", "LC_*", "TZ")
+"""What a command inherits from the connector's environment without ``inherit_env``."""
 
 
-def action_environment(action: Action) -> dict[str, str]:
+def action_environment(action: Action, *, with_json: bool = True) -> dict[str, str]:
     """The ``KEC_*`` variables (and ``IDEMPOTENCY_KEY``) that describe ``action``."""
-    return {
+    env = {
         "KEC_ACTION_ID": action.action_id,
         "KEC_ACTION_KIND": action.kind.value,
         "KEC_RULE": action.rule,
@@ -49,8 +63,26 @@ def action_environment(action: Action) -> dict[str, str]:
         "KEC_TASK": action.task or "",
         "KEC_CONTEXT": action.context or "",
         "KEC_EVENT_KEY": action.event_key,
-        "KEC_ACTION_JSON": action.to_json(),
         "IDEMPOTENCY_KEY": action.action_id,
+    }
+    if with_json:
+        env["KEC_ACTION_JSON"] = action.to_json()
+    return env
+
+
+def inherited_environment(
+    patterns: Iterable[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variables of ``environ`` (default ``os.environ``) named by one of ``patterns``.
+
+    A pattern is a name or a glob (``LC_*``), matched case-sensitively.
+    """
+    patterns = tuple(patterns)
+    source = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in source.items()
+        if any(fnmatchcase(name, pattern) for pattern in patterns)
     }
 
 
@@ -58,7 +90,8 @@ class CommandTarget(Target):
     """Runs ``argv`` once per action; see the module docstring for the protocol.
 
     With ``shell=True`` the command is one string run by ``/bin/sh -c``; otherwise
-    ``argv`` is the argument vector and no shell is involved.
+    ``argv`` is the argument vector and no shell is involved. ``inherit_env`` adds names
+    (or globs) to :data:`DEFAULT_INHERITED`; the inherited values are read in :meth:`open`.
     """
 
     def __init__(
@@ -70,6 +103,7 @@ class CommandTarget(Target):
         stdin: bool = False,
         reject_exit_codes: Iterable[int] = (),
         env: Mapping[str, str] | None = None,
+        inherit_env: Iterable[str] = (),
         cwd: Path | None = None,
         shell: bool = False,
     ) -> None:
@@ -89,6 +123,8 @@ class CommandTarget(Target):
         self._stdin = stdin
         self._reject = frozenset(reject_exit_codes)
         self._env = dict(env or {})
+        self._inherit = (*DEFAULT_INHERITED, *inherit_env)
+        self._base_env: dict[str, str] = {}
         self._cwd = cwd
         self._executable: str | None = None
 
@@ -97,24 +133,27 @@ class CommandTarget(Target):
             return
         # Resolve once, against the PATH the process will see, so a typo is a config
         # error at start-up rather than a retried failure per action.
+        base = {**inherited_environment(self._inherit), **self._env}
         program = self._argv[0]
         if self._cwd is not None and os.sep in program and not os.path.isabs(program):
             program = os.path.join(self._cwd, program)  # relative to the child's cwd
-        found = shutil.which(program, path=self._env.get("PATH", os.environ.get("PATH")))
+        found = shutil.which(program, path=base.get("PATH", os.defpath))
         if found is None:
             raise ConfigError(
                 f"command target {self.name!r}: {self._argv[0]!r} is not an executable file"
                 " (or not on PATH)"
             )
+        self._base_env = base
         self._executable = found
 
     def close(self) -> None:
         self._executable = None
+        self._base_env = {}
 
     def deliver(self, action: Action) -> None:
         if self._executable is None:
             raise TargetError(f"command target {self.name} is not open")
-        env = {**os.environ, **self._env, **action_environment(action)}
+        env = {**self._base_env, **action_environment(action, with_json=not self._stdin)}
         data = action.to_json().encode() if self._stdin else None
         with tempfile.TemporaryFile() as err:
             code = self._run(env, data, err, action)
@@ -148,7 +187,7 @@ class CommandTarget(Target):
                 # The action itself is too large for an environment: no retry can help.
                 raise TargetRejected(
                     f"command target {self.name}: action {action.action_id} is too large"
-                    " for the process environment"
+                    " for the process environment (set `stdin: true` to pass it on stdin)"
                 ) from exc
             raise TargetError(f"command target {self.name}: cannot start: {exc}") from exc
         with proc:

@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connector.redaction import is_secret_name, redact
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -82,6 +83,10 @@ class KafkaTarget(Target):
             "bootstrap.servers": bootstrap_servers,
             **_FIXED,
         }
+        # A librdkafka error may quote a property's value: these never reach a message.
+        self._secrets = [
+            str(v) for k, v in (properties or {}).items() if is_secret_name(k) and v is not None
+        ]
         self._producer: Producer | None = None
         self._fatal = False
 
@@ -91,7 +96,9 @@ class KafkaTarget(Target):
         try:
             self._producer = Producer(self._conf)
         except KafkaException as exc:
-            raise ConfigError(f"kafka target {self.name!r}: {exc}") from exc
+            raise ConfigError(
+                f"kafka target {self.name!r}: {redact(str(exc), self._secrets)}"
+            ) from exc
         self._fatal = False
 
     def close(self) -> None:
@@ -159,7 +166,7 @@ class KafkaTarget(Target):
     def _error(self, action: Action, exc: Exception, kind: type[TargetError]) -> TargetError:
         error = kind(
             f"kafka target {self.name}: cannot produce to {self._topic}"
-            f" (action {action.action_id}): {exc}"
+            f" (action {action.action_id}): {redact(str(exc), self._secrets)}"
         )
         error.__cause__ = exc
         return error

@@ -223,7 +223,7 @@ def test_full_file() -> None:
     assert cfg.http is not None
     assert (cfg.http.port, cfg.http.strict) == (8080, True)
     assert cfg.http.token is not None
-    assert cfg.http.token.get_secret_value() == ""  # ${GATEWAY_TOKEN:-} with it unset
+    assert cfg.http.token.get_secret_value() == "dev-token"  # the default: GATEWAY_TOKEN unset
     assert cfg.metrics is not None
     assert (cfg.metrics.host, cfg.metrics.port) == ("127.0.0.1", 9465)
 
