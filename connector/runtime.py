@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from checkpoint.base import BatchTransaction, CheckpointStore, Claim
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
+from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
 from kec.errors import ConnectorError, Fenced, KafkaClientError, KafkaFatal
@@ -180,6 +181,8 @@ class PipelineSettings:
     fenced_grace: float = 60.0
 
     def consumer_config(self) -> dict[str, Any]:
+        """The pipeline consumer's settings; :data:`kec.kafka.PIPELINE_FIXED` is applied
+        (and a user property that contradicts it refused) when it is built."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group_id,
@@ -191,23 +194,10 @@ class PipelineSettings:
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
-        return {
-            **config,
-            **self.kafka_properties,
-            # The protocol depends on these; user properties cannot override them.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
-        }
+        return {**config, **self.kafka_properties}
 
     def producer_config(self) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.bootstrap_servers,
-            **self.kafka_properties,
-            "enable.idempotence": True,
-            "acks": "all",
-        }
+        return {"bootstrap.servers": self.bootstrap_servers, **self.kafka_properties}
 
 
 @dataclass
@@ -238,16 +228,11 @@ class Pipeline:
         store: CheckpointStore,
         evaluator: Evaluator,
         sink: ActionSink,
-        *,
-        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
-        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
         self._sink = sink
-        self._consumer_factory = consumer_factory
-        self._producer_factory = producer_factory
         self._consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._dead_letters = DeadLetters(None, None)
@@ -272,7 +257,9 @@ class Pipeline:
     def start(self) -> None:
         if self._consumer is not None:
             return
-        consumer = self._consumer_factory(self._settings.consumer_config())
+        consumer = kafka.consumer(
+            self._settings.consumer_config(), fixed_settings=kafka.PIPELINE_FIXED
+        )
         consumer.subscribe(
             list(self._settings.topics),
             on_assign=self._on_assign,
@@ -283,7 +270,7 @@ class Pipeline:
         if self._settings.dlq_topic:
             # Copies not acknowledged in time expire rather than pile up across retries.
             timeout_ms = int(self._settings.dlq_flush_timeout * 1000)
-            self._dlq = self._producer_factory(
+            self._dlq = kafka.producer(
                 {"message.timeout.ms": timeout_ms, **self._settings.producer_config()}
             )
         self._dead_letters = DeadLetters(

@@ -31,9 +31,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from connector.kafka_calls import ATTEMPT_TIMEOUT, code, kafka_new, retried
 from kec.errors import BrokerUnavailable, KafkaClientError
 from kec.event import DEFAULT_TOPIC_PREFIX
+from kec.kafka import ATTEMPT_TIMEOUT, code, kafka_new, retried
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig

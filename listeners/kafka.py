@@ -84,16 +84,10 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    stop_when_event_set,
-    wait_exponential,
-)
 
+from kec import kafka
 from kec.codec import event_from_message
-from kec.errors import BrokerUnavailable, ConfigError, DecodeError, KafkaClientError
+from kec.errors import ConfigError, DecodeError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
 from listeners.base import EventListener
 
@@ -122,24 +116,7 @@ RETRY_FOR = 30.0  # seconds a transient coordinator or broker error is retried
 TOPIC_RECHECK = 0.5  # seconds between looks for a topic that does not exist yet
 
 # The protocol depends on these; a property may repeat them but not change them.
-_FIXED = {
-    "enable.auto.commit": "false",
-    "enable.auto.offset.store": "false",
-    "isolation.level": "read_committed",
-}
 _NAMED = {"bootstrap.servers": "bootstrap_servers", "group.id": "group_id"}
-_TRANSIENT = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError._WAIT_COORD,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-}
-_UNREACHABLE = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN}
 # ListOffsets' special timestamps: the log start, the end (the LSO under read_committed).
 _LIST_OFFSETS_AT = {OFFSET_BEGINNING: -2, OFFSET_END: -1}
 _RESET_TO: dict[str, int] = {
@@ -165,29 +142,31 @@ class KafkaSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{self.source}: {name} must be a non-empty string")
-        for key, value in self.properties.items():
+        for key in self.properties:
             if key in _NAMED:
                 raise ConfigError(f"{self.source}: set {_NAMED[key]}, not property {key!r}")
-            if key in _FIXED and str(value).lower() != _FIXED[key]:
-                raise ConfigError(
-                    f"{self.source}: property {key}={value!r} would break exactly-once; "
-                    f"the listener always uses {key}={_FIXED[key]}"
-                )
+        try:
+            kafka.fixed(self.properties, kafka.CONSUMER_FIXED)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{self.source}: {exc}; anything else would break exactly-once"
+            ) from exc
 
     def consumer_config(self) -> dict[str, Any]:
-        return {
-            "auto.offset.reset": "earliest",
-            # Each call makes a new consumer, and librdkafka holds its second connection
-            # back for about half of this (default 100 ms): 20 ms makes a poll or a commit
-            # ~3x faster on a near broker; reconnects still back off up to the max.
-            "reconnect.backoff.ms": 20,
-            **self.properties,
-            "bootstrap.servers": self.bootstrap_servers,
-            "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-        }
+        """The consumer's settings, :data:`kec.kafka.CONSUMER_FIXED` applied."""
+        return kafka.fixed(
+            {
+                "auto.offset.reset": "earliest",
+                # Each call makes a new consumer, and librdkafka holds its second connection
+                # back for about half of this (default 100 ms): 20 ms makes a poll or a commit
+                # ~3x faster on a near broker; reconnects still back off up to the max.
+                "reconnect.backoff.ms": 20,
+                **self.properties,
+                "bootstrap.servers": self.bootstrap_servers,
+                "group.id": self.group_id,
+            },
+            kafka.CONSUMER_FIXED,
+        )
 
     def start_offset(self) -> int:
         """Where to start a partition that the group has not committed yet."""
@@ -317,7 +296,7 @@ def _poll(topic: str, namespace: str, deadline: float | None, stop: threading.Ev
                 raise KafkaClientError(f"consuming {topic}: {error.str()}")
             return _decode(msg, namespace)
     except KafkaException as exc:  # from assign() or poll(); the lookups wrap their own
-        raise _wrapped(f"consuming {topic}", exc) from exc
+        raise kafka.wrapped(f"consuming {topic}", exc) from exc
     finally:
         _close(consumer)
 
@@ -395,9 +374,9 @@ def _commit(topic: str, partition: int, next_offset: int, stop: threading.Event)
 
 def _new_consumer(settings: KafkaSettings) -> Consumer:
     try:
-        return Consumer(settings.consumer_config())
-    except KafkaException as exc:
-        raise ConfigError(f"{settings.source}: librdkafka refused the settings: {exc}") from exc
+        return kafka.consumer(settings.consumer_config())
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.source}: {exc}") from exc
 
 
 def _close(consumer: Consumer) -> None:
@@ -440,33 +419,9 @@ def _decode(msg: Message, namespace: str) -> Event:
         ) from exc
 
 
-def _transient(exc: BaseException) -> bool:
-    if not isinstance(exc, KafkaException) or not exc.args:
-        return False
-    error = exc.args[0]
-    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
-
-
 def _kafka(what: str, call: Callable[[], T], stop: threading.Event) -> T:
     """``call()``, retrying transient Kafka errors for a while; others wrapped."""
-    retrying = Retrying(
-        retry=retry_if_exception(_transient),
-        stop=stop_after_delay(RETRY_FOR) | stop_when_event_set(stop),
-        wait=wait_exponential(multiplier=0.05, max=1.0),
-        reraise=True,
-    )
-    try:
-        return retrying(call)
-    except KafkaException as exc:
-        raise _wrapped(what, exc) from exc
-
-
-def _wrapped(what: str, exc: KafkaException) -> KafkaClientError:
-    error = exc.args[0] if exc.args else None
-    if isinstance(error, KafkaError):
-        cls = BrokerUnavailable if error.code() in _UNREACHABLE else KafkaClientError
-        return cls(f"{what}: {error.str()}")
-    return KafkaClientError(f"{what}: {exc}")
+    return kafka.retried(what, call, RETRY_FOR, stop)
 
 
 _locks_guard = threading.Lock()

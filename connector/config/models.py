@@ -45,6 +45,7 @@ from connector.trigger import (
     MAX_JSON_DEPTH,
     MatchLimits,
 )
+from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
 __all__ = [
@@ -125,6 +126,13 @@ class KafkaSettings(_Model):
         if shadowed:
             names = ", ".join(f"{p} (use kafka.{_NAMED[p]})" for p in shadowed)
             raise ValueError(f"set these with their own fields: {names}")
+        # Refused here rather than when the first client is built (kec.kafka's one policy).
+        from kec.kafka import PIPELINE_FIXED, PRODUCER_FIXED, fixed
+
+        try:
+            fixed(properties, {**PIPELINE_FIXED, **PRODUCER_FIXED})
+        except ConfigError as exc:
+            raise ValueError(f"{exc}: exactly-once depends on it") from exc
         return properties
 
     def client_config(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from connector.gateway.waiters import (
     queue_key,
 )
 from connector.runtime import ActionSink, Pipeline, PipelineSettings, Undispatched
+from kec import kafka
 from kec.codec import record_headers, record_value
 from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
 from kec.evaluation import Evaluator
@@ -107,8 +108,6 @@ class GatewaySettings:
             "linger.ms": 2,
             **self.kafka_properties,
             "bootstrap.servers": self.bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
             "message.timeout.ms": int(self.deliver_timeout * 1000),
         }
 
@@ -165,7 +164,7 @@ class Gateway:
             return
         self._loop = asyncio.get_running_loop()
         self._tick = _Tick(asyncio.Event())
-        self._producer = Producer(self.settings.producer_config())
+        self._producer = kafka.producer(self.settings.producer_config())
         pipeline = Pipeline(
             self.settings.pipeline_settings(self._rules is not None),
             self._store,

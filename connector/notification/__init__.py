@@ -22,7 +22,7 @@ with :meth:`~NotificationClient.send_event` and listen to them with
 Modules: :mod:`.client` (the client), :mod:`.listener` (processor contract, listener
 thread, start offsets), :mod:`.env` (namespace/sender/context from arguments or
 environment); namespace → topic and topic creation are :mod:`connector.topics`, and
-Kafka calls retried with errors wrapped :mod:`connector.kafka_calls`, both shared with
+Kafka calls retried with errors wrapped :mod:`kec.kafka`, both shared with
 the rest of the connector.
 
 Topics. Namespace ``N`` lives in topic ``{topic_prefix}N`` (prefix ``"events."``), or in

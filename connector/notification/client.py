@@ -28,14 +28,6 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as TP
 from confluent_kafka.admin import AdminClient
 
-from connector.kafka_calls import (
-    ATTEMPT_TIMEOUT,
-    CONSUMER_FIXED,
-    PRODUCER_FIXED,
-    UNREACHABLE_DELIVERY,
-    fixed,
-    kafka_new,
-)
 from connector.notification.env import ENV_NAMESPACE, Identity
 from connector.notification.listener import (
     KeyFilter,
@@ -48,6 +40,14 @@ from connector.topics import DEFAULT_TOPIC_PREFIX, TopicPolicy, Topics
 from kec.codec import record_headers, record_value
 from kec.errors import BrokerUnavailable, ConfigError, KafkaClientError
 from kec.event import Event
+from kec.kafka import (
+    ATTEMPT_TIMEOUT,
+    CONSUMER_FIXED,
+    PRODUCER_FIXED,
+    UNREACHABLE_DELIVERY,
+    fixed,
+    kafka_new,
+)
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
@@ -124,7 +124,6 @@ class NotificationClient:
             {
                 **common,
                 "auto.offset.reset": "earliest",  # only for an offset out of range
-                "isolation.level": "read_committed",
                 **(consumer_properties or {}),
             },
             CONSUMER_FIXED,

@@ -38,10 +38,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from connector.kafka_calls import checked, retried, watermarks
 from kec.codec import event_from_message
 from kec.errors import DecodeError
 from kec.event import H_NAMESPACE, Event
+from kec.kafka import checked, retried, watermarks
 
 __all__ = ["KeyFilter", "ListenerProcessor", "ListenerThread", "derived_group", "start_offsets"]
 

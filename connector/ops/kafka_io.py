@@ -1,55 +1,21 @@
-"""Kafka helpers shared by the operator commands: readers that never join or commit.
+"""Kafka metadata helpers shared by the operator commands.
 
 The operator commands must not disturb the running connector: they read with ``assign()``
-under a throwaway group id and auto-commit off, so the connector's group keeps its members
-and its committed offsets. Every librdkafka failure is wrapped in
-:class:`~kec.errors.KafkaClientError`.
+through :func:`kec.kafka.reader` (a throwaway group id, auto-commit off), so the
+connector's group keeps its members and its committed offsets. Every librdkafka failure
+is wrapped in :class:`~kec.errors.KafkaClientError`.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from checkpoint.base import TopicPartition as TP
 from kec.errors import KafkaClientError
 
 METADATA_TIMEOUT = 10.0
-
-
-def reader_config(client_config: Mapping[str, Any], purpose: str) -> dict[str, Any]:
-    """A consumer configuration that reads committed data and writes nothing to Kafka."""
-    return {
-        **client_config,
-        # A fresh group id per run: nothing is committed under it, no member joins it.
-        "group.id": f"kec-{purpose}-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        "isolation.level": "read_committed",
-    }
-
-
-def producer_config(client_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The idempotent producer the connector uses everywhere (docs/architecture.md)."""
-    return {**client_config, "enable.idempotence": True, "acks": "all"}
-
-
-def open_consumer(config: Mapping[str, Any]) -> Consumer:
-    try:
-        return Consumer(dict(config))
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot create a Kafka consumer: {exc}") from exc
-
-
-def open_producer(config: Mapping[str, Any]) -> Producer:
-    try:
-        return Producer(dict(config))
-    except KafkaException as exc:
-        raise KafkaClientError(f"cannot create a Kafka producer: {exc}") from exc
 
 
 def partitions_of(consumer: Consumer, topics: Iterable[str]) -> list[TP]:

@@ -31,12 +31,11 @@ from checkpoint.base import CheckpointStore
 from checkpoint.base import TopicPartition as TP
 from connector.ops.kafka_io import (
     offsets_for_time,
-    open_consumer,
     partitions_of,
     positions,
-    reader_config,
     watermarks,
 )
+from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
 from kec.errors import ConfigError, KafkaClientError
@@ -88,7 +87,7 @@ def _plan(
                 f"topic {span.topic!r} is not configured (configured: {', '.join(names)})"
             )
         names = [span.topic]
-    consumer = open_consumer(reader_config(client_config, "replay-plan"))
+    consumer = kafka.reader(client_config, "replay-plan")
     try:
         tps = [tp for tp in partitions_of(consumer, names) if span.partition in (None, tp[1])]
         if not tps:
@@ -161,7 +160,7 @@ def replay(
         on_progress(0, total)
     if not start:
         return report
-    consumer = open_consumer(reader_config(client_config, "replay"))
+    consumer = kafka.reader(client_config, "replay")
     try:
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in start.items()])
         open_tps = set(start)

@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
-from connector.ops.kafka_io import open_producer, producer_config
+from kec import kafka
 from kec.codec import record_headers, record_value
 from kec.errors import ConfigError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
@@ -115,7 +115,7 @@ def send_events(
     are still waited for, and the report says ``interrupted``.
     Raises :class:`KafkaClientError` when any event is not acknowledged.
     """
-    producer = open_producer(producer_config(client_config))
+    producer = kafka.producer(client_config)
     acked: list[tuple[int, int]] = []
     errors: list[str] = []
 

@@ -21,11 +21,10 @@ from rich.table import Table
 from checkpoint.base import ActionState, CheckpointStore
 from connector.ops.kafka_io import (
     committed_offsets,
-    open_consumer,
     partitions_of,
-    reader_config,
     watermarks,
 )
+from kec import kafka
 
 # The retrying count scans pending actions; past this many it is left out (None).
 RETRY_SCAN_LIMIT = 10_000
@@ -68,8 +67,8 @@ def _committed(
 ) -> dict[tuple[str, int], int | None]:
     # committed() answers for the consumer's own group id; it never subscribes, so this
     # consumer does not join the group.
-    config = {**reader_config(client_config, "status"), "group.id": group_id}
-    consumer = open_consumer(config)
+    # The connector's group, read not joined: committed() only, nothing subscribes.
+    consumer = kafka.consumer({**client_config, "group.id": group_id})
     try:
         return committed_offsets(consumer, tps)
     finally:
@@ -84,7 +83,7 @@ def collect_status(
     rule_names: Sequence[str] = (),
 ) -> StatusReport:
     """Read Kafka and the (opened) store; configured rules that never fired count 0."""
-    consumer = open_consumer(reader_config(client_config, "status"))
+    consumer = kafka.reader(client_config, "status")
     try:
         tps = partitions_of(consumer, topics)
         committed = _committed(client_config, group_id, tps)

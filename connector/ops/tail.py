@@ -18,7 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from connector.ops.kafka_io import open_consumer, partitions_of, reader_config, watermarks
+from connector.ops.kafka_io import partitions_of, watermarks
+from kec import kafka
 from kec.codec import event_from_message
 from kec.errors import DecodeError, KafkaClientError
 from kec.event import Event
@@ -60,7 +61,7 @@ def tail_events(
     """
     if options.max_events is not None and options.max_events <= 0:
         return 0
-    consumer = open_consumer(reader_config(client_config, "tail"))
+    consumer = kafka.reader(client_config, "tail")
     try:
         tps = partitions_of(consumer, topics)
         starts = [

@@ -35,14 +35,12 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connector.redaction import is_secret_name, redact
 from connector.targets.base import Target
+from kec import kafka
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
 
 log = logging.getLogger(__name__)
 
-# Settings that make the target what it promises; properties may not change them.
-_FIXED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
-_FIXED_ALIASES = {"enable.idempotence", "acks", "request.required.acks"}
 # Errors of produce() that no retry can cure: the record itself is unacceptable.
 _REJECTED = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 
@@ -65,9 +63,10 @@ class KafkaTarget(Target):
             raise ConfigError(f"kafka target {name!r}: bootstrap_servers is required")
         if flush_timeout <= 0:
             raise ConfigError(f"kafka target {name!r}: flush_timeout must be positive")
-        fixed = sorted(_FIXED_ALIASES.intersection(properties or {}))
-        if fixed:
-            raise ConfigError(f"kafka target {name!r}: properties may not set {fixed}")
+        try:  # the settings that make the target what it promises (kec.kafka)
+            kafka.fixed(properties or {}, kafka.PRODUCER_FIXED)
+        except ConfigError as exc:
+            raise ConfigError(f"kafka target {name!r}: {exc}") from exc
         self.name = name
         # The idempotent producer keeps the order of a partition's records: a call may
         # hold several actions of one lane; one call at a time, as flush() waits for all.
@@ -77,11 +76,9 @@ class KafkaTarget(Target):
         self._flush_timeout = flush_timeout
         self._conf: dict[str, Any] = {
             "client.id": f"kafka-event-connector-{name}",
-            "logger": log,  # librdkafka's own log lines go through logging, not stderr
             "message.timeout.ms": int(flush_timeout * 1000),
             **(properties or {}),
             "bootstrap.servers": bootstrap_servers,
-            **_FIXED,
         }
         # A librdkafka error may quote a property's value: these never reach a message.
         self._secrets = [
@@ -94,8 +91,8 @@ class KafkaTarget(Target):
         if self._producer is not None:
             return
         try:
-            self._producer = Producer(self._conf)
-        except KafkaException as exc:
+            self._producer = kafka.producer(self._conf)
+        except ConfigError as exc:
             raise ConfigError(
                 f"kafka target {self.name!r}: {redact(str(exc), self._secrets)}"
             ) from exc

@@ -131,8 +131,8 @@ def test_validate_reports_every_refused_target(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         f"{path}: 2 errors",
-        f"""  {path}:4 targets["to-kafka"]: kafka target 'to-kafka': properties may not set"""
-        " ['acks']",
+        f"""  {path}:4 targets["to-kafka"]: kafka target 'to-kafka': property acks='1' is not"""
+        " allowed: the client needs all",
         f"  {path}:6 targets.sh: command target 'sh': argv must be a list without shell",
     ]
 
