@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class Entry:
     parked: Parking | None = None  # the kind of row it has, or is to get (None: none)
     stored: bool = False  # the store holds its row
     dirty: bool = False  # its row must be (re)written at the next settlement
+    arrived: float = field(default_factory=time.monotonic)  # reached this book
 
     @property
     def lane(self) -> LaneKey:
@@ -112,7 +114,8 @@ class PartitionBook:
 
     def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
         """Actions just checkpointed, numbered from ``first_aseq``."""
-        self._add([Entry(first_aseq + i, a) for i, a in enumerate(actions)])
+        now = time.monotonic()
+        self._add([Entry(first_aseq + i, a, arrived=now) for i, a in enumerate(actions)])
 
     def adopt(self, rows: Iterable[Parked]) -> int:
         """Retry rows found in the store that this book does not hold (``dlq replay``,

@@ -34,18 +34,20 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
 from connector.lanes import Entry, PartitionBook
+from connector.metrics import LATENCY_BUCKETS, Histogram
 from connector.targets.base import Target
 from kec.action import Action
-from kec.errors import TargetError
+from kec.errors import CheckpointError, TargetError
 from kec.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,12 @@ class DispatchStats:
     dead: int = 0
     settlements: int = 0
     fenced: int = 0  # partitions dropped because another instance owns them
+    delivered_by_target: Counter[str] = field(default_factory=Counter)
+    failed_by_target: Counter[str] = field(default_factory=Counter)
+    dead_by_target: Counter[str] = field(default_factory=Counter)
+    # From an action reaching the dispatcher (checkpointed, or loaded) to its delivery.
+    delivery: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    store_ok: bool = True  # the last settlement or ownership check went through
 
 
 @dataclass(frozen=True)
@@ -409,6 +417,7 @@ class Dispatcher:
         if result.called:
             self._in_flight[result.target] -= 1
         now = self._clock()
+        arrived = time.monotonic()
         broken: set[tuple[int, object]] = set()  # lanes with a failure earlier in this call
         for i, (book, entry) in enumerate(result.entries):
             if self._books.get(book.tp) is not book:
@@ -421,6 +430,8 @@ class Dispatcher:
                 book.delivered(entry)
                 self._pending -= 1
                 self.stats.delivered += 1
+                self.stats.delivered_by_target[result.target] += 1
+                self.stats.delivery.observe(arrived - entry.arrived)
             else:
                 broken.add(lane)
                 self._failed(book, entry, exc, now)
@@ -436,6 +447,7 @@ class Dispatcher:
             book.failed(entry, error, retry_at=None)
             self._pending -= 1
             self.stats.dead += 1
+            self.stats.dead_by_target[entry.action.target] += 1
             log.error(
                 "action %s (rule %s, key %s) is dead after %d attempt(s): %s",
                 entry.action.action_id, entry.action.rule, entry.action.event_key, attempts, error,
@@ -443,6 +455,7 @@ class Dispatcher:
             return
         book.failed(entry, error, retry_at=now + self._policy.next_delay(attempts))
         self.stats.failed += 1
+        self.stats.failed_by_target[entry.action.target] += 1
 
     def _report_failures(self) -> None:
         """One line per failing target and round, not one per action."""
@@ -463,7 +476,12 @@ class Dispatcher:
         if not rounds:
             return
         crash_point("after_dispatch")
-        fenced = self._store.settle(rounds)
+        try:
+            fenced = self._store.settle(rounds)
+        except CheckpointError:
+            self.stats.store_ok = False
+            raise
+        self.stats.store_ok = True
         self.stats.settlements += 1
         for tp, settlement in rounds.items():
             if tp in fenced:
@@ -474,7 +492,12 @@ class Dispatcher:
     def _verify(self) -> None:
         if not self._books:
             return
-        current = self._store.epochs(self._books)
+        try:
+            current = self._store.epochs(self._books)
+        except CheckpointError:
+            self.stats.store_ok = False
+            raise
+        self.stats.store_ok = True
         for tp, book in list(self._books.items()):
             if current.get(tp) != book.epoch:
                 self._drop(tp, "its owner epoch moved on")

@@ -37,12 +37,14 @@ tried again; what no retry can cure stops the pipeline with one line.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,15 +54,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from checkpoint.base import BatchTransaction, CheckpointStore, Claim
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
+from connector.metrics import LATENCY_BUCKETS, Histogram
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
-from kec.errors import ConnectorError, Fenced, KafkaClientError, KafkaFatal
+from kec.errors import CheckpointError, ConnectorError, Fenced, KafkaClientError, KafkaFatal
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.faults import crash_point
 
 log = logging.getLogger(__name__)
+
+STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
+_UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
+UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 
 
 class ActionSink(Protocol):
@@ -209,6 +216,12 @@ class PipelineStats:
     dead_records: int = 0
     actions: int = 0
     failed_batches: int = 0
+    by_rule: Counter[str] = field(default_factory=Counter)  # actions queued per rule
+    store_write: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    lag: dict[TP, int] = field(default_factory=dict)  # from librdkafka's statistics
+    kafka_connected: bool = False
+    joined: bool = False  # the group assigned this member its partitions (possibly none)
+    store_ok: bool = True  # the last batch transaction went through
 
 
 @dataclass
@@ -240,6 +253,8 @@ class Pipeline:
         self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
         self._resync: dict[TP, int] = {}
         self._paused = False
+        self._fatal: KafkaError | None = None
+        self._unreachable_logged = 0.0
         self.stats = PipelineStats()
 
     @property
@@ -258,7 +273,13 @@ class Pipeline:
         if self._consumer is not None:
             return
         consumer = kafka.consumer(
-            self._settings.consumer_config(), fixed_settings=kafka.PIPELINE_FIXED
+            {
+                "statistics.interval.ms": STATISTICS_MS,
+                **self._settings.consumer_config(),
+                "stats_cb": self._on_statistics,
+                "error_cb": self._on_error,
+            },
+            fixed_settings=kafka.PIPELINE_FIXED,
         )
         consumer.subscribe(
             list(self._settings.topics),
@@ -345,10 +366,13 @@ class Pipeline:
         if consumer is None:
             raise KafkaClientError("the pipeline is not started")
         messages = consumer.consume(self._settings.batch_size, self._settings.linger_ms / 1000)
+        if self._fatal is not None:
+            raise KafkaFatal(f"fatal Kafka error: {self._fatal}")
         if self._resync:
             self._commit_resync()
         if not messages:
             return 0
+        self.stats.kafka_connected = True
         crash_point("after_poll")
         first: dict[TP, int] = {}
         try:
@@ -431,6 +455,28 @@ class Pipeline:
         Returns each partition's (first action number, actions), how many events were
         new and how many duplicates, and the poison records."""
         by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in offsets}
+        started = time.perf_counter()
+        try:
+            queued, new, duplicates, poison = self._transaction(
+                events, poison, first, offsets, by_tp
+            )
+        except CheckpointError:
+            self.stats.store_ok = False
+            raise
+        self.stats.store_ok = True
+        self.stats.store_write.observe(time.perf_counter() - started)
+        for _, actions in queued.values():
+            self.stats.by_rule.update(a.rule for a in actions)
+        return queued, new, duplicates, poison
+
+    def _transaction(
+        self,
+        events: list[Event],
+        poison: list[Poison],
+        first: Mapping[TP, int],
+        offsets: Mapping[TP, int],
+        by_tp: dict[TP, tuple[list[Event], list[Action]]],
+    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int, list[Poison]]:
         with self._store.batch() as tx:
             applied = apply_events(tx, self._evaluator, events)
             for event in applied.new:
@@ -495,6 +541,42 @@ class Pipeline:
             )
             self._commit(behind)
 
+    def _on_statistics(self, text: str) -> None:
+        """librdkafka's statistics (on the poll thread): broker states and consumer lag."""
+        try:
+            stats = json.loads(text)
+        except ValueError:
+            return
+        brokers = stats.get("brokers", {}).values()
+        up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
+        self.stats.kafka_connected = up
+        lag: dict[TP, int] = {}
+        for topic, data in stats.get("topics", {}).items():
+            for part, p in data.get("partitions", {}).items():
+                tp = (topic, int(part))
+                if tp in self._owned and p.get("consumer_lag", -1) >= 0:
+                    lag[tp] = int(p["consumer_lag"])
+        self.stats.lag = lag
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-wide errors: a fatal one stops the pipeline; brokers out of
+        reach are said in one line now and then, naming where the connector looks."""
+        if err.fatal():
+            self._fatal = err
+            return
+        if err.code() in _UNREACHABLE:
+            self.stats.kafka_connected = False
+            now = time.monotonic()
+            if now - self._unreachable_logged >= UNREACHABLE_LOG_EVERY:
+                self._unreachable_logged = now
+                log.error(
+                    "Kafka at %s is not reachable (%s); retrying",
+                    self._settings.bootstrap_servers,
+                    err.str(),
+                )
+        else:
+            log.warning("Kafka: %s", err.str())
+
     def _fence(self, exc: Fenced, batch: Mapping[TP, int]) -> None:
         now = time.monotonic()
         lost = [tp for tp in exc.partitions or tuple(batch) if tp in self._owned]
@@ -536,6 +618,8 @@ class Pipeline:
     # -- assignment and backpressure -----------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.joined = True
+        self.stats.kafka_connected = True
         tps = [(p.topic, p.partition) for p in partitions]
         if not tps:
             consumer.incremental_assign(partitions)

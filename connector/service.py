@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from checkpoint.base import CheckpointStore
+from connector.metrics import Health, Snapshot
 from connector.outbox import Dispatcher, RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
@@ -73,19 +74,25 @@ class ConnectorService:
         """Run ``companion`` while the service runs; call before :meth:`run`."""
         self._companions.append(companion)
 
-    def snapshot(self) -> dict[str, float]:
-        """The counters of this run (for :mod:`connector.metrics`); zeros before it starts."""
+    def snapshot(self) -> Snapshot:
+        """The numbers of this run (for :mod:`connector.metrics`); zeros before it starts."""
         d = self.dispatcher.stats
-        values: dict[str, float] = {
-            "outbox_pending": self.dispatcher.pending,
-            "actions_delivered": d.delivered,
-            "actions_failed": d.failed,
-            "actions_dead": d.dead,
-        }
+        snap = Snapshot(
+            values={
+                "outbox_pending": self.dispatcher.pending,
+                "actions_delivered": d.delivered,
+                "actions_failed": d.failed,
+                "actions_dead": d.dead,
+            },
+            delivered_by_target=dict(d.delivered_by_target),
+            failed_by_target=dict(d.failed_by_target),
+            dead_by_target=dict(d.dead_by_target),
+            delivery_seconds=d.delivery,
+        )
         pipeline = self.pipeline
         if pipeline is not None:
             s = pipeline.stats
-            values.update(
+            snap.values.update(
                 batches=s.batches,
                 failed_batches=s.failed_batches,
                 records=s.records,
@@ -94,8 +101,26 @@ class ConnectorService:
                 dead_records=s.dead_records,
                 actions_queued=s.actions,
                 paused=int(pipeline.paused),
+                kafka_connected=int(s.kafka_connected),
             )
-        return values
+            snap.queued_by_rule = dict(s.by_rule)
+            snap.lag = dict(s.lag)
+            snap.store_write_seconds = s.store_write
+        return snap
+
+    def health(self) -> Health:
+        """Readiness: Kafka reachable, the group joined, the store answering."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return Health({"kafka": False, "group": False, "store": False})
+        s = pipeline.stats
+        return Health(
+            {
+                "kafka": s.kafka_connected,
+                "group": s.joined,
+                "store": s.store_ok and self.dispatcher.stats.store_ok,
+            }
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (or a fatal error); always closes what it opened."""
@@ -181,7 +206,7 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
             rules=engine,
             sink=service.dispatcher,
         )
-        service.attach(GatewayServer.from_config(gateway, http))
+        service.attach(GatewayServer.from_config(gateway, http, health=service.health))
     from connector.retention import Pruner
 
     days = cfg.checkpoint.retention_days
@@ -191,6 +216,8 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
     service.attach(ProgressLog(service.snapshot))
     if cfg.metrics is not None:
         service.attach(
-            MetricsServer(service.snapshot, host=cfg.metrics.host, port=cfg.metrics.port)
+            MetricsServer(
+                service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
+            )
         )
     return service

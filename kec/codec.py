@@ -33,6 +33,17 @@ MAX_KEY_BYTES = 1024  # event keys, event ids and the mapped header fields: inde
 _COORDINATES = re.compile(r"[^/]*/-?\d+/-?\d+")  # topic/partition/offset: Kafka's own ids
 
 
+def explicit_id_problem(event_id: str) -> str | None:
+    """Why ``event_id`` cannot be an explicit event id (None: it can)."""
+    if len(event_id.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"longer than {MAX_KEY_BYTES} bytes"
+    if "\x00" in event_id:
+        return "contains a NUL character"
+    if _COORDINATES.fullmatch(event_id):
+        return "has the shape topic/partition/offset, which names Kafka records"
+    return None
+
+
 def _text(raw: bytes, what: str) -> str:
     if len(raw) > MAX_KEY_BYTES:
         raise DecodeError(f"{what} is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")

@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -47,6 +48,8 @@ from starlette.routing import Route
 from connector.gateway.ingest import Gateway
 from connector.gateway.limits import BodyLimit, GatewayLimits
 from connector.json_depth import json_too_deep
+from connector.metrics import Health, health_body
+from kec.codec import explicit_id_problem
 from kec.errors import CheckpointError, ConnectorError, KafkaClientError
 
 __all__ = ["MAX_WAIT", "build_app"]
@@ -69,13 +72,19 @@ def _error(status: int, error: str, detail: Any, **headers: str) -> JSONResponse
 
 
 def build_app(
-    gateway: Gateway, *, token: str | None = None, limits: GatewayLimits | None = None
+    gateway: Gateway,
+    *,
+    token: str | None = None,
+    limits: GatewayLimits | None = None,
+    health: Callable[[], Health] | None = None,
 ) -> Starlette:
     """The gateway's ASGI app; its lifespan starts and closes ``gateway``.
 
     ``token``: when set, every ``/event/`` route needs ``Authorization: Bearer <token>``.
     Strict mode comes from ``gateway.settings.strict``. ``limits``: the body size and
-    JSON depth bounds apply here (the others are the server's).
+    JSON depth bounds apply here (the others are the server's). ``health``: the readiness
+    of the connector the gateway runs in, for ``/healthz`` (alone, the gateway is ready
+    while it serves).
     """
     limits = limits or GatewayLimits()
     max_depth = limits.max_json_depth
@@ -130,6 +139,9 @@ def build_app(
                 f"{workflow_id!r} (strict mode)",
             )
         event_id = request.headers.get("idempotency-key") or None
+        problem = explicit_id_problem(event_id) if event_id else None
+        if problem is not None:
+            return _error(400, "invalid_idempotency_key", f"Idempotency-Key {problem}")
         result = await gateway.send(workflow_id, body.event_key, body.event_payload, event_id)
         return JSONResponse(
             {"event_id": result.event_id, "offset": result.offset, "partition": result.partition}
@@ -154,7 +166,20 @@ def build_app(
         return JSONResponse({"event_id": event_id, "consumed": True})
 
     async def healthz(_request: Request) -> Response:
-        return JSONResponse({"status": "ok", "topic": gateway.settings.topic})
+        if health is None:
+            return JSONResponse({"status": "ready", "topic": gateway.settings.topic})
+        code, body = health_body(health())
+        return JSONResponse(body, status_code=code)
+
+    async def livez(_request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods answer JSON too, like every other refusal.
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        name = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        return _error(status, name, detail)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -169,9 +194,11 @@ def build_app(
         Route("/event/wait/{workflow_id}/{event_key:path}", guarded(wait_event), methods=["GET"]),
         Route("/event/consumed/{event_id:path}", guarded(consumed), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
         middleware=[Middleware(BodyLimit, max_bytes=limits.max_body_bytes)],
     )

@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -30,6 +31,7 @@ from connector.config.models import is_loopback_host
 from connector.gateway.app import build_app
 from connector.gateway.ingest import Gateway
 from connector.gateway.limits import GatewayLimits, header_timeout_protocol
+from connector.metrics import Health
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
@@ -101,6 +103,7 @@ class GatewayServer:
         log_level: str = "warning",
         limits: GatewayLimits | None = None,
         tls: TlsFiles | None = None,
+        health: Callable[[], Health] | None = None,
     ) -> None:
         if not token and not is_loopback_host(host):
             raise ConfigError(
@@ -119,7 +122,7 @@ class GatewayServer:
                 "ssl_keyfile_password": tls.key_password,
             }
         config = uvicorn.Config(
-            build_app(gateway, token=token, limits=limits),
+            build_app(gateway, token=token, limits=limits, health=health),
             host=host,
             port=port,
             lifespan="on",

@@ -5,12 +5,17 @@ order: ``committed`` (the group's Kafka commit) <= ``stored`` (the checkpoint st
 offset, the source of truth) <= ``end`` (the high watermark). ``lag`` is ``end - stored``;
 a partition the store has not seen yet counts from its low watermark (all of it unread).
 
-Reading committed offsets does not join the group, so ``status`` is safe beside a running
-connector.
+Per partition also its owner in the store (the instance that claimed it last, and the
+owner epoch), and for the group Kafka's view: its state and how many members it has, so
+``status`` says whether a connector holds the group now.
+
+Reading committed offsets and describing the group do not join it, so ``status`` is safe
+beside a running connector.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,6 +31,8 @@ from connector.ops.kafka_io import (
 )
 from kec import kafka
 
+log = logging.getLogger(__name__)
+
 # The retrying count scans pending actions; past this many it is left out (None).
 RETRY_SCAN_LIMIT = 10_000
 DEAD_RECORD_LIMIT = 1_000_000
@@ -39,6 +46,8 @@ class PartitionStatus:
     stored: int | None
     end: int
     lag: int
+    owner: str | None = None  # the instance that claimed it last (its owner epoch)
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class StatusReport:
     dead_actions: int
     dead_records: int
     rules: dict[str, int] = field(default_factory=dict)  # rule -> actions queued
+    group_state: str | None = None  # Kafka's view of the group: STABLE, EMPTY, ...
+    members: int | None = None  # consumers in the group now
 
     @property
     def total_lag(self) -> int:
@@ -90,14 +101,19 @@ def collect_status(
         stored: dict[tuple[str, int], int] = {}
         for topic in topics:
             stored.update(store.next_offsets(topic))
+        owners = {p.tp: (p.owner, p.epoch) for p in store.partitions()}
         rows = []
         for tp in tps:
             low, high = watermarks(consumer, tp)
             at = stored.get(tp)
             lag = high - (at if at is not None else low)
-            rows.append(PartitionStatus(tp[0], tp[1], committed.get(tp), at, high, lag))
+            owner, epoch = owners.get(tp, (None, None))
+            rows.append(
+                PartitionStatus(tp[0], tp[1], committed.get(tp), at, high, lag, owner, epoch)
+            )
     finally:
         consumer.close()
+    state, members = _group(client_config, group_id)
     pending = store.count_actions(ActionState.PENDING)
     retrying: int | None = None
     if pending <= RETRY_SCAN_LIMIT:
@@ -115,14 +131,34 @@ def collect_status(
         dead_actions=store.count_actions(ActionState.DEAD),
         dead_records=len(store.list_dead_records(limit=DEAD_RECORD_LIMIT)),
         rules=rules,
+        group_state=state,
+        members=members,
     )
+
+
+def _group(client_config: Mapping[str, Any], group_id: str) -> tuple[str | None, int | None]:
+    """Kafka's view of the connector's group: its state and how many members it has."""
+    admin = kafka.admin(client_config)
+    try:
+        found = admin.describe_consumer_groups([group_id], request_timeout=10)[group_id]
+        description = found.result(timeout=15)
+    except Exception as exc:
+        log.warning("status: cannot describe group %s: %s", group_id, exc)
+        return None, None
+    state = getattr(description.state, "name", str(description.state))
+    return state, len(description.members)
 
 
 def render_status(report: StatusReport, console: Console) -> None:
     """The partition table, an outbox line and the rules table (rich)."""
-    table = Table(title=f"group {report.group_id}")
-    for column in ("topic", "partition", "committed", "store", "end", "lag"):
-        table.add_column(column, justify="left" if column == "topic" else "right")
+    held = (
+        f"{report.group_state}, {report.members} member(s)"
+        if report.group_state is not None
+        else "state unknown"
+    )
+    table = Table(title=f"group {report.group_id} ({held})")
+    for column in ("topic", "partition", "committed", "store", "end", "lag", "owner"):
+        table.add_column(column, justify="left" if column in ("topic", "owner") else "right")
     for p in report.partitions:
         table.add_row(
             p.topic,
@@ -131,6 +167,7 @@ def render_status(report: StatusReport, console: Console) -> None:
             "-" if p.stored is None else str(p.stored),
             str(p.end),
             str(p.lag),
+            "-" if p.owner is None else f"{p.owner} (epoch {p.epoch})",
         )
     console.print(table)
     retrying = "?" if report.retrying is None else str(report.retrying)

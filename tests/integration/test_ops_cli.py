@@ -103,14 +103,18 @@ def test_status_json_and_table(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["partitions"] == [
-        {"topic": topic, "partition": 0, "committed": 1, "stored": 3, "end": 4, "lag": 1}
-    ]
+        {"topic": topic, "partition": 0, "committed": 1, "stored": 3, "end": 4, "lag": 1,
+         "owner": "seed", "epoch": 1}
+    ]  # fmt: skip
     assert (data["pending"], data["dead_actions"], data["rules"]) == (1, 0, {"r1": 1})
+    assert (data["group_state"], data["members"]) == ("EMPTY", 0)  # no connector holds it
 
     table = invoke("status", *conn(bootstrap, topic, store_path))
     assert table.exit_code == 0, table.output
     row = next(line for line in table.stdout.splitlines() if topic in line)
-    assert [c.strip() for c in row.split("│") if c.strip()] == [topic, "0", "1", "3", "4", "1"]
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    assert cells == [topic, "0", "1", "3", "4", "1", "seed (epoch 1)"]
+    assert "group g-ops (EMPTY, 0 member(s))" in table.stdout
     assert "outbox: 1 pending (0 retrying), 0 done, 0 dead" in table.stdout
 
 
