@@ -1,7 +1,8 @@
 """Micro-benchmark of the checkpoint store's hot path: one batch of N events.
 
-Each batch inserts N small events (~150 B values), one action per event and the next
-offset of one partition, then commits (with fsync). Prints events/s per backend::
+Each batch appends N small events (~150 B values) with explicit ids (claimed, as resends
+are deduplicated by them) and one action per event to one partition's record, then
+commits (with fsync). Prints events/s per backend::
 
     .venv/bin/python bench/store_micro.py sqlite --batch 1000 --batches 50
     PG_DSN=postgresql://... .venv/bin/python bench/store_micro.py postgres
@@ -56,21 +57,22 @@ def make_batch(n: int, start: int, topic: str) -> tuple[list[Event], list[Action
 
 def run(url: str, batch: int, batches: int) -> float:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
+    tp = (topic, 0)
     data = [make_batch(batch, i * batch, topic) for i in range(batches + 2)]
     with open_store(url) as store:
+        epoch = store.claim("bench", [tp])[tp].epoch
+
+        def write(events: list[Event], actions: list[Action]) -> None:
+            first = events[0].offset or 0
+            with store.batch() as tx:
+                assert len(tx.claim_event_ids(events)) == len(events)
+                tx.append(tp, epoch, first, first + len(events), events, actions)
+
         for events, actions in data[:2]:  # warm-up: prepared statements, caches
-            with store.batch() as tx:
-                tx.insert_events(events)
-                tx.add_actions(actions)
+            write(events, actions)
         started = time.perf_counter()
-        offset = 0
         for events, actions in data[2:]:
-            offset += batch
-            with store.batch() as tx:
-                new = tx.insert_events(events)
-                assert len(new) == batch
-                tx.add_actions(actions)
-                tx.set_next_offsets({(topic, 0): offset})
+            write(events, actions)
         elapsed = time.perf_counter() - started
     return batch * batches / elapsed
 

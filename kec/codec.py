@@ -44,16 +44,21 @@ def explicit_id_problem(event_id: str) -> str | None:
     return None
 
 
-def _text(raw: bytes, what: str) -> str:
+def _text(raw: bytes, header: str | None = None) -> str:
+    """A key (``header`` None) or a mapped header's value as text, checked."""
     if len(raw) > MAX_KEY_BYTES:
-        raise DecodeError(f"{what} is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
+        raise DecodeError(f"{_what(header)} is {len(raw)} bytes; the limit is {MAX_KEY_BYTES}")
     try:
         text = raw.decode()
     except UnicodeDecodeError as exc:
-        raise DecodeError(f"{what} is not UTF-8") from exc
+        raise DecodeError(f"{_what(header)} is not UTF-8") from exc
     if "\x00" in text:
-        raise DecodeError(f"{what} contains a NUL character")
+        raise DecodeError(f"{_what(header)} contains a NUL character")
     return text
+
+
+def _what(header: str | None) -> str:
+    return "record key" if header is None else f"header {header!r}"
 
 
 def event_from_message(
@@ -79,7 +84,7 @@ def event_from_message(
     raw_key = msg.key()
     if raw_key is None:
         raise DecodeError("record has no key (an event key is required)")
-    key = _text(raw_key, "record key") if isinstance(raw_key, bytes) else str(raw_key)
+    key = _text(raw_key) if isinstance(raw_key, bytes) else str(raw_key)
     raw_value = msg.value()
     if raw_value is None:
         raise DecodeError("record has a null value (tombstone)")
@@ -89,7 +94,7 @@ def event_from_message(
     extra: list[tuple[str, bytes]] = []
     for name, hval in msg.headers() or ():
         if name in _MAPPED:
-            meta[name] = _text(hval, f"header {name!r}") if hval is not None else ""
+            meta[name] = _text(hval, name) if hval is not None else ""
         else:
             extra.append((name, hval if hval is not None else b""))
     namespace = meta.get(H_NAMESPACE) or default_namespace

@@ -15,7 +15,7 @@ import base64
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 DEFAULT_NAMESPACE = "default"
@@ -53,16 +53,21 @@ class Event:
     partition: int | None = None
     offset: int | None = None
     event_id: str = ""
+    # Worked out once here: the hot path asks several times per event.
+    _explicit: bool = field(default=True, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.create_time:
             object.__setattr__(self, "create_time", int(time.time() * 1000))
+        placed = self.topic is not None and self.partition is not None and self.offset is not None
         if not self.event_id:
-            if self.topic is not None and self.partition is not None and self.offset is not None:
-                eid = f"{self.topic}/{self.partition}/{self.offset}"
-            else:
-                eid = uuid.uuid4().hex  # a new event: sent with this id in its header
+            # A new event outside Kafka gets a fresh id, sent with it in its header.
+            eid = f"{self.topic}/{self.partition}/{self.offset}" if placed else uuid.uuid4().hex
             object.__setattr__(self, "event_id", eid)
+            object.__setattr__(self, "_explicit", not placed)
+        elif placed:
+            implicit = self.event_id == f"{self.topic}/{self.partition}/{self.offset}"
+            object.__setattr__(self, "_explicit", not implicit)
 
     @property
     def coordinates(self) -> tuple[str, int, int] | None:
@@ -75,8 +80,7 @@ class Event:
     def explicit_id(self) -> bool:
         """Whether the id was given (``event-id`` header, ``Idempotency-Key``, a client)
         rather than taken from the Kafka coordinates."""
-        coordinates = self.coordinates
-        return coordinates is None or self.event_id != "{}/{}/{}".format(*coordinates)
+        return self._explicit
 
     @property
     def text(self) -> str:
@@ -92,6 +96,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["_explicit"]
         if isinstance(self.value, bytes):
             data["value"] = {"b64": base64.b64encode(self.value).decode()}
         data["headers"] = [[k, base64.b64encode(v).decode()] for k, v in self.headers]
