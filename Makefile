@@ -32,7 +32,7 @@ system-deps:
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,temporal]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 setup: system-deps $(STAMP)
