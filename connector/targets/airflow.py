@@ -239,7 +239,7 @@ class AirflowTarget(Target):
         if response.status_code == 404:
             return None
         if not response.is_success:
-            raise self._http.fail(response, f"GET {path}")
+            raise self._http.fail(response, f"{self._http.what}: GET {path}")
         body: dict[str, Any] = response.json()
         return body
 
@@ -267,7 +267,7 @@ class AirflowTarget(Target):
                 f"airflow target {self.name}: POST /auth/token failed: {type(exc).__name__}: {exc}"
             ) from exc
         if not response.is_success:
-            raise self._http.fail(response, "POST /auth/token")
+            raise self._http.fail(response, f"{self._http.what}: POST /auth/token")
         token = response.json().get("access_token")
         if not isinstance(token, str):
             raise TargetRejected(f"airflow target {self.name}: /auth/token gave no access_token")

@@ -122,10 +122,11 @@ class EngineHttp:
         return response
 
     def fail(self, response: httpx.Response, doing: str) -> TargetError:
-        """The error for an answer the caller did not expect (to ``raise``)."""
+        """The error for an answer the caller did not expect (to ``raise``); ``doing``
+        names the target, the action and the call."""
         status = response.status_code
         message = (
-            f"{self.what}: {doing} answered {status} {response.reason_phrase}: "
+            f"{doing} answered {status} {response.reason_phrase}: "
             f"{engine_message(response) or '(no body)'}"
         )
         if status in RETRIABLE_STATUS or status >= 500:
