@@ -23,7 +23,8 @@ STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task is 
                                            first)
 RESTART   ``POST …/clearTaskInstances``    **not idempotent**:    cleared, or the task's
           with ``note`` = the action id,   a second clear would   note already names this
-          ``prevent_running_task``         restart the task again action
+          ``prevent_running_task``         restart the task again action; 409 (the task
+                                                                  runs) is retried
 ========  ===============================  =====================  ===========================
 
 RESTART is the one action Airflow cannot deduplicate: clearing is not keyed. The target
@@ -229,7 +230,12 @@ class AirflowTarget(Target):
         response = self._http.request("POST", clear, json_body=body)
         if response.is_success:
             return
-        raise self._http.fail(response, f"{self._what(action)}: POST {clear}")
+        error = self._http.fail(response, f"{self._what(action)}: POST {clear}")
+        if response.status_code == 409:
+            # prevent_running_task: the task runs now (not by this action: its note is
+            # not ours), so the restart waits for the current try to end.
+            raise TargetError(str(error))
+        raise error
 
     # -- helpers --------------------------------------------------------------------------
 
