@@ -43,7 +43,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
-    model_validator,
+    field_validator,
 )
 
 from connector.targets.base import Target
@@ -191,7 +191,8 @@ _NOTIFY = "the event itself has no engine call: use a webhook, kafka or python t
 
 
 def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
+    # Empty means none, so `${TOKEN:-}` in a file can leave a credential out.
+    return (value.get_secret_value() or None) if value is not None else None
 
 
 class TemporalSpec(_Spec):
@@ -243,7 +244,7 @@ class AirflowSpec(_Spec):
     type: Literal["airflow"]
     url: NonEmpty
     username: NonEmpty | None = None
-    password: SecretStr | None = None
+    password: SecretStr | None = Field(default=None, validate_default=True)
     token: SecretStr | None = None
     # rule workflow -> dag_id (default: the same name)
     dags: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
@@ -258,13 +259,20 @@ class AirflowSpec(_Spec):
 
     refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
 
-    @model_validator(mode="after")
-    def _one_login(self) -> AirflowSpec:
-        if (self.username is None) != (self.password is None):
+    # Field validators rather than a model one, so each error has its field's line.
+    @field_validator("password")
+    @classmethod
+    def _with_username(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (password is None) != (info.data.get("username") is None):
             raise ValueError("give username and password together")
-        if self.token is not None and self.username is not None:
+        return password
+
+    @field_validator("token")
+    @classmethod
+    def _token_alone(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is not None and info.data.get("username") is not None:
             raise ValueError("give a token or a username and password, not both")
-        return self
+        return token
 
     def build(self, name: str) -> Target:
         from connector.targets.airflow import AirflowTarget
