@@ -12,8 +12,8 @@ start     ``POST /deployments/{id}/create  200 and the same flow    201 (created
           _flow_run`` with ``idempotency   run, even after it       run of this key)
           _key`` = ``{key_prefix}{deploy-  finished
           ment id}:{action id}``; the
-          event as parameter
-          ``event_parameter``
+          input as the parameter
+          ``event_parameter`` (``trigger``)
 stop      ``POST /flow_runs/{run}/set_     the run is cancelling    the run is cancelling,
           state`` ``CANCELLING``; the run  or finished: not         cancelled, or finished
           is the event's ``context``       changed again
