@@ -1,9 +1,12 @@
-"""Session fixtures: one real server per engine, started once, stopped with all children.
+"""One real server per engine, started once, stopped with all its children.
 
-The servers are heavy on a small machine (Airflow ~1 GiB), so each starts the first time
-a test asks for it and stays up for the session; each test isolates itself with its own
-workflow ids, DAG runs, task queue or idempotency keys. The summary names each server,
-how long it took to start and how many processes had to be killed when it stopped.
+The servers are heavy on a small machine (Airflow ~1 GiB, and its scheduler keeps a core
+busy even idle), so the fixtures are module-scoped: each engine's tests live in one
+module, so each server starts once per session, when its module begins, and stops as soon
+as its module is done rather than weighing on every later test. Each test isolates itself
+with its own workflow ids, DAG run ids, task queue or idempotency keys. The summary names
+each server, how long it took to start and stop, and how many of its processes were left
+(none, or the stop failed).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def temporal(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TemporalServer]:
@@ -52,7 +55,7 @@ def temporal(
     _note(request, f"Temporal stopped in {time.monotonic() - began:.1f}s, {left} process(es) left")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def temporal_worker(temporal: TemporalServer) -> Iterator[str]:
     """The example worker (``examples/temporal/worker.py``) on a task queue of its own."""
     queue = f"orders-{uuid.uuid4().hex[:8]}"
@@ -71,7 +74,7 @@ def temporal_worker(temporal: TemporalServer) -> Iterator[str]:
             proc.stdout.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def airflow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowServer]:
@@ -83,7 +86,7 @@ def airflow(
     _note(request, f"Airflow stopped in {time.monotonic() - began:.1f}s, {left} process(es) left")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrefectServer]:
