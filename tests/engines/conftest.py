@@ -52,7 +52,11 @@ def temporal(
         yield server
         began = time.monotonic()
     left = len(server.procs.alive())
-    _note(request, f"Temporal stopped in {time.monotonic() - began:.1f}s, {left} process(es) left")
+    _note(
+        request,
+        f"Temporal stopped in {time.monotonic() - began:.1f}s"
+        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,11 @@ def airflow(
         yield server
         began = time.monotonic()
     left = len(server.procs.alive())
-    _note(request, f"Airflow stopped in {time.monotonic() - began:.1f}s, {left} process(es) left")
+    _note(
+        request,
+        f"Airflow stopped in {time.monotonic() - began:.1f}s"
+        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,4 +107,8 @@ def prefect(
         yield server
         began = time.monotonic()
     left = len(server.procs.alive())
-    _note(request, f"Prefect stopped in {time.monotonic() - began:.1f}s, {left} process(es) left")
+    _note(
+        request,
+        f"Prefect stopped in {time.monotonic() - began:.1f}s"
+        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
+    )

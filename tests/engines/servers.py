@@ -2,10 +2,11 @@
 
 Each runs from its own venv (:mod:`tests.engines.venvs`) on free loopback ports, with its
 state in a temporary folder. Every process a server starts, and every process those
-start (Airflow's task supervisors put themselves in process groups of their own), carries
-a marker in its environment; :meth:`Processes.stop` ends all processes with that marker,
-SIGTERM first and SIGKILL for the ones still there after a grace period, so nothing
-outlives the session.
+start (Airflow's task supervisors put themselves in process groups of their own), is
+found by a marker in its environment, by its working directory in the server's folder,
+by its process group, or as a descendant of one found; :meth:`Processes.stop` sends them
+SIGTERM and, after a grace period, SIGKILL to the ones still there, so nothing outlives
+the tests.
 """
 
 from __future__ import annotations
@@ -38,19 +39,33 @@ class ServerError(RuntimeError):
     """An engine server did not come up; the message holds its log's tail."""
 
 
-def _marked(marker: str) -> list[int]:
-    """Processes whose environment holds ``MARKER=marker``."""
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    ppid: int
+    pgid: int
+    cwd: str
+    marked: bool
+
+
+def _processes(marker: str) -> list[_Proc]:
+    """Every live (not zombie) process, with what tells whether it is a server's."""
     needle = f"{MARKER}={marker}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z":
+                continue
             environ = (entry / "environ").read_bytes()
-        except OSError:
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, ValueError):
             continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry.name))
+        marked = needle in environ.split(b"\0")
+        found.append(_Proc(int(entry.name), int(fields[1]), int(fields[2]), cwd, marked))
     return found
 
 
@@ -62,6 +77,7 @@ class Processes:
         self.workdir = workdir
         self.marker = f"{name}-{uuid.uuid4().hex}"
         self._started: list[subprocess.Popen[bytes]] = []
+        self.killed = 0  # how many processes the last stop() had to SIGKILL
 
     def start(
         self, label: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
@@ -105,35 +121,55 @@ class Processes:
             if code not in (None, 0):
                 raise ServerError(f"{self.name}: {proc.args!r} exited {code}")
 
-    def stop(self, grace: float = 15.0) -> int:
-        """End every marked process; return how many had to be killed with SIGKILL."""
+    def members(self) -> set[int]:
+        """The live processes of this server: marked in their environment, or working in
+        its folder, or in the process group or below any of them. (Several are needed:
+        Airflow's workers overwrite their environment block with their process title.)"""
         for proc in self._started:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for pid in _marked(self.marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+            proc.poll()  # reap our own children so they leave /proc
+        table = _processes(self.marker)
+        groups = {p.pid for p in self._started}
+        root = str(self.workdir)
+        found = {
+            p.pid
+            for p in table
+            if p.marked or p.pgid in groups or p.cwd == root or p.cwd.startswith(root + "/")
+        }
+        grew = True
+        while grew:
+            below = {p.pid for p in table if p.ppid in found} - found
+            found |= below
+            grew = bool(below)
+        found.discard(os.getpid())
+        return found
+
+    def _signal(self, pids: set[int], sig: signal.Signals) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def stop(self, grace: float = 10.0) -> int:
+        """End every process of this server; return how many needed SIGKILL."""
+        known = self.members()
+        self._signal(known, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            for proc in self._started:
-                proc.poll()  # reap our own children so they leave /proc
-            if not _marked(self.marker):
+            # Orphans lose their parent link: keep the ones already known.
+            alive = self.members() | (known & {p.pid for p in _processes(self.marker)})
+            known |= alive
+            if not alive:
                 break
             time.sleep(0.2)
-        killed = 0
-        for pid in _marked(self.marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
+        left = self.members() | (known & {p.pid for p in _processes(self.marker)})
+        self._signal(left, signal.SIGKILL)
         for proc in self._started:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-        return killed
+        self.killed = len(left)
+        return self.killed
 
     def alive(self) -> list[int]:
-        for proc in self._started:
-            proc.poll()
-        return _marked(self.marker)
+        return sorted(self.members())
 
 
 def _wait(

@@ -133,12 +133,15 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
         nope = action_of("nope", run.send("nope", "?", context=one))
         cancel = action_of("cancel", run.send("cancel", "enough", context=three))
         run.wait_settled(approve, halt, nope, cancel, timeout=180)
-        wait_for(
-            lambda: api.tasks(one)["load"]["state"] == "success",
-            timeout=120,
-            interval=0.5,
-            what="run one to finish after its approval",
-        )
+        try:
+            wait_for(
+                lambda: api.tasks(one)["load"]["state"] == "success",
+                timeout=240,
+                interval=0.5,
+                what="run one to finish after its approval",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its tasks now: {api.tasks(one)}") from exc
         redo = action_of("redo", run.send("redo", "again", context=one))
         run.wait_settled(redo)
         assert run.stop() == 0

@@ -148,29 +148,36 @@ def _action(kind: ActionKind, event: str, **fields: Any) -> Action:
     )
 
 
+def deliver(target: PrefectTarget, action: Action) -> None:
+    """Deliver as the dispatcher would: a transient failure (Prefect on SQLite answers a
+    busy database with 503) is tried again; a refusal fails the test."""
+
+    def attempt() -> bool:
+        try:
+            target.deliver(action)
+        except TargetRejected:
+            raise
+        except TargetError:
+            return False
+        return True
+
+    wait_for(attempt, timeout=60, interval=0.2, what=f"delivery of {action.action_id}")
+
+
 def test_racing_duplicates_make_one_flow_run(prefect: PrefectServer) -> None:
     key_prefix = f"kec-{uuid.uuid4().hex[:8]}:"
     target = PrefectTarget("engine", prefect.api_url, key_prefix=key_prefix)
     start = _action(ActionKind.START_WORKFLOW, f"e-{uuid.uuid4()}")
     errors: list[BaseException] = []
 
-    def deliver() -> None:
-        # Prefect on SQLite may answer a racing write 503: transient, so retried here as
-        # the dispatcher would.
-        def attempt() -> bool:
-            try:
-                target.deliver(start)
-            except TargetRejected as exc:
-                errors.append(exc)
-                return True
-            except TargetError:
-                return False
-            return True
-
-        wait_for(attempt, timeout=60, interval=0.2)
+    def race() -> None:
+        try:
+            deliver(target, start)
+        except BaseException as exc:
+            errors.append(exc)
 
     with target:
-        threads = [threading.Thread(target=deliver) for _ in range(8)]
+        threads = [threading.Thread(target=race) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -178,10 +185,10 @@ def test_racing_duplicates_make_one_flow_run(prefect: PrefectServer) -> None:
         assert errors == []
         (only,) = flow_runs(prefect, key_prefix)
         wait_for(lambda: flow_run(prefect, only["id"])["state"]["type"] == "COMPLETED", timeout=120)
-        target.deliver(start)  # after the run completed: still the same run
+        deliver(target, start)  # after the run completed: still the same run
         assert [r["id"] for r in flow_runs(prefect, key_prefix)] == [only["id"]]
         stop = _action(ActionKind.STOP_WORKFLOW, f"e-{uuid.uuid4()}", context=only["id"])
-        target.deliver(stop)  # the run is over: nothing to stop, delivered
+        deliver(target, stop)  # the run is over: nothing to stop, delivered
         assert flow_run(prefect, only["id"])["state"]["type"] == "COMPLETED"
 
 
