@@ -253,6 +253,8 @@ class AirflowSpec(_Spec):
         str, StringConstraints(pattern=r"^[A-Za-z0-9_.~:+-]*$", max_length=200)
     ] = "kec__"
     start_option: NonEmpty | None = None
+    # START answers a gate that has waited this long (works around an Airflow 3.3 race).
+    gate_settle_seconds: Annotated[float, Field(ge=0)] = 5.0
     timeout: PositiveFloat = 10.0
     verify: bool = True
     concurrency: Concurrency = 8
@@ -286,6 +288,7 @@ class AirflowSpec(_Spec):
             dags=self.dags,
             run_id_prefix=self.run_id_prefix,
             start_option=self.start_option,
+            gate_settle=self.gate_settle_seconds,
             timeout=self.timeout,
             verify=self.verify,
             concurrency=self.concurrency,

@@ -14,10 +14,11 @@ start     ``POST …/dags/{dag}/dagRuns``    409 (checked: the run  200, or the 
           = the event
 stop      ``PATCH …/dagRuns/{run}``        the run is finished    the run is marked failed,
           ``state: failed``                (checked first)        or was already finished
-START     answer the task's human-in-the-  409 (the answer is     answered, or answered
-          loop gate: ``PATCH …/task        write-once)            before; 404 while the task
-          Instances/{task}/-1/hitlDetails``                       has not reached its gate is
-          with ``start_option``                                   retried
+START     answer the task's human-in-the-  the gate is answered   answered, or answered
+          loop gate: ``PATCH …/task        (checked first), or    before; retried while the
+          Instances/{task}/-1/hitlDetails``  409 (write-once)     task is not parked at its
+          with ``start_option`` (default                          gate, or has been for less
+          the gate's first option)                                than ``gate_settle_seconds``
 STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task is failed, or
           ``new_state: failed``            finished (checked      was already finished
                                            first)
@@ -26,6 +27,11 @@ RESTART   ``POST …/clearTaskInstances``    **not idempotent**:    cleared, or 
           ``prevent_running_task``         restart the task again action; 409 (the task
                                                                   runs) is retried
 ========  ===============================  =====================  ===========================
+
+START waits ``gate_settle_seconds`` (default 5, by Airflow's clock) after the gate opened:
+Airflow 3.3 can mark a task FAILED when its gate is answered within a second or so of
+the task parking there (the scheduler takes the exit of the parking process for a task
+changed behind its back once the task is queued again), and a connector answers at once.
 
 RESTART is the one action Airflow cannot deduplicate: clearing is not keyed. The target
 guards it as far as the API allows: it reads the task instance first and counts the
@@ -41,6 +47,8 @@ locked") are transient; other 4xx are final, quoting Airflow's ``detail``. Run i
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -56,11 +64,25 @@ from kec.errors import ConfigError, TargetError, TargetRejected
 API = "/api/v2"
 FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 RUN_FINISHED = frozenset({"success", "failed"})
+PARKED = frozenset({"awaiting_input", "deferred"})  # waiting at a gate (3.3; older: deferred)
 NOTE_PREFIX = "kafka-event-connector action "
 
 
 def _q(part: str) -> str:
     return quote(part, safe="")
+
+
+def _seconds_between(created_at: object, server_date: str | None) -> float | None:
+    """Seconds from ``created_at`` (ISO 8601) to the server's ``Date`` header, by the
+    server's own clock; ``None`` when either is missing or unreadable."""
+    if not isinstance(created_at, str) or not server_date:
+        return None
+    try:
+        start = datetime.datetime.fromisoformat(created_at)
+        now = email.utils.parsedate_to_datetime(server_date)
+    except (TypeError, ValueError):
+        return None
+    return (now - start).total_seconds()
 
 
 class AirflowTarget(Target):
@@ -77,6 +99,7 @@ class AirflowTarget(Target):
         dags: Mapping[str, str] | None = None,
         run_id_prefix: str = "kec__",
         start_option: str | None = None,
+        gate_settle: float = 5.0,
         timeout: float = 10.0,
         verify: bool = True,
         concurrency: int = 8,
@@ -91,6 +114,7 @@ class AirflowTarget(Target):
         self._dags = dict(dags or {})
         self._prefix = run_id_prefix
         self._start_option = start_option
+        self._gate_settle = gate_settle
         self._credentials = (username, password) if username and password else None
         self._http = EngineHttp(
             f"airflow target {name}",
@@ -170,22 +194,34 @@ class AirflowTarget(Target):
 
     def _answer_gate(self, action: Action) -> None:
         path = f"{self._task_path(action)}/-1/hitlDetails"
-        gate = self._get(path)
-        if gate is None:
-            # No gate (yet): wait for a task on its way to it, refuse for any other.
-            instance = self._require(self._task_path(action), action)
-            state = instance.get("state")
-            if state in FINISHED:
+        response = self._http.request("GET", path)
+        if response.status_code != 404 and not response.is_success:
+            raise self._http.fail(response, f"{self._what(action)}: GET {path}")
+        gate: dict[str, Any] | None = response.json() if response.is_success else None
+        if gate is not None and gate.get("response_received"):
+            return  # answered (write-once): by this action's earlier delivery or by hand
+        state = self._require(self._task_path(action), action).get("state")
+        if state in FINISHED:
+            raise TargetRejected(
+                f"{self._what(action)}: task {action.task!r} is {state} and has no"
+                " human-in-the-loop gate to answer"
+            )
+        if state not in PARKED or gate is None:
+            if state in PARKED:
                 raise TargetRejected(
-                    f"{self._what(action)}: task {action.task!r} is {state} and has no"
-                    " human-in-the-loop gate to answer"
+                    f"{self._what(action)}: task {action.task!r} waits, but not for a person:"
+                    " it has no human-in-the-loop gate"
                 )
             raise TargetError(
                 f"{self._what(action)}: task {action.task!r} ({state or 'not started'})"
-                " has not reached its human-in-the-loop gate yet"
+                " is not waiting at its human-in-the-loop gate yet"
             )
-        if gate.get("response_received"):
-            return  # answered (write-once): by this action's earlier delivery or by hand
+        waited = _seconds_between(gate.get("created_at"), response.headers.get("Date"))
+        if waited is not None and waited < self._gate_settle:
+            raise TargetError(
+                f"{self._what(action)}: the gate of {action.task!r} opened {waited:.0f}s ago;"
+                f" it is answered once it has waited {self._gate_settle:g}s"
+            )
         options = gate.get("options") or []
         option = self._start_option or (options[0] if options else None)
         if option is None:

@@ -188,3 +188,12 @@ def test_idempotency_keys_differ_by_rule_and_prefix() -> None:
     first, second = _action(rule="a"), _action(rule="b")
     assert idempotency_key("kec__", first) != idempotency_key("kec__", second)
     assert idempotency_key("p:", first) == f"p:{first.action_id}"
+
+
+def test_a_gates_age_is_read_on_airflows_own_clock() -> None:
+    from connector.targets.airflow import _seconds_between
+
+    waited = _seconds_between("2026-12-01T16:14:38.250000Z", "Tue, 01 Dec 2026 16:14:43 GMT")
+    assert waited == pytest.approx(4.75)
+    assert _seconds_between(None, "Tue, 01 Dec 2026 16:14:43 GMT") is None
+    assert _seconds_between("not a time", "Tue, 01 Dec 2026 16:14:43 GMT") is None
