@@ -24,17 +24,26 @@ from tests.engines.servers import PrefectServer
 from tests.support import wait_for
 
 
+def api(method: str, url: str, body: Any = None) -> Any:
+    """One call to Prefect's API from the test; a 503 (its SQLite busy) is tried again."""
+
+    def attempt() -> httpx.Response | None:
+        reply = httpx.request(method, url, json=body, timeout=30)
+        return None if reply.status_code == 503 else reply
+
+    reply = wait_for(attempt, timeout=60, interval=0.2, what=f"{method} {url}")
+    reply.raise_for_status()
+    return reply.json()
+
+
 def flow_runs(server: PrefectServer, key_prefix: str) -> list[dict[str, Any]]:
     """The flow runs whose idempotency key starts with ``key_prefix``."""
-    reply = httpx.post(f"{server.api_url}/flow_runs/filter", json={"limit": 200}, timeout=30)
-    reply.raise_for_status()
-    return [r for r in reply.json() if (r.get("idempotency_key") or "").startswith(key_prefix)]
+    runs = api("POST", f"{server.api_url}/flow_runs/filter", {"limit": 200})
+    return [r for r in runs if (r.get("idempotency_key") or "").startswith(key_prefix)]
 
 
 def flow_run(server: PrefectServer, run_id: str) -> dict[str, Any]:
-    reply = httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=30)
-    reply.raise_for_status()
-    result: dict[str, Any] = reply.json()
+    result: dict[str, Any] = api("GET", f"{server.api_url}/flow_runs/{run_id}")
     return result
 
 
@@ -88,19 +97,19 @@ def test_an_event_starts_one_flow_run_across_a_kill_after_dispatch(
 
 def _scheduled_later(server: PrefectServer) -> str:
     """A flow run of the example deployment scheduled an hour ahead: one to stop."""
-    name = PREFECT_DEPLOYMENT.split("/")
-    deployment = httpx.get(f"{server.api_url}/deployments/name/{name[0]}/{name[1]}").json()
+    flow, name = PREFECT_DEPLOYMENT.split("/")
+    deployment = api("GET", f"{server.api_url}/deployments/name/{flow}/{name}")
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-    reply = httpx.post(
+    run = api(
+        "POST",
         f"{server.api_url}/deployments/{deployment['id']}/create_flow_run",
-        json={
+        {
+            "idempotency_key": f"test-{uuid.uuid4()}",  # so a retried POST makes one run
             "parameters": {"trigger": {"event": {"key": "k", "value": "v"}}},
             "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later.isoformat()}},
         },
-        timeout=30,
     )
-    reply.raise_for_status()
-    return str(reply.json()["id"])
+    return str(run["id"])
 
 
 def test_stop_cancels_the_run_named_by_the_context_and_a_refusal_is_dead_lettered(
