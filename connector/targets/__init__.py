@@ -253,18 +253,30 @@ class TemporalSpec(_Spec):
     """Temporal (``connector.targets.temporal``); needs the ``temporal`` extra."""
 
     type: Literal["temporal"]
+    """temporal: start and stop Temporal workflows, task actions as Workflow Updates."""
     address: NonEmpty = "127.0.0.1:7233"
+    """The Temporal frontend, HOST:PORT."""
     namespace: NonEmpty = "default"
+    """The Temporal namespace the workflows run in."""
     task_queue: NonEmpty
+    """The task queue started workflows go to."""
     # rule workflow -> Temporal workflow type (default: the same name)
     workflows: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> the Temporal workflow type (default: the same name)."""
     api_key: SecretStr | None = None
+    """An API key for Temporal Cloud (a secret: never printed)."""
     tls: bool = False
+    """Connect with TLS."""
     id_prefix: str = "kec-"
+    """Prefix of the workflow ids the target starts (then the workflow and the action id)."""
     update: NonEmpty = "task_action"
+    """The Workflow Update that task actions (START, STOP, RESTART) are sent as."""
     stop: Literal["cancel", "terminate"] = "cancel"
+    """How a stop action ends a workflow: cancel (it may clean up) or terminate."""
     rpc_timeout: PositiveFloat = 10.0
+    """Seconds each call to Temporal may take before it is retried."""
     concurrency: Concurrency = 8
+    """How many calls may be in flight at once (for actions of different keys)."""
 
     refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
 
@@ -296,22 +308,35 @@ class AirflowSpec(_Spec):
     """Airflow 3's REST API (``connector.targets.airflow``)."""
 
     type: Literal["airflow"]
+    """airflow: DAG runs and task instances through Airflow 3's REST API."""
     url: NonEmpty
+    """The Airflow API server, e.g. http://airflow:8080."""
     username: NonEmpty | None = None
+    """User for POST /auth/token (with password); or give a token."""
     password: SecretStr | None = Field(default=None, validate_default=True)
+    """That user's password (a secret: never printed)."""
     token: SecretStr | None = None
+    """A bearer token to use as it is (a secret: never printed)."""
     # rule workflow -> dag_id (default: the same name)
     dags: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> the dag_id (default: the same name)."""
     # Run ids are ^[A-Za-z0-9_.~:+-]+$, at most 250 characters: the action id adds 32.
     run_id_prefix: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z0-9_.~:+-]*$", max_length=200)
     ] = "kec__"
+    """Prefix of the dag_run_ids the target creates (then the action id)."""
     start_option: NonEmpty | None = None
+    """The option a START answers the task's human-in-the-loop gate with (default: the
+    gate's first)."""
     # START answers a gate that has waited this long (works around an Airflow 3.3 race).
     gate_settle_seconds: Annotated[float, Field(ge=0)] = 5.0
+    """START answers a gate only once it has waited this long (an Airflow 3.3 race)."""
     timeout: PositiveFloat = 10.0
+    """Seconds each request may take before it is retried."""
     verify: bool = True
+    """Check the server's TLS certificate."""
     concurrency: Concurrency = 8
+    """How many requests may be in flight at once (for actions of different keys)."""
 
     refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
 
@@ -356,15 +381,24 @@ class PrefectSpec(_Spec):
     """Prefect 3's REST API (``connector.targets.prefect``): start and stop flow runs."""
 
     type: Literal["prefect"]
+    """prefect: start and stop flow runs through Prefect 3's REST API."""
     url: NonEmpty
+    """The Prefect API, e.g. http://prefect:4200/api."""
     api_key: SecretStr | None = None
+    """An API key (a secret: never printed)."""
     # rule workflow -> "flow/deployment" or a deployment id (default: the same)
     deployments: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> "flow/deployment" or a deployment id (default: the same)."""
     event_parameter: NonEmpty = "trigger"
+    """The flow parameter that receives the triggering event."""
     key_prefix: str = "kec:"
+    """Prefix of the idempotency keys (then the deployment and the action id)."""
     timeout: PositiveFloat = 10.0
+    """Seconds each request may take before it is retried."""
     verify: bool = True
+    """Check the server's TLS certificate."""
     concurrency: Concurrency = 8
+    """How many requests may be in flight at once (for actions of different keys)."""
 
     refuses: ClassVar[dict[ActionKind, str]] = {
         ActionKind.START_TASK: _NO_TASKS,
