@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
 # Each installs what is missing (Debian packages, the venv, the pinned Python packages,
-# the Apache Kafka jars) before it runs.
+# the Apache Kafka jars; for `make test` also the workflow engines the engines tests run:
+# Temporal, Airflow, Prefect, each in its own venv) before it runs.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars demo test lint typecheck unit bench clean
+.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench clean
 
 help:
 	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
@@ -32,13 +33,18 @@ system-deps:
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,temporal]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 setup: system-deps $(STAMP)
 
 jars: setup
 	$(BIN)/event-connector dev-broker --resolve-only
+
+# Each engine in its own venv, pinned by tests/engines/pins/ENGINE.txt and cached under
+# ~/.cache/kafka-event-connector/engines (a few minutes once, then nothing).
+engines: setup
+	$(BIN)/python -m tests.engines.venvs
 
 demo: jars
 	$(BIN)/event-connector demo
@@ -52,7 +58,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-test: jars lint typecheck
+test: jars engines lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The benchmark's peer (quixstreams) pins other versions than the connector: its own venv.

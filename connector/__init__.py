@@ -9,7 +9,7 @@ CLI starts fast):
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
 * :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
-  targets and ``build_target``;
+  targets, the workflow engines ``temporal``, ``airflow``, ``prefect``, and ``build_target``;
 * :mod:`connector.gateway` — the HTTP events gateway;
 * :mod:`connector.devbroker`, :mod:`connector.devpostgres` — a local Kafka and
   PostgreSQL for development and tests.

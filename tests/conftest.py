@@ -17,7 +17,7 @@ from connector.devpostgres import PostgresServer, provide_postgres, scratch_data
 
 _CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
 _POSTGRES_KEY = pytest.StashKey[tuple[PostgresServer, float]]()
-_SUITES = {"unit": "unit", "integration": "integration", "chaos": "chaos"}
+_SUITES = {"unit": "unit", "integration": "integration", "chaos": "chaos", "engines": "engines"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

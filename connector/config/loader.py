@@ -35,6 +35,7 @@ from connector.config.models import (
     DEFAULT_HTTP_TOPIC,
     ConnectorConfig,
     Loc,
+    RuleFacts,
     cross_check,
 )
 from connector.targets import BASE_DIR
@@ -208,17 +209,21 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         if isinstance(topic, str) and isinstance(namespace, str):
             namespaces.setdefault(namespace, []).append(topic)
     raw_targets = data.get("targets")
-    targets = [str(t) for t in raw_targets] if isinstance(raw_targets, dict) else []
+    targets: dict[str, str | None] = {}
+    if isinstance(raw_targets, dict):
+        for name, spec in raw_targets.items():
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            targets[str(name)] = kind if isinstance(kind, str) else None
     raw_rules = data.get("rules")
-    rules: list[tuple[str | None, str | None, str | None] | None] = []
+    rules: list[RuleFacts | None] = []
     if isinstance(raw_rules, list):
         for rule in raw_rules:
             if not isinstance(rule, dict):
                 rules.append(None)
                 continue
-            fields = [rule.get(f) for f in ("name", "namespace", "target")]
-            name, namespace, target = (f if isinstance(f, str) else None for f in fields)
-            rules.append((name, namespace, target))
+            fields = [rule.get(f) for f in ("name", "namespace", "target", "action")]
+            name, namespace, target, action = (f if isinstance(f, str) else None for f in fields)
+            rules.append((name, namespace, target, action))
     problems = cross_check(namespaces, targets, rules)
     if not isinstance(raw_ns, dict):
         # Without namespaces, "unknown namespace" would only repeat the namespaces error.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +38,7 @@ from pydantic import (
 from connector.outbox import RetryPolicy
 from connector.redaction import hide_secrets, reveal, secret_values
 from connector.rules import Rule
-from connector.targets import LogSpec, RelativePath, TargetSpec
+from connector.targets import LogSpec, RelativePath, TargetSpec, refusal
 from connector.trigger import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
@@ -475,8 +475,8 @@ class ConnectorConfig(_Model):
             namespaces.setdefault(self.http.namespace, []).append(self.http.topic)
         problems = cross_check(
             namespaces,
-            self.targets,
-            [(r.name, r.namespace, r.target) for r in self.rules],
+            {name: spec.type for name, spec in self.targets.items()},
+            [(r.name, r.namespace, r.target, r.action.value) for r in self.rules],
         )
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
@@ -495,15 +495,20 @@ class ConnectorConfig(_Model):
         }
 
 
+RuleFacts = tuple[str | None, str | None, str | None, str | None]
+
+
 def cross_check(
     namespaces: Mapping[str, Iterable[str]],
-    targets: Collection[str],
-    rules: Iterable[tuple[str | None, str | None, str | None] | None],
+    targets: Mapping[str, str | None],
+    rules: Iterable[RuleFacts | None],
 ) -> list[tuple[Loc, str]]:
     """Errors across sections, each with the location (field path) it belongs to.
 
-    ``rules`` gives each rule's (name, namespace, target), ``None`` where not given, and
-    ``None`` for a rule too broken to check.
+    ``targets`` maps each declared target to its ``type`` (``None`` when unknown);
+    ``rules`` gives each rule's (name, namespace, target, action), ``None`` where not
+    given, and ``None`` for a rule too broken to check. A rule whose action its target's
+    type can never carry out (a task action on ``prefect``) is an error of ``action``.
     """
     problems: list[tuple[Loc, str]] = []
     owner: dict[str, str] = {}
@@ -524,7 +529,7 @@ def cross_check(
     for i, rule in enumerate(listed):
         if rule is None:
             continue
-        name, namespace, target = rule
+        name, namespace, target, action = rule
         if name is not None and counts[name] > 1:
             problems.append((("rules", i, "name"), f"rule name {name!r} is used more than once"))
         target = target if target is not None else DEFAULT_TARGET
@@ -533,6 +538,15 @@ def cross_check(
             problems.append(
                 (("rules", i, "target"), f"unknown target {target!r} (declared: {declared})")
             )
+        elif action is not None and (kind := targets.get(target)) is not None:
+            why = refusal(kind, action)
+            if why is not None:
+                problems.append(
+                    (
+                        ("rules", i, "action"),
+                        f"target {target!r} ({kind}) cannot take action {action!r}: {why}",
+                    )
+                )
         namespace = namespace if namespace is not None else DEFAULT_NAMESPACE
         if namespace not in namespaces:
             declared = ", ".join(sorted(namespaces)) or "none"

@@ -12,6 +12,15 @@
       actions: {type: kafka, topic: actions, bootstrap_servers: "kafka:9092",
                 properties: {compression.type: zstd}, flush_timeout: 30}
       hook:    {type: python, function: "myapp.hooks:on_action"}
+      orders:  {type: temporal, address: "temporal:7233", task_queue: orders,
+                workflows: {order: OrderWorkflow}, api_key: "${TEMPORAL_API_KEY}"}
+      dags:    {type: airflow, url: "http://airflow:8080", username: kec,
+                password: "${AIRFLOW_PASSWORD}", dags: {order: kec_orders}}
+      flows:   {type: prefect, url: "http://prefect:4200/api",
+                deployments: {order: on-order/kec-example}}
+
+The engine targets (``temporal``, ``airflow``, ``prefect``) take ``concurrency``: how many
+actions (of different keys) may be in flight to the engine at once.
 
 Values of ``headers``, ``env`` and ``properties`` whose names say they are secrets
 (password, secret, token, key, auth…: :mod:`connector.redaction`) are kept as
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -36,9 +45,11 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    field_validator,
 )
 
 from connector.redaction import HiddenProperties, HiddenStrings, reveal
@@ -48,24 +59,29 @@ from connector.targets.kafka import KafkaTarget
 from connector.targets.log import LogTarget
 from connector.targets.python import PythonTarget
 from connector.targets.webhook import WebhookTarget
+from kec.action import ActionKind
 from kec.errors import ConfigError
 
 __all__ = [
     "BASE_DIR",
+    "AirflowSpec",
     "CommandSpec",
     "CommandTarget",
     "KafkaSpec",
     "KafkaTarget",
     "LogSpec",
     "LogTarget",
+    "PrefectSpec",
     "PythonSpec",
     "PythonTarget",
     "RelativePath",
     "Target",
     "TargetSpec",
+    "TemporalSpec",
     "WebhookSpec",
     "WebhookTarget",
     "build_target",
+    "refusal",
 ]
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -88,6 +104,9 @@ RelativePath = Annotated[Path, AfterValidator(_from_base)]
 class _Spec(BaseModel):
     # Attribute docstrings become the fields' descriptions in `event-connector schema`.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    # Action kinds the target cannot carry out at all, with why: refused at config time.
+    refuses: ClassVar[dict[ActionKind, str]] = {}
 
     def build(self, name: str) -> Target:
         raise NotImplementedError
@@ -219,8 +238,202 @@ class PythonSpec(_Spec):
         return PythonTarget(name, self.function)
 
 
+# -- workflow engines ----------------------------------------------------------------------
+
+Concurrency = Annotated[int, Field(ge=1, le=256)]
+_NOTIFY = "the event itself has no engine call: use a webhook, kafka or python target"
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    # Empty means none, so `${TOKEN:-}` in a file can leave a credential out.
+    return (value.get_secret_value() or None) if value is not None else None
+
+
+class TemporalSpec(_Spec):
+    """Temporal (``connector.targets.temporal``); needs the ``temporal`` extra."""
+
+    type: Literal["temporal"]
+    """temporal: start and stop Temporal workflows, task actions as Workflow Updates."""
+    address: NonEmpty = "127.0.0.1:7233"
+    """The Temporal frontend, HOST:PORT."""
+    namespace: NonEmpty = "default"
+    """The Temporal namespace the workflows run in."""
+    task_queue: NonEmpty
+    """The task queue started workflows go to."""
+    # rule workflow -> Temporal workflow type (default: the same name)
+    workflows: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> the Temporal workflow type (default: the same name)."""
+    api_key: SecretStr | None = None
+    """An API key for Temporal Cloud (a secret: never printed)."""
+    tls: bool = False
+    """Connect with TLS."""
+    id_prefix: str = "kec-"
+    """Prefix of the workflow ids the target starts (then the workflow and the action id)."""
+    update: NonEmpty = "task_action"
+    """The Workflow Update that task actions (START, STOP, RESTART) are sent as."""
+    stop: Literal["cancel", "terminate"] = "cancel"
+    """How a stop action ends a workflow: cancel (it may clean up) or terminate."""
+    rpc_timeout: PositiveFloat = 10.0
+    """Seconds each call to Temporal may take before it is retried."""
+    concurrency: Concurrency = 8
+    """How many calls may be in flight at once (for actions of different keys)."""
+
+    refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
+
+    def build(self, name: str) -> Target:
+        try:
+            from connector.targets.temporal import TemporalTarget
+        except ImportError as exc:
+            raise ConfigError(
+                f"target {name!r}: the temporal target needs the Temporal SDK:"
+                f" pip install 'kafka-event-connector[temporal]' ({exc})"
+            ) from exc
+        return TemporalTarget(
+            name,
+            self.address,
+            namespace=self.namespace,
+            task_queue=self.task_queue,
+            workflows=self.workflows,
+            api_key=_secret(self.api_key),
+            tls=self.tls,
+            id_prefix=self.id_prefix,
+            update=self.update,
+            stop=self.stop,
+            rpc_timeout=self.rpc_timeout,
+            concurrency=self.concurrency,
+        )
+
+
+class AirflowSpec(_Spec):
+    """Airflow 3's REST API (``connector.targets.airflow``)."""
+
+    type: Literal["airflow"]
+    """airflow: DAG runs and task instances through Airflow 3's REST API."""
+    url: NonEmpty
+    """The Airflow API server, e.g. http://airflow:8080."""
+    username: NonEmpty | None = None
+    """User for POST /auth/token (with password); or give a token."""
+    password: SecretStr | None = Field(default=None, validate_default=True)
+    """That user's password (a secret: never printed)."""
+    token: SecretStr | None = None
+    """A bearer token to use as it is (a secret: never printed)."""
+    # rule workflow -> dag_id (default: the same name)
+    dags: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> the dag_id (default: the same name)."""
+    # Run ids are ^[A-Za-z0-9_.~:+-]+$, at most 250 characters: the action id adds 32.
+    run_id_prefix: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9_.~:+-]*$", max_length=200)
+    ] = "kec__"
+    """Prefix of the dag_run_ids the target creates (then the action id)."""
+    start_option: NonEmpty | None = None
+    """The option a START answers the task's human-in-the-loop gate with (default: the
+    gate's first)."""
+    # START answers a gate that has waited this long (works around an Airflow 3.3 race).
+    gate_settle_seconds: Annotated[float, Field(ge=0)] = 5.0
+    """START answers a gate only once it has waited this long (an Airflow 3.3 race)."""
+    timeout: PositiveFloat = 10.0
+    """Seconds each request may take before it is retried."""
+    verify: bool = True
+    """Check the server's TLS certificate."""
+    concurrency: Concurrency = 8
+    """How many requests may be in flight at once (for actions of different keys)."""
+
+    refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
+
+    # Field validators rather than a model one, so each error has its field's line.
+    @field_validator("password")
+    @classmethod
+    def _with_username(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (password is None) != (info.data.get("username") is None):
+            raise ValueError("give username and password together")
+        return password
+
+    @field_validator("token")
+    @classmethod
+    def _token_alone(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is not None and info.data.get("username") is not None:
+            raise ValueError("give a token or a username and password, not both")
+        return token
+
+    def build(self, name: str) -> Target:
+        from connector.targets.airflow import AirflowTarget
+
+        return AirflowTarget(
+            name,
+            self.url,
+            username=self.username,
+            password=_secret(self.password),
+            token=_secret(self.token),
+            dags=self.dags,
+            run_id_prefix=self.run_id_prefix,
+            start_option=self.start_option,
+            gate_settle=self.gate_settle_seconds,
+            timeout=self.timeout,
+            verify=self.verify,
+            concurrency=self.concurrency,
+        )
+
+
+_NO_TASKS = "Prefect has no API to act on one task of a flow run"
+
+
+class PrefectSpec(_Spec):
+    """Prefect 3's REST API (``connector.targets.prefect``): start and stop flow runs."""
+
+    type: Literal["prefect"]
+    """prefect: start and stop flow runs through Prefect 3's REST API."""
+    url: NonEmpty
+    """The Prefect API, e.g. http://prefect:4200/api."""
+    api_key: SecretStr | None = None
+    """An API key (a secret: never printed)."""
+    # rule workflow -> "flow/deployment" or a deployment id (default: the same)
+    deployments: dict[NonEmpty, NonEmpty] = Field(default_factory=dict)
+    """A rule's workflow name -> "flow/deployment" or a deployment id (default: the same)."""
+    event_parameter: NonEmpty = "trigger"
+    """The flow parameter that receives the triggering event."""
+    key_prefix: str = "kec:"
+    """Prefix of the idempotency keys (then the deployment and the action id)."""
+    timeout: PositiveFloat = 10.0
+    """Seconds each request may take before it is retried."""
+    verify: bool = True
+    """Check the server's TLS certificate."""
+    concurrency: Concurrency = 8
+    """How many requests may be in flight at once (for actions of different keys)."""
+
+    refuses: ClassVar[dict[ActionKind, str]] = {
+        ActionKind.START_TASK: _NO_TASKS,
+        ActionKind.STOP_TASK: _NO_TASKS,
+        ActionKind.RESTART_TASK: _NO_TASKS
+        + " (a restart of the whole run could not be told apart from a resend)",
+        ActionKind.NOTIFY: _NOTIFY,
+    }
+
+    def build(self, name: str) -> Target:
+        from connector.targets.prefect import PrefectTarget
+
+        return PrefectTarget(
+            name,
+            self.url,
+            api_key=_secret(self.api_key),
+            deployments=self.deployments,
+            event_parameter=self.event_parameter,
+            key_prefix=self.key_prefix,
+            timeout=self.timeout,
+            verify=self.verify,
+            concurrency=self.concurrency,
+        )
+
+
 TargetSpec = Annotated[
-    LogSpec | CommandSpec | WebhookSpec | KafkaSpec | PythonSpec, Field(discriminator="type")
+    LogSpec
+    | CommandSpec
+    | WebhookSpec
+    | KafkaSpec
+    | PythonSpec
+    | TemporalSpec
+    | AirflowSpec
+    | PrefectSpec,
+    Field(discriminator="type"),
 ]
 
 _SPECS: dict[str, type[_Spec]] = {
@@ -229,7 +442,20 @@ _SPECS: dict[str, type[_Spec]] = {
     "webhook": WebhookSpec,
     "kafka": KafkaSpec,
     "python": PythonSpec,
+    "temporal": TemporalSpec,
+    "airflow": AirflowSpec,
+    "prefect": PrefectSpec,
 }
+
+
+def refusal(target_type: str, action: str) -> str | None:
+    """Why a target of ``target_type`` can never carry out ``action`` (``None``: it can)."""
+    spec = _SPECS.get(target_type)
+    try:
+        kind = ActionKind(action)
+    except ValueError:
+        return None  # an unknown action is reported by the rule's own validation
+    return spec.refuses.get(kind) if spec is not None else None
 
 
 def build_target(name: str, spec: Mapping[str, Any]) -> Target:

@@ -211,7 +211,16 @@ def test_schema_target_union_is_discriminated_by_type(schema: dict[str, Any]) ->
     targets = schema["properties"]["targets"]["additionalProperties"]
     assert targets["discriminator"]["propertyName"] == "type"
     mapping = targets["discriminator"]["mapping"]
-    assert set(mapping) == {"log", "command", "webhook", "kafka", "python"}
+    assert set(mapping) == {
+        "log",
+        "command",
+        "webhook",
+        "kafka",
+        "python",
+        "temporal",
+        "airflow",
+        "prefect",
+    }
     for kind, ref in mapping.items():
         spec = schema["$defs"][ref.removeprefix("#/$defs/")]
         assert spec["properties"]["type"]["const"] == kind
