@@ -18,6 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,10 @@ def http_server() -> Iterator[RecordingServer]:
 
 @pytest.fixture
 def webhook(http_server: RecordingServer) -> Iterator[WebhookTarget]:
-    target = WebhookTarget("hook", http_server.url, headers={"Authorization": "Bearer t0k3n"})
+    # One request at a time: these tests give the server its answers in order.
+    target = WebhookTarget(
+        "hook", http_server.url, headers={"Authorization": "Bearer t0k3n"}, concurrency=1
+    )
     target.open()
     yield target
     target.close()
@@ -668,3 +672,51 @@ def test_dispatcher_gives_up_on_a_webhook_that_keeps_failing(
     assert dead.last_error is not None
     assert "500" in dead.last_error
     assert len(http_server.requests) == 2
+
+
+def test_dispatcher_delivers_keys_concurrently_and_each_key_in_order(
+    store: CheckpointStore,
+) -> None:
+    """Four keys of five actions each: the receiver lets a request through only once four
+    are in flight together (a barrier, no clock), and records each key's order."""
+    keys, per_key = 4, 5
+    together = threading.Barrier(keys, timeout=30)
+    seen: dict[str, list[int]] = defaultdict(list)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            first_round = body["payload"]["i"] == 0
+            try:
+                if first_round:
+                    together.wait()  # all four keys' first actions at once, or 503
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 503
+            with lock:
+                seen[body["event_key"]].append(body["payload"]["i"])
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with WebhookTarget("hook", url, concurrency=keys) as target:
+            _enqueue(store, *[make_action(i, f"k{k}") for i in range(per_key) for k in range(keys)])
+            dispatcher = Dispatcher(store, {"hook": target}, policy=RetryPolicy(inline_wait=0.001))
+            dispatcher.adopt(store.claim("me", [TP]))
+            assert dispatcher.run_round() == keys * per_key
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert store.count_actions(ActionState.DONE) == keys * per_key
+    assert dict(seen) == {f"k{k}": list(range(per_key)) for k in range(keys)}
+    assert dispatcher.stats.failed == 0, "the first four went together through the barrier"
