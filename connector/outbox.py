@@ -271,6 +271,9 @@ class Dispatcher:
     def _run(self) -> None:
         last_settle = last_verify = last_poll = last_loop = time.monotonic()
         while True:
+            # Cleared before the work, not after the wait: a post that comes while this
+            # round works wakes the next wait at once instead of being lost.
+            self._wake.clear()
             now = time.monotonic()
             if now - last_loop > self._verify_interval:
                 last_verify = 0.0  # paused (SIGSTOP?): check ownership before anything else
@@ -295,7 +298,6 @@ class Dispatcher:
                 log.exception("dispatch round failed; trying again in 1s")
                 self._stop.wait(1.0)
             self._wake.wait(self._settle_interval)
-            self._wake.clear()
 
     def _drain(self) -> None:
         while True:
