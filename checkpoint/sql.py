@@ -388,12 +388,13 @@ class SqlStore(CheckpointStore):
                 "WHERE topic = ? AND partition = ? ORDER BY aseq",
                 tp,
             )
-            # The batch holding the watermark, then every later one (both by index).
+            # The batch holding the watermark (found from the end of the partition's
+            # index: it is near the end), then every later one.
             batches = sql.all(
                 "SELECT first_aseq, actions FROM kec_batches WHERE topic = ? AND partition = ? "
-                "AND n_actions > 0 AND first_aseq >= (SELECT coalesce(max(first_aseq), 0) "
-                "FROM kec_batches WHERE topic = ? AND partition = ? AND first_aseq <= ?) "
-                "ORDER BY first_aseq",
+                "AND n_actions > 0 AND first_offset >= coalesce((SELECT first_offset "
+                "FROM kec_batches WHERE topic = ? AND partition = ? AND first_aseq <= ? "
+                "ORDER BY first_offset DESC LIMIT 1), 0) ORDER BY first_offset",
                 (*tp, *tp, watermark),
             )
         rows = [_parked(row) for row in parked]

@@ -18,7 +18,9 @@
    aborts the whole transaction: fencing).
 3. **event_checkpointed** — commit the batch's Kafka offsets, asynchronously: issued only
    now, so never ahead of the durable checkpoint, but the next poll does not wait for
-   the group coordinator (the store, not Kafka, says where a partition resumes).
+   the group coordinator (the store, not Kafka, says where a partition resumes). Commits
+   go out at most every ``commit_interval`` (the latest offsets then), so small batches
+   do not cost a request each; a revoke and a stop commit what is left.
 
 Step 4, **dispatch**, runs in :class:`connector.outbox.Dispatcher`, which gets the
 batch's actions in memory after step 2.
@@ -186,6 +188,7 @@ class PipelineSettings:
     group_instance_id: str | None = None
     # A partition fenced by another owner yet still assigned here after this long: stop.
     fenced_grace: float = 60.0
+    commit_interval: float = 0.1  # seconds between two Kafka offset commits (step 3)
 
     def consumer_config(self) -> dict[str, Any]:
         """The pipeline consumer's settings; :data:`kec.kafka.PIPELINE_FIXED` is applied
@@ -252,6 +255,8 @@ class Pipeline:
         self._owned: dict[TP, _Owned] = {}
         self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
         self._resync: dict[TP, int] = {}
+        self._uncommitted: dict[TP, int] = {}  # checkpointed, not committed to Kafka yet
+        self._last_commit = 0.0
         self._paused = False
         self._fatal: KafkaError | None = None
         self._unreachable_logged = 0.0
@@ -308,6 +313,8 @@ class Pipeline:
 
     def close(self) -> None:
         """Leave the group (revoking partitions cleanly) and release the clients."""
+        if self._consumer is not None:
+            self._commit(now=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.close()  # runs on_revoke: the dispatcher settles what it delivered
@@ -371,6 +378,7 @@ class Pipeline:
         if self._resync:
             self._commit_resync()
         if not messages:
+            self._commit()
             return 0
         self.stats.kafka_connected = True
         crash_point("after_poll")
@@ -395,7 +403,8 @@ class Pipeline:
         for tp, (first_aseq, actions) in queued.items():
             self._sink.queue(tp, first_aseq, actions)
         crash_point("after_checkpoint")
-        self._commit(offsets)
+        self._uncommitted.update(offsets)
+        self._commit()
         crash_point("after_commit")
         stats = self.stats
         stats.batches += 1
@@ -503,7 +512,22 @@ class Pipeline:
         duplicates = len(events) - len(applied.new) - len(applied.failed)
         return queued, len(applied.new), duplicates, poison
 
-    def _commit(self, offsets: Mapping[TP, int]) -> None:
+    def _commit(self, *, now: bool = False, only: Sequence[TP] | None = None) -> None:
+        """Step 3 for what was checkpointed: when ``commit_interval`` has passed (or
+        ``now``), commit the latest offsets of those partitions (or of ``only``)."""
+        if not self._uncommitted:
+            return
+        if not now and time.monotonic() - self._last_commit < self._settings.commit_interval:
+            return
+        chosen = (
+            list(self._uncommitted) if only is None else [t for t in only if t in self._uncommitted]
+        )
+        offsets = {tp: self._uncommitted.pop(tp) for tp in chosen}
+        if offsets:
+            self._send_commit(offsets)
+            self._last_commit = time.monotonic()
+
+    def _send_commit(self, offsets: Mapping[TP, int]) -> None:
         assert self._consumer is not None
         try:
             self._consumer.commit(
@@ -539,7 +563,7 @@ class Pipeline:
                 "Kafka commit behind the checkpoint (a stop between steps 2 and 3): committing %s",
                 ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())),
             )
-            self._commit(behind)
+            self._send_commit(behind)
 
     def _on_statistics(self, text: str) -> None:
         """librdkafka's statistics (on the poll thread): broker states and consumer lag."""
@@ -649,7 +673,10 @@ class Pipeline:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        if self._consumer is not None:
+            self._commit(now=True, only=tps)  # Kafka's view level with the store before hand-over
         for tp in tps:
+            self._uncommitted.pop(tp, None)
             self._owned.pop(tp, None)
             self._fenced.pop(tp, None)
             self._resync.pop(tp, None)
