@@ -36,7 +36,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +84,14 @@ class DispatchStats:
     # From an action reaching the dispatcher (checkpointed, or loaded) to its delivery.
     delivery: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     store_ok: bool = True  # the last settlement or ownership check went through
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Actions handed to one of a target's workers in one ``deliver_many``."""
+
+    target: str
+    entries: list[tuple[PartitionBook, Entry]]
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,9 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pools: dict[str, ThreadPoolExecutor] = {}
+        # Per target: its calls waiting for a worker, and its worker threads.
+        self._calls: dict[str, queue.SimpleQueue[_Call | None]] = {}
+        self._workers: list[threading.Thread] = []
         self._in_flight: dict[str, int] = {}  # target -> calls in flight
         self._pending = 0  # actions not settled, all books (read by other threads)
         self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
@@ -147,7 +156,7 @@ class Dispatcher:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._open_pools()
+        self._open_workers()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kec-dispatch", daemon=True)
         self._thread.start()
@@ -159,17 +168,46 @@ class Dispatcher:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
-        for pool in self._pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._pools.clear()
+        self._close_workers()
 
-    def _open_pools(self) -> None:
+    def _open_workers(self) -> None:
+        """``concurrency`` long-lived threads per target, fed by a queue: a call costs a
+        put and a get, not a future and a thread-pool submission per action."""
         for name, target in self._targets.items():
-            if name not in self._pools:
-                self._pools[name] = ThreadPoolExecutor(
-                    max_workers=max(1, target.concurrency), thread_name_prefix=f"kec-{name}"
+            if name in self._calls:
+                continue
+            calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+            self._calls[name] = calls
+            self._in_flight[name] = 0
+            for i in range(max(1, target.concurrency)):
+                worker = threading.Thread(
+                    target=self._work, args=(target, calls), name=f"kec-{name}-{i}", daemon=True
                 )
-                self._in_flight[name] = 0
+                worker.start()
+                self._workers.append(worker)
+
+    def _close_workers(self) -> None:
+        for name, calls in self._calls.items():
+            # Calls not yet taken are dropped, unsettled: their actions are delivered
+            # again (same ids) by whoever owns the partition next.
+            while not calls.empty():
+                try:
+                    calls.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in range(max(1, self._targets[name].concurrency)):
+                calls.put(None)  # each worker takes one and ends after its call in progress
+        self._calls.clear()
+        self._workers.clear()
+
+    def _work(self, target: Target, calls: queue.SimpleQueue[_Call | None]) -> None:
+        while (call := calls.get()) is not None:
+            try:
+                failures = self._deliver(target, [e.action for _, e in call.entries])
+            except BaseException as exc:  # deliver_many itself broke
+                failures = {e.action.action_id: exc for _, e in call.entries}
+            self._inbox.put(_Result(call.target, call.entries, failures, called=True))
+            self._wake.set()
 
     def run_round(self) -> int:
         """One whole round in the calling thread, without the coordinator (tests, tools):
@@ -177,7 +215,7 @@ class Dispatcher:
         were settled (delivered or dead)."""
         if self._thread is not None:
             raise RuntimeError("run_round() is for a dispatcher that was not started")
-        self._open_pools()
+        self._open_workers()
         before = self.stats.delivered + self.stats.dead
         self._drain()
         while self._dispatch():
@@ -366,34 +404,20 @@ class Dispatcher:
                     book.sent(e)
                 taken.setdefault(name, []).extend((book, e) for e in lane)
         for name, entries in taken.items():
-            target = self._targets[name]
-            size = max(1, target.batch_size)
+            size = max(1, self._targets[name].batch_size)
             for i in range(0, len(entries), size):
-                chunk = entries[i : i + size]
                 self._in_flight[name] += 1
-                future = self._pools[name].submit(
-                    self._deliver, target, [e.action for _, e in chunk]
-                )
-                future.add_done_callback(self._answer(name, chunk))
+                self._calls[name].put(_Call(name, entries[i : i + size]))
         return sum(len(entries) for entries in taken.values())
-
-    def _answer(
-        self, name: str, chunk: list[tuple[PartitionBook, Entry]]
-    ) -> Callable[[Future[dict[str, BaseException]]], None]:
-        def done(future: Future[dict[str, BaseException]]) -> None:
-            try:
-                failures = future.result()
-            except BaseException as exc:  # deliver_many itself broke
-                failures = {e.action.action_id: exc for _, e in chunk}
-            self._inbox.put(_Result(name, chunk, failures, called=True))
-            self._wake.set()
-
-        return done
 
     def _deliver(self, target: Target, actions: list[Action]) -> dict[str, BaseException]:
         """Deliver, retrying in place (tenacity) the actions that failed transiently."""
-        pending = actions
-        failures: dict[str, BaseException] = {}
+        result0 = dict(target.deliver_many(actions))
+        failures: dict[str, BaseException] = dict(result0)
+        first: dict[str, BaseException] | None = result0
+        pending = [a for a in actions if _transient(failures.get(a.action_id))]
+        if not pending:  # the common case: no retry machinery at all
+            return failures
         retrying = Retrying(
             stop=stop_after_attempt(self._policy.inline_attempts),
             wait=wait_exponential(multiplier=self._policy.inline_wait, max=2.0),
@@ -403,7 +427,11 @@ class Dispatcher:
         try:
             for attempt in retrying:
                 with attempt:
-                    result = target.deliver_many(pending)
+                    # The first attempt is the call above; tenacity waits before the next.
+                    if first is not None:
+                        result, first = first, None
+                    else:
+                        result = dict(target.deliver_many(pending))
                     for action in pending:
                         failures.pop(action.action_id, None)
                     failures.update(result)
