@@ -130,11 +130,18 @@ class Image:
     dockerfile: Path
     inputs: list[Path]
     build_args: dict[str, str] = field(default_factory=dict)
+    # Earlier stages of a multi-stage Dockerfile, tagged so that their layers stay cached
+    # (untagged, the pruning after a build would take them).
+    stages: tuple[str, ...] = ()
+
+    @property
+    def repository(self) -> str:
+        return self.name.rsplit(":", 1)[0] if ":" in self.name.rsplit("/", 1)[-1] else self.name
 
     @property
     def tags(self) -> list[str]:
-        repo = self.name.rsplit(":", 1)[0] if ":" in self.name.rsplit("/", 1)[-1] else self.name
-        return [self.name, f"{repo}:latest"] if not self.name.endswith(":latest") else [self.name]
+        latest = f"{self.repository}:latest"
+        return [self.name] if self.name == latest else [self.name, latest]
 
 
 class Docker:
@@ -264,7 +271,16 @@ def stage_jars(target: Path) -> None:
 
 
 def stage_wheels(target: Path) -> None:
-    """Wheels of the connector's dependencies for the image (CPython 3.11, glibc 2.36)."""
+    """Wheels of the connector's dependencies for the image (CPython 3.11, glibc 2.36).
+
+    Downloaded again only when the pins or the dependency list changed (a stamp file
+    records what the wheels there were downloaded for).
+    """
+    pins = [ROOT / "pyproject.toml", ROOT / "constraints.txt", DOCKER_DIR / "build-constraints.txt"]
+    stamp, wanted = target / ".inputs", digest(pins, [WHEEL_PYTHON, *_MANYLINUX])
+    if stamp.exists() and stamp.read_text() == wanted and any(target.glob("*.whl")):
+        return
+    stamp.unlink(missing_ok=True)
     for old in target.glob("*.whl"):
         old.unlink()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -307,6 +323,7 @@ def stage_wheels(target: Path) -> None:
             timeout=900,
         )
         (target / project.name).unlink(missing_ok=True)  # the image builds it from source
+        stamp.write_text(wanted)
     except subprocess.CalledProcessError as exc:
         raise ImageBuildError(f"downloading the wheels for the image failed: {exc}") from exc
     finally:
@@ -323,6 +340,7 @@ def images(base: str) -> list[Image]:
             kafka_dir / "Dockerfile",
             kafka_files,
             {"BASE_IMAGE": base, "KAFKA_VERSION": kafka_version(kafka_dir / "pom.xml")},
+            stages=("jars",),
         ),
         Image(
             postgres_image(),
@@ -349,6 +367,7 @@ def images(base: str) -> list[Image]:
                 ]
             ),
             {"BASE_IMAGE": base, "VERSION": project_version()},
+            stages=("build",),
         ),
     ]
 
@@ -364,12 +383,17 @@ def build_image(docker: Docker, image: Image, base_id: str) -> str:
         stage_wheels(DOCKER_DIR / "wheels")
     elif image.context.name == "kafka":
         stage_jars(image.context / "libs")
-    argv = [docker.exe, "build", "--network", "host", "--label", f"{INPUTS_LABEL}={inputs}"]
-    argv += [item for arg in args for item in ("--build-arg", arg)]
-    argv += [item for tag in image.tags for item in ("-t", tag)]
-    argv += ["-f", str(image.dockerfile), str(image.context)]
+    common = [docker.exe, "build", "--network", "host", "-f", str(image.dockerfile)]
+    common += [item for arg in args for item in ("--build-arg", arg)]
     name = image.name.replace("/", "_").replace(":", "-")
-    docker.run_logged(name, argv)
+    for stage in image.stages:
+        tag = f"{image.repository}-{stage}:cache"
+        docker.run_logged(
+            f"{name}-{stage}", [*common, "--target", stage, "-t", tag, str(image.context)]
+        )
+    argv = [*common, "--label", f"{INPUTS_LABEL}={inputs}"]
+    argv += [item for tag in image.tags for item in ("-t", tag)]
+    docker.run_logged(name, [*argv, str(image.context)])
     return "built"
 
 
@@ -397,8 +421,8 @@ def build_all(*, base_image: str | None, mirror: str, say: Callable[[str], None]
             f"{image.name:<34} {state} ({time.monotonic() - step:.1f}s, "
             f"{docker.size_mb(image.name):.0f} MB)"
         )
-    # The legacy builder leaves each build's first stage behind untagged; they carry the
-    # base's label, which is how these and nobody else's are found.
+    # Images that lost their tags to this run's builds carry the base's label: that is how
+    # they, and nobody else's, are found.
     docker.run_logged(
         "prune", [docker.exe, "image", "prune", "-f", "--filter", f"label={INPUTS_LABEL}"]
     )

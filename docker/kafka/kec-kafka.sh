@@ -5,6 +5,8 @@
 # KAFKA_INTERNAL_HOST     how containers reach port 9092 (default: this container's address)
 # KAFKA_EXTERNAL_ADDRESS  how the host reaches port 9094, host:port (default localhost:9094)
 # KAFKA_CLUSTER_ID        KRaft cluster id for a fresh volume (default: a random one)
+# KAFKA_AUTO_CREATE_TOPICS  true: a producer's first record creates its topic (default
+#                         false, as for the dev broker: a typo should not create one)
 # KAFKA_HEAP              JVM heap (default 512m)
 set -eu
 home=/opt/kafka
@@ -23,6 +25,7 @@ cat >> "$props" <<PROPS
 listeners=PLAINTEXT://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094,CONTROLLER://127.0.0.1:9093
 advertised.listeners=PLAINTEXT://$internal:9092,EXTERNAL://$external
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+auto.create.topics.enable=${KAFKA_AUTO_CREATE_TOPICS:-false}
 PROPS
 
 set -- java "-Xmx${KAFKA_HEAP:-512m}" -Xms128m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \

@@ -1,0 +1,71 @@
+"""Container tests: the project's images, testcontainers and compose on a real Docker engine.
+
+This folder is skipped as a whole (tests/conftest.py, with one line saying why) when no
+Docker engine answers or the project's images are not built (``make images``).
+``KEC_REQUIRE_CONTAINERS=1`` (set by ``.ci/run``) turns that skip into a collection error,
+so CI cannot go green without running them.
+Traffic stays on this machine: published ports are bound to 127.0.0.1, and containers talk
+over a Docker network of their own on the local bridge.
+
+The measured numbers (start-to-healthy times, the compose kill test's counts) are printed
+at the end of the run, under "containers:".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from testcontainers.core.network import Network
+
+from connector import devdocker
+from connector.devimages import connector_image
+from tests.containers.support import unavailable
+
+_REPORT = pytest.StashKey[list[str]]()
+
+
+@dataclass(frozen=True)
+class Images:
+    kafka: str
+    postgres: str
+    connector: str
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    reason = unavailable()
+    if reason is not None:  # a test of this folder named on the command line
+        if os.environ.get("KEC_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"KEC_REQUIRE_CONTAINERS=1 but {reason}")
+        pytest.skip(reason)
+    return Images(devdocker.kafka_image(), devdocker.postgres_image(), connector_image())
+
+
+@pytest.fixture(autouse=True)
+def _needs_docker(images: Images) -> None:
+    """Every test of this folder needs the engine and the images."""
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``report(line)``: a measured number, printed in the run's summary."""
+    lines = request.config.stash.setdefault(_REPORT, [])
+    return lines.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(_REPORT, [])
+    if lines:
+        terminalreporter.write_sep("-", "containers: measured")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def network(images: Images) -> Iterator[Network]:
+    """A Docker network of this module's own: the containers reach each other by alias."""
+    with Network() as created:
+        yield created
