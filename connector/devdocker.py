@@ -271,6 +271,7 @@ class _ServiceContainer:
     """
 
     port: int  # the container port published on 127.0.0.1
+    internal_port: int  # the port other containers on the network use
     error: type[ConnectorError] = ConnectorError
     what = "service"
 
@@ -373,13 +374,13 @@ class _ServiceContainer:
 
     def internal_address(self) -> str:
         """``host:port`` of the service for containers on the same Docker network."""
+        if self._alias:
+            return f"{self._alias}:{self.internal_port}"
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
-        if self._alias:
-            return f"{self._alias}:{self.port}"
         networks = wrapped.attrs["NetworkSettings"]["Networks"]
         address = next(iter(networks.values()))["IPAddress"]
-        return f"{address}:{self.port}"
+        return f"{address}:{self.internal_port}"
 
     def close(self) -> None:
         """Remove the container and its volumes; idempotent."""
@@ -394,6 +395,7 @@ class KafkaContainer(_ServiceContainer):
     ``127.0.0.1:<host_port>``, containers on the same network on :meth:`internal_address`."""
 
     port = 9094
+    internal_port = 9092
     what = "Kafka"
     error = DevBrokerError
 
@@ -407,9 +409,6 @@ class KafkaContainer(_ServiceContainer):
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.host_port}"
 
-    def internal_address(self) -> str:
-        return super().internal_address().rsplit(":", 1)[0] + ":9092"
-
     def ready(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
@@ -417,7 +416,8 @@ class KafkaContainer(_ServiceContainer):
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", self.host_port)) != 0:
                 return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        # Quiet: until Kafka listens, Docker's port proxy accepts and resets connections.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 2})
         try:
             brokers = admin.list_topics(timeout=2).brokers
         except Exception:  # not answering metadata yet
@@ -429,6 +429,7 @@ class PostgresContainer(_ServiceContainer):
     """The project's PostgreSQL image, superuser ``postgres`` with a random password."""
 
     port = 5432
+    internal_port = 5432
     what = "PostgreSQL"
     error = DevPostgresError
 
@@ -441,7 +442,12 @@ class PostgresContainer(_ServiceContainer):
 
     @property
     def dsn(self) -> str:
+        """The superuser's DSN from the host."""
         return f"postgresql://postgres:{self._password}@127.0.0.1:{self.host_port}/postgres"
+
+    def internal_dsn(self, dbname: str = "postgres") -> str:
+        """The superuser's DSN for ``dbname`` from containers on the same network."""
+        return f"postgresql://postgres:{self._password}@{self.internal_address()}/{dbname}"
 
     def ready(self) -> bool:
         import psycopg

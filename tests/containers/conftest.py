@@ -69,3 +69,23 @@ def network(images: Images) -> Iterator[Network]:
     """A Docker network of this module's own: the containers reach each other by alias."""
     with Network() as created:
         yield created
+
+
+@pytest.fixture(scope="module")
+def kafka(images: Images, network: Network) -> Iterator[devdocker.KafkaContainer]:
+    """A Kafka node from the project's image: ``kafka:9092`` on ``network``, and
+    ``bootstrap_servers`` on the host's loopback."""
+    node = devdocker.KafkaContainer(images.kafka, network=network, alias="kafka")
+    node.start()
+    yield node
+    node.close()
+
+
+@pytest.fixture(scope="module")
+def postgres(images: Images, network: Network) -> Iterator[devdocker.PostgresContainer]:
+    """PostgreSQL from the project's image: ``postgres:5432`` on ``network``, ``dsn`` on
+    the host's loopback."""
+    node = devdocker.PostgresContainer(images.postgres, network=network, alias="postgres")
+    node.start()
+    yield node
+    node.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -24,14 +24,6 @@ from tests.containers.support import (
     wait_healthy,
 )
 from tests.support import wait_for
-
-
-@pytest.fixture(scope="module")
-def kafka(images: Images, network: Network) -> Iterator[KafkaContainer]:
-    node = KafkaContainer(images.kafka, network=network, alias="kafka")
-    node.start()
-    yield node
-    node.close()
 
 
 def _run(image: str, *argv: str) -> str:
@@ -132,7 +124,10 @@ def test_the_connector_image_turns_healthy_and_serves_its_probes(
             except httpx.TransportError:
                 return False
 
-        wait_for(answers, timeout=120, what=f"/healthz; logs:\n{logs(container)}")
+        try:
+            wait_for(answers, timeout=120, interval=0.2, what="/healthz")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; connector logs:\n{logs(container)}") from None
         first_ok = time.monotonic() - started
         wait_healthy(container, timeout=120)
         healthy = time.monotonic() - started
