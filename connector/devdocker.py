@@ -217,7 +217,7 @@ def choose(service: Service, image: Callable[[], str]) -> Choice:
 # -- containers -----------------------------------------------------------------------
 
 
-def _start_ticks(pid: int) -> str:
+def process_start_ticks(pid: int) -> str:
     """The process's start time in clock ticks since boot ('' if it does not exist)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -228,7 +228,7 @@ def _start_ticks(pid: int) -> str:
 
 def owner() -> str:
     """The owner label's value for this process: host, pid and the pid's start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start_ticks(os.getpid())}"
 
 
 def _owner_alive(owner: str) -> bool:
@@ -236,7 +236,7 @@ def _owner_alive(owner: str) -> bool:
     pid, _, ticks = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # not ours to judge
-    return _start_ticks(int(pid)) == ticks
+    return process_start_ticks(int(pid)) == ticks
 
 
 def reap_orphans() -> int:
@@ -302,6 +302,8 @@ class _ServiceContainer:
         from testcontainers.core.container import DockerContainer
 
         testcontainers_config.ryuk_disabled = True  # no registry for its image; we reap
+        # It logs "Pulling image" at INFO for every start, pulled or not; we say what we do.
+        logging.getLogger("testcontainers").setLevel(logging.WARNING)
         try:
             reap_orphans()
         except DockerUnavailable as exc:

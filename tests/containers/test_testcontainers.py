@@ -4,6 +4,9 @@ the test fixtures, used for real), and the connector image works against them.""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -19,7 +22,14 @@ from testcontainers.core.network import Network
 from checkpoint import ActionState, open_store
 from connector.config import load_config
 from connector.devbroker import kafka_version, manifest_dir, provide_kafka
-from connector.devdocker import OWNER_LABEL, KafkaContainer, PostgresContainer, owner
+from connector.devdocker import (
+    OWNER_LABEL,
+    KafkaContainer,
+    PostgresContainer,
+    owner,
+    process_start_ticks,
+    reap_orphans,
+)
 from connector.devdocker import docker_host as engine_address
 from connector.devpostgres import provide_postgres, scratch_database
 from connector.notification import NotificationClient
@@ -185,3 +195,32 @@ def test_the_connector_image_checkpoints_in_the_postgres_container(
             assert store.count_actions(ActionState.PENDING) == 0
             delivered = read_file(container, "/var/lib/kec/actions.jsonl").splitlines()
     assert len({json.loads(line)["idempotency_key"] for line in delivered}) == 200
+
+
+def test_containers_of_a_process_that_died_are_removed_by_the_next_start(
+    images: Images,
+) -> None:
+    # A process that started, was seen, and is gone: what a test run killed by -9 leaves.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    ticks = process_start_ticks(child.pid)
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait(30)
+    client = docker.DockerClient(base_url=engine_address())
+    try:
+        orphan = client.containers.create(
+            images.postgres, labels={OWNER_LABEL: f"{socket.gethostname()}:{child.pid}:{ticks}"}
+        )
+        mine = client.containers.create(images.postgres, labels={OWNER_LABEL: owner()})
+        try:
+            assert reap_orphans() >= 1
+            names = {c.id for c in client.containers.list(all=True)}
+            assert orphan.id not in names
+            assert mine.id in names  # a live owner's container stays
+        finally:
+            mine.remove(force=True, v=True)
+            if orphan.id in {c.id for c in client.containers.list(all=True)}:
+                orphan.remove(force=True, v=True)
+    finally:
+        client.close()
