@@ -84,3 +84,4 @@ bench: jars $(PEER_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -f docker/wheels/*.whl docker/wheels/.inputs docker/kafka/libs/*.jar

@@ -4,7 +4,6 @@ a real PostgreSQL server and a fresh database per test."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,14 +34,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, _SUITES[suite]))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-containers",
+        action="store_true",
+        help="Fail, rather than skip, when tests/containers cannot run (no Docker engine or "
+        "no images): what CI runs with.",
+    )
+
+
 class _Unavailable(pytest.Package):
     """A test folder that cannot run on this machine: one skip, with the reason, for all."""
 
     reason = ""
 
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
-        if os.environ.get("KEC_REQUIRE_CONTAINERS") == "1":
-            raise pytest.fail(f"KEC_REQUIRE_CONTAINERS=1 but {self.reason}", pytrace=False)
+        if self.config.getoption("--require-containers"):
+            raise pytest.fail(f"--require-containers, but {self.reason}", pytrace=False)
         pytest.skip(self.reason)
         yield from ()
 

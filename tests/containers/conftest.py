@@ -2,8 +2,8 @@
 
 This folder is skipped as a whole (tests/conftest.py, with one line saying why) when no
 Docker engine answers or the project's images are not built (``make images``).
-``KEC_REQUIRE_CONTAINERS=1`` (set by ``.ci/run``) turns that skip into a collection error,
-so CI cannot go green without running them.
+``--require-containers`` (given by ``.ci/run``) turns that skip into a collection error, so
+CI cannot go green without running them.
 Traffic stays on this machine: published ports are bound to 127.0.0.1, and containers talk
 over a Docker network of their own on the local bridge.
 
@@ -13,7 +13,6 @@ at the end of the run, under "containers:".
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,11 +34,11 @@ class Images:
 
 
 @pytest.fixture(scope="session")
-def images() -> Images:
+def images(request: pytest.FixtureRequest) -> Images:
     reason = unavailable()
     if reason is not None:  # a test of this folder named on the command line
-        if os.environ.get("KEC_REQUIRE_CONTAINERS") == "1":
-            pytest.fail(f"KEC_REQUIRE_CONTAINERS=1 but {reason}")
+        if request.config.getoption("--require-containers"):
+            pytest.fail(f"--require-containers, but {reason}")
         pytest.skip(reason)
     return Images(devdocker.kafka_image(), devdocker.postgres_image(), connector_image())
 
