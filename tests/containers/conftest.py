@@ -57,10 +57,21 @@ def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     lines = terminalreporter.config.stash.get(_REPORT, [])
-    if lines:
+    counts = {
+        outcome: sum(
+            1
+            for rep in terminalreporter.stats.get(outcome, [])
+            if getattr(rep, "when", "call") in ("call", "setup")
+            and str(getattr(rep, "nodeid", "")).startswith("tests/containers/")
+        )
+        for outcome in ("passed", "failed", "error", "skipped")
+    }
+    if lines or any(counts.values()):
         terminalreporter.write_sep("-", "containers: measured")
         for line in lines:
             terminalreporter.write_line(line)
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
+        terminalreporter.write_line(f"tests/containers: {summary}")
 
 
 @pytest.fixture(scope="module")
