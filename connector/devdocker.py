@@ -113,8 +113,8 @@ def docker_available(timeout: float = 2.0) -> bool:
         return False
 
 
-def _client() -> Any:
-    """A docker SDK client for :func:`docker_host`; DockerUnavailable when there is none."""
+def _sdk() -> Any:
+    """The docker SDK module; DockerUnavailable when it is not installed."""
     try:
         import docker
     except ImportError as exc:  # the SDK comes with the test extra (testcontainers)
@@ -122,23 +122,33 @@ def _client() -> Any:
             "the docker and testcontainers packages are not installed "
             "(pip install 'kafka-event-connector[test]')"
         ) from exc
+    return docker
+
+
+def _client() -> Any:
+    """A docker SDK client for :func:`docker_host`; DockerUnavailable when there is none."""
+    docker = _sdk()
     try:
         return docker.DockerClient(base_url=docker_host(), timeout=60)
-    except docker.errors.DockerException as exc:
+    except Exception as exc:  # DockerException, or the HTTP layer's own errors
         raise DockerUnavailable(f"Docker engine at {docker_host()}: {exc}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def local_image(image: str) -> dict[str, str] | None:
     """The labels of ``image`` when the engine has it, None when it has not (no pull)."""
-    import docker
-
+    docker = _sdk()
     client = _client()
     try:
         found = client.images.get(image)
     except docker.errors.ImageNotFound:
         return None
-    except docker.errors.DockerException as exc:
-        raise DockerUnavailable(f"Docker engine at {docker_host()}: {exc}") from exc
+    except Exception as exc:  # DockerException, or the HTTP layer's own errors
+        raise DockerUnavailable(f"Docker engine at {docker_host()}: {_first_line(exc)}") from exc
     finally:
         client.close()
     return dict(found.labels or {})
@@ -146,14 +156,11 @@ def local_image(image: str) -> dict[str, str] | None:
 
 def pull(image: str) -> None:
     """Pull ``image``; DockerUnavailable with the engine's one-line reason if that fails."""
-    import docker
-
     client = _client()
     try:
         client.images.pull(image)
-    except docker.errors.DockerException as exc:
-        reason = str(getattr(exc, "explanation", None) or exc).splitlines()[0]
-        raise DockerUnavailable(f"cannot pull {image}: {reason}") from exc
+    except Exception as exc:  # DockerException, or the HTTP layer's own errors
+        raise DockerUnavailable(f"cannot pull {image}: {_first_line(exc)}") from exc
     finally:
         client.close()
 
@@ -323,15 +330,14 @@ class _ServiceContainer:
             try:
                 container.start()
                 break
-            except docker.errors.APIError as exc:
+            except Exception as exc:  # DockerException, or the HTTP layer's own errors
                 self.close()
                 taken = "already allocated" in str(exc) or "address already in use" in str(exc)
-                if taken and attempt < 2:
+                if isinstance(exc, docker.errors.APIError) and taken and attempt < 2:
                     continue
-                raise self.error(f"{self.what} in Docker ({self.image}): {exc}") from exc
-            except docker.errors.DockerException as exc:
-                self.close()
-                raise self.error(f"{self.what} in Docker ({self.image}): {exc}") from exc
+                raise self.error(
+                    f"{self.what} in Docker ({self.image}): {_first_line(exc)}"
+                ) from exc
         atexit.register(self.close)
         try:
             self._wait_ready()
@@ -342,7 +348,10 @@ class _ServiceContainer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            state = self.state()
+            try:
+                state = self.state()
+            except Exception as exc:  # the engine went away, or removed the container
+                raise self.error(f"{self.what} container: {_first_line(exc)}") from exc
             if state not in ("created", "running"):
                 raise self.error(
                     f"{self.what} container ({self.image}) is {state}; last log lines:\n"
