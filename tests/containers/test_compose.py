@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from connector.devbroker import free_port
 from connector.devdocker import docker_host as engine_address
@@ -56,6 +56,7 @@ kafka:
 group_id: {group}
 namespaces:
   default: {{}}
+topic_creation: {{partitions: {partitions}}}   # the replicas create events.default
 checkpoint:
   backend: postgres
   dsn: ${{KEC_PG_DSN}}
@@ -127,7 +128,7 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
             pytest.fail(f"--require-containers, but {reason}")
         pytest.skip(reason)
     config = tmp_path / "connector.yaml"
-    config.write_text(CONFIG.format(group=GROUP))
+    config.write_text(CONFIG.format(group=GROUP, partitions=PARTITIONS))
     deployment = Deployment(compose, images, config)
     client = docker.DockerClient(base_url=engine_address())
     started = time.monotonic()
@@ -145,12 +146,14 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
         bootstrap = f"127.0.0.1:{deployment.kafka_port}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         topic = "events.default"
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
 
         def both_members_assigned() -> bool:
             group = admin.describe_consumer_groups([GROUP])[GROUP].result(10)
-            return len(group.members) == 2 and all(
-                m.assignment.topic_partitions for m in group.members
+            assigned = [tp for m in group.members for tp in m.assignment.topic_partitions]
+            return (
+                len(group.members) == 2
+                and len(assigned) == PARTITIONS
+                and all(m.assignment.topic_partitions for m in group.members)
             )
 
         wait_for(both_members_assigned, timeout=120, interval=0.5, what="two group members")

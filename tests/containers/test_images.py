@@ -144,7 +144,7 @@ def test_the_connector_image_turns_healthy_and_serves_its_probes(
         wait_healthy(container, timeout=120)
         healthy = time.monotonic() - started
         body = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
-        assert body["status"] == "ok"
+        assert body["status"] == "ready"
         assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).json() == {"status": "alive"}
         assert "kec_records_total" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     report(
