@@ -1,4 +1,4 @@
-"""The connector image's HEALTHCHECK: exit 0 when the metrics server's /healthz says ok.
+"""The connector image's HEALTHCHECK: exit 0 when /healthz answers 200 (the connector is ready).
 
 KEC_HEALTH_URL overrides the address (default http://127.0.0.1:9464/healthz).
 """
