@@ -12,12 +12,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench clean
+.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench images clean
 
 help:
 	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
 	@echo "make test   - lint, type-check and run every test against real Kafka/PostgreSQL"
 	@echo "make bench  - throughput/latency benchmark against a raw confluent-kafka consumer"
+	@echo "make images - build the connector, Kafka and PostgreSQL images (needs a Docker engine)"
 
 system-deps:
 	@missing=""; \
@@ -61,6 +62,14 @@ unit: setup
 test: jars engines lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The local base image is made with debootstrap: no image registry is needed.
+images: jars
+	@command -v debootstrap >/dev/null 2>&1 || [ -n "$$KEC_BASE_IMAGE" ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends debootstrap; }
+	$(BIN)/python -m connector.devimages
+
 # The benchmark's peer (quixstreams) pins other versions than the connector: its own venv.
 PEER := $(HOME)/.cache/kafka-event-connector/bench-peer
 PEER_STAMP := $(PEER)/.installed-$(shell cat bench/peer/requirements.txt bench/peer/constraints.txt | sha1sum | cut -c1-12)
@@ -75,3 +84,4 @@ bench: jars $(PEER_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -f docker/wheels/*.whl docker/wheels/.inputs docker/kafka/libs/*.jar

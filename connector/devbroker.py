@@ -1,9 +1,12 @@
 """A real single-node Apache Kafka broker for development and tests (see docs/architecture.md).
 
-Where the broker comes from, in order (:func:`provide_kafka`):
+Where the broker comes from, in order (:func:`provide_kafka`; ``KEC_BROKER=external|
+docker|jvm`` forces one, see :mod:`connector.devdocker`):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: that cluster, untouched.
-2. A Docker engine answers: testcontainers' Kafka module (KRaft).
+2. A Docker engine answers and has the project's Kafka image (``make images``, built
+   from the same manifest): a container, started with testcontainers. An engine without
+   the image, or a container that fails to start, falls back to 3 with one log line.
 3. Otherwise: Apache Kafka's own jars, pinned by ``docker/kafka/pom.xml``, resolved once
    from Maven Central into a cache outside the repository and run with Java 17 as one
    KRaft broker+controller on free loopback ports (:class:`DevBroker`).
@@ -20,6 +23,7 @@ import atexit
 import base64
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -43,7 +47,6 @@ from kec.errors import DevBrokerError
 log = logging.getLogger(__name__)
 
 MANIFEST_DIR = Path(__file__).resolve().parent.parent / "docker" / "kafka"
-TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:8.1.0"  # Confluent's build of Apache Kafka 4.1
 _PR_SET_PDEATHSIG = 1
 
 
@@ -54,6 +57,7 @@ class KafkaCluster:
     bootstrap_servers: str
     kind: str  # "external", "testcontainers" or "local-jvm"
     version: str  # "unknown" when the cluster does not tell us
+    why: str = ""  # why this source was chosen, in a few words
 
 
 def manifest_dir() -> Path:
@@ -411,45 +415,42 @@ class DevBroker:
         self.close()
 
 
-def docker_available(timeout: float = 2.0) -> bool:
-    """True when a Docker engine answers ``GET /_ping`` (the client binary alone is not enough).
-
-    Asked over a plain socket: the docker SDK leaks its socket when no engine listens.
-    """
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        if host.startswith("unix://"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: str | tuple[str, int] = host.removeprefix("unix://")
-        elif host.startswith("tcp://"):
-            name, _, port = host.removeprefix("tcp://").partition(":")
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            address = (name, int(port or 2375))
-        else:
-            return False
-        with sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return sock.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK")
-    except (OSError, ValueError):
-        return False
-
-
 @contextlib.contextmanager
 def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
-    """Yield a running Kafka cluster chosen in the order above; stop what was started."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield KafkaCluster(external, "external", "unknown")
-        return
-    if os.environ.get("KEC_NO_DOCKER") != "1" and docker_available():
-        from testcontainers.community.kafka import KafkaContainer
+    """Yield a running Kafka cluster chosen as the module docstring says; stop what was
+    started."""
+    from connector import devdocker
 
-        with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
-            yield KafkaCluster(
-                container.get_bootstrap_server(), "testcontainers", TESTCONTAINERS_IMAGE
-            )
+    try:
+        choice = devdocker.choose("kafka", devdocker.kafka_image)
+    except devdocker.DockerUnavailable as exc:
+        raise DevBrokerError(str(exc)) from exc
+    if choice.source == "external":
+        yield KafkaCluster(
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"], "external", "unknown", choice.reason
+        )
         return
+    why = choice.reason
+    if choice.source == "docker":
+        container = devdocker.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
+        try:
+            container.start()
+        except DevBrokerError as exc:
+            if choice.forced:
+                raise
+            first = str(exc).splitlines()[0]
+            log.warning("Kafka in Docker failed (%s); using the local JVM broker instead", first)
+            why = f"Kafka in Docker failed: {first}"
+        else:
+            try:
+                labels = devdocker.local_image(choice.image) or {}
+                version = labels.get("org.opencontainers.image.version", "unknown")
+                log.info("Apache Kafka %s in Docker (%s) at %s", version, choice.image,
+                         container.bootstrap_servers)  # fmt: skip
+                yield KafkaCluster(container.bootstrap_servers, "testcontainers", version, why)
+            finally:
+                container.close()
+            return
+    log.info("Kafka broker: the local JVM broker (%s)", why)
     with DevBroker(resolve_jars(), start_timeout=start_timeout) as broker:
-        yield broker.cluster()
+        yield dataclasses.replace(broker.cluster(), why=why)

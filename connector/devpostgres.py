@@ -1,9 +1,12 @@
 """A real PostgreSQL server for development and tests (see docs/architecture.md).
 
-Where the server comes from, in order (:func:`provide_postgres`):
+Where the server comes from, in order (:func:`provide_postgres`; ``KEC_POSTGRES=external|
+docker|local`` forces one, see :mod:`connector.devdocker`):
 
 1. ``PG_DSN`` is set: that server, untouched.
-2. A Docker engine answers: testcontainers' PostgreSQL module (a small alpine image).
+2. A Docker engine answers and has the project's PostgreSQL image (``make images``): a
+   container, started with testcontainers. An engine without the image, or a container
+   that fails to start, falls back to 3 with one log line.
 3. Otherwise: a throwaway cluster from Debian's ``postgresql`` package
    (:class:`DevPostgres`): ``initdb`` in a scratch folder, the server on a free loopback
    port with trust authentication. ``initdb`` refuses to run as root, so as root both run
@@ -24,6 +27,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
+import logging
 import os
 import pwd
 import re
@@ -43,10 +48,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from connector.devbroker import _port_taken, docker_available, free_port  # shared helpers
+from connector import devdocker
+from connector.devbroker import _port_taken, free_port  # shared helpers
 from kec.errors import DevPostgresError
 
-TESTCONTAINERS_IMAGE = "postgres:16-alpine"
+log = logging.getLogger(__name__)
 SERVER_USER = "postgres"  # the system user that runs the server when we are root
 _PR_SET_PDEATHSIG = 1
 
@@ -58,6 +64,7 @@ class PostgresServer:
     dsn: str
     kind: str  # "external", "testcontainers" or "local"
     version: str
+    why: str = ""  # why this source was chosen, in a few words
 
     def describe(self) -> str:
         """A one-line summary without credentials."""
@@ -298,20 +305,36 @@ class DevPostgres:
 
 @contextlib.contextmanager
 def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
-    """Yield a running PostgreSQL chosen in the order above; stop what was started."""
-    external = os.environ.get("PG_DSN")
-    if external:
-        yield PostgresServer(external, "external", _server_version(external))
+    """Yield a running PostgreSQL chosen as the module docstring says; stop what was started."""
+    try:
+        choice = devdocker.choose("postgres", devdocker.postgres_image)
+    except devdocker.DockerUnavailable as exc:
+        raise DevPostgresError(str(exc)) from exc
+    if choice.source == "external":
+        external = os.environ["PG_DSN"]
+        yield PostgresServer(external, "external", _server_version(external), choice.reason)
         return
-    if os.environ.get("KEC_NO_DOCKER") != "1" and docker_available():
-        from testcontainers.community.postgres import PostgresContainer
-
-        with PostgresContainer(TESTCONTAINERS_IMAGE, driver=None) as container:
-            dsn = container.get_connection_url()
-            yield PostgresServer(dsn, "testcontainers", _server_version(dsn))
-        return
+    why = choice.reason
+    if choice.source == "docker":
+        container = devdocker.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
+        try:
+            container.start()
+        except DevPostgresError as exc:
+            if choice.forced:
+                raise
+            first = str(exc).splitlines()[0]
+            log.warning("PostgreSQL in Docker failed (%s); using a local server instead", first)
+            why = f"PostgreSQL in Docker failed: {first}"
+        else:
+            try:
+                dsn = container.dsn
+                yield PostgresServer(dsn, "testcontainers", _server_version(dsn), why)
+            finally:
+                container.close()
+            return
+    log.info("PostgreSQL: a local server (%s)", why)
     with DevPostgres(start_timeout=start_timeout) as server:
-        yield server.server()
+        yield dataclasses.replace(server.server(), why=why)
 
 
 def _server_version(dsn: str) -> str:

@@ -17,7 +17,13 @@ from connector.devpostgres import PostgresServer, provide_postgres, scratch_data
 
 _CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
 _POSTGRES_KEY = pytest.StashKey[tuple[PostgresServer, float]]()
-_SUITES = {"unit": "unit", "integration": "integration", "chaos": "chaos", "engines": "engines"}
+_SUITES = {
+    "unit": "unit",
+    "integration": "integration",
+    "chaos": "chaos",
+    "engines": "engines",
+    "containers": "containers",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,18 +34,63 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, _SUITES[suite]))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-containers",
+        action="store_true",
+        help="Fail, rather than skip, when tests/containers cannot run (no Docker engine or "
+        "no images): what CI runs with.",
+    )
+
+
+class _Unavailable(pytest.Package):
+    """A test folder that cannot run on this machine: one skip, with the reason, for all."""
+
+    reason = ""
+
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        if self.config.getoption("--require-containers"):
+            raise pytest.fail(f"--require-containers, but {self.reason}", pytrace=False)
+        pytest.skip(self.reason)
+        yield from ()
+
+
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """tests/containers needs a Docker engine with the project's images (make images).
+
+    Without them the folder is one skipped collector; a file or test inside it named on the
+    command line is collected as usual and its tests skip one by one (tests/containers'
+    ``images`` fixture).
+    """
+    if path.name != "containers" or path.parent != Path(__file__).parent:
+        return None
+    from tests.containers.support import unavailable
+
+    reason = unavailable()
+    named_inside = any(
+        path in Path(arg.split("::")[0]).resolve().parents for arg in parent.config.args
+    )
+    if reason is None or named_inside:
+        return None
+    skipped = _Unavailable.from_parent(parent, path=path)
+    skipped.reason = f"tests/containers: {reason}"
+    return skipped
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     found = terminalreporter.config.stash.get(_CLUSTER_KEY, None)
     if found:
         cluster, started_in = found
         terminalreporter.write_line(
             f"Kafka broker: Apache Kafka {cluster.version} ({cluster.kind}) at "
-            f"{cluster.bootstrap_servers}, ready in {started_in:.1f}s"
+            f"{cluster.bootstrap_servers}, ready in {started_in:.1f}s ({cluster.why})"
         )
     postgres = terminalreporter.config.stash.get(_POSTGRES_KEY, None)
     if postgres:
         server, started_in = postgres
-        terminalreporter.write_line(f"{server.describe()}, ready in {started_in:.1f}s")
+        terminalreporter.write_line(
+            f"{server.describe()}, ready in {started_in:.1f}s ({server.why})"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,227 @@
+"""docker/compose.yaml for real: Kafka, PostgreSQL, two connector replicas sharing the
+PostgreSQL store and the HTTP gateway come up healthy; events sent from the host become
+actions at a webhook receiver; one replica is killed with `docker kill` mid-stream; every
+action arrives, and no event gets two actions. The receiver dedups by idempotency key, so
+an action delivered again under the same key (a resend after the kill) is applied once;
+such repeats are counted and printed apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from connector.devbroker import free_port
+from connector.devdocker import docker_host as engine_address
+from connector.ops.send import send_events
+from kec.event import Event
+from tests.containers.conftest import Images
+from tests.support import ROOT, wait_for
+
+EVENTS = 3000
+RATE = 500.0  # events/s: the stream lasts long enough for the kill to land in it
+PARTITIONS = 6
+GROUP = "compose-test"
+HERE = Path(__file__).resolve().parent / "compose"
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the plugin) when it is there, else Debian's ``docker-compose``."""
+    plugin = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, timeout=60, check=False
+    )
+    if plugin.returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+CONFIG = """\
+kafka:
+  bootstrap_servers: kafka:9092
+  # A killed replica's partitions move to the other one after this, not after 45s.
+  properties: {{session.timeout.ms: 10000, heartbeat.interval.ms: 1000}}
+group_id: {group}
+namespaces:
+  default: {{}}
+topic_creation: {{partitions: {partitions}}}   # the replicas create events.default
+checkpoint:
+  backend: postgres
+  dsn: ${{KEC_PG_DSN}}
+pipeline: {{batch_size: 200}}
+targets:
+  hook: {{type: webhook, url: "http://receiver:8080/actions", timeout: 5}}
+rules:
+  - {{name: orders, key: "order-*", action: start, workflow: orders, target: hook}}
+metrics: {{host: 0.0.0.0, port: 9464}}
+"""
+
+
+class Deployment:
+    """One compose project of docker/compose.yaml plus the receiver, on free loopback ports."""
+
+    def __init__(self, compose: list[str], images: Images, config: Path) -> None:
+        self.project = f"kectest{uuid.uuid4().hex[:8]}"
+        self.kafka_port, self.gateway_port, self.receiver_port = (free_port() for _ in range(3))
+        self.token = uuid.uuid4().hex
+        self._compose = compose
+        self.env = {
+            **os.environ,
+            "POSTGRES_PASSWORD": uuid.uuid4().hex,
+            "KEC_GATEWAY_TOKEN": self.token,
+            "KEC_KAFKA_PORT": str(self.kafka_port),
+            "KEC_GATEWAY_PORT": str(self.gateway_port),
+            "KEC_RECEIVER_PORT": str(self.receiver_port),
+            "KEC_RECEIVER_DIR": str(HERE),
+            "KEC_CONFIG": str(config),
+            "KEC_RESTART": "no",  # a killed replica stays down: the other one takes over
+            "KEC_CONNECTOR_IMAGE": images.connector,
+            "KEC_KAFKA_IMAGE": images.kafka,
+            "KEC_POSTGRES_IMAGE": images.postgres,
+        }
+
+    def run(self, *args: str, timeout: float = 600) -> str:
+        files = ["-f", str(ROOT / "docker" / "compose.yaml"), "-f", str(HERE / "receiver.yaml")]
+        done = subprocess.run(
+            [*self._compose, "-p", self.project, *files, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert done.returncode == 0, f"compose {' '.join(args)}:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def container_id(self, service: str) -> str:
+        return self.run("ps", "-q", service).strip()
+
+    def stats(self) -> dict[str, Any]:
+        reply = httpx.get(f"http://127.0.0.1:{self.receiver_port}/stats", timeout=10)
+        return dict(reply.json())
+
+
+def _health(client: Any, container_id: str) -> str:
+    attrs = client.containers.get(container_id).attrs["State"]
+    return str(attrs.get("Health", {}).get("Status", attrs["Status"]))
+
+
+def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
+    images: Images, tmp_path: Path, report: Callable[[str], None], request: pytest.FixtureRequest
+) -> None:
+    compose = compose_command()
+    if compose is None:
+        reason = "neither `docker compose` nor docker-compose is installed"
+        if request.config.getoption("--require-containers"):
+            pytest.fail(f"--require-containers, but {reason}")
+        pytest.skip(reason)
+    config = tmp_path / "connector.yaml"
+    config.write_text(CONFIG.format(group=GROUP, partitions=PARTITIONS))
+    deployment = Deployment(compose, images, config)
+    client = docker.DockerClient(base_url=engine_address())
+    started = time.monotonic()
+    try:
+        deployment.run("up", "-d")
+        services = ("connector-1", "connector-2", "gateway")
+        ids = {service: deployment.container_id(service) for service in services}
+        wait_for(
+            lambda: all(_health(client, cid) == "healthy" for cid in ids.values()),
+            timeout=240,
+            interval=0.5,
+            what="both replicas and the gateway to be healthy",
+        )
+        healthy_after = time.monotonic() - started
+        bootstrap = f"127.0.0.1:{deployment.kafka_port}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topic = "events.default"
+
+        def both_members_assigned() -> bool:
+            group = admin.describe_consumer_groups([GROUP])[GROUP].result(10)
+            assigned = [tp for m in group.members for tp in m.assignment.topic_partitions]
+            return (
+                len(group.members) == 2
+                and len(assigned) == PARTITIONS
+                and all(m.assignment.topic_partitions for m in group.members)
+            )
+
+        wait_for(both_members_assigned, timeout=120, interval=0.5, what="two group members")
+
+        # The gateway of the deployment answers an authorised POST once it is checkpointed.
+        def gateway_accepts() -> bool:
+            reply = httpx.post(
+                f"http://127.0.0.1:{deployment.gateway_port}/event/send_event/wf-1",
+                json={"event_key": "approved", "event_payload": "yes"},
+                headers={"Authorization": f"Bearer {deployment.token}"},
+                timeout=30,
+            )
+            return reply.status_code == 200
+
+        wait_for(gateway_accepts, timeout=120, interval=1.0, what="the gateway to take an event")
+
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            events = (
+                Event(key=f"order-{i % 50}", value=json.dumps({"n": i}), namespace="default")
+                for i in range(EVENTS)
+            )
+            try:
+                send_events({"bootstrap.servers": bootstrap}, topic, events, rate=RATE)
+            except BaseException as exc:  # reported after the join
+                errors.append(exc)
+
+        sender = threading.Thread(target=produce, name="compose-sender")
+        sender.start()
+        wait_for(
+            lambda: deployment.stats()["distinct"] >= EVENTS // 3,
+            timeout=180,
+            interval=0.2,
+            what=f"{EVENTS // 3} actions before the kill",
+        )
+        at_kill = deployment.stats()
+        subprocess.run(["docker", "kill", ids["connector-1"]], check=True, timeout=60,
+                       capture_output=True, env=deployment.env)  # fmt: skip
+        killed = time.monotonic()
+        sender.join(120)
+        assert not sender.is_alive() and not errors, errors
+        wait_for(
+            lambda: deployment.stats()["distinct"] >= EVENTS,
+            timeout=240,
+            interval=0.5,
+            what=f"all {EVENTS} actions after the kill",
+        )
+        recovered = time.monotonic() - killed
+        assert _health(client, ids["connector-2"]) == "healthy"
+        stats = deployment.stats()
+        covered = [json.loads(value)["n"] for value in stats["applied"]]
+        report(
+            f"compose ({' '.join(compose)}): healthy {healthy_after:.0f}s after `up`; "
+            f"{EVENTS} events sent, connector-1 killed after {at_kill['distinct']} actions "
+            f"({at_kill['repeated']} repeated deliveries by then); all actions in "
+            f"{recovered:.1f}s after the kill"
+        )
+        report(
+            f"compose: distinct idempotency keys {stats['distinct']}, applied "
+            f"{len(covered)}, events covered {len(set(covered))}, deliveries "
+            f"{stats['deliveries']}, repeated under the same key {stats['repeated']}"
+        )
+        assert stats["distinct"] == EVENTS  # no action lost, no event with two actions
+        assert sorted(covered) == list(range(EVENTS))  # each event applied exactly once
+    except BaseException:
+        print(deployment.run("logs", "--tail", "40", "connector-1", "connector-2", "gateway"))
+        raise
+    finally:
+        client.close()
+        deployment.run("down", "-v", "--remove-orphans", "-t", "5")
