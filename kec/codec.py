@@ -7,10 +7,10 @@ metadata travels in headers. Anything that cannot become an Event raises
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from kec import jsontext
 from kec.errors import DecodeError
 from kec.event import (
     CONTENT_BINARY,
@@ -120,7 +120,7 @@ def event_from_message(
             ) from exc
         if content_type.startswith(CONTENT_JSON):
             try:
-                json.loads(value)
+                jsontext.check(value)
             except ValueError as exc:
                 raise DecodeError(f"value declared {CONTENT_JSON} is not JSON: {exc}") from exc
             except RecursionError as exc:

@@ -8,7 +8,6 @@ were not marked done, so they are delivered again), which keeps every line valid
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import TargetError
+from kec.jsontext import dumps
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def action_line(action: Action) -> str:
     body = action.to_dict()
     body["idempotency_key"] = action.action_id
     body["delivered_at"] = round(time.time(), 6)
-    return json.dumps(body, separators=(",", ":")) + "\n"
+    return dumps(body, floats_in=(body["payload"],)) + "\n"
 
 
 class LogTarget(Target):

@@ -1,0 +1,90 @@
+"""kec.jsontext: orjson's speed, the standard library's answers."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kec.jsontext import check, dumps, finite
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # past 64 bits both ways
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()  # lone surrogates included
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(_values)
+def test_what_is_written_reads_back_as_the_value(value: Any) -> None:
+    text = dumps(value)
+    text.encode()  # never a lone surrogate as a character
+    assert json.loads(text) == value
+
+
+@pytest.mark.parametrize("special", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinities_are_written_as_json_writes_them_not_as_null(special: float) -> None:
+    payload = {"x": [1, {"y": special}]}
+    text = dumps(["row", payload], floats_in=(payload,))
+    assert "null" not in text
+    back = json.loads(text)[1]["x"][1]["y"]
+    assert (math.isnan(back) and math.isnan(special)) or back == special
+
+
+def test_finite_walks_dicts_lists_and_tuples() -> None:
+    assert finite({"a": [1, 2.5, (3, "x")], "b": None})
+    assert not finite({"a": [1, (2, math.nan)]})
+    assert not finite([{"deep": {"er": -math.inf}}])
+
+
+def test_lone_surrogates_and_huge_integers_fall_back_to_ascii_escapes() -> None:
+    value = {"k": "a\udc80b", "n": 2**80}
+    text = dumps(value)
+    assert text.isascii() and "\\udc80" in text
+    assert json.loads(text) == value
+
+
+_JSONISH = st.text(alphabet='{}[]",:0123456789.eE+-truefalsnNIinfity \t\n\\u\x00\ufeff',
+                   max_size=12)  # fmt: skip
+
+
+@settings(max_examples=3000)
+@given(_JSONISH)
+def test_check_accepts_exactly_what_json_loads_accepts(text: str) -> None:
+    refusal = _refusal(text)
+    if refusal is None:
+        check(text)
+    else:  # json's own message, not orjson's (whose error is a JSONDecodeError too)
+        with pytest.raises(json.JSONDecodeError, match=f"^{re.escape(refusal)}$"):
+            check(text)
+
+
+def _refusal(text: str) -> str | None:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", "1e400", "12345678901234567890123"])
+def test_check_keeps_what_orjson_refuses_but_json_accepts(text: str) -> None:
+    check(text)
+    check(text.encode())
+
+
+def test_check_refuses_deep_nesting_as_json_does() -> None:
+    with pytest.raises((ValueError, RecursionError)):
+        check("[" * 100_000 + "]" * 100_000)
