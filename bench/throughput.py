@@ -280,9 +280,9 @@ def run_raw_latency(bootstrap: str, rate: int, seconds: float, keys: int) -> dic
         latencies: list[float] = []
         deadline = time.monotonic() + seconds * 3 + 120
         while len(latencies) < total and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.1):
-                if msg.error() is None and msg.key() != b"warmup":
-                    latencies.append(time.time() * 1000 - msg.timestamp()[1])
+            msg = consumer.poll(0.1)  # each record as soon as it is there
+            if msg is not None and msg.error() is None and msg.key() != b"warmup":
+                latencies.append(time.time() * 1000 - msg.timestamp()[1])
         load.wait(60)
     finally:
         consumer.close()
