@@ -13,7 +13,7 @@ import pytest
 
 from checkpoint.base import ActionState
 from connector.devbroker import free_port
-from connector.targets.airflow import AirflowTarget
+from connector.targets.airflow import PARKED, AirflowTarget
 from kec.action import Action, ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import AIRFLOW_DAG
@@ -131,6 +131,14 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
         approve = action_of("approve", run.send("approve", "yes", context=one))
         halt = action_of("halt", run.send("halt", "no", context=two))
         nope = action_of("nope", run.send("nope", "?", context=one))
+        # A stop sent while Airflow was still starting the run was seen once to end with
+        # the run "success" (its tasks skipped); the user's case is a run waiting at a gate.
+        wait_for(
+            lambda: api.tasks(three).get("approve", {}).get("state") in PARKED,
+            timeout=180,
+            interval=0.5,
+            what="run three to wait at its gate",
+        )
         cancel = action_of("cancel", run.send("cancel", "enough", context=three))
         run.wait_settled(approve, halt, nope, cancel, timeout=180)
         try:
@@ -152,7 +160,8 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
     assert two_tasks["approve"]["state"] == "failed"
     # The STOP of approve in run two left its extract alone, to finish as usual.
     wait_for(lambda: api.tasks(two)["extract"]["state"] == "success", timeout=60)
-    assert api.get(f"{DAG_RUNS}/{three}")["state"] == "failed"
+    three_run = api.get(f"{DAG_RUNS}/{three}")
+    assert three_run["state"] == "failed", (three_run, api.tasks(three))
     # RESTART cleared extract of run one only, and left its action id as the note.
     assert one_tasks["extract"]["note"].startswith(f"kafka-event-connector action {redo}")
     wait_for(lambda: api.tasks(one)["extract"]["try_number"] == 2, timeout=60, what="a new try")
