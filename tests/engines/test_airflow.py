@@ -131,8 +131,8 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
         approve = action_of("approve", run.send("approve", "yes", context=one))
         halt = action_of("halt", run.send("halt", "no", context=two))
         nope = action_of("nope", run.send("nope", "?", context=one))
-        # A stop sent while Airflow was still starting the run was seen once to end with
-        # the run "success" (its tasks skipped); the user's case is a run waiting at a gate.
+        # A stop sent while Airflow was still starting the run was seen once to leave the
+        # run "success" in the end; the user's case is a run that waits at its gate.
         wait_for(
             lambda: api.tasks(three).get("approve", {}).get("state") in PARKED,
             timeout=180,
