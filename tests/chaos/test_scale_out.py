@@ -8,7 +8,8 @@ twenty. The invariants, checked against the store and the receiver:
 * every action is delivered (a 2xx for its key);
 * without kills, no action is delivered by two processes;
 * with kills, actions are delivered more than once only around a kill (the test reports
-  how many).
+  how many);
+* the first deliveries of one key's actions come in the order of its events.
 
 And two instances completing one ``all_of`` set from two partitions: it fires once.
 """
@@ -26,6 +27,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,7 @@ class Receiver:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> pids, 2xx only
+        self.first: dict[str, int] = {}  # key -> rank of its first 2xx among all keys
         self.requests = 0
         self.refused = 0
         self._tries: Counter[str] = Counter()
@@ -69,6 +72,7 @@ class Receiver:
                         receiver.refused += 1
                     else:
                         receiver.delivered[key].append(pid)
+                        receiver.first.setdefault(key, len(receiver.first))
                 self.send_response(503 if refuse else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -199,6 +203,11 @@ def _run(
         stored = {e.event_id for e in store.iter_events()}
     assert stored == {e.event_id for e in events}
     assert receiver.keys() == expected, "every action delivered, under its stable id"
+    ranks: dict[str, list[int]] = defaultdict(list)  # event key -> first deliveries
+    for e in events:
+        ranks[e.key].append(receiver.first[action_id("all", (e.event_id,))])
+    out_of_order = sum(b < a for r in ranks.values() for a, b in pairwise(r))
+    assert out_of_order == 0, f"{out_of_order} first deliveries ahead of an older event's"
     if os.environ.get("KEC_DEBUG_SCALE"):
         where = {action_id("all", (e.event_id,)): e for e in events}
         with receiver.lock:
