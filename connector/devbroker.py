@@ -333,7 +333,7 @@ class DevBroker:
         return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
 
     def _wait_ready(self) -> None:
-        from confluent_kafka.admin import AdminClient
+        from kec import kafka
 
         deadline = time.monotonic() + self._start_timeout
         assert self._proc is not None and self._port is not None
@@ -345,7 +345,7 @@ class DevBroker:
                 if sock.connect_ex(("127.0.0.1", self._port)) != 0:
                     time.sleep(0.1)
                     continue
-            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self._port}"})
+            admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
             try:
                 if admin.list_topics(timeout=2).brokers:
                     return

@@ -421,14 +421,14 @@ class KafkaContainer(_ServiceContainer):
         return f"127.0.0.1:{self.host_port}"
 
     def ready(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        from kec import kafka
 
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", self.host_port)) != 0:
                 return False
         # Quiet: until Kafka listens, Docker's port proxy accepts and resets connections.
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 2})
+        admin = kafka.admin({"bootstrap.servers": self.bootstrap_servers, "log_level": 2})
         try:
             brokers = admin.list_topics(timeout=2).brokers
         except Exception:  # not answering metadata yet
