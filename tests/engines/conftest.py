@@ -16,6 +16,8 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.engines.servers import (
     EXAMPLES,
     AirflowServer,
     PrefectServer,
+    Processes,
     TemporalServer,
     airflow_server,
     prefect_server,
@@ -38,6 +41,33 @@ def _note(request: pytest.FixtureRequest, line: str) -> None:
     request.config.stash.setdefault(_SERVERS, []).append(line)
 
 
+class _Server(Protocol):
+    @property
+    def procs(self) -> Processes: ...
+
+    def describe(self) -> str: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+@contextmanager
+def _reported(
+    request: pytest.FixtureRequest, name: str, server: AbstractContextManager[S]
+) -> Iterator[S]:
+    """``server`` started, then stopped; the summary says how long the stop took, how
+    many processes needed SIGKILL and how many were left."""
+    with server as running:
+        yield running
+        began = time.monotonic()
+    left = len(running.procs.alive())
+    _note(
+        request,
+        f"{name} stopped in {time.monotonic() - began:.1f}s"
+        f" ({running.procs.killed} needed SIGKILL), {left} process(es) left",
+    )
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in terminalreporter.config.stash.get(_SERVERS, []):
         terminalreporter.write_line(line)
@@ -47,16 +77,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def temporal(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TemporalServer]:
-    with temporal_server(tmp_path_factory.mktemp("temporal")) as server:
+    with _reported(
+        request, "Temporal", temporal_server(tmp_path_factory.mktemp("temporal"))
+    ) as server:
         _note(request, server.describe())
         yield server
-        began = time.monotonic()
-    left = len(server.procs.alive())
-    _note(
-        request,
-        f"Temporal stopped in {time.monotonic() - began:.1f}s"
-        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -82,33 +107,22 @@ def temporal_worker(temporal: TemporalServer) -> Iterator[str]:
 def airflow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowServer]:
-    with airflow_server(tmp_path_factory.mktemp("airflow"), [AIRFLOW_DAG]) as server:
+    started = airflow_server(tmp_path_factory.mktemp("airflow"), [AIRFLOW_DAG])
+    with _reported(request, "Airflow", started) as server:
         _note(request, server.describe())
         yield server
-        began = time.monotonic()
-    left = len(server.procs.alive())
-    _note(
-        request,
-        f"Airflow stopped in {time.monotonic() - began:.1f}s"
-        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
-    )
 
 
 @pytest.fixture(scope="module")
 def prefect(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrefectServer]:
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as server:
+    with _reported(
+        request, "Prefect", prefect_server(tmp_path_factory.mktemp("prefect"))
+    ) as server:
         began = time.monotonic()
         server.serve("serve", EXAMPLES / "prefect" / "flow.py", PREFECT_DEPLOYMENT)
         _note(
             request, f"{server.describe()}; example flow served in {time.monotonic() - began:.1f}s"
         )
         yield server
-        began = time.monotonic()
-    left = len(server.procs.alive())
-    _note(
-        request,
-        f"Prefect stopped in {time.monotonic() - began:.1f}s"
-        f" ({server.procs.killed} needed SIGKILL), {left} process(es) left",
-    )

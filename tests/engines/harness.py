@@ -22,7 +22,7 @@ from typing import Any
 from checkpoint import open_store
 from checkpoint.base import ActionState
 from connector.notification import NotificationClient
-from kec.action import action_id
+from kec.action import Action, ActionKind, action_id
 from tests.support import ROOT, run_in_repo, wait_for
 
 NAMESPACE = "orders"
@@ -145,6 +145,21 @@ class ConnectorRun:
 
 def action_of(rule: str, event_id: str) -> str:
     return action_id(rule, (event_id,))
+
+
+def direct_action(workflow: str, kind: ActionKind, event: str, **fields: Any) -> Action:
+    """An action made by hand (rule ``direct``), for calling a target without a connector."""
+    return Action(
+        rule="direct",
+        kind=kind,
+        target="engine",
+        namespace=NAMESPACE,
+        event_ids=(event,),
+        event_key="k",
+        workflow=workflow,
+        payload={"key": "k", "value": event, "event_id": event, "namespace": NAMESPACE},
+        **fields,
+    )
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,16 @@ import pytest
 from checkpoint.base import ActionState
 from connector.devbroker import free_port
 from connector.targets.airflow import PARKED, AirflowTarget
-from kec.action import Action, ActionKind
+from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import AIRFLOW_DAG
-from tests.engines.harness import NAMESPACE, action_of, connector_run, crash_then_recover
+from tests.engines.harness import (
+    NAMESPACE,
+    action_of,
+    connector_run,
+    crash_then_recover,
+    direct_action,
+)
 from tests.engines.servers import AirflowServer
 from tests.support import wait_for
 
@@ -175,18 +182,7 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
     assert run.actions(ActionState.DEAD).keys() == {nope}
 
 
-def _action(kind: ActionKind, event: str, **fields: Any) -> Action:
-    return Action(
-        rule="direct",
-        kind=kind,
-        target="engine",
-        namespace=NAMESPACE,
-        event_ids=(event,),
-        event_key="k",
-        workflow=AIRFLOW_DAG,
-        payload={"key": "k", "value": event, "event_id": event, "namespace": NAMESPACE},
-        **fields,
-    )
+_action = partial(direct_action, AIRFLOW_DAG)
 
 
 def test_duplicates_are_delivered_and_a_restart_is_applied_once(

@@ -7,6 +7,7 @@ import datetime
 import threading
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ from connector.targets.prefect import PrefectTarget
 from kec.action import Action, ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import PREFECT_DEPLOYMENT
-from tests.engines.harness import NAMESPACE, action_of, connector_run, crash_then_recover
+from tests.engines.harness import (
+    NAMESPACE,
+    action_of,
+    connector_run,
+    crash_then_recover,
+    direct_action,
+)
 from tests.engines.servers import PrefectServer
 from tests.support import wait_for
 
@@ -143,18 +150,7 @@ def test_stop_cancels_the_run_named_by_the_context_and_a_refusal_is_dead_lettere
     assert run.actions(ActionState.DONE).keys() == {cancel}
 
 
-def _action(kind: ActionKind, event: str, **fields: Any) -> Action:
-    return Action(
-        rule="direct",
-        kind=kind,
-        target="engine",
-        namespace=NAMESPACE,
-        event_ids=(event,),
-        event_key="k",
-        workflow=PREFECT_DEPLOYMENT,
-        payload={"key": "k", "value": event, "event_id": event, "namespace": NAMESPACE},
-        **fields,
-    )
+_action = partial(direct_action, PREFECT_DEPLOYMENT)
 
 
 def deliver(target: PrefectTarget, action: Action) -> None:

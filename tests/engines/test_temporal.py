@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,9 +16,15 @@ from temporalio.client import Client
 from checkpoint.base import ActionState
 from connector.devbroker import free_port
 from connector.targets.temporal import TemporalTarget
-from kec.action import Action, ActionKind
+from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
-from tests.engines.harness import NAMESPACE, action_of, connector_run, crash_then_recover
+from tests.engines.harness import (
+    NAMESPACE,
+    action_of,
+    connector_run,
+    crash_then_recover,
+    direct_action,
+)
 from tests.engines.servers import TemporalServer
 from tests.support import wait_for
 
@@ -148,18 +155,7 @@ def test_task_actions_reach_the_execution_named_by_the_context(
     assert run.actions(ActionState.DEAD).keys() == {audit}
 
 
-def _action(kind: ActionKind, event: str, **fields: Any) -> Action:
-    return Action(
-        rule="direct",
-        kind=kind,
-        target="engine",
-        namespace=NAMESPACE,
-        event_ids=(event,),
-        event_key="k",
-        workflow="order",
-        payload={"key": "k", "value": event, "event_id": event, "namespace": NAMESPACE},
-        **fields,
-    )
+_action = partial(direct_action, "order")
 
 
 def test_duplicates_and_racing_resends_are_delivered_once(
