@@ -433,15 +433,8 @@ def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
     why = choice.reason
     if choice.source == "docker":
         container = devdocker.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
-        try:
-            container.start()
-        except DevBrokerError as exc:
-            if choice.forced:
-                raise
-            first = str(exc).splitlines()[0]
-            log.warning("Kafka in Docker failed (%s); using the local JVM broker instead", first)
-            why = f"Kafka in Docker failed: {first}"
-        else:
+        failed = devdocker.start_or_fall_back(container, choice, "the local JVM broker")
+        if failed is None:
             try:
                 labels = devdocker.local_image(choice.image) or {}
                 version = labels.get("org.opencontainers.image.version", "unknown")
@@ -451,6 +444,7 @@ def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
             finally:
                 container.close()
             return
+        why = failed
     log.info("Kafka broker: the local JVM broker (%s)", why)
     with DevBroker(resolve_jars(), start_timeout=start_timeout) as broker:
         yield dataclasses.replace(broker.cluster(), why=why)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from connector.devbroker import free_port
 from kec.errors import ConnectorError, DevBrokerError, DevPostgresError
 
 if TYPE_CHECKING:
@@ -263,13 +264,6 @@ def reap_orphans() -> int:
     return removed
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _ServiceContainer:
     """One container of the project's images: published on loopback, waited for, removed.
 
@@ -316,7 +310,7 @@ class _ServiceContainer:
         except DockerUnavailable as exc:
             raise self.error(f"{self.what} in Docker: {exc}") from exc
         for attempt in range(3):
-            self.host_port = _free_port()
+            self.host_port = free_port()
             container = DockerContainer(
                 self.image,
                 env=self.environment(self.host_port),
@@ -399,6 +393,20 @@ class _ServiceContainer:
         if container is not None:
             with contextlib.suppress(Exception):  # gone already, or the engine went away
                 container.stop(force=True, delete_volume=True)
+
+
+def start_or_fall_back(container: _ServiceContainer, choice: Choice, fallback: str) -> str | None:
+    """Start ``container``: ``None`` once it runs, else why ``fallback`` is used instead
+    (logged in one line). A forced ``docker`` choice raises rather than fall back."""
+    try:
+        container.start()
+    except container.error as exc:
+        if choice.forced:
+            raise
+        first = str(exc).splitlines()[0]
+        log.warning("%s in Docker failed (%s); using %s instead", container.what, first, fallback)
+        return f"{container.what} in Docker failed: {first}"
+    return None
 
 
 class KafkaContainer(_ServiceContainer):

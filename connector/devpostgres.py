@@ -317,21 +317,15 @@ def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]
     why = choice.reason
     if choice.source == "docker":
         container = devdocker.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
-        try:
-            container.start()
-        except DevPostgresError as exc:
-            if choice.forced:
-                raise
-            first = str(exc).splitlines()[0]
-            log.warning("PostgreSQL in Docker failed (%s); using a local server instead", first)
-            why = f"PostgreSQL in Docker failed: {first}"
-        else:
+        failed = devdocker.start_or_fall_back(container, choice, "a local server")
+        if failed is None:
             try:
                 dsn = container.dsn
                 yield PostgresServer(dsn, "testcontainers", _server_version(dsn), why)
             finally:
                 container.close()
             return
+        why = failed
     log.info("PostgreSQL: a local server (%s)", why)
     with DevPostgres(start_timeout=start_timeout) as server:
         yield dataclasses.replace(server.server(), why=why)
