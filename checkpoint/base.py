@@ -21,8 +21,18 @@ number of statements per partition, however many events it holds::
         tx.add_dead_records(poison)
         tx.append(tp, epoch, first, next, events, actions)   # the batch's record and
                                                     # the partition's next offset and
-                                                    # action numbers; Fenced if stale
+                                                    # action numbers; Fenced if stale,
+                                                    # OffsetConflict unless ``first`` is
+                                                    # the stored next offset
                                                     # COMMIT (fsync) on leaving the block
+
+**The store judges what is new.** A batch states the offset it starts at, and the store
+accepts it only if that is the partition's stored next offset (any offset while none is
+stored). A batch that did commit but whose caller never heard so (a connection reset
+during ``COMMIT``, a failover) is refused when it is tried again
+(:class:`~kec.errors.OffsetConflict`, naming the stored offset): its events, rule-state
+changes and actions are applied once whatever the retries, and the caller catches up from
+the store (:meth:`CheckpointStore.pending` has the batch's actions).
 
 Events are kept as the batch's compact record, not one row each. An event without an
 explicit id is identified by its offset: the partition's next offset says it was seen.
@@ -51,7 +61,7 @@ from types import TracebackType
 from kec.action import Action
 from kec.event import Event
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TopicPartition = tuple[str, int]
 EventKey = tuple[str, str]  # (namespace, explicit event id)
@@ -81,6 +91,11 @@ class Claim:
     next_offset: int | None  # None: nothing of this partition was ever checkpointed
     next_aseq: int  # the number the next action born from it gets
     watermark: int  # every action numbered below it is settled (delivered or parked)
+    topic_id: str | None = None  # Kafka's id of the topic when it was last checkpointed
+    stopped: str | None = None  # why it is stopped (offsets went backwards), if it is
+    # How many times an operator reset it to lower offsets: records without an explicit
+    # id are then known as ``topic/partition/offset@generation`` (their offsets were used).
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +176,10 @@ class PartitionInfo:
     watermark: int
     claimed_at: float
     done: tuple[Span, ...] = ()
+    event_time: int | None = None  # the newest record timestamp checkpointed (ms)
+    topic_id: str | None = None
+    stopped: str | None = None  # why it is stopped, until an operator resets it
+    generation: int = 0  # resets so far (see Claim.generation)
 
 
 @dataclass
@@ -193,8 +212,10 @@ class BatchTransaction(abc.ABC):
     def write_rule_state(
         self, updates: Mapping[str, str | None], expires: Mapping[str, float] | None = None
     ) -> None:
-        """Store rule states (``None`` deletes); ``expires``: epoch seconds after which
-        retention may delete a state (an ``all_of`` set past its window)."""
+        """Store rule states (``None`` deletes); ``expires``: the *event time* (epoch
+        seconds) after which a state can no longer complete (an ``all_of`` set past its
+        window). Retention deletes it once every partition's event time has passed that
+        (see :meth:`CheckpointStore.prune`), never by the wall clock."""
 
     @abc.abstractmethod
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
@@ -209,14 +230,18 @@ class BatchTransaction(abc.ABC):
         next_offset: int,
         events: Sequence[Event],
         actions: Sequence[Action],
+        event_time: int | None = None,
     ) -> int:
         """Store a partition's part of the batch; return the first action's number.
 
         ``events`` (the new ones, read from offsets ``first_offset`` up to
         ``next_offset``) become the batch's record with ``actions``, numbered from the
         partition's next action number on; the partition's next offset becomes
-        ``next_offset`` (never moves backwards). Raises
-        :class:`~kec.errors.Fenced` if ``epoch`` is not the partition's current one.
+        ``next_offset``, and its event time ``event_time`` (ms: the newest record
+        timestamp of the batch) unless it was later already. Raises
+        :class:`~kec.errors.Fenced` if ``epoch`` is not the partition's current one and
+        :class:`~kec.errors.OffsetConflict` if ``first_offset`` is not its stored next
+        offset (when one is stored): the transaction then changes nothing.
         """
 
 
@@ -279,6 +304,31 @@ class CheckpointStore(abc.ABC):
     def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The current owner epoch of each partition (an owner checks it is still one)."""
 
+    @abc.abstractmethod
+    def mark_partition(
+        self,
+        tp: TopicPartition,
+        epoch: int,
+        *,
+        topic_id: str | None = None,
+        stopped: str | None = None,
+        event_time: int | None = None,
+    ) -> bool:
+        """The owner records what it learnt of a partition: Kafka's ``topic_id`` for it,
+        that it ``stopped`` it (and why), or that its ``event_time`` moved on (ms; caught
+        up with nothing to read: see :meth:`prune`). ``None`` leaves a field as it is.
+        Returns False (nothing written) if ``epoch`` is stale."""
+
+    @abc.abstractmethod
+    def reset_partition(
+        self, tp: TopicPartition, next_offset: int, topic_id: str | None, *, force: bool = False
+    ) -> PartitionInfo:
+        """An operator's decision for a stopped partition: read on from ``next_offset``
+        (of the topic with ``topic_id``), keeping every batch and action the store holds;
+        its generation goes up (the offsets from there on may have been used already).
+        Refused (:class:`~kec.errors.CheckpointError`) unless the partition is stopped, or
+        ``force``. Returns the partition's row as it was before."""
+
     # -- offsets and partitions ----------------------------------------------------------
 
     @abc.abstractmethod
@@ -337,9 +387,15 @@ class CheckpointStore(abc.ABC):
     # -- retention -----------------------------------------------------------------------
 
     @abc.abstractmethod
-    def prune(self, before: float, limit: int = 10_000) -> int:
+    def prune(self, before: float, limit: int = 10_000, lateness: float = 300.0) -> int:
         """Delete up to ``limit`` rows of each kind older than ``before`` (epoch seconds);
-        return how many went. Call until it returns 0. See :mod:`connector.retention`."""
+        return how many went. Call until it returns 0. See :mod:`connector.retention`.
+
+        Rule states that expire (``write_rule_state``'s ``expires``) go once the store's
+        *event-time watermark*, the least event time of its partitions (a partition never
+        checkpointed counts as 0), is more than ``lateness`` seconds past their expiry:
+        a lagging or restarted connector holds the watermark back, so nothing it would
+        still complete is deleted."""
 
     # -- durable steps (wait_for_event) --------------------------------------------------
 

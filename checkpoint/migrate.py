@@ -1,4 +1,12 @@
-"""Schema version 3 (batch records, per-partition action numbers), and the move to it.
+"""Schema versions 3 and 4 (batch records, per-partition action numbers), and the move to them.
+
+Version 4 adds to version 3 (:data:`V4_CHANGES`, also the way from 3 to 4): each
+partition's *event time* (the newest Kafka record timestamp it checkpointed, in ms: the
+clock of ``all_of`` windows and their pruning), its Kafka topic id (a topic deleted and
+created again is recognised), why it is stopped (offsets that went backwards), how many
+times an operator reset it (its *generation*: offsets seen before are new records), and an
+index of batches by action number (after an operator restarts a partition at lower
+offsets, offsets no longer grow with action numbers).
 
 Both dialects create the same tables (:data:`V3_TABLES`, with their own column types) and
 move a version-2 store the same way, inside the migration's one transaction:
@@ -67,6 +75,16 @@ V3_TABLES = (
         step_id {text} PRIMARY KEY, event {text} NOT NULL,
         stored_at {real} NOT NULL){without_rowid}""",
 )
+
+# {type} placeholders as in V3_TABLES.
+V4_CHANGES = (
+    "ALTER TABLE kec_partitions ADD COLUMN event_time {int}",
+    "ALTER TABLE kec_partitions ADD COLUMN topic_id {text}",
+    "ALTER TABLE kec_partitions ADD COLUMN stopped {text}",
+    "ALTER TABLE kec_partitions ADD COLUMN generation {int} NOT NULL DEFAULT 0",
+    "CREATE INDEX kec_batches_aseq ON kec_batches (topic, partition, first_aseq)",
+)
+TABLES = V3_TABLES + V4_CHANGES  # a new store
 
 _CHUNK = 1000
 

@@ -25,13 +25,16 @@ from typing import Any
 import psycopg
 
 from checkpoint.base import SCHEMA_VERSION
-from checkpoint.migrate import V3_TABLES, V2Contents, write_v3
+from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
 from checkpoint.records import action_from_row, decode_headers
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt
+from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse
 from kec.event import Event
 
 APPLICATION = "kafka-event-connector"
+# Each connection says which schema version its code writes, so a migration can see
+# connections of older versions (pg_stat_activity) and refuse to run under them.
+CLIENT_NAME = f"{APPLICATION}/v{SCHEMA_VERSION}"
 _SCHEMA_LOCK = 0x4B45435F534348  # advisory lock serialising schema creation and migration
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -160,7 +163,7 @@ class PostgresDialect(Dialect):
     greatest = "greatest"
 
     def __init__(
-        self, dsn: str, *, connect_timeout: int = 10, application_name: str = APPLICATION
+        self, dsn: str, *, connect_timeout: int = 10, application_name: str = CLIENT_NAME
     ) -> None:
         self._dsn = dsn
         self._connect_timeout = connect_timeout
@@ -212,6 +215,8 @@ class PostgresDialect(Dialect):
                 conn.execute(_OLD[1][0])  # kec_meta
                 self._create(conn)
             else:
+                self._refuse_older_clients(conn, version)
+            if 0 < version < 3:
                 for step in range(version + 1, 3):
                     for statement in _OLD[step]:
                         conn.execute(statement)
@@ -220,6 +225,9 @@ class PostgresDialect(Dialect):
                     conn.execute(f"DROP TABLE {table}")
                 self._create(conn)
                 write_v3(_PostgresSql(conn), old)
+            elif version == 3:
+                for statement in V4_CHANGES:
+                    conn.execute(statement.format(**_TYPES))
             conn.execute(
                 "INSERT INTO kec_meta (key, value) VALUES ('application', %s), "
                 "('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -228,8 +236,27 @@ class PostgresDialect(Dialect):
 
     @staticmethod
     def _create(conn: Connection) -> None:
-        for statement in V3_TABLES:
+        for statement in TABLES:
             conn.execute(statement.format(**_TYPES))
+
+    @staticmethod
+    def _refuse_older_clients(conn: Connection, version: int) -> None:
+        """A migration rewrites tables that instances of the older version would go on
+        writing (and lose rows of): refuse while any of them is connected."""
+        older = conn.execute(
+            "SELECT application_name, coalesce(host(client_addr), 'local'), pid "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND application_name LIKE %s "
+            "AND application_name <> %s ORDER BY pid",
+            (f"{APPLICATION}%", CLIENT_NAME),
+        ).fetchall()
+        if older:
+            who = ", ".join(f"{name} from {addr} (backend pid {pid})" for name, addr, pid in older)
+            raise StoreInUse(
+                f"the store's schema must move from version {version} to {SCHEMA_VERSION}, but "
+                f"{len(older)} connection(s) of an older version still use it: {who}. Stop "
+                "every older connector and tool, then start this version again"
+            )
 
     @staticmethod
     def _read_v2(conn: Connection) -> V2Contents:

@@ -65,7 +65,7 @@ from checkpoint.records import (
     encode_events,
 )
 from kec.action import Action
-from kec.errors import CheckpointError, Fenced
+from kec.errors import CheckpointError, Fenced, OffsetConflict
 from kec.event import Event
 
 _ITER_CHUNK = 200  # batches per page when iterating events
@@ -148,6 +148,16 @@ def _fenced(sql: Sql, tp: TopicPartition, epoch: int) -> Fenced:
     return Fenced(
         f"{tp[0]}[{tp[1]}]: epoch {epoch} is stale; {owner} owns it at epoch {current}", (tp,)
     )
+
+
+def _refused(sql: Sql, tp: TopicPartition, epoch: int, first: int) -> CheckpointError:
+    """Why an append's conditional update matched no row: fenced, or not where it starts."""
+    row = sql.one(
+        "SELECT epoch, next_offset FROM kec_partitions WHERE topic = ? AND partition = ?", tp
+    )
+    if row is None or row[0] != epoch:
+        return _fenced(sql, tp, epoch)
+    return OffsetConflict(tp, row[1], first)
 
 
 class _Batch(BatchTransaction):
@@ -247,17 +257,23 @@ class _Batch(BatchTransaction):
         next_offset: int,
         events: Sequence[Event],
         actions: Sequence[Action],
+        event_time: int | None = None,
     ) -> int:
+        # Conditional on the epoch (fencing) and on the stored next offset: a batch that
+        # committed already (its acknowledgement lost) is refused, not applied twice.
+        moved, params = "", [next_offset, len(actions)]
+        if event_time is not None:
+            moved = f", event_time = {self._d.greatest}(coalesce(event_time, 0), ?)"
+            params.append(event_time)
         with self._use() as sql:
             row = sql.one(
-                "UPDATE kec_partitions SET "
-                f"next_offset = {self._d.greatest}(coalesce(next_offset, 0), ?), "
-                "next_aseq = next_aseq + ? "
-                "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING next_aseq",
-                (next_offset, len(actions), tp[0], tp[1], epoch),
+                f"UPDATE kec_partitions SET next_offset = ?, next_aseq = next_aseq + ?{moved} "
+                "WHERE topic = ? AND partition = ? AND epoch = ? AND coalesce(next_offset, ?) = ? "
+                "RETURNING next_aseq",
+                (*params, tp[0], tp[1], epoch, first_offset, first_offset),
             )
             if row is None:
-                raise _fenced(sql, tp, epoch)
+                raise _refused(sql, tp, epoch, first_offset)
             first_aseq = int(row[0]) - len(actions)
             if events or actions:
                 sql.execute(
@@ -348,16 +364,16 @@ class SqlStore(CheckpointStore):
         now = time.time()
         with self._d.transaction(Role.PIPELINE, "claiming partitions") as sql:
             for topic, partition in sorted(set(partitions)):  # one order: no deadlocks
-                epoch, next_offset, next_aseq, watermark = sql.one(
+                row = sql.one(
                     "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, "
                     "next_aseq, watermark, claimed_at) VALUES (?, ?, ?, 1, NULL, 0, 0, ?) "
                     "ON CONFLICT (topic, partition) DO UPDATE SET "
                     "epoch = kec_partitions.epoch + 1, owner = excluded.owner, "
-                    "claimed_at = excluded.claimed_at "
-                    "RETURNING epoch, next_offset, next_aseq, watermark",
+                    "claimed_at = excluded.claimed_at RETURNING epoch, next_offset, "
+                    "next_aseq, watermark, topic_id, stopped, generation",
                     (topic, partition, owner, now),
                 )
-                claims[(topic, partition)] = Claim(epoch, next_offset, next_aseq, watermark)
+                claims[(topic, partition)] = Claim(*row)
         return claims
 
     @contextlib.contextmanager
@@ -388,13 +404,14 @@ class SqlStore(CheckpointStore):
                 "WHERE topic = ? AND partition = ? ORDER BY aseq",
                 tp,
             )
-            # The batch holding the watermark (found from the end of the partition's
-            # index: it is near the end), then every later one.
+            # The batch holding the watermark (the last one starting at or below it),
+            # then every later one; by action number, which never goes backwards (offsets
+            # may, after an operator's reset).
             batches = sql.all(
                 "SELECT first_aseq, actions FROM kec_batches WHERE topic = ? AND partition = ? "
-                "AND n_actions > 0 AND first_offset >= coalesce((SELECT first_offset "
+                "AND n_actions > 0 AND first_aseq >= coalesce((SELECT first_aseq "
                 "FROM kec_batches WHERE topic = ? AND partition = ? AND first_aseq <= ? "
-                "ORDER BY first_offset DESC LIMIT 1), 0) ORDER BY first_offset",
+                "AND n_actions > 0 ORDER BY first_aseq DESC LIMIT 1), 0) ORDER BY first_aseq",
                 (*tp, *tp, watermark),
             )
         rows = [_parked(row) for row in parked]
@@ -481,13 +498,64 @@ class SqlStore(CheckpointStore):
     def partitions(self) -> list[PartitionInfo]:
         with self._d.reading(Role.OPS, "reading partitions") as sql:
             rows = sql.all(
-                "SELECT topic, partition, owner, epoch, next_offset, next_aseq, watermark, "
-                "claimed_at, done_above FROM kec_partitions ORDER BY topic, partition"
+                f"SELECT {_PARTITION_COLUMNS} FROM kec_partitions "
+                "ORDER BY topic, partition"
             )
-        return [
-            PartitionInfo((t, p), owner, epoch, nxt, aseq, mark, float(at), _spans(done))
-            for t, p, owner, epoch, nxt, aseq, mark, at, done in rows
-        ]
+        return [_info(row) for row in rows]
+
+    def mark_partition(
+        self,
+        tp: TopicPartition,
+        epoch: int,
+        *,
+        topic_id: str | None = None,
+        stopped: str | None = None,
+        event_time: int | None = None,
+    ) -> bool:
+        sets: list[str] = []
+        params: list[Any] = []
+        if topic_id is not None:
+            sets.append("topic_id = ?")
+            params.append(topic_id)
+        if stopped is not None:
+            sets.append("stopped = ?")
+            params.append(stopped)
+        if event_time is not None:
+            sets.append(f"event_time = {self._d.greatest}(coalesce(event_time, 0), ?)")
+            params.append(event_time)
+        if not sets:
+            return True
+        with self._d.transaction(Role.PIPELINE, "marking a partition") as sql:
+            row = sql.one(
+                f"UPDATE kec_partitions SET {', '.join(sets)} "
+                "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING epoch",
+                (*params, *tp, epoch),
+            )
+        return row is not None
+
+    def reset_partition(
+        self, tp: TopicPartition, next_offset: int, topic_id: str | None, *, force: bool = False
+    ) -> PartitionInfo:
+        with self._d.transaction(Role.OPS, "resetting a partition") as sql:
+            row = sql.one(
+                f"SELECT {_PARTITION_COLUMNS} FROM kec_partitions "
+                "WHERE topic = ? AND partition = ?",
+                tp,
+            )
+            if row is None:
+                raise CheckpointError(f"{tp[0]}[{tp[1]}]: the store knows no such partition")
+            before = _info(row)
+            if before.stopped is None and not force:
+                raise CheckpointError(
+                    f"{tp[0]}[{tp[1]}] is not stopped (next offset {before.next_offset}); "
+                    "reset a running partition only with --force"
+                )
+            sql.execute(
+                "UPDATE kec_partitions SET next_offset = ?, topic_id = ?, stopped = NULL, "
+                "generation = generation + 1 WHERE topic = ? AND partition = ?",
+                (next_offset, topic_id, *tp),
+            )
+        return before
 
     # -- events --------------------------------------------------------------------------
 
@@ -714,8 +782,7 @@ class SqlStore(CheckpointStore):
 
     # -- retention -----------------------------------------------------------------------
 
-    def prune(self, before: float, limit: int = 10_000) -> int:
-        now = time.time()
+    def prune(self, before: float, limit: int = 10_000, lateness: float = 300.0) -> int:
         with self._d.transaction(Role.OPS, "pruning") as sql:
             # Batches: old, and every action in them settled (below the watermark).
             old = sql.all(
@@ -756,10 +823,16 @@ class SqlStore(CheckpointStore):
                     f"WHERE {column} < ?{extra} LIMIT ?)",
                     (before, limit),
                 ).rowcount
+            # Expired rule state by event time: the least event time of the partitions,
+            # a partition that was never checkpointed counting as 0.
+            (watermark,) = sql.one(
+                "SELECT coalesce(min(coalesce(event_time, 0)), 0) FROM kec_partitions"
+            )
+            expired_before = int(watermark) / 1000 - lateness
             gone += sql.execute(
                 "DELETE FROM kec_rule_state WHERE key IN (SELECT key FROM kec_rule_state "
                 "WHERE expires_at < ? OR updated_at < ? LIMIT ?)",
-                (now, before, limit),
+                (expired_before, before, limit),
             ).rowcount
         return gone
 
@@ -781,6 +854,20 @@ class SqlStore(CheckpointStore):
         if row is None:  # pragma: no cover - the row was just written
             raise CheckpointError(f"step {step_id!r} vanished after it was recorded")
         return Event.from_json(row[0])
+
+
+_PARTITION_COLUMNS = (
+    "topic, partition, owner, epoch, next_offset, next_aseq, watermark, claimed_at, "
+    "done_above, event_time, topic_id, stopped, generation"
+)
+
+
+def _info(row: Sequence[Any]) -> PartitionInfo:
+    t, p, owner, epoch, nxt, aseq, mark, at, done, event_time, topic_id, stopped, gen = row
+    return PartitionInfo(
+        (t, p), owner, epoch, nxt, aseq, mark, float(at), _spans(done),
+        event_time, topic_id, stopped, gen,
+    )  # fmt: skip
 
 
 def _spans(text: str | None) -> tuple[Span, ...]:

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from checkpoint.base import SCHEMA_VERSION
-from checkpoint.migrate import V3_TABLES, V2Contents, write_v3
+from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
 from checkpoint.records import action_from_row, decode_headers
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreLocked
+from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse, StoreLocked
 from kec.event import Event
 
 APPLICATION_ID = 0x4B454331  # "KEC1": marks the file as a kafka-event-connector store
@@ -185,7 +185,12 @@ class SqliteDialect(Dialect):
             self._writer = self._reader = None
             self._release_file_lock()
 
-    def _take_file_lock(self) -> int:
+    def _take_file_lock(
+        self,
+        why: str = "one connector per SQLite store (stop it, or share a PostgreSQL store "
+        "between instances)",
+        error: type[CheckpointError] = StoreLocked,
+    ) -> int:
         lock_path = Path(f"{self.path}.lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -193,10 +198,7 @@ class SqliteDialect(Dialect):
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise StoreLocked(
-                f"{self.path} is in use by {holder}: one connector per SQLite store (stop it, "
-                "or share a PostgreSQL store between instances)"
-            ) from None
+            raise error(f"{self.path} is in use by {holder}: {why}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         return fd
@@ -243,22 +245,40 @@ class SqliteDialect(Dialect):
             conn.execute(f"PRAGMA journal_size_limit = {self._checkpoint_pages * 4096 * 2}")
         if version == SCHEMA_VERSION:
             return
+        # A migration rewrites tables that a connector of the older version would go on
+        # writing: it needs the file's connector lock (held already by an exclusive open).
+        lock = None
+        if version != 0 and not self.memory and self._lock_file is None:
+            lock = self._take_file_lock(
+                why=f"its schema must move from version {version} to {SCHEMA_VERSION}: stop "
+                "the older connector first",
+                error=StoreInUse,
+            )
+        try:
+            self._migrate(conn)
+        finally:
+            if lock is not None:
+                os.close(lock)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Checked again under the write lock: another process may have migrated.
             version = self._check_identity(*self._inspect(conn))
             if version == 0:
                 self._create(conn)
-            else:
+            elif version < 3:
                 for step in range(version + 1, 3):
                     for statement in _OLD[step]:
                         conn.execute(statement)
-                if version < 3:
-                    old = self._read_v2(conn)
-                    for table in _V2_TABLES:
-                        conn.execute(f"DROP TABLE {table}")
-                    self._create(conn)
-                    write_v3(_SqliteSql(conn), old)
+                old = self._read_v2(conn)
+                for table in _V2_TABLES:
+                    conn.execute(f"DROP TABLE {table}")
+                self._create(conn)
+                write_v3(_SqliteSql(conn), old)
+            elif version == 3:
+                for statement in V4_CHANGES:
+                    conn.execute(statement.format(**_TYPES))
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -269,7 +289,7 @@ class SqliteDialect(Dialect):
 
     @staticmethod
     def _create(conn: sqlite3.Connection) -> None:
-        for statement in V3_TABLES:
+        for statement in TABLES:
             conn.execute(statement.format(**_TYPES))
 
     @staticmethod

@@ -306,7 +306,13 @@ def demo(config: Path | None) -> None:
 
 
 # subcommands defined in connector/commands/ (one line each)
-from connector.commands import config_cmds, gateway_cmd, ops_cmds, topics_cmd  # noqa: E402
+from connector.commands import (  # noqa: E402
+    config_cmds,
+    gateway_cmd,
+    ops_cmds,
+    partitions_cmd,
+    topics_cmd,
+)
 
 cli.add_command(config_cmds.validate)
 cli.add_command(config_cmds.schema)
@@ -317,6 +323,7 @@ cli.add_command(ops_cmds.replay)
 cli.add_command(ops_cmds.dlq)
 cli.add_command(gateway_cmd.gateway)
 cli.add_command(topics_cmd.topics)
+cli.add_command(partitions_cmd.partitions)
 
 
 def main() -> None:

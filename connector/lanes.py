@@ -117,6 +117,19 @@ class PartitionBook:
         now = time.monotonic()
         self._add([Entry(first_aseq + i, a, arrived=now) for i, a in enumerate(actions)])
 
+    def catch_up(self, pending: Pending) -> int:
+        """Actions the store holds for this partition that the book never got (a batch
+        that committed while its caller saw the commit fail); return how many."""
+        known = {e.aseq for lane in self._lanes.values() for e in lane.entries}
+        mark = self.watermark
+        fresh = [
+            Entry(q.aseq, q.action)
+            for q in pending.queued
+            if q.aseq >= mark and q.aseq not in known and q.aseq not in self._released
+        ]
+        self._add(fresh)
+        return len(fresh)
+
     def adopt(self, rows: Iterable[Parked]) -> int:
         """Retry rows found in the store that this book does not hold (``dlq replay``,
         ``replay``); return how many were taken."""
@@ -297,6 +310,12 @@ class PartitionBook:
             for e in self._dirty
             if e.parked is not None
         ]  # fmt: skip
+        for e in self._dirty:
+            # The write may commit although its caller sees it fail (a lost COMMIT
+            # acknowledgement): from now on the row may exist, so delivering the action
+            # later must delete it (deleting a row that is not there is harmless).
+            if e.parked is not None:
+                e.stored = True
         mark = self.watermark
         spans = self._settled_spans()
         if not park and not self._unpark and mark == self._watermark and spans == self._spans:

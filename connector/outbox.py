@@ -44,6 +44,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
 from connector.lanes import Entry, PartitionBook
 from connector.metrics import LATENCY_BUCKETS, Histogram
+from connector.outage import Outage, cause_of
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import CheckpointError, TargetError
@@ -149,6 +150,7 @@ class Dispatcher:
         self._in_flight: dict[str, int] = {}  # target -> calls in flight
         self._pending = 0  # actions not settled, all books (read by other threads)
         self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
+        self._store_outage = Outage("checkpoint store (dispatcher)", log)
         self.stats = DispatchStats()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -264,6 +266,26 @@ class Dispatcher:
 
         self._post(add)
 
+    def catch_up(self, tp: TopicPartition) -> None:
+        """Load the actions of ``tp`` that the store holds and this dispatcher never got:
+        the pipeline's batch committed though the pipeline saw the commit fail."""
+        pending = self._store.pending(tp)
+
+        def add() -> None:
+            book = self._books.get(tp)
+            if book is None:
+                return
+            found = book.catch_up(pending)
+            self._pending += found
+            if found:
+                log.info(
+                    "%s[%d]: %d actions of a batch whose commit was not acknowledged, "
+                    "loaded from the store",
+                    tp[0], tp[1], found,
+                )  # fmt: skip
+
+        self._call(add)
+
     def release(self, partitions: Iterable[TopicPartition]) -> None:
         """Stop dispatching ``partitions``: wait for their deliveries in flight, write
         their last settlement, forget them. Blocks the caller (a revoke callback)."""
@@ -280,11 +302,19 @@ class Dispatcher:
                 if book is not None:
                     book.closing = True
             self._await_results(drained)
-            self._settle([tp for tp in tps if tp in self._books])
-            for tp in tps:
-                book = self._books.pop(tp, None)
-                if book is not None:
-                    self._pending -= book.size
+            try:
+                self._settle([tp for tp in tps if tp in self._books])
+            except CheckpointError as exc:
+                # The next owner delivers again (same ids) what was not settled.
+                log.warning(
+                    "the last settlement of %d released partition(s) failed: %s",
+                    len(tps), cause_of(exc),
+                )  # fmt: skip
+            finally:
+                for tp in tps:
+                    book = self._books.pop(tp, None)
+                    if book is not None:
+                        self._pending -= book.size
 
         self._call(release)
 
@@ -332,6 +362,9 @@ class Dispatcher:
                     self._settle(list(self._books))
                     self._report_failures()
                     last_settle = now
+            except CheckpointError as exc:
+                self._store_outage.failed(exc, retry_in=1.0)
+                self._stop.wait(1.0)
             except Exception:
                 log.exception("dispatch round failed; trying again in 1s")
                 self._stop.wait(1.0)
@@ -512,6 +545,7 @@ class Dispatcher:
             self.stats.store_ok = False
             raise
         self.stats.store_ok = True
+        self._store_outage.ok()
         self.stats.settlements += 1
         for tp, settlement in rounds.items():
             if tp in fenced:

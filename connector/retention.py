@@ -5,8 +5,14 @@ counter per rule. What grows, and what :class:`Pruner` deletes
 (:meth:`~checkpoint.base.CheckpointStore.prune`), at start and then every ``interval``
 seconds, in chunks so the pipeline is never held off the store for long:
 
-* always: partial ``all_of`` sets with a window that were not updated for that window
-  (they can no longer complete);
+* always: partial ``all_of`` sets with a window that no event can complete any more, by
+  *event time*: a set expires at its oldest event's create time plus the window, and goes
+  once the store's event-time watermark (the least event time of its partitions: each
+  partition's newest record timestamp, moved to the present while it has nothing left to
+  read) is ``lateness`` seconds past that. The wall clock of this process plays no part,
+  so a connector that was down or lags behind (its partitions' event times stay in the
+  past) keeps every set it would still complete; a partition that is never read (a topic
+  no longer configured, say) holds the watermark back, which only delays pruning;
 * with ``checkpoint.retention_days``: batches (events and their actions) older than
   that whose actions are all settled, with the explicit ids of their events; dead
   records, durable ``wait_for_event`` steps and dead actions older than that; rule state
@@ -45,6 +51,7 @@ class Pruner:
         *,
         interval: float = 600.0,
         chunk: int = 10_000,
+        lateness: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if retention_seconds is not None and retention_seconds <= 0:
@@ -53,6 +60,7 @@ class Pruner:
         self._retention = retention_seconds
         self._interval = interval
         self._chunk = chunk
+        self._lateness = lateness
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,7 +77,7 @@ class Pruner:
         before = 0.0 if self._retention is None else self._clock() - self._retention
         total = 0
         while not self._stop.is_set():
-            n = self._store.prune(before, self._chunk)
+            n = self._store.prune(before, self._chunk, self._lateness)
             total += n
             if n < self._chunk:
                 break

@@ -186,12 +186,16 @@ class AllOf(_Model):
     ``policy`` says which event of a key is kept when it arrives more than once before the
     set is complete: ``latest`` (greatest ``create_time``) or ``first`` (least). With
     ``window`` (seconds), events older than the newest one by more than that are dropped.
+    The window is *event time*: the events' create times (their Kafka timestamps), never
+    the clock of the process, so a connector that was down or lags completes what it would
+    have completed on time; see docs/architecture.md, "Rules".
     """
 
     keys: tuple[NonEmpty, ...] = Field(min_length=2)
     """The event keys (exact or glob) that must all arrive."""
     window: float | None = Field(default=None, gt=0)
-    """Seconds: an event older than the newest one of the set by more is dropped."""
+    """Seconds of event time (create times): an event older than the newest one of the set
+    by more is dropped."""
     policy: Literal["latest", "first"]
     """Which event of a key arriving more than once is kept: the latest or the first
     (by create time)."""

@@ -47,20 +47,37 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from checkpoint.base import BatchTransaction, CheckpointStore, Claim
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
 from connector.metrics import LATENCY_BUCKETS, Histogram
+from connector.outage import Outage, cause_of
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
-from kec.errors import CheckpointError, ConnectorError, Fenced, KafkaClientError, KafkaFatal
+from kec.errors import (
+    CheckpointError,
+    ClaimTimeout,
+    ConnectorError,
+    Fenced,
+    KafkaClientError,
+    KafkaFatal,
+    OffsetConflict,
+)
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.faults import crash_point
@@ -70,6 +87,7 @@ log = logging.getLogger(__name__)
 STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
+STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
 
 
 class ActionSink(Protocol):
@@ -83,6 +101,8 @@ class ActionSink(Protocol):
     def queue(self, tp: TP, first_aseq: int, actions: Sequence[Action]) -> None: ...
 
     def release(self, partitions: Sequence[TP]) -> None: ...
+
+    def catch_up(self, tp: TP) -> None: ...
 
 
 class Undispatched:
@@ -100,6 +120,9 @@ class Undispatched:
     def release(self, partitions: Sequence[TP]) -> None:
         pass
 
+    def catch_up(self, tp: TP) -> None:
+        pass
+
 
 @dataclass
 class Applied:
@@ -110,17 +133,26 @@ class Applied:
     actions: list[tuple[Event, Action]] = field(default_factory=list)
     # Events the rules raised on: poison, each on its own (the others go on).
     failed: list[tuple[Event, Exception]] = field(default_factory=list)
+    skipped: int = 0  # new events not evaluated (``skip``)
 
 
-def apply_events(tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Event]) -> Applied:
+def apply_events(
+    tx: BatchTransaction,
+    evaluator: Evaluator,
+    events: Sequence[Event],
+    skip: Collection[object] = (),
+) -> Applied:
     """Step 2's work on events, inside the caller's store transaction ``tx``.
 
     Events with an explicit id already recorded are duplicates (as is a repeat within
     ``events``); the others are new. The rule state every new event needs is read at
     once (and locked), the rules are evaluated for the new events in order (later
-    events see earlier updates), and the changed state is written back. An event the
-    rules raise on is that event's failure, not the batch's: it is returned in
-    ``failed``, queues nothing and changes no state.
+    events see earlier updates), and the changed state is written back, with the event
+    time at which each expiring state can no longer complete. An event the rules raise
+    on is that event's failure, not the batch's: it is returned in ``failed``, queues
+    nothing and changes no state. Events whose ``coordinates`` are in ``skip`` (known to
+    fail: already sent to the dead letters) are recorded like the others but not
+    evaluated.
     """
     explicit = [e for e in events if e.explicit_id]
     fresh = tx.claim_event_ids(explicit) if explicit else set()
@@ -136,16 +168,19 @@ def apply_events(tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Ev
     needs: list[Sequence[str]] = []
     for event in applied.new:
         try:
-            wanted = evaluator.state_keys(event)
+            wanted = () if event.coordinates in skip else evaluator.state_keys(event)
         except Exception:  # evaluated below, where the failure is recorded
             wanted = ()
         needs.append(wanted)
         keys.extend(wanted)
     state: dict[str, str | None] = dict(tx.read_rule_state(keys)) if keys else {}
     dirty: set[str] = set()
-    ttl: dict[str, float] = {}
+    expiry: dict[str, float] = {}
     new: list[Event] = []
     for event, wanted in zip(applied.new, needs, strict=True):
+        if event.coordinates in skip:
+            applied.skipped += 1
+            continue
         try:
             result = evaluator.evaluate(event, {k: state.get(k) for k in wanted})
         except Exception as exc:
@@ -156,12 +191,12 @@ def apply_events(tx: BatchTransaction, evaluator: Evaluator, events: Sequence[Ev
         if result.state_updates:
             state.update(result.state_updates)
             dirty.update(result.state_updates)
-            ttl.update(result.state_ttl)
+            expiry.update(result.state_expiry)
     applied.new = new
     if dirty:
-        now = time.time()
-        expires = {k: now + ttl[k] for k in dirty if k in ttl}
-        tx.write_rule_state({k: state[k] for k in dirty}, expires)
+        tx.write_rule_state(
+            {k: state[k] for k in dirty}, {k: expiry[k] for k in dirty if k in expiry}
+        )
     return applied
 
 
@@ -189,6 +224,13 @@ class PipelineSettings:
     # A partition fenced by another owner yet still assigned here after this long: stop.
     fenced_grace: float = 60.0
     commit_interval: float = 0.1  # seconds between two Kafka offset commits (step 3)
+    # Partitions Kafka assigned but the store could not claim are retried (paused) for
+    # this long; then the process exits, so that Kafka gives them to another instance.
+    claim_timeout: float = 300.0
+    kafka_timeout: float = 10.0  # seconds for a watermark or topic request when checking
+    check_interval: float = 30.0  # seconds between two checks of the topics' ids
+    # A partition with nothing left to read moves its event time to the present this often.
+    idle_interval: float = 10.0
 
     def consumer_config(self) -> dict[str, Any]:
         """The pipeline consumer's settings; :data:`kec.kafka.PIPELINE_FIXED` is applied
@@ -201,6 +243,8 @@ class PipelineSettings:
             # Fetch in larger bites: a batch is one store transaction, fewer is faster.
             "fetch.wait.max.ms": max(1, min(self.linger_ms, 100)),
             "queued.min.messages": max(1000, self.batch_size * 2),
+            # The end of a partition is news: its event time may move on (idle partitions).
+            "enable.partition.eof": True,
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
@@ -219,20 +263,42 @@ class PipelineStats:
     dead_records: int = 0
     actions: int = 0
     failed_batches: int = 0
+    conflicts: int = 0  # batches the store had already (a lost COMMIT acknowledgement)
     by_rule: Counter[str] = field(default_factory=Counter)  # actions queued per rule
     store_write: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     lag: dict[TP, int] = field(default_factory=dict)  # from librdkafka's statistics
     kafka_connected: bool = False
     joined: bool = False  # the group assigned this member its partitions (possibly none)
     store_ok: bool = True  # the last batch transaction went through
+    stopped: dict[TP, str] = field(default_factory=dict)  # partitions stopped, and why
+    claiming: int = 0  # partitions assigned by Kafka that the store could not claim yet
 
 
 @dataclass
 class _Owned:
-    """A partition this instance owns: its epoch and the next offset the store holds."""
+    """A partition this instance owns: its epoch, the next offset the store holds, and
+    why it is stopped (offsets that went backwards), if it is."""
 
     epoch: int
     next_offset: int | None
+    stopped: str | None = None
+    generation: int = 0  # resets by an operator: see checkpoint.base.Claim
+    idle_marked: float = 0.0  # monotonic time its event time was last moved to the present
+
+
+@dataclass
+class _Batch:
+    """What step 1 made of one ``consume()``: per partition, where its part starts (the
+    store's next offset, else its first record) and ends, its newest record timestamp."""
+
+    events: list[Event] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
+    start: dict[TP, int] = field(default_factory=dict)
+    first: dict[TP, int] = field(default_factory=dict)  # the first record's offset
+    next: dict[TP, int] = field(default_factory=dict)
+    event_time: dict[TP, int] = field(default_factory=dict)  # ms
+    at_end: set[TP] = field(default_factory=set)  # partitions read to their end
+    behind: dict[TP, int] = field(default_factory=dict)  # a record below the store's offset
 
 
 class Pipeline:
@@ -250,16 +316,23 @@ class Pipeline:
         self._evaluator = evaluator
         self._sink = sink
         self._consumer: Consumer | None = None
+        self._admin: Any = None
         self._dlq: Producer | None = None
         self._dead_letters = DeadLetters(None, None)
         self._owned: dict[TP, _Owned] = {}
         self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
+        self._claiming: dict[TP, float] = {}  # assigned, not claimed yet -> since when
+        self._claim_retry = 0.0  # monotonic time of the next claim attempt
+        self._claim_pause = 0.5
         self._resync: dict[TP, int] = {}
         self._uncommitted: dict[TP, int] = {}  # checkpointed, not committed to Kafka yet
         self._last_commit = 0.0
+        self._last_check = self._last_stopped_check = time.monotonic()
         self._paused = False
         self._fatal: KafkaError | None = None
         self._unreachable_logged = 0.0
+        self._store_outage = Outage("checkpoint store", log)
+        self._claim_outage = Outage("claiming assigned partitions in the checkpoint store", log)
         self.stats = PipelineStats()
 
     @property
@@ -293,6 +366,7 @@ class Pipeline:
             on_lost=self._on_revoke,
         )
         self._consumer = consumer
+        self._admin = kafka.admin(self._settings.producer_config())
         if self._settings.dlq_topic:
             # Copies not acknowledged in time expire rather than pile up across retries.
             timeout_ms = int(self._settings.dlq_flush_timeout * 1000)
@@ -321,6 +395,7 @@ class Pipeline:
         dlq, self._dlq = self._dlq, None
         if dlq is not None:
             dlq.flush(10)
+        self._admin = None
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in progress is finished first.
@@ -328,13 +403,15 @@ class Pipeline:
         A batch that fails as a whole (store, dead-letter topic, Kafka) was rolled back
         and rewound; it is tried again after a pause that doubles up to 30 s. A failure
         that no retry can cure (a corrupt store, a newer schema, a fatal Kafka error, a
-        partition fenced for good) is logged in one line and raised: the process stops.
+        partition fenced for good, partitions that could not be claimed in time) is
+        logged in one line and raised: the process stops.
         """
         self.start()
         pause = 0.5
         while not stop.is_set():
             self._apply_backpressure()
             try:
+                self._housekeeping()
                 self.run_once()
                 pause = 0.5
             except ConnectorError as exc:
@@ -352,6 +429,9 @@ class Pipeline:
 
     def _failed(self, exc: Exception, pause: float) -> None:
         self.stats.failed_batches += 1
+        if isinstance(exc, CheckpointError):
+            self._store_outage.failed(exc, retry_in=pause)
+            return
         log.warning(
             "batch failed and was rolled back; its partitions were rewound and it is retried "
             "in %.1fs: %s: %s",
@@ -382,48 +462,53 @@ class Pipeline:
             return 0
         self.stats.kafka_connected = True
         crash_point("after_poll")
-        first: dict[TP, int] = {}
+        batch = _Batch()
         try:
-            events, poison, offsets = self._decode(messages, first)
-            if not offsets:
+            self._decode(messages, batch)
+            if batch.behind:
+                self._went_back(batch.behind)
+            if not batch.next:
+                self._idle(batch.at_end)
                 return 0
-            queued, new, duplicates, poison = self._checkpoint(events, poison, first, offsets)
+            queued, new, duplicates = self._checkpoint(batch)
+        except OffsetConflict as exc:
+            self._rewind(batch.first)
+            self._catch_up(exc, batch)
+            return 0
         except Fenced as exc:
             # Another instance claimed a partition of this batch (this one was paused past
             # its session timeout, say): nothing was written. Drop the partition until Kafka
             # revokes or reassigns it; the rest of the batch is read again.
-            self._rewind(first)
-            self._fence(exc, first)
+            self._rewind(batch.first)
+            self._fence(exc, batch.first)
             return 0
         except BaseException:
-            self._rewind(first)
+            self._rewind({**batch.first, **batch.behind})
             raise
-        for tp, offset in offsets.items():
+        self._store_outage.ok()
+        for tp, offset in batch.next.items():
             self._owned[tp].next_offset = offset
         for tp, (first_aseq, actions) in queued.items():
             self._sink.queue(tp, first_aseq, actions)
         crash_point("after_checkpoint")
-        self._uncommitted.update(offsets)
+        self._uncommitted.update(batch.next)
         self._commit()
         crash_point("after_commit")
+        self._idle(batch.at_end)
         stats = self.stats
         stats.batches += 1
         stats.records += len(messages)
         stats.new_events += new
         stats.duplicates += duplicates
-        stats.dead_records += len(poison)
+        stats.dead_records += len(batch.poison)
         stats.actions += sum(len(a) for _, a in queued.values())
         return len(messages)
 
-    def _decode(
-        self, messages: Sequence[Any], first: dict[TP, int]
-    ) -> tuple[list[Event], list[Poison], dict[TP, int]]:
-        """Events and poison records of a batch; ``first`` gets each partition's first
-        offset. Records the store has already checkpointed (below its next offset) are
-        skipped; any exception while decoding one record makes that record poison."""
-        events: list[Event] = []
-        poison: list[Poison] = []
-        offsets: dict[TP, int] = {}
+    def _decode(self, messages: Sequence[Any], batch: _Batch) -> None:
+        """Step 1's work: events and poison records of a batch, and where each partition's
+        part starts and ends. A record below the store's next offset is put aside in
+        ``batch.behind`` (it should not come: see :meth:`_went_back`); any exception
+        while decoding one record makes that record poison."""
         topics = self._settings.topics
         limit = self._settings.max_event_bytes
         owned = self._owned
@@ -432,43 +517,76 @@ class Pipeline:
             if err is not None:
                 if err.fatal():
                     raise KafkaFatal(f"fatal consumer error: {err}")
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    batch.at_end.add((msg.topic(), msg.partition()))
+                else:
                     log.warning("consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)
             mine = owned.get(tp)
-            if mine is None:  # revoked (or fenced) since it was fetched
+            if mine is None or mine.stopped is not None or tp in batch.behind:
+                continue  # revoked, fenced or stopped since it was fetched
+            stored = mine.next_offset
+            if stored is not None and offset < stored:
+                batch.behind[tp] = offset
                 continue
-            first.setdefault(tp, offset)
-            offsets[tp] = offset + 1
-            if mine.next_offset is not None and offset < mine.next_offset:
-                continue  # checkpointed already: known by its offset
+            if tp not in batch.first:
+                batch.first[tp] = offset
+                batch.start[tp] = offset if stored is None else stored
+            batch.next[tp] = offset + 1
+            batch.at_end.discard(tp)
+            _, timestamp = msg.timestamp()
+            if timestamp > batch.event_time.get(tp, 0):
+                batch.event_time[tp] = timestamp
             try:
-                events.append(
-                    event_from_message(msg, topics[topic], max_bytes=limit, strict_namespace=True)
+                event = event_from_message(
+                    msg, topics[topic], max_bytes=limit, strict_namespace=True
                 )
             except Exception as exc:
-                poison.append(Poison.of(msg, exc))
-        return events, poison, offsets
+                batch.poison.append(Poison.of(msg, exc))
+                continue
+            if mine.generation and not event.explicit_id:
+                # Offsets an operator's reset made count again: their ids must not be the
+                # ones the same offsets had before (nor their actions' ids).
+                event = replace(event, event_id=f"{event.event_id}@{mine.generation}")
+            batch.events.append(event)
+        for tp in batch.behind:  # the partition's records of this batch wait for the check
+            for part in (batch.first, batch.start, batch.next, batch.event_time):
+                part.pop(tp, None)
+        batch.events = [e for e in batch.events if (e.topic, e.partition) not in batch.behind]
+        batch.poison = [p for p in batch.poison if (p.topic, p.partition) not in batch.behind]
 
     def _checkpoint(
-        self,
-        events: list[Event],
-        poison: list[Poison],
-        first: Mapping[TP, int],
-        offsets: Mapping[TP, int],
-    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int, list[Poison]]:
-        """Step 2: one store transaction. Poison records are on the dead-letter topic
-        (acknowledged) before the transaction commits, so both hold them or neither.
-        Returns each partition's (first action number, actions), how many events were
-        new and how many duplicates, and the poison records."""
-        by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in offsets}
+        self, batch: _Batch
+    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
+        """Step 2: one store transaction. Poison records go to the dead-letter topic (and
+        are acknowledged) before the transaction opens, so no store lock is held while
+        Kafka answers; an event the rules raise on is found inside the transaction, which
+        is then given up, the event sent to the dead letters and the batch tried again
+        without evaluating it. Returns each partition's (first action number, actions),
+        how many events were new and how many duplicates."""
         started = time.perf_counter()
+        skip: set[object] = set()
+        if batch.poison:
+            self._dead_letters.send(batch.poison)
         try:
-            queued, new, duplicates, poison = self._transaction(
-                events, poison, first, offsets, by_tp
-            )
+            while True:
+                try:
+                    queued, new, duplicates = self._transaction(batch, skip)
+                    break
+                except _RulesFailed as failed:
+                    poison = [Poison.of_event(e, exc) for e, exc in failed.events]
+                    for event, exc in failed.events:
+                        log.warning(
+                            "rules failed on event %s (%s[%s]@%s), sent to the dead letters: "
+                            "%s: %s",
+                            event.event_id, event.topic, event.partition, event.offset,
+                            type(exc).__name__, exc,
+                        )  # fmt: skip
+                    self._dead_letters.send(poison)
+                    batch.poison.extend(poison)
+                    skip.update(e.coordinates for e, _ in failed.events)
         except CheckpointError:
             self.stats.store_ok = False
             raise
@@ -476,41 +594,75 @@ class Pipeline:
         self.stats.store_write.observe(time.perf_counter() - started)
         for _, actions in queued.values():
             self.stats.by_rule.update(a.rule for a in actions)
-        return queued, new, duplicates, poison
+        return queued, new, duplicates
 
     def _transaction(
-        self,
-        events: list[Event],
-        poison: list[Poison],
-        first: Mapping[TP, int],
-        offsets: Mapping[TP, int],
-        by_tp: dict[TP, tuple[list[Event], list[Action]]],
-    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int, list[Poison]]:
+        self, batch: _Batch, skip: set[object]
+    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
+        by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in batch.next}
         with self._store.batch() as tx:
-            applied = apply_events(tx, self._evaluator, events)
+            applied = apply_events(tx, self._evaluator, batch.events, skip)
+            if applied.failed:
+                raise _RulesFailed(applied.failed)
             for event in applied.new:
                 by_tp[(event.topic, event.partition)][0].append(event)  # type: ignore[index]
             for event, action in applied.actions:
                 by_tp[(event.topic, event.partition)][1].append(action)  # type: ignore[index]
-            failed = [Poison.of_event(e, exc) for e, exc in applied.failed]
-            for event, exc in applied.failed:
-                log.warning(
-                    "rules failed on event %s (%s[%s]@%s), sent to the dead letters: %s: %s",
-                    event.event_id, event.topic, event.partition, event.offset,
-                    type(exc).__name__, exc,
-                )  # fmt: skip
-            poison = poison + failed
-            if poison:
-                tx.add_dead_records([p.stored() for p in poison])
-                self._dead_letters.send(poison)
+            if batch.poison:
+                tx.add_dead_records([p.stored() for p in batch.poison])
             queued: dict[TP, tuple[int, list[Action]]] = {}
             for tp, (new, actions) in sorted(by_tp.items()):
-                mine = self._owned[tp]
-                first_aseq = tx.append(tp, mine.epoch, first[tp], offsets[tp], new, actions)
+                first_aseq = tx.append(
+                    tp, self._owned[tp].epoch, batch.start[tp], batch.next[tp], new, actions,
+                    batch.event_time.get(tp),
+                )  # fmt: skip
                 if actions:
                     queued[tp] = (first_aseq, actions)
-        duplicates = len(events) - len(applied.new) - len(applied.failed)
-        return queued, len(applied.new), duplicates, poison
+        duplicates = len(batch.events) - len(applied.new) - applied.skipped
+        return queued, len(applied.new), duplicates
+
+    def _catch_up(self, exc: OffsetConflict, batch: _Batch) -> None:
+        """The store refused a batch that does not start at a partition's stored next
+        offset. The store ahead: an earlier attempt of this batch committed though its
+        acknowledgement was lost, so read on from the store's offset, and have the
+        dispatcher load the actions it never got. The store behind this instance's own
+        belief (restored from a backup?): stop the partition."""
+        self.stats.conflicts += 1
+        try:
+            stored = self._store.next_offsets()
+        except CheckpointError as err:
+            self._store_outage.failed(err)
+            return
+        for tp in batch.next:
+            mine = self._owned.get(tp)
+            if mine is None:
+                continue
+            now = stored.get(tp)
+            if now == mine.next_offset:
+                continue
+            if now is None or (mine.next_offset is not None and now < mine.next_offset):
+                self._stop(
+                    tp,
+                    f"the store's next offset ({now}) is behind the offset this instance "
+                    f"checkpointed ({mine.next_offset}): was the store restored from a backup?",
+                )
+                continue
+            log.warning(
+                "%s[%d]: the store already holds offsets %s..%d (an earlier attempt of this "
+                "batch committed; its acknowledgement was lost): reading on from %d",
+                tp[0], tp[1], mine.next_offset if mine.next_offset is not None else "start",
+                now - 1, now,
+            )  # fmt: skip
+            mine.next_offset = now
+            self._sink.catch_up(tp)
+            self._try_seek(tp, now)
+        self._uncommitted.update(
+            {tp: o for tp, o in stored.items() if tp in self._owned and tp in batch.next}
+        )
+        if exc.partition not in batch.next:
+            log.warning("offset conflict on a partition outside the batch: %s", exc)
+
+    # -- step 3 ------------------------------------------------------------------------
 
     def _commit(self, *, now: bool = False, only: Sequence[TP] | None = None) -> None:
         """Step 3 for what was checkpointed: when ``commit_interval`` has passed (or
@@ -542,7 +694,11 @@ class Pipeline:
     def _commit_resync(self) -> None:
         """Commit the store's offsets where Kafka's committed offset lags behind them."""
         assert self._consumer is not None
-        pending = {tp: o for tp, o in self._resync.items() if tp in self._owned}
+        pending = {
+            tp: o
+            for tp, o in self._resync.items()
+            if tp in self._owned and self._owned[tp].stopped is None
+        }
         self._resync.clear()
         if not pending:
             return
@@ -564,6 +720,8 @@ class Pipeline:
                 ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(behind.items())),
             )
             self._send_commit(behind)
+
+    # -- librdkafka callbacks ------------------------------------------------------------
 
     def _on_statistics(self, text: str) -> None:
         """librdkafka's statistics (on the poll thread): broker states and consumer lag."""
@@ -601,11 +759,14 @@ class Pipeline:
         else:
             log.warning("Kafka: %s", err.str())
 
+    # -- ownership ---------------------------------------------------------------------
+
     def _fence(self, exc: Fenced, batch: Mapping[TP, int]) -> None:
         now = time.monotonic()
         lost = [tp for tp in exc.partitions or tuple(batch) if tp in self._owned]
         for tp in lost:
             del self._owned[tp]
+            self.stats.stopped.pop(tp, None)
             self._fenced.setdefault(tp, now)
         self._sink.release(lost)
         log.warning("%s: this instance stops touching it until Kafka reassigns it", exc)
@@ -634,54 +795,363 @@ class Pipeline:
             raise Fenced(message, tuple(lost))
 
     def _rewind(self, first: Mapping[TP, int]) -> None:
-        assert self._consumer is not None
-        for (topic, partition), offset in first.items():
-            if (topic, partition) in self._owned:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+        for tp, offset in first.items():
+            if tp in self._owned:
+                self._seek(tp, offset)
 
-    # -- assignment and backpressure -----------------------------------------------------
+    def _seek(self, tp: TP, offset: int) -> None:
+        assert self._consumer is not None
+        self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+
+    def _try_seek(self, tp: TP, offset: int) -> None:
+        """Seek a partition that may not be fetching yet (just assigned, paused): if
+        librdkafka refuses, records below the store's offset that come are caught by the
+        check of :meth:`_went_back`, which seeks again."""
+        try:
+            self._seek(tp, offset)
+        except KafkaException as exc:
+            log.debug("seek %s[%d]@%d: %s", tp[0], tp[1], offset, exc)
+
+    # -- assignment: claim, check, adopt -------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Kafka assigned ``partitions``: claim them in the store, check their offsets, and
+        start reading each where the store says. A claim that fails (the store is down)
+        leaves them assigned but paused; :meth:`_retry_claims` tries again with backoff, so
+        a partition is never assigned and silently unowned."""
         self.stats.joined = True
         self.stats.kafka_connected = True
         tps = [(p.topic, p.partition) for p in partitions]
         if not tps:
             consumer.incremental_assign(partitions)
             return
-        claims = self._store.claim(self._settings.instance_id, tps)
-        self._sink.adopt(claims)
-        for p in partitions:
-            tp = (p.topic, p.partition)
-            claim = claims[tp]
-            self._owned[tp] = _Owned(claim.epoch, claim.next_offset)
-            self._fenced.pop(tp, None)
-            if claim.next_offset is not None:
-                p.offset = claim.next_offset  # the store, not Kafka, says where it resumes
-                self._resync[tp] = claim.next_offset
+        try:
+            starts = self._adopt(tps)
+        except Exception as exc:
+            if isinstance(exc, ConnectorError) and not exc.retriable:
+                raise
+            starts = None
+            now = time.monotonic()
+            for tp in tps:
+                self._claiming.setdefault(tp, now)
+            self._claim_retry = now + self._claim_pause
+            self._claim_outage.failed(exc, retry_in=self._claim_pause)
+        if starts is not None:
+            for p in partitions:
+                start = starts.get((p.topic, p.partition))
+                if start is not None:
+                    p.offset = start  # the store, not Kafka, says where it resumes
         consumer.incremental_assign(partitions)
+        held = [
+            p for p in partitions
+            if starts is None or self._owned[(p.topic, p.partition)].stopped is not None
+        ]  # fmt: skip
         if self._paused:
             consumer.pause(partitions)
-        log.info(
-            "assigned %s",
-            ", ".join(
-                f"{p.topic}[{p.partition}]@"
-                + (f"store:{p.offset}" if claims[(p.topic, p.partition)].next_offset is not None
-                   else "committed")
-                for p in partitions
-            ),
+        elif held:
+            consumer.pause(held)
+        self.stats.claiming = len(self._claiming)
+        if starts is not None:
+            log.info(
+                "assigned %s",
+                ", ".join(
+                    f"{t}[{p}]@" + (f"store:{starts[(t, p)]}" if (t, p) in starts else "committed")
+                    + (" (stopped)" if self._owned[(t, p)].stopped else "")
+                    for t, p in tps
+                ),
+            )  # fmt: skip
+
+    def _adopt(self, tps: Sequence[TP]) -> dict[TP, int]:
+        """Claim ``tps``, check their offsets against Kafka's, hand them to the dispatcher.
+        Returns the store's next offset of each partition that has one and is not stopped.
+        Raises (retriable) when the store or Kafka cannot be asked: nothing is owned then."""
+        claims = self._store.claim(self._settings.instance_id, tps)
+        stopped = self._check_offsets(claims)
+        self._sink.adopt(claims)
+        starts: dict[TP, int] = {}
+        for tp in tps:
+            claim = claims[tp]
+            self._owned[tp] = _Owned(
+                claim.epoch, claim.next_offset, stopped.get(tp), claim.generation
+            )
+            self._fenced.pop(tp, None)
+            self._claiming.pop(tp, None)
+            if tp in stopped:
+                self.stats.stopped[tp] = stopped[tp]
+                continue
+            self.stats.stopped.pop(tp, None)
+            if claim.next_offset is not None:
+                starts[tp] = claim.next_offset
+                self._resync[tp] = claim.next_offset
+        return starts
+
+    def _check_offsets(self, claims: Mapping[TP, Claim]) -> dict[TP, str]:
+        """Partitions whose Kafka offsets do not follow the store's (a topic deleted and
+        created again, a cluster migrated, an unclean leader election), each with what was
+        seen; they are recorded as stopped in the store and logged. A partition already
+        stopped stays so until an operator resets it (``event-connector partitions
+        reset``). Records deleted by retention before they were read are only logged."""
+        stopped: dict[TP, str] = {tp: c.stopped for tp, c in claims.items() if c.stopped}
+        ids = self._topic_ids({tp[0] for tp in claims})
+        for tp, claim in sorted(claims.items()):
+            if tp in stopped:
+                log.error("%s[%d] stays stopped: %s", tp[0], tp[1], claim.stopped)
+                continue
+            current = ids.get(tp[0])
+            why = None
+            if claim.topic_id is not None and current is not None and claim.topic_id != current:
+                why = (
+                    f"the topic's id is {current}, not {claim.topic_id} as when it was "
+                    "checkpointed: the topic was deleted and created again"
+                )
+            elif claim.next_offset is not None:
+                low, high = self._watermarks(tp)
+                if claim.next_offset > high:
+                    why = (
+                        f"the store's next offset is {claim.next_offset} but Kafka's offsets "
+                        f"end at {high} (low {low}): the offsets went backwards (a topic "
+                        "created again, a cluster migrated, an unclean leader election)"
+                    )
+                elif claim.next_offset < low:
+                    log.warning(
+                        "%s[%d]: records %d..%d were deleted by retention before they were "
+                        "read; reading on from %d",
+                        tp[0], tp[1], claim.next_offset, low - 1, low,
+                    )  # fmt: skip
+            if why is not None:
+                stopped[tp] = why
+                self._report_stopped(tp, why)
+                self._store.mark_partition(tp, claim.epoch, stopped=why)
+            elif claim.topic_id is None and current is not None:
+                self._store.mark_partition(tp, claim.epoch, topic_id=current)
+        return stopped
+
+    def _report_stopped(self, tp: TP, why: str) -> None:
+        log.error(
+            "%s[%d] STOPPED: %s. Nothing of it is read until an operator decides: "
+            "`event-connector partitions reset -c FILE --topic %s --partition %d` reads on "
+            "from Kafka's offsets, keeping everything the store holds",
+            tp[0], tp[1], why, tp[0], tp[1],
         )  # fmt: skip
+
+    def _topic_ids(self, topics: set[str]) -> dict[str, str]:
+        from connector.topics import describe_topics
+
+        found = describe_topics(self._admin, topics, self._settings.kafka_timeout)
+        return {name: info.topic_id for name, info in found.items() if info and info.topic_id}
+
+    def _watermarks(self, tp: TP) -> tuple[int, int]:
+        assert self._consumer is not None
+        consumer = self._consumer
+        return kafka.retried(
+            f"reading the offsets of {tp[0]}[{tp[1]}]",
+            lambda: kafka.watermarks(
+                consumer, TopicPartition(*tp), self._settings.kafka_timeout / 2
+            ),
+            self._settings.kafka_timeout,
+        )
+
+    def _stop(self, tp: TP, why: str) -> None:
+        """Stop reading ``tp`` (it stays assigned, paused, and its actions are delivered)."""
+        mine = self._owned.get(tp)
+        if mine is None or mine.stopped is not None:
+            return
+        mine.stopped = why
+        self.stats.stopped[tp] = why
+        self._uncommitted.pop(tp, None)
+        self._report_stopped(tp, why)
+        if self._consumer is not None:
+            self._consumer.pause([TopicPartition(*tp)])
+        try:
+            self._store.mark_partition(tp, mine.epoch, stopped=why)
+        except CheckpointError as exc:
+            log.warning("%s[%d]: could not record that it is stopped: %s", tp[0], tp[1], exc)
+
+    def _went_back(self, behind: Mapping[TP, int]) -> None:
+        """Records below the store's next offset arrived, which Kafka does not do after a
+        seek: its offsets restarted lower (the fetch position was out of range and was
+        reset). Stop the partition when Kafka's end is below the store's offset or the
+        topic's id changed; otherwise read on from the store's offset."""
+        ids = self._topic_ids({tp[0] for tp in behind})
+        stored_ids = {p.tp: p.topic_id for p in self._store.partitions() if p.tp in behind}
+        for tp, offset in behind.items():
+            mine = self._owned.get(tp)
+            if mine is None or mine.next_offset is None:
+                continue
+            low, high = self._watermarks(tp)
+            was, now = stored_ids.get(tp), ids.get(tp[0])
+            if was is not None and now is not None and was != now:
+                why = f"the topic's id is {now}, not {was}: the topic was deleted and created again"
+            elif high < mine.next_offset:
+                why = (
+                    f"Kafka returned offset {offset} below the store's next offset "
+                    f"{mine.next_offset}, and its offsets end at {high} (low {low}): the "
+                    "offsets went backwards (a topic created again, a cluster migrated, an "
+                    "unclean leader election)"
+                )
+            else:
+                log.warning(
+                    "%s[%d]: Kafka returned offset %d below the store's next offset %d; "
+                    "reading on from %d",
+                    tp[0], tp[1], offset, mine.next_offset, mine.next_offset,
+                )  # fmt: skip
+                self._try_seek(tp, mine.next_offset)
+                continue
+            self._stop(tp, why)
+
+    def _housekeeping(self) -> None:
+        """Between batches: retry claims that failed, resume partitions an operator reset,
+        and now and then check that the owned topics are the ones that were checkpointed."""
+        if self._claiming and time.monotonic() >= self._claim_retry:
+            self._retry_claims()
+        now = time.monotonic()
+        if now - self._last_check >= self._settings.check_interval and self._owned:
+            self._last_check = self._last_stopped_check = now
+            self._check_topics()
+        elif self.stats.stopped and now - self._last_stopped_check >= STOPPED_CHECK_EVERY:
+            self._last_stopped_check = now
+            self._check_topics(ids=False)
+
+    def _retry_claims(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = {(p.topic, p.partition) for p in consumer.assignment()}
+        for tp in [tp for tp in self._claiming if tp not in assigned]:
+            del self._claiming[tp]  # revoked meanwhile
+        tps = sorted(self._claiming)
+        self.stats.claiming = len(tps)
+        if not tps:
+            self._claim_outage.ok()
+            return
+        oldest = min(self._claiming.values())
+        try:
+            starts = self._adopt(tps)
+        except Exception as exc:
+            if isinstance(exc, ConnectorError) and not exc.retriable:
+                raise
+            waited = time.monotonic() - oldest
+            if waited > self._settings.claim_timeout:
+                raise ClaimTimeout(
+                    f"could not claim {len(tps)} assigned partition(s) in the checkpoint store "
+                    f"for {waited:.0f}s ({cause_of(exc)}); exiting so that Kafka can give them "
+                    "to another instance"
+                ) from exc
+            self._claim_pause = min(10.0, self._claim_pause * 2)
+            self._claim_retry = time.monotonic() + self._claim_pause
+            self._claim_outage.failed(exc, retry_in=self._claim_pause)
+            return
+        self._claim_pause = 0.5
+        self._claim_outage.ok()
+        self.stats.claiming = 0
+        resume = []
+        for tp in tps:
+            if self._owned[tp].stopped is not None:
+                continue
+            start = starts.get(tp)
+            self._try_seek(tp, start if start is not None else self._committed_or_reset(tp))
+            resume.append(TopicPartition(*tp))
+        if resume and not self._paused:
+            consumer.resume(resume)
+        log.info(
+            "claimed %s",
+            ", ".join(
+                f"{t}[{p}]@" + (f"store:{starts[(t, p)]}" if (t, p) in starts else "committed")
+                for t, p in tps
+            ),
+        )
+
+    def _committed_or_reset(self, tp: TP) -> int:
+        """Where a partition the store has no offset for starts: Kafka's committed offset,
+        else the beginning or the end (``auto.offset.reset``)."""
+        assert self._consumer is not None
+        try:
+            found = self._consumer.committed([TopicPartition(*tp)], timeout=10)
+            if found and found[0].offset >= 0:
+                return int(found[0].offset)
+        except KafkaException as exc:
+            log.warning("%s[%d]: could not read the committed offset: %s", tp[0], tp[1], exc)
+        return OFFSET_END if self._settings.auto_offset_reset == "latest" else OFFSET_BEGINNING
+
+    def _check_topics(self, *, ids: bool = True) -> None:
+        """Stop the partitions of a topic whose id is no longer the one checkpointed (a
+        topic deleted and created again while this instance kept its assignment); resume
+        stopped partitions that an operator reset meanwhile."""
+        try:
+            rows = {p.tp: p for p in self._store.partitions() if p.tp in self._owned}
+            current = self._topic_ids({tp[0] for tp in self._owned}) if ids else {}
+        except ConnectorError as exc:
+            log.debug("checking the topics' ids failed: %s", exc)
+            return
+        for tp, mine in list(self._owned.items()):
+            row = rows.get(tp)
+            if row is None:
+                continue
+            if mine.stopped is not None:
+                if row.stopped is None and row.epoch == mine.epoch:
+                    mine.generation = row.generation
+                    self._resume_reset(tp, mine, row.next_offset)
+                continue
+            now = current.get(tp[0])
+            if row.topic_id is not None and now is not None and row.topic_id != now:
+                self._stop(
+                    tp,
+                    f"the topic's id is {now}, not {row.topic_id} as when it was checkpointed: "
+                    "the topic was deleted and created again",
+                )
+
+    def _resume_reset(self, tp: TP, mine: _Owned, next_offset: int | None) -> None:
+        mine.stopped = None
+        mine.next_offset = next_offset
+        self.stats.stopped.pop(tp, None)
+        self._try_seek(
+            tp, next_offset if next_offset is not None else self._committed_or_reset(tp)
+        )
+        if self._consumer is not None and not self._paused:
+            self._consumer.resume([TopicPartition(*tp)])
+        log.warning(
+            "%s[%d]: reset by an operator; reading on from offset %s", tp[0], tp[1], next_offset
+        )
+
+    def _idle(self, at_end: set[TP]) -> None:
+        """Partitions read to their end, with nothing uncheckpointed: their event time may
+        move to the present (no record still to read can be older), at most every
+        ``idle_interval`` seconds, so ``all_of`` sets that no event can complete any more
+        are pruned even when some partitions see no traffic."""
+        if not at_end:
+            return
+        now = time.monotonic()
+        for tp in at_end:
+            mine = self._owned.get(tp)
+            if mine is None or mine.stopped is not None:
+                continue
+            if now - mine.idle_marked < self._settings.idle_interval:
+                continue
+            mine.idle_marked = now
+            try:
+                self._store.mark_partition(tp, mine.epoch, event_time=int(time.time() * 1000))
+            except CheckpointError as exc:
+                log.debug("%s[%d]: could not move its event time: %s", tp[0], tp[1], exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         if self._consumer is not None:
             self._commit(now=True, only=tps)  # Kafka's view level with the store before hand-over
+        owned = [tp for tp in tps if tp in self._owned]
         for tp in tps:
             self._uncommitted.pop(tp, None)
             self._owned.pop(tp, None)
             self._fenced.pop(tp, None)
             self._resync.pop(tp, None)
-        if tps:
-            self._sink.release(tps)  # deliveries in flight finish, then the last settlement
+            self._claiming.pop(tp, None)
+            self.stats.stopped.pop(tp, None)
+        self.stats.claiming = len(self._claiming)
+        if owned:
+            try:
+                self._sink.release(owned)  # deliveries in flight finish, then the last settlement
+            except Exception as exc:
+                # Whatever was delivered and not settled is delivered again (same ids) by
+                # the next owner; the partition must be let go all the same.
+                log.warning("releasing %d partition(s) failed: %s", len(owned), cause_of(exc))
         consumer.incremental_unassign(partitions)
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
@@ -700,5 +1170,18 @@ class Pipeline:
             )
         elif self._paused and pending < limit * 0.8:
             self._paused = False
-            consumer.resume(consumer.assignment())
+            running = [
+                p for p in consumer.assignment()
+                if (mine := self._owned.get((p.topic, p.partition))) is not None
+                and mine.stopped is None
+            ]  # fmt: skip
+            consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
+
+
+class _RulesFailed(Exception):
+    """Inside a batch transaction: the rules raised on these events (they are poison)."""
+
+    def __init__(self, events: list[tuple[Event, Exception]]) -> None:
+        super().__init__(f"the rules failed on {len(events)} event(s)")
+        self.events = events

@@ -4,8 +4,9 @@
 into a :class:`ConnectorService` (rules, targets, store, and the HTTP gateway and metrics
 endpoint when configured), doing no I/O.
 
-Start-up order: store, targets, dispatcher, companions (gateway, metrics: a port in use
-fails here, before anything is consumed), the pipeline's consumer.
+Start-up order: store (a store that does not answer is retried with backoff for two
+minutes), targets, dispatcher, companions (gateway, metrics: a port in use fails here,
+before anything is consumed), the pipeline's consumer.
 
 Shutdown (SIGTERM in the CLI sets ``stop``): the pipeline finishes the batch in progress
 (checkpoint and Kafka commit included) and leaves the group, which revokes its partitions:
@@ -18,14 +19,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from checkpoint.base import CheckpointStore
 from connector.metrics import Health, Snapshot
+from connector.outage import Outage, cause_of
 from connector.outbox import Dispatcher, RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
+from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
 
 if TYPE_CHECKING:
@@ -53,8 +57,10 @@ class ConnectorService:
         targets: Mapping[str, Target],
         *,
         retry_policy: RetryPolicy | None = None,
+        store_open_timeout: float = 120.0,
     ) -> None:
         self._settings = settings
+        self._store_open_timeout = store_open_timeout
         self._store = store
         self._evaluator = evaluator
         self._targets = targets
@@ -112,19 +118,49 @@ class ConnectorService:
         """Readiness: Kafka reachable, the group joined, the store answering."""
         pipeline = self.pipeline
         if pipeline is None:
-            return Health({"kafka": False, "group": False, "store": False})
+            return Health({"kafka": False, "group": False, "store": False, "partitions": False})
         s = pipeline.stats
         return Health(
             {
                 "kafka": s.kafka_connected,
                 "group": s.joined,
                 "store": s.store_ok and self.dispatcher.stats.store_ok,
+                # Every assigned partition claimed, none stopped (offsets went backwards).
+                "partitions": not s.stopped and not s.claiming,
             }
         )
 
+    def open_store(self, stop: threading.Event) -> bool:
+        """Open the store, retrying a store that does not answer (PostgreSQL restarting,
+        say) with backoff for ``store_open_timeout`` seconds, with one line when it fails,
+        one now and then, and one when it answers. False: ``stop`` was set meanwhile. A
+        store that no retry can cure (corrupt, newer, in use) fails at once."""
+        outage = Outage("checkpoint store", log)
+        deadline = time.monotonic() + self._store_open_timeout
+        pause = 0.5
+        while True:
+            try:
+                self._store.open()
+            except CheckpointError as exc:
+                if not exc.retriable or time.monotonic() + pause > deadline:
+                    if exc.retriable:
+                        raise CheckpointError(
+                            f"the checkpoint store did not answer for "
+                            f"{self._store_open_timeout:.0f}s: {cause_of(exc)}"
+                        ) from exc
+                    raise
+                outage.failed(exc, retry_in=pause)
+                if stop.wait(pause):
+                    return False
+                pause = min(10.0, pause * 2)
+                continue
+            outage.ok()
+            return True
+
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (or a fatal error); always closes what it opened."""
-        self._store.open()
+        if not self.open_store(stop):
+            return
         opened: list[Target] = []
         started: list[Companion] = []
         try:

@@ -82,6 +82,7 @@ class TopicInfo:
     name: str
     partition_ids: tuple[int, ...]
     replication_factor: int
+    topic_id: str | None = None  # Kafka's id: a topic deleted and created again has a new one
 
     @property
     def partitions(self) -> int:
@@ -126,7 +127,11 @@ def describe_topics(
                 raise
             parts = description.partitions
             replicas = max((len(p.replicas) for p in parts), default=0)
-            found[name] = TopicInfo(name, tuple(sorted(p.id for p in parts)), replicas)
+            topic_id = getattr(description, "topic_id", None)
+            found[name] = TopicInfo(
+                name, tuple(sorted(p.id for p in parts)), replicas,
+                str(topic_id) if topic_id is not None else None,
+            )  # fmt: skip
         return found
 
     return retried(f"describing topics {', '.join(wanted)}", describe, timeout)

@@ -8,7 +8,7 @@ event, in order, and applies the updates to what later events of the batch see::
     result = engine.evaluate(event, tx.read_rule_state(keys))
     result.actions                                 # ids: hash(rule name, event ids)
     result.state_updates                           # to write back; None deletes the key
-    result.state_ttl                               # of partial all_of sets with a window
+    result.state_expiry                            # of partial all_of sets with a window
 
 Semantics (AIFlow's; docs/architecture.md, "Rules"):
 
@@ -115,11 +115,12 @@ class MatchLimits:
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """What one event caused: actions to queue, rule-state updates (``None`` deletes), and
-    how long (seconds) an updated partial ``all_of`` set with a window stays meaningful."""
+    the event time (epoch seconds) after which an updated partial ``all_of`` set with a
+    window can no longer complete: its oldest event's create time plus the window."""
 
     actions: list[Action] = field(default_factory=list)
     state_updates: dict[str, str | None] = field(default_factory=dict)
-    state_ttl: dict[str, float] = field(default_factory=dict)
+    state_expiry: dict[str, float] = field(default_factory=dict)
 
 
 def state_key(rule: str, context: str | None) -> str:
@@ -446,11 +447,11 @@ class TriggerEngine:
                 continue
             context = event.context if c.scoped else None
             key = c.state_key(context)
-            changed, update, fired = _arrive(c, state.get(key), event, slots)
+            changed, update, fired, oldest = _arrive(c, state.get(key), event, slots)
             if changed:
                 result.state_updates[key] = update
-                if update is not None and c.window_ms is not None:
-                    result.state_ttl[key] = c.window_ms / 1000
+                if update is not None and c.window_ms is not None and oldest is not None:
+                    result.state_expiry[key] = (oldest + c.window_ms) / 1000
             if fired is not None:
                 ids = tuple(fired[s]["event_id"] for s in c.slots)
                 payload = {"namespace": event.namespace, "context": context, "events": fired}
@@ -505,8 +506,9 @@ def _load(raw: str | None, slots: tuple[str, ...]) -> tuple[_Entries, bool]:
 
 def _arrive(
     c: _Compiled, raw: str | None, event: Event, slots: tuple[int, ...]
-) -> tuple[bool, str | None, _Entries | None]:
-    """Add ``event`` to the rule's set: (whether to write, what to write, the fired set)."""
+) -> tuple[bool, str | None, _Entries | None, int | None]:
+    """Add ``event`` to the rule's set: (whether to write, what to write, the fired set,
+    the create time of the oldest event kept)."""
     entries, clean = _load(raw, c.slots)
     changed = not clean
     now = event.create_time
@@ -532,10 +534,11 @@ def _arrive(
                 changed = True
     if len(entries) == len(c.slots):
         fired = {slot: entries[slot] for slot in c.slots}
-        return raw is not None, None, fired  # a complete set starts over: delete it
+        return raw is not None, None, fired, None  # a complete set starts over: delete it
+    oldest = min((e["create_time"] for e in entries.values()), default=None)
     if not changed:
-        return False, raw, None
+        return False, raw, None, oldest
     text = json.dumps(
         {"v": _STATE_VERSION, "events": entries}, separators=(",", ":"), sort_keys=True
     )
-    return True, text, None
+    return True, text, None, oldest

@@ -17,7 +17,10 @@ later can succeed without a change by a person::
     │   ├── StoreCorrupt            the store file/database is not ours or is damaged
     │   ├── SchemaTooNew            written by a newer version of this project
     │   ├── StoreLocked             another process has the SQLite store open
-    │   └── Fenced                  another instance owns the partition now
+    │   ├── Fenced                  another instance owns the partition now
+    │   ├── OffsetConflict          a batch does not start where the store's partition is
+    │   ├── StoreInUse              an older version still uses the store: no migration
+    │   └── ClaimTimeout            assigned partitions could not be claimed in time
     ├── DecodeError                 a record cannot become an Event (goes to the DLQ)
     ├── GatewayError                the HTTP events gateway failed or refused (retriable)
     └── TargetError                 delivering an action failed           (retriable)
@@ -108,6 +111,40 @@ class Fenced(CheckpointError):
     def __init__(self, message: str, partitions: tuple[tuple[str, int], ...] = ()) -> None:
         super().__init__(message)
         self.partitions = partitions
+
+
+class OffsetConflict(CheckpointError):
+    """A batch does not start at its partition's stored next offset, so the store refused it.
+
+    The usual cause: an earlier attempt of the same batch committed, but its acknowledgement
+    was lost (a reset during COMMIT, a failover), so the caller believes the store is behind.
+    ``stored`` is the partition's next offset in the store (None: never checkpointed),
+    ``first`` the offset the refused batch started at.
+    """
+
+    retriable = True
+
+    def __init__(self, tp: tuple[str, int], stored: int | None, first: int) -> None:
+        super().__init__(
+            f"{tp[0]}[{tp[1]}]: the batch starts at offset {first} but the store's next offset "
+            f"is {stored}"
+        )
+        self.partition = tp
+        self.stored = stored
+        self.first = first
+
+
+class StoreInUse(CheckpointError):
+    """The store's schema must be migrated, but a process of an older version still uses it."""
+
+    retriable = False
+
+
+class ClaimTimeout(CheckpointError):
+    """Kafka assigned partitions that the store could not claim for too long: the process
+    stops, so that Kafka gives them to an instance that can."""
+
+    retriable = False
 
 
 class DecodeError(ConnectorError):

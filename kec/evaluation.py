@@ -21,8 +21,10 @@ __all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result"]
 
 class Evaluation(Protocol):
     """What one event caused: actions to queue, rule-state updates (``None`` deletes) and,
-    for updated states that expire (an ``all_of`` set with a window), their lifetime in
-    seconds from now: retention deletes a state not updated for that long."""
+    for updated states that expire (an ``all_of`` set with a window), the *event time*
+    (epoch seconds, the events' create times, never the wall clock) after which no event
+    can complete them: retention deletes such a state once every partition has moved
+    past it."""
 
     @property
     def actions(self) -> Sequence[Action]: ...
@@ -31,7 +33,7 @@ class Evaluation(Protocol):
     def state_updates(self) -> Mapping[str, str | None]: ...
 
     @property
-    def state_ttl(self) -> Mapping[str, float]: ...
+    def state_expiry(self) -> Mapping[str, float]: ...
 
 
 class Evaluator(Protocol):
@@ -48,7 +50,7 @@ class Result:
 
     actions: Sequence[Action]
     state_updates: Mapping[str, str | None]
-    state_ttl: Mapping[str, float] = field(default_factory=dict)
+    state_expiry: Mapping[str, float] = field(default_factory=dict)
 
 
 class NotifyAll:

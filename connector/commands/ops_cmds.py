@@ -411,6 +411,11 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             else ""
         )
     )
+    if report.left_out:
+        click.echo(
+            f"not replayed: the all_of rule(s) {', '.join(report.left_out)}: what a set fires "
+            "depends on the events that came before each one, which a replay cannot restore"
+        )
 
 
 # -- dlq -------------------------------------------------------------------------------

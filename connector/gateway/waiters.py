@@ -87,7 +87,7 @@ class HttpIndex:
         if self._inner is not None:
             inner = self._inner.evaluate(event, state)
             actions, updates = inner.actions, dict(inner.state_updates)
-            expires = dict(inner.state_ttl)
+            expires = dict(inner.state_expiry)
         pair = pair_of(event)
         if pair is not None:
             key = queue_key(*pair)

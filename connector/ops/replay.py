@@ -13,9 +13,15 @@ are the pipeline's to read: they are counted, not touched. A record that was a d
 when it arrived (its explicit id was stored under another offset) is skipped again.
 
 The replayed actions become due retries of their partition (rows of their own): its owner
-delivers them within a second or so, or the next owner does. The rule state is read, not
-written: a replay does not advance ``all_of`` sets. The checkpoint's offsets never move.
-Undecodable records are counted, not dead-lettered again (the pipeline did that).
+delivers them within a second or so, or the next owner does. The checkpoint's offsets
+never move. Undecodable records are counted, not dead-lettered again (the pipeline did
+that).
+
+``all_of`` rules are not replayed (:func:`without_sets`), and the replay says which it
+left out: what such a rule fires depends on the set as it stood when each event arrived
+(which events came before it, which set had just fired and started over), and today's
+set is not that. Evaluating old events against it would invent actions a live run never
+fired: a range processed once, with unchanged rules, replayed, would queue new ones.
 """
 
 from __future__ import annotations
@@ -70,6 +76,20 @@ class ReplayReport:
     actions: int = 0  # actions queued now
     known: int = 0  # actions the rules produced again that were queued before
     partitions: int = 0
+    left_out: tuple[str, ...] = ()  # all_of rules, not replayed (see the module docstring)
+
+
+def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
+    """``evaluator`` without its ``all_of`` rules, and their names (none: as it is)."""
+    from connector.trigger import TriggerEngine
+
+    if not isinstance(evaluator, TriggerEngine):
+        return evaluator, ()
+    sets = tuple(r.name for r in evaluator.rules if r.all_of is not None)
+    if not sets:
+        return evaluator, ()
+    kept = [r for r in evaluator.rules if r.all_of is None]
+    return TriggerEngine(kept, limits=evaluator.limits), sets
 
 
 def _plan(
@@ -152,9 +172,11 @@ def replay(
     batch_size: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
-    """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch."""
+    """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch.
+    ``all_of`` rules are left out (``report.left_out``)."""
+    evaluator, left_out = without_sets(evaluator)
     start, end, unread = _plan(client_config, topics, span, store.next_offsets())
-    report = ReplayReport(partitions=len(start), unread=unread)
+    report = ReplayReport(partitions=len(start), unread=unread, left_out=left_out)
     total = sum(end[tp] - start[tp] for tp in start)
     if on_progress is not None:
         on_progress(0, total)

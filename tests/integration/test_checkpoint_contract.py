@@ -9,6 +9,7 @@ durability test come last.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import sqlite3
@@ -33,8 +34,11 @@ from checkpoint import (
     Settlement,
     open_store,
 )
+from checkpoint.migrate import V3_TABLES
+from checkpoint.postgres import _TYPES as POSTGRES_TYPES
 from checkpoint.postgres import APPLICATION as POSTGRES_APPLICATION
 from checkpoint.postgres import PostgresStore
+from checkpoint.sqlite import _TYPES as SQLITE_TYPES
 from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from kec.action import Action, ActionKind
@@ -42,8 +46,10 @@ from kec.errors import (
     CheckpointError,
     ConfigError,
     Fenced,
+    OffsetConflict,
     SchemaTooNew,
     StoreCorrupt,
+    StoreInUse,
     StoreLocked,
 )
 from kec.event import Event
@@ -213,11 +219,70 @@ def test_a_finished_batch_cannot_be_written_to(store: CheckpointStore, epoch: in
         tx.append(TP, epoch, 0, 1, [make_event(0)], [])
 
 
-def test_next_offsets_never_move_backwards(store: CheckpointStore, epoch: int) -> None:
+def test_a_batch_must_start_at_the_stored_next_offset(store: CheckpointStore, epoch: int) -> None:
     with store.batch() as tx:
         tx.append(TP, epoch, 0, 10, [], [])
-        tx.append(TP, epoch, 0, 4, [], [])
+    for first in (0, 4, 12):  # behind, inside, beyond (a gap the caller did not state)
+
+        def refused(first: int = first) -> None:
+            with store.batch() as tx:
+                tx.append(TP, epoch, first, first + 5, [make_event(first)], [])
+
+        with pytest.raises(OffsetConflict) as caught:
+            refused()
+        assert (caught.value.partition, caught.value.stored, caught.value.first) == (
+            TP, 10, first,
+        )  # fmt: skip
     assert store.next_offsets() == {TP: 10}
+    assert store.count_events() == 0
+    append(store, [make_event(10), make_event(11)], epoch=epoch)
+    assert store.next_offsets() == {TP: 12}
+
+
+def test_a_batch_applied_again_after_a_lost_acknowledgement_changes_nothing(
+    store: CheckpointStore, epoch: int
+) -> None:
+    """The same batch twice, as a pipeline retries one whose COMMIT was acknowledged to
+    nobody: the second is refused whole, so ids, rule state, dead records and actions
+    are as the first left them."""
+    events = [make_event(0, eid="x"), make_event(1)]
+    actions = [make_action(events[0]), make_action(events[1])]
+    dead = DeadRecord(TP[0], TP[1], 2, "bad", "DecodeError", b"k", b"v")
+
+    def apply() -> set[tuple[str, str]]:
+        with store.batch() as tx:
+            fresh = tx.claim_event_ids([e for e in events if e.explicit_id])
+            state = tx.read_rule_state(["set"])
+            tx.write_rule_state({"set": state.get("set", "") + "+"})
+            tx.add_dead_records([dead])
+            tx.append(TP, epoch, 0, 3, events, actions)
+        return fresh
+
+    assert apply() == {("shop", "x")}
+    with pytest.raises(OffsetConflict):
+        apply()
+    assert store.read_rule_state(["set"]) == {"set": "+"}
+    assert store.count_events() == 2
+    assert store.count_actions_by_rule() == {actions[0].rule: 2}
+    assert len(store.list_dead_records()) == 1
+    assert pending_ids(store) == [0, 1]
+    assert store.next_offsets() == {TP: 3}
+
+
+def test_a_swallowed_offset_conflict_still_cancels_the_batch(
+    store: CheckpointStore, epoch: int
+) -> None:
+    append(store, [make_event(0)], epoch=epoch)
+
+    def swallowed() -> None:
+        with store.batch() as tx:
+            tx.append(TP1, epoch, 0, 1, [make_event(0, tp=TP1)], [])
+            with contextlib.suppress(OffsetConflict):
+                tx.append(TP, epoch, 0, 1, [make_event(0)], [])
+
+    with pytest.raises(OffsetConflict):
+        swallowed()
+    assert store.count_events() == 1
 
 
 def test_a_stale_epoch_is_fenced_and_writes_nothing(store: CheckpointStore, epoch: int) -> None:
@@ -407,17 +472,25 @@ def test_requeue_skips_what_was_queued_before(store: CheckpointStore, epoch: int
 
 
 def test_rule_state_read_write_delete_and_expiry(store: CheckpointStore) -> None:
+    """Expiry is in event time: a state goes once every partition's event time is past
+    it (by more than the lateness), whatever the wall clock says."""
+    now = 1_700_000_000.0  # event time, long before the wall clock
     with store.batch() as tx:
         assert tx.read_rule_state(["a", "b"]) == {}
-        tx.write_rule_state({"a": "1", "b": "2"}, {"b": time.time() - 1})
+        tx.write_rule_state({"a": "1", "b": "2"}, {"b": now - 1})
     with store.batch() as tx:
         assert tx.read_rule_state(["b", "a", "a"]) == {"a": "1", "b": "2"}
         tx.write_rule_state({"a": None, "b": "3"})
     assert store.read_rule_state(["a", "b"]) == {"b": "3"}
     with store.batch() as tx:
-        tx.write_rule_state({"b": "4"}, {"b": time.time() - 1})
-    store.prune(time.time() - 3600)  # nothing old, but b has expired
-    assert store.read_rule_state(["b"]) == {}
+        tx.write_rule_state({"b": "4", "c": "5"}, {"b": now - 1, "c": now + 1})
+    store.prune(time.time() - 3600, lateness=0)
+    assert store.read_rule_state(["b"]) == {"b": "4"}, "no partition has an event time yet"
+    epoch = store.claim("me", [TP])[TP].epoch
+    assert store.mark_partition(TP, epoch, event_time=int(now * 1000))
+    assert not store.mark_partition(TP, epoch + 1, event_time=int(now * 1000)), "stale epoch"
+    store.prune(time.time() - 3600, lateness=0)
+    assert store.read_rule_state(["b", "c"]) == {"c": "5"}
 
 
 def test_dead_records_are_listed_in_order_once_each(store: CheckpointStore) -> None:
@@ -921,6 +994,76 @@ def test_postgres_migrates_a_version_2_store(pg_store_url: Callable[[], str]) ->
         row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
         assert row == (str(SCHEMA_VERSION),)
         assert conn.execute("SELECT to_regclass('kec_outbox')").fetchone() == (None,)
+
+
+# -- migration from schema 3, and not under an older version ---------------------------
+
+
+def _v3_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in V3_TABLES:
+        conn.execute(statement.format(**SQLITE_TYPES))
+    conn.execute(
+        "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, next_aseq, "
+        "watermark, claimed_at) VALUES ('orders', 0, 'old', 3, 7, 0, 0, 0)"
+    )
+    conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+
+
+def test_sqlite_migrates_a_version_3_store_unless_an_older_connector_holds_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.db"
+    _v3_sqlite(path)
+    # A version-3 `run` holds the connector lock of the file while it runs.
+    held = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(held, b"pid 4242 on old-host\n")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(StoreInUse, match=r"pid 4242 on old-host.*version 3 to 4"):
+            SqliteStore(path).open()
+    finally:
+        os.close(held)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (3,), "left as it was"
+    conn.close()
+    with SqliteStore(path) as store:
+        claim = store.claim("new", [TP])[TP]
+        assert (claim.epoch, claim.next_offset, claim.topic_id, claim.stopped) == (4, 7, None, None)
+        append(store, [make_event(7)], [make_action(make_event(7))], epoch=claim.epoch)
+        assert [q.aseq for q in store.pending(TP).queued] == [0]
+
+
+def test_postgres_migrates_a_version_3_store_unless_an_older_instance_is_connected(
+    pg_store_url: Callable[[], str],
+) -> None:
+    url = pg_store_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kec_meta (key text PRIMARY KEY, value text NOT NULL)")
+        for statement in V3_TABLES:
+            conn.execute(statement.format(**POSTGRES_TYPES))
+        conn.execute(
+            "INSERT INTO kec_meta (key, value) VALUES ('application', %s), ('schema_version', '3')",
+            (POSTGRES_APPLICATION,),
+        )
+        conn.execute(
+            "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, next_aseq, "
+            "watermark, claimed_at) VALUES ('orders', 0, 'old', 3, 7, 0, 0, 0)"
+        )
+    # An instance of the previous version, still running: its connection's name says so.
+    with psycopg.connect(url, application_name=POSTGRES_APPLICATION):
+        with pytest.raises(StoreInUse, match=r"1 connection.* of an older version"):
+            open_store(url).open()
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
+        assert row == ("3",), "left as it was"
+    with open_store(url) as store:
+        claim = store.claim("new", [TP])[TP]
+        assert (claim.epoch, claim.next_offset) == (4, 7)
+        append(store, [make_event(7)], [make_action(make_event(7))], epoch=claim.epoch)
+        assert [q.aseq for q in store.pending(TP).queued] == [0]
 
 
 # -- postgres: refusals -----------------------------------------------------------------

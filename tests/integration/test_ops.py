@@ -21,7 +21,9 @@ from connector.ops.replay import ReplayRange, replay
 from connector.ops.send import make_events, send_events, topic_for
 from connector.ops.status import collect_status
 from connector.ops.tail import TailOptions, format_line, tail_events
+from connector.rules import Rule
 from connector.runtime import Pipeline, PipelineSettings, Undispatched
+from connector.trigger import TriggerEngine
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluation, NotifyAll, Result
@@ -277,6 +279,42 @@ def test_replay_queues_what_a_fixed_rule_gives_and_nothing_twice(
     assert (again.actions, again.known) == (0, 12)
     due = store.due_retries(store.next_offsets(topic), time.time())
     assert sorted(r.action.rule for r in due) == ["the-fix"] * 6
+
+
+def test_replay_of_an_unchanged_range_leaves_all_of_rules_out_and_queues_nothing(
+    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
+) -> None:
+    """a0 and b1 complete the set once; a2 starts the next one. Replaying the range with the
+    same rules must not pair the old b1 with today's a2: that action never fired live."""
+    topic = new_topic(partitions=1)
+    config, topics = client(bootstrap), {topic: "shop"}
+    rules = [
+        Rule.model_validate(
+            {"name": "join", "namespace": "shop", "action": "start", "workflow": "wf",
+             "all_of": {"keys": ["a", "b"], "policy": "latest"}}
+        ),
+        Rule.model_validate(
+            {"name": "each-b", "namespace": "shop", "key": "b", "action": "start", "workflow": "b"}
+        ),
+    ]  # fmt: skip
+    engine = TriggerEngine(rules)
+    for key in ("a", "b", "a"):  # one at a time: their create times are in this order
+        send_events(config, topic, make_events(key, "v", namespace="shop"))
+    settings = PipelineSettings(bootstrap, group_id, {topic: "shop"}, linger_ms=50)
+    pipeline = Pipeline(settings, store, engine, Undispatched())
+    pipeline.start()
+    try:
+        wait_for(
+            lambda: pipeline.run_once() >= 0 and store.count_events() == 3, timeout=60, what="3"
+        )
+    finally:
+        pipeline.close()
+    assert store.count_actions_by_rule() == {"join": 1, "each-b": 1}
+
+    report = replay(config, topics, store, engine, ReplayRange(from_offset=0))
+    assert report.left_out == ("join",)
+    assert (report.evaluated, report.actions, report.known) == (3, 0, 1)
+    assert store.count_actions_by_rule() == {"join": 1, "each-b": 1}
 
 
 def test_replay_from_time_and_one_partition(

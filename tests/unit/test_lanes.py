@@ -182,3 +182,24 @@ def test_every_action_is_settled_once_and_each_lane_in_order(
     for lane in delivered.values():
         assert lane == sorted(lane), "one key's actions in their order"
     assert book.watermark == len(keys)
+
+
+def test_catch_up_adds_only_the_actions_the_book_never_got() -> None:
+    """A batch committed though its caller saw the commit fail: the store's pending list
+    holds its actions (4, 5) beside ones the book has (2, 3 in flight or delivered)."""
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("a", 0), action("b", 1), action("a", 2), action("c", 3)])
+    heads = take(book)  # a-0, b-1, c-3
+    for head in heads:
+        book.delivered(head)
+    (a2,) = take(book)
+    assert a2.aseq == 2, "in flight"
+    stored = Pending(
+        watermark=0,
+        end=6,
+        queued=[Queued(TP, n, action(k, n)) for n, k in enumerate("abacde")],
+    )
+    assert book.catch_up(stored) == 2
+    assert book.catch_up(stored) == 0, "twice is once"
+    assert book.size == 3  # a-2 in flight, d-4 and e-5 to go
+    assert sorted(e.aseq for e in take(book)) == [4, 5]

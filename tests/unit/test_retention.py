@@ -27,16 +27,21 @@ def store() -> Iterator[MemoryStore]:
         yield opened
 
 
-def fill(store: MemoryStore, batches: int, *, settle: int) -> None:
+T0 = 1_700_000_000_000  # the events' create time (ms): event time, unrelated to the clock
+
+
+def fill(store: MemoryStore, batches: int, *, settle: int, tp: tuple[str, int] = TP) -> None:
     """``batches`` batches of one event and one action each; the first ``settle`` of
     them delivered (below the watermark)."""
-    epoch = store.claim("me", [TP])[TP].epoch
+    epoch = store.claim("me", [tp])[tp].epoch
     for i in range(batches):
-        event = Event(key="k", value=str(i), topic=TP[0], partition=TP[1], offset=i)
+        event = Event(
+            key="k", value=str(i), topic=tp[0], partition=tp[1], offset=i, create_time=T0 + i
+        )
         action = Action("r", ActionKind.NOTIFY, "log", "default", (event.event_id,), "k")
         with store.batch() as tx:
-            tx.append(TP, epoch, i, i + 1, [event], [action])
-    store.settle({TP: Settlement(epoch, settle)})
+            tx.append(tp, epoch, i, i + 1, [event], [action], event_time=T0 + i)
+    store.settle({tp: Settlement(epoch, settle)})
 
 
 def test_run_once_prunes_in_chunks_what_the_retention_has_passed(store: MemoryStore) -> None:
@@ -57,12 +62,33 @@ def test_nothing_younger_than_the_retention_is_pruned(store: MemoryStore) -> Non
 
 def test_without_a_retention_only_expired_rule_state_goes(store: MemoryStore) -> None:
     fill(store, 2, settle=2)
+    now = T0 / 1000  # the partition's event time, whatever the wall clock says
     with store.batch() as tx:
-        tx.write_rule_state({"set": "{}", "kept": "{}"}, {"set": time.time() - 1})
+        tx.write_rule_state(
+            {"set": "{}", "late": "{}", "kept": "{}"},
+            {"set": now - 301, "late": now - 299},  # the lateness is 300 s
+        )
     pruner = Pruner(store, None, clock=lambda: time.time() + 365 * DAY)
     assert pruner.run_once() == 1
-    assert store.read_rule_state(["set", "kept"]) == {"kept": "{}"}
+    assert store.read_rule_state(["set", "late", "kept"]) == {"late": "{}", "kept": "{}"}
     assert store.count_events() == 2
+
+
+def test_a_partition_behind_holds_back_the_pruning_of_windowed_sets(store: MemoryStore) -> None:
+    """A set is pruned by the least event time of all partitions: one that was never read
+    (a connector lagging, or just started) keeps every set it might still complete."""
+    fill(store, 2, settle=2)
+    behind = ("orders", 1)
+    epoch = store.claim("me", [behind])[behind].epoch
+    with store.batch() as tx:
+        tx.write_rule_state({"set": "{}"}, {"set": T0 / 1000 - 3600})
+    pruner = Pruner(store, None, lateness=0)
+    assert pruner.run_once() == 0, "partition 1 has not been read: its events may complete it"
+    assert store.mark_partition(behind, epoch, event_time=T0 - 4_000_000)
+    assert pruner.run_once() == 0, "partition 1 is still behind the set's expiry"
+    assert store.mark_partition(behind, epoch, event_time=T0)
+    assert pruner.run_once() == 1
+    assert store.read_rule_state(["set"]) == {}
 
 
 def test_the_thread_prunes_at_start_and_stops(store: MemoryStore) -> None:
