@@ -210,6 +210,11 @@ class DevBroker:
     ``start()`` formats storage in a scratch folder, starts the JVM and returns once the
     broker answers a metadata request; ``close()`` stops it (SIGTERM, then SIGKILL) and
     removes the scratch folder. Nothing happens in the constructor.
+
+    ``advertised_port``: the broker still listens on ``port`` but tells clients to connect
+    to ``127.0.0.1:<advertised_port>`` (a fault-injecting proxy in front of it, for tests),
+    which :attr:`bootstrap_servers` then names; the broker's traffic to itself (e.g.
+    transaction markers) goes through a listener of its own, not through the proxy.
     """
 
     def __init__(
@@ -222,9 +227,11 @@ class DevBroker:
         manifest: Path | None = None,
         start_timeout: float = 90.0,
         heap: str = "768m",
+        advertised_port: int | None = None,
     ) -> None:
         self._jars = jars
         self._port = port
+        self._advertised_port = advertised_port
         self._controller_port = controller_port
         self._workdir = workdir
         self._manifest = manifest
@@ -239,7 +246,7 @@ class DevBroker:
     def bootstrap_servers(self) -> str:
         if self._proc is None or self._port is None:
             raise DevBrokerError("the dev broker is not running")
-        return f"127.0.0.1:{self._port}"
+        return f"127.0.0.1:{self._advertised_port or self._port}"
 
     @property
     def log_file(self) -> Path | None:
@@ -268,6 +275,7 @@ class DevBroker:
             Template((manifest / "server.properties").read_text()).substitute(
                 port=self._port, controller_port=self._controller_port, data_dir=data
             )
+            + self._advertised_listeners()
         )
         jvm = [
             java,
@@ -331,6 +339,26 @@ class DevBroker:
 
     def cluster(self) -> KafkaCluster:
         return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+
+    def _advertised_listeners(self) -> str:
+        """Properties that replace the template's listeners (later keys win) when clients
+        are to connect elsewhere; an INTERNAL listener keeps the broker's own traffic
+        direct."""
+        if self._advertised_port is None:
+            return ""
+        internal = free_port()
+        while internal in (self._port, self._controller_port):
+            internal = free_port()
+        return (
+            f"\n# DevBroker(advertised_port={self._advertised_port}): clients go through there.\n"
+            f"listeners=PLAINTEXT://127.0.0.1:{self._port},INTERNAL://127.0.0.1:{internal},"
+            f"CONTROLLER://127.0.0.1:{self._controller_port}\n"
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self._advertised_port},"
+            f"INTERNAL://127.0.0.1:{internal}\n"
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,"
+            "CONTROLLER:PLAINTEXT\n"
+            "inter.broker.listener.name=INTERNAL\n"
+        )
 
     def _wait_ready(self) -> None:
         from kec import kafka

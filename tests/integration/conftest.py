@@ -1,0 +1,5 @@
+"""Fixtures of the integration tests beyond the session's broker and PostgreSQL."""
+
+from tests.nemesis.fixtures import _proxied_kafka_session, pg_proxy, proxied_kafka
+
+__all__ = ["_proxied_kafka_session", "pg_proxy", "proxied_kafka"]
