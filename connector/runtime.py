@@ -872,8 +872,9 @@ class Pipeline:
         for tp in tps:
             claim = claims[tp]
             self._owned[tp] = _Owned(
-                claim.epoch, claim.next_offset, stopped.get(tp), claim.generation
-            )
+                claim.epoch, claim.next_offset, stopped.get(tp), claim.generation,
+                idle_marked=time.monotonic(),
+            )  # fmt: skip
             self._fenced.pop(tp, None)
             self._claiming.pop(tp, None)
             if tp in stopped:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from psycopg.conninfo import make_conninfo
 
@@ -331,8 +332,15 @@ class PgProxy(Proxy):
         return self._call(lambda: list(self._statements))
 
     def dsn(self, dsn: str, **extra: Any) -> str:
-        """``dsn`` (URL or key=value) pointed at this proxy, plus ``extra`` parameters."""
-        return make_conninfo(dsn, host="127.0.0.1", port=str(self.port), **extra)
+        """``dsn`` (URL or key=value) pointed at this proxy, plus ``extra`` parameters; a
+        URL stays a URL (a checkpoint store URL must keep its scheme)."""
+        if "://" not in dsn:
+            return make_conninfo(dsn, host="127.0.0.1", port=str(self.port), **extra)
+        url = urlsplit(dsn)
+        user = url.netloc.rpartition("@")[0]
+        netloc = f"{user}@127.0.0.1:{self.port}" if user else f"127.0.0.1:{self.port}"
+        query = "&".join(filter(None, [url.query, urlencode(extra)]))
+        return urlunsplit((url.scheme, netloc, url.path, query, url.fragment))
 
     def session(self, conn: Conn) -> Session:
         return PgSession(self, conn)

@@ -322,6 +322,10 @@ class Proxy:
                 self._pump(conn, reader, up_writer, session.from_client),
                 self._pump(conn, up_reader, writer, session.from_server),
             )
+        except asyncio.CancelledError:
+            # Cancelled by stop(): end normally, or asyncio's stream callback (3.11) logs
+            # the cancellation of a connection handler as an error.
+            return
         finally:
             self._conns.discard(conn)
             self._tasks.discard(task)

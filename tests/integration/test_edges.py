@@ -1,0 +1,345 @@
+"""Exactly-once at the edges: faults that the protocol's crash points do not cover.
+
+Each test is one finding of a review, run the way a user meets it: ``event-connector run
+-c FILE`` as a real process, a real broker, plain confluent-kafka producers (no
+``event-id`` header: events known by their offsets), and the operator's CLI.
+
+* windows are event time: a set that should complete after downtime still does;
+* a topic deleted and created again stops its partition (loudly, health red) instead of
+  skipping the new records as "checkpointed already", until an operator resets it; the
+  new records then fire under new action ids;
+* a COMMIT that PostgreSQL applied but whose answer was lost (the nemesis swallows it) is
+  not applied twice, and its actions are still delivered;
+* a claim that fails while Kafka assigns a partition (the store refuses connections) is
+  retried with the partition paused, never leaving it assigned and unowned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from checkpoint import ActionState, CheckpointStore, open_store
+from connector.devbroker import free_port
+from connector.outbox import Dispatcher
+from connector.rules import Rule
+from connector.runtime import Pipeline, PipelineSettings
+from connector.targets.base import Target
+from connector.trigger import TriggerEngine
+from kec.action import Action
+from kec.codec import record_headers, record_value
+from kec.event import Event
+from tests.chaos.fleet import Fleet
+from tests.nemesis.pg import PgProxy
+from tests.support import ROOT, wait_for
+
+
+def _config(tmp_path: Path, bootstrap: str, topic: str, rules: str, **extra: Any) -> Path:
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            kafka: {{bootstrap_servers: "{bootstrap}"}}
+            group_id: g-{tmp_path.name[-20:]}
+            namespaces:
+              shop: {{topics: ["{topic}"]}}
+            checkpoint: {{backend: sqlite, path: "{tmp_path / "store.db"}"}}
+            pipeline: {{batch_size: 100, linger_ms: 5}}
+            targets:
+              log: {{type: log, path: "{tmp_path / "actions.jsonl"}"}}
+            metrics: {{host: 127.0.0.1, port: {extra.get("metrics_port", free_port())}}}
+            rules:
+            """
+        )
+        + textwrap.indent(textwrap.dedent(rules), "  ")
+    )
+    return path
+
+
+def _actions(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "actions.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]
+
+
+def _produce(bootstrap: str, topic: str, keys: list[str], timestamp: int | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key in keys:
+        if timestamp is None:
+            producer.produce(topic, key=key, value=b"{}")
+        else:
+            producer.produce(topic, key=key, value=b"{}", timestamp=timestamp)
+    assert producer.flush(30) == 0
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Callable[[Path], Fleet]]:
+    made: list[Fleet] = []
+
+    def make(config: Path) -> Fleet:
+        made.append(Fleet(config, tmp_path))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+def _log(tmp_path: Path, member: str = "m0") -> str:
+    path = tmp_path / f"{member}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_an_all_of_window_is_event_time_after_downtime(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    """a, then the connector is down longer than the window, then b created 0.5 s after a
+    (within the 1 s window): the set completes. A wall-clock pruner deleted it at start-up."""
+    topic = new_topic(2)
+    config = _config(
+        tmp_path, bootstrap, topic,
+        """\
+        - name: join
+          namespace: shop
+          all_of: {keys: [a, b], window: 1, policy: latest}
+          action: start
+          workflow: wf
+        """,
+    )  # fmt: skip
+    a_time = int(time.time() * 1000)
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, ["a"], a_time)
+    with open_store(f"sqlite://{tmp_path / 'store.db'}") as store:
+        wait_for(lambda: store.count_events() == 1, timeout=90, what="a checkpointed")
+    checkpointed = time.time()
+    connectors.stop()
+    # Down for longer than the window, by any clock: the process's and the events'.
+    wait_for(lambda: time.time() > checkpointed + 2.5, timeout=10, what="the downtime")
+    connectors.start("m0")
+    _produce(bootstrap, topic, ["b"], a_time + 500)
+    wait_for(lambda: _actions(tmp_path), timeout=90, what="the set to fire")
+    (fired,) = _actions(tmp_path)
+    assert fired["rule"] == "join"
+    assert sorted(fired["payload"]["events"]) == ["a", "b"]
+
+
+def _recreate(admin: AdminClient, topic: str, partitions: int) -> None:
+    admin.delete_topics([topic])[topic].result(timeout=30)
+
+    def created() -> bool:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
+        except KafkaException:  # still being deleted
+            return False
+        return True
+
+    wait_for(created, timeout=60, interval=0.5, what=f"{topic} to be created again")
+
+
+def _health(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except httpx.HTTPError:
+        return 0, {}
+    return answer.status_code, answer.json()
+
+
+def test_a_recreated_topic_stops_its_partition_until_an_operator_resets_it(
+    tmp_path: Path,
+    bootstrap: str,
+    admin: AdminClient,
+    new_topic: Callable[..., str],
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    topic, metrics = new_topic(1), free_port()
+    config = _config(
+        tmp_path, bootstrap, topic,
+        '- {name: each, namespace: shop, key: "*", action: start, workflow: wf}\n',
+        metrics_port=metrics,
+    )  # fmt: skip
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, [f"k{i % 3}" for i in range(30)])
+    wait_for(lambda: len(_actions(tmp_path)) == 30, timeout=90, what="the first 30 actions")
+    first_ids = {a["action_id"] for a in _actions(tmp_path)}
+
+    # The topic is deleted and created again under the running connector; 10 new records
+    # take offsets 0..9, which the store has checkpointed (for the old topic).
+    _recreate(admin, topic, 1)
+    _produce(bootstrap, topic, [f"new{i}" for i in range(10)])
+    wait_for(lambda: "STOPPED" in _log(tmp_path), timeout=90, what="the partition to stop")
+    line = next(x for x in _log(tmp_path).splitlines() if "STOPPED" in x)
+    assert f"{topic}[0]" in line and "partitions reset" in line
+    _, body = wait_for(
+        lambda: (h := _health(metrics))[0] == 503 and h, timeout=30, what="health to turn red"
+    )
+    assert body["checks"]["partitions"] is False
+    assert len(_actions(tmp_path)) == 30, "nothing of the new topic was taken for old records"
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "connector", "partitions", "list", "-c", str(config), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    (row,) = [r for r in json.loads(listed.stdout) if r["topic"] == topic]
+    assert row["stopped"] and (row["next_offset"], row["low"], row["high"]) == (30, 0, 10)
+
+    reset = subprocess.run(
+        [sys.executable, "-m", "connector", "partitions", "reset", "-c", str(config),
+         "--topic", topic],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    assert f"{topic}[0]: next offset 30 -> 0" in reset.stdout
+    wait_for(lambda: len(_actions(tmp_path)) == 40, timeout=90, what="the 10 new actions")
+    new = [a for a in _actions(tmp_path) if a["action_id"] not in first_ids]
+    assert sorted(a["event_key"] for a in new) == sorted(f"new{i}" for i in range(10))
+    wait_for(lambda: _health(metrics)[0] == 200, timeout=30, what="health to turn green")
+    assert connectors.procs["m0"].poll() is None
+
+
+# -- the store's edges, through the nemesis (a proxy in front of PostgreSQL) -------------
+
+
+class Recorder(Target):
+    """Records each delivery (ids may repeat: a repeat carries the same idempotency key)."""
+
+    name = "log"
+    concurrency = 4
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered: list[Action] = []
+
+    def deliver(self, action: Action) -> None:
+        with self.lock:
+            self.delivered.append(action)
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [a.action_id for a in self.delivered]
+
+
+@contextlib.contextmanager
+def _running(
+    bootstrap: str, group_id: str, topic: str, store: CheckpointStore, rules: list[Rule]
+) -> Iterator[tuple[Pipeline, Dispatcher, Recorder]]:
+    """The real pipeline and dispatcher in threads, as ``run`` wires them."""
+    target = Recorder()
+    dispatcher = Dispatcher(store, {"log": target})
+    # No idle marks of event time: the only writes are the batches' and settlements'.
+    settings = PipelineSettings(
+        bootstrap, group_id, {topic: "shop"}, linger_ms=20, idle_interval=3600
+    )
+    pipeline = Pipeline(settings, store, TriggerEngine(rules), dispatcher)
+    stop = threading.Event()
+    dispatcher.start()
+    thread = threading.Thread(target=pipeline.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield pipeline, dispatcher, target
+    finally:
+        stop.set()
+        thread.join(60)
+        pipeline.close()
+        dispatcher.stop()
+
+
+def _produce_events(bootstrap: str, topic: str, events: list[Event]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for event in events:
+        producer.produce(
+            topic, key=event.key, value=record_value(event), headers=record_headers(event)
+        )
+    assert producer.flush(30) == 0
+
+
+_JOIN_RULES = [
+    Rule.model_validate(
+        {"name": "join", "namespace": "shop", "all_of": {"keys": ["a", "b"], "policy": "latest"},
+         "action": "start", "workflow": "wf"}
+    ),
+    Rule.model_validate(
+        {"name": "each-c", "namespace": "shop", "key": "c", "action": "start", "workflow": "c"}
+    ),
+]  # fmt: skip
+
+
+def test_a_batch_whose_commit_acknowledgement_was_lost_is_applied_once(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+) -> None:
+    """PostgreSQL commits the batch holding b1 and c (an explicit id), the client sees the
+    connection drop. Retrying it must not pair b1 again (a later a2 would fire (a2, b1),
+    an action no live run had), and the batch's actions must reach the dispatcher."""
+    topic = new_topic(1)
+    with open_store(pg_proxy.dsn(pg_store_url())) as store, _running(
+        bootstrap, group_id, topic, store, _JOIN_RULES
+    ) as (pipeline, dispatcher, target):
+        _produce_events(bootstrap, topic, [Event(key="a", value="0", namespace="shop")])
+        wait_for(lambda: store.count_events() == 1, timeout=60, what="a0")
+        pg_proxy.swallow_commit_acks(1)
+        swallowed_before = pg_proxy.swallowed
+        c = Event(key="c", value="3", namespace="shop", event_id="c-3")
+        _produce_events(bootstrap, topic, [Event(key="b", value="1", namespace="shop"), c])
+        wait_for(lambda: pg_proxy.swallowed > swallowed_before, timeout=60, what="a lost ack")
+        wait_for(lambda: pipeline.stats.conflicts >= 1, timeout=60, what="the retry refused")
+        _produce_events(bootstrap, topic, [Event(key="a", value="2", namespace="shop")])
+        wait_for(lambda: store.count_events() == 4, timeout=60, what="a2")
+        wait_for(lambda: len(set(target.ids())) == 2, timeout=60, what="two actions delivered")
+        wait_for(lambda: dispatcher.pending == 0, timeout=30, what="nothing pending")
+        assert store.count_actions_by_rule() == {"join": 1, "each-c": 1}
+        assert store.count_actions(ActionState.PENDING) == 0
+        assert sorted(e.value for e in store.iter_events()) == ["0", "1", "2", "3"]
+    fired = {a.rule: a for a in target.delivered}
+    assert sorted(fired) == ["each-c", "join"]
+    assert [e["value"] for e in fired["join"].payload["events"].values()] == ["0", "1"]
+
+
+def test_a_claim_that_fails_in_the_assignment_is_retried_while_the_partition_waits(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+) -> None:
+    """The store refuses connections when Kafka assigns the partition: it stays assigned,
+    paused and reported, and is claimed once the store is back; nothing is skipped."""
+    topic = new_topic(2)
+    events = [Event(key=f"c{i % 5}", value=str(i), namespace="shop") for i in range(50)]
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    with open_store(pg_proxy.dsn(pg_store_url())) as store:
+        pg_proxy.refuse(True)
+        with _running(bootstrap, group_id, topic, store, rules) as (pipeline, _, target):
+            _produce_events(bootstrap, topic, events)
+            wait_for(lambda: pipeline.stats.claiming == 2, timeout=60, what="claims to fail")
+            assert pipeline.owned == {}
+            pg_proxy.refuse(False)
+            wait_for(lambda: len(set(target.ids())) == 50, timeout=90, what="every action")
+            assert pipeline.stats.claiming == 0 and len(pipeline.owned) == 2
+        assert store.count_events() == 50
+        assert store.count_actions_by_rule() == {"each": 50}
