@@ -16,9 +16,11 @@ import httpx
 import pytest
 
 import connector.metrics
+from connector.config.loader import load_config
+from connector.config.models import MetricsConfig
 from connector.metrics import MAX_HEAD_BYTES, Health, MetricsServer, Snapshot
 from kec.errors import ConfigError
-from tests.support import wait_for
+from tests.support import ROOT, wait_for
 
 Serve = Callable[..., MetricsServer]
 
@@ -268,3 +270,10 @@ def test_what_the_server_cannot_or_will_not_serve_gets_json_and_a_close(
 def test_the_server_refuses_non_positive_bounds() -> None:
     with pytest.raises(ConfigError, match="max_connections must be positive"):
         MetricsServer(Snapshot, lambda: Health({}), max_connections=0)
+
+
+def test_metrics_listen_on_loopback_unless_told_and_the_shipped_config_does_too() -> None:
+    assert MetricsConfig().host == "127.0.0.1"
+    assert MetricsConfig(host="0.0.0.0").host == "0.0.0.0"  # exposing it stays a choice
+    shipped = load_config(ROOT / "docker" / "connector.yaml", env={"KEC_PG_DSN": "postgresql://x"})
+    assert shipped.metrics is not None and shipped.metrics.host == "127.0.0.1"
