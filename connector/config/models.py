@@ -395,7 +395,9 @@ class MetricsConfig(_Model):
     """Where the Prometheus metrics endpoint listens."""
 
     host: NonEmpty = "127.0.0.1"
-    """The address to serve GET /metrics on; 0.0.0.0 for every interface."""
+    """The address to serve GET /metrics on: loopback by default (this host only, a
+    container's own health check included); 0.0.0.0 for every interface, for a Prometheus
+    scraping from elsewhere."""
     port: Port = 9464
     """The port to serve GET /metrics on."""
 
