@@ -20,9 +20,9 @@ START     answer the task's human-in-the-  the gate is answered   answered, or a
           Instances/{task}/-1/hitlDetails``  409 (write-once)     task is not parked at its
           with ``start_option`` (default                          gate, or has been for less
           the gate's first option)                                than ``gate_settle_seconds``
-STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task is failed, or
-          ``new_state: failed``            finished (checked      was already finished
-                                           first)
+STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task reads back
+          ``new_state: failed``, then      finished (checked      failed (or finished), or
+          ``GET`` it back                  first)                 was already finished
 RESTART   ``POST …/clearTaskInstances``    **not idempotent**:    cleared, or the task's
           with ``note`` = the action id,   a second clear would   note already names this
           ``prevent_running_task``         restart the task again action; 409 (the task
@@ -41,9 +41,10 @@ in the same transaction), and it clears with ``prevent_running_task`` so that a 
 racing the new try is refused rather than obeyed. Two RESTART actions (two events) still
 restart twice, as they should.
 
-A stop counts as delivered only once Airflow shows the run finished: after the ``PATCH``
-the run is read back, and a run still queued or running (a write that was answered but
-not applied) is a transient error, so the stop is sent again.
+A stop (of a run) or a STOP (of a task) counts as delivered only once Airflow shows it
+finished: after the ``PATCH`` the run or task is read back, and one still queued or
+running (a write that was answered but not applied) is a transient error, so the stop is
+sent again.
 
 Errors: no answer, 408, 429 and 5xx (on SQLite, concurrent writes answer 500 "database is
 locked") are transient; other 4xx are final, quoting Airflow's ``detail``. Run ids are
@@ -272,9 +273,15 @@ class AirflowTarget(Target):
         response = self._http.request(
             "PATCH", path, json_body={"new_state": "failed", "note": self._note(action)}
         )
-        if response.is_success or response.status_code == 409:
-            return  # 409: the task is in that state already
-        raise self._http.fail(response, f"{self._what(action)}: PATCH {path}")
+        if not response.is_success and response.status_code != 409:
+            raise self._http.fail(response, f"{self._what(action)}: PATCH {path}")
+        # 409: the task is in that state already. Either way, delivered once Airflow shows it.
+        state = self._require(path, action).get("state")
+        if state not in FINISHED:
+            raise TargetError(
+                f"{self._what(action)}: asked Airflow to fail task {action.task!r}, but it"
+                f" reads back as {state or 'not started'}; the stop is sent again"
+            )
 
     def _clear_task(self, action: Action) -> None:
         path = self._task_path(action)

@@ -161,6 +161,29 @@ def test_a_run_that_finished_by_itself_meanwhile_is_stopped(
     assert len(airflow.calls) == 3
 
 
+@pytest.mark.parametrize(("patched", "after"), [(200, "failed"), (409, "success")])
+def test_a_task_stop_is_delivered_once_the_task_reads_back_finished(
+    airflow: FakeAirflow, target: AirflowTarget, patched: int, after: str
+) -> None:
+    task = f"{RUNS}/run-1/taskInstances/approve"
+    airflow.on("GET", task, (200, {"state": "awaiting_input"}), (200, {"state": after}))
+    airflow.on("PATCH", task, (patched, {"detail": "already in that state"}))
+    target.deliver(action(ActionKind.STOP_TASK, task="approve"))
+    assert [c.method for c in airflow.calls] == ["GET", "PATCH", "GET"]
+
+
+def test_a_task_stop_airflow_does_not_show_is_retried_not_counted(
+    airflow: FakeAirflow, target: AirflowTarget
+) -> None:
+    task = f"{RUNS}/run-1/taskInstances/approve"
+    airflow.on("GET", task, (200, {"state": "running"}), (200, {"state": "running"}))
+    airflow.on("PATCH", task, (200, {"state": "failed"}))
+    with pytest.raises(TargetError) as caught:
+        target.deliver(action(ActionKind.STOP_TASK, task="approve"))
+    assert type(caught.value) is TargetError and caught.value.retriable
+    assert "reads back as running" in str(caught.value)
+
+
 # -- what the target puts in a URL --------------------------------------------------------
 
 
