@@ -1,4 +1,5 @@
-"""Configured values that are secrets by their names, kept out of everything printed.
+"""Secrets kept out of everything printed: configured values that are secrets by their
+names, and the secret parts of URLs.
 
 Free-form settings (webhook ``headers``, a command target's ``env``, Kafka ``properties``)
 hold credentials as often as not: ``Authorization: Bearer …``, ``API_KEY``,
@@ -7,10 +8,17 @@ hold credentials as often as not: ``Authorization: Bearer …``, ``API_KEY``,
 repr, a log line, an error message and ``model_dump(mode="json")``, and is revealed only
 where a client needs it (:func:`reveal`). Guessing by name errs on the side of hiding:
 a ``KEY_PREFIX`` is hidden too, which costs nothing but a starred value in output.
+
+URLs carry secrets of their own: ``user:password@``, a ``?token=`` or ``?sig=``, and the
+path of a hosted webhook (``/services/T000/B000/<secret>``). :func:`redact_url` is the one
+way a target shows a URL to people (log lines, error messages, the dead-letter table), and
+:func:`url_secrets` gives the parts to :func:`redact` from text quoted from elsewhere (an
+answer's body that echoes the request, a client library's error).
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, TypeVar
 
@@ -23,8 +31,10 @@ __all__ = [
     "hide_secrets",
     "is_secret_name",
     "redact",
+    "redact_url",
     "reveal",
     "secret_values",
+    "url_secrets",
 ]
 
 SECRET_WORDS: Final = (
@@ -80,6 +90,66 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "**********")
     return text
+
+
+ELIDED: Final = "…"
+UNREADABLE_URL: Final = "(unreadable URL)"
+# Parts of a URL shorter than this are words and numbers (v1, api, json, 1), not secrets:
+# starring them in quoted text would garble it. A path segment must be longer still to be
+# taken for a token ("services", "webhooks" are not); a password is hidden at any length.
+_MIN_SECRET_PART = 4
+_MIN_SECRET_SEGMENT = 9
+
+
+def redact_url(url: object) -> str:
+    """``url`` as shown to people: ``scheme://host[:port]``, then ``/…`` for any path
+    beyond ``/``, then ``?name=…&…`` (names kept, values elided). Userinfo and fragment are
+    left out. Never raises: what cannot be parsed is shown as ``(unreadable URL)``.
+
+    ``https://u:p@hooks.example.com/services/T0/B0/XYZ?sig=abc`` is shown as
+    ``https://hooks.example.com/…?sig=…``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(str(url).strip())
+    except ValueError:
+        return UNREADABLE_URL
+    shown = f"{parts.scheme}:" if parts.scheme else ""
+    if parts.netloc:
+        shown += "//" + parts.netloc.rpartition("@")[2]
+    if parts.path.strip("/"):
+        shown += f"/{ELIDED}" if parts.netloc or parts.path.startswith("/") else ELIDED
+    if parts.query:
+        items = (item.partition("=") for item in parts.query.split("&") if item)
+        shown += "?" + "&".join(f"{name}={ELIDED}" if eq else ELIDED for name, eq, _ in items)
+    return shown or ELIDED
+
+
+def url_secrets(url: object) -> list[str]:
+    """The parts of ``url`` to :func:`redact` from text quoted from elsewhere: user and
+    password, the path (and its longer segments), query values; raw and percent-decoded."""
+    try:
+        parts = urllib.parse.urlsplit(str(url).strip())
+        password = parts.password
+        username = parts.username
+    except ValueError:
+        return []
+    found: set[str] = set()
+    if password:
+        found.add(password)
+        found.add(urllib.parse.unquote(password))
+    candidates = [username or ""]
+    if parts.path.strip("/"):
+        candidates.append(parts.path)
+        candidates.extend(s for s in parts.path.split("/") if len(s) >= _MIN_SECRET_SEGMENT)
+    for item in parts.query.split("&"):
+        name, eq, value = item.partition("=")
+        candidates.append(value if eq else name)  # a bare ?item is a value
+    candidates.append(parts.fragment)
+    for part in candidates:
+        for form in (part, urllib.parse.unquote_plus(part)):
+            if len(form) >= _MIN_SECRET_PART:
+                found.add(form)
+    return sorted(found)
 
 
 _STRING_MAP: Final = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -34,7 +34,7 @@ Building does no I/O: call ``open()`` on the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -52,7 +52,7 @@ from pydantic import (
     field_validator,
 )
 
-from connector.redaction import HiddenProperties, HiddenStrings, reveal
+from connector.redaction import HiddenProperties, HiddenStrings, redact_url, reveal
 from connector.targets.base import Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget
@@ -110,6 +110,11 @@ class _Spec(BaseModel):
 
     def build(self, name: str) -> Target:
         raise NotImplementedError
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may hold a secret (its path, query or user:password@): shown redacted.
+        for field, value in super().__repr_args__():
+            yield field, redact_url(value) if field == "url" else value
 
 
 class LogSpec(_Spec):

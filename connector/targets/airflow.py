@@ -12,16 +12,17 @@ start     ``POST …/dags/{dag}/dagRuns``    409 (checked: the run  200, or the 
           ``dag_run_id`` = ``{run_id_      exists)
           prefix}{action id}``, ``conf``
           = the event
-stop      ``PATCH …/dagRuns/{run}``        the run is finished    the run is marked failed,
-          ``state: failed``                (checked first)        or was already finished
+stop      ``PATCH …/dagRuns/{run}``        the run is finished    the run reads back failed
+          ``state: failed``, then ``GET``  (checked first)        (or finished), or was
+          it back                                                 already finished
 START     answer the task's human-in-the-  the gate is answered   answered, or answered
           loop gate: ``PATCH …/task        (checked first), or    before; retried while the
           Instances/{task}/-1/hitlDetails``  409 (write-once)     task is not parked at its
           with ``start_option`` (default                          gate, or has been for less
           the gate's first option)                                than ``gate_settle_seconds``
-STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task is failed, or
-          ``new_state: failed``            finished (checked      was already finished
-                                           first)
+STOP      ``PATCH …/taskInstances/{task}`` 409, or the task is    the task reads back
+          ``new_state: failed``, then      finished (checked      failed (or finished), or
+          ``GET`` it back                  first)                 was already finished
 RESTART   ``POST …/clearTaskInstances``    **not idempotent**:    cleared, or the task's
           with ``note`` = the action id,   a second clear would   note already names this
           ``prevent_running_task``         restart the task again action; 409 (the task
@@ -40,9 +41,19 @@ in the same transaction), and it clears with ``prevent_running_task`` so that a 
 racing the new try is refused rather than obeyed. Two RESTART actions (two events) still
 restart twice, as they should.
 
+A stop (of a run) or a STOP (of a task) counts as delivered only once Airflow shows it
+finished: after the ``PATCH`` the run or task is read back, and one still queued or
+running (a write that was answered but not applied) is a transient error, so the stop is
+sent again.
+
 Errors: no answer, 408, 429 and 5xx (on SQLite, concurrent writes answer 500 "database is
 locked") are transient; other 4xx are final, quoting Airflow's ``detail``. Run ids are
 ``^[A-Za-z0-9_.~:+-]+$``, at most 250 characters: the prefix is checked at config time.
+
+Every id from an action (DAG, run, task) goes into the URL as one percent-encoded path
+segment. One that cannot be a segment is refused (final) before any request: empty, ``.``
+or ``..`` (a client and every proxy resolve them to another API path), or holding ``/``,
+``\\`` or a control character (the API server decodes ``%2F`` back into a separator).
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connector.redaction import redact
 from connector.targets.base import Target
 from connector.targets.engine import execution_of, idempotency_key, workflow_input
 from connector.targets.engine_http import EngineHttp, engine_url
@@ -68,8 +80,12 @@ PARKED = frozenset({"awaiting_input", "deferred"})  # waiting at a gate (3.3; ol
 NOTE_PREFIX = "kafka-event-connector action "
 
 
-def _q(part: str) -> str:
-    return quote(part, safe="")
+def path_segment(value: str, what: str) -> str:
+    """``value`` percent-encoded as one URL path segment; :class:`TargetRejected` (final)
+    when no encoding keeps it one (see the module docstring). ``what`` names it."""
+    if value in ("", ".", "..") or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise TargetRejected(f"{what} {value!r} is not a single URL path segment")
+    return quote(value, safe="")
 
 
 def _seconds_between(created_at: object, server_date: str | None) -> float | None:
@@ -156,9 +172,17 @@ class AirflowTarget(Target):
 
     # -- workflow actions -----------------------------------------------------------------
 
+    def _dag_path(self, action: Action) -> str:
+        return f"{API}/dags/{path_segment(self.dag_id(action), self._what(action) + ': dag id')}"
+
+    def _run_path(self, action: Action, run: str) -> str:
+        segment = path_segment(run, f"{self._what(action)}: dag run id")
+        return f"{self._dag_path(action)}/dagRuns/{segment}"
+
     def _start(self, action: Action) -> None:
-        dag, run_id = self.dag_id(action), self.run_id(action)
-        path = f"{API}/dags/{_q(dag)}/dagRuns"
+        run_id = self.run_id(action)
+        run_path = self._run_path(action, run_id)
+        path = f"{self._dag_path(action)}/dagRuns"
         body = {
             "dag_run_id": run_id,
             "logical_date": None,
@@ -168,14 +192,13 @@ class AirflowTarget(Target):
         response = self._http.request("POST", path, json_body=body)
         if response.is_success:
             return
-        if response.status_code == 409 and self._get(f"{path}/{_q(run_id)}") is not None:
+        if response.status_code == 409 and self._get(run_path) is not None:
             return  # a resend: the run with this action's id exists
         raise self._http.fail(response, f"{self._what(action)}: POST {path}")
 
     def _stop(self, action: Action) -> None:
-        dag = self.dag_id(action)
         run = execution_of(action, self._what(action))
-        path = f"{API}/dags/{_q(dag)}/dagRuns/{_q(run)}"
+        path = self._run_path(action, run)
         current = self._require(path, action)
         if current.get("state") in RUN_FINISHED:
             return  # finished already: by this action's earlier delivery or by itself
@@ -184,13 +207,20 @@ class AirflowTarget(Target):
         )
         if not response.is_success:
             raise self._http.fail(response, f"{self._what(action)}: PATCH {path}")
+        # Delivered only once Airflow shows it: an answered write is not a stopped run.
+        state = self._require(path, action).get("state")
+        if state not in RUN_FINISHED:
+            raise TargetError(
+                f"{self._what(action)}: asked Airflow to fail run {run!r}, but it reads back"
+                f" as {state or 'unknown'}; the stop is sent again"
+            )
 
     # -- task actions ---------------------------------------------------------------------
 
     def _task_path(self, action: Action) -> str:
-        dag = self.dag_id(action)
-        run = execution_of(action, self._what(action))
-        return f"{API}/dags/{_q(dag)}/dagRuns/{_q(run)}/taskInstances/{_q(action.task or '')}"
+        run = self._run_path(action, execution_of(action, self._what(action)))
+        task = path_segment(action.task or "", f"{self._what(action)}: task id")
+        return f"{run}/taskInstances/{task}"
 
     def _answer_gate(self, action: Action) -> None:
         path = f"{self._task_path(action)}/-1/hitlDetails"
@@ -243,17 +273,22 @@ class AirflowTarget(Target):
         response = self._http.request(
             "PATCH", path, json_body={"new_state": "failed", "note": self._note(action)}
         )
-        if response.is_success or response.status_code == 409:
-            return  # 409: the task is in that state already
-        raise self._http.fail(response, f"{self._what(action)}: PATCH {path}")
+        if not response.is_success and response.status_code != 409:
+            raise self._http.fail(response, f"{self._what(action)}: PATCH {path}")
+        # 409: the task is in that state already. Either way, delivered once Airflow shows it.
+        state = self._require(path, action).get("state")
+        if state not in FINISHED:
+            raise TargetError(
+                f"{self._what(action)}: asked Airflow to fail task {action.task!r}, but it"
+                f" reads back as {state or 'not started'}; the stop is sent again"
+            )
 
     def _clear_task(self, action: Action) -> None:
         path = self._task_path(action)
         current = self._require(path, action)
         if (current.get("note") or "") == self._note(action):
             return  # this action's clear happened (the note is written with it)
-        dag = self.dag_id(action)
-        clear = f"{API}/dags/{_q(dag)}/clearTaskInstances"
+        clear = f"{self._dag_path(action)}/clearTaskInstances"
         body = {
             "dry_run": False,
             "dag_run_id": execution_of(action, self._what(action)),
@@ -306,7 +341,8 @@ class AirflowTarget(Target):
             response = client.post("/auth/token", json={"username": username, "password": password})
         except httpx.HTTPError as exc:
             raise TargetError(
-                f"airflow target {self.name}: POST /auth/token failed: {type(exc).__name__}: {exc}"
+                f"airflow target {self.name}: POST {self._http.shown}/auth/token failed:"
+                f" {type(exc).__name__}: {redact(str(exc), self._http.secrets)}"
             ) from exc
         if not response.is_success:
             raise self._http.fail(response, f"{self._http.what}: POST /auth/token")

@@ -12,6 +12,11 @@ other 4xx, 3xx                         :class:`~kec.errors.TargetRejected` with 
 
 Which 2xx or 4xx means "already done" (a duplicate) is each engine's business: the
 targets look at the status before calling :meth:`EngineHttp.fail`.
+
+The engine's URL appears in messages only as :func:`~connector.redaction.redact_url` shows
+it (``http://host:port/…``: a path before the API's, as a proxy's, may hold a token), and
+text quoted from elsewhere (a transport error, an answer) has the URL's secret parts
+starred.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from connector.redaction import redact, redact_url, url_secrets
 from kec.errors import ConfigError, TargetError, TargetRejected
 
 BODY_TAIL = 500  # characters of an answer quoted in an error
@@ -34,12 +40,14 @@ Login = Callable[[httpx.Client], str]
 
 def engine_url(kind: str, name: str, url: str) -> httpx.URL:
     """``url`` parsed, refused unless it is ``http(s)://host…`` (no I/O)."""
+    shown = redact_url(url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise ConfigError(f"{kind} target {name!r}: invalid url {url!r}: {exc}") from exc
+        why = redact(str(exc), url_secrets(url))
+        raise ConfigError(f"{kind} target {name!r}: invalid url {shown}: {why}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"{kind} target {name!r}: url must be http(s)://host…: {url!r}")
+        raise ConfigError(f"{kind} target {name!r}: url must be http(s)://host…, not {shown}")
     return parsed
 
 
@@ -84,8 +92,10 @@ class EngineHttp:
         self._concurrency = concurrency
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        # Errors end up in logs and the dead-letter table: never quote credentials.
-        self.shown = str(base_url.copy_with(username=None, password=None, query=None))
+        # Errors end up in logs and the dead-letter table: never quote the URL's secrets.
+        # The API path follows: http://host:8080/api/v2/…, or http://host/…/api/v2/….
+        self.shown = redact_url(base_url.copy_with(query=None, fragment=None))
+        self.secrets = url_secrets(base_url)
 
     def open(self) -> None:
         with self._lock:
@@ -127,7 +137,7 @@ class EngineHttp:
         status = response.status_code
         message = (
             f"{doing} answered {status} {response.reason_phrase}: "
-            f"{engine_message(response) or '(no body)'}"
+            f"{redact(engine_message(response), self.secrets) or '(no body)'}"
         )
         if status in RETRIABLE_STATUS or status >= 500:
             return TargetError(message)
@@ -147,7 +157,8 @@ class EngineHttp:
             return client.request(method, path, json=json_body, params=params, headers=headers)
         except httpx.HTTPError as exc:
             raise TargetError(
-                f"{self.what}: {method} {self.shown}{path} failed: {type(exc).__name__}: {exc}"
+                f"{self.what}: {method} {self.shown}{path} failed:"
+                f" {type(exc).__name__}: {redact(str(exc), self.secrets)}"
             ) from exc
 
     def _bearer(self, client: httpx.Client, stale: str | None) -> str | None:

@@ -8,6 +8,12 @@ the first two). Credentials in the URL (``https://user:pass@host/``) become Basi
 resend after a crash carries the same key, so a receiver that honours it applies the
 action once.
 
+Errors and logs show the URL only as ``scheme://host[:port]/…?name=…``
+(:func:`~connector.redaction.redact_url`): hosted webhooks carry their secret in the path
+or the query. Text quoted from elsewhere (an answer's body, a socket error) has the URL's
+secret parts starred. Of an answer at most :data:`MAX_BODY` bytes are read: the rest of a
+larger body is never loaded, and its connection is closed rather than drained.
+
 Concurrency: up to ``concurrency`` requests at once (actions of different keys; the
 dispatcher keeps one key's in order), each worker thread over its own keep-alive HTTP/1.1
 connection (the standard library's ``http.client``: a fraction of the CPU of a
@@ -19,12 +25,19 @@ Outcome by response:
 
 =====================================  =====================================================
 2xx                                    delivered
-408, 429, 5xx, no response (timeout,   :class:`~kec.errors.TargetError` (retriable);
-connection refused or reset, …)        a ``Retry-After`` is quoted in the message
+408, 409, 425, 429, 5xx, no response   :class:`~kec.errors.TargetError` (retriable);
+(timeout, connection refused or        a ``Retry-After`` is quoted in the message
+reset, …)
 3xx                                    :class:`~kec.errors.TargetRejected`: redirects
                                        are not followed (a POST may turn into a GET)
 any other 4xx                          :class:`~kec.errors.TargetRejected`
 =====================================  =====================================================
+
+409 is what a receiver that honours ``Idempotency-Key`` answers while a request with the
+same key is still being processed (a resend that overtook the first try): the action is
+sent again later with the same key, and the receiver answers it with the first one's
+outcome. A receiver that answers 409 for a refusal gets the action retried until the
+dispatcher's last attempt, then dead-lettered.
 
 The target never sleeps: backoff between attempts is the dispatcher's (tenacity in-call,
 then durable retries). ``timeout`` bounds connecting and each read and write.
@@ -43,12 +56,19 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 
+from connector.redaction import redact, redact_url, url_secrets
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
 
 BODY_TAIL = 500  # characters of a refusal's response body quoted in the error
-RETRIABLE_STATUS = frozenset({408, 429})
+MAX_BODY = 64 * 1024  # bytes of an answer read at most
+RETRIABLE_STATUS = frozenset({408, 409, 425, 429})
+# What a retriable 4xx means, for the message.
+_MEANING = {
+    409: "a request with this Idempotency-Key is in progress",
+    425: "too early",
+}
 _OWN_HEADERS = frozenset({"content-type", "idempotency-key"})
 # A reused connection the server closed while idle: reopen it and send again.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -90,13 +110,16 @@ class WebhookTarget(Target):
         verify: bool = True,
         concurrency: int = 16,
     ) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ConfigError(f"webhook target {name!r}: url must be http(s)://host/…: {url!r}")
+        # Errors end up in logs and the dead-letter table: never quote the URL's secrets.
+        shown = redact_url(url)
         try:
+            parsed = urllib.parse.urlsplit(url)
             port = parsed.port
         except ValueError as exc:
-            raise ConfigError(f"webhook target {name!r}: invalid url {url!r}: {exc}") from exc
+            why = redact(str(exc), url_secrets(url))
+            raise ConfigError(f"webhook target {name!r}: invalid url {shown}: {why}") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"webhook target {name!r}: url must be http(s)://host/…, not {shown}")
         if timeout <= 0:
             raise ConfigError(f"webhook target {name!r}: timeout must be positive")
         if concurrency < 1:
@@ -110,9 +133,8 @@ class WebhookTarget(Target):
         self._host = parsed.hostname
         self._port = port
         self._path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        # Errors end up in logs and the dead-letter table: never quote credentials.
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self._shown = f"{parsed.scheme}://{host}{f':{port}' if port else ''}{parsed.path or '/'}"
+        self._shown = shown
+        self._secrets = url_secrets(url)
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if parsed.username is not None:
             user = urllib.parse.unquote(parsed.username)
@@ -161,7 +183,11 @@ class WebhookTarget(Target):
                 self._connections.append(conn)
         return conn
 
-    def _drop(self, local: threading.local) -> None:
+    def _drop(
+        self, local: threading.local, response: http.client.HTTPResponse | None = None
+    ) -> None:
+        if response is not None:
+            response.close()  # it holds the socket when the server said it closes
         conn = getattr(local, "conn", None)
         local.conn = None
         if conn is not None:
@@ -179,27 +205,30 @@ class WebhookTarget(Target):
         for attempt in (1, 2):
             conn = self._connection(local)
             reused = conn.sock is not None
+            response: http.client.HTTPResponse | None = None
             try:
                 conn.request("POST", self._path, body=body, headers=headers)
                 response = conn.getresponse()
-                text = response.read()
+                # One byte more than is kept tells a complete body from a cut one.
+                text = response.read(MAX_BODY + 1)
             except _STALE as exc:
-                self._drop(local)
+                self._drop(local, response)
                 if reused and attempt == 1:
                     continue  # the server closed the idle connection: a fresh one
                 raise self._failure(action, exc) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._drop(local)
+                self._drop(local, response)
                 raise self._failure(action, exc) from exc
-            if response.will_close:
-                self._drop(local)
-            self._check(response, text, action)
+            if response.will_close or len(text) > MAX_BODY:
+                # Closed by the server, or the rest of a huge body is never read.
+                self._drop(local, response)
+            self._check(response, text[:MAX_BODY], action)
             return
 
     def _failure(self, action: Action, exc: BaseException) -> TargetError:
         return TargetError(
             f"webhook target {self.name}: POST {self._shown} failed"
-            f" (action {action.action_id}): {_kind(exc)}: {exc}"
+            f" (action {action.action_id}): {_kind(exc)}: {redact(str(exc), self._secrets)}"
         )
 
     def _check(self, response: http.client.HTTPResponse, body: bytes, action: Action) -> None:
@@ -211,15 +240,19 @@ class WebhookTarget(Target):
             f" {response.reason} (action {action.action_id})"
         )
         retriable = status in RETRIABLE_STATUS or status >= 500
+        if status in _MEANING:
+            message += f": {_MEANING[status]}"
         raw = response.getheader("Retry-After")
         if retriable and raw is not None:
             delay = retry_after_seconds(raw)
             message += f"; Retry-After: {raw if delay is None else f'{delay:g}s'}"
         if 300 <= status < 400:
-            message += f"; Location: {response.getheader('Location', '-')}"
-        text = body.decode(errors="replace").strip()
+            location = response.getheader("Location")
+            message += f"; Location: {'-' if location is None else redact_url(location)}"
+        text = redact(body.decode(errors="replace").strip(), self._secrets)
         if text:
-            message += f"; body: {text[:BODY_TAIL]}"
+            more = "…" if len(text) > BODY_TAIL else ""
+            message += f"; body: {text[:BODY_TAIL]}{more}"
         if not retriable and 300 <= status < 500:
             raise TargetRejected(message)
         raise TargetError(message)

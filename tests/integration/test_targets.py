@@ -165,7 +165,28 @@ def test_webhook_errors_do_not_quote_credentials(http_server: RecordingServer) -
     assert http_server.requests[0].headers["authorization"].startswith("Basic ")
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 409, 422, 301])
+@pytest.mark.parametrize("status", [409, 425])
+def test_webhook_409_in_progress_and_425_too_early_are_retriable(
+    http_server: RecordingServer, webhook: WebhookTarget, status: int
+) -> None:
+    # 409 from a receiver that honours Idempotency-Key: a request with this key is still
+    # being processed. Not a refusal: the action is sent again, with the same key.
+    http_server.answer(Reply(status, {"Retry-After": "2"}, b'{"error":"in progress"}'))
+    action = make_action()
+    with pytest.raises(TargetError) as caught:
+        webhook.deliver(action)
+    assert type(caught.value) is TargetError
+    assert caught.value.retriable
+    assert f"answered {status}" in str(caught.value)
+    assert "Retry-After: 2s" in str(caught.value)
+    if status == 409:
+        assert "in progress" in str(caught.value)
+    webhook.deliver(action)  # the next attempt, once the first request is done
+    keys = {r.headers["idempotency-key"] for r in http_server.requests}
+    assert keys == {action.action_id}
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422, 301])
 def test_webhook_other_4xx_and_3xx_are_rejected_for_good(
     http_server: RecordingServer, webhook: WebhookTarget, status: int
 ) -> None:
@@ -175,6 +196,141 @@ def test_webhook_other_4xx_and_3xx_are_rejected_for_good(
     assert not caught.value.retriable
     assert str(status) in str(caught.value)
     assert len(http_server.requests) == 1  # a redirect is not followed
+
+
+HOOK_SECRET = "XXXXSECRET0b5e"
+SIG_SECRET = "SIGSECRET77c2"
+USER_PASSWORD = "pw-9f1a"
+
+
+def _secret_hook(port: int) -> str:
+    """A URL that carries secrets the way hosted webhooks do: in userinfo, path, query."""
+    return (
+        f"http://hookuser:{USER_PASSWORD}@127.0.0.1:{port}/services/T000/B000/{HOOK_SECRET}"
+        f"?sig={SIG_SECRET}&mode=fast"
+    )
+
+
+def _assert_no_secret(text: str) -> None:
+    for secret in (HOOK_SECRET, SIG_SECRET, USER_PASSWORD, "/services/T000"):
+        assert secret not in text, text
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        # A receiver that echoes the request line in its error body.
+        (Reply(404, body=f"no hook at /services/T000/B000/{HOOK_SECRET}".encode()), "404"),
+        (Reply(503, body=f"sig={SIG_SECRET} is being rotated".encode()), "503"),
+        (
+            Reply(301, {"Location": f"https://new.example/services/T000/B000/{HOOK_SECRET}"}),
+            "Location: https://new.example/…",
+        ),
+    ],
+)
+def test_webhook_errors_hide_the_secrets_of_the_url(
+    http_server: RecordingServer, reply: Reply, says: str
+) -> None:
+    port = int(http_server.url.split(":")[2].split("/")[0])
+    http_server.answer(reply)
+    with WebhookTarget("hook", _secret_hook(port)) as target, pytest.raises(TargetError) as caught:
+        target.deliver(make_action())
+    text = str(caught.value)
+    _assert_no_secret(text)
+    assert f"POST http://127.0.0.1:{port}/…?sig=…&mode=… answered" in text
+    assert says in text
+    # The secrets still reach the receiver: only what is printed is redacted.
+    [request] = http_server.requests
+    assert request.path == f"/services/T000/B000/{HOOK_SECRET}?sig={SIG_SECRET}&mode=fast"
+
+
+def test_webhook_transport_and_config_errors_hide_the_secrets_of_the_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        with (
+            WebhookTarget("down", _secret_hook(port)) as target,
+            pytest.raises(TargetError) as caught,
+        ):
+            target.deliver(make_action())
+    _assert_no_secret(str(caught.value))
+    assert f"http://127.0.0.1:{port}/…" in str(caught.value)
+    wrong_scheme = _secret_hook(port).replace("http://", "ftp://")
+    wrong_port = _secret_hook(port).replace(f":{port}/", ":99999/")
+    for bad in (wrong_scheme, wrong_port):
+        with pytest.raises(ConfigError) as config_error:
+            WebhookTarget("w", bad)
+        _assert_no_secret(str(config_error.value))
+        assert "127.0.0.1" in str(config_error.value)
+
+
+class _Flood(BaseHTTPRequestHandler):
+    """Answers with a body far larger than the test lets it send: the declared length,
+    the first MiB, then nothing until released. A client that reads it all never ends."""
+
+    server: _FloodServer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.seen += 1
+        if self.server.seen > 1:  # the next request: a plain answer
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", str(256 * 1024 * 1024))
+        self.end_headers()
+        try:
+            self.wfile.write(b"engine overloaded " + b"x" * 1024 * 1024)
+            self.wfile.flush()
+        except ConnectionError:
+            return
+        self.server.released.wait(30)
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _FloodServer(ThreadingHTTPServer):
+    daemon_threads = False
+
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Flood)
+        self.status = status
+        self.seen = 0
+        self.released = threading.Event()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the client hung up on the flood: expected
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_webhook_reads_a_bounded_part_of_a_huge_answer(status: int) -> None:
+    server = _FloodServer(status)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/actions"
+    try:
+        # Reading the whole body would wait for bytes that never come: a ReadTimeout.
+        with WebhookTarget("hook", url, timeout=5, concurrency=1) as target:
+            if status == 200:
+                target.deliver(make_action())
+            else:
+                with pytest.raises(TargetError) as caught:
+                    target.deliver(make_action())
+                text = str(caught.value)
+                assert "answered 500" in text and "ReadTimeout" not in text
+                assert "body: engine overloaded xxx" in text
+                assert len(text) < 1000  # a bounded quote of the body
+            target.deliver(make_action(1))  # the cut connection was replaced
+        assert server.seen == 2
+    finally:
+        server.released.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_webhook_timeout_is_retriable(http_server: RecordingServer) -> None:

@@ -8,13 +8,21 @@ import json
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from connector.commands import config_cmds
 from connector.config import ConfigFileError, load_config
-from connector.redaction import is_secret_name, redact
-from connector.targets import CommandSpec, KafkaSpec, WebhookSpec, build_target
+from connector.redaction import is_secret_name, redact, redact_url, url_secrets
+from connector.targets import (
+    AirflowSpec,
+    CommandSpec,
+    KafkaSpec,
+    PrefectSpec,
+    WebhookSpec,
+    build_target,
+)
 from kec.errors import ConfigError
 
 HEADER = "Bearer hdr-7c1e-secret"
@@ -194,3 +202,64 @@ def test_redact_replaces_every_secret() -> None:
     assert redact(text, ["pw-long", "pw", ""]) == (
         "Invalid value '**********' for sasl.password; also **********"
     )
+
+
+def test_a_target_spec_repr_shows_no_url_secret() -> None:
+    hook = "https://hooks.example.com/services/T000/B000/XXXXSECRET?sig=SIGSECRET"
+    specs = [
+        WebhookSpec.model_validate({"type": "webhook", "url": hook}),
+        AirflowSpec.model_validate({"type": "airflow", "url": hook}),
+        PrefectSpec.model_validate({"type": "prefect", "url": hook}),
+    ]
+    for spec in specs:
+        assert "XXXXSECRET" not in repr(spec) and "SIGSECRET" not in repr(spec)
+        assert "url='https://hooks.example.com/…?sig=…'" in repr(spec)
+        assert "XXXXSECRET" in spec.url  # the target itself gets the whole URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # A hosted webhook: the secret is the path.
+        ("https://hooks.example.com/services/T000/B000/XXXXSECRET", "https://hooks.example.com/…"),
+        (
+            "http://kec:pa55word@engine.example:8080/actions?token=t0k3n&mode=fast",
+            "http://engine.example:8080/…?token=…&mode=…",
+        ),
+        ("https://engine.example/hook?SECRETALONE", "https://engine.example/…?…"),
+        ("https://APITOKEN@engine.example", "https://engine.example"),
+        ("http://[::1]:9000/", "http://[::1]:9000"),
+        ("http://airflow:8080", "http://airflow:8080"),
+        ("https://engine.example/#frag-secret", "https://engine.example"),
+        ("ftp://user@files.example/pub/secret", "ftp://files.example/…"),
+        ("/services/T000/B000/XXXXSECRET", "/…"),  # a relative Location header
+        ("hooks.example.com/services/XXXXSECRET", "…"),  # no scheme: all of it is path
+        ("mailto:someone@example.com", "mailto:…"),
+        ("http://[::1/unclosed", "(unreadable URL)"),
+        ("", "…"),
+    ],
+)
+def test_redact_url_shows_scheme_host_and_port_only(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_redact_url_takes_any_url_object() -> None:
+    assert redact_url(httpx.URL("https://u:p@h.example:4443/api/XXXX?k=v")) == (
+        "https://h.example:4443/…?k=…"
+    )
+
+
+def test_url_secrets_star_what_a_quoted_text_echoes_of_the_url() -> None:
+    url = "https://hookuser:pw@hooks.example.com/services/T000/B000/XXXXSECRET?sig=SIG%2BSECRET&v=1"
+    secrets = url_secrets(url)
+    echoed = (
+        "POST /services/T000/B000/XXXXSECRET?sig=SIG%2BSECRET refused: bad token XXXXSECRET,"
+        " signature SIG+SECRET, user hookuser (password pw); see /services for help, api v=1"
+    )
+    text = redact(echoed, secrets)
+    for secret in ("XXXXSECRET", "SIG%2BSECRET", "SIG+SECRET", "hookuser", "pw)"):
+        assert secret not in text
+    # Words and short values are left readable: they are not what a secret looks like.
+    assert "see /services for help, api v=1" in text
+    assert url_secrets("http://[::1/unclosed") == []
+    assert url_secrets("https://engine.example/") == []
