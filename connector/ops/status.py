@@ -48,6 +48,7 @@ class PartitionStatus:
     lag: int
     owner: str | None = None  # the instance that claimed it last (its owner epoch)
     epoch: int | None = None
+    stopped: str | None = None  # why its owner stopped it (offsets that went backwards)
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,19 @@ def collect_status(
         stored: dict[tuple[str, int], int] = {}
         for topic in topics:
             stored.update(store.next_offsets(topic))
-        owners = {p.tp: (p.owner, p.epoch) for p in store.partitions()}
+        owners = {p.tp: p for p in store.partitions()}
         rows = []
         for tp in tps:
             low, high = watermarks(consumer, tp)
             at = stored.get(tp)
-            lag = high - (at if at is not None else low)
-            owner, epoch = owners.get(tp, (None, None))
-            rows.append(
-                PartitionStatus(tp[0], tp[1], committed.get(tp), at, high, lag, owner, epoch)
-            )
+            lag = max(0, high - (at if at is not None else low))
+            row = owners.get(tp)
+            status = PartitionStatus(
+                tp[0], tp[1], committed.get(tp), at, high, lag,
+                row.owner if row else None, row.epoch if row else None,
+                row.stopped if row else None,
+            )  # fmt: skip
+            rows.append(status)
     finally:
         consumer.close()
     state, members = _group(client_config, group_id)
@@ -167,9 +171,16 @@ def render_status(report: StatusReport, console: Console) -> None:
             "-" if p.stored is None else str(p.stored),
             str(p.end),
             str(p.lag),
-            "-" if p.owner is None else f"{p.owner} (epoch {p.epoch})",
+            ("-" if p.owner is None else f"{p.owner} (epoch {p.epoch})")
+            + (" STOPPED" if p.stopped else ""),
         )
     console.print(table)
+    for p in report.partitions:
+        if p.stopped:
+            console.print(
+                f"{p.topic}[{p.partition}] is STOPPED: {p.stopped} "
+                "(event-connector partitions reset decides)"
+            )
     retrying = "?" if report.retrying is None else str(report.retrying)
     console.print(
         f"outbox: {report.pending} pending ({retrying} retrying), {report.done} done, "
