@@ -104,7 +104,7 @@ def test_status_json_and_table(
     data = json.loads(result.stdout)
     assert data["partitions"] == [
         {"topic": topic, "partition": 0, "committed": 1, "stored": 3, "end": 4, "lag": 1,
-         "owner": "seed", "epoch": 1}
+         "owner": "seed", "epoch": 1, "stopped": None}
     ]  # fmt: skip
     assert (data["pending"], data["dead_actions"], data["rules"]) == (1, 0, {"r1": 1})
     assert (data["group_state"], data["members"]) == ("EMPTY", 0)  # no connector holds it
