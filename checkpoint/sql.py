@@ -632,8 +632,11 @@ class SqlStore(CheckpointStore):
         mark = {(t, p): (w, _spans(d)) for t, p, _, w, d in marks}
         dead: int = sum(1 for *_, st in parked if st == Parking.DEAD.value)
         waiting = len(parked) - dead
-        # Unsettled numbers above each watermark, less those in settled spans or with rows.
-        above: int = sum(n - w - sum(b - a for a, b in _spans(d)) for _, _, n, w, d in marks)
+        # Unsettled numbers above each watermark, less those in settled spans (the parts
+        # above the watermark: a span below it says nothing new) or with rows.
+        above: int = sum(
+            n - w - sum(max(0, b - max(a, w)) for a, b in _spans(d)) for _, _, n, w, d in marks
+        )
         for t, p, aseq, _ in parked:
             watermark, done = mark.get((t, p), (0, ()))
             if aseq >= watermark and not _within(aseq, done):

@@ -57,6 +57,7 @@ class Entry:
     last_error: str | None = None
     parked: Parking | None = None  # the kind of row it has, or is to get (None: none)
     stored: bool = False  # the store holds its row
+    holding: bool = False  # it held the watermark back when it came (no row then)
     dirty: bool = False  # its row must be (re)written at the next settlement
     arrived: float = field(default_factory=time.monotonic)  # reached this book
 
@@ -166,6 +167,7 @@ class PartitionBook:
                 self._park(entry, Parking.HELD)
             if entry.parked is None:
                 self._holding.append(entry.aseq)
+                entry.holding = True
             self._end = max(self._end, entry.aseq + 1)
             self.size += 1
 
@@ -260,7 +262,10 @@ class PartitionBook:
                 self._park(behind, Parking.HELD)
 
     def _park(self, entry: Entry, state: Parking) -> None:
-        if entry.parked is None:
+        # Only an entry in the holding queue releases its place there: one parked as it
+        # came (its lane blocked) never held the watermark, and a release of it would stay
+        # in the set for ever (and be written as a settled span below the watermark).
+        if entry.parked is None and entry.holding:
             self._released.add(entry.aseq)
         entry.parked = state
         if not entry.dirty:
@@ -270,7 +275,8 @@ class PartitionBook:
     def _settled(self, entry: Entry) -> None:
         self.size -= 1
         if entry.parked is None:
-            self._released.add(entry.aseq)
+            if entry.holding:
+                self._released.add(entry.aseq)
         else:
             if entry.dirty:  # no need to write a row that is to be deleted
                 entry.dirty = False

@@ -203,3 +203,30 @@ def test_catch_up_adds_only_the_actions_the_book_never_got() -> None:
     assert book.catch_up(stored) == 0, "twice is once"
     assert book.size == 3  # a-2 in flight, d-4 and e-5 to go
     assert sorted(e.aseq for e in take(book)) == [4, 5]
+
+
+def test_actions_parked_as_they_come_leave_nothing_behind_once_delivered() -> None:
+    """a-0 fails; a-2 and a-4 come while its lane is blocked (held at once, never holding
+    the watermark). Once all is delivered nothing stays in memory, and no settled span
+    below the watermark is written (status counted such spans twice)."""
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("a", 0), action("b", 1)])
+    for head in take(book):
+        if head.aseq == 0:
+            book.failed(head, "TargetError: 503", retry_at=1.0)
+        else:
+            book.delivered(head)
+    book.queue(2, [action("a", 2), action("b", 3), action("a", 4)])
+    first = book.settlement()
+    assert first is not None
+    assert [(p.aseq, p.state) for p in first.park] == [
+        (0, Parking.RETRY), (2, Parking.HELD), (4, Parking.HELD),
+    ]  # fmt: skip
+    book.settled(first)
+    while book.size:
+        for head in take(book, now=2.0):
+            book.delivered(head)
+    last = book.settlement()
+    assert last is not None
+    assert (last.watermark, list(last.done), sorted(last.unpark)) == (5, [], [0, 2, 4])
+    assert book._released == set()
