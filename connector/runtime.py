@@ -88,6 +88,7 @@ STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
 _UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
+MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
 
 
 class ActionSink(Protocol):
@@ -401,7 +402,8 @@ class Pipeline:
         """Process batches until ``stop`` is set; the batch in progress is finished first.
 
         A batch that fails as a whole (store, dead-letter topic, Kafka) was rolled back
-        and rewound; it is tried again after a pause that doubles up to 30 s. A failure
+        and rewound; it is tried again after a pause that doubles up to 10 s (so a store or
+        broker that is back is used again within seconds). A failure
         that no retry can cure (a corrupt store, a newer schema, a fatal Kafka error, a
         partition fenced for good, partitions that could not be claimed in time) is
         logged in one line and raised: the process stops.
@@ -420,11 +422,11 @@ class Pipeline:
                     raise
                 self._failed(exc, pause)
                 stop.wait(pause)
-                pause = min(30.0, pause * 2)
+                pause = min(MAX_RETRY_PAUSE, pause * 2)
             except Exception as exc:
                 self._failed(exc, pause)
                 stop.wait(pause)
-                pause = min(30.0, pause * 2)
+                pause = min(MAX_RETRY_PAUSE, pause * 2)
             self._check_fenced()
 
     def _failed(self, exc: Exception, pause: float) -> None:

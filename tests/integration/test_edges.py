@@ -343,3 +343,45 @@ def test_a_claim_that_fails_in_the_assignment_is_retried_while_the_partition_wai
             assert pipeline.stats.claiming == 0 and len(pipeline.owned) == 2
         assert store.count_events() == 50
         assert store.count_actions_by_rule() == {"each": 50}
+
+
+def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    """PostgreSQL refuses connections for a while under a running connector: no
+    traceback per retry, one line with the cause when it begins and one when it is back,
+    and the events that came meanwhile are all checkpointed after."""
+    topic = new_topic(2)
+    config = _config(
+        tmp_path, bootstrap, topic, '- {name: each, namespace: shop, key: "*", action: start, '
+        "workflow: wf}\n",
+    )  # fmt: skip
+    text = config.read_text().replace(
+        f'{{backend: sqlite, path: "{tmp_path / "store.db"}"}}',
+        f'{{backend: postgres, dsn: "{pg_proxy.dsn(pg_store_url())}"}}',
+    )
+    config.write_text(text)
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10)])
+    wait_for(lambda: len(_actions(tmp_path)) == 10, timeout=90, what="the first actions")
+    pg_proxy.refuse(True)
+    pg_proxy.reset_all()
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
+    wait_for(lambda: "unavailable" in _log(tmp_path), timeout=60, what="the outage line")
+    began = time.monotonic()
+    # Down for a while: the connector retries with backoff (0.5 s doubling) all along.
+    wait_for(lambda: time.monotonic() - began > 8, timeout=20, what="the outage to last")
+    pg_proxy.refuse(False)
+    wait_for(lambda: len(_actions(tmp_path)) == 20, timeout=90, what="the events after it")
+    wait_for(lambda: "is back after" in _log(tmp_path), timeout=30, what="the line it is back")
+    log = _log(tmp_path)
+    assert "Traceback" not in log
+    outage = [line for line in log.splitlines() if "unavailable" in line]
+    assert 1 <= len(outage) <= 3, outage  # the pipeline's and the dispatcher's first lines
+    assert all("refused" in line or "closed the connection" in line for line in outage), outage
