@@ -69,6 +69,7 @@ def resolve(
             store_url=store or _DEFAULT_STORE,
             named_topics=tuple(explicit),
             source=f"--bootstrap {bootstrap}",
+            store_origin=_store_origin(store, None),
         )
     from connector.config import load_config
     from connector.topics import policy_of
@@ -91,6 +92,21 @@ def resolve(
         topic_policy=policy_of(cfg),
         source=f"-c {config}",
         match_limits=cfg.pipeline.match_limits(),
+        store_origin=_store_origin(store, (config, cfg.checkpoint.backend)),
+    )
+
+
+def _store_origin(store: str | None, config: tuple[str, str] | None) -> tuple[str, str]:
+    """Where the store URL came from, and what to change when no store is there."""
+    if store is not None:
+        return "--store", "check --store, or give -c FILE"
+    if config is None:
+        return "no -c or --store given", "give -c FILE (the connector's config) or --store URL"
+    path, backend = config
+    setting = "checkpoint.path" if backend == "sqlite" else "checkpoint.dsn"
+    return (
+        f"{setting} of {path}",
+        "a connector running with this config creates it; or give --store URL",
     )
 
 

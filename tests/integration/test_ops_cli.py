@@ -14,7 +14,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, TopicPartition
@@ -124,6 +126,8 @@ def test_replay_leaves_unread_records_and_queues_nothing_twice(
     topic = new_topic(partitions=2)
     store = tmp_path / "s.db"
     assert invoke("send", "k", "v", "--count", "5", *conn(bootstrap, topic, store)).exit_code == 0
+    with open_store(f"sqlite://{store}"):
+        pass  # a connector has created its store and checkpointed nothing yet
     early = invoke("replay", "--from-offset", "0", "--progress", *conn(bootstrap, topic, store))
     assert early.exit_code == 0, early.output
     assert "replaying" in early.stderr
@@ -225,6 +229,8 @@ def test_real_processes_send_tail_status_and_exit_codes(
         "shop k v-0", "shop k v-1"
     ]  # fmt: skip
 
+    with open_store(store):
+        pass  # a connector has created its store and checkpointed nothing yet
     status = run_cli("status", "--json", *base, bootstrap=bootstrap)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["partitions"][0]["lag"] == 2
@@ -281,6 +287,8 @@ def test_config_file_or_a_clear_error_without_the_config_module(
         "checkpoint:\n  backend: sqlite\n  path: store.db\n"
         "rules: []\n"
     )
+    with open_store(f"sqlite://{tmp_path / 'store.db'}"):
+        pass  # where the connector keeps it: relative to the config file
     result = run_cli("status", "--json", "-c", str(config), bootstrap=bootstrap)
     if importlib.util.find_spec("connector.config") is None:
         # connector/config.py is written by another engineer; until it lands, -c says so.
@@ -291,4 +299,41 @@ def test_config_file_or_a_clear_error_without_the_config_module(
     data = json.loads(result.stdout)
     assert data["group_id"] == "g-ops-config"
     assert [(p["topic"], p["end"], p["stored"]) for p in data["partitions"]] == [(topic, 0, None)]
-    assert (tmp_path / "store.db").exists()  # the path is relative to the config file
+
+
+# -- tools read a store, they never create one ----------------------------------------
+
+
+@pytest.mark.parametrize("command", [["status"], ["replay", "--from-offset", "0"]])
+def test_tools_that_read_the_store_never_create_one(
+    command: list[str], bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(partitions=1)
+    store = tmp_path / "state" / "s.db"
+    result = run_cli(
+        *command, "--topic", f"{topic}=shop", "--store", f"sqlite://{store}", bootstrap=bootstrap
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: no checkpoint store at {store} (--store): check --store, or give -c FILE"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_without_the_connectors_tables_is_not_a_store(
+    pg_store_url: Callable[[], str],
+) -> None:
+    url = pg_store_url()
+    parts = urlsplit(url)
+    result = run_cli("dlq", "list", "--store", url, bootstrap="")
+    assert result.returncode == 2, result.stderr
+    shown = f"postgresql://{parts.username}@{parts.hostname}:{parts.port}{parts.path}"
+    assert result.stderr.splitlines() == [
+        f"error: {shown}: the database has no kafka-event-connector checkpoint tables "
+        "(--store): check --store, or give -c FILE"
+    ]
+    if parts.password:
+        assert parts.password not in result.stderr
+    with psycopg.connect(url) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'kec%'")
+        assert tables.fetchall() == []  # nothing was created
