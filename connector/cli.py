@@ -65,6 +65,8 @@ def dev_broker(
     """
     from connector.devbroker import DevBroker, resolve_jars
 
+    if resolve_only and (port, controller_port, data_dir) != (None, None, None):
+        raise click.UsageError("--resolve-only starts no broker: it takes no other option")
     jars = resolve_jars()
     if resolve_only:
         click.echo(f"Kafka broker jars ready in {jars}")
