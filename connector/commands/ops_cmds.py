@@ -18,12 +18,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
+from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.ops.context import OpsContext
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ def resolve(
     topics: tuple[str, ...],
     *,
     needs_kafka: bool = True,
+    data_dir: Path | None = None,
 ) -> OpsContext:
     """Merge ``-c FILE`` and the explicit options (the command line wins, the env does not).
 
@@ -76,7 +79,7 @@ def resolve(
     from connector.config import load_config
     from connector.topics import policy_of
 
-    cfg = load_config(config)
+    cfg = load_config(config, data_dir=data_dir)
     client_config = dict(cfg.kafka.client_config())
     if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
         client_config["bootstrap.servers"] = bootstrap
@@ -127,10 +130,10 @@ def connection_options(
     """``-c`` and those explicit connection options the command uses (none it ignores).
 
     ``kafka``: ``--bootstrap``; ``group``: ``--group`` (the connector's consumer group);
-    ``store``: ``--store``; ``topics``: ``--topic``, repeatable (``"many"``, ``"replay"``)
-    or once (``"send"``), or not offered (None).
+    ``store``: ``--store`` and ``--data-dir``; ``topics``: ``--topic``, repeatable
+    (``"many"``, ``"replay"``) or once (``"send"``), or not offered (None).
     """
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "-c",
             "--config",
@@ -168,6 +171,8 @@ def connection_options(
                 help=f"Checkpoint store URL [-c FILE's; else {_DEFAULT_STORE}].",
             )
         )
+    if store:
+        options.append(data_dir_option)
     if topics is not None:
         options.append(
             click.option(
@@ -189,6 +194,9 @@ def connection_options(
 
 def _ops(ctx: click.Context, kwargs: dict[str, Any], *, needs_kafka: bool = True) -> OpsContext:
     topics = kwargs.pop("topics", ())
+    data_dir = kwargs.pop("data_dir", None)
+    if data_dir is not None:
+        refuse_data_dir_without_config(ctx, kwargs["config"])
     return resolve(
         ctx,
         kwargs.pop("config"),
@@ -197,6 +205,7 @@ def _ops(ctx: click.Context, kwargs: dict[str, Any], *, needs_kafka: bool = True
         kwargs.pop("store", None),
         (topics,) if isinstance(topics, str) else tuple(topics or ()),
         needs_kafka=needs_kafka,
+        data_dir=data_dir,
     )
 
 
