@@ -209,6 +209,13 @@ def _ops(ctx: click.Context, kwargs: dict[str, Any], *, needs_kafka: bool = True
     )
 
 
+def _reach(ops: OpsContext) -> None:
+    """Fail early, in one line saying why, when Kafka cannot be reached."""
+    from kec.kafka import reach
+
+    reach(ops.client_config)
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
     """An event set by SIGINT/SIGTERM; the previous handlers come back afterwards."""
@@ -359,6 +366,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
     if not topics:
         raise click.UsageError("no topic to tail: give -c FILE or --topic (and a known namespace)")
     fmt = format_json if kwargs["as_json"] else format_line
+    _reach(ops)
     options = TailOptions(kwargs["key_glob"], kwargs["from_beginning"], kwargs["max_events"])
     with _stop_on_signals() as stop:
         tail_events(
@@ -393,6 +401,7 @@ def status(ctx: click.Context, /, **kwargs: Any) -> None:
         raise click.UsageError("no topics: give -c FILE or --topic")
     topics = list(ops.named_topics) if ops.named_topics else list(ops.topics)
     with ops.open_store() as store:
+        _reach(ops)
         report = collect_status(ops.client_config, ops.group_id, topics, store, ops.rule_names)
     if kwargs["as_json"]:
         _echo_json(report.to_dict())
@@ -458,6 +467,7 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
     )
     progress = _progress(kwargs["progress"])
     with ops.open_store() as store, progress if progress is not None else contextlib.nullcontext():
+        _reach(ops)
         on_progress = None
         if progress is not None:
             task = progress.add_task("replaying", total=None)
