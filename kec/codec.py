@@ -7,7 +7,6 @@ metadata travels in headers. Anything that cannot become an Event raises
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from kec import jsontext
@@ -24,13 +23,13 @@ from kec.event import (
     H_NAMESPACE,
     H_SENDER,
     Event,
+    parse_coordinates,
 )
 
 _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
 
 
 MAX_KEY_BYTES = 1024  # event keys, event ids and the mapped header fields: index-friendly
-_COORDINATES = re.compile(r"[^/]*/-?\d+/-?\d+")  # topic/partition/offset: Kafka's own ids
 
 
 def explicit_id_problem(event_id: str) -> str | None:
@@ -39,7 +38,7 @@ def explicit_id_problem(event_id: str) -> str | None:
         return f"longer than {MAX_KEY_BYTES} bytes"
     if "\x00" in event_id:
         return "contains a NUL character"
-    if _COORDINATES.fullmatch(event_id):
+    if parse_coordinates(event_id) is not None:
         return "has the shape topic/partition/offset, which names Kafka records"
     return None
 
@@ -104,7 +103,7 @@ def event_from_message(
             "a record's namespace is its topic's"
         )
     event_id = meta.get(H_EVENT_ID, "")
-    if event_id and _COORDINATES.fullmatch(event_id):
+    if event_id and parse_coordinates(event_id) is not None:
         raise DecodeError(
             f"event-id header {event_id!r} has the shape topic/partition/offset, which names "
             "Kafka records; give another id or none"
