@@ -52,11 +52,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, exclusive: bool = False) -> CheckpointStore:
+def open_store(url: str, *, exclusive: bool = False, create: bool = True) -> CheckpointStore:
     """The store a URL names, not yet opened; raises ``ConfigError`` for an unknown scheme.
 
     ``exclusive``: the store of a running connector. A SQLite file then admits no second
     connector (:class:`~kec.errors.StoreLocked`); tools open it without.
+    ``create=False``: tools that read a store. Opening a missing or empty SQLite file, or
+    a database without the connector's tables, raises :class:`~kec.errors.StoreMissing`
+    and creates nothing.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -73,11 +76,11 @@ def open_store(url: str, *, exclusive: bool = False) -> CheckpointStore:
 
         if rest.startswith("//"):
             rest = "/" + rest.lstrip("/")
-        return SqliteStore(rest, exclusive=exclusive)
+        return SqliteStore(rest, exclusive=exclusive, create=create)
     if scheme in ("postgresql", "postgres"):
         from checkpoint.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise ConfigError(
         f"checkpoint store URL {url!r}: unknown scheme {scheme!r} "
         "(use memory://, sqlite:///path or postgresql://...)"

@@ -28,7 +28,7 @@ from checkpoint.base import SCHEMA_VERSION
 from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
 from checkpoint.records import action_from_row, decode_headers
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse
+from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse, StoreMissing
 from kec.event import Event
 
 APPLICATION = "kafka-event-connector"
@@ -163,9 +163,15 @@ class PostgresDialect(Dialect):
     greatest = "greatest"
 
     def __init__(
-        self, dsn: str, *, connect_timeout: int = 10, application_name: str = CLIENT_NAME
+        self,
+        dsn: str,
+        *,
+        connect_timeout: int = 10,
+        application_name: str = CLIENT_NAME,
+        create: bool = True,
     ) -> None:
         self._dsn = dsn
+        self._may_create = create  # False: tools that read a store must not make one
         self._connect_timeout = connect_timeout
         self._application_name = application_name
         self._sessions = {role: _Session(self, role) for role in Role}
@@ -209,6 +215,8 @@ class PostgresDialect(Dialect):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             version = self._stored_version(conn)
+            if version == 0 and not self._may_create:
+                raise StoreMissing("the database has no kafka-event-connector checkpoint tables")
             if version == SCHEMA_VERSION:
                 return
             if version == 0:

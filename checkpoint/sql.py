@@ -31,7 +31,6 @@ import abc
 import bisect
 import contextlib
 import json
-import re
 import threading
 import time
 from collections import Counter
@@ -66,10 +65,9 @@ from checkpoint.records import (
 )
 from kec.action import Action
 from kec.errors import CheckpointError, Fenced, OffsetConflict
-from kec.event import Event
+from kec.event import Event, parse_coordinates
 
 _ITER_CHUNK = 200  # batches per page when iterating events
-_COORDINATES = re.compile(r"(.*)/(\d+)/(\d+)")
 
 
 class Role(Enum):
@@ -561,11 +559,9 @@ class SqlStore(CheckpointStore):
 
     def get_event(self, event_id: str, namespace: str | None = None) -> Event | None:
         with self._d.reading(Role.OPS, "reading an event") as sql:
-            coordinates = _COORDINATES.fullmatch(event_id)
+            coordinates = parse_coordinates(event_id)
             if coordinates:
-                topic, partition, offset = (
-                    coordinates[1], int(coordinates[2]), int(coordinates[3]),
-                )  # fmt: skip
+                topic, partition, offset = coordinates
             else:
                 where = "id = ?" + (" AND ns = ?" if namespace is not None else "")
                 params = (event_id,) if namespace is None else (event_id, namespace)

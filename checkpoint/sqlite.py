@@ -21,8 +21,9 @@ instances share a PostgreSQL store instead.
 Identity of the file: ``PRAGMA application_id`` marks it as ours and ``PRAGMA
 user_version`` holds the schema version. Random bytes or somebody else's database raise
 :class:`~kec.errors.StoreCorrupt`, a newer version :class:`~kec.errors.SchemaTooNew`;
-neither is ever recreated or overwritten. An empty or missing file becomes a new store,
-and an older schema is migrated in one transaction.
+neither is ever recreated or overwritten. An empty or missing file becomes a new store
+(opened with ``create=False``, as the tools do, it raises :class:`~kec.errors.StoreMissing`
+instead and nothing is created), and an older schema is migrated in one transaction.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ from checkpoint.base import SCHEMA_VERSION
 from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
 from checkpoint.records import action_from_row, decode_headers
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse, StoreLocked
+from kec.errors import (
+    CheckpointError,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreInUse,
+    StoreLocked,
+    StoreMissing,
+)
 from kec.event import Event
 
 APPLICATION_ID = 0x4B454331  # "KEC1": marks the file as a kafka-event-connector store
@@ -132,9 +140,11 @@ class SqliteDialect(Dialect):
         cache_mib: int = 16,
         checkpoint_pages: int = 10_000,
         exclusive: bool = False,
+        create: bool = True,
     ) -> None:
         self.memory = str(path) == ":memory:"
         self._exclusive = exclusive and not self.memory
+        self._may_create = create  # False: tools that read a store must not make one
         self.path = Path(path)
         self._busy_timeout = busy_timeout
         self._cache_mib = cache_mib
@@ -155,6 +165,8 @@ class SqliteDialect(Dialect):
         with self._wlock:
             if self._writer is not None:
                 return
+            if not self.memory and not self._may_create and not self.path.is_file():
+                raise StoreMissing(f"no checkpoint store at {self.path.absolute()}")
             if not self.memory:
                 with self._errors("opening"):
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +238,8 @@ class SqliteDialect(Dialect):
     def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
         # Read-only checks first: nothing may be written to a file that is not ours.
         version = self._check_identity(*self._inspect(conn))
+        if version == 0 and not self._may_create and not self.memory:
+            raise StoreMissing(f"{self.path.absolute()} is empty: not a checkpoint store")
         try:
             conn.execute("SELECT '[1]'->>0")  # row sources need the JSON operators
         except sqlite3.OperationalError as exc:

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from connector.commands import data_dir_option, refuse_data_dir_without_config
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
@@ -65,6 +67,8 @@ def dev_broker(
     """
     from connector.devbroker import DevBroker, resolve_jars
 
+    if resolve_only and (port, controller_port, data_dir) != (None, None, None):
+        raise click.UsageError("--resolve-only starts no broker: it takes no other option")
     jars = resolve_jars()
     if resolve_only:
         click.echo(f"Kafka broker jars ready in {jars}")
@@ -106,6 +110,7 @@ _QUICK_OPTIONS = (
     default=None,
     help="Connector config file (YAML): topics, store, rules, targets, http, metrics.",
 )
+@data_dir_option
 @click.option(
     "--instance-id",
     default=None,
@@ -153,7 +158,14 @@ _QUICK_OPTIONS = (
     "partitions, the broker's replication factor); with -c the file's topic_creation says.",
 )
 @click.pass_context
-def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **quick: Any) -> None:
+def run(
+    ctx: click.Context,
+    /,
+    config: Path | None,
+    data_dir: Path | None,
+    instance_id: str | None,
+    **quick: Any,
+) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
     rules' actions and deliver them to their targets.
 
@@ -176,6 +188,7 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
 
     service: ConnectorService
     create_topics: bool = quick.pop("create_topics")
+    refuse_data_dir_without_config(ctx, config)
     if config is not None:
         given = [
             name
@@ -187,8 +200,10 @@ def run(ctx: click.Context, /, config: Path | None, instance_id: str | None, **q
             flags = ", ".join(opts[name] for name in given)
             raise click.UsageError(f"{flags}: not used with -c; set it in {config}")
         from connector.config import load_config
+        from connector.config.paths import check_writable, data_dir_of
 
-        cfg = load_config(config)
+        cfg = load_config(config, data_dir=data_dir)
+        check_writable(cfg, data_dir_of(config, data_dir, os.environ))
         service = build_service(cfg, instance_id=instance_id)
         log.info(
             "config %s: %d topics, %d rules, targets %s",
@@ -257,6 +272,8 @@ def _quick_service(
     outbox_max: int,
 ) -> ConnectorService:
     from checkpoint import open_store
+    from checkpoint.sqlite import SqliteStore
+    from connector.config.paths import check_files
     from connector.runtime import PipelineSettings
     from connector.service import ConnectorService
     from connector.targets import LogTarget
@@ -280,9 +297,12 @@ def _quick_service(
         group_instance_id=instance_id,
         outbox_max_pending=outbox_max,
     )
+    opened = open_store(store, exclusive=True)
+    written = [("--store", opened.path)] if isinstance(opened, SqliteStore) else []
+    check_files(written + ([("--log-file", log_file)] if log_file is not None else []))
     return ConnectorService(
         settings,
-        open_store(store, exclusive=True),
+        opened,
         NotifyAll("log"),
         {"log": LogTarget("log", log_file)},
     )

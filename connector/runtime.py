@@ -748,7 +748,8 @@ class Pipeline:
         if err.fatal():
             self._fatal = err
             return
-        if err.code() in _UNREACHABLE:
+        why = kafka.unreachable(err)
+        if why is not None:
             self.stats.kafka_connected = False
             now = time.monotonic()
             if now - self._unreachable_logged >= UNREACHABLE_LOG_EVERY:
@@ -756,7 +757,7 @@ class Pipeline:
                 log.error(
                     "Kafka at %s is not reachable (%s); retrying",
                     self._settings.bootstrap_servers,
-                    err.str(),
+                    why,
                 )
         else:
             log.warning("Kafka: %s", err.str())

@@ -33,7 +33,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponenti
 
 from kec.errors import BrokerUnavailable, KafkaClientError
 from kec.event import DEFAULT_TOPIC_PREFIX
-from kec.kafka import ATTEMPT_TIMEOUT, code, kafka_new, retried
+from kec.kafka import ATTEMPT_TIMEOUT, REACH_TIMEOUT, code, kafka_new, reach, retried
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
@@ -225,14 +225,16 @@ def ensure_topics(
     them, so a produce or subscribe right after finds them. With ``policy.create`` off a
     missing topic raises :class:`~kec.errors.KafkaClientError` naming every missing topic
     and how to create it (:func:`how_to_create` with ``source``, by default
-    ``--bootstrap`` and the address). A cluster that does not answer within
-    ``policy.request_timeout`` raises :class:`~kec.errors.BrokerUnavailable` naming the
-    bootstrap address.
+    ``--bootstrap`` and the address). A cluster that cannot be reached raises
+    :class:`~kec.errors.BrokerUnavailable` naming the bootstrap address and why (first
+    :func:`kec.kafka.reach`: within seconds when librdkafka says why, else after
+    ``policy.request_timeout``).
     """
     wanted = sorted(set(topics))
     if not wanted:
         return []
     bootstrap = _bootstrap(client_config)
+    reach(client_config, policy.request_timeout if policy is not None else REACH_TIMEOUT)
     admin = open_admin(client_config)
     _, created = _ensure(
         admin, wanted, policy or TopicPolicy(), source or f"--bootstrap {bootstrap}", bootstrap
@@ -267,6 +269,7 @@ def _topics_phrase(names: Sequence[str]) -> str:
 
 def list_topics(client_config: Mapping[str, Any], timeout: float = 30.0) -> dict[str, TopicInfo]:
     """Every topic of the cluster but its internal ones (``__consumer_offsets``...)."""
+    reach(client_config, timeout)
     admin = open_admin(client_config)
 
     def names() -> list[str]:

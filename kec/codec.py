@@ -7,7 +7,6 @@ metadata travels in headers. Anything that cannot become an Event raises
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from kec import jsontext
@@ -24,13 +23,13 @@ from kec.event import (
     H_NAMESPACE,
     H_SENDER,
     Event,
+    parse_coordinates,
 )
 
 _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
 
 
 MAX_KEY_BYTES = 1024  # event keys, event ids and the mapped header fields: index-friendly
-_COORDINATES = re.compile(r"[^/]*/-?\d+/-?\d+")  # topic/partition/offset: Kafka's own ids
 
 
 def explicit_id_problem(event_id: str) -> str | None:
@@ -39,9 +38,20 @@ def explicit_id_problem(event_id: str) -> str | None:
         return f"longer than {MAX_KEY_BYTES} bytes"
     if "\x00" in event_id:
         return "contains a NUL character"
-    if _COORDINATES.fullmatch(event_id):
+    if parse_coordinates(event_id) is not None:
         return "has the shape topic/partition/offset, which names Kafka records"
+    if _names_a_record(event_id):
+        return "has the shape topic/partition/offset@generation, which names Kafka records"
     return None
+
+
+def _names_a_record(event_id: str) -> bool:
+    """``topic/partition/offset``, or ``topic/partition/offset@generation``: the id the
+    pipeline gives a record read after an operator reset its partition."""
+    if parse_coordinates(event_id) is not None:
+        return True
+    record, at, generation = event_id.rpartition("@")
+    return bool(at) and generation.isdigit() and parse_coordinates(record) is not None
 
 
 def _text(raw: bytes, header: str | None = None) -> str:
@@ -104,10 +114,11 @@ def event_from_message(
             "a record's namespace is its topic's"
         )
     event_id = meta.get(H_EVENT_ID, "")
-    if event_id and _COORDINATES.fullmatch(event_id):
+    if event_id and _names_a_record(event_id):
         raise DecodeError(
-            f"event-id header {event_id!r} has the shape topic/partition/offset, which names "
-            "Kafka records; give another id or none"
+            f"event-id header {event_id!r} has the shape topic/partition/offset"
+            f"{'@generation' if '@' in event_id else ''}, which names Kafka records; give "
+            "another id or none"
         )
     value: str | bytes = raw_value
     content_type = meta.get(H_CONTENT_TYPE, "")

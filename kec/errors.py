@@ -17,6 +17,7 @@ later can succeed without a change by a person::
     │   ├── StoreCorrupt            the store file/database is not ours or is damaged
     │   ├── SchemaTooNew            written by a newer version of this project
     │   ├── StoreLocked             another process has the SQLite store open
+    │   ├── StoreMissing            no store there, and the caller may not create one
     │   ├── Fenced                  another instance owns the partition now
     │   ├── OffsetConflict          a batch does not start where the store's partition is
     │   ├── StoreInUse              an older version still uses the store: no migration
@@ -96,6 +97,13 @@ class SchemaTooNew(CheckpointError):
 
 class StoreLocked(CheckpointError):
     """Another process has this SQLite store open (one process per SQLite file)."""
+
+    retriable = False
+
+
+class StoreMissing(CheckpointError):
+    """No checkpoint store where one was looked for (a missing or empty SQLite file, a
+    database without the connector's tables), opened by a tool that must not create one."""
 
     retriable = False
 

@@ -6,13 +6,16 @@ polling instance to the committing one, even in another process.
 Identity (``event_id``): the ``event-id`` header when the producer set one (our clients
 always do; the HTTP gateway takes it from ``Idempotency-Key``), else
 ``topic/partition/offset``. Dedup everywhere is by ``event_id``, so an application-level
-resend of the same event is caught as well as a Kafka redelivery.
+resend of the same event is caught as well as a Kafka redelivery. Which ids are
+``topic/partition/offset`` is decided in one place, :func:`parse_coordinates`: the codec
+refuses those as explicit ids, and the store looks those up by where they are.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +38,30 @@ CONTENT_JSON = "application/json"
 CONTENT_BINARY = "application/octet-stream"
 
 Headers = tuple[tuple[str, bytes], ...]
+
+# Kafka's rules: a topic name is 1-249 of these characters, but not "." or ".."; a
+# partition is a non-negative int32 and an offset a non-negative int64.
+_COORDINATES = re.compile(r"([a-zA-Z0-9._-]{1,249})/([0-9]+)/([0-9]+)", re.ASCII)
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+
+
+def parse_coordinates(event_id: str) -> tuple[str, int, int] | None:
+    """``(topic, partition, offset)`` when ``event_id`` names a Kafka record, that is when
+    it is ``topic/partition/offset`` with a valid topic name and a partition and offset
+    Kafka could give; None for every other id, which is an explicit one.
+
+    The one definition both sides use: the codec refuses such an id as explicit (it would
+    name another record), the store finds such an id by where it is, and finds any other
+    id among the explicit ones, so an id accepted by one is never misread by the other.
+    """
+    found = _COORDINATES.fullmatch(event_id)
+    if found is None or found[1] in (".", ".."):
+        return None
+    partition, offset = int(found[2]), int(found[3])
+    if partition > MAX_PARTITION or offset > MAX_OFFSET:
+        return None
+    return found[1], partition, offset
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,13 @@ callers see only the :class:`~kec.errors.ConnectorError` tree: ``BrokerUnavailab
 when no broker answered, ``KafkaClientError`` otherwise, ``ConfigError`` for client
 properties librdkafka refuses.
 
+Why no broker answers is read from librdkafka's client-wide errors (``error_cb``), which
+say it within milliseconds while a request would only time out: :func:`unreachable`
+classifies one (name lookup failed, connection refused, timed out, authentication or
+TLS failure, ...), and :func:`reach`, which the commands call before their first request,
+turns it into one line, ``cannot reach Kafka at HOST:PORT: connection refused by ...``,
+after a couple of seconds rather than after the request's timeout.
+
 Builders: :func:`consumer` (``fixed=PIPELINE_FIXED`` for the pipeline's group member),
 :func:`reader` (tools: a throwaway group that never commits), :func:`producer`
 (idempotent, ``acks=all``), :func:`admin`. Importing this module loads confluent-kafka;
@@ -24,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -194,6 +202,174 @@ def wrapped(what: str, exc: KafkaException) -> KafkaClientError:
         cls = BrokerUnavailable if error.code() in UNREACHABLE else KafkaClientError
         return cls(f"{what}: {error.str()}")
     return KafkaClientError(f"{what}: {exc}")
+
+
+# -- why no broker answers -----------------------------------------------------------------
+
+REACH_TIMEOUT = 30.0  # seconds reach() waits for a broker when nothing says why not
+REACH_SETTLE = 2.0  # seconds a cause must hold before reach() gives up: a broker may be starting
+
+# librdkafka's "BROKER: what happened (after 3ms in state CONNECT)"; the broker is
+# "host:port/bootstrap" or "host:port/ID", with the protocol before it for TLS and SASL.
+_BROKER_LINE = re.compile(
+    r"^(?:[a-z_]+://)?(?P<broker>\S+?)/(?:bootstrap|-?\d+): (?P<detail>.*?)"
+    r"(?: \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\))?$",
+    re.DOTALL,
+)
+_HTTP_AS_SIZE = str(int.from_bytes(b"HTTP", "big"))  # an HTTP answer read as a Kafka length
+
+
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """Why a broker cannot be used, from one of librdkafka's client-wide errors.
+
+    ``cause`` is one of :data:`CAUSES`; ``broker`` the ``host:port`` librdkafka named
+    (empty when it named none); ``detail`` its own words, without broker and timing.
+    """
+
+    cause: str
+    broker: str
+    detail: str
+
+    @property
+    def definite(self) -> bool:
+        """Whether it says why (not only that no broker is up)."""
+        return self.cause != "down"
+
+    def __str__(self) -> str:
+        where = self.broker or "the broker"
+        match self.cause:
+            case "resolve":
+                reason = self.detail.rpartition(": ")[2]
+                return f"name lookup failed for {where} ({reason})"
+            case "refused":
+                return f"connection refused by {where} (no broker listens there)"
+            case "timeout":
+                return f"timed out connecting to {where} ({self.detail})"
+            case "auth":
+                return f"authentication failed at {where}: {self.detail} (check the SASL settings)"
+            case "tls":
+                return (
+                    f"TLS failed with {where}: {self.detail} (check security_protocol and the "
+                    "SSL settings)"
+                )
+            case "not-kafka":
+                if _HTTP_AS_SIZE in self.detail:
+                    return f"{where} is not a Kafka broker: it answers like an HTTP server"
+                return f"{where} is not a Kafka broker ({self.detail})"
+            case "closed":
+                return f"{where} closed the connection: {self.detail}"
+            case "network":
+                return f"no network path to {where} ({self.detail})"
+        return f"no broker is up ({self.detail})"
+
+
+CAUSES = ("resolve", "refused", "timeout", "auth", "tls", "not-kafka", "closed", "network", "down")
+
+# Looked for in librdkafka's text, first match wins; the error code decides when none does.
+_BY_TEXT = (
+    ("resolve", ("Failed to resolve",)),
+    # A plaintext client at a TLS or SASL listener: librdkafka's detail says so itself.
+    ("closed", ("Disconnected while requesting ApiVersion",)),
+    ("auth", ("SASL", "Authentication failed", "authentication")),
+    ("tls", ("SSL", "TLS", "certificate")),
+    ("refused", ("Connection refused",)),
+    ("timeout", ("timed out", "Timed out")),
+    ("not-kafka", ("Invalid response size",)),
+    ("network", ("No route to host", "Network is unreachable")),
+)
+_BY_CODE = {
+    KafkaError._RESOLVE: "resolve",
+    KafkaError._AUTHENTICATION: "auth",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "auth",
+    KafkaError._SSL: "tls",
+    KafkaError._TIMED_OUT: "timeout",
+    KafkaError._BAD_MSG: "not-kafka",
+    KafkaError._TRANSPORT: "closed",
+    KafkaError._ALL_BROKERS_DOWN: "down",
+}
+
+
+def unreachable(err: KafkaError) -> Unreachable | None:
+    """Why no broker can be used, when ``err`` (from ``error_cb``) says so; None for
+    errors that are about something else."""
+    code_ = err.code()
+    if code_ not in _BY_CODE:
+        return None
+    text = err.str()
+    line = _BROKER_LINE.match(text)
+    broker, detail = (line["broker"], line["detail"]) if line else ("", text)
+    if code_ == KafkaError._ALL_BROKERS_DOWN:
+        return Unreachable("down", "", text)
+    for cause, words in _BY_TEXT:
+        if any(word in detail for word in words):
+            return Unreachable(cause, broker, detail)
+    return Unreachable(_BY_CODE[code_], broker, detail)
+
+
+class _Demoted:
+    """A librdkafka logger that sends its lines to DEBUG: :func:`reach` says it in one line."""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        LIBRDKAFKA_LOG.debug(fmt, *args)
+
+
+def reach(
+    config: Mapping[str, Any],
+    within: float = REACH_TIMEOUT,
+    *,
+    settle: float = REACH_SETTLE,
+    stop: threading.Event | None = None,
+) -> None:
+    """Return once a broker of ``config`` answers (or ``stop`` is set); otherwise raise
+    :class:`~kec.errors.BrokerUnavailable` saying why, in one line.
+
+    Once every bootstrap server has said why it cannot be used (name lookup failed,
+    connection refused, authentication or TLS failed, ...: see :func:`unreachable`) and
+    the first said so ``settle`` seconds ago, the wait ends; otherwise ``within``
+    seconds end it, and the last reason heard is given.
+    """
+    bootstrap = str(config.get("bootstrap.servers", "?"))
+    servers = {re.sub(r"^[A-Za-z_]+://", "", s.strip()) for s in bootstrap.split(",")} - {""}
+    causes: list[Unreachable] = []
+
+    def on_error(err: KafkaError) -> None:
+        found = unreachable(err)
+        if found is not None:
+            causes.append(found)
+
+    client = kafka_new(AdminClient, {**config, "error_cb": on_error, "logger": _Demoted()})
+    started = time.monotonic()
+    answer = client.describe_cluster(request_timeout=within)
+    first_definite: float | None = None
+    while not (stop is not None and stop.is_set()):
+        client.poll(0.05)
+        if answer.done():
+            try:
+                answer.result()
+                return
+            except KafkaException as exc:
+                if code(exc) not in UNREACHABLE:
+                    return  # a broker answered, if only to refuse the request
+            break
+        now = time.monotonic()
+        definite = [c for c in causes if c.definite]
+        if definite and first_definite is None:
+            first_definite = now
+        every = servers <= {c.broker for c in definite}
+        if every and first_definite is not None and now - first_definite >= settle:
+            raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {definite[-1]}")
+        if now - started >= within:
+            break
+    if stop is not None and stop.is_set():
+        return
+    definite = [c for c in causes if c.definite]
+    if definite:
+        why = str(definite[-1])
+    else:
+        why = f"no broker answered within {time.monotonic() - started:.0f}s"
+        why += f" ({causes[-1].detail})" if causes else ""
+    raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
 
 
 def retried(

@@ -2,3 +2,36 @@
 
 Each module imports its heavy dependencies inside the command body, so ``--help`` stays fast.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+DATA_DIR_HELP = (
+    "With -c: the folder relative paths of the files the connector writes (the sqlite "
+    "store, log files) start from (env KEC_DATA_DIR) [the config file's folder]."
+)
+
+
+def data_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data-dir DIR`` (env ``KEC_DATA_DIR``): see :mod:`connector.config.paths`."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="KEC_DATA_DIR",
+        default=None,
+        metavar="DIR",
+        help=DATA_DIR_HELP,
+    )(func)
+
+
+def refuse_data_dir_without_config(ctx: click.Context, config: object) -> None:
+    """``--data-dir`` places a config file's paths: on the command line without -c it
+    would be ignored, so it is refused (from the environment it is simply unused)."""
+    if config is None and ctx.get_parameter_source("data_dir") is ParameterSource.COMMANDLINE:
+        raise click.UsageError("--data-dir: only with -c (it places the config file's paths)")

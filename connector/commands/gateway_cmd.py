@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import click
+
+from connector.commands import data_dir_option, refuse_data_dir_without_config
 
 _DEFAULT_STORE = "sqlite://checkpoints.db"
 _DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
     help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS).",
 )
 @click.option("--store", default=None, help=f"Checkpoint store URL [{_DEFAULT_STORE}].")
+@data_dir_option
 @click.option(
     "--listen", default=None, metavar="HOST:PORT", help=f"Where to serve [{_DEFAULT_LISTEN}]."
 )
@@ -66,10 +71,14 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Seconds Kafka has to acknowledge an event before the reply is 503.",
 )
+@click.pass_context
 def gateway(
+    ctx: click.Context,
+    /,
     config: str | None,
     bootstrap: str | None,
     store: str | None,
+    data_dir: Path | None,
     listen: str | None,
     token: str | None,
     strict: bool | None,
@@ -89,23 +98,33 @@ def gateway(
     off. Stop with Ctrl-C or SIGTERM: open requests are finished first.
     """
     from checkpoint import open_store
+    from checkpoint.sqlite import SqliteStore
+    from connector.config.paths import check_files
     from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
     from connector.gateway.server import serving_options
     from connector.ports import check_listen, url_of
     from connector.topics import TopicPolicy, ensure_topics, policy_of
 
+    refuse_data_dir_without_config(ctx, config)
     properties: dict[str, Any] = {}
     options: dict[str, Any] = {}
     store_url, host_port = store, listen
+    store_setting, written_from = "--store", None
     policy = TopicPolicy()
     listen_setting = "--listen"
     if config is not None:
         from connector.config import load_config
+        from connector.config.paths import data_dir_of
 
-        cfg = load_config(config)
+        cfg = load_config(config, data_dir=data_dir)
         policy = policy_of(cfg)
         properties = dict(cfg.kafka.client_config())
-        store_url = store_url or cfg.checkpoint.url()
+        if store_url is None:
+            store_url = cfg.checkpoint.url()
+            store_setting, written_from = (
+                "checkpoint.path",
+                data_dir_of(config, data_dir, os.environ),
+            )
         http = cfg.http
         if http is not None:
             if host_port is None:
@@ -132,6 +151,9 @@ def gateway(
         deliver_timeout=deliver_timeout,
         kafka_properties=properties,
     )
+    gateway_store = open_store(store_url or _DEFAULT_STORE)
+    if isinstance(gateway_store, SqliteStore):
+        check_files([(store_setting, gateway_store.path)], written_from)
     check_listen(host, port, what="the HTTP gateway", setting=listen_setting)
     if create_topic is not None:
         policy = dataclasses.replace(policy, create=create_topic)
@@ -139,7 +161,7 @@ def gateway(
     ensure_topics(
         {**properties, "bootstrap.servers": servers}, [settings.topic], policy, source=source
     )
-    with open_store(store_url or _DEFAULT_STORE) as opened:
+    with gateway_store as opened:
         server = GatewayServer(
             Gateway(settings, opened), host=host, port=port, token=token, **options
         )

@@ -1,9 +1,11 @@
 """Operator commands: ``send``, ``tail``, ``status``, ``replay``, ``dlq list|replay``.
 
 Thin wrappers over :mod:`connector.ops`: every command takes ``-c/--config FILE`` or the
-explicit connection options (``--bootstrap``, ``--group``, ``--store``, ``--topic``),
-resolved in ONE place, :func:`resolve`. Explicit options given on the command line win
-over the file. Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+explicit connection options it uses, and no other (``--bootstrap`` and ``--topic`` for
+those that talk to Kafka, ``--group`` for ``status``, ``--store`` for those that read the
+store), resolved in ONE place, :func:`resolve`. Explicit options given on the command
+line win over the file. Exit codes: 0 ok, 2 usage or configuration error, 1 runtime
+failure.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
+from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.ops.context import OpsContext
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ def resolve(
     topics: tuple[str, ...],
     *,
     needs_kafka: bool = True,
+    data_dir: Path | None = None,
 ) -> OpsContext:
     """Merge ``-c FILE`` and the explicit options (the command line wins, the env does not).
 
@@ -69,11 +74,12 @@ def resolve(
             store_url=store or _DEFAULT_STORE,
             named_topics=tuple(explicit),
             source=f"--bootstrap {bootstrap}",
+            store_origin=_store_origin(store, None),
         )
     from connector.config import load_config
     from connector.topics import policy_of
 
-    cfg = load_config(config)
+    cfg = load_config(config, data_dir=data_dir)
     client_config = dict(cfg.kafka.client_config())
     if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
         client_config["bootstrap.servers"] = bootstrap
@@ -91,52 +97,123 @@ def resolve(
         topic_policy=policy_of(cfg),
         source=f"-c {config}",
         match_limits=cfg.pipeline.match_limits(),
+        store_origin=_store_origin(store, (config, cfg.checkpoint.backend)),
     )
 
 
-def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``-c`` and the explicit connection options, shared by every operator command."""
-    options = [
+def _store_origin(store: str | None, config: tuple[str, str] | None) -> tuple[str, str]:
+    """Where the store URL came from, and what to change when no store is there."""
+    if store is not None:
+        return "--store", "check --store, or give -c FILE"
+    if config is None:
+        return "no -c or --store given", "give -c FILE (the connector's config) or --store URL"
+    path, backend = config
+    setting = "checkpoint.path" if backend == "sqlite" else "checkpoint.dsn"
+    return (
+        f"{setting} of {path}",
+        "a connector running with this config creates it; or give --store URL",
+    )
+
+
+_TOPIC_HELP = {
+    "many": "A topic of the connector (repeatable); with -c, only these of the file's.",
+    "replay": "A topic to replay (repeatable) [with -c: every topic of the file; with -c and "
+    "--topic: that one of them].",
+    "send": "The topic to send to, =NAMESPACE its namespace [the topic of --namespace in "
+    "-c FILE, or of its only namespace].",
+}
+
+
+def connection_options(
+    *, kafka: bool = True, group: bool = False, store: bool = False, topics: str | None = "many"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-c`` and those explicit connection options the command uses (none it ignores).
+
+    ``kafka``: ``--bootstrap``; ``group``: ``--group`` (the connector's consumer group);
+    ``store``: ``--store`` and ``--data-dir``; ``topics``: ``--topic``, repeatable
+    (``"many"``, ``"replay"``) or once (``"send"``), or not offered (None).
+    """
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "-c",
             "--config",
             type=click.Path(exists=True, dir_okay=False),
             default=None,
-            help="Connector config file (YAML); explicit options below override it.",
-        ),
-        click.option(
-            "--bootstrap",
-            envvar="KAFKA_BOOTSTRAP_SERVERS",
-            default=None,
-            help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS) when no -c is given.",
-        ),
-        click.option(
-            "--group", default=None, help=f"Consumer group of the connector [{_DEFAULT_GROUP}]."
-        ),
-        click.option("--store", default=None, help=f"Checkpoint store URL [{_DEFAULT_STORE}]."),
-        click.option(
-            "--topic",
-            "topics",
-            multiple=True,
-            metavar="TOPIC[=NAMESPACE]",
-            help="A topic of the connector (repeatable); with -c it selects a topic.",
-        ),
+            help="Connector config file (YAML); the options below override it.",
+        )
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    if kafka:
+        options.append(
+            click.option(
+                "--bootstrap",
+                envvar="KAFKA_BOOTSTRAP_SERVERS",
+                default=None,
+                metavar="HOST:PORT",
+                help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS); on the command "
+                "line it replaces the file's.",
+            )
+        )
+    if group:
+        options.append(
+            click.option(
+                "--group",
+                default=None,
+                metavar="NAME",
+                help=f"Consumer group of the connector [-c FILE's; else {_DEFAULT_GROUP}].",
+            )
+        )
+    if store:
+        options.append(
+            click.option(
+                "--store",
+                default=None,
+                metavar="URL",
+                help=f"Checkpoint store URL [-c FILE's; else {_DEFAULT_STORE}].",
+            )
+        )
+    if store:
+        options.append(data_dir_option)
+    if topics is not None:
+        options.append(
+            click.option(
+                "--topic",
+                "topics",
+                multiple=topics != "send",
+                metavar="TOPIC[=NAMESPACE]",
+                help=_TOPIC_HELP[topics],
+            )
+        )
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def _ops(ctx: click.Context, kwargs: dict[str, Any], *, needs_kafka: bool = True) -> OpsContext:
+    topics = kwargs.pop("topics", ())
+    data_dir = kwargs.pop("data_dir", None)
+    if data_dir is not None:
+        refuse_data_dir_without_config(ctx, kwargs["config"])
     return resolve(
         ctx,
         kwargs.pop("config"),
-        kwargs.pop("bootstrap"),
-        kwargs.pop("group"),
-        kwargs.pop("store"),
-        kwargs.pop("topics"),
+        kwargs.pop("bootstrap", None),
+        kwargs.pop("group", None),
+        kwargs.pop("store", None),
+        (topics,) if isinstance(topics, str) else tuple(topics or ()),
         needs_kafka=needs_kafka,
+        data_dir=data_dir,
     )
+
+
+def _reach(ops: OpsContext) -> None:
+    """Fail early, in one line saying why, when Kafka cannot be reached."""
+    from kec.kafka import reach
+
+    reach(ops.client_config)
 
 
 @contextlib.contextmanager
@@ -178,7 +255,7 @@ def _echo_json(data: Any) -> None:
 @click.command()
 @click.argument("key")
 @click.argument("value")
-@connection_options
+@connection_options(topics="send")
 @click.option("--namespace", default=None, help="Namespace of the events [the topic's].")
 @click.option("--sender", default=None, help="Sender recorded in the events.")
 @click.option("--context", default=None, help="Workflow execution the events belong to.")
@@ -262,7 +339,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 @click.command()
-@connection_options
+@connection_options()
 @click.option("--namespace", default=None, help="Only the topics of this namespace.")
 @click.option("--key", "key_glob", default=None, metavar="GLOB", help="Only keys matching GLOB.")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the end.")
@@ -289,6 +366,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
     if not topics:
         raise click.UsageError("no topic to tail: give -c FILE or --topic (and a known namespace)")
     fmt = format_json if kwargs["as_json"] else format_line
+    _reach(ops)
     options = TailOptions(kwargs["key_glob"], kwargs["from_beginning"], kwargs["max_events"])
     with _stop_on_signals() as stop:
         tail_events(
@@ -310,7 +388,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
 
 
 @click.command()
-@connection_options
+@connection_options(group=True, store=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status(ctx: click.Context, /, **kwargs: Any) -> None:
@@ -323,6 +401,7 @@ def status(ctx: click.Context, /, **kwargs: Any) -> None:
         raise click.UsageError("no topics: give -c FILE or --topic")
     topics = list(ops.named_topics) if ops.named_topics else list(ops.topics)
     with ops.open_store() as store:
+        _reach(ops)
         report = collect_status(ops.client_config, ops.group_id, topics, store, ops.rule_names)
     if kwargs["as_json"]:
         _echo_json(report.to_dict())
@@ -349,7 +428,7 @@ def _parse_time(text: str) -> int:
 
 
 @click.command()
-@connection_options
+@connection_options(store=True, topics="replay")
 @click.option("--from-offset", type=click.IntRange(0), default=None, help="Start offset.")
 @click.option(
     "--from-time",
@@ -377,6 +456,8 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
         raise click.UsageError("give exactly one of --from-offset and --from-time")
     if not ops.topics:
         raise click.UsageError("no topics: give -c FILE or --topic")
+    if ops.rules is not None and len(ops.named_topics) > 1:
+        raise click.UsageError("with -c, give at most one --topic (of the file's) to replay")
     selected = ops.named_topics[0] if ops.rules is not None and ops.named_topics else None
     span = ReplayRange(
         from_offset=kwargs["from_offset"],
@@ -386,6 +467,7 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
     )
     progress = _progress(kwargs["progress"])
     with ops.open_store() as store, progress if progress is not None else contextlib.nullcontext():
+        _reach(ops)
         on_progress = None
         if progress is not None:
             task = progress.add_task("replaying", total=None)
@@ -427,7 +509,7 @@ def dlq() -> None:
 
 
 @dlq.command("list")
-@connection_options
+@connection_options(kafka=False, store=True, topics=None)
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
 @click.pass_context
@@ -447,7 +529,7 @@ def dlq_list(ctx: click.Context, /, **kwargs: Any) -> None:
 
 @dlq.command("replay")
 @click.argument("action_ids", nargs=-1, metavar="[ACTION_ID]...")
-@connection_options
+@connection_options(kafka=False, store=True, topics=None)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead action.")
 @click.pass_context
 def dlq_replay(ctx: click.Context, /, action_ids: tuple[str, ...], **kwargs: Any) -> None:

@@ -25,7 +25,7 @@ def _when(ms: int | None) -> str:
 
 
 @partitions.command("list")
-@connection_options
+@connection_options(store=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
@@ -75,7 +75,7 @@ def list_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
 
 
 @partitions.command("reset")
-@connection_options
+@connection_options(group=True, store=True)
 @click.option(
     "--partition",
     "partition_ids",

@@ -79,6 +79,7 @@ def list_cmd(config: str | None, bootstrap: str | None, everything: bool, as_jso
     """List topics: with -c, the config's own (what each is for, and whether it exists);
     without -c, or with --all, every topic of the cluster."""
     from connector.topics import config_topics, describe_topics, list_topics, open_admin
+    from kec.kafka import reach
 
     client, cfg, _ = _connection(config, bootstrap)
     roles: dict[str, str] = config_topics(cfg) if cfg is not None else {}
@@ -87,6 +88,7 @@ def list_cmd(config: str | None, bootstrap: str | None, everything: bool, as_jso
         found = dict(list_topics(client))
         found.update({name: None for name in roles if name not in found})
     else:
+        reach(client)
         found = describe_topics(open_admin(client), roles)
     listed = sorted(found.items())
     if as_json:

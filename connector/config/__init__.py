@@ -16,7 +16,7 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
     namespaces:
       default: {}                          # reads events.default
       orders: {topics: [orders, returns]}  # a topic belongs to one namespace
-    checkpoint: {backend: sqlite, path: checkpoints.db,   # relative to this file
+    checkpoint: {backend: sqlite, path: checkpoints.db,   # relative to KEC_DATA_DIR, else here
                  retention_days: 14}       # prune older events (default: keep all)
     dead_letter_topic: events-dlq
     topic_creation: {enabled: true,        # create missing topics (run, send, gateway)

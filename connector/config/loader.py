@@ -38,7 +38,8 @@ from connector.config.models import (
     RuleFacts,
     cross_check,
 )
-from connector.targets import BASE_DIR
+from connector.config.paths import data_dir_of
+from connector.targets import BASE_DIR, DATA_DIR
 from kec.errors import ConfigFileError
 from kec.event import DEFAULT_TOPIC_PREFIX
 
@@ -49,9 +50,18 @@ _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ConnectorConfig:
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+) -> ConnectorConfig:
     """The validated config in ``path``; ``env`` (default ``os.environ``) feeds ``${...}``.
 
+    Relative paths of files the connector writes (the sqlite store, log targets' files)
+    are relative to the data directory: ``data_dir``, else ``env``'s ``KEC_DATA_DIR``,
+    else the config file's folder (:func:`connector.config.paths.data_dir_of`); paths it
+    reads (TLS files, a command's ``cwd``) to the config file's folder.
     Raises :class:`ConfigFileError` listing every error found, each with file and line.
     """
     name = str(path)
@@ -80,9 +90,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Conne
         )
 
     found: list[tuple[Loc, str]] = []
-    data = _interpolate(tree, (), os.environ if env is None else env, found)
+    environ = os.environ if env is None else env
+    data = _interpolate(tree, (), environ, found)
     found.extend(_cross_check(data))
-    context = {BASE_DIR: Path(path).resolve().parent, CROSS_CHECKED: True}
+    context = {
+        BASE_DIR: Path(path).resolve().parent,
+        DATA_DIR: data_dir_of(path, data_dir, environ),
+        CROSS_CHECKED: True,
+    }
     config: ConnectorConfig | None = None
     try:
         config = ConnectorConfig.model_validate(data, context=context)

@@ -38,7 +38,7 @@ from pydantic import (
 from connector.outbox import RetryPolicy
 from connector.redaction import hide_secrets, reveal, secret_values
 from connector.rules import Rule
-from connector.targets import LogSpec, RelativePath, TargetSpec, refusal
+from connector.targets import LogSpec, RelativePath, StatePath, TargetSpec, refusal
 from connector.trigger import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
@@ -186,15 +186,17 @@ class NamespaceConfig(_Model):
 class CheckpointConfig(_Model):
     """Where checkpoints live: an embedded sqlite file, or a shared PostgreSQL database.
 
-    A relative sqlite ``path`` is relative to the config file's directory when loaded
-    from a file (to the working directory otherwise).
+    A relative sqlite ``path`` is relative to the data directory when loaded from a file
+    (``--data-dir`` / ``KEC_DATA_DIR``, by default the config file's folder), to the
+    working directory otherwise.
     """
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     """sqlite: one file, for one running connector; postgres: a database several
     connectors share."""
-    path: RelativePath = Field(default=Path("checkpoints.db"), validate_default=True)
-    """The sqlite file (backend sqlite); relative to the config file's directory."""
+    path: StatePath = Field(default=Path("checkpoints.db"), validate_default=True)
+    """The sqlite file (backend sqlite); relative to the data directory (KEC_DATA_DIR,
+    else the config file's folder)."""
     dsn: SecretStr | None = None
     """The PostgreSQL URL, postgresql://USER:PASSWORD@HOST/DB (backend postgres; a
     secret: never printed)."""

@@ -21,6 +21,12 @@ The limits (body size, JSON depth, connections, header timeout) are
 
 Every error body is ``{"error": <short code>, "detail": <text or list>}``.
 
+Ids in the path are one segment each: a ``/`` inside a workflow id or an event key is
+written ``%2F`` (as :class:`listeners.http.HTTPListener` does), and a path with more
+segments than the route has is refused with 400 (``invalid_path``), so no id can reach
+into another workflow's pair. The ids are read from the raw path, since servers decode
+``%2F`` into ``/`` before routing.
+
 For listeners (:class:`listeners.http.HTTPListener`):
 ``GET /event/wait/{workflow_id}/{event_key}?timeout=S`` long-polls: 200 ``{"event": ...}``
 (the event is leased to this caller) or 204 when nothing came within ``S`` seconds
@@ -36,6 +42,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.applications import Starlette
@@ -69,6 +76,42 @@ class SendBody(BaseModel):
 
 def _error(status: int, error: str, detail: Any, **headers: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+SEND_PREFIX = "/event/send_event/"
+WAIT_PREFIX = "/event/wait/"
+
+
+def _path_ids(request: Request, prefix: str, names: tuple[str, ...]) -> tuple[str, ...] | Response:
+    """The ids after ``prefix`` in the request's path, one per segment, percent-decoded;
+    or the 400 answer when the path has another number of segments, an empty one, or one
+    that is not UTF-8.
+
+    Read from ``raw_path``: the server has already turned ``%2F`` into ``/`` in ``path``,
+    where ``a%2Fb/c`` (workflow ``a/b``, key ``c``) and ``a/b%2Fc`` (workflow ``a``, key
+    ``b/c``) would look alike.
+    """
+    raw: bytes = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
+    path = raw.split(b"?", 1)[0]
+    usage = f"{prefix}{'/'.join(n.upper() for n in names)}"
+    if not path.startswith(prefix.encode()):
+        return _error(400, "invalid_path", f"the path is {usage}")
+    segments = path[len(prefix) :].split(b"/")
+    if len(segments) != len(names):
+        return _error(
+            400,
+            "invalid_path",
+            f"the path is {usage}, one segment each: write a '/' inside "
+            f"{' or '.join(names)} as %2F",
+        )
+    try:
+        ids = tuple(unquote_to_bytes(s).decode("utf-8") for s in segments)
+    except UnicodeDecodeError:
+        return _error(400, "invalid_path", f"{' and '.join(names)} must be UTF-8")
+    empty = [name for name, value in zip(names, ids, strict=True) if not value]
+    if empty:
+        return _error(400, "invalid_path", f"{' and '.join(empty)} must not be empty")
+    return ids
 
 
 def build_app(
@@ -114,7 +157,10 @@ def build_app(
         return check
 
     async def send_event(request: Request) -> Response:
-        workflow_id = request.path_params["workflow_id"]
+        ids = _path_ids(request, SEND_PREFIX, ("workflow_id",))
+        if isinstance(ids, Response):
+            return ids
+        (workflow_id,) = ids
         try:
             text = (await request.body()).decode("utf-8-sig")
             if json_too_deep(text, max_depth):
@@ -148,7 +194,10 @@ def build_app(
         )
 
     async def wait_event(request: Request) -> Response:
-        pair = (request.path_params["workflow_id"], request.path_params["event_key"])
+        ids = _path_ids(request, WAIT_PREFIX, ("workflow_id", "event_key"))
+        if isinstance(ids, Response):
+            return ids
+        pair = (ids[0], ids[1])
         try:
             timeout = float(request.query_params.get("timeout", "20"))
         except ValueError:
@@ -190,8 +239,9 @@ def build_app(
             await gateway.close()
 
     routes = [
-        Route("/event/send_event/{workflow_id:path}", guarded(send_event), methods=["POST"]),
-        Route("/event/wait/{workflow_id}/{event_key:path}", guarded(wait_event), methods=["GET"]),
+        # Matched on the decoded path; the handlers read the ids from the raw one.
+        Route(SEND_PREFIX + "{ids:path}", guarded(send_event), methods=["POST"]),
+        Route(WAIT_PREFIX + "{ids:path}", guarded(wait_event), methods=["GET"]),
         Route("/event/consumed/{event_id:path}", guarded(consumed), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),

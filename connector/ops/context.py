@@ -6,8 +6,13 @@ options; opening the store and building the rules happen only when a command ask
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from kec.errors import ConfigError, StoreMissing
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
     from checkpoint.base import CheckpointStore
@@ -30,11 +35,28 @@ class OpsContext:
     topic_policy: TopicPolicy | None = None  # the file's topic_creation; None: the defaults
     source: str = ""  # how the command line reached the cluster: "-c FILE" or "--bootstrap X"
     match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
+    # Where store_url came from, and what to change when no store is there.
+    store_origin: tuple[str, str] = ("", "")
 
-    def open_store(self) -> CheckpointStore:
+    @contextlib.contextmanager
+    def open_store(self) -> Iterator[CheckpointStore]:
+        """The store, opened; it must exist already: the tools read a connector's store,
+        they never create one. A missing one is a :class:`ConfigError` naming where it
+        was looked for, where that came from, and the option to give."""
         from checkpoint import open_store
 
-        return open_store(self.store_url)
+        store = open_store(self.store_url, create=False)
+        try:
+            store.open()
+        except StoreMissing as exc:
+            # A SQLite store's message names its file; a database is named here.
+            where = f"{shown(self.store_url)}: " if _is_postgres(self.store_url) else ""
+            origin, advice = self.store_origin
+            raise ConfigError(f"{where}{exc} ({origin}): {advice}") from exc
+        try:
+            yield store
+        finally:
+            store.close()
 
     def evaluator(self) -> Evaluator:
         """The configured rules; without a config file, ``run``'s default (notify-all → log)."""
@@ -45,3 +67,19 @@ class OpsContext:
         from connector.trigger import TriggerEngine
 
         return TriggerEngine(self.rules, limits=self.match_limits)
+
+
+def shown(url: str) -> str:
+    """A store URL fit to print: a PostgreSQL URL without its password and parameters."""
+    if not _is_postgres(url):
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _is_postgres(url: str) -> bool:
+    return url.partition("://")[0].lower() in ("postgresql", "postgres")

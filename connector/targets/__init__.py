@@ -64,6 +64,7 @@ from kec.errors import ConfigError
 
 __all__ = [
     "BASE_DIR",
+    "DATA_DIR",
     "AirflowSpec",
     "CommandSpec",
     "CommandTarget",
@@ -75,6 +76,7 @@ __all__ = [
     "PythonSpec",
     "PythonTarget",
     "RelativePath",
+    "StatePath",
     "Target",
     "TargetSpec",
     "TemporalSpec",
@@ -90,6 +92,10 @@ ExitCode = Annotated[int, Field(ge=1, le=255)]
 BASE_DIR = "base_dir"
 """Validation context key: the directory relative paths are resolved against (the config
 file's, set by :func:`connector.config.load_config`); without it, the working directory."""
+DATA_DIR = "data_dir"
+"""Validation context key: the directory relative paths of files the connector writes are
+resolved against (``--data-dir`` / ``KEC_DATA_DIR``, set by
+:func:`connector.config.load_config`); without it, :data:`BASE_DIR`'s."""
 
 
 def _from_base(path: Path, info: ValidationInfo) -> Path:
@@ -97,8 +103,19 @@ def _from_base(path: Path, info: ValidationInfo) -> Path:
     return Path(base) / path if base is not None and not path.is_absolute() else path
 
 
+def _from_data_dir(path: Path, info: ValidationInfo) -> Path:
+    data = info.context.get(DATA_DIR) if isinstance(info.context, dict) else None
+    return Path(data) / path if data is not None and not path.is_absolute() else path
+
+
 RelativePath = Annotated[Path, AfterValidator(_from_base)]
-"""A path that, when relative, is relative to the config file it was read from."""
+"""A path the connector reads (TLS files, a command's folder): when relative, relative to
+the config file it was read from."""
+StatePath = Annotated[Path, AfterValidator(_from_data_dir), AfterValidator(_from_base)]
+"""A path the connector writes (the sqlite store, a log target's file): when relative,
+relative to the data directory (``--data-dir`` / ``KEC_DATA_DIR``), by default the
+config file's folder. Its location is checked at start-up
+(:func:`connector.config.paths.check_writable`)."""
 
 
 class _Spec(BaseModel):
@@ -122,8 +139,9 @@ class LogSpec(_Spec):
 
     type: Literal["log"]
     """log: one JSON line per action."""
-    path: RelativePath | None = None
-    """The file to append to (relative to the config file); default stdout."""
+    path: StatePath | None = None
+    """The file to append to (relative to the data directory: KEC_DATA_DIR, else the
+    config file's folder); default stdout."""
     fsync: bool = False
     """fsync after each write, so a delivered action survives a power loss."""
 

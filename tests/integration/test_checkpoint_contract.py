@@ -42,6 +42,7 @@ from checkpoint.sqlite import _TYPES as SQLITE_TYPES
 from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from kec.action import Action, ActionKind
+from kec.codec import event_from_message, explicit_id_problem
 from kec.errors import (
     CheckpointError,
     ConfigError,
@@ -191,6 +192,56 @@ def test_every_event_field_survives_and_is_found_by_id(store: CheckpointStore, e
     assert plain.event_id == "orders/0/11"
     assert store.get_event("orders/0/12") is None
     assert store.get_event("nope") is None
+
+
+# Ids the codec accepts as explicit although they look like places; each is found by it.
+LOOKALIKE_IDS = [
+    "a/b/1/2", "/1/2", "t/-1/2", "t/1/-2", "./1/2", "t/2147483648/0",
+    "t/0/9223372036854775808", "t/\u0661/2", "ü/1/2", "t/1/2/", "orders/0/x",
+]  # fmt: skip
+
+
+class _Record:
+    """The part of ``confluent_kafka.Message`` the codec reads: key, value, an event id."""
+
+    def __init__(self, event_id: str, offset: int) -> None:
+        self._id, self._offset = event_id, offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("event-id", self._id.encode())]
+
+    def topic(self) -> str:
+        return TP[0]
+
+    def partition(self) -> int:
+        return TP[1]
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+def test_an_id_the_codec_accepts_as_explicit_is_found_by_it(
+    store: CheckpointStore, epoch: int
+) -> None:
+    assert [i for i in LOOKALIKE_IDS if explicit_id_problem(i) is not None] == []
+    events = [
+        event_from_message(_Record(eid, 20 + n), "shop") for n, eid in enumerate(LOOKALIKE_IDS)
+    ]
+    with store.batch() as tx:
+        tx.claim_event_ids(events)
+        tx.append(TP, epoch, 20, 20 + len(events), events, [])
+    assert [store.get_event(e.event_id, "shop") for e in events] == events
+    assert [store.get_event(e.event_id) for e in events] == events
+    assert store.get_event("orders/0/20") == events[0]  # and by its place
 
 
 def test_a_block_that_raises_writes_nothing(store: CheckpointStore, epoch: int) -> None:

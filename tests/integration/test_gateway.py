@@ -120,6 +120,66 @@ async def test_400_body_not_json(servers: Servers, store: SqliteStore) -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "detail"),
+    [
+        ("POST", "/event/send_event/a/b", "write a '/' inside workflow_id as %2F"),
+        ("GET", "/event/wait/a/b/c", "write a '/' inside workflow_id or event_key as %2F"),
+        ("GET", "/event/wait/a", "write a '/' inside workflow_id or event_key as %2F"),
+        ("GET", "/event/wait/a/", "event_key must not be empty"),
+        ("POST", "/event/send_event/", "workflow_id must not be empty"),
+        ("POST", "/event/send_event/%FF", "workflow_id must be UTF-8"),
+    ],
+)
+async def test_400_ids_that_are_not_one_path_segment_each(
+    servers: Servers, store: SqliteStore, method: str, path: str, detail: str
+) -> None:
+    server = servers.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"event_key": "c", "event_payload": 1} if method == "POST" else None
+        reply = await client.request(method, f"{server.url}{path}", json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_path"
+    assert detail in reply.json()["detail"]
+    assert store.count_events() == 0
+
+
+async def test_a_slash_in_an_id_never_reaches_another_workflows_listener(
+    servers: Servers, store: SqliteStore
+) -> None:
+    """Workflow ``a/b`` waiting for key ``c`` and workflow ``a`` waiting for key ``b/c``:
+    with the slashes written %2F (as HTTPListener does) each gets its own event only."""
+    server = servers.start()
+    wait = f"{server.url}/event/wait"
+    async with httpx.AsyncClient(timeout=60) as client:
+        slashed = asyncio.create_task(client.get(f"{wait}/a%2Fb/c", params={"timeout": 30}))
+        plain = asyncio.create_task(client.get(f"{wait}/a/b%2Fc", params={"timeout": 30}))
+        for _ in range(600):  # bounded: until the gateway counts both waiters
+            if server_waits(servers, server, ("a/b", "c")) and server_waits(
+                servers, server, ("a", "b/c")
+            ):
+                break
+            await asyncio.sleep(0.02)
+        to_a = await client.post(
+            send_url(server, "a"), json={"event_key": "b/c", "event_payload": "for a"}
+        )
+        got_plain = await plain
+        to_ab = await client.post(
+            send_url(server, "a%2Fb"), json={"event_key": "c", "event_payload": "for a/b"}
+        )
+        got_slashed = await slashed
+    assert to_a.status_code == 200 and to_ab.status_code == 200, (to_a.text, to_ab.text)
+    assert got_plain.status_code == 200 and got_slashed.status_code == 200
+    for got, sent, context, key in [
+        (got_plain, to_a, "a", "b/c"), (got_slashed, to_ab, "a/b", "c")
+    ]:  # fmt: skip
+        event = got.json()["event"]
+        assert event["event_id"] == sent.json()["event_id"]
+        assert (event["context"], event["key"]) == (context, key)
+    assert queued(store, "a/b", "c") == [to_ab.json()["event_id"]]
+    assert queued(store, "a", "b/c") == [to_a.json()["event_id"]]
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         ({"event_payload": 1}, "event_key"),

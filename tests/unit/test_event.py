@@ -186,6 +186,7 @@ def test_binary_content_type_keeps_bytes() -> None:
         (Record(b"k\x00", b"v"), "record key contains a NUL"),
         (Record(b"k", b"v", [(H_CONTEXT, b"a\x00b")]), "header 'context' contains a NUL"),
         (Record(b"k", b"v", [(H_EVENT_ID, b"orders/2/42")]), "shape topic/partition/offset"),
+        (Record(b"k", b"v", [(H_EVENT_ID, b"orders/2/42@1")]), "offset@generation"),
         (Record(b"k", b"v", [(H_EVENT_ID, b"x" * 2000)]), "header 'event-id' is 2000 bytes"),
     ],
     ids=[
@@ -198,6 +199,7 @@ def test_binary_content_type_keeps_bytes() -> None:
         "key-with-nul",
         "context-with-nul",
         "id-like-coordinates",
+        "id-like-coordinates-after-a-reset",
         "id-too-long",
     ],
 )
