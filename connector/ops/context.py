@@ -30,6 +30,7 @@ class OpsContext:
     topic_policy: TopicPolicy | None = None  # the file's topic_creation; None: the defaults
     source: str = ""  # how the command line reached the cluster: "-c FILE" or "--bootstrap X"
     match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
+    gateway_topic: str | None = None  # the file's http.topic: read, but not sent to unasked
 
     def open_store(self) -> CheckpointStore:
         from checkpoint import open_store
