@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription
+
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
 from connector.gateway.waiters import HttpIndex, queue_prefix
@@ -94,3 +97,37 @@ def queued(
     """The event ids in a pair's waiter queue, in arrival order."""
     rows = store.read_rule_state_range(queue_prefix(namespace, workflow_id, event_key), 10_000)
     return [event_id for _, event_id in rows]
+
+
+def _described(admin: AdminClient, group: str) -> ConsumerGroupDescription | None:
+    try:
+        return admin.describe_consumer_groups([group])[group].result(30)
+    except KafkaException:  # NOT_COORDINATOR while a group is being set up: ask again
+        return None
+
+
+def groups_reading(admin: AdminClient, topic: str) -> set[str]:
+    """The consumer groups with a member assigned partitions of ``topic``."""
+    found = set()
+    for listing in admin.list_consumer_groups().result(30).valid:
+        group = listing.group_id
+        described = wait_for(
+            lambda g=group: _described(admin, g), timeout=30, what=f"a description of {group}"
+        )
+        assigned = [tp for m in described.members for tp in m.assignment.topic_partitions]
+        if any(tp.topic == topic for tp in assigned):
+            found.add(group)
+    return found
+
+
+def members_cover(
+    admin: AdminClient, group: str, partitions: dict[str, int], *, members: int
+) -> bool:
+    """``group`` has ``members`` members, and every partition of ``partitions`` (topic ->
+    count) is assigned to one of them."""
+    described = _described(admin, group)
+    if described is None:
+        return False
+    assigned = [tp for m in described.members for tp in m.assignment.topic_partitions]
+    counts = {t: sum(1 for tp in assigned if tp.topic == t) for t in partitions}
+    return len(described.members) == members and counts == partitions

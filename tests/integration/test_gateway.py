@@ -28,7 +28,7 @@ from checkpoint.base import CheckpointStore
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
-from tests.integration.gateway_helpers import Connector, queued
+from tests.integration.gateway_helpers import Connector, groups_reading, queued
 from tests.support import wait_for
 
 
@@ -272,14 +272,10 @@ async def test_the_gateway_joins_no_consumer_group(servers: Servers, admin: Admi
             send_url(server, "wf"), json={"event_key": "k", "event_payload": None}
         )
     assert reply.status_code == 200, reply.text
-    listed = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
-    reading = set()
-    for group_id, future in admin.describe_consumer_groups(listed).items():
-        members = future.result(30).members
-        if any(tp.topic == servers.topic for m in members for tp in m.assignment.topic_partitions):
-            reading.add(group_id)
+    reading = groups_reading(admin, servers.topic)
     assert servers.connector is not None
     assert reading == {servers.connector.group}  # the connector's group, nobody else
+    listed = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
     assert f"kec-gateway-{servers.topic}" not in listed  # the old gateway's own group
 
 
