@@ -36,6 +36,7 @@ from kec.evaluation import Evaluator
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
+    from connector.gateway.waiters import HttpIndex
 
 __all__ = ["Companion", "ConnectorService", "build_service"]
 
@@ -201,6 +202,19 @@ class _Observed(Pipeline):
         return count
 
 
+def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:
+    """``wake`` after a batch in which ``index`` queued HTTP events (none: no wake-up)."""
+    seen = index.indexed
+
+    def after_batch() -> None:
+        nonlocal seen
+        if index.indexed != seen:
+            seen = index.indexed
+            wake()
+
+    return after_batch
+
+
 def build_service(
     cfg: ConnectorConfig, *, instance_id: str | None = None, serve_gateway: bool = True
 ) -> ConnectorService:
@@ -245,34 +259,28 @@ def build_service(
         from connector.gateway.waiters import HttpIndex
 
         index = HttpIndex(engine, http.namespace)
-        gateway = Gateway(
-            GatewaySettings(
-                bootstrap_servers=bootstrap,
-                topic=http.topic,
-                namespace=http.namespace,
-                strict=http.strict,
-                checkpoint_timeout=http.checkpoint_timeout_seconds,
-                kafka_properties=client,
-            ),
-            store,
-        )
-        indexed = index.indexed
-
-        def wake_gateway() -> None:
-            nonlocal indexed
-            if index.indexed != indexed:  # the batch held HTTP events
-                indexed = index.indexed
-                gateway.checkpointed()
-
+        gateway = None
+        if serve_gateway:
+            gateway = Gateway(
+                GatewaySettings(
+                    bootstrap_servers=bootstrap,
+                    topic=http.topic,
+                    namespace=http.namespace,
+                    strict=http.strict,
+                    checkpoint_timeout=http.checkpoint_timeout_seconds,
+                    kafka_properties=client,
+                ),
+                store,
+            )
         service = ConnectorService(
             settings,
             store,
             index,
             targets,
             retry_policy=cfg.retry.policy(),
-            after_batch=wake_gateway if serve_gateway else None,
+            after_batch=_waker(index, gateway.checkpointed) if gateway is not None else None,
         )
-        if serve_gateway:
+        if gateway is not None:
             service.attach(GatewayServer.from_config(gateway, http, health=service.health))
     from connector.retention import Pruner
 
