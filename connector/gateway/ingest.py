@@ -177,10 +177,16 @@ class Gateway:
         if old is not None:
             old.set()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, less when :meth:`_wake` comes first."""
+    def _next_tick(self) -> asyncio.Event:
+        """Set by the next :meth:`_wake`; take it *before* looking at the store, so a wake
+        between the look and :meth:`_pause` is not missed."""
         tick = self._tick
         assert tick is not None, "the gateway is not started"
+        return tick
+
+    @staticmethod
+    async def _pause(tick: asyncio.Event, seconds: float) -> None:
+        """Sleep up to ``seconds``, less when ``tick`` is set first."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await tick.wait()
@@ -237,6 +243,7 @@ class Gateway:
         deadline = time.monotonic() + self.settings.checkpoint_timeout
         delay = POLL_FIRST
         while True:
+            tick = self._next_tick()
             stored = await self._stored(event_id)
             if stored is not None:
                 return stored
@@ -249,7 +256,7 @@ class Gateway:
                     f"{event_id}' is safe. Events are checkpointed by a connector (event-connector"
                     " run) with the same http: section reading that topic"
                 )
-            await self._pause(min(left, delay))
+            await self._pause(tick, min(left, delay))
             delay = min(POLL_MAX, delay * 2)
 
     async def _stored(self, event_id: str) -> Event | None:
@@ -263,13 +270,14 @@ class Gateway:
         self.waiters.enter(pair)
         try:
             while True:
+                tick = self._next_tick()
                 event = await self._first_free(pair)
                 if event is not None:
                     return event
                 left = deadline - time.monotonic()
                 if left <= 0 or self._draining:
                     return None
-                await self._pause(min(left, RECHECK))
+                await self._pause(tick, min(left, RECHECK))
         finally:
             self.waiters.leave(pair)
 
