@@ -357,6 +357,14 @@ class CheckpointStore(abc.ABC):
     def read_rule_state(self, keys: Sequence[str]) -> dict[str, str]:
         """Rule states as last committed, without locking them (readers)."""
 
+    @abc.abstractmethod
+    def read_rule_state_range(
+        self, prefix: str, limit: int, after: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` rule states whose keys start with ``prefix`` (and sort after
+        ``after`` when given), by key in code-point order, as last committed and unlocked
+        (the HTTP gateway's waiter queues: one row per queued event)."""
+
     # -- actions, for the tools ----------------------------------------------------------
 
     @abc.abstractmethod

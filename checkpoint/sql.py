@@ -616,6 +616,29 @@ class SqlStore(CheckpointStore):
             )
         return {k: v for k, v in rows}
 
+    def read_rule_state_range(
+        self, prefix: str, limit: int, after: str | None = None
+    ) -> list[tuple[str, str]]:
+        # A range on the primary key (C collation in PostgreSQL, binary in SQLite: both
+        # code-point order): keys >= prefix and below its successor, the prefix with its
+        # last character that can grow grown (no successor: no upper bound).
+        if limit <= 0:
+            return []
+        stem = prefix.rstrip("\U0010ffff")
+        high = None
+        if stem:
+            grown = ord(stem[-1]) + 1
+            high = stem[:-1] + chr(0xE000 if 0xD800 <= grown < 0xE000 else grown)
+        low, above = (after, ">") if after is not None and after >= prefix else (prefix, ">=")
+        where = f"key {above} ?" + (" AND key < ?" if high is not None else "")
+        params = [low, *([high] if high is not None else []), limit]
+        with self._d.reading(Role.OPS, "reading rule state") as sql:
+            rows = sql.all(
+                f"SELECT key, value FROM kec_rule_state WHERE {where} ORDER BY key LIMIT ?",
+                params,
+            )
+        return [(k, v) for k, v in rows]
+
     # -- actions, for the tools ----------------------------------------------------------
 
     def count_actions(self, state: ActionState) -> int:

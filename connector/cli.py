@@ -119,6 +119,15 @@ _QUICK_OPTIONS = (
     "pipeline.instance_id.",
 )
 @click.option(
+    "--gateway/--no-gateway",
+    "serve_gateway",
+    default=True,
+    show_default=True,
+    help="With an http: section: serve the HTTP gateway. --no-gateway still reads and "
+    "checkpoints the gateway's topic (replicas beside a standalone `event-connector "
+    "gateway`).",
+)
+@click.option(
     "--bootstrap",
     envvar="KAFKA_BOOTSTRAP_SERVERS",
     default=None,
@@ -164,6 +173,7 @@ def run(
     config: Path | None,
     data_dir: Path | None,
     instance_id: str | None,
+    serve_gateway: bool,
     **quick: Any,
 ) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
@@ -171,8 +181,11 @@ def run(
 
     With -c FILE everything comes from the file (see `event-connector validate` and
     `event-connector schema`), and the HTTP gateway and metrics endpoint are served when
-    the file has `http:` / `metrics:` sections. Without -c, a quick mode: every event of
-    each --topic becomes one `notify` action on the log target.
+    the file has `http:` / `metrics:` sections. With `http:` the gateway's topic is read
+    and checkpointed like the others (its events fire rules of namespace
+    `http.namespace`), also with --no-gateway, which only leaves the HTTP serving to a
+    standalone `event-connector gateway`. Without -c, a quick mode: every event of each
+    --topic becomes one `notify` action on the log target.
 
     Before it consumes anything it creates the topics it reads and writes when they are
     missing (see `event-connector topics --help`), unless the file turns that off.
@@ -204,7 +217,7 @@ def run(
 
         cfg = load_config(config, data_dir=data_dir)
         check_writable(cfg, data_dir_of(config, data_dir, os.environ))
-        service = build_service(cfg, instance_id=instance_id)
+        service = build_service(cfg, instance_id=instance_id, serve_gateway=serve_gateway)
         log.info(
             "config %s: %d topics, %d rules, targets %s",
             config,
@@ -212,7 +225,7 @@ def run(
             len(cfg.rules),
             ", ".join(cfg.targets),
         )
-        _prepare_config_run(cfg, config)
+        _prepare_config_run(cfg, config, serve_gateway=serve_gateway)
     else:
         service = _quick_service(instance_id=instance_id, **quick)
         _prepare_quick_run(quick, create_topics)
@@ -223,12 +236,12 @@ def run(
     service.run(stop)
 
 
-def _prepare_config_run(cfg: ConnectorConfig, path: Path) -> None:
+def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:
     """Before the service starts: the gateway's port is free, every topic exists."""
     from connector.ports import check_listen, url_of
     from connector.topics import ensure_config_topics
 
-    http = cfg.http
+    http = cfg.http if serve_gateway else None
     if http is not None:
         check_listen(
             http.host, http.port, what="the HTTP gateway", setting=f"http.host/http.port in {path}"
@@ -240,6 +253,12 @@ def _prepare_config_run(cfg: ConnectorConfig, path: Path) -> None:
             url_of(http.host, http.port),
             http.topic,
             http.namespace,
+        )
+    elif cfg.http is not None:
+        log.info(
+            "HTTP gateway not served here (--no-gateway); its topic %s is read (namespace %s)",
+            cfg.http.topic,
+            cfg.http.namespace,
         )
 
 

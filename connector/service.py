@@ -8,10 +8,16 @@ Start-up order: store (a store that does not answer is retried with backoff for 
 minutes), targets, dispatcher, companions (gateway, metrics: a port in use fails here,
 before anything is consumed), the pipeline's consumer.
 
+With ``http:`` the pipeline also reads the gateway's topic (namespace ``http.namespace``)
+and its rules are wrapped in :class:`~connector.gateway.waiters.HttpIndex`, which writes
+the waiter-queue row of each HTTP event in the batch's transaction; the gateway served
+beside the pipeline only produces, and is woken after each batch that held HTTP events
+(``after_batch``) to confirm its sends.
+
 Shutdown (SIGTERM in the CLI sets ``stop``): the pipeline finishes the batch in progress
 (checkpoint and Kafka commit included) and leaves the group, which revokes its partitions:
 the dispatcher finishes their deliveries in flight and settles them; the companions stop
-(the gateway finishes its own batch); the dispatcher stops; then targets and store are
+(the gateway flushes its producer); the dispatcher stops; then targets and store are
 closed. Actions not yet delivered stay in the store for the next owner.
 """
 
@@ -20,20 +26,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from checkpoint.base import CheckpointStore
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
 from connector.outbox import Dispatcher, RetryPolicy
-from connector.runtime import Pipeline, PipelineSettings
+from connector.runtime import ActionSink, Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
+    from connector.gateway.waiters import HttpIndex
 
 __all__ = ["Companion", "ConnectorService", "build_service"]
 
@@ -58,9 +65,13 @@ class ConnectorService:
         *,
         retry_policy: RetryPolicy | None = None,
         store_open_timeout: float = 120.0,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
+        """``after_batch``: called on the pipeline's thread after each batch it checkpointed
+        (the HTTP gateway looks for its events in the store then)."""
         self._settings = settings
         self._store_open_timeout = store_open_timeout
+        self._after_batch = after_batch
         self._store = store
         self._evaluator = evaluator
         self._targets = targets
@@ -171,7 +182,15 @@ class ConnectorService:
             for companion in self._companions:
                 companion.start()
                 started.append(companion)
-            self.pipeline = Pipeline(self._settings, self._store, self._evaluator, self.dispatcher)
+            if self._after_batch is None:
+                self.pipeline = Pipeline(
+                    self._settings, self._store, self._evaluator, self.dispatcher
+                )
+            else:
+                self.pipeline = _Observed(
+                    self._settings, self._store, self._evaluator, self.dispatcher,
+                    self._after_batch,
+                )  # fmt: skip
             self.pipeline.run(stop)
         finally:
             if self.pipeline is not None:
@@ -195,13 +214,54 @@ class ConnectorService:
                 )  # fmt: skip
 
 
-def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> ConnectorService:
+class _Observed(Pipeline):
+    """The pipeline, calling ``after_batch`` after each batch that checkpointed records."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        store: CheckpointStore,
+        evaluator: Evaluator,
+        sink: ActionSink,
+        after_batch: Callable[[], None],
+    ) -> None:
+        super().__init__(settings, store, evaluator, sink)
+        self._after_batch = after_batch
+
+    def run_once(self) -> int:
+        count = super().run_once()
+        if count:
+            try:
+                self._after_batch()
+            except Exception:  # an observer never fails a batch that is already durable
+                log.exception("after-batch hook failed")
+        return count
+
+
+def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:
+    """``wake`` after a batch in which ``index`` queued HTTP events (none: no wake-up)."""
+    seen = index.indexed
+
+    def after_batch() -> None:
+        nonlocal seen
+        if index.indexed != seen:
+            seen = index.indexed
+            wake()
+
+    return after_batch
+
+
+def build_service(
+    cfg: ConnectorConfig, *, instance_id: str | None = None, serve_gateway: bool = True
+) -> ConnectorService:
     """The service a config file describes, not started; ``instance_id`` overrides the file's.
 
     Every topic of ``namespaces`` is read by the pipeline; its events go through ``rules``
-    to ``targets``. With ``http:`` the gateway serves HTTP events on its own topic, and
-    they go through the same rules (namespace ``http.namespace``); with ``metrics:`` a
-    Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
+    to ``targets``. With ``http:`` the pipeline reads the gateway's topic too (namespace
+    ``http.namespace``: the same rules, and the waiters' queue rows), and the gateway is
+    served beside it unless ``serve_gateway`` is false (``run --no-gateway``: replicas
+    that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
+    with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
     :class:`~connector.retention.Pruner` deletes expired rule state, and with
     ``checkpoint.retention_days`` everything else older than that.
     """
@@ -225,24 +285,39 @@ def build_service(cfg: ConnectorConfig, *, instance_id: str | None = None) -> Co
     store = open_store(cfg.checkpoint.url(), exclusive=True)
     engine = TriggerEngine(cfg.rules, limits=cfg.pipeline.match_limits())
     targets = {name: spec.build(name) for name, spec in cfg.targets.items()}
-    service = ConnectorService(settings, store, engine, targets, retry_policy=cfg.retry.policy())
-    if cfg.http is not None:
-        from connector.gateway import Gateway, GatewayServer, GatewaySettings
-
-        http = cfg.http
-        gateway = Gateway(
-            GatewaySettings(
-                bootstrap_servers=bootstrap,
-                topic=http.topic,
-                namespace=http.namespace,
-                strict=http.strict,
-                kafka_properties=client,
-            ),
-            store,
-            rules=engine,
-            sink=service.dispatcher,
+    http = cfg.http
+    if http is None:
+        service = ConnectorService(
+            settings, store, engine, targets, retry_policy=cfg.retry.policy()
         )
-        service.attach(GatewayServer.from_config(gateway, http, health=service.health))
+    else:
+        from connector.gateway import Gateway, GatewayServer, GatewaySettings
+        from connector.gateway.waiters import HttpIndex
+
+        index = HttpIndex(engine, http.namespace)
+        gateway = None
+        if serve_gateway:
+            gateway = Gateway(
+                GatewaySettings(
+                    bootstrap_servers=bootstrap,
+                    topic=http.topic,
+                    namespace=http.namespace,
+                    strict=http.strict,
+                    checkpoint_timeout=http.checkpoint_timeout_seconds,
+                    kafka_properties=client,
+                ),
+                store,
+            )
+        service = ConnectorService(
+            settings,
+            store,
+            index,
+            targets,
+            retry_policy=cfg.retry.policy(),
+            after_batch=_waker(index, gateway.checkpointed) if gateway is not None else None,
+        )
+        if gateway is not None:
+            service.attach(GatewayServer.from_config(gateway, http, health=service.health))
     from connector.retention import Pruner
 
     days = cfg.checkpoint.retention_days

@@ -13,7 +13,9 @@ The seed's examples on this project's parts, each event a durable step of
   process on a free port) receives ``POST /event/send_event/<workflow_id>`` with
   ``{"event_key", "event_payload"}`` sent with httpx, and an
   :class:`~listeners.http.HTTPListener` step returns the payload. The reply codes are
-  handled as in the seed (200, 500, 404).
+  handled as in the seed (200, 500, 404). The gateway only writes to Kafka: the
+  connector's pipeline (``event-connector run`` with an ``http:`` section; here the same
+  parts in a thread) checkpoints its topic, and the gateway answers once it has.
 
 Run it again with the same ``--store`` and ``--workflow-id`` and every step is resumed
 from its checkpoint: the same events come back, nothing is polled, and nothing new is
@@ -33,6 +35,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -45,6 +48,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
+from connector.gateway.waiters import HttpIndex
+from connector.runtime import PipelineSettings
+from connector.service import ConnectorService
+from connector.trigger import TriggerEngine
 from kec.codec import record_headers, record_value
 from kec.event import Event
 from listeners import HTTPListener, QueueEventListener, TimerListener
@@ -181,13 +188,28 @@ def run(bootstrap: str, store_url: str, workflow_id: str, delay: float) -> dict[
     http_topic = f"ray-http-{workflow_id}"
     _ensure_topic(bootstrap, http_topic)
     with open_store(store_url) as store:
-        # The gateway checkpoints HTTP events in its own store; in production it is the
-        # separate `event-connector gateway` process. Here it shares the workflow's store.
+        # In production the gateway is `event-connector gateway` (or served by `run`), and
+        # `event-connector run` with the same http: section checkpoints its topic. Here
+        # both are in this process, on the workflow's store.
         gateway = Gateway(GatewaySettings(bootstrap, topic=http_topic), store)
-        with GatewayServer(gateway, port=0) as server:
-            http_listener.configure(url=server.url)
-            print(f"gateway: listening at {server.url}")
-            return asyncio.run(workflow(store, workflow_id, bootstrap, server.url, delay))
+        connector = ConnectorService(
+            PipelineSettings(bootstrap, f"ray-http-{workflow_id}", {http_topic: "http"}),
+            open_store(store_url),  # the connector opens and closes its own
+            HttpIndex(TriggerEngine([]), "http"),  # no rules: the waiters' queues only
+            {},
+            after_batch=gateway.checkpointed,
+        )
+        stop = threading.Event()
+        pipeline = threading.Thread(target=connector.run, args=(stop,), daemon=True)
+        pipeline.start()
+        try:
+            with GatewayServer(gateway, port=0) as server:
+                http_listener.configure(url=server.url)
+                print(f"gateway: listening at {server.url}")
+                return asyncio.run(workflow(store, workflow_id, bootstrap, server.url, delay))
+        finally:
+            stop.set()
+            pipeline.join(60)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no broker: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")
     if args.delay < 0:
         parser.error("--delay must not be negative")
+    if args.store.startswith("memory:"):
+        parser.error("--store: a memory store is not shared by the connector and the workflow")
     workflow_id = args.workflow_id or f"wf-{uuid.uuid4().hex[:10]}"
     summary = run(args.bootstrap, args.store, workflow_id, args.delay)
     print(json.dumps(summary, sort_keys=True))

@@ -1,7 +1,8 @@
 """``HTTPListener``: Ray's HTTP event listener, backed by the events gateway (docs/architecture.md).
 
-How it learns of an event: it asks the gateway (``event-connector gateway``), which is
-the component that checkpoints HTTP events. One event goes through Ray's protocol so:
+How it learns of an event: it asks the gateway (``event-connector gateway``, or the one
+``run`` serves), which reads the waiters' queues the connector's pipeline writes when it
+checkpoints HTTP events. One event goes through Ray's protocol so:
 
 1. ``poll_for_event(event_key, workflow_id)`` long-polls
    ``GET /event/wait/{workflow_id}/{event_key}``. While the poll is open the gateway
@@ -135,7 +136,7 @@ class HTTPListener(EventListener):
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the retries, not one call
     ) -> Event:
-        """The pair's next unconsumed event, once durably checkpointed by the gateway.
+        """The pair's next unconsumed event, once durably checkpointed by the connector.
 
         Raises :class:`TimeoutError` after ``timeout`` seconds without one,
         :class:`~kec.errors.ConfigError` when unconfigured or the token is refused,

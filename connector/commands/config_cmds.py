@@ -95,7 +95,7 @@ def validate(path: str) -> None:
         click.echo(str(exc), err=True)
         sys.exit(2)
     counts = (
-        _plural(len(cfg.namespaces), "namespace"),
+        _plural(len(set(cfg.topics().values())), "namespace"),  # http: declares one too
         _plural(len(cfg.topics()), "topic"),
         _plural(len(cfg.rules), "rule"),
         _plural(len(cfg.targets), "target"),

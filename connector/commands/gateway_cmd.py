@@ -3,6 +3,10 @@
 Settings come from ``-c FILE`` (its ``kafka:``, ``checkpoint:`` and ``http:`` sections)
 and/or the options; an option given on the command line wins over the file. TLS and the
 limits come from the file's ``http:`` section only.
+
+The gateway only writes to its topic: a connector (``event-connector run`` with the same
+``http:`` section, so the same topic, and the same store) checkpoints the events, and
+the gateway answers a send once the store holds its event. It joins no consumer group.
 """
 
 from __future__ import annotations
@@ -57,12 +61,18 @@ log = logging.getLogger(__name__)
 )
 @click.option("--topic", default=None, help=f"Kafka topic of HTTP events [{_DEFAULT_TOPIC}].")
 @click.option("--namespace", default=None, help="Namespace of the events [http].")
-@click.option("--group", default=None, help="Consumer group [kec-gateway-<topic>].")
 @click.option(
     "--create-topic/--no-create-topic",
     default=None,
     help="Create the topic when it is missing [the file's topic_creation.enabled; without "
     "-c: create].",
+)
+@click.option(
+    "--checkpoint-timeout",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds a send waits for a connector to checkpoint its event before the reply "
+    "is 500 [the file's http.checkpoint_timeout_seconds; without -c: 15].",
 )
 @click.option(
     "--deliver-timeout",
@@ -84,8 +94,8 @@ def gateway(
     strict: bool | None,
     topic: str | None,
     namespace: str | None,
-    group: str | None,
     create_topic: bool | None,
+    checkpoint_timeout: float | None,
     deliver_timeout: float,
 ) -> None:
     """Serve the HTTP events gateway.
@@ -96,6 +106,11 @@ def gateway(
     key is EVENT_KEY and its context WORKFLOW_ID, so a rule matches it with `key:` (and
     `context:` for one workflow). The topic is created when missing unless creation is
     off. Stop with Ctrl-C or SIGTERM: open requests are finished first.
+
+    The gateway only writes to Kafka: `event-connector run` with the same `http:`
+    section (same topic) and the same store checkpoints the events and fires their
+    rules. With no such connector running every send answers 500 after the checkpoint
+    timeout (the event stays in Kafka; a resend with the same Idempotency-Key is safe).
     """
     from checkpoint import open_store
     from checkpoint.sqlite import SqliteStore
@@ -134,6 +149,8 @@ def gateway(
                 token = http.token.get_secret_value()
             if strict is None:
                 strict = http.strict
+            if checkpoint_timeout is None:
+                checkpoint_timeout = http.checkpoint_timeout_seconds
             topic = topic or http.topic
             namespace = namespace or http.namespace
             options = serving_options(http)
@@ -146,8 +163,8 @@ def gateway(
         bootstrap_servers=str(servers),
         topic=topic or _DEFAULT_TOPIC,
         namespace=namespace or "http",
-        group_id=group,
         strict=bool(strict),
+        checkpoint_timeout=checkpoint_timeout or 15.0,
         deliver_timeout=deliver_timeout,
         kafka_properties=properties,
     )
@@ -166,10 +183,16 @@ def gateway(
             Gateway(settings, opened), host=host, port=port, token=token, **options
         )
         log.info(
-            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (group %s, %s)",
+            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (%s)",
             url_of(host, port, tls=options.get("tls") is not None),
             settings.topic,
-            settings.group,
             "strict" if settings.strict else "keeps early events",
+        )
+        log.info(
+            "the gateway only writes topic %s: a connector (event-connector run with the same "
+            "http: section) must read it into this store to confirm sends; without one a "
+            "send answers 500 after %gs",
+            settings.topic,
+            settings.checkpoint_timeout,
         )
         server.run()

@@ -98,6 +98,7 @@ def resolve(
         source=f"-c {config}",
         match_limits=cfg.pipeline.match_limits(),
         store_origin=_store_origin(store, (config, cfg.checkpoint.backend)),
+        gateway_topic=cfg.http.topic if cfg.http is not None else None,
     )
 
 
@@ -289,7 +290,10 @@ def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
 
     ops = _ops(ctx, kwargs)
     destination = ops.named_topics[0] if ops.named_topics else None
-    topic, namespace = topic_for(ops.topics, kwargs["namespace"], destination)
+    candidates = ops.topics
+    if kwargs["namespace"] is None and destination is None:  # the gateway's: only when named
+        candidates = {t: ns for t, ns in ops.topics.items() if t != ops.gateway_topic}
+    topic, namespace = topic_for(candidates, kwargs["namespace"], destination)
     policy = ops.topic_policy or TopicPolicy()
     if kwargs["create_topic"] is not None:
         policy = dataclasses.replace(policy, create=kwargs["create_topic"])

@@ -218,11 +218,12 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
             )
     http = data.get("http")
+    gateway: tuple[str, str] | None = None
     if isinstance(http, dict):
         topic = http.get("topic", DEFAULT_HTTP_TOPIC)
         namespace = http.get("namespace", DEFAULT_HTTP_NAMESPACE)
         if isinstance(topic, str) and isinstance(namespace, str):
-            namespaces.setdefault(namespace, []).append(topic)
+            gateway = (namespace, topic)
     raw_targets = data.get("targets")
     targets: dict[str, str | None] = {}
     if isinstance(raw_targets, dict):
@@ -239,7 +240,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             fields = [rule.get(f) for f in ("name", "namespace", "target", "action")]
             name, namespace, target, action = (f if isinstance(f, str) else None for f in fields)
             rules.append((name, namespace, target, action))
-    problems = cross_check(namespaces, targets, rules)
+    problems = cross_check(namespaces, targets, rules, http=gateway)
     if not isinstance(raw_ns, dict):
         # Without namespaces, "unknown namespace" would only repeat the namespaces error.
         problems = [p for p in problems if p[0][-1] != "namespace"]

@@ -330,8 +330,13 @@ class HttpConfig(_Model):
     """The HTTP events gateway: where it listens, its bearer token, strict mode, TLS.
 
     Its events go to ``topic`` and belong to ``namespace``, a namespace of their own that
-    rules may name like any other (the gateway checkpoints that topic itself, so it must
-    not be listed under ``namespaces``). Listening beyond loopback requires ``token``.
+    rules may name like any other: the section declares it, so it is not listed under
+    ``namespaces``. The gateway only writes to the topic; ``run`` with this section reads
+    it in its group with its other topics and checkpoints its events, and a send is
+    answered once the store holds its event (within ``checkpoint_timeout_seconds``, else
+    500). ``run`` serves the gateway too unless started with ``--no-gateway``; a
+    standalone ``event-connector gateway`` needs a ``run`` with the same section (the same
+    topic and store) to confirm anything. Listening beyond loopback requires ``token``.
     HTTPS: ``tls_cert_file`` and ``tls_key_file`` (PEM; relative to the config file).
     Limits (connector.gateway.limits): a larger body gets 413, deeper JSON 400; past
     ``max_connections`` (long polls included) 503; a connection that has not sent a whole
@@ -350,10 +355,15 @@ class HttpConfig(_Model):
     """Accept an event only when a listener waits for its (workflow_id, event_key)
     (else 404); default: keep early events until their listener comes."""
     topic: NonEmpty = DEFAULT_HTTP_TOPIC
-    """The Kafka topic the gateway writes its events to and checkpoints from."""
+    """The Kafka topic the gateway writes its events to; run reads it with its other
+    topics."""
     namespace: NonEmpty = DEFAULT_HTTP_NAMESPACE
-    """The namespace of the gateway's events, for rules: their key is the body's
-    event_key, their context the URL's workflow id."""
+    """The namespace of the gateway's events, for rules (declared by this section, not
+    listed under namespaces): their key is the body's event_key, their context the URL's
+    workflow id."""
+    checkpoint_timeout_seconds: PositiveFloat = 15.0
+    """How long a send waits for a connector to checkpoint its event before it answers
+    500 (the event is in Kafka: a resend with the same Idempotency-Key is safe)."""
     tls_cert_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
     """HTTPS: the server's certificate chain (PEM), with tls_key_file."""
     tls_key_file: Annotated[RelativePath, AfterValidator(_existing_file)] | None = None
@@ -440,8 +450,8 @@ class ConnectorConfig(_Model):
     rules: list[Rule] = Field(default_factory=list)
     """The trigger rules: which events fire which actions."""
     http: HttpConfig | None = None
-    """Serve the HTTP events gateway (POST /event/send_event/WORKFLOW_ID) beside the
-    pipeline."""
+    """The HTTP events gateway (POST /event/send_event/WORKFLOW_ID): run reads its topic
+    and serves it beside the pipeline (unless --no-gateway)."""
     metrics: MetricsConfig | None = None
     """Serve Prometheus metrics (GET /metrics)."""
 
@@ -475,12 +485,11 @@ class ConnectorConfig(_Model):
         namespaces = {
             ns: spec.topics_of(ns, self.topic_prefix) for ns, spec in self.namespaces.items()
         }
-        if self.http is not None:
-            namespaces.setdefault(self.http.namespace, []).append(self.http.topic)
         problems = cross_check(
             namespaces,
             {name: spec.type for name, spec in self.targets.items()},
             [(r.name, r.namespace, r.target, r.action.value) for r in self.rules],
+            http=(self.http.namespace, self.http.topic) if self.http is not None else None,
         )
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
@@ -491,12 +500,16 @@ class ConnectorConfig(_Model):
         return self.listener_group_id or f"{self.group_id}-listener"
 
     def topics(self) -> dict[str, str]:
-        """Topic -> namespace of its events, for every configured topic."""
-        return {
+        """Topic -> namespace of its events, for every topic the pipeline reads: the
+        namespaces' and, with ``http:``, the gateway's."""
+        topics = {
             topic: ns
             for ns, spec in self.namespaces.items()
             for topic in spec.topics_of(ns, self.topic_prefix)
         }
+        if self.http is not None:
+            topics[self.http.topic] = self.http.namespace
+        return topics
 
 
 RuleFacts = tuple[str | None, str | None, str | None, str | None]
@@ -506,8 +519,13 @@ def cross_check(
     namespaces: Mapping[str, Iterable[str]],
     targets: Mapping[str, str | None],
     rules: Iterable[RuleFacts | None],
+    *,
+    http: tuple[str, str] | None = None,
 ) -> list[tuple[Loc, str]]:
     """Errors across sections, each with the location (field path) it belongs to.
+
+    ``http``: the gateway's (namespace, topic) with an ``http:`` section, a namespace
+    declared by that section (listing it under ``namespaces`` too is an error).
 
     ``targets`` maps each declared target to its ``type`` (``None`` when unknown);
     ``rules`` gives each rule's (name, namespace, target, action), ``None`` where not
@@ -527,6 +545,25 @@ def cross_check(
                 )
             else:
                 owner[topic] = ns
+    known_namespaces = set(namespaces)
+    if http is not None:
+        http_ns, http_topic = http
+        if http_ns in namespaces:
+            problems.append(
+                (
+                    ("namespaces", http_ns),
+                    f"namespace {http_ns!r} is the HTTP gateway's (http.namespace), declared "
+                    "by the http: section: do not list it here",
+                )
+            )
+        elif http_topic in owner:
+            problems.append(
+                (
+                    ("http", "topic"),
+                    f"topic {http_topic!r} already belongs to namespace {owner[http_topic]!r}",
+                )
+            )
+        known_namespaces.add(http_ns)
     known_targets = {DEFAULT_TARGET, *targets}
     listed = list(rules)
     counts = Counter(r[0] for r in listed if r is not None and r[0] is not None)
@@ -552,8 +589,8 @@ def cross_check(
                     )
                 )
         namespace = namespace if namespace is not None else DEFAULT_NAMESPACE
-        if namespace not in namespaces:
-            declared = ", ".join(sorted(namespaces)) or "none"
+        if namespace not in known_namespaces:
+            declared = ", ".join(sorted(known_namespaces)) or "none"
             problems.append(
                 (
                     ("rules", i, "namespace"),

@@ -2,12 +2,14 @@
 the event is durably checkpointed; long polls for ``HTTPListener`` (docs/architecture.md,
 "The HTTP gateway").
 
-* :mod:`connector.gateway.ingest` — :class:`Gateway`: producer, checkpointing pipeline,
-  waiters (the protocol's steps are in its docstring);
+* :mod:`connector.gateway.ingest` — :class:`Gateway`: producer, confirmation from the
+  store, waiters (the protocol's steps are in its docstring); it joins no consumer
+  group: ``run`` with the same ``http:`` section checkpoints the gateway's topic;
 * :mod:`connector.gateway.app` — the Starlette routes and their status codes;
 * :mod:`connector.gateway.server` — uvicorn serving with clean shutdown, TLS;
 * :mod:`connector.gateway.limits` — body size, JSON depth, connections, header timeout;
-* :mod:`connector.gateway.waiters` — pure bookkeeping: queues, waiters, leases.
+* :mod:`connector.gateway.waiters` — pure bookkeeping: the queue rows the connector's
+  pipeline writes (:class:`~connector.gateway.waiters.HttpIndex`), waiters, leases.
 """
 
 from connector.gateway.app import build_app

@@ -12,7 +12,7 @@ checkpointed:
 404    strict mode: no listener waits for this ``(workflow_id, event_key)``
 413    the body is over the size limit (``body_too_large``)
 422    fields missing or of the wrong type
-500    the event reached Kafka but checkpointing failed (a resend is safe)
+500    the event reached Kafka but was not checkpointed in time (a resend is safe)
 503    Kafka did not acknowledge the event in time
 =====  =================================================================================
 

@@ -1,6 +1,10 @@
-"""The HTTP gateway's engine: Kafka in, checkpoint store, waiters out (see docs/architecture.md).
+"""The HTTP gateway's engine: Kafka in, confirmation from the store, waiters out
+(see docs/architecture.md, "The HTTP gateway").
 
-A ``send`` goes through these steps, in this order, and answers only after step 3:
+The gateway only *produces*: the connector's pipeline (``event-connector run`` with the
+same ``http:`` section) reads the gateway's topic in its own consumer group, with its
+other topics, and checkpoints HTTP events like any other event, rules included. A
+``send`` goes through these steps, in this order, and answers only after step 3:
 
 1. **produce** the event to the gateway topic with the idempotent producer
    (``acks=all``): key = the body's ``event_key`` (the record key too, so the events of
@@ -8,25 +12,26 @@ A ``send`` goes through these steps, in this order, and answers only after step 
    ``context`` = the workflow id, ``event-id`` header = the ``Idempotency-Key`` (else a
    fresh uuid), and the pair again in the ``workflow-id``/``event-key`` headers, which
    the waiters go by. A rule matches these events with ``key: <event_key>`` and, for one
-   workflow, ``context: <workflow_id>``. No broker
-   acknowledgement within ``deliver_timeout`` raises
-   :class:`~kec.errors.BrokerUnavailable` (HTTP 503).
-2. **checkpoint**: the gateway's own :class:`~connector.runtime.Pipeline` (a consumer
-   group on the topic, in a thread) inserts the batch into the store in one transaction
-   — dedup by event id — with each new event's id appended to its pair's queue
-   (:class:`~connector.gateway.waiters.HttpIndex`), then commits the Kafka offsets.
-3. **confirm**: after every batch the pipeline thread wakes the request handlers, which
-   look their event id up in the store. Found: the stored event's offset is returned
-   (for a resend, the first copy's). A failed batch, or nothing within
-   ``checkpoint_timeout``, raises :class:`~kec.errors.CheckpointError` (HTTP 500);
-   the record stays in Kafka and is checkpointed when the store recovers, so a resend
-   with the same ``Idempotency-Key`` is safe.
+   workflow, ``context: <workflow_id>``. No broker acknowledgement within
+   ``deliver_timeout`` raises :class:`~kec.errors.BrokerUnavailable` (HTTP 503).
+2. **checkpoint**, by the pipeline that reads the topic: one store transaction that
+   dedups by event id, evaluates the rules and writes the event's waiter-queue row
+   (:class:`~connector.gateway.waiters.HttpIndex`), then the Kafka offsets are committed.
+3. **confirm**: the handler looks its event id up in the store
+   (:meth:`~checkpoint.base.CheckpointStore.get_event`) until it is there, with a
+   backoff from :data:`POLL_FIRST` to :data:`POLL_MAX` seconds; inside ``run`` the
+   pipeline also wakes it after each batch that held HTTP events (:meth:`Gateway.checkpointed`).
+   Found: the stored event's offset is returned (for a resend, the first copy's). Not
+   there within ``checkpoint_timeout`` raises :class:`~kec.errors.CheckpointError`
+   (HTTP 500): the record is in Kafka and is checkpointed whenever a connector reads
+   it, so a resend with the same ``Idempotency-Key`` is safe. A gateway with no
+   connector reading its topic answers every send so.
 
-``wait`` (a listener's long poll) reads the pair's queue from the store and returns the
-first event that is neither consumed (durable step mark written by ``consume``) nor
-leased to another listener. Handlers re-check the store at least every
-:data:`RECHECK` seconds, so an event checkpointed by another gateway instance sharing the
-store and group is seen too.
+``wait`` (a listener's long poll) reads the pair's queue rows from the store, in arrival
+order, and returns the first event that is neither consumed (durable step mark written by
+``consume``, which also deletes the row) nor leased to another listener. Handlers look
+again at least every :data:`RECHECK` seconds, so an event checkpointed by a connector in
+another process is seen too.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -49,27 +53,26 @@ from checkpoint.base import CheckpointStore
 from connector.gateway.waiters import (
     H_EVENT_KEY,
     H_WORKFLOW_ID,
-    HttpIndex,
     Leases,
     Pair,
     Waiters,
     consumed_step,
-    decode_queue,
-    pair_of,
-    queue_key,
+    queue_prefix,
+    queue_row_of,
 )
-from connector.runtime import ActionSink, Pipeline, PipelineSettings, Undispatched
 from kec import kafka
 from kec.codec import record_headers, record_value
 from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
-from kec.evaluation import Evaluator
 from kec.event import CONTENT_JSON, Event
 
 __all__ = ["Gateway", "GatewaySettings", "SendResult"]
 
 log = logging.getLogger(__name__)
 
-RECHECK = 0.5  # seconds: the longest a handler trusts "not there yet" without looking again
+RECHECK = 0.5  # seconds: the longest a long poll trusts "nothing yet" without looking again
+POLL_FIRST = 0.02  # seconds before a send first looks for its event again
+POLL_MAX = 0.25  # seconds between two looks at most (the backoff doubles up to this)
+QUEUE_PAGE = 64  # queue rows read at once by a long poll
 
 
 @dataclass(frozen=True)
@@ -77,31 +80,12 @@ class GatewaySettings:
     bootstrap_servers: str
     topic: str = "http-events"
     namespace: str = "http"
-    group_id: str | None = None  # default: kec-gateway-<topic>
     strict: bool = False
     deliver_timeout: float = 5.0  # seconds for Kafka to acknowledge (else 503)
     checkpoint_timeout: float = 15.0  # seconds for the store to hold the event (else 500)
     lease_seconds: float = 30.0
     waiter_ttl: float = 30.0
-    batch_size: int = 500
-    linger_ms: int = 5
     kafka_properties: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def group(self) -> str:
-        return self.group_id or f"kec-gateway-{self.topic}"
-
-    def pipeline_settings(self, with_rules: bool) -> PipelineSettings:
-        return PipelineSettings(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=self.group,
-            topics={self.topic: self.namespace},
-            batch_size=self.batch_size,
-            linger_ms=self.linger_ms,
-            kafka_properties=self.kafka_properties,
-            # Without rules the gateway queues no actions: never pause on someone else's.
-            outbox_max_pending=100_000 if with_rules else sys.maxsize,
-        )
 
     def producer_config(self) -> dict[str, Any]:
         return {
@@ -119,42 +103,23 @@ class SendResult:
     partition: int | None
 
 
-@dataclass(slots=True)
-class _Tick:
-    """The next batch attempt: ``done`` is set when it ends, ``error`` if it rolled back."""
-
-    done: asyncio.Event
-    error: BaseException | None = None
-
-
 class Gateway:
-    """Producer, checkpointing pipeline and waiters of one gateway instance.
+    """Producer and waiters of one gateway instance; the store is read for confirmations.
 
     The store is opened and closed by the caller. :meth:`start` and :meth:`close` run on
     the event loop that serves the requests.
     """
 
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        store: CheckpointStore,
-        *,
-        rules: Evaluator | None = None,
-        sink: ActionSink | None = None,
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, store: CheckpointStore) -> None:
         self.settings = settings
         self._store = store
-        self._rules = rules
-        # The connector's dispatcher when both run: the gateway's pipeline owns the
-        # gateway topic's partitions, so the actions born from them are its to dispatch.
-        self._sink = sink or Undispatched()
         self.waiters = Waiters(ttl=settings.waiter_ttl)
         self._leases = Leases(seconds=settings.lease_seconds)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: Producer | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._tick: _Tick | None = None
+        self._thread: threading.Thread | None = None
+        self._tick: asyncio.Event | None = None
         self._draining = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -163,23 +128,27 @@ class Gateway:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._tick = _Tick(asyncio.Event())
+        self._tick = asyncio.Event()
         self._producer = kafka.producer(self.settings.producer_config())
-        pipeline = Pipeline(
-            self.settings.pipeline_settings(self._rules is not None),
-            self._store,
-            HttpIndex(self._rules),
-            self._sink,
+        self._thread = threading.Thread(
+            target=self._serve_producer, name="kec-gw-producer", daemon=True
         )
-        self._threads = [
-            threading.Thread(target=self._serve_producer, name="kec-gw-producer", daemon=True),
-            threading.Thread(
-                target=self._checkpoint_loop, args=(pipeline,), name="kec-gw-pipeline", daemon=True
-            ),
-        ]
-        for thread in self._threads:
-            thread.start()
-        log.info("gateway: topic %s, group %s", self.settings.topic, self.settings.group)
+        self._thread.start()
+        log.debug(
+            "gateway: writes topic %s (namespace %s); a send is confirmed once a connector "
+            "reading that topic has checkpointed it (within %gs, else 500)",
+            self.settings.topic,
+            self.settings.namespace,
+            self.settings.checkpoint_timeout,
+        )
+
+    def checkpointed(self) -> None:
+        """A batch with HTTP events was checkpointed: look in the store now. Thread-safe
+        (the pipeline of the connector the gateway runs in calls it)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
 
     def drain(self) -> None:
         """Answer open long polls now ("nothing yet"), ahead of a shutdown. Thread-safe."""
@@ -188,11 +157,11 @@ class Gateway:
             loop.call_soon_threadsafe(self._set_draining)
 
     async def close(self) -> None:
-        """Stop the pipeline (finishing its batch) and flush the producer; idempotent."""
+        """Stop serving the producer and flush it; idempotent."""
         self._set_draining()
         self._stop.set()
-        threads, self._threads = self._threads, []
-        for thread in threads:
+        thread, self._thread = self._thread, None
+        if thread is not None:
             await asyncio.to_thread(thread.join, 30)
         producer, self._producer = self._producer, None
         if producer is not None:
@@ -200,7 +169,27 @@ class Gateway:
 
     def _set_draining(self) -> None:
         self._draining = True
-        self._wake(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        """On the loop: wake every handler waiting for the next look at the store."""
+        old, self._tick = self._tick, asyncio.Event()
+        if old is not None:
+            old.set()
+
+    def _next_tick(self) -> asyncio.Event:
+        """Set by the next :meth:`_wake`; take it *before* looking at the store, so a wake
+        between the look and :meth:`_pause` is not missed."""
+        tick = self._tick
+        assert tick is not None, "the gateway is not started"
+        return tick
+
+    @staticmethod
+    async def _pause(tick: asyncio.Event, seconds: float) -> None:
+        """Sleep up to ``seconds``, less when ``tick`` is set first."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await tick.wait()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -252,24 +241,23 @@ class Gateway:
 
     async def _await_checkpoint(self, event_id: str) -> Event:
         deadline = time.monotonic() + self.settings.checkpoint_timeout
+        delay = POLL_FIRST
         while True:
-            tick = self._tick
-            assert tick is not None
+            tick = self._next_tick()
             stored = await self._stored(event_id)
             if stored is not None:
                 return stored
             left = deadline - time.monotonic()
             if left <= 0:
+                timeout = self.settings.checkpoint_timeout
                 raise CheckpointError(
-                    f"event {event_id} is in Kafka but was not checkpointed within "
-                    f"{self.settings.checkpoint_timeout:g}s"
+                    f"event {event_id} is in Kafka (topic {self.settings.topic}) but was not "
+                    f"checkpointed within {timeout:g}s; a resend with 'Idempotency-Key: "
+                    f"{event_id}' is safe. Events are checkpointed by a connector (event-connector"
+                    " run) with the same http: section reading that topic"
                 )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, RECHECK)):
-                    await tick.done.wait()
-            failed = tick.error
-            if failed is not None and await self._stored(event_id) is None:
-                raise CheckpointError(f"checkpointing failed: {failed}") from failed
+            await self._pause(tick, min(left, delay))
+            delay = min(POLL_MAX, delay * 2)
 
     async def _stored(self, event_id: str) -> Event | None:
         return await asyncio.to_thread(self._store.get_event, event_id, self.settings.namespace)
@@ -282,99 +270,74 @@ class Gateway:
         self.waiters.enter(pair)
         try:
             while True:
-                tick = self._tick
-                assert tick is not None
-                for event in await asyncio.to_thread(self._candidates, pair):
-                    if self._leases.take(event.event_id):
-                        return event
+                tick = self._next_tick()
+                event = await self._first_free(pair)
+                if event is not None:
+                    return event
                 left = deadline - time.monotonic()
                 if left <= 0 or self._draining:
                     return None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, RECHECK)):
-                        await tick.done.wait()
+                await self._pause(tick, min(left, RECHECK))
         finally:
             self.waiters.leave(pair)
 
-    def _candidates(self, pair: Pair) -> list[Event]:
-        """Blocking: the pair's checkpointed events that are not consumed, in arrival order.
+    async def _first_free(self, pair: Pair) -> Event | None:
+        """The pair's first checkpointed event that is neither consumed nor leased, leased
+        now; pages through the queue's rows in arrival order."""
+        prefix = queue_prefix(self.settings.namespace, *pair)
+        after: str | None = None
+        while True:
+            leased = self._leases.held()
+            last, events = await asyncio.to_thread(self._page, prefix, after, leased)
+            for event in events:
+                if self._leases.take(event.event_id):
+                    return event
+            if last is None:
+                return None
+            after = last
+
+    def _page(
+        self, prefix: str, after: str | None, leased: frozenset[str]
+    ) -> tuple[str | None, list[Event]]:
+        """Blocking: one page of queue rows -> (the last row's key when the page was full,
+        the events of the page not leased, not consumed and still stored).
 
         Plain reads of the last committed state: a long poll never takes a write lock.
         """
-        key = queue_key(*pair)
-        ids = decode_queue(self._store.read_rule_state([key]).get(key))
+        rows = self._store.read_rule_state_range(prefix, QUEUE_PAGE, after)
         events = []
-        for event_id in ids:
-            if self._store.get_step(consumed_step(event_id)) is not None:
+        for _, event_id in rows:
+            if event_id in leased or self._store.get_step(consumed_step(event_id)) is not None:
                 continue
             event = self._store.get_event(event_id, self.settings.namespace)
             if event is not None:
                 events.append(event)
-        return events
+        return (rows[-1][0] if len(rows) == QUEUE_PAGE else None), events
 
     async def consume(self, event_id: str) -> Event | None:
-        """Mark a checkpointed event consumed (durably; idempotent) and take its id off
-        its pair's queue, so the queue holds only what still waits; None if unknown."""
+        """Mark a checkpointed event consumed (durably; idempotent) and delete its queue
+        row, so the queue holds only what still waits; None if unknown."""
         event = await self._stored(event_id)
         if event is None:
             return None
         await asyncio.to_thread(self._store.put_step, consumed_step(event_id), event)
-        pair = pair_of(event)
-        if pair is not None:
-            await asyncio.to_thread(self._trim, queue_key(*pair), event_id)
+        row = queue_row_of(event)
+        if row is not None:
+            await asyncio.to_thread(self._drop_row, row)
         self._leases.release(event_id)
         return event
 
-    def _trim(self, key: str, event_id: str) -> None:
-        # In a batch transaction: the queue's key is locked as the pipeline's own writes
-        # lock it, so an id appended meanwhile is not lost.
+    def _drop_row(self, row: str) -> None:
         with self._store.batch() as tx:
-            ids = decode_queue(tx.read_rule_state([key]).get(key))
-            if event_id in ids:
-                ids.remove(event_id)
-                tx.write_rule_state({key: json.dumps(ids, separators=(",", ":")) if ids else None})
+            tx.write_rule_state({row: None})
 
-    # -- threads -----------------------------------------------------------------------
-
-    def _wake(self, error: BaseException | None) -> None:
-        """On the loop: finish the current tick and start the next one."""
-        old = self._tick
-        self._tick = _Tick(asyncio.Event())
-        if old is not None:
-            old.error = error
-            old.done.set()
-
-    def _notify(self, error: BaseException | None) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake, error)
+    # -- the producer's thread --------------------------------------------------------
 
     def _serve_producer(self) -> None:
         producer = self._producer
         assert producer is not None
         while not self._stop.is_set():
             producer.poll(0.1)  # runs the delivery callbacks
-
-    def _checkpoint_loop(self, pipeline: Pipeline) -> None:
-        try:
-            pipeline.start()
-            while not self._stop.is_set():
-                try:
-                    count = pipeline.run_once()
-                except Exception as exc:
-                    # The batch rolled back and was rewound; tell waiting senders, retry.
-                    log.warning("gateway checkpoint batch failed, retrying: %s", exc)
-                    self._notify(exc)
-                    self._stop.wait(0.5)
-                else:
-                    if count:
-                        self._notify(None)
-        except Exception:
-            log.exception("gateway pipeline stopped")
-        finally:
-            with contextlib.suppress(Exception):
-                pipeline.close()
 
 
 def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:

@@ -7,9 +7,9 @@ certificate and key file (:class:`TlsFiles`); the limits are
 
 Shutdown, in this order: stop accepting connections; answer open long polls with 204
 (:meth:`Gateway.drain`) so listeners re-poll elsewhere or later; let in-flight sends
-finish (up to ``graceful`` seconds); then the app's lifespan stops the checkpointing
-pipeline after its current batch and flushes the producer. SIGINT/SIGTERM trigger it in
-the foreground (:meth:`GatewayServer.run`); :meth:`GatewayServer.stop` in a thread.
+finish (up to ``graceful`` seconds); then the app's lifespan flushes the producer.
+SIGINT/SIGTERM trigger it in the foreground (:meth:`GatewayServer.run`);
+:meth:`GatewayServer.stop` in a thread.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 Pure bookkeeping, no I/O:
 
-* :class:`HttpIndex` is the gateway pipeline's evaluator. In the *same* store
-  transaction that checkpoints an HTTP event it appends the event id to the queue of its
-  ``(workflow_id, event_key)`` — kept as multi-event rule state under
-  :func:`queue_key` — so "which events wait for this listener" is durable exactly when
-  the events are. Only new events are evaluated, so a resend (same id) is queued once.
-  Rules of the connector can ride along (``inner``) when the gateway's pipeline is the
-  one that checkpoints the HTTP topic.
+* :class:`HttpIndex` wraps the rules of the pipeline that reads the gateway's topic
+  (``run`` with an ``http:`` section). In the *same* store transaction that checkpoints an
+  HTTP event it writes one rule-state row for it, keyed :func:`queue_row`: the queue
+  prefix of its ``(workflow_id, event_key)`` (:func:`queue_prefix`) and its fixed-width
+  partition and offset, the event id as value. A range read over the prefix lists the
+  pair's events in arrival order (the record key is the event key, so a pair's events
+  are on one partition, in offset order); queuing one more costs one small row whatever
+  the queue's length, and consuming one deletes its row. Only new events are evaluated,
+  so a resend (same id) is queued once.
 * :class:`Waiters` counts the listeners waiting now per ``(workflow_id, event_key)``;
   strict mode accepts an event only for a pair that is waited for (or was, within
   ``ttl`` seconds: a listener between two long polls still counts).
@@ -38,9 +40,27 @@ H_EVENT_KEY = "event-key"
 Pair = tuple[str, str]  # (workflow_id, event_key)
 
 
-def queue_key(workflow_id: str, event_key: str) -> str:
-    """The rule-state key of a pair's queue (JSON: ``a/b``+``c`` differs from ``a``+``b/c``)."""
-    return QUEUE_PREFIX + json.dumps([workflow_id, event_key], separators=(",", ":"))
+def queue_prefix(namespace: str, workflow_id: str, event_key: str) -> str:
+    """The rule-state key prefix of a pair's queue rows.
+
+    JSON, so no pair's prefix starts another's (``a/b``+``c`` differs from ``a``+``b/c``,
+    and the closing ``]`` ends it); the namespace keeps two gateways sharing a store apart.
+    """
+    pair = json.dumps([namespace, workflow_id, event_key], separators=(",", ":"))
+    return f"{QUEUE_PREFIX}{pair}/"
+
+
+def queue_row(namespace: str, pair: Pair, partition: int, offset: int) -> str:
+    """The rule-state key of one queued event: fixed width, so key order is offset order."""
+    return f"{queue_prefix(namespace, *pair)}{partition:010d}.{offset:020d}"
+
+
+def queue_row_of(event: Event) -> str | None:
+    """The queue row of a checkpointed gateway event, else ``None``."""
+    pair = pair_of(event)
+    if pair is None or event.partition is None or event.offset is None:
+        return None
+    return queue_row(event.namespace, pair, event.partition, event.offset)
 
 
 def consumed_step(event_id: str) -> str:
@@ -60,42 +80,28 @@ def pair_of(event: Event) -> Pair | None:
         return None
 
 
-def decode_queue(raw: str | None) -> list[str]:
-    if not raw:
-        return []
-    ids = json.loads(raw)
-    return [str(i) for i in ids] if isinstance(ids, list) else []
-
-
 class HttpIndex:
-    """Evaluator: queue each new HTTP event under its pair; delegate rules to ``inner``."""
+    """Evaluator: ``inner``'s rules for every event, and a queue row for each new
+    gateway event of ``namespace``; ``indexed`` counts the rows written (for a wake-up)."""
 
-    def __init__(self, inner: Evaluator | None = None) -> None:
+    def __init__(self, inner: Evaluator, namespace: str) -> None:
         self._inner = inner
+        self.namespace = namespace
+        self.indexed = 0
 
     def state_keys(self, event: Event) -> Sequence[str]:
-        keys = list(self._inner.state_keys(event)) if self._inner is not None else []
-        pair = pair_of(event)
-        if pair is not None:
-            keys.append(queue_key(*pair))
-        return keys
+        # A queue row is written, never read: nothing to read (or lock) for it.
+        return self._inner.state_keys(event)
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
-        actions: Sequence[Action] = ()
-        updates: dict[str, str | None] = {}
-        expires: dict[str, float] = {}
-        if self._inner is not None:
-            inner = self._inner.evaluate(event, state)
-            actions, updates = inner.actions, dict(inner.state_updates)
-            expires = dict(inner.state_expiry)
-        pair = pair_of(event)
-        if pair is not None:
-            key = queue_key(*pair)
-            ids = decode_queue(state.get(key))
-            if event.event_id not in ids:
-                ids.append(event.event_id)
-            updates[key] = json.dumps(ids, separators=(",", ":"))
-        return Result(actions, updates, expires)
+        inner = self._inner.evaluate(event, state)
+        row = queue_row_of(event) if event.namespace == self.namespace else None
+        if row is None:
+            return inner
+        self.indexed += 1
+        actions: Sequence[Action] = inner.actions
+        updates = {**inner.state_updates, row: event.event_id}
+        return Result(actions, updates, dict(inner.state_expiry))
 
 
 @dataclass
@@ -148,6 +154,11 @@ class Leases:
         for eid in [e for e, t in self._until.items() if t <= now]:
             del self._until[eid]
         return True
+
+    def held(self) -> frozenset[str]:
+        """The event ids leased now."""
+        now = self.clock()
+        return frozenset(e for e, t in self._until.items() if t > now)
 
     def release(self, event_id: str) -> None:
         self._until.pop(event_id, None)

@@ -37,6 +37,7 @@ class OpsContext:
     match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
     # Where store_url came from, and what to change when no store is there.
     store_origin: tuple[str, str] = ("", "")
+    gateway_topic: str | None = None  # the file's http.topic: read, but not sent to unasked
 
     @contextlib.contextmanager
     def open_store(self) -> Iterator[CheckpointStore]:

@@ -4,10 +4,14 @@ actions at a webhook receiver; one replica is killed with `docker kill` mid-stre
 action arrives, and no event gets two actions. The receiver dedups by idempotency key, so
 an action delivered again under the same key (a resend after the kill) is applied once;
 such repeats are counted and printed apart.
+
+With the shipped docker/connector.yaml as it is, events posted to the gateway fire their
+rule once each: the replicas read the gateway's topic and the gateway only produces.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,9 @@ def compose_command() -> list[str] | None:
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
+# No http: section: the group then reads events.default alone, so both replicas own some of
+# the stream's partitions and the kill lands in it (with the gateway's topic too, Kafka may
+# give one replica all of one topic). The gateway's sends are the next test's.
 CONFIG = """\
 kafka:
   bootstrap_servers: kafka:9092
@@ -67,6 +75,7 @@ rules:
   - {{name: orders, key: "order-*", action: start, workflow: orders, target: hook}}
 metrics: {{host: 0.0.0.0, port: 9464}}
 """
+HTTP_EVENTS = 100
 
 
 class Deployment:
@@ -158,17 +167,10 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
 
         wait_for(both_members_assigned, timeout=120, interval=0.5, what="two group members")
 
-        # The gateway of the deployment answers an authorised POST once it is checkpointed.
-        def gateway_accepts() -> bool:
-            reply = httpx.post(
-                f"http://127.0.0.1:{deployment.gateway_port}/event/send_event/wf-1",
-                json={"event_key": "approved", "event_payload": "yes"},
-                headers={"Authorization": f"Bearer {deployment.token}"},
-                timeout=30,
-            )
-            return reply.status_code == 200
-
-        wait_for(gateway_accepts, timeout=120, interval=1.0, what="the gateway to take an event")
+        # The gateway of the deployment serves (its sends are confirmed only where the
+        # replicas read its topic: the shipped config's test below).
+        reply = httpx.get(f"http://127.0.0.1:{deployment.gateway_port}/healthz", timeout=30)
+        assert reply.status_code == 200, reply.text
 
         errors: list[BaseException] = []
 
@@ -219,6 +221,98 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
         )
         assert stats["distinct"] == EVENTS  # no action lost, no event with two actions
         assert sorted(covered) == list(range(EVENTS))  # each event applied exactly once
+    except BaseException:
+        print(deployment.run("logs", "--tail", "40", "connector-1", "connector-2", "gateway"))
+        raise
+    finally:
+        client.close()
+        deployment.run("down", "-v", "--remove-orphans", "-t", "5")
+
+
+def _fired(logs: str, rule: str) -> list[dict[str, Any]]:
+    """The log target's action lines of ``rule`` in ``compose logs`` output."""
+    found = []
+    for line in logs.splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            action = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(action, dict) and action.get("rule") == rule:
+            found.append(action)
+    return found
+
+
+def test_the_shipped_config_fires_the_rule_of_every_gateway_event_once(
+    images: Images, report: Callable[[str], None], request: pytest.FixtureRequest
+) -> None:
+    compose = compose_command()
+    if compose is None:
+        reason = "neither `docker compose` nor docker-compose is installed"
+        if request.config.getoption("--require-containers"):
+            pytest.fail(f"--require-containers, but {reason}")
+        pytest.skip(reason)
+    deployment = Deployment(compose, images, ROOT / "docker" / "connector.yaml")
+    client = docker.DockerClient(base_url=engine_address())
+    try:
+        deployment.run("up", "-d")
+        ids = {s: deployment.container_id(s) for s in ("connector-1", "connector-2", "gateway")}
+        wait_for(
+            lambda: all(_health(client, cid) == "healthy" for cid in ids.values()),
+            timeout=240,
+            interval=0.5,
+            what="both replicas and the gateway to be healthy",
+        )
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{deployment.kafka_port}"})
+
+        def replicas_read_the_gateways_topic() -> bool:
+            group = admin.describe_consumer_groups(["event-connector"])["event-connector"]
+            members = group.result(10).members
+            topics = {tp.topic for m in members for tp in m.assignment.topic_partitions}
+            return len(members) == 2 and "http-events" in topics
+
+        wait_for(replicas_read_the_gateways_topic, timeout=120, interval=0.5,
+                 what="the replicas' group to read http-events")  # fmt: skip
+
+        async def post_all() -> list[httpx.Response]:
+            url = f"http://127.0.0.1:{deployment.gateway_port}/event/send_event"
+            headers = {"Authorization": f"Bearer {deployment.token}"}
+            async with httpx.AsyncClient(timeout=60, headers=headers) as http:
+                return await asyncio.gather(
+                    *(
+                        http.post(
+                            f"{url}/order-{i}",
+                            json={"event_key": "approve", "event_payload": {"n": i}},
+                            headers={"Idempotency-Key": f"approve-{i}"},
+                        )
+                        for i in range(HTTP_EVENTS)
+                    )
+                )
+
+        started = time.monotonic()
+        replies = asyncio.run(post_all())
+        confirmed = time.monotonic() - started
+        assert [r.status_code for r in replies] == [200] * HTTP_EVENTS, [r.text for r in replies]
+
+        def all_fired() -> list[dict[str, Any]]:
+            logs = deployment.run("logs", "--no-color", "connector-1", "connector-2")
+            fired = _fired(logs, "ship-on-approval")
+            return fired if len({a["action_id"] for a in fired}) >= HTTP_EVENTS else []
+
+        fired = wait_for(all_fired, timeout=120, interval=1.0, what="every approve to fire")
+        per_event = Counter(event_id for a in fired for event_id in a["event_ids"])
+        report(
+            f"compose, shipped config: {HTTP_EVENTS} HTTP events confirmed in {confirmed:.1f}s; "
+            f"{len(fired)} ship-on-approval lines, {len(per_event)} events fired"
+        )
+        assert per_event == Counter({f"approve-{i}": 1 for i in range(HTTP_EVENTS)})
+        assert len({a["action_id"] for a in fired}) == HTTP_EVENTS == len(fired)
+        assert {(a["kind"], a["workflow"], a["task"]) for a in fired} == {
+            ("START", "fulfilment", "ship")
+        }
+        assert {a["context"] for a in fired} == {f"order-{i}" for i in range(HTTP_EVENTS)}
     except BaseException:
         print(deployment.run("logs", "--tail", "40", "connector-1", "connector-2", "gateway"))
         raise

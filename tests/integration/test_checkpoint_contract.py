@@ -548,6 +548,23 @@ def test_rule_state_read_write_delete_and_expiry(store: CheckpointStore) -> None
     assert store.read_rule_state(["b", "c"]) == {"c": "5"}
 
 
+def test_rule_state_range_is_a_prefix_in_code_point_order(store: CheckpointStore) -> None:
+    inside = ["q/a/0", "q/a/1", "q/a/10", "q/a/2", "q/a/Z", "q/a/~", "q/a/é", "q/a/\U0001f600"]
+    outside = ["q/", "q/Z", "q/a", "q/b", "q/b/0", "q0", "p/a/0", "r"]
+    with store.batch() as tx:
+        tx.write_rule_state({k: f"v:{k}" for k in [*inside, *outside]})
+    # Byte order of UTF-8 is code-point order: the order Python sorts strings in.
+    assert store.read_rule_state_range("q/a/", 100) == [(k, f"v:{k}") for k in sorted(inside)]
+    assert [k for k, _ in store.read_rule_state_range("q/a/", 3)] == sorted(inside)[:3]
+    page = store.read_rule_state_range("q/a/", 3, after=sorted(inside)[2])
+    assert [k for k, _ in page] == sorted(inside)[3:6]
+    assert store.read_rule_state_range("q/a/", 3, after="q/a/\U0001f600") == []
+    assert store.read_rule_state_range("q/a/", 0) == []
+    assert store.read_rule_state_range("none/", 10) == []
+    everything = sorted([*inside, *outside])
+    assert [k for k, _ in store.read_rule_state_range("", 100)] == everything
+
+
 def test_dead_records_are_listed_in_order_once_each(store: CheckpointStore) -> None:
     records = [
         DeadRecord("orders", 0, 7, "not JSON", "DecodeError", b"k\x00", b"\xff\xfe"),

@@ -162,8 +162,8 @@ def test_the_readme_first_hour_on_a_fresh_broker(tmp_path: Path) -> None:
         "dev-broker", "export", "validate", "run", "topics", "send", "send", "curl",
         "status", "cat",
     ]  # fmt: skip
-    assert outputs["validate -c"].startswith(
-        "connector.yaml: ok (1 namespace, 1 topic, 3 rules, 1 target)"
+    assert outputs["validate -c"].startswith(  # orders, and http (the http: section's)
+        "connector.yaml: ok (2 namespaces, 2 topics, 3 rules, 1 target)"
     )
     # The topics run created by itself on a broker that had none.
     listed = outputs["topics list"].splitlines()

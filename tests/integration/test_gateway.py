@@ -1,7 +1,9 @@
 """The HTTP events gateway on a real uvicorn server, real Kafka and a real SQLite store.
 
 Every request goes over a socket with httpx; every status code of the table in
-``connector.gateway.app`` has its own test.
+``connector.gateway.app`` has its own test. The gateway only produces: a connector
+(:class:`tests.integration.gateway_helpers.Connector`, or a ``run`` process) reads its
+topic in its own group and checkpoints the events the gateway then confirms.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,24 +22,30 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from checkpoint.base import CheckpointStore
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
-from connector.gateway.waiters import decode_queue, queue_key
+from tests.integration.gateway_helpers import Connector, groups_reading, queued
 from tests.support import wait_for
 
 
 class Servers:
-    """Starts gateway servers for one test and stops whatever is still running after it."""
+    """Starts gateway servers for one test and stops whatever is still running after it.
 
-    def __init__(self, bootstrap: str, topic: str, store: CheckpointStore) -> None:
+    The first :meth:`start` also starts the connector that checkpoints the topic into
+    the store at ``store_url`` (unless ``connector=False``: nothing confirms sends then).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, store: CheckpointStore, store_url: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.store = store
-        self.group = f"gw-{uuid.uuid4().hex[:10]}"
+        self.store_url = store_url
         self.running: list[GatewayServer] = []
+        self.connector: Connector | None = None
 
     def start(
         self,
@@ -44,12 +53,14 @@ class Servers:
         port: int = 0,
         token: str | None = None,
         store: CheckpointStore | None = None,
+        connector: bool = True,
         **settings: Any,
     ) -> GatewayServer:
+        if connector and self.connector is None:
+            self.connector = Connector(self.bootstrap, self.topic, self.store_url).start()
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap,
             "topic": self.topic,
-            "group_id": self.group,
             **settings,
         }
         gateway = Gateway(GatewaySettings(**options), store or self.store)
@@ -65,6 +76,8 @@ class Servers:
     def close(self) -> None:
         for server in reversed(self.running):
             server.stop()
+        if self.connector is not None:
+            self.connector.stop()
 
 
 @pytest.fixture
@@ -74,19 +87,16 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 @pytest.fixture
-def servers(bootstrap: str, new_topic: Callable[..., str], store: SqliteStore) -> Iterator[Servers]:
-    made = Servers(bootstrap, new_topic(partitions=3), store)
+def servers(
+    bootstrap: str, new_topic: Callable[..., str], store: SqliteStore, tmp_path: Path
+) -> Iterator[Servers]:
+    made = Servers(bootstrap, new_topic(partitions=3), store, f"sqlite:///{tmp_path}/store.db")
     yield made
     made.close()
 
 
 def send_url(server: GatewayServer, workflow_id: str) -> str:
     return f"{server.url}/event/send_event/{workflow_id}"
-
-
-def queued(store: CheckpointStore, workflow_id: str, event_key: str) -> list[str]:
-    key = queue_key(workflow_id, event_key)
-    return decode_queue(store.read_rule_state([key]).get(key))
 
 
 async def test_200_event_is_checkpointed_before_the_reply(
@@ -259,31 +269,74 @@ def server_waits(servers: Servers, server: GatewayServer, pair: tuple[str, str])
 async def test_500_when_checkpointing_fails(
     servers: Servers, store: SqliteStore, tmp_path: Path
 ) -> None:
-    server = servers.start(checkpoint_timeout=8)
+    server = servers.start(checkpoint_timeout=3)
     body = {"event_key": "k", "event_payload": 1}
+    headers = {"Idempotency-Key": "retry-me"}
     async with httpx.AsyncClient(timeout=30) as client:
-        first = await client.post(send_url(server, "wf"), json=body)  # pipeline is assigned
+        first = await client.post(send_url(server, "wf"), json=body)
         assert first.status_code == 200
-        # Another process holds SQLite's write lock: the gateway's batch cannot commit.
+        # Another process holds SQLite's write lock: the connector's batch cannot commit.
         blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            failed = await client.post(
-                send_url(server, "wf"), json=body, headers={"Idempotency-Key": "retry-me"}
-            )
+            failed = await client.post(send_url(server, "wf"), json=body, headers=headers)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        # The record is in Kafka; a resend with the same key is checkpointed once.
-        again = await client.post(
-            send_url(server, "wf"), json=body, headers={"Idempotency-Key": "retry-me"}
-        )
+        # The record is in Kafka; resends with the same key are safe. The connector
+        # retries its batch with a growing pause, so a resend may time out once more.
+        deadline = time.monotonic() + 60
+        while True:
+            again = await client.post(send_url(server, "wf"), json=body, headers=headers)
+            if again.status_code != 500 or time.monotonic() > deadline:
+                break
     assert failed.status_code == 500
-    assert failed.json()["error"] == "processing_failed"
-    assert "locked" in failed.json()["detail"] or "checkpoint" in failed.json()["detail"]
+    error = failed.json()
+    assert error["error"] == "processing_failed"
+    assert "is in Kafka" in error["detail"]
+    assert "'Idempotency-Key: retry-me' is safe" in error["detail"]
     assert again.status_code == 200 and again.json()["event_id"] == "retry-me"
     assert store.count_events() == 2
     assert queued(store, "wf", "k") == [first.json()["event_id"], "retry-me"]
+
+
+async def test_500_when_no_connector_reads_the_topic(servers: Servers, store: SqliteStore) -> None:
+    server = servers.start(connector=False, checkpoint_timeout=2)
+    body = {"event_key": "k", "event_payload": "alone"}
+    headers = {"Idempotency-Key": "lonely-1"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        lonely = await client.post(send_url(server, "wf"), json=body, headers=headers)
+        assert lonely.status_code == 500
+        assert lonely.headers["content-type"] == "application/json"
+        error = lonely.json()
+        assert error["error"] == "processing_failed"
+        assert f"is in Kafka (topic {servers.topic})" in error["detail"]
+        assert "'Idempotency-Key: lonely-1' is safe" in error["detail"]
+        assert "event-connector run" in error["detail"]
+        assert store.count_events() == 0
+        # The record waited in Kafka: a connector started now checkpoints it, and the
+        # resend is confirmed as that one event.
+        servers.connector = Connector(servers.bootstrap, servers.topic, servers.store_url)
+        await asyncio.to_thread(servers.connector.start)
+        again = await client.post(send_url(server, "wf"), json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["event_id"] == "lonely-1"
+    assert store.count_events() == 1
+    assert queued(store, "wf", "k") == ["lonely-1"]
+
+
+async def test_the_gateway_joins_no_consumer_group(servers: Servers, admin: AdminClient) -> None:
+    server = servers.start()
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            send_url(server, "wf"), json={"event_key": "k", "event_payload": None}
+        )
+    assert reply.status_code == 200, reply.text
+    reading = groups_reading(admin, servers.topic)
+    assert servers.connector is not None
+    assert reading == {servers.connector.group}  # the connector's group, nobody else
+    listed = [g.group_id for g in admin.list_consumer_groups().result(30).valid]
+    assert f"kec-gateway-{servers.topic}" not in listed  # the old gateway's own group
 
 
 async def test_503_when_kafka_is_unreachable(servers: Servers) -> None:
@@ -357,13 +410,13 @@ async def test_gateway_restart_between_two_sends(servers: Servers, store: Sqlite
             await client.post(
                 send_url(first_server, "wf"), json={"event_key": "a", "event_payload": 0}
             )
-        second_server = servers.start(port=port)  # same store, topic, group and port
+        second_server = servers.start(port=port)  # same store, topic and port
         after = await client.post(
             send_url(second_server, "wf"), json={"event_key": "b", "event_payload": 2}
         )
     assert before.status_code == 200 and after.status_code == 200
     assert store.count_events() == 2
-    # The second gateway resumed from the store's offsets: nothing re-inserted or lost.
+    # One connector read both gateways' records: nothing inserted twice or lost.
     assert [e.json_value() for e in store.iter_events()] == [1, 2]
     assert sum(store.next_offsets(servers.topic).values()) == 2
 
@@ -379,6 +432,7 @@ def test_cli_gateway_serves_and_stops_on_sigterm(
 ) -> None:
     topic, port = new_topic(partitions=1), free_port()
     db = tmp_path / "cli.db"
+    connector = Connector(bootstrap, topic, f"sqlite:///{db}").start()  # `run`'s part
     command = [sys.executable, "-m", "connector", "gateway", "--bootstrap", bootstrap]
     command += ["--store", f"sqlite:///{db}", "--listen", f"127.0.0.1:{port}", "--topic", topic]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -400,7 +454,10 @@ def test_cli_gateway_serves_and_stops_on_sigterm(
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
+        connector.stop()
     assert process.returncode == 0, stderr
+    # Its start-up says where it writes and that a connector must read it.
+    assert f"the gateway only writes topic {topic}: a connector" in stderr
     with SqliteStore(db) as store:
         event = store.get_event(reply.json()["event_id"])
     assert event is not None and event.json_value() == "cli"

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from connector.config import ConfigFileError, load_config
 from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayLimits, GatewayServer, GatewaySettings, TlsFiles
 from kec.errors import ConfigError
+from tests.integration.gateway_helpers import Connector
 
 LIMIT = 4096
 
@@ -44,15 +44,17 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def serve(
-    bootstrap: str, new_topic: Callable[..., str], store: SqliteStore
+    bootstrap: str, new_topic: Callable[..., str], store: SqliteStore, tmp_path: Path
 ) -> Iterator[Callable[..., GatewayServer]]:
     topic = new_topic(partitions=1)
     running: list[GatewayServer] = []
+    # `run`'s part: it checkpoints the gateway's topic, so sends are confirmed.
+    connector = Connector(bootstrap, topic, f"sqlite:///{tmp_path}/store.db")
 
     def start(**options: Any) -> GatewayServer:
-        settings = GatewaySettings(
-            bootstrap_servers=bootstrap, topic=topic, group_id=f"gw-{uuid.uuid4().hex[:10]}"
-        )
+        if not running:
+            connector.start()
+        settings = GatewaySettings(bootstrap_servers=bootstrap, topic=topic)
         server = GatewayServer(Gateway(settings, store), port=0, graceful=2, **options)
         server.start()
         running.append(server)
@@ -61,6 +63,8 @@ def serve(
     yield start
     for server in running:
         server.stop()
+    if running:
+        connector.stop()
 
 
 def _send(server: GatewayServer) -> str:

@@ -1,4 +1,5 @@
-"""HTTPListener against a real gateway (uvicorn on a free port), real Kafka and SQLite."""
+"""HTTPListener against a real gateway (uvicorn on a free port), real Kafka and SQLite; a
+connector in the test checkpoints the gateway's topic (see tests/integration/test_gateway.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 @pytest.fixture
-def servers(bootstrap: str, new_topic: Callable[..., str], store: SqliteStore) -> Iterator[Servers]:
-    made = Servers(bootstrap, new_topic(partitions=2), store)
+def servers(
+    bootstrap: str, new_topic: Callable[..., str], store: SqliteStore, tmp_path: Path
+) -> Iterator[Servers]:
+    made = Servers(bootstrap, new_topic(partitions=2), store, f"sqlite:///{tmp_path}/store.db")
     yield made
     made.close()
 

@@ -228,8 +228,8 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
     assert dead.value() == b"a record without a key"
     assert headers["error-class"] == "DecodeError" and "no key" in headers["error"]
     assert headers["source-topic"] == topic and headers["source-partition"] == "0"
-    # 7 shop events (the keyless record is not one) + the HTTP event on its own pipeline.
-    assert events_seen == 7 and dead_seen == 1
+    # 7 shop events (the keyless record is not one) + the 2 HTTP events, one pipeline.
+    assert events_seen == 9 and dead_seen == 1
 
     with SqliteStore(tmp_path / "state" / "checkpoints.db") as store:
         assert store.count_actions_by_rule() == {

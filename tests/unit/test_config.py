@@ -61,6 +61,13 @@ EXPECTED: dict[str, list[tuple[int, str, str]]] = {
         (12, "rules[0].target", "unknown target 'nowhere' (declared: deploy, log)"),
     ],
     "unknown_namespace.yaml": [(7, "rules[0].namespace", "unknown namespace 'shop'")],
+    # http: declares its namespace: listing it again is an error, a rule naming it is not.
+    "http_namespace_listed.yaml": [
+        (5, "namespaces.http", "namespace 'http' is the HTTP gateway's (http.namespace)"),
+    ],
+    "http_topic_clash.yaml": [
+        (6, "http.topic", "topic 'events.default' already belongs to namespace 'default'"),
+    ],
     "duplicate_rule_names.yaml": [
         (6, "rules[0].name", "rule name 'same' is used more than once"),
         (12, "rules[2].name", "rule name 'same' is used more than once"),
@@ -264,7 +271,13 @@ def test_namespace_without_topics_reads_prefix_and_name() -> None:
     assert cfg.namespaces["default"].topics is None
     assert cfg.namespaces["default"].topics_of("default", cfg.topic_prefix) == ["shop.default"]
     assert cfg.namespaces["orders"].topics_of("orders", cfg.topic_prefix) == ["orders", "returns"]
-    assert cfg.topics() == {"shop.default": "default", "orders": "orders", "returns": "orders"}
+    # The pipeline reads the gateway's topic too (http: section), in its own namespace.
+    assert cfg.topics() == {
+        "shop.default": "default",
+        "orders": "orders",
+        "returns": "orders",
+        "http-events": "http",
+    }
 
 
 # -- interpolation ---------------------------------------------------------------------
@@ -432,6 +445,7 @@ def test_the_documented_example_file_loads(tmp_path: Path) -> None:
         "events.default": "default",
         "orders": "orders",
         "returns": "orders",
+        "http-events": "http",
     }
     assert config.listener_group() == "ray-listeners"
     assert config.checkpoint.retention_days == 14

@@ -21,7 +21,7 @@ from connector.commands import config_cmds
 from tests.unit.test_config import CONFIGS, EXPECTED, SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-OK_FULL = "ok (2 namespaces, 3 topics, 4 rules, 2 targets)"  # log is built in
+OK_FULL = "ok (3 namespaces, 4 topics, 4 rules, 2 targets)"  # log is built in; http: is one
 CLEAN_ENV = {"KAFKA_PASSWORD": None, "KAFKA_BOOTSTRAP_SERVERS": None, "GATEWAY_TOKEN": None}
 
 
