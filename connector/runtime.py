@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -311,11 +311,16 @@ class Pipeline:
         store: CheckpointStore,
         evaluator: Evaluator,
         sink: ActionSink,
+        *,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
+        """``after_batch``: called after each batch that checkpointed records (the HTTP
+        gateway looks for its events in the store then); it never fails the batch."""
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
         self._sink = sink
+        self._after_batch = after_batch
         self._consumer: Consumer | None = None
         self._admin: Any = None
         self._dlq: Producer | None = None
@@ -504,6 +509,11 @@ class Pipeline:
         stats.duplicates += duplicates
         stats.dead_records += len(batch.poison)
         stats.actions += sum(len(a) for _, a in queued.values())
+        if self._after_batch is not None:
+            try:
+                self._after_batch()
+            except Exception:  # an observer never fails a batch that is already durable
+                log.exception("after-batch hook failed")
         return len(messages)
 
     def _decode(self, messages: Sequence[Any], batch: _Batch) -> None:

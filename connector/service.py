@@ -33,7 +33,7 @@ from checkpoint.base import CheckpointStore
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
 from connector.outbox import Dispatcher, RetryPolicy
-from connector.runtime import ActionSink, Pipeline, PipelineSettings
+from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
@@ -182,15 +182,10 @@ class ConnectorService:
             for companion in self._companions:
                 companion.start()
                 started.append(companion)
-            if self._after_batch is None:
-                self.pipeline = Pipeline(
-                    self._settings, self._store, self._evaluator, self.dispatcher
-                )
-            else:
-                self.pipeline = _Observed(
-                    self._settings, self._store, self._evaluator, self.dispatcher,
-                    self._after_batch,
-                )  # fmt: skip
+            self.pipeline = Pipeline(
+                self._settings, self._store, self._evaluator, self.dispatcher,
+                after_batch=self._after_batch,
+            )  # fmt: skip
             self.pipeline.run(stop)
         finally:
             if self.pipeline is not None:
@@ -212,30 +207,6 @@ class ConnectorService:
                     s.batches, s.records, s.new_events, s.duplicates, s.dead_records,
                     s.actions, d.delivered, d.dead,
                 )  # fmt: skip
-
-
-class _Observed(Pipeline):
-    """The pipeline, calling ``after_batch`` after each batch that checkpointed records."""
-
-    def __init__(
-        self,
-        settings: PipelineSettings,
-        store: CheckpointStore,
-        evaluator: Evaluator,
-        sink: ActionSink,
-        after_batch: Callable[[], None],
-    ) -> None:
-        super().__init__(settings, store, evaluator, sink)
-        self._after_batch = after_batch
-
-    def run_once(self) -> int:
-        count = super().run_once()
-        if count:
-            try:
-                self._after_batch()
-            except Exception:  # an observer never fails a batch that is already durable
-                log.exception("after-batch hook failed")
-        return count
 
 
 def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:

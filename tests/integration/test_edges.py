@@ -308,8 +308,12 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_applied_once(
         wait_for(lambda: store.count_events() == 4, timeout=60, what="a2")
         wait_for(lambda: len(set(target.ids())) == 2, timeout=60, what="two actions delivered")
         wait_for(lambda: dispatcher.pending == 0, timeout=30, what="nothing pending")
+        wait_for(
+            lambda: store.count_actions(ActionState.PENDING) == 0,
+            timeout=30,
+            what="the deliveries settled in the store",
+        )
         assert store.count_actions_by_rule() == {"join": 1, "each-c": 1}
-        assert store.count_actions(ActionState.PENDING) == 0
         assert sorted(e.value for e in store.iter_events()) == ["0", "1", "2", "3"]
     fired = {a.rule: a for a in target.delivered}
     assert sorted(fired) == ["each-c", "join"]
