@@ -337,6 +337,7 @@ class Pipeline:
         self._paused = False
         self._fatal: KafkaError | None = None
         self._unreachable_logged = 0.0
+        self._kafka_down_since: float | None = None
         self._store_outage = Outage("checkpoint store", log)
         self._claim_outage = Outage("claiming assigned partitions in the checkpoint store", log)
         self.stats = PipelineStats()
@@ -468,6 +469,8 @@ class Pipeline:
             self._commit()
             return 0
         self.stats.kafka_connected = True
+        if self._kafka_down_since is not None:
+            self._kafka_back()
         crash_point("after_poll")
         batch = _Batch()
         try:
@@ -744,6 +747,8 @@ class Pipeline:
         brokers = stats.get("brokers", {}).values()
         up = any(b.get("state") == "UP" for b in brokers if b.get("nodeid", -1) >= 0)
         self.stats.kafka_connected = up
+        if up:
+            self._kafka_back()
         lag: dict[TP, int] = {}
         for topic, data in stats.get("topics", {}).items():
             for part, p in data.get("partitions", {}).items():
@@ -762,6 +767,8 @@ class Pipeline:
         if why is not None:
             self.stats.kafka_connected = False
             now = time.monotonic()
+            if self._kafka_down_since is None:
+                self._kafka_down_since = now
             if now - self._unreachable_logged >= UNREACHABLE_LOG_EVERY:
                 self._unreachable_logged = now
                 log.error(
@@ -771,6 +778,17 @@ class Pipeline:
                 )
         else:
             log.warning("Kafka: %s", err.str())
+
+    def _kafka_back(self) -> None:
+        """A broker answers again: say so once, with how long it was away."""
+        since, self._kafka_down_since = self._kafka_down_since, None
+        if since is not None:
+            self._unreachable_logged = 0.0
+            log.warning(
+                "Kafka at %s is reachable again after %.1fs",
+                self._settings.bootstrap_servers,
+                time.monotonic() - since,
+            )
 
     # -- ownership ---------------------------------------------------------------------
 

@@ -217,6 +217,7 @@ _BROKER_LINE = re.compile(
     re.DOTALL,
 )
 _HTTP_AS_SIZE = str(int.from_bytes(b"HTTP", "big"))  # an HTTP answer read as a Kafka length
+_CONNECT_TO = re.compile(r"Connect to (?:ipv[46]#)?(?P<address>\S+?:\d+) failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,11 @@ def unreachable(err: KafkaError) -> Unreachable | None:
     text = err.str()
     line = _BROKER_LINE.match(text)
     broker, detail = (line["broker"], line["detail"]) if line else ("", text)
+    if not broker:
+        # "GroupCoordinator: Connect to ipv4#127.0.0.1:9092 failed: ...": no host:port/id
+        # before the colon, but the address is in the words.
+        named = _CONNECT_TO.search(text)
+        broker = named["address"] if named else ""
     if code_ == KafkaError._ALL_BROKERS_DOWN:
         return Unreachable("down", "", text)
     for cause, words in _BY_TEXT:

@@ -107,6 +107,14 @@ def test_healthz_turns_unready_when_the_broker_goes_and_ready_when_it_is_back(
         assert "(after " not in said[1]
         broker.start()
         wait_for(lambda: health()[0] == 200, timeout=120, what="/healthz to see it back")
+        wait_for(
+            lambda: re.search(
+                rf"Kafka at 127\.0\.0\.1:{broker.port} is reachable again after \d+\.\ds",
+                log.read_text(),
+            ),
+            timeout=30,
+            what="the line that Kafka is back",
+        )
     finally:
         run.send_signal(signal.SIGTERM)
         assert run.wait(60) == 0, log.read_text(errors="replace")[-3000:]
