@@ -668,8 +668,10 @@ class Pipeline:
                 tp[0], tp[1], mine.next_offset if mine.next_offset is not None else "start",
                 now - 1, now,
             )  # fmt: skip
-            mine.next_offset = now
+            # The dispatcher first: if loading fails, the belief stays behind and the next
+            # attempt of the batch conflicts (and catches up) again.
             self._sink.catch_up(tp)
+            mine.next_offset = now
             self._try_seek(tp, now)
         self._uncommitted.update(
             {tp: o for tp, o in stored.items() if tp in self._owned and tp in batch.next}
