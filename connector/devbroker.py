@@ -215,6 +215,10 @@ class DevBroker:
     to ``127.0.0.1:<advertised_port>`` (a fault-injecting proxy in front of it, for tests),
     which :attr:`bootstrap_servers` then names; the broker's traffic to itself (e.g.
     transaction markers) goes through a listener of its own, not through the proxy.
+
+    ``kill()`` crashes the JVM (for tests of what a broker outage does) and keeps its data;
+    ``start()`` then brings the same broker back on the same ports, through Kafka's log
+    recovery.
     """
 
     def __init__(
@@ -262,12 +266,13 @@ class DevBroker:
                 raise DevBrokerError(f"{name} {wanted} on 127.0.0.1 is already in use")
         self._port = self._port or free_port()
         self._controller_port = self._controller_port or free_port()
-        if self._workdir is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="kec-kafka-"))
-            self._owns_scratch = True
-        else:
-            self._scratch = self._workdir
-            self._scratch.mkdir(parents=True, exist_ok=True)
+        if self._scratch is None:  # else killed: the same broker again
+            if self._workdir is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="kec-kafka-"))
+                self._owns_scratch = True
+            else:
+                self._scratch = self._workdir
+                self._scratch.mkdir(parents=True, exist_ok=True)
         data, logs = self._scratch / "data", self._scratch / "logs"
         logs.mkdir(exist_ok=True)
         props = self._scratch / "server.properties"
@@ -410,6 +415,15 @@ class DevBroker:
             if match:
                 return match.group(1)
         return "unknown"
+
+    def kill(self) -> None:
+        """SIGKILL the JVM, as a crash would stop it (no controlled shutdown); keep its data
+        and ports for :meth:`start`."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
     def close(self) -> None:
         """Stop the broker and remove its scratch folder; safe to call more than once."""

@@ -109,6 +109,10 @@ class DevPostgres:
     ``close()`` stops it and removes the folder. Nothing happens in the constructor. Call
     ``start()`` from a thread that outlives the server: the kernel's parent-death signal
     follows the starting thread, not the process.
+
+    ``kill()`` crashes the server (for tests of what a store outage does) and keeps its
+    folder; ``start()`` then brings the same cluster back on the same port, through
+    PostgreSQL's crash recovery.
     """
 
     def __init__(
@@ -146,6 +150,10 @@ class DevPostgres:
         bindir = self._bindir or find_bindir()
         if self._port is not None and _port_taken(self._port):
             raise DevPostgresError(f"port {self._port} on 127.0.0.1 is already in use")
+        if self._scratch is not None:  # killed: the same cluster again
+            self._spawn(bindir)
+            self._wait_ready()
+            return self.server()
         self._port = self._port or free_port()
         self._account = self._server_account()
         self._scratch = Path(tempfile.mkdtemp(prefix="kec-pg-"))
@@ -265,6 +273,27 @@ class DevPostgres:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL the server and its backends at once, as a power cut would stop them (no
+        shutdown checkpoint, connections dropped mid-transaction); keep the data folder
+        and the port for :meth:`start`. Linux only (it reads /proc)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # Backends run in sessions of their own, so a process group is not enough: the
+        # postmaster is frozen first (it forks no more), then it and its children die.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)
+        children = _children(proc.pid)
+        for pid in [*children, proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # A backend still attached to the shared memory would make the next start refuse.
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def close(self) -> None:
         """Stop the server (immediate mode) and remove the scratch folder; idempotent."""
         proc, self._proc = self._proc, None
@@ -301,6 +330,25 @@ class DevPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, its memory released, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 @contextlib.contextmanager

@@ -881,8 +881,15 @@ class Pipeline:
         ]  # fmt: skip
         if self._paused:
             consumer.pause(partitions)
-        elif held:
-            consumer.pause(held)
+        else:
+            # librdkafka keeps a partition's pause across its revocation: one paused here
+            # before it was lost (a failed claim, a stop, backpressure) and assigned back
+            # later would otherwise never be read again.
+            running = [p for p in partitions if p not in held]
+            if running:
+                consumer.resume(running)
+            if held:
+                consumer.pause(held)
         self.stats.claiming = len(self._claiming)
         if starts is not None:
             log.info(

@@ -41,6 +41,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Fail, rather than skip, when tests/containers cannot run (no Docker engine or "
         "no images): what CI runs with.",
     )
+    parser.addoption(
+        "--nemesis-seeds",
+        default="",
+        help="Run tests/chaos/test_nemesis.py's sweep: N for seeds 1..N, or a list A,B,... "
+        "(without it the sweep is skipped).",
+    )
 
 
 class _Unavailable(pytest.Package):

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import threading
 import time
 import uuid
-import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 
 from checkpoint import ActionState, open_store
@@ -38,83 +34,10 @@ from kec.action import action_id
 from kec.codec import record_headers, record_value
 from kec.event import Event
 from tests.chaos.fleet import Fleet
+from tests.chaos.receiver import Receiver
 from tests.support import wait_for
 
 SESSION_TIMEOUT_MS = 6000
-
-
-class Receiver:
-    """A webhook endpoint that records (key, pid) of each delivery it accepts."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> pids, 2xx only
-        self.first: dict[str, int] = {}  # key -> rank of its first 2xx among all keys
-        self.requests = 0
-        self.refused = 0
-        self._tries: Counter[str] = Counter()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
-                key = self.headers.get("idempotency-key", "")
-                found = re.search(r"pid (\d+)", self.headers.get("user-agent", ""))
-                pid = int(found[1]) if found else -1
-                with receiver.lock:
-                    receiver.requests += 1
-                    first = receiver._tries[key] == 0
-                    receiver._tries[key] += 1
-                    refuse = first and zlib.crc32(key.encode()) % 20 == 0
-                    if refuse:
-                        receiver.refused += 1
-                    else:
-                        receiver.delivered[key].append(pid)
-                        receiver.first.setdefault(key, len(receiver.first))
-                self.send_response(503 if refuse else 200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # a killed connector resets its connections: expected here
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/actions"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def keys(self) -> set[str]:
-        with self.lock:
-            return set(self.delivered)
-
-    def repeated(self) -> int:
-        """Deliveries beyond the first of each key."""
-        with self.lock:
-            return sum(len(p) - 1 for p in self.delivered.values())
-
-    def by_two_processes(self) -> int:
-        with self.lock:
-            return sum(1 for p in self.delivered.values() if len(set(p)) > 1)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
 
 
 def _config(tmp_path: Path, bootstrap: str, topic: str, dsn: str, rules: str, target: str) -> Path:

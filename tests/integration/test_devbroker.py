@@ -13,6 +13,7 @@ import pytest
 
 from connector.devbroker import DevBroker, manifest_dir, resolve_jars
 from kec.errors import DevBrokerError
+from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("java") is None or shutil.which("mvn") is None,
@@ -87,3 +88,36 @@ def test_broker_dies_with_its_parent(tmp_path: Path) -> None:
     from tests.support import wait_for
 
     wait_for(lambda: _jvm_pids(str(workdir)) == [], timeout=60, what="the orphaned JVM to exit")
+
+
+def test_a_killed_broker_comes_back_on_its_port_with_its_records(tmp_path: Path) -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    broker = DevBroker(resolve_jars(), workdir=tmp_path / "kafka", start_timeout=120)
+    broker.start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("kept", 1, 1)])["kept"].result(timeout=30)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce("kept", value=b"before the crash")
+        assert producer.flush(30) == 0
+        broker.kill()
+        assert not _jvm_pids(str(tmp_path / "kafka")), "the JVM is gone"
+        broker.start()
+        assert broker.bootstrap_servers == bootstrap
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g",
+                             "auto.offset.reset": "earliest"})  # fmt: skip
+        try:
+            consumer.subscribe(["kept"])
+            msg = wait_for(
+                lambda: (m := consumer.poll(1.0)) is not None and m.error() is None and m,
+                timeout=90,
+                what="the record written before the crash",
+            )
+            assert msg.value() == b"before the crash"
+        finally:
+            consumer.close()
+    finally:
+        broker.close()

@@ -134,3 +134,27 @@ def test_scratch_database_is_fresh_and_dropped(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn) as admin:
         found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
     assert found is None
+
+
+@needs_local_postgres
+def test_a_killed_server_comes_back_on_its_port_with_its_data() -> None:
+    server = DevPostgres()
+    server.start()
+    try:
+        dsn = server.dsn
+        with psycopg.connect(dsn, autocommit=True) as setup:
+            setup.execute("CREATE TABLE kept (n int)")
+            setup.execute("INSERT INTO kept VALUES (1)")
+        held = psycopg.connect(dsn, autocommit=True)
+        backend = held.info.backend_pid
+        server.kill()
+        assert _gone(backend), "the backends die with the postmaster"
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("SELECT 1")
+        held.close()
+        server.start()
+        assert server.dsn == dsn
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT n FROM kept").fetchall() == [(1,)]
+    finally:
+        server.close()

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
@@ -389,3 +389,64 @@ def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     outage = [line for line in log.splitlines() if "unavailable" in line]
     assert 1 <= len(outage) <= 3, outage  # the pipeline's and the dispatcher's first lines
     assert all("refused" in line or "closed the connection" in line for line in outage), outage
+
+
+def test_a_partition_paused_by_a_failed_claim_is_read_when_assigned_back(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+) -> None:
+    """Both partitions wait, paused, for the store; another member takes one of them and
+    leaves once the store is back, so it is assigned back. librdkafka keeps a pause across
+    a revocation: the partition assigned back must be resumed, not left unread (the seeded
+    nemesis found it: a member restarted during a PostgreSQL outage)."""
+    topic = new_topic(2)
+    events = [Event(key=f"c{i}", value=str(i), namespace="shop") for i in range(40)]
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i, event in enumerate(events):
+        producer.produce(
+            topic, key=event.key, value=record_value(event), headers=record_headers(event),
+            partition=i % 2,
+        )  # fmt: skip
+    assert producer.flush(30) == 0
+    with open_store(pg_proxy.dsn(pg_store_url())) as store:
+        pg_proxy.refuse(True)
+        with _running(bootstrap, group_id, topic, store, rules) as (pipeline, _, target):
+            wait_for(lambda: pipeline.stats.claiming == 2, timeout=60, what="claims to fail")
+            other = Consumer(
+                {"bootstrap.servers": bootstrap, "group.id": group_id,
+                 "partition.assignment.strategy": "cooperative-sticky",
+                 "enable.auto.commit": False}
+            )  # fmt: skip
+
+            def took(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+                consumer.incremental_assign(partitions)
+                consumer.pause(partitions)
+
+            other.subscribe([topic], on_assign=took)
+
+            def polled(condition: Callable[[], bool]) -> Callable[[], bool]:
+                return lambda: other.poll(0.2) is None and condition()
+
+            try:
+                wait_for(
+                    polled(lambda: len(other.assignment()) == 1 and pipeline.stats.claiming == 1),
+                    timeout=90, what="one partition handed over",
+                )  # fmt: skip
+                pg_proxy.refuse(False)
+                wait_for(
+                    polled(lambda: pipeline.stats.claiming == 0 and len(pipeline.owned) == 1),
+                    timeout=60, what="the other partition claimed",
+                )  # fmt: skip
+            finally:
+                other.close()  # its partition goes back to the pipeline
+            wait_for(lambda: len(pipeline.owned) == 2, timeout=60, what="the partition back")
+            wait_for(lambda: len(set(target.ids())) == 40, timeout=60, what="every action")
+        assert store.count_events() == 40

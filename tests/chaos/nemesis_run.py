@@ -1,0 +1,736 @@
+"""One seeded nemesis run: three connector processes, their broker and their PostgreSQL
+crashed, paused and lied to, while a workload flows; then every invariant is checked.
+
+``random.Random(seed)`` decides the fault schedule (:func:`plan`) and the workload
+(:func:`workload`); the same seed gives the same faults in the same order against the
+same records. Only the timing is the machine's: each step waits for its planned second,
+and a step that blocks (a broker restart, a recreated topic) delays the ones after it.
+
+The faults:
+
+* ``kill``: SIGKILL one member, then start it again under the same instance id;
+* ``stop`` / ``cont``: SIGSTOP one member past the group's session timeout, then SIGCONT:
+  a zombie that wakes up without its partitions;
+* ``broker``: SIGKILL the Kafka JVM, wait, start it again on the same port and data;
+* ``pg_kill`` / ``pg_start``: SIGKILL PostgreSQL (postmaster and backends), then crash
+  recovery on the same port and data;
+* ``acks_on`` / ``acks_off``: the members' PostgreSQL proxy swallows each COMMIT's answer
+  with a probability (the server committed, the client sees its connection drop);
+* ``recreate``: the second topic of the namespace is deleted and created again with fewer
+  records than it had, which the members must stop on; the driver then runs
+  ``partitions reset`` as an operator would, and the new records fire under new ids.
+
+The workload, from plain confluent-kafka producers: the main topic's events (64 keys, no
+``event-id`` header but for a share that has one, a few of those sent twice as an
+application retrying would), and ``left``/``right`` halves of one ``all_of`` set per
+context on partitions 0 and 1, interleaved with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import re
+import signal
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from psycopg.conninfo import conninfo_to_dict
+
+from checkpoint import ActionState, open_store
+from connector.devbroker import DevBroker, resolve_jars
+from connector.devpostgres import DevPostgres, scratch_database
+from kec.action import action_id
+from tests.chaos.fleet import Fleet
+from tests.chaos.receiver import Receiver
+from tests.nemesis.pg import PgProxy
+from tests.support import run_in_repo, wait_for
+
+SESSION_TIMEOUT_MS = 6000
+MEMBERS = ("m0", "m1", "m2")
+MAIN_PARTITIONS = 6
+KEYS = 64
+RECREATED_PARTITIONS = 2
+BEFORE_RECREATE = 40  # records per partition of the second topic before it is recreated
+AFTER_RECREATE = 10  # and after: fewer, so its offsets go backwards
+EXPLICIT_SHARE = 0.1  # main events with an event-id header
+RESENT_SHARE = 0.05  # of those, sent twice
+
+
+# -- the services of the run's own, which it crashes -------------------------------------
+
+
+class Services:
+    """A Kafka broker (the local JVM) and a PostgreSQL server of the test's own, which it
+    SIGKILLs and starts again on the same ports and data. Start and restart them from a
+    thread that lives as long as they do (the main thread): both die with their starter."""
+
+    def __init__(self, root: Path) -> None:
+        self.broker = DevBroker(resolve_jars(), workdir=root / "kafka", start_timeout=180)
+        self.postgres = DevPostgres(start_timeout=120)
+
+    def up(self) -> None:
+        """Both running (started again if a run left one down)."""
+        self.broker.start()
+        self.postgres.start()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    @property
+    def pg_dsn(self) -> str:
+        return self.postgres.dsn
+
+    @property
+    def pg_address(self) -> tuple[str, int]:
+        info = conninfo_to_dict(self.postgres.dsn)
+        return str(info["host"]), int(info["port"] or 5432)
+
+    def close(self) -> None:
+        self.broker.close()
+        self.postgres.close()
+
+
+# -- the schedule --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float  # seconds after the stream starts; the step waits until then
+    kind: str
+    member: str = ""
+    arg: float = 0.0  # downtime (broker) or probability (acks_on)
+    seed: int = 0  # acks_on: the seed of the proxy's draws
+
+
+def _disjoint(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Windows (start, end) in start order, dropping each that overlaps one kept."""
+    kept: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if not kept or start > kept[-1][1] + 1.0:
+            kept.append((start, end))
+    return kept
+
+
+def plan(seed: int, duration: float) -> list[Step]:
+    """The fault schedule of ``seed`` over a stream of ``duration`` seconds: every kind of
+    fault at least once, at random seconds, on random members. At most one member is a
+    zombie at a time, PostgreSQL outages and COMMIT-swallowing windows do not overlap
+    their own kind, and the recreated topic is not due while PostgreSQL is down (its
+    members must record the stop)."""
+    rng = random.Random(seed)
+
+    def when(lo: float = 0.05, hi: float = 0.9) -> float:
+        return round(rng.uniform(lo * duration, hi * duration), 1)
+
+    steps = [Step(when(), "kill", rng.choice(MEMBERS)) for _ in range(rng.randint(2, 4))]
+    pause = SESSION_TIMEOUT_MS / 1000
+    zombies = [(when(0.05, 0.75), pause + rng.uniform(2, 5)) for _ in range(rng.randint(1, 2))]
+    for start, end in _disjoint([(t, t + d) for t, d in zombies]):
+        member = rng.choice(MEMBERS)
+        steps += [Step(start, "stop", member), Step(round(end, 1), "cont", member)]
+    steps.append(Step(when(), "broker", arg=round(rng.uniform(1, 5), 1)))
+    outages = _disjoint(
+        [(t, t + rng.uniform(1, 4)) for t in (when() for _ in range(rng.randint(1, 2)))]
+    )
+    for start, end in outages:
+        steps += [Step(start, "pg_kill"), Step(round(end, 1), "pg_start")]
+    windows = _disjoint([(t, t + rng.uniform(5, 15)) for t in (when(0.0, 0.8) for _ in range(2))])
+    for start, end in windows:
+        p, draws = round(rng.uniform(0.05, 0.3), 2), rng.randrange(1 << 32)
+        steps += [Step(start, "acks_on", arg=p, seed=draws), Step(round(end, 1), "acks_off")]
+    recreate = when(0.2, 0.5)
+    for start, end in outages:
+        if start <= recreate <= end:
+            recreate = round(end + 0.5, 1)
+    steps.append(Step(recreate, "recreate"))
+    # Stable sort: a step planned for the same second as another keeps its kind's order.
+    return sorted(steps, key=lambda s: s.at)
+
+
+def describe(steps: list[Step]) -> str:
+    parts = []
+    for s in steps:
+        what = s.kind + (f" {s.member}" if s.member else "")
+        if s.kind == "broker":
+            what += f" (down {s.arg}s)"
+        elif s.kind == "acks_on":
+            what += f" p={s.arg}"
+        parts.append(f"{s.at:g}s {what}")
+    return ", ".join(parts)
+
+
+# -- the workload --------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """One record to produce, and where Kafka put it."""
+
+    topic: str
+    key: str
+    value: str
+    partition: int | None = None  # None: the key's
+    context: str | None = None
+    event_id: str | None = None  # the event-id header
+    resend: bool = False  # the same event-id as an earlier record: a duplicate
+    placed: tuple[int, int] | None = None  # (partition, offset) once acknowledged
+
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        headers: list[tuple[str, str | bytes | None]] = []
+        if self.event_id is not None:
+            headers.append(("event-id", self.event_id.encode()))
+        if self.context is not None:
+            headers.append(("context", self.context.encode()))
+        return headers
+
+    def event_id_in(self, generation: int = 0) -> str:
+        """The id the connector gives the event (a reset partition's generation)."""
+        if self.event_id is not None:
+            return self.event_id
+        assert self.placed is not None, f"{self} was never acknowledged"
+        eid = f"{self.topic}/{self.placed[0]}/{self.placed[1]}"
+        return f"{eid}@{generation}" if generation else eid
+
+
+def workload(seed: int, topic: str, events: int, contexts: int) -> list[Record]:
+    """The main stream in production order: ``events`` events of 64 keys (a share with
+    explicit ids, a few of those sent again later) and the two halves of ``contexts``
+    all_of sets, ``left`` to partition 0 and ``right`` to partition 1, at random places."""
+    rng = random.Random(seed * 7919 + 1)
+    stream: list[Record] = []
+    resent: dict[int, Record] = {}
+    for i in range(events):
+        key = f"k{i % KEYS}"
+        explicit = rng.random() < EXPLICIT_SHARE
+        record = Record(topic, key, str(i), event_id=f"ev-{seed}-{i}" if explicit else None)
+        stream.append(record)
+        if explicit and rng.random() < RESENT_SHARE:
+            resent.setdefault(i + rng.randint(1, 500), record)
+    out: list[Record] = []
+    for i, record in enumerate(stream):
+        out.append(record)
+        again = resent.get(i)
+        if again is not None:
+            out.append(Record(topic, again.key, again.value, event_id=again.event_id, resend=True))
+    for c in range(contexts):
+        for partition, key in enumerate(("left", "right")):
+            at = rng.randrange(len(out) + 1)
+            half = Record(topic, key, f"ctx-{c}", partition=partition, context=f"ctx-{c}")
+            out.insert(at, half)
+    return out
+
+
+class Producing:
+    """Produces records with a plain idempotent producer and records where each landed."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": 600_000,  # outlives any broker restart of the run
+                "reconnect.backoff.max.ms": 1000,
+                # A broker down on purpose is no news: its lines go to logging, not stderr.
+                "logger": logging.getLogger("nemesis.producer"),
+            }
+        )
+        self.errors: list[str] = []
+
+    def send(self, record: Record) -> None:
+        def acked(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self.errors.append(f"{record.key}={record.value}: {err}")
+            else:
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None
+                record.placed = (partition, offset)
+
+        kwargs: dict[str, Any] = {} if record.partition is None else {"partition": record.partition}
+        self.producer.produce(
+            record.topic,
+            key=record.key,
+            value=record.value,
+            headers=record.headers(),
+            on_delivery=acked,
+            **kwargs,
+        )
+
+    def flush(self, timeout: float) -> None:
+        left = self.producer.flush(timeout)
+        assert left == 0, f"{left} records not acknowledged within {timeout}s"
+        assert not self.errors, f"records not produced: {self.errors[:5]}"
+
+    def stream(self, records: list[Record], seconds: float, stop: threading.Event) -> None:
+        """``records`` paced evenly over ``seconds``, then flushed."""
+        started = time.monotonic()
+        for i, record in enumerate(records):
+            self.send(record)
+            if i % 100 == 99:
+                self.producer.poll(0)
+                ahead = (i + 1) * seconds / len(records) - (time.monotonic() - started)
+                if ahead > 0 and stop.wait(ahead):  # pacing the stream, not a wait on a result
+                    return
+        self.flush(900)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _config(path: Path, bootstrap: str, topics: list[str], dsn: str, url: str) -> Path:
+    path.write_text(
+        f"""
+kafka:
+  bootstrap_servers: "{bootstrap}"
+  properties:
+    session.timeout.ms: {SESSION_TIMEOUT_MS}
+    heartbeat.interval.ms: 500
+    reconnect.backoff.max.ms: 1000
+group_id: nemesis-{uuid.uuid4().hex[:10]}
+namespaces:
+  shop: {{topics: {json.dumps(topics)}}}
+topic_creation: {{partitions: {RECREATED_PARTITIONS}, replication_factor: 1}}
+checkpoint: {{backend: postgres, dsn: "{dsn}"}}
+pipeline: {{batch_size: 500, linger_ms: 20}}
+retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
+targets:
+  hook: {{type: webhook, url: "{url}", concurrency: 16, timeout: 5}}
+rules:
+  - {{name: each, namespace: shop, key: "*", action: notify, target: hook}}
+  - {{name: join, namespace: shop, all_of: {{keys: [left, right], policy: first}},
+     action: START, workflow: wf, task: t, target: hook}}
+"""
+    )
+    return path
+
+
+def _member_logs(logs: Path) -> dict[str, str]:
+    return {
+        p.stem: p.read_text(errors="replace") for p in sorted(logs.glob("m*.log")) if p.is_file()
+    }
+
+
+_NOTABLE = re.compile(
+    r"ERROR|Traceback|STOPPED|Fenced|conflict|unavailable|is back|stopping|claim", re.IGNORECASE
+)
+
+
+def notable_lines(logs: Path, limit: int = 60) -> str:
+    """The members' log lines worth reading after a failure (errors, stops, fencing,
+    conflicts, outages), the last ``limit`` of each."""
+    out = []
+    for member, text in _member_logs(logs).items():
+        lines = [line for line in text.splitlines() if _NOTABLE.search(line)]
+        out.append(f"--- {member}.log ({len(lines)} notable lines, last {limit}):")
+        out.extend(lines[-limit:])
+    return "\n".join(out)
+
+
+@dataclass
+class Applied:
+    """The faults a run actually applied."""
+
+    kills: int = 0
+    zombies: int = 0
+    broker_restarts: int = 0
+    pg_restarts: int = 0
+    acks_windows: int = 0
+    recreated: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything one seeded run needs; :meth:`go` runs it and returns its report."""
+
+    seed: int
+    services: Services
+    receiver: Receiver
+    tmp: Path
+    events: int = 15_000
+    contexts: int = 200
+    seconds: float = 100.0  # how long the main stream flows; the faults fall within it
+    applied: Applied = field(default_factory=Applied)
+    halves_apart: bool = False  # whether partitions 0 and 1 had two owners when the stream began
+
+    def go(self) -> dict[str, Any]:
+        self.services.up()
+        admin = AdminClient({"bootstrap.servers": self.services.bootstrap})
+        main, second = f"main-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"
+        futures = admin.create_topics(
+            [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
+        )
+        for future in futures.values():
+            future.result(timeout=60)
+        steps = plan(self.seed, self.seconds)
+        print(f"\nnemesis seed {self.seed}: {describe(steps)}")
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(scratch_database(self.services.pg_dsn))
+            proxy = stack.enter_context(PgProxy(upstream=self.services.pg_address))
+            config = _config(
+                self.tmp / "connector.yaml", self.services.bootstrap, [main, second],
+                proxy.dsn(url, sslmode="disable"), self.receiver.url,
+            )  # fmt: skip
+            # The operator's tools reach the store directly: their answers are not lost.
+            operator = _config(
+                self.tmp / "operator.yaml", self.services.bootstrap, [main, second], url,
+                self.receiver.url,
+            )  # fmt: skip
+            fleet = Fleet(config, self.tmp)
+            stack.callback(fleet.stop)
+            for member in MEMBERS:
+                fleet.start(member)
+            records = workload(self.seed, main, self.events, self.contexts)
+            before = self._second_topic(second, BEFORE_RECREATE, "r")
+            self._wait_started(fleet, url, main, before)
+            stop = threading.Event()
+            producing = Producing(self.services.bootstrap)
+            stream = threading.Thread(
+                target=self._stream, args=(producing, records, stop), daemon=True
+            )
+            stream.start()
+            after: list[Record] = []
+            try:
+                try:
+                    self._apply(steps, fleet, proxy, admin, second, operator, url, after)
+                finally:
+                    print(f"nemesis seed {self.seed} applied: {', '.join(self.applied.log)}")
+                stream.join(900)
+                assert not stream.is_alive(), "the producer did not finish"
+                assert not producing.errors, f"records not produced: {producing.errors[:5]}"
+                expected = self._expected(url, records, before, after, second)
+                self._drain(fleet, url, expected)
+            except BaseException:
+                stop.set()
+                print(notable_lines(self.tmp))
+                raise
+            fleet.stop()
+            try:
+                report = self._check(url, records, before, after, second, expected)
+            except AssertionError:
+                print(notable_lines(self.tmp))
+                raise
+            report["swallowed COMMIT answers"] = proxy.swallowed
+            report["COMMIT answers"] = proxy.stats()["commit_acks"]
+        return report
+
+    # -- phases ------------------------------------------------------------------------
+
+    def _second_topic(self, topic: str, per_partition: int, prefix: str) -> list[Record]:
+        producing = Producing(self.services.bootstrap)
+        records = [
+            Record(topic, f"{prefix}{p}-{i % 2}", f"{prefix}{i}", partition=p)
+            for i in range(per_partition)
+            for p in range(RECREATED_PARTITIONS)
+        ]
+        for record in records:
+            producing.send(record)
+        producing.flush(120)
+        return records
+
+    def _wait_started(self, fleet: Fleet, url: str, main: str, before: list[Record]) -> None:
+        """Every member owns partitions, and the second topic's first records are
+        checkpointed and delivered (so its recreation cannot lose them)."""
+        wanted = {action_id("each", (r.event_id_in(),)) for r in before}
+        with open_store(url) as store:
+
+            def ready() -> bool:
+                fleet.alive()
+                owners = {p.owner for p in store.partitions()}
+                return len(owners) == len(MEMBERS) and wanted <= self.receiver.keys()
+
+            wait_for(ready, timeout=180, interval=0.5, what="three members at work")
+            owner = {p.tp: p.owner for p in store.partitions()}
+        self.halves_apart = owner.get((main, 0)) != owner.get((main, 1))
+
+    def _stream(self, producing: Producing, records: list[Record], stop: threading.Event) -> None:
+        try:
+            producing.stream(records, self.seconds, stop)
+        except Exception as exc:  # reported by the main thread
+            producing.errors.append(f"producer failed: {exc!r}")
+
+    def _apply(
+        self,
+        steps: list[Step],
+        fleet: Fleet,
+        proxy: PgProxy,
+        admin: AdminClient,
+        second: str,
+        operator: Path,
+        url: str,
+        after: list[Record],
+    ) -> None:
+        started = time.monotonic()
+        pace = threading.Event()  # never set: its wait paces the schedule
+        stopped: set[str] = set()
+        for step in steps:
+            pace.wait(max(0.0, started + step.at - time.monotonic()))
+            fleet.alive()
+            a, now = self.applied, time.monotonic() - started
+            if step.kind == "kill":
+                fleet.signal(step.member, signal.SIGKILL)
+                fleet.start(step.member)
+                stopped.discard(step.member)
+                a.kills += 1
+            elif step.kind == "stop":
+                fleet.signal(step.member, signal.SIGSTOP)
+                stopped.add(step.member)
+                a.zombies += 1
+            elif step.kind == "cont":
+                fleet.signal(step.member, signal.SIGCONT)
+                stopped.discard(step.member)
+            elif step.kind == "broker":
+                self.services.broker.kill()
+                pace.wait(step.arg)
+                self.services.broker.start()
+                a.broker_restarts += 1
+            elif step.kind == "pg_kill":
+                self.services.postgres.kill()
+            elif step.kind == "pg_start":
+                self.services.postgres.start()
+                a.pg_restarts += 1
+            elif step.kind == "acks_on":
+                proxy.swallow_commit_acks(probability=step.arg, seed=step.seed)
+                a.acks_windows += 1
+            elif step.kind == "acks_off":
+                proxy.swallow_commit_acks(0)
+            elif step.kind == "recreate":
+                after.extend(self._recreate(admin, second, operator, url))
+                a.recreated += 1
+            a.log.append(f"{now:.0f}s {step.kind} {step.member}".rstrip())
+        assert not stopped, f"members left stopped: {stopped}"
+
+    def _recreate(self, admin: AdminClient, topic: str, operator: Path, url: str) -> list[Record]:
+        """Delete the second topic and create it again with fewer records; wait until the
+        members stop its partitions; reset them as an operator would."""
+        old = _topic_id(admin, topic)
+        admin.delete_topics([topic])[topic].result(timeout=60)
+
+        def created() -> bool:
+            try:
+                admin.create_topics([NewTopic(topic, RECREATED_PARTITIONS, 1)])[topic].result(
+                    timeout=30
+                )
+            except KafkaException as exc:
+                # A member starting meanwhile may have created it (topic_creation has the
+                # same partition count): a new id is as good.
+                if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    return _topic_id(admin, topic) not in (None, old)
+                return False
+            return True
+
+        wait_for(created, timeout=90, interval=0.5, what=f"{topic} created again")
+        records = self._second_topic(topic, AFTER_RECREATE, "s")
+
+        def all_stopped() -> bool:
+            with open_store(url) as store:
+                rows = [p for p in store.partitions() if p.tp[0] == topic]
+            return len(rows) == RECREATED_PARTITIONS and all(p.stopped for p in rows)
+
+        wait_for(all_stopped, timeout=180, interval=1.0, what=f"both partitions of {topic} stopped")
+        assert any(
+            f"{topic}[" in line and "STOPPED" in line
+            for text in _member_logs(self.tmp).values()
+            for line in text.splitlines()
+        ), "no member logged the stop"
+        listed = run_in_repo(
+            "-m", "connector", "partitions", "list", "-c", str(operator), "--json", timeout=120
+        )
+        assert listed.returncode == 0, listed.stderr
+        rows = [r for r in json.loads(listed.stdout) if r["topic"] == topic]
+        assert len(rows) == RECREATED_PARTITIONS and all(r["stopped"] for r in rows), rows
+        reset = run_in_repo(
+            "-m", "connector", "partitions", "reset", "-c", str(operator), "--topic", topic,
+            timeout=120,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr
+        return records
+
+    def _expected(
+        self, url: str, records: list[Record], before: list[Record], after: list[Record],
+        second: str,
+    ) -> dict[str, Record]:  # fmt: skip
+        """Action id -> the record whose event fired it (``each``), or the context's
+        ``left`` half (``join``)."""
+        with open_store(url) as store:
+            generations = {p.tp: p.generation for p in store.partitions() if p.tp[0] == second}
+        assert set(generations.values()) == {1}, f"one reset per partition: {generations}"
+        expected: dict[str, Record] = {}
+        halves: dict[str, dict[str, Record]] = defaultdict(dict)
+        for r in [*records, *before]:
+            if not r.resend:
+                expected[action_id("each", (r.event_id_in(),))] = r
+            if r.context is not None:
+                halves[r.context][r.key] = r
+        for r in after:
+            expected[action_id("each", (r.event_id_in(1),))] = r
+        for pair in halves.values():
+            ids = (pair["left"].event_id_in(), pair["right"].event_id_in())
+            expected[action_id("join", ids)] = pair["left"]
+        return expected
+
+    def _drain(self, fleet: Fleet, url: str, expected: dict[str, Record]) -> None:
+        """Every action delivered, nothing pending, no partition stopped (bounded)."""
+        wanted = set(expected)
+
+        def delivered() -> bool:
+            fleet.alive()
+            return wanted <= self.receiver.keys()
+
+        try:
+            wait_for(delivered, timeout=300, interval=1.0, what="every action delivered")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self._missing(url, expected)}") from None
+        with open_store(url) as store:
+
+            def settled() -> bool:
+                fleet.alive()
+                return store.count_actions(ActionState.PENDING) == 0 and not any(
+                    p.stopped for p in store.partitions()
+                )
+
+            wait_for(settled, timeout=120, interval=0.5, what="nothing pending or stopped")
+
+    def _missing(self, url: str, expected: dict[str, Record]) -> str:
+        """What is missing where: undelivered actions by partition, beside the store's and
+        Kafka's offsets."""
+        keys = self.receiver.keys()
+        where: Counter[tuple[str, int]] = Counter()
+        first: dict[tuple[str, int], int] = {}
+        for aid, r in expected.items():
+            if aid not in keys:
+                assert r.placed is not None
+                tp = (r.topic, r.placed[0])
+                where[tp] += 1
+                first[tp] = min(first.get(tp, r.placed[1]), r.placed[1])
+        lines = [f"{len(set(expected) - keys)} actions undelivered:"]
+        with open_store(url) as store:
+            rows = {p.tp: p for p in store.partitions()}
+            checkpointed = store.count_events()
+        for tp, n in sorted(where.items()):
+            row = rows.get(tp)
+            lines.append(
+                f"  {tp[0]}[{tp[1]}]: {n} undelivered from offset {first[tp]}; store: "
+                + (
+                    f"owner {row.owner} epoch {row.epoch} next offset {row.next_offset} "
+                    f"next action {row.next_aseq} watermark {row.watermark} "
+                    f"stopped {row.stopped!r}"
+                    if row
+                    else "no row"
+                )
+            )
+        lines.append(f"  {checkpointed} events checkpointed")
+        return "\n".join(lines)
+
+    def _check(
+        self, url: str, records: list[Record], before: list[Record], after: list[Record],
+        second: str, expected: dict[str, Record],
+    ) -> dict[str, Any]:  # fmt: skip
+        """Every invariant, once the members have stopped."""
+        with open_store(url) as store:
+            count = store.count_events()
+            stored = [e.event_id for e in store.iter_events()]
+            by_rule = store.count_actions_by_rule()
+            pending = store.count_actions(ActionState.PENDING)
+            dead = store.count_actions(ActionState.DEAD)
+            stopped = [p.tp for p in store.partitions() if p.stopped]
+        events = [r for r in [*records, *before] if not r.resend]
+        wanted_ids = [r.event_id_in() for r in events] + [r.event_id_in(1) for r in after]
+        # Nothing lost, nothing doubled: each event checkpointed once, under its id.
+        assert len(stored) == len(set(stored)), (
+            f"{len(stored) - len(set(stored))} events checkpointed twice: "
+            f"{[e for e, n in Counter(stored).items() if n > 1][:10]}"
+        )
+        missing, foreign = set(wanted_ids) - set(stored), set(stored) - set(wanted_ids)
+        assert not missing and not foreign, (
+            f"{len(missing)} events missing ({sorted(missing)[:10]}), "
+            f"{len(foreign)} unexpected ({sorted(foreign)[:10]})"
+        )
+        assert count == len(wanted_ids)
+        # One action per event, one per context's set, and no other.
+        assert by_rule == {"each": len(wanted_ids), "join": self.contexts}, by_rule
+        keys = self.receiver.keys()
+        assert keys == set(expected), (
+            f"{len(set(expected) - keys)} actions never delivered, "
+            f"{len(keys - set(expected))} delivered that no event explains: "
+            f"{[self.receiver.bodies.get(k) for k in sorted(keys - set(expected))[:5]]}"
+        )
+        joins = Counter(
+            b["context"] for b in self.receiver.bodies.values() if b["rule"] == "join"
+        )
+        assert joins == Counter({f"ctx-{c}": 1 for c in range(self.contexts)}), (
+            f"contexts fired other than once: {[c for c, n in joins.items() if n != 1][:10]}"
+        )
+        # The first delivery of one key's actions follows its events' order in the log.
+        streams: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        for aid, r in expected.items():
+            if self.receiver.bodies[aid]["rule"] == "each":
+                assert r.placed is not None
+                streams[(r.topic, r.key)].append((r.placed[1], self.receiver.first[aid]))
+        late = [
+            (stream, a, b)
+            for stream, ranks in streams.items()
+            for a, b in pairwise(sorted(ranks))
+            if b[1] < a[1]
+        ]
+        assert not late, f"{len(late)} first deliveries ahead of an older event's: {late[:5]}"
+        # Nothing stalled.
+        assert pending == 0 and dead == 0, f"{pending} pending, {dead} dead actions"
+        assert not stopped, f"partitions left stopped: {stopped}"
+        repeated = self.receiver.repeated()
+        a = self.applied
+        return {
+            "seed": self.seed,
+            "events": len(wanted_ids),
+            "actions": len(expected),
+            "requests": self.receiver.requests,
+            "refused (503)": self.receiver.refused,
+            "repeated deliveries": repeated,
+            "repeated %": round(100 * repeated / len(expected), 2),
+            "delivered by two processes": self.receiver.by_two_processes(),
+            "kills": a.kills,
+            "zombies": a.zombies,
+            "broker restarts": a.broker_restarts,
+            "PostgreSQL restarts": a.pg_restarts,
+            "COMMIT-swallowing windows": a.acks_windows,
+            "topic recreations": a.recreated,
+            "all_of halves on two owners at start": self.halves_apart,
+        }
+
+
+def _topic_id(admin: AdminClient, topic: str) -> str | None:
+    from connector.topics import describe_topics
+
+    found = describe_topics(admin, [topic], 30)
+    info = found.get(topic)
+    return info.topic_id if info is not None else None
+
+
+@contextlib.contextmanager
+def own_services(root: Path) -> Iterator[Services]:
+    services = Services(root)
+    try:
+        services.up()
+        yield services
+    finally:
+        services.close()
+
+
+def report_line(report: dict[str, Any], seconds: float) -> str:
+    return f"nemesis {report['seed']} in {seconds:.0f}s: " + ", ".join(
+        f"{k} {v}" for k, v in report.items() if k != "seed"
+    )
+
