@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -45,6 +44,7 @@ from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
 from connector.lanes import Entry, PartitionBook
 from connector.metrics import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
+from connector.retry import RetryPolicy
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import CheckpointError, TargetError
@@ -55,21 +55,6 @@ log = logging.getLogger(__name__)
 
 def _transient(exc: BaseException | None) -> bool:
     return isinstance(exc, TargetError) and exc.retriable
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """In-call retries (short, tenacity) and durable retries across rounds."""
-
-    max_attempts: int = 8  # failed attempts before the dead-letter table
-    inline_attempts: int = 3  # tries within one call for a transient error
-    inline_wait: float = 0.05  # first in-call backoff, doubling
-    base_delay: float = 1.0  # first durable retry delay, doubling, with jitter
-    max_delay: float = 300.0
-
-    def next_delay(self, attempts: int) -> float:
-        delay: float = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
-        return delay * random.uniform(0.8, 1.2)
 
 
 @dataclass

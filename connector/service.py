@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Protocol
 from checkpoint.base import CheckpointStore
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
-from connector.outbox import Dispatcher, RetryPolicy
+from connector.outbox import Dispatcher
+from connector.retry import RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError

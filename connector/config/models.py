@@ -35,8 +35,8 @@ from pydantic import (
     model_validator,
 )
 
-from connector.outbox import RetryPolicy
 from connector.redaction import hide_secrets, reveal, secret_values
+from connector.retry import RetryPolicy
 from connector.rules import Rule
 from connector.targets import LogSpec, RelativePath, StatePath, TargetSpec, refusal
 from connector.trigger import (
