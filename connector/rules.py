@@ -38,7 +38,7 @@ cannot be addressed. A value that is not JSON fails every JSON predicate. JSON e
 keeps ``true`` apart from ``1`` but treats ``1`` and ``1.0`` as equal.
 
 A value can be hostile, so its conditions are bounded (see
-:class:`connector.trigger.MatchLimits`): a ``regex`` runs in linear time on RE2
+:class:`connector.limits.MatchLimits`): a ``regex`` runs in linear time on RE2
 (:mod:`connector.linear_regex`: Python's syntax without lookaround, backreferences and the
 like, which are refused here; ``$`` matches only at the very end), a value over the length
 limit fails every value condition, and JSON nested deeper than the depth limit is not JSON.

@@ -48,6 +48,12 @@ from fnmatch import translate
 from typing import Any, Final
 
 from connector.json_depth import json_too_deep
+from connector.limits import (
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_VALUE_LENGTH,
+    MAX_JSON_DEPTH,
+    MatchLimits,
+)
 from connector.linear_regex import LinearRegex
 from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
@@ -80,36 +86,6 @@ class _Sentinel:
 _MISSING: Final = _Sentinel("<missing>")  # a JSON path that leads nowhere
 _UNPARSED: Final = _Sentinel("<unparsed>")
 _NOT_JSON: Final = _Sentinel("<not json>")
-
-
-DEFAULT_MAX_VALUE_LENGTH: Final = 1 << 20
-DEFAULT_MAX_JSON_DEPTH: Final = 128
-# Python's json parser recurses once per level; past about this depth it would meet the
-# interpreter's recursion limit, which must never decide what a value is.
-MAX_JSON_DEPTH: Final = 500
-
-
-@dataclass(frozen=True, slots=True)
-class MatchLimits:
-    """Bounds on what value conditions look at, so no value can stall evaluation.
-
-    ``max_value_length``: a longer value (characters of a text value, bytes of a binary
-    one) fails every value condition (``equals``, ``regex``, ``json``); rules without
-    value conditions still see it. ``max_json_depth``: JSON nested deeper (``[]`` is
-    depth 1) is not JSON to the ``json`` predicates. Each costs a few comparisons per
-    event; the depth is only counted for values with more brackets than the limit.
-    """
-
-    max_value_length: int = DEFAULT_MAX_VALUE_LENGTH
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
-
-    def __post_init__(self) -> None:
-        if self.max_value_length < 1:
-            raise ConfigError(f"max_value_length must be positive, not {self.max_value_length}")
-        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH:
-            raise ConfigError(
-                f"max_json_depth must be within 1..{MAX_JSON_DEPTH}, not {self.max_json_depth}"
-            )
 
 
 @dataclass(frozen=True, slots=True)

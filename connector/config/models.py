@@ -35,16 +35,16 @@ from pydantic import (
     model_validator,
 )
 
-from connector.redaction import hide_secrets, reveal, secret_values
-from connector.retry import RetryPolicy
-from connector.rules import Rule
-from connector.targets import LogSpec, RelativePath, StatePath, TargetSpec, refusal
-from connector.trigger import (
+from connector.limits import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
     MAX_JSON_DEPTH,
     MatchLimits,
 )
+from connector.redaction import hide_secrets, reveal, secret_values
+from connector.retry import RetryPolicy
+from connector.rules import Rule
+from connector.targets import LogSpec, RelativePath, StatePath, TargetSpec, refusal
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 
@@ -272,7 +272,7 @@ class PipelineConfig(_Model):
     """A record value larger than this goes to the dead-letter topic, not the store."""
     match_max_value_length: PositiveInt = DEFAULT_MAX_VALUE_LENGTH
     """A longer value (characters of text, bytes of binary) fails every rule value
-    condition (connector.trigger.MatchLimits)."""
+    condition (connector.limits.MatchLimits)."""
     match_max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = DEFAULT_MAX_JSON_DEPTH
     """JSON nested deeper is not JSON to rules' `json` predicates."""
     instance_id: NonEmpty | None = None

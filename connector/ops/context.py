@@ -16,6 +16,7 @@ from kec.errors import ConfigError, StoreMissing
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
     from checkpoint.base import CheckpointStore
+    from connector.limits import MatchLimits
     from connector.topics import TopicPolicy
     from kec.evaluation import Evaluator
 
@@ -34,7 +35,7 @@ class OpsContext:
     rule_names: tuple[str, ...] = ()
     topic_policy: TopicPolicy | None = None  # the file's topic_creation; None: the defaults
     source: str = ""  # how the command line reached the cluster: "-c FILE" or "--bootstrap X"
-    match_limits: Any = None  # connector.trigger.MatchLimits; None: the defaults
+    match_limits: MatchLimits | None = None  # None: the defaults
     # Where store_url came from, and what to change when no store is there.
     store_origin: tuple[str, str] = ("", "")
     gateway_topic: str | None = None  # the file's http.topic: read, but not sent to unasked

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from connector.config import ConfigFileError, load_config
 from connector.json_depth import json_too_deep
+from connector.limits import DEFAULT_MAX_JSON_DEPTH, MatchLimits
 from connector.linear_regex import LinearRegex
-from connector.trigger import DEFAULT_MAX_JSON_DEPTH, MatchLimits, TriggerEngine
+from connector.trigger import TriggerEngine
 from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, make_rule, run
 
