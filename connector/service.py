@@ -238,6 +238,7 @@ def build_service(
     ``checkpoint.retention_days`` everything else older than that.
     """
     from checkpoint import open_store
+    from connector.targets.registry import build_target
     from connector.trigger import TriggerEngine
 
     client = cfg.kafka.client_config()
@@ -256,7 +257,7 @@ def build_service(
     )
     store = open_store(cfg.checkpoint.url(), exclusive=True)
     engine = TriggerEngine(cfg.rules, limits=cfg.pipeline.match_limits())
-    targets = {name: spec.build(name) for name, spec in cfg.targets.items()}
+    targets = {name: build_target(name, spec) for name, spec in cfg.targets.items()}
     http = cfg.http
     if http is None:
         service = ConnectorService(

@@ -47,6 +47,7 @@ def _check_runtime(path: str, cfg: ConnectorConfig) -> None:
     """
     from ruamel.yaml import YAML
 
+    from connector.targets.registry import build_target
     from connector.trigger import TriggerEngine
 
     problems: list[tuple[tuple[str | int, ...], str, str]] = []
@@ -56,7 +57,7 @@ def _check_runtime(path: str, cfg: ConnectorConfig) -> None:
         problems.append((("rules",), "rules", str(exc)))
     for name, spec in cfg.targets.items():
         try:
-            spec.build(name)
+            build_target(name, spec)
         except ConfigError as exc:
             where = f".{name}" if name.isidentifier() else f'["{name}"]'
             problems.append((("targets", name), f"targets{where}", str(exc)))

@@ -38,8 +38,7 @@ from connector.config.models import (
     RuleFacts,
     cross_check,
 )
-from connector.config.paths import data_dir_of
-from connector.targets import BASE_DIR, DATA_DIR
+from connector.config.paths import BASE_DIR, DATA_DIR, data_dir_of
 from kec.errors import ConfigFileError
 from kec.event import DEFAULT_TOPIC_PREFIX
 

@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from connector.config.paths import RelativePath, StatePath
+from connector.config.targets import LogSpec, TargetSpec, refusal
 from connector.limits import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
@@ -44,7 +46,6 @@ from connector.limits import (
 from connector.redaction import hide_secrets, reveal, secret_values
 from connector.retry import RetryPolicy
 from connector.rules import Rule
-from connector.targets import LogSpec, RelativePath, StatePath, TargetSpec, refusal
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 

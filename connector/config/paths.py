@@ -18,7 +18,9 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, ValidationInfo
 
 from kec.errors import ConfigError
 
@@ -26,6 +28,33 @@ if TYPE_CHECKING:
     from connector.config.models import ConnectorConfig
 
 DATA_DIR_ENV = "KEC_DATA_DIR"
+
+BASE_DIR = "base_dir"
+"""Validation context key: the directory relative paths are resolved against (the config
+file's, set by :func:`connector.config.load_config`); without it, the working directory."""
+DATA_DIR = "data_dir"
+"""Validation context key: the directory relative paths of files the connector writes are
+resolved against (``--data-dir`` / ``KEC_DATA_DIR``, set by
+:func:`connector.config.load_config`); without it, :data:`BASE_DIR`'s."""
+
+
+def _from_base(path: Path, info: ValidationInfo) -> Path:
+    base = info.context.get(BASE_DIR) if isinstance(info.context, dict) else None
+    return Path(base) / path if base is not None and not path.is_absolute() else path
+
+
+def _from_data_dir(path: Path, info: ValidationInfo) -> Path:
+    data = info.context.get(DATA_DIR) if isinstance(info.context, dict) else None
+    return Path(data) / path if data is not None and not path.is_absolute() else path
+
+
+RelativePath = Annotated[Path, AfterValidator(_from_base)]
+"""A path the connector reads (TLS files, a command's folder): when relative, relative to
+the config file it was read from."""
+StatePath = Annotated[Path, AfterValidator(_from_data_dir), AfterValidator(_from_base)]
+"""A path the connector writes (the sqlite store, a log target's file): when relative,
+relative to the data directory (``--data-dir`` / ``KEC_DATA_DIR``), by default the
+config file's folder. Its location is checked at start-up (:func:`check_writable`)."""
 
 
 def data_dir_of(config: str | Path, data_dir: str | Path | None, env: Mapping[str, str]) -> Path:
@@ -40,7 +69,7 @@ def data_dir_of(config: str | Path, data_dir: str | Path | None, env: Mapping[st
 
 def written_files(cfg: ConnectorConfig) -> list[tuple[str, Path]]:
     """``(setting, path)`` of every file ``run`` writes besides Kafka."""
-    from connector.targets import LogSpec
+    from connector.config.targets import LogSpec
 
     files: list[tuple[str, Path]] = []
     if cfg.checkpoint.backend == "sqlite":

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from connector.config import ConfigFileError, ConnectorConfig, load_config
+from connector.config.targets import CommandSpec, LogSpec
 from connector.rules import AllOf, JsonPredicate, Rule, ValueMatch
-from connector.targets import CommandSpec, LogSpec
 from kec.action import ActionKind
 
 CONFIGS = Path(__file__).parent / "configs"

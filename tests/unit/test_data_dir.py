@@ -13,7 +13,7 @@ import pytest
 
 from connector.config import load_config
 from connector.config.paths import check_writable, unwritable
-from connector.targets import CommandSpec, LogSpec
+from connector.config.targets import CommandSpec, LogSpec
 from kec.errors import ConfigError
 from tests.support import ROOT
 

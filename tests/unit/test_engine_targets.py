@@ -124,7 +124,7 @@ def test_engine_specs_build_unopened_targets_with_their_concurrency(tmp_path: Pa
     )
     config = load_config(path, env={"PASSWORD": SECRET})
     assert SECRET not in repr(config) and SECRET not in config.model_dump_json()
-    built = {name: spec.build(name) for name, spec in config.targets.items()}
+    built = {name: build_target(name, spec) for name, spec in config.targets.items()}
     assert [built[n].concurrency for n in ("wf", "dags", "flows")] == [3, 8, 8]  # type: ignore[attr-defined]
     for target in built.values():
         target.close()  # never opened: a no-op

@@ -14,15 +14,15 @@ from click.testing import CliRunner
 
 from connector.commands import config_cmds
 from connector.config import ConfigFileError, load_config
-from connector.redaction import is_secret_name, redact, redact_url, url_secrets
-from connector.targets import (
+from connector.config.targets import (
     AirflowSpec,
     CommandSpec,
     KafkaSpec,
     PrefectSpec,
     WebhookSpec,
-    build_target,
 )
+from connector.redaction import is_secret_name, redact, redact_url, url_secrets
+from connector.targets import build_target
 from kec.errors import ConfigError
 
 HEADER = "Bearer hdr-7c1e-secret"

@@ -1,0 +1,159 @@
+"""Which target each type of settings builds: :func:`build_target`.
+
+The settings are the config's models (:mod:`connector.config.targets`, which import no
+target); this is the one place that knows which class carries out which ``type``.
+Building does no I/O: call ``open()`` on the result. The engine targets are imported
+only when one is built (``temporal`` needs an extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, assert_never
+
+from pydantic import SecretStr
+
+from connector.config.targets import (
+    AirflowSpec,
+    AnyTargetSpec,
+    CommandSpec,
+    KafkaSpec,
+    LogSpec,
+    PrefectSpec,
+    PythonSpec,
+    TemporalSpec,
+    WebhookSpec,
+    parse_target,
+)
+from connector.redaction import reveal
+from connector.targets.base import Target
+from connector.targets.command import CommandTarget
+from connector.targets.kafka import KafkaTarget
+from connector.targets.log import LogTarget
+from connector.targets.python import PythonTarget
+from connector.targets.webhook import WebhookTarget
+from kec.errors import ConfigError
+
+__all__ = ["build_target"]
+
+
+def build_target(name: str, spec: AnyTargetSpec | Mapping[str, Any]) -> Target:
+    """The target named ``name`` that ``spec`` describes, unopened.
+
+    ``spec`` is a validated model (a loaded config's ``targets``) or a mapping keyed by
+    its ``type``, validated first (:func:`~connector.config.targets.parse_target`: one
+    :class:`~kec.errors.ConfigError` naming the target and each field path).
+    """
+    settings = parse_target(name, spec) if isinstance(spec, Mapping) else spec
+    match settings:
+        case LogSpec():
+            return LogTarget(name, settings.path, fsync=settings.fsync)
+        case CommandSpec():
+            return _command(name, settings)
+        case WebhookSpec():
+            return WebhookTarget(
+                name,
+                settings.url,
+                headers=reveal(settings.headers),
+                timeout=settings.timeout,
+                verify=settings.verify,
+                concurrency=settings.concurrency,
+            )
+        case KafkaSpec():
+            return KafkaTarget(
+                name,
+                settings.topic,
+                settings.bootstrap_servers,
+                properties=reveal(settings.properties),
+                flush_timeout=settings.flush_timeout,
+            )
+        case PythonSpec():
+            return PythonTarget(name, settings.function)
+        case TemporalSpec():
+            return _temporal(name, settings)
+        case AirflowSpec():
+            return _airflow(name, settings)
+        case PrefectSpec():
+            return _prefect(name, settings)
+        case _:
+            assert_never(settings)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    # Empty means none, so `${TOKEN:-}` in a file can leave a credential out.
+    return (value.get_secret_value() or None) if value is not None else None
+
+
+def _command(name: str, spec: CommandSpec) -> Target:
+    target = CommandTarget(
+        name,
+        spec.argv,
+        timeout=spec.timeout,
+        stdin=spec.stdin,
+        reject_exit_codes=spec.reject_exit_codes,
+        env=reveal(spec.env),
+        inherit_env=spec.inherit_env,
+        cwd=spec.cwd,
+        shell=spec.shell,
+    )
+    target.concurrency = spec.concurrency
+    return target
+
+
+def _temporal(name: str, spec: TemporalSpec) -> Target:
+    try:
+        from connector.targets.temporal import TemporalTarget
+    except ImportError as exc:
+        raise ConfigError(
+            f"target {name!r}: the temporal target needs the Temporal SDK:"
+            f" pip install 'kafka-event-connector[temporal]' ({exc})"
+        ) from exc
+    return TemporalTarget(
+        name,
+        spec.address,
+        namespace=spec.namespace,
+        task_queue=spec.task_queue,
+        workflows=spec.workflows,
+        api_key=_secret(spec.api_key),
+        tls=spec.tls,
+        id_prefix=spec.id_prefix,
+        update=spec.update,
+        stop=spec.stop,
+        rpc_timeout=spec.rpc_timeout,
+        concurrency=spec.concurrency,
+    )
+
+
+def _airflow(name: str, spec: AirflowSpec) -> Target:
+    from connector.targets.airflow import AirflowTarget
+
+    return AirflowTarget(
+        name,
+        spec.url,
+        username=spec.username,
+        password=_secret(spec.password),
+        token=_secret(spec.token),
+        dags=spec.dags,
+        run_id_prefix=spec.run_id_prefix,
+        start_option=spec.start_option,
+        gate_settle=spec.gate_settle_seconds,
+        timeout=spec.timeout,
+        verify=spec.verify,
+        concurrency=spec.concurrency,
+    )
+
+
+def _prefect(name: str, spec: PrefectSpec) -> Target:
+    from connector.targets.prefect import PrefectTarget
+
+    return PrefectTarget(
+        name,
+        spec.url,
+        api_key=_secret(spec.api_key),
+        deployments=spec.deployments,
+        event_parameter=spec.event_parameter,
+        key_prefix=spec.key_prefix,
+        timeout=spec.timeout,
+        verify=spec.verify,
+        concurrency=spec.concurrency,
+    )
