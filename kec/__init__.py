@@ -10,5 +10,6 @@ confluent-kafka when it is imported itself).
 * :mod:`kec.action` — ``Action`` with its deterministic id;
 * :mod:`kec.evaluation` — the rule evaluator protocol the pipeline drives;
 * :mod:`kec.kafka` — builds every Kafka client the project uses;
+* :mod:`kec.kafka_fixed` — the client settings the guarantees rest on (no client loaded);
 * :mod:`kec.faults` — crash points for the chaos tests.
 """

@@ -1,9 +1,10 @@
 """Every Kafka client of the project is built here, and every Kafka failure classified.
 
-One place for the settings the guarantees rest on (:data:`CONSUMER_FIXED`,
-:data:`PIPELINE_FIXED`, :data:`PRODUCER_FIXED`), one policy for user properties that
-contradict them (refused with a :class:`~kec.errors.ConfigError`; repeating them is fine),
-one route for librdkafka's own log lines (Python logging, logger ``kec.librdkafka``, the
+Every client built here has the settings the guarantees rest on applied
+(:data:`CONSUMER_FIXED`, :data:`PIPELINE_FIXED`, :data:`PRODUCER_FIXED`; user properties
+that contradict them are refused by :func:`fixed`). Those live in :mod:`kec.kafka_fixed`,
+which loads no client, so a configuration can check them when it is read. One route for
+librdkafka's own log lines (Python logging, logger ``kec.librdkafka``, the
 same line at most once every :data:`LOG_EVERY` seconds with a count of what was held
 back) and one classification of errors: transient ones are retried by :func:`retried`;
 callers see only the :class:`~kec.errors.ConnectorError` tree: ``BrokerUnavailable``
@@ -45,6 +46,10 @@ from tenacity import (
 )
 
 from kec.errors import BrokerUnavailable, ConfigError, KafkaClientError
+from kec.kafka_fixed import CONSUMER_FIXED as CONSUMER_FIXED
+from kec.kafka_fixed import PIPELINE_FIXED as PIPELINE_FIXED
+from kec.kafka_fixed import PRODUCER_FIXED as PRODUCER_FIXED
+from kec.kafka_fixed import fixed as fixed
 
 T = TypeVar("T")
 
@@ -63,16 +68,6 @@ _TRANSIENT = UNREACHABLE | {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._WAIT_COORD,
 }
-# Settings the guarantees rest on: a property may repeat them but not change them.
-PRODUCER_FIXED = {"enable.idempotence": "true", "acks": "all"}
-CONSUMER_FIXED = {
-    "enable.auto.commit": "false",
-    "enable.auto.offset.store": "false",
-    "isolation.level": "read_committed",
-}
-# The pipeline's consumer also needs incremental rebalances: a revoke hands over only
-# the partitions that move, after their deliveries are settled.
-PIPELINE_FIXED = {**CONSUMER_FIXED, "partition.assignment.strategy": "cooperative-sticky"}
 
 LOG_EVERY = 30.0  # seconds between two copies of the same librdkafka line
 
@@ -104,22 +99,6 @@ class _Quieter(logging.Filter):
 
 LIBRDKAFKA_LOG = logging.getLogger("kec.librdkafka")
 LIBRDKAFKA_LOG.addFilter(_Quieter())
-
-
-_ALIASES = {"request.required.acks": "acks"}  # librdkafka's other names of a setting
-
-
-def fixed(config: Mapping[str, Any], fixed: Mapping[str, str]) -> dict[str, Any]:
-    """``config`` with ``fixed`` applied; a conflicting value is a ``ConfigError``."""
-    for alias, name in _ALIASES.items():
-        if alias in config and name in fixed:
-            config = {**{k: v for k, v in config.items() if k != alias}, name: config[alias]}
-    for name, value in fixed.items():
-        given = config.get(name)
-        allowed = {value, "-1"} if value == "all" else {value}  # acks=-1 means acks=all
-        if given is not None and str(given).lower() not in allowed:
-            raise ConfigError(f"property {name}={given!r} is not allowed: the client needs {value}")
-    return {**config, **fixed}
 
 
 def kafka_new(kind: Callable[[dict[str, Any]], T], config: Mapping[str, Any]) -> T:

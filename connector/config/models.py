@@ -48,6 +48,7 @@ from connector.retry import RetryPolicy
 from connector.rules import Rule
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
+from kec.kafka_fixed import PIPELINE_FIXED, PRODUCER_FIXED, fixed
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -127,9 +128,7 @@ class KafkaSettings(_Model):
         if shadowed:
             names = ", ".join(f"{p} (use kafka.{_NAMED[p]})" for p in shadowed)
             raise ValueError(f"set these with their own fields: {names}")
-        # Refused here rather than when the first client is built (kec.kafka's one policy).
-        from kec.kafka import PIPELINE_FIXED, PRODUCER_FIXED, fixed
-
+        # Refused here rather than when the first client is built (kec.kafka_fixed's policy).
         try:
             fixed(properties, {**PIPELINE_FIXED, **PRODUCER_FIXED})
         except ConfigError as exc:
