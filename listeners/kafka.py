@@ -36,12 +36,16 @@ a. :func:`configure` (``bootstrap_servers=``, ``group_id=``, librdkafka properti
 b. ``KEC_CONFIG`` names the connector's YAML file (the one ``event-connector run -c``
    reads); its ``kafka:`` section gives the servers and client settings, and
    ``listener_group_id`` the group (default ``<group_id>-listener``: not the
-   connector's own group, see below);
+   connector's own group, see below). Reading that file is the connector's business, so
+   this listener does not: ``connector.queue_listener.QueueEventListener`` is this
+   listener reading it (it passes the reader to :func:`resolve_settings`); here a set
+   ``KEC_CONFIG`` is an error that says so, never skipped;
 c. ``KAFKA_BOOTSTRAP_SERVERS`` and ``KEC_GROUP_ID``.
 
 (b) and (c) reach other processes through their environment (for Ray workers, e.g. the
 ``runtime_env``'s ``env_vars``). Nothing found raises
-:class:`~kec.errors.ConfigError` saying what to set. The listener always sets
+:class:`~kec.errors.ConfigError` saying what to set. A subclass may resolve its settings
+otherwise by overriding :meth:`QueueEventListener.settings`. The listener always sets
 ``enable.auto.commit=false``, ``enable.auto.offset.store=false`` and
 ``isolation.level=read_committed``; properties that contradict them are refused.
 ``auto.offset.reset`` (default ``earliest``) applies while the group has no committed
@@ -95,10 +99,10 @@ __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
     "ENV_GROUP",
+    "ConfigReader",
     "KafkaSettings",
     "QueueEventListener",
     "configure",
-    "read_kafka_section",
     "reset_configuration",
     "resolve_settings",
 ]
@@ -193,27 +197,30 @@ def reset_configuration() -> None:
     _configured = None
 
 
-def read_kafka_section(path: Path) -> KafkaSettings:
-    """The listener's settings from the connector's config file (resolution step b).
+ConfigReader = Callable[[Path], KafkaSettings]
+"""Reads the listener's settings from the file ``KEC_CONFIG`` names (resolution step b)."""
 
-    The file is loaded as ``event-connector run`` loads it (``${VAR}`` interpolation,
-    every error with its line); its ``kafka:`` section gives the servers and client
-    properties (SASL, TLS...), ``listener_group_id`` the group.
+# Where the reader of KEC_CONFIG's file lives: the connector owns that file's format.
+_FILE_LISTENER = "connector.queue_listener.QueueEventListener"
+
+
+def resolve_settings(read_config: ConfigReader | None = None) -> KafkaSettings:
+    """The settings to use now: configure(), else KEC_CONFIG, else the two variables.
+
+    ``read_config`` reads the file ``KEC_CONFIG`` names; without one, a set ``KEC_CONFIG``
+    is a :class:`~kec.errors.ConfigError` rather than skipped.
     """
-    from connector.config import load_config
-
-    config = load_config(path)
-    client = config.kafka.client_config()
-    servers = str(client.pop("bootstrap.servers"))
-    return KafkaSettings(servers, config.listener_group(), client, source=f"{ENV_CONFIG}={path}")
-
-
-def resolve_settings() -> KafkaSettings:
-    """The settings to use now: configure(), else KEC_CONFIG, else the two variables."""
     if _configured is not None:
         return _configured
     if config_file := os.environ.get(ENV_CONFIG):
-        return read_kafka_section(Path(config_file))
+        if read_config is None:
+            raise ConfigError(
+                f"{ENV_CONFIG}={config_file} names the connector's YAML file, which this "
+                f"listener does not read: use {_FILE_LISTENER} (the same listener, reading "
+                f"it), or unset {ENV_CONFIG} and call configure() or set {ENV_BOOTSTRAP} "
+                f"and {ENV_GROUP}"
+            )
+        return read_config(Path(config_file))
     servers, group = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_GROUP)
     if servers and group:
         return KafkaSettings(servers, group, source=f"{ENV_BOOTSTRAP}/{ENV_GROUP}")
@@ -221,8 +228,8 @@ def resolve_settings() -> KafkaSettings:
         raise ConfigError(f"{ENV_BOOTSTRAP} is set but {ENV_GROUP} is not: set the group id")
     raise ConfigError(
         "the Kafka listener is not configured: call listeners.kafka.configure("
-        f"bootstrap_servers=..., group_id=...), set {ENV_CONFIG} to the connector's YAML "
-        f"file, or set {ENV_BOOTSTRAP} and {ENV_GROUP}"
+        f"bootstrap_servers=..., group_id=...), set {ENV_BOOTSTRAP} and {ENV_GROUP}, or "
+        f"set {ENV_CONFIG} to the connector's YAML file and use {_FILE_LISTENER}"
     )
 
 
@@ -235,6 +242,11 @@ class QueueEventListener(EventListener):
     Stateless: every call makes (and closes) its own consumer. See the module docstring
     for the protocol, the configuration and why partitions are assigned, not subscribed.
     """
+
+    def settings(self) -> KafkaSettings:
+        """Where the group lives, resolved at every call (in the call's own thread):
+        :func:`resolve_settings`, without a reader for ``KEC_CONFIG``'s file."""
+        return resolve_settings()
 
     async def poll_for_event(
         self,
@@ -255,7 +267,9 @@ class QueueEventListener(EventListener):
         thread ends on its own; cancelling (``asyncio.timeout``) works as well.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        poll = functools.partial(_poll, topic, namespace or DEFAULT_NAMESPACE, deadline)
+        poll = functools.partial(
+            _poll, self.settings, topic, namespace or DEFAULT_NAMESPACE, deadline
+        )
         return await _in_thread(f"kec-poll-{topic}", poll)
 
     async def event_checkpointed(self, event: Event) -> None:
@@ -263,7 +277,7 @@ class QueueEventListener(EventListener):
         if event.coordinates is None:
             raise ValueError(f"event {event.event_id} has no Kafka topic/partition/offset")
         topic, partition, offset = event.coordinates
-        commit = functools.partial(_commit, topic, partition, offset + 1)
+        commit = functools.partial(_commit, self.settings, topic, partition, offset + 1)
         await _in_thread(f"kec-commit-{topic}", commit)
 
 
@@ -274,8 +288,14 @@ class _Stopped(Exception):
     """The awaiting coroutine was cancelled or the interpreter is exiting."""
 
 
-def _poll(topic: str, namespace: str, deadline: float | None, stop: threading.Event) -> Event:
-    settings = resolve_settings()
+def _poll(
+    resolve: Callable[[], KafkaSettings],
+    topic: str,
+    namespace: str,
+    deadline: float | None,
+    stop: threading.Event,
+) -> Event:
+    settings = resolve()
     consumer = _new_consumer(settings)
     try:
         partitions = _partitions(consumer, topic, stop)
@@ -344,8 +364,14 @@ def _slice(deadline: float | None, stop: threading.Event, longest: float, why: s
     return min(longest, left)
 
 
-def _commit(topic: str, partition: int, next_offset: int, stop: threading.Event) -> None:
-    settings = resolve_settings()
+def _commit(
+    resolve: Callable[[], KafkaSettings],
+    topic: str,
+    partition: int,
+    next_offset: int,
+    stop: threading.Event,
+) -> None:
+    settings = resolve()
     where = f"{topic}[{partition}] for group {settings.group_id}"
     # Kafka commits unconditionally; the lock makes read-then-commit atomic in-process.
     with _commit_lock(settings, topic, partition):

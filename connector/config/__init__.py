@@ -10,8 +10,8 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
       sasl_password: ${KAFKA_PASSWORD}     # a secret: never printed
       properties: {client.rack: eu-west-1a}   # passed through to librdkafka
     group_id: event-connector
-    listener_group_id: ray-listeners       # QueueEventListener's (KEC_CONFIG=this file);
-                                           # default <group_id>-listener
+    listener_group_id: ray-listeners       # connector.queue_listener's (KEC_CONFIG=this
+                                           # file); default <group_id>-listener
     topic_prefix: events.                  # namespace N reads topic events.N unless told
     namespaces:
       default: {}                          # reads events.default

@@ -496,7 +496,8 @@ class ConnectorConfig(_Model):
         return self
 
     def listener_group(self) -> str:
-        """The consumer group of :class:`listeners.QueueEventListener` for this file."""
+        """The consumer group of the Kafka listener that reads this file
+        (:class:`connector.queue_listener.QueueEventListener`)."""
         return self.listener_group_id or f"{self.group_id}-listener"
 
     def topics(self) -> dict[str, str]:

@@ -38,8 +38,11 @@ WAIT = 60.0  # bound on any single wait in these tests; never reached when thing
 # The other process of a test. Its configuration comes from its environment only.
 CHILD = textwrap.dedent(
     """
-    import asyncio, pickle, sys
-    from listeners.kafka import QueueEventListener
+    import asyncio, os, pickle, sys
+    if "KEC_CONFIG" in os.environ:  # the connector's file: its own listener reads it
+        from connector.queue_listener import QueueEventListener
+    else:
+        from listeners.kafka import QueueEventListener
 
     mode, topic = sys.argv[1], sys.argv[2]
     if mode == "poll":

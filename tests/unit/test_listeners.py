@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED
 
+from connector.queue_listener import QueueEventListener as FileQueueEventListener
+from connector.queue_listener import resolve_settings as file_settings
 from kec.errors import ConfigError
 from kec.event import Event
 from listeners import kafka
@@ -75,6 +77,20 @@ def test_bootstrap_without_group_asks_for_the_group(monkeypatch: pytest.MonkeyPa
         resolve_settings()
 
 
+def test_a_config_file_is_the_connectors_to_read_never_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, "kafka: {bootstrap_servers: b:1}\nnamespaces: {d: {}}\n")
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")  # never a silent fallback
+    monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
+    with pytest.raises(ConfigError, match=r"use connector\.queue_listener\.QueueEventListener"):
+        QueueEventListener().settings()
+    # The connector's listener is the same one, reading the file.
+    assert issubclass(FileQueueEventListener, QueueEventListener)
+    assert FileQueueEventListener().settings().group_id == "event-connector-listener"
+
+
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "b1:9092,b2:9092")
     monkeypatch.setenv(kafka.ENV_GROUP, "listeners")
@@ -104,7 +120,7 @@ def test_config_file_beats_environment_variables(
     monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")
     monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
     monkeypatch.setenv("KAFKA_PASSWORD", "s3cret")
-    settings = resolve_settings()
+    settings = file_settings()
     # The listener's group is its own, derived from the connector's, never the same.
     assert (settings.bootstrap_servers, settings.group_id) == (
         "k1:9092,k2:9092",
@@ -122,10 +138,10 @@ def test_config_file_names_the_listener_group(
     body = "kafka: {bootstrap_servers: b:1}\nnamespaces: {default: {}}\n"
     path = write_config(tmp_path, body + "listener_group_id: ray-listeners\n")
     monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
-    assert resolve_settings().group_id == "ray-listeners"
+    assert file_settings().group_id == "ray-listeners"
     write_config(tmp_path, body + "group_id: same\nlistener_group_id: same\n")
     with pytest.raises(ConfigError, match=r"connector.yaml:4 listener_group_id: must differ"):
-        resolve_settings()
+        file_settings()
 
 
 def test_a_broken_config_file_is_refused_with_its_line(
@@ -134,7 +150,7 @@ def test_a_broken_config_file_is_refused_with_its_line(
     path = write_config(tmp_path, "kafka: {bootstrap_servers: b:1, group_id: g}\n")
     monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
     with pytest.raises(ConfigError) as info:
-        resolve_settings()
+        file_settings()
     assert (
         f"{path}:1 kafka.group_id: unknown key `group_id` here: it is a key of the top level"
         in str(info.value)
@@ -149,11 +165,11 @@ def test_configure_beats_everything(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")
     monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
     configure(bootstrap_servers="c:9092", group_id="from-call", **{"client.id": "me"})
-    settings = resolve_settings()
+    settings = file_settings()
     assert (settings.bootstrap_servers, settings.group_id) == ("c:9092", "from-call")
     assert settings.consumer_config()["client.id"] == "me"
     kafka.reset_configuration()
-    assert resolve_settings().group_id == "f-listener"
+    assert file_settings().group_id == "f-listener"
 
 
 def test_consumer_config_always_has_the_exactly_once_settings() -> None:
@@ -223,7 +239,7 @@ def test_bad_config_file_names_the_file_and_field(
     path = write_config(tmp_path, body)
     monkeypatch.setenv(kafka.ENV_CONFIG, str(path))
     with pytest.raises(ConfigError) as info:
-        resolve_settings()
+        file_settings()
     assert str(path) in str(info.value) and reason in str(info.value)
 
 
@@ -232,7 +248,7 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "env:9092")  # never a silent fallback
     monkeypatch.setenv(kafka.ENV_GROUP, "from-env")
     with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read"):
-        resolve_settings()
+        file_settings()
 
 
 def test_wait_for_event_is_offered_next_to_the_listeners() -> None:
