@@ -3,10 +3,13 @@
 Public API, by module (imported from there; this package imports none of them, so the
 CLI starts fast):
 
-* :mod:`connector.config` — ``load_config(path)`` and the models of the YAML file;
+* :mod:`connector.config` — ``load_config(path)`` and the models of the YAML file (each
+  target's settings in :mod:`connector.config.targets`), importing none of the parts
+  they configure;
 * :mod:`connector.service` — ``build_service(config)``, ``ConnectorService``;
 * :mod:`connector.notification` — ``NotificationClient``, ``ListenerProcessor`` (AIFlow);
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
+* :mod:`connector.queue_listener` — Ray's ``QueueEventListener`` reading ``KEC_CONFIG``;
 * :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
   targets, the workflow engines ``temporal``, ``airflow``, ``prefect``, and ``build_target``;

@@ -36,10 +36,10 @@ a. :func:`configure` (``bootstrap_servers=``, ``group_id=``, librdkafka properti
 b. ``KEC_CONFIG`` names the connector's YAML file (the one ``event-connector run -c``
    reads); its ``kafka:`` section gives the servers and client settings, and
    ``listener_group_id`` the group (default ``<group_id>-listener``: not the
-   connector's own group, see below). Reading that file is the connector's business, so
-   this listener does not: ``connector.queue_listener.QueueEventListener`` is this
-   listener reading it (it passes the reader to :func:`resolve_settings`); here a set
-   ``KEC_CONFIG`` is an error that says so, never skipped;
+   connector's own group, see below). The file's format is the connector's, so this
+   listener does not read it: ``connector.queue_listener.QueueEventListener`` is the
+   same listener given the file's reader (passed to :func:`resolve_settings`). Here a
+   set ``KEC_CONFIG`` is an error that says so, never skipped;
 c. ``KAFKA_BOOTSTRAP_SERVERS`` and ``KEC_GROUP_ID``.
 
 (b) and (c) reach other processes through their environment (for Ray workers, e.g. the
