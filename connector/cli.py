@@ -65,7 +65,7 @@ def dev_broker(
     The broker's jars are resolved once from Maven Central (pinned by docker/kafka/pom.xml)
     and run with Java 17. Prints the bootstrap address; stop with Ctrl-C or SIGTERM.
     """
-    from connector.devbroker import DevBroker, resolve_jars
+    from devkit.broker import DevBroker, resolve_jars
 
     if resolve_only and (port, controller_port, data_dir) != (None, None, None):
         raise click.UsageError("--resolve-only starts no broker: it takes no other option")
@@ -339,7 +339,7 @@ def demo(config: Path | None) -> None:
     """The quickstart on embedded defaults: a real Kafka (see docs/architecture.md), the connector
     with SQLite checkpoints, the AIFlow seed's events and their actions, the status
     table, then kill -9 in the middle of a stream and a restart: no action fires twice."""
-    from connector.demo import QUICKSTART, run_demo
+    from devkit.demo import QUICKSTART, run_demo
 
     run_demo(click.echo, config or QUICKSTART)
 

@@ -13,8 +13,8 @@ import docker
 import httpx
 from testcontainers.core.network import Network
 
-from connector.devdocker import KafkaContainer, PostgresContainer
-from connector.devdocker import docker_host as engine_address
+from devkit.containers import KafkaContainer, PostgresContainer
+from devkit.containers import docker_host as engine_address
 from tests.containers.conftest import Images
 from tests.containers.support import (
     connector_container,
@@ -120,7 +120,7 @@ def test_the_connector_image_turns_healthy_and_serves_its_probes(
             """
         )
     )
-    from connector.devbroker import free_port
+    from devkit.broker import free_port
 
     port = free_port()
     started = time.monotonic()

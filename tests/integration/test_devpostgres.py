@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connector.devpostgres import DevPostgres, database_url, find_bindir, scratch_database
+from devkit.postgres import DevPostgres, database_url, find_bindir, scratch_database
 from kec.errors import DevPostgresError
 from tests.support import wait_for
 
@@ -75,7 +75,7 @@ def test_close_stops_the_server_and_removes_its_folder() -> None:
 _OWNER_SCRIPT = textwrap.dedent(
     """
     import sys
-    from connector.devpostgres import DevPostgres
+    from devkit.postgres import DevPostgres
 
     server = DevPostgres()
     server.start()

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker for development and tests (see docs/architecture.md).
 
 Where the broker comes from, in order (:func:`provide_kafka`; ``KEC_BROKER=external|
-docker|jvm`` forces one, see :mod:`connector.devdocker`):
+docker|jvm`` forces one, see :mod:`devkit.containers`):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: that cluster, untouched.
 2. A Docker engine answers and has the project's Kafka image (``make images``, built
@@ -461,11 +461,11 @@ class DevBroker:
 def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
     """Yield a running Kafka cluster chosen as the module docstring says; stop what was
     started."""
-    from connector import devdocker
+    from devkit import containers
 
     try:
-        choice = devdocker.choose("kafka", devdocker.kafka_image)
-    except devdocker.DockerUnavailable as exc:
+        choice = containers.choose("kafka", containers.kafka_image)
+    except containers.DockerUnavailable as exc:
         raise DevBrokerError(str(exc)) from exc
     if choice.source == "external":
         yield KafkaCluster(
@@ -474,11 +474,11 @@ def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
         return
     why = choice.reason
     if choice.source == "docker":
-        container = devdocker.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
-        failed = devdocker.start_or_fall_back(container, choice, "the local JVM broker")
+        container = containers.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
+        failed = containers.start_or_fall_back(container, choice, "the local JVM broker")
         if failed is None:
             try:
-                labels = devdocker.local_image(choice.image) or {}
+                labels = containers.local_image(choice.image) or {}
                 version = labels.get("org.opencontainers.image.version", "unknown")
                 log.info("Apache Kafka %s in Docker (%s) at %s", version, choice.image,
                          container.bootstrap_servers)  # fmt: skip

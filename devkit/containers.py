@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from connector.devbroker import free_port
+from devkit.broker import free_port
 from kec.errors import ConnectorError, DevBrokerError, DevPostgresError
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class DockerUnavailable(ConnectorError):
 
 def kafka_image() -> str:
     """The project's Kafka image for this checkout's pinned broker (``kec-kafka:<version>``)."""
-    from connector.devbroker import kafka_version, manifest_dir
+    from devkit.broker import kafka_version, manifest_dir
 
     return os.environ.get("KEC_KAFKA_IMAGE") or (
         f"kec-kafka:{kafka_version(manifest_dir() / 'pom.xml')}"
@@ -77,7 +77,7 @@ def kafka_image() -> str:
 
 def postgres_image() -> str:
     """The project's PostgreSQL image (``kec-postgres:<major>``)."""
-    from connector.devimages import postgres_major
+    from devkit.images import postgres_major
 
     return os.environ.get("KEC_POSTGRES_IMAGE") or f"kec-postgres:{postgres_major()}"
 

@@ -1,4 +1,4 @@
-"""The project's Docker images, and ``make images`` (``python -m connector.devimages``).
+"""The project's Docker images, and ``make images`` (``python -m devkit.images``).
 
 Four images, each built only when what goes into it changed:
 
@@ -8,7 +8,7 @@ Four images, each built only when what goes into it changed:
   to. ``KEC_BASE_IMAGE=python:3.11-slim-bookworm`` (any Debian bookworm image) skips it.
 * ``kec-kafka:<kafka.version>`` (``docker/kafka``): the broker the ``dev-broker`` command
   runs, same pinned manifest, same ``server.properties``; its jars are the dev broker's
-  cache (:func:`connector.devbroker.resolve_jars`) copied into ``docker/kafka/libs``.
+  cache (:func:`devkit.broker.resolve_jars`) copied into ``docker/kafka/libs``.
 * ``kec-postgres:<PG_MAJOR>`` (``docker/postgres``): Debian's PostgreSQL.
 * ``kafka-event-connector:<version>`` (``docker/Dockerfile``, the repository as context):
   the connector, its dependencies installed from wheels downloaded on the host into
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.devbroker import kafka_version, manifest_dir, resolve_jars
+from devkit.broker import kafka_version, manifest_dir, resolve_jars
 from kec.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Docker:
 
 
 def _log_dir() -> Path:
-    from connector.devbroker import cache_root
+    from devkit.broker import cache_root
 
     return cache_root() / "images"
 
@@ -431,7 +431,7 @@ def build_all(*, base_image: str | None, mirror: str, say: Callable[[str], None]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m connector.devimages",
+        prog="python -m devkit.images",
         description="Build the project's Docker images (make images); each only when its "
         "inputs changed.",
     )

@@ -1,7 +1,7 @@
 """A real PostgreSQL server for development and tests (see docs/architecture.md).
 
 Where the server comes from, in order (:func:`provide_postgres`; ``KEC_POSTGRES=external|
-docker|local`` forces one, see :mod:`connector.devdocker`):
+docker|local`` forces one, see :mod:`devkit.containers`):
 
 1. ``PG_DSN`` is set: that server, untouched.
 2. A Docker engine answers and has the project's PostgreSQL image (``make images``): a
@@ -48,8 +48,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from connector import devdocker
-from connector.devbroker import _port_taken, free_port  # shared helpers
+from devkit import containers
+from devkit.broker import _port_taken, free_port  # shared helpers
 from kec.errors import DevPostgresError
 
 log = logging.getLogger(__name__)
@@ -355,8 +355,8 @@ def _alive(pid: int) -> bool:
 def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
     """Yield a running PostgreSQL chosen as the module docstring says; stop what was started."""
     try:
-        choice = devdocker.choose("postgres", devdocker.postgres_image)
-    except devdocker.DockerUnavailable as exc:
+        choice = containers.choose("postgres", containers.postgres_image)
+    except containers.DockerUnavailable as exc:
         raise DevPostgresError(str(exc)) from exc
     if choice.source == "external":
         external = os.environ["PG_DSN"]
@@ -364,8 +364,8 @@ def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]
         return
     why = choice.reason
     if choice.source == "docker":
-        container = devdocker.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
-        failed = devdocker.start_or_fall_back(container, choice, "a local server")
+        container = containers.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
+        failed = containers.start_or_fall_back(container, choice, "a local server")
         if failed is None:
             try:
                 dsn = container.dsn
