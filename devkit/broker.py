@@ -12,7 +12,7 @@ docker|jvm`` forces one, see :mod:`devkit.containers`):
    KRaft broker+controller on free loopback ports (:class:`DevBroker`).
 
 Every failure to start names its cause (no Java, no Maven, jar resolution, port in use,
-broker exited, timeout) in a :class:`~kec.errors.DevBrokerError`; nothing waits
+broker exited, timeout) in a :class:`~devkit.errors.DevBrokerError`; nothing waits
 without a bound. The JVM is stopped on :meth:`DevBroker.close`, at interpreter exit, and
 (Linux) by the kernel when the starting process dies, so no broker outlives its owner.
 """
@@ -42,11 +42,13 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 
-from kec.errors import DevBrokerError
+from devkit import containers
+from devkit.errors import DevBrokerError, DockerUnavailable
+from devkit.project import cache_root, kafka_image, kafka_version, manifest_dir
+from devkit.server import free_port, port_taken
 
 log = logging.getLogger(__name__)
 
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "docker" / "kafka"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -58,33 +60,6 @@ class KafkaCluster:
     kind: str  # "external", "testcontainers" or "local-jvm"
     version: str  # "unknown" when the cluster does not tell us
     why: str = ""  # why this source was chosen, in a few words
-
-
-def manifest_dir() -> Path:
-    """The folder holding the pinned Maven manifest and the broker config template."""
-    override = os.environ.get("KEC_KAFKA_MANIFEST_DIR")
-    path = Path(override) if override else MANIFEST_DIR
-    if not (path / "pom.xml").is_file():
-        raise DevBrokerError(
-            f"no Kafka manifest at {path}/pom.xml: run from a source checkout of "
-            "kafka-event-connector or set KEC_KAFKA_MANIFEST_DIR"
-        )
-    return path
-
-
-def cache_root() -> Path:
-    base = os.environ.get("KEC_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kafka-event-connector"
-
-
-def kafka_version(pom: Path) -> str:
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom.read_text())
-    if not match:
-        raise DevBrokerError(f"{pom}: no <kafka.version> property")
-    return match.group(1).strip()
 
 
 def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Path:
@@ -180,25 +155,6 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
             return cluster_id
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As a server binds: connections of a broker that just stopped (TIME_WAIT) do not
-        # make the port taken, a listener does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -262,7 +218,7 @@ class DevBroker:
         java = java_executable()
         manifest = self._manifest or manifest_dir()
         for name, wanted in (("port", self._port), ("controller port", self._controller_port)):
-            if wanted is not None and _port_taken(wanted):
+            if wanted is not None and port_taken(wanted):
                 raise DevBrokerError(f"{name} {wanted} on 127.0.0.1 is already in use")
         self._port = self._port or free_port()
         self._controller_port = self._controller_port or free_port()
@@ -461,11 +417,9 @@ class DevBroker:
 def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
     """Yield a running Kafka cluster chosen as the module docstring says; stop what was
     started."""
-    from devkit import containers
-
     try:
-        choice = containers.choose("kafka", containers.kafka_image)
-    except containers.DockerUnavailable as exc:
+        choice = containers.choose("kafka", kafka_image)
+    except DockerUnavailable as exc:
         raise DevBrokerError(str(exc)) from exc
     if choice.source == "external":
         yield KafkaCluster(

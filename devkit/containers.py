@@ -16,8 +16,8 @@ Where the broker (``KEC_BROKER``) and the database (``KEC_POSTGRES``) come from:
 ========== ===================================================================
 
 ``KEC_NO_DOCKER=1`` is ``auto`` without the Docker step. The images are
-:func:`kafka_image` and :func:`postgres_image` (``KEC_KAFKA_IMAGE``,
-``KEC_POSTGRES_IMAGE`` override them).
+:func:`devkit.project.kafka_image` and :func:`devkit.project.postgres_image`
+(``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE`` override them).
 
 Containers (:class:`KafkaContainer`, :class:`PostgresContainer`) are started with
 testcontainers' ``DockerContainer``, without its Ryuk reaper (its image is pulled from a
@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from devkit.broker import free_port
-from kec.errors import ConnectorError, DevBrokerError, DevPostgresError
+from devkit.errors import DevBrokerError, DevPostgresError, DockerUnavailable
+from devkit.server import free_port
+from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -57,29 +58,6 @@ _SETTINGS: dict[Service, tuple[str, str, str]] = {
     "kafka": ("KEC_BROKER", "jvm", "KAFKA_BOOTSTRAP_SERVERS"),
     "postgres": ("KEC_POSTGRES", "local", "PG_DSN"),
 }
-
-
-class DockerUnavailable(ConnectorError):
-    """No usable Docker engine or image; the message says which, in one line."""
-
-
-# -- images ---------------------------------------------------------------------------
-
-
-def kafka_image() -> str:
-    """The project's Kafka image for this checkout's pinned broker (``kec-kafka:<version>``)."""
-    from devkit.broker import kafka_version, manifest_dir
-
-    return os.environ.get("KEC_KAFKA_IMAGE") or (
-        f"kec-kafka:{kafka_version(manifest_dir() / 'pom.xml')}"
-    )
-
-
-def postgres_image() -> str:
-    """The project's PostgreSQL image (``kec-postgres:<major>``)."""
-    from devkit.images import postgres_major
-
-    return os.environ.get("KEC_POSTGRES_IMAGE") or f"kec-postgres:{postgres_major()}"
 
 
 # -- the engine -----------------------------------------------------------------------

@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,13 +40,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devkit.broker import kafka_version, manifest_dir, resolve_jars
+from devkit.broker import resolve_jars
+from devkit.errors import ImageBuildError
+from devkit.project import (
+    DOCKER_DIR,
+    ROOT,
+    cache_root,
+    connector_image,
+    kafka_image,
+    kafka_version,
+    postgres_image,
+    project_version,
+)
 from kec.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKER_DIR = ROOT / "docker"
 INPUTS_LABEL = "io.kafka-event-connector.inputs"
 BASE_IMAGE = "kec-base:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -56,38 +64,6 @@ WHEEL_PYTHON = "3.11"
 WHEEL_ABI = "cp311"
 _MANYLINUX = [f"manylinux_2_{minor}" for minor in range(36, 16, -1)]  # bookworm: glibc 2.36
 _MANYLINUX += ["manylinux2014", "manylinux2010", "manylinux1", "linux"]
-
-
-class ImageBuildError(ConnectorError):
-    """An image of the project could not be built; the message says which step failed."""
-
-
-def kafka_image() -> str:
-    """The Kafka image for this checkout's pinned broker version."""
-    return os.environ.get("KEC_KAFKA_IMAGE") or (
-        f"kec-kafka:{kafka_version(manifest_dir() / 'pom.xml')}"
-    )
-
-
-def postgres_image() -> str:
-    return os.environ.get("KEC_POSTGRES_IMAGE") or f"kec-postgres:{postgres_major()}"
-
-
-def connector_image() -> str:
-    return os.environ.get("KEC_CONNECTOR_IMAGE") or f"kafka-event-connector:{project_version()}"
-
-
-def postgres_major() -> str:
-    dockerfile = DOCKER_DIR / "postgres" / "Dockerfile"
-    match = re.search(r"^ARG PG_MAJOR=(\d+)$", dockerfile.read_text(), re.MULTILINE)
-    if not match:
-        raise ImageBuildError(f"{dockerfile}: no 'ARG PG_MAJOR=<major>' line")
-    return match.group(1)
-
-
-def project_version() -> str:
-    with (ROOT / "pyproject.toml").open("rb") as handle:
-        return str(tomllib.load(handle)["project"]["version"])
 
 
 def _package_dirs() -> list[Path]:
@@ -216,8 +192,6 @@ class Docker:
 
 
 def _log_dir() -> Path:
-    from devkit.broker import cache_root
-
     return cache_root() / "images"
 
 

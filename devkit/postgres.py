@@ -13,7 +13,7 @@ docker|local`` forces one, see :mod:`devkit.containers`):
    as the ``postgres`` system user, which owns the scratch folder.
 
 Every failure to start names its cause (no server binaries, no ``postgres`` user, initdb
-failed, port in use, server exited, timeout) in a :class:`~kec.errors.DevPostgresError`;
+failed, port in use, server exited, timeout) in a :class:`~devkit.errors.DevPostgresError`;
 nothing waits without a bound. The server is stopped with ``pg_ctl stop -m immediate`` on
 :meth:`DevPostgres.close` and at interpreter exit, and (Linux) receives SIGQUIT, its
 immediate-shutdown signal, from the kernel when the starting process dies, so no server
@@ -49,8 +49,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from devkit import containers
-from devkit.broker import _port_taken, free_port  # shared helpers
-from kec.errors import DevPostgresError
+from devkit.errors import DevPostgresError, DockerUnavailable
+from devkit.project import postgres_image
+from devkit.server import free_port, port_taken
 
 log = logging.getLogger(__name__)
 SERVER_USER = "postgres"  # the system user that runs the server when we are root
@@ -148,7 +149,7 @@ class DevPostgres:
         if self._proc is not None:
             return self.server()
         bindir = self._bindir or find_bindir()
-        if self._port is not None and _port_taken(self._port):
+        if self._port is not None and port_taken(self._port):
             raise DevPostgresError(f"port {self._port} on 127.0.0.1 is already in use")
         if self._scratch is not None:  # killed: the same cluster again
             self._spawn(bindir)
@@ -355,8 +356,8 @@ def _alive(pid: int) -> bool:
 def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
     """Yield a running PostgreSQL chosen as the module docstring says; stop what was started."""
     try:
-        choice = containers.choose("postgres", containers.postgres_image)
-    except containers.DockerUnavailable as exc:
+        choice = containers.choose("postgres", postgres_image)
+    except DockerUnavailable as exc:
         raise DevPostgresError(str(exc)) from exc
     if choice.source == "external":
         external = os.environ["PG_DSN"]

@@ -20,7 +20,7 @@ import pytest
 from testcontainers.core.network import Network
 
 from devkit import containers
-from devkit.images import connector_image
+from devkit.project import connector_image, kafka_image, postgres_image
 from tests.containers.support import unavailable
 
 _REPORT = pytest.StashKey[list[str]]()
@@ -40,7 +40,7 @@ def images(request: pytest.FixtureRequest) -> Images:
         if request.config.getoption("--require-containers"):
             pytest.fail(f"--require-containers, but {reason}")
         pytest.skip(reason)
-    return Images(containers.kafka_image(), containers.postgres_image(), connector_image())
+    return Images(kafka_image(), postgres_image(), connector_image())
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,8 @@ from testcontainers.core.network import Network
 
 from devkit import containers
 from devkit.containers import OWNER_LABEL, owner
-from devkit.images import connector_image
+from devkit.errors import DockerUnavailable
+from devkit.project import connector_image, kafka_image, postgres_image
 from tests.support import wait_for
 
 CONFIG_PATH = "/etc/kec/connector.yaml"
@@ -26,10 +27,10 @@ def unavailable() -> str | None:
     """Why the container tests cannot run here, in one line; None when they can."""
     if not containers.docker_available():
         return f"no Docker engine answers at {containers.docker_host()}"
-    names = (containers.kafka_image(), containers.postgres_image(), connector_image())
+    names = (kafka_image(), postgres_image(), connector_image())
     try:
         missing = [name for name in names if containers.local_image(name) is None]
-    except containers.DockerUnavailable as exc:
+    except DockerUnavailable as exc:
         return str(exc)
     if missing:
         return f"the Docker engine has no image {', '.join(missing)} (run 'make images')"

@@ -120,7 +120,7 @@ def test_the_connector_image_turns_healthy_and_serves_its_probes(
             """
         )
     )
-    from devkit.broker import free_port
+    from devkit.server import free_port
 
     port = free_port()
     started = time.monotonic()

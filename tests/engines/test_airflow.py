@@ -14,7 +14,7 @@ import pytest
 
 from checkpoint.base import ActionState
 from connector.targets.airflow import PARKED, AirflowTarget
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import AIRFLOW_DAG

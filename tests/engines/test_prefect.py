@@ -16,7 +16,7 @@ import pytest
 
 from checkpoint.base import ActionState
 from connector.targets.prefect import PrefectTarget
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.action import Action, ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import PREFECT_DEPLOYMENT

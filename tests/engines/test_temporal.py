@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from checkpoint.base import ActionState
 from connector.targets.temporal import TemporalTarget
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.harness import (

@@ -20,10 +20,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from devkit import containers
+from devkit import containers, project
 from devkit.broker import provide_kafka
+from devkit.errors import DevBrokerError, DevPostgresError
 from devkit.postgres import provide_postgres
-from kec.errors import DevBrokerError, DevPostgresError
 from tests.integration.docker_stub import PULL_ERROR, EngineWithoutRegistry
 
 _CHOICE_VARIABLES = (
@@ -76,7 +76,7 @@ def test_an_engine_without_the_images_falls_back_to_the_local_broker_and_databas
     engine: EngineWithoutRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="devkit")
-    kafka_image, postgres_image = containers.kafka_image(), containers.postgres_image()
+    kafka_image, postgres_image = project.kafka_image(), project.postgres_image()
     with provide_kafka(start_timeout=120) as cluster:
         assert cluster.kind == "local-jvm"
         assert (
@@ -104,10 +104,10 @@ def test_forcing_docker_where_the_image_cannot_be_pulled_is_a_one_line_error(
     monkeypatch.setenv("KEC_POSTGRES", "docker")
     with pytest.raises(DevBrokerError) as kafka_error, provide_kafka():
         pass
-    assert str(kafka_error.value) == f"cannot pull {containers.kafka_image()}: {PULL_ERROR}"
+    assert str(kafka_error.value) == f"cannot pull {project.kafka_image()}: {PULL_ERROR}"
     with pytest.raises(DevPostgresError) as pg_error, provide_postgres():
         pass
-    assert str(pg_error.value) == f"cannot pull {containers.postgres_image()}: {PULL_ERROR}"
+    assert str(pg_error.value) == f"cannot pull {project.postgres_image()}: {PULL_ERROR}"
     assert len([call for call in engine.calls if "/images/create" in call]) == 2
 
 
@@ -115,7 +115,7 @@ def test_a_setting_forces_the_source_and_a_bad_one_is_refused(
     engine: EngineWithoutRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEC_BROKER", "jvm")
-    forced = containers.choose("kafka", containers.kafka_image)
+    forced = containers.choose("kafka", project.kafka_image)
     assert (forced.source, forced.forced, forced.reason) == (
         "local",
         True,
@@ -143,6 +143,6 @@ def test_a_setting_forces_the_source_and_a_bad_one_is_refused(
 
     monkeypatch.setenv("KEC_BROKER", "auto")
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
-    assert containers.choose("kafka", containers.kafka_image).reason.startswith(
+    assert containers.choose("kafka", project.kafka_image).reason.startswith(
         "no Docker engine answers at unix://"
     )

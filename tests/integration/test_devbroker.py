@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from devkit.broker import DevBroker, manifest_dir, resolve_jars
-from kec.errors import DevBrokerError
+from devkit.broker import DevBroker, resolve_jars
+from devkit.errors import DevBrokerError
+from devkit.project import manifest_dir
 from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(

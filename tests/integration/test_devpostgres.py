@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devkit.errors import DevPostgresError
 from devkit.postgres import DevPostgres, database_url, find_bindir, scratch_database
-from kec.errors import DevPostgresError
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

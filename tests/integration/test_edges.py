@@ -38,7 +38,7 @@ from connector.rules import Rule
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from connector.trigger import TriggerEngine
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.action import Action
 from kec.codec import record_headers, record_value
 from kec.event import Event

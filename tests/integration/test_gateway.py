@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from checkpoint.base import CheckpointStore
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
-from devkit.broker import free_port
+from devkit.server import free_port
 from tests.integration.gateway_helpers import Connector, groups_reading, queued
 from tests.support import wait_for
 

@@ -29,7 +29,7 @@ from connector.config import load_config
 from connector.gateway import GatewayServer
 from connector.gateway import ingest as gateway_ingest
 from connector.service import build_service
-from devkit.broker import free_port
+from devkit.server import free_port
 from tests.integration.gateway_helpers import groups_reading, members_cover
 from tests.support import ROOT, wait_for
 

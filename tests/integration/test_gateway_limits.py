@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from checkpoint.sqlite import SqliteStore
 from connector.config import ConfigFileError, load_config
 from connector.gateway import Gateway, GatewayLimits, GatewayServer, GatewaySettings, TlsFiles
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.errors import ConfigError
 from tests.integration.gateway_helpers import Connector
 

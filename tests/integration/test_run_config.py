@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 
 from checkpoint.sqlite import SqliteStore
 from connector.notification import NotificationClient
-from devkit.broker import free_port
+from devkit.server import free_port
 from tests.integration.http_recorder import RecordingServer, serving
 from tests.support import run_in_repo, wait_for
 

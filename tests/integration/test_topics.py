@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from connector.cli import cli
 from connector.topics import TopicPolicy, describe_topics, ensure_topics
-from devkit.broker import free_port
+from devkit.server import free_port
 from kec.errors import BrokerUnavailable, KafkaClientError
 from tests.support import ROOT, run_in_repo, wait_for
 
