@@ -19,10 +19,8 @@ without a bound. The JVM is stopped on :meth:`DevBroker.close`, at interpreter e
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -30,26 +28,21 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from types import TracebackType
 
 from devkit import containers
 from devkit.errors import DevBrokerError, DockerUnavailable
 from devkit.project import cache_root, kafka_image, kafka_version, manifest_dir
-from devkit.server import free_port, port_taken
+from devkit.server import LocalServer, free_port
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -155,17 +148,13 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
             return cluster_id
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class DevBroker:
+class DevBroker(LocalServer[KafkaCluster]):
     """One Apache Kafka 4 broker+controller in KRaft mode, as a child JVM.
 
-    ``start()`` formats storage in a scratch folder, starts the JVM and returns once the
-    broker answers a metadata request; ``close()`` stops it (SIGTERM, then SIGKILL) and
-    removes the scratch folder. Nothing happens in the constructor.
+    ``start()`` formats storage in a scratch folder (``workdir``, kept; else a temporary
+    one), starts the JVM and returns once the broker answers a metadata request;
+    ``close()`` stops it (SIGTERM, then SIGKILL) and removes a temporary scratch folder.
+    The life cycle is :class:`~devkit.server.LocalServer`'s.
 
     ``advertised_port``: the broker still listens on ``port`` but tells clients to connect
     to ``127.0.0.1:<advertised_port>`` (a fault-injecting proxy in front of it, for tests),
@@ -176,6 +165,11 @@ class DevBroker:
     ``start()`` then brings the same broker back on the same ports, through Kafka's log
     recovery.
     """
+
+    error = DevBrokerError
+    what = "the broker JVM"
+    not_ready = "the broker did not answer"
+    bind_failures = ("Address already in use", "BindException")
 
     def __init__(
         self,
@@ -189,17 +183,14 @@ class DevBroker:
         heap: str = "768m",
         advertised_port: int | None = None,
     ) -> None:
+        super().__init__(start_timeout=start_timeout)
         self._jars = jars
         self._port = port
         self._advertised_port = advertised_port
         self._controller_port = controller_port
         self._workdir = workdir
         self._manifest = manifest
-        self._start_timeout = start_timeout
         self._heap = heap
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._scratch: Path | None = None
-        self._owns_scratch = False
         self._version = "unknown"
 
     @property
@@ -212,26 +203,29 @@ class DevBroker:
     def log_file(self) -> Path | None:
         return self._scratch / "logs" / "server.log" if self._scratch else None
 
-    def start(self) -> KafkaCluster:
-        if self._proc is not None:
-            return self.cluster()
+    def cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+
+    def _describe(self) -> KafkaCluster:
+        return self.cluster()
+
+    def _ports(self) -> list[int | None]:
+        return [self._port, self._controller_port]
+
+    def _log_files(self) -> list[Path]:
+        assert self._scratch is not None
+        return [self._scratch / "logs" / "console.log", self._scratch / "logs" / "server.log"]
+
+    def _start(self) -> None:
         java = java_executable()
         manifest = self._manifest or manifest_dir()
-        for name, wanted in (("port", self._port), ("controller port", self._controller_port)):
-            if wanted is not None and port_taken(wanted):
-                raise DevBrokerError(f"{name} {wanted} on 127.0.0.1 is already in use")
+        self._check_free({"port": self._port, "controller port": self._controller_port})
         self._port = self._port or free_port()
         self._controller_port = self._controller_port or free_port()
-        if self._scratch is None:  # else killed: the same broker again
-            if self._workdir is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="kec-kafka-"))
-                self._owns_scratch = True
-            else:
-                self._scratch = self._workdir
-                self._scratch.mkdir(parents=True, exist_ok=True)
-        data, logs = self._scratch / "data", self._scratch / "logs"
+        scratch = self._scratch_dir("kec-kafka-", self._workdir)
+        data, logs = scratch / "data", scratch / "logs"
         logs.mkdir(exist_ok=True)
-        props = self._scratch / "server.properties"
+        props = scratch / "server.properties"
         props.write_text(
             Template((manifest / "server.properties").read_text()).substitute(
                 port=self._port, controller_port=self._controller_port, data_dir=data
@@ -250,45 +244,10 @@ class DevBroker:
             f"{self._jars}/*",
         ]
         if not (data / "meta.properties").exists():
-            cluster_id = new_cluster_id()
-            fmt = subprocess.run(
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                    "--standalone",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            if fmt.returncode != 0:
-                self._cleanup()
-                raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
-        console = open(logs / "console.log", "wb")  # noqa: SIM115 - owned by the child
-        try:
-            self._proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(props)],
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            console.close()
-        atexit.register(self.close)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
+            self._format(jvm, props)
+        self._launch([*jvm, "kafka.Kafka", str(props)], log=logs / "console.log")
         self._version = self._read_version()
+        assert self._proc is not None
         log.info(
             "Apache Kafka %s (local JVM, pid %d) at %s in %s",
             self._version,
@@ -296,10 +255,15 @@ class DevBroker:
             self.bootstrap_servers,
             self._scratch,
         )
-        return self.cluster()
 
-    def cluster(self) -> KafkaCluster:
-        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+    def _format(self, jvm: list[str], props: Path) -> None:
+        """Format the KRaft storage of a new broker."""
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+               "-c", str(props), "--standalone"]  # fmt: skip
+        fmt = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if fmt.returncode != 0:
+            self._cleanup()
+            raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
 
     def _advertised_listeners(self) -> str:
         """Properties that replace the template's listeners (later keys win) when clients
@@ -321,48 +285,19 @@ class DevBroker:
             "inter.broker.listener.name=INTERNAL\n"
         )
 
-    def _wait_ready(self) -> None:
+    def _ready(self) -> bool:
         from kec import kafka
 
-        deadline = time.monotonic() + self._start_timeout
-        assert self._proc is not None and self._port is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise DevBrokerError(self._exit_reason())
-            with socket.socket() as sock:
-                sock.settimeout(0.5)
-                if sock.connect_ex(("127.0.0.1", self._port)) != 0:
-                    time.sleep(0.1)
-                    continue
-            admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
-            try:
-                if admin.list_topics(timeout=2).brokers:
-                    return
-            except Exception:  # not answering metadata yet
-                time.sleep(0.2)
-        raise DevBrokerError(
-            f"the broker did not answer within {self._start_timeout:.0f}s; "
-            f"last log lines:\n{self._log_tail()}"
-        )
-
-    def _exit_reason(self) -> str:
-        assert self._proc is not None
-        tail = self._log_tail()
-        if "Address already in use" in tail or "BindException" in tail:
-            cause = f"port {self._port} or {self._controller_port} is already in use"
-        else:
-            cause = f"the broker JVM exited with code {self._proc.returncode}"
-        return f"{cause}; last log lines:\n{tail}"
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self._scratch is None:
-            return ""
-        text = []
-        for name in ("console.log", "server.log"):
-            path = self._scratch / "logs" / name
-            if path.exists():
-                text.extend(path.read_text(errors="replace").splitlines()[-lines:])
-        return "\n".join(text[-lines:])
+        assert self._port is not None
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", self._port)) != 0:
+                return False
+        admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:  # not answering metadata yet
+            return False
 
     def _read_version(self) -> str:
         log_file = self.log_file
@@ -371,46 +306,6 @@ class DevBroker:
             if match:
                 return match.group(1)
         return "unknown"
-
-    def kill(self) -> None:
-        """SIGKILL the JVM, as a crash would stop it (no controlled shutdown); keep its data
-        and ports for :meth:`start`."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def close(self) -> None:
-        """Stop the broker and remove its scratch folder; safe to call more than once."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._owns_scratch and self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
-
-    def __enter__(self) -> DevBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @contextlib.contextmanager

@@ -34,7 +34,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from devkit.errors import DevBrokerError, DevPostgresError, DockerUnavailable
-from devkit.server import free_port
+from devkit.server import free_port, poll_until
 from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -318,8 +317,7 @@ class _ServiceContainer:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
+        def running() -> None:
             try:
                 state = self.state()
             except Exception as exc:  # the engine went away, or removed the container
@@ -329,9 +327,9 @@ class _ServiceContainer:
                     f"{self.what} container ({self.image}) is {state}; last log lines:\n"
                     f"{self.logs_tail()}"
                 )
-            if self.ready():
-                return
-            time.sleep(0.2)
+
+        if poll_until(self.ready, timeout=self._start_timeout, check=running, interval=0.2):
+            return
         raise self.error(
             f"{self.what} in Docker ({self.image}) was not ready within "
             f"{self._start_timeout:.0f}s; last log lines:\n{self.logs_tail()}"
