@@ -67,11 +67,19 @@ _MANYLINUX += ["manylinux2014", "manylinux2010", "manylinux1", "linux"]
 
 
 def _package_dirs() -> list[Path]:
-    """The top-level packages the distribution ships (pyproject's packages.find.include)."""
+    """The top-level packages the connector image installs: those the distribution ships
+    (pyproject's packages.find.include) that .dockerignore leaves in the build context (it
+    keeps devkit, the development tooling, out)."""
     with (ROOT / "pyproject.toml").open("rb") as handle:
         patterns = tomllib.load(handle)["tool"]["setuptools"]["packages"]["find"]["include"]
-    names = {str(p).rstrip("*") for p in patterns}
+    names = {str(p).rstrip("*") for p in patterns} - _ignored_in_context()
     return sorted(ROOT / name for name in names if (ROOT / name / "__init__.py").is_file())
+
+
+def _ignored_in_context() -> set[str]:
+    """The names .dockerignore keeps out of the connector image's build context."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:

@@ -56,6 +56,19 @@ def test_every_image_runs_as_an_unprivileged_user(images: Images) -> None:
     assert all(uid != 0 for uid in uids.values()), uids
 
 
+def test_the_connector_image_carries_no_development_tooling(images: Images) -> None:
+    # .dockerignore keeps devkit/ out of the build context; its commands' entry points are
+    # still in the package's metadata, and the CLI leaves them out without a traceback.
+    code, _, err = _run(images.connector, "python3", "-c", "import devkit")
+    assert code == 1 and "No module named 'devkit'" in err, err
+    listing = _output(images.connector, "event-connector", "--help")
+    commands = {line.split()[0] for line in listing.splitlines() if line.startswith("  ")}
+    assert "run" in commands and not commands & {"dev-broker", "demo"}, commands
+    code, _, err = _run(images.connector, "event-connector", "demo")
+    assert code == 2
+    assert "command 'demo' is installed but does not load" in err and "Traceback" not in err
+
+
 def test_the_connector_image_runs_event_connector_with_a_documented_config_path(
     images: Images,
 ) -> None:
