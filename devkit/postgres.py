@@ -45,7 +45,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devkit import containers
 from devkit.errors import DevPostgresError, DockerUnavailable
 from devkit.project import postgres_image
-from devkit.server import LocalServer, free_port, poll_until
+from devkit.server import LocalServer, alive, free_port, poll_until
 
 log = logging.getLogger(__name__)
 SERVER_USER = "postgres"  # the system user that runs the server when we are root
@@ -232,7 +232,7 @@ class DevPostgres(LocalServer[PostgresServer]):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
         # A backend still attached to the shared memory would make the next start refuse.
-        poll_until(lambda: not any(_alive(pid) for pid in children), timeout=10, interval=0.05)
+        poll_until(lambda: not any(alive(pid) for pid in children), timeout=10, interval=0.05)
 
     def _request_stop(self, proc: subprocess.Popen[bytes]) -> None:
         """``pg_ctl stop -m immediate``: the postmaster and its backends, at once."""
@@ -254,15 +254,6 @@ def _children(parent: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
                 found.append(int(stat.parent.name))
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, its memory released, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 @contextlib.contextmanager

@@ -85,6 +85,16 @@ def poll_until(
     return False
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, its memory released, does not). Linux: it
+    reads /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     """A ``preexec_fn`` that asks the kernel to send ``sig`` to the child when the thread
     that started it dies. It runs in the child after any switch of user (which would clear

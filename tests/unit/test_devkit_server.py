@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from devkit.errors import DevkitError
-from devkit.server import LocalServer, free_port, poll_until, port_taken
+from devkit.server import LocalServer, alive, free_port, poll_until, port_taken
 from tests.support import wait_for
 
 # Listens on the port it is given once the scratch folder has a file "go" (so a test
@@ -90,14 +90,6 @@ class Child(LocalServer[str]):
         return self._proc.pid
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
-
-
 def test_start_waits_until_ready_and_close_stops_and_cleans_up() -> None:
     server = Child()
     with server:
@@ -105,7 +97,7 @@ def test_start_waits_until_ready_and_close_stops_and_cleans_up() -> None:
         pid, scratch = server.pid, server.workdir
         assert scratch is not None and port_taken(server.port or 0)
         assert "listening" in (scratch / "child.log").read_text()
-    assert _gone(pid)
+    assert not alive(pid)
     assert not scratch.exists()
     server.close()  # idempotent
 
@@ -125,7 +117,7 @@ def test_not_ready_in_time_is_an_error_and_leaves_no_child() -> None:
     with pytest.raises(FakeError, match=r"the child did not listen within 1s; last log lines:"):
         server.start()
     assert server.workdir is None
-    assert len(server.pids) == 1 and all(_gone(pid) for pid in server.pids)
+    assert len(server.pids) == 1 and all(not alive(pid) for pid in server.pids)
 
 
 def test_a_port_asked_for_and_taken_is_named_before_anything_starts() -> None:
@@ -145,7 +137,7 @@ def test_kill_keeps_the_folder_and_start_brings_the_same_server_back() -> None:
         address = server.start()
         first, scratch = server.pid, server.workdir
         server.kill()
-        assert _gone(first) and scratch is not None and scratch.exists()
+        assert not alive(first) and scratch is not None and scratch.exists()
         assert server.start() == address
         assert server.pid != first and server.workdir == scratch
     finally:
@@ -176,10 +168,10 @@ def test_the_child_dies_with_the_thread_that_started_it(tmp_path: Path) -> None:
         assert owner.stdout is not None
         pid, folder = owner.stdout.readline().split()
         child, scratch = int(pid), Path(folder)
-        assert not _gone(child)
+        assert alive(child)
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(timeout=30)
-        wait_for(lambda: _gone(child), timeout=30, what="the orphaned child to exit")
+        wait_for(lambda: not alive(child), timeout=30, what="the orphaned child to exit")
     finally:
         if owner.poll() is None:
             owner.kill()
