@@ -1,9 +1,10 @@
 """No import cycle between the project's modules.
 
-The graph is read from the source with ast: every import statement, at module level or
-inside a function (a delayed import only hides a cycle, it does not remove it), between
-the modules of the packages below. ``from a.b import c`` is an edge to the module
-``a.b.c`` when there is one, else to ``a.b``.
+The graph is read from the source with ast: every import statement that runs, at module
+level or inside a function (a delayed import only hides a cycle, it does not remove it),
+between the modules of the packages below. Imports under ``if TYPE_CHECKING:`` never run
+(they name types for the type checker), so they are no edges. ``from a.b import c`` is an
+edge to the module ``a.b.c`` when there is one, else to ``a.b``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,30 @@ def _package_of(module: str, path: Path) -> str:
     return module if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """The nodes of ``tree`` outside ``if TYPE_CHECKING:`` bodies (their ``else`` runs)."""
+    found: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            todo.extend([node.test, *node.orelse])
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
 def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Each module of ``packages`` (under ``root``) and the modules of theirs it imports."""
     files = {_module(p, root): p for pkg in packages for p in sorted((root / pkg).rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 edges.update(alias.name for alias in node.names if alias.name in files)
             elif isinstance(node, ast.ImportFrom):
@@ -130,6 +148,16 @@ def test_the_check_finds_a_cycle_closed_by_a_delayed_import(tmp_path: Path) -> N
     (pkg / "b.py").write_text("def thing():\n    from pkg import c\n")
     (pkg / "c.py").write_text("from . import a\n")
     (pkg / "d.py").write_text("import pkg.a\n")
+    # A type named for the checker only: no edge, so a -> e -> a is no cycle.
+    (pkg / "e.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from pkg.a import thing\n"
+        "else:\n"
+        "    import pkg\n"
+    )
+    (pkg / "a.py").write_text("from pkg.b import thing\nimport pkg.e\n")
     graph = import_graph(tmp_path, ("pkg",))
     assert graph["pkg.c"] == {"pkg.a"} and graph["pkg.d"] == {"pkg.a"}
+    assert graph["pkg.e"] == {"pkg"}
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
