@@ -68,7 +68,7 @@ images: jars
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends debootstrap; }
-	$(BIN)/python -m connector.devimages
+	$(BIN)/python -m devkit.images
 
 # The benchmark's peer (quixstreams) pins other versions than the connector: its own venv.
 PEER := $(HOME)/.cache/kafka-event-connector/bench-peer

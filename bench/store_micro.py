@@ -95,7 +95,7 @@ def main() -> None:
 
 
 def _run_postgres(args: argparse.Namespace) -> float:
-    from connector.devpostgres import provide_postgres, scratch_database
+    from devkit.postgres import provide_postgres, scratch_database
 
     if args.dsn:
         with scratch_database(args.dsn) as url:

@@ -39,10 +39,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from checkpoint import open_store
-from connector.devbroker import KafkaCluster, provide_kafka
 from connector.runtime import PipelineSettings
 from connector.service import ConnectorService
 from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
+from devkit.broker import KafkaCluster, provide_kafka
 from kec.codec import record_headers, record_value
 from kec.evaluation import NotifyAll
 from kec.event import Event
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"broker: Apache Kafka {cluster.version} ({cluster.kind}) at {bootstrap}")
         pg_dsn = None
         if not args.no_postgres:
-            from connector.devpostgres import provide_postgres, scratch_database
+            from devkit.postgres import provide_postgres, scratch_database
 
             server = stack.enter_context(provide_postgres())
             pg_dsn = stack.enter_context(scratch_database(server.dsn, prefix="bench_"))

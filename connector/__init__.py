@@ -13,13 +13,13 @@ CLI starts fast):
 * :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
   targets, the workflow engines ``temporal``, ``airflow``, ``prefect``, and ``build_target``;
-* :mod:`connector.gateway` — the HTTP events gateway;
-* :mod:`connector.devbroker`, :mod:`connector.devpostgres` — a local Kafka and
-  PostgreSQL for development and tests.
+* :mod:`connector.gateway` — the HTTP events gateway.
 
 The vocabulary every package shares (``ConnectorError`` and its tree, ``Event``,
 ``Action``, the evaluator protocol, the Kafka client factory) is in :mod:`kec`; Ray's
 listeners and ``wait_for_event`` are in :mod:`listeners`; the stores in :mod:`checkpoint`.
+Development tooling (a local Kafka and PostgreSQL, the images, the demo) is in the
+checkout's ``devkit`` package, which the product never imports.
 """
 
 from kec.errors import ConnectorError

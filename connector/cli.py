@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
+from connector.commands.plugins import PluginGroup
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
@@ -40,51 +41,12 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands of other packages (the checkout's dev-broker and demo) come from entry points.
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 def cli(verbose: bool) -> None:
     """Turn Kafka events into workflow actions exactly once."""
     _setup_logging(verbose)
-
-
-@cli.command("dev-broker")
-@click.option("--port", type=int, default=None, help="Client port (default: a free one).")
-@click.option("--controller-port", type=int, default=None, help="KRaft controller port.")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Keep the broker's data here across runs (default: a temp dir removed on exit).",
-)
-@click.option("--resolve-only", is_flag=True, help="Fetch the broker's jars and exit.")
-def dev_broker(
-    port: int | None, controller_port: int | None, data_dir: Path | None, resolve_only: bool
-) -> None:
-    """Run a local single-node Apache Kafka broker (KRaft) in the foreground.
-
-    The broker's jars are resolved once from Maven Central (pinned by docker/kafka/pom.xml)
-    and run with Java 17. Prints the bootstrap address; stop with Ctrl-C or SIGTERM.
-    """
-    from connector.devbroker import DevBroker, resolve_jars
-
-    if resolve_only and (port, controller_port, data_dir) != (None, None, None):
-        raise click.UsageError("--resolve-only starts no broker: it takes no other option")
-    jars = resolve_jars()
-    if resolve_only:
-        click.echo(f"Kafka broker jars ready in {jars}")
-        return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with DevBroker(jars, port=port, controller_port=controller_port, workdir=data_dir) as broker:
-        cluster = broker.cluster()
-        click.echo(
-            f"Apache Kafka {cluster.version} running; bootstrap: {cluster.bootstrap_servers}"
-        )
-        click.echo(f"export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
-        sys.stdout.flush()
-        stop.wait()
-        click.echo("stopping the broker")
 
 
 # Options of `run` that only apply without a config file (the file says all of it).
@@ -325,23 +287,6 @@ def _quick_service(
         NotifyAll("log"),
         {"log": LogTarget("log", log_file)},
     )
-
-
-@cli.command()
-@click.option(
-    "-c",
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="The quickstart config to run [examples/quickstart.yaml of the checkout].",
-)
-def demo(config: Path | None) -> None:
-    """The quickstart on embedded defaults: a real Kafka (see docs/architecture.md), the connector
-    with SQLite checkpoints, the AIFlow seed's events and their actions, the status
-    table, then kill -9 in the middle of a stream and a restart: no action fires twice."""
-    from connector.demo import QUICKSTART, run_demo
-
-    run_demo(click.echo, config or QUICKSTART)
 
 
 # subcommands defined in connector/commands/ (one line each)

@@ -8,8 +8,6 @@ later can succeed without a change by a person::
     ConnectorError
     ├── ConfigError                 bad configuration (file, line, field path)
     │   └── ConfigFileError         a config file's errors, one FILE:LINE PATH each
-    ├── DevBrokerError              the local development broker could not start
-    ├── DevPostgresError            the local development PostgreSQL could not start
     ├── KafkaClientError            a Kafka client call failed            (retriable)
     │   ├── BrokerUnavailable       no broker answered in time            (retriable)
     │   └── KafkaFatal              librdkafka's fatal error: the client is unusable
@@ -26,6 +24,9 @@ later can succeed without a change by a person::
     ├── GatewayError                the HTTP events gateway failed or refused (retriable)
     └── TargetError                 delivering an action failed           (retriable)
         └── TargetRejected          the target refused the action for good
+
+The development tooling (the checkout's ``devkit`` package) hangs its own branch,
+``DevkitError``, under :class:`ConnectorError` in ``devkit/errors.py``.
 """
 
 from __future__ import annotations
@@ -51,14 +52,6 @@ class ConfigFileError(ConfigError):
         self.errors = errors
         count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
         super().__init__(f"{file}: {count}\n" + "\n".join(f"  {e}" for e in errors))
-
-
-class DevBrokerError(ConnectorError):
-    """The local Apache Kafka broker for development and tests did not come up."""
-
-
-class DevPostgresError(ConnectorError):
-    """The PostgreSQL server for development and tests did not come up."""
 
 
 class KafkaClientError(ConnectorError):

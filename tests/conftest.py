@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connector.devbroker import KafkaCluster, provide_kafka
-from connector.devpostgres import PostgresServer, provide_postgres, scratch_database
+from devkit.broker import KafkaCluster, provide_kafka
+from devkit.postgres import PostgresServer, provide_postgres, scratch_database
 
 _CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
 _POSTGRES_KEY = pytest.StashKey[tuple[PostgresServer, float]]()

@@ -500,6 +500,18 @@ class ConnectorConfig(_Model):
         (:class:`connector.queue_listener.QueueEventListener`)."""
         return self.listener_group_id or f"{self.group_id}-listener"
 
+    def written_files(self) -> list[tuple[str, Path]]:
+        """``(setting, path)`` of every file ``run`` writes besides Kafka: checked before
+        anything opens (:func:`connector.config.paths.check_writable`)."""
+        files: list[tuple[str, Path]] = []
+        if self.checkpoint.backend == "sqlite":
+            files.append(("checkpoint.path", self.checkpoint.path))
+        for name, spec in self.targets.items():
+            if isinstance(spec, LogSpec) and spec.path is not None:
+                where = f".{name}" if name.isidentifier() else f'["{name}"]'
+                files.append((f"targets{where}.path", spec.path))
+        return files
+
     def topics(self) -> dict[str, str]:
         """Topic -> namespace of its events, for every topic the pipeline reads: the
         namespaces' and, with ``http:``, the gateway's."""

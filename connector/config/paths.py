@@ -67,20 +67,6 @@ def data_dir_of(config: str | Path, data_dir: str | Path | None, env: Mapping[st
     return Path(chosen).expanduser().resolve()
 
 
-def written_files(cfg: ConnectorConfig) -> list[tuple[str, Path]]:
-    """``(setting, path)`` of every file ``run`` writes besides Kafka."""
-    from connector.config.targets import LogSpec
-
-    files: list[tuple[str, Path]] = []
-    if cfg.checkpoint.backend == "sqlite":
-        files.append(("checkpoint.path", cfg.checkpoint.path))
-    for name, spec in cfg.targets.items():
-        if isinstance(spec, LogSpec) and spec.path is not None:
-            where = f".{name}" if name.isidentifier() else f'["{name}"]'
-            files.append((f"targets{where}.path", spec.path))
-    return files
-
-
 def unwritable(path: Path) -> str | None:
     """Why the file ``path`` cannot be written (None: it can).
 
@@ -124,8 +110,9 @@ def refusal(setting: str, path: Path, reason: str, data_dir: Path | None) -> str
 
 def check_writable(cfg: ConnectorConfig, data_dir: Path | None) -> None:
     """Raise :class:`ConfigError`, one line per file, unless every file of
-    :func:`written_files` can be written. ``data_dir``: where relative paths went."""
-    check_files(written_files(cfg), data_dir)
+    :meth:`~connector.config.models.ConnectorConfig.written_files` can be written.
+    ``data_dir``: where relative paths went."""
+    check_files(cfg.written_files(), data_dir)
 
 
 def check_files(files: list[tuple[str, Path]], data_dir: Path | None = None) -> None:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The root file system of the local base image: Debian bookworm, minbase variant, made with
 # debootstrap from Debian's own mirror, so no image registry is needed. `make images`
-# imports it as kec-base:bookworm (connector/devimages.py); it stands in for the public
+# imports it as kec-base:bookworm (devkit/images.py); it stands in for the public
 # debian:bookworm-slim and python:3.11-slim-bookworm images the Dockerfiles name by default.
 #
 #   sh docker/base/rootfs.sh DIR [MIRROR]      (as root; DIR must not exist yet)

@@ -49,8 +49,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg.conninfo import conninfo_to_dict
 
 from checkpoint import ActionState, open_store
-from connector.devbroker import DevBroker, resolve_jars
-from connector.devpostgres import DevPostgres, scratch_database
+from devkit.broker import DevBroker, resolve_jars
+from devkit.postgres import DevPostgres, scratch_database
 from kec.action import action_id
 from tests.chaos.fleet import Fleet
 from tests.chaos.receiver import Receiver

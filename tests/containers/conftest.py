@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 from testcontainers.core.network import Network
 
-from connector import devdocker
-from connector.devimages import connector_image
+from devkit import containers
+from devkit.project import connector_image, kafka_image, postgres_image
 from tests.containers.support import unavailable
 
 _REPORT = pytest.StashKey[list[str]]()
@@ -40,7 +40,7 @@ def images(request: pytest.FixtureRequest) -> Images:
         if request.config.getoption("--require-containers"):
             pytest.fail(f"--require-containers, but {reason}")
         pytest.skip(reason)
-    return Images(devdocker.kafka_image(), devdocker.postgres_image(), connector_image())
+    return Images(kafka_image(), postgres_image(), connector_image())
 
 
 @pytest.fixture(autouse=True)
@@ -82,20 +82,20 @@ def network(images: Images) -> Iterator[Network]:
 
 
 @pytest.fixture(scope="module")
-def kafka(images: Images, network: Network) -> Iterator[devdocker.KafkaContainer]:
+def kafka(images: Images, network: Network) -> Iterator[containers.KafkaContainer]:
     """A Kafka node from the project's image: ``kafka:9092`` on ``network``, and
     ``bootstrap_servers`` on the host's loopback."""
-    node = devdocker.KafkaContainer(images.kafka, network=network, alias="kafka")
+    node = containers.KafkaContainer(images.kafka, network=network, alias="kafka")
     node.start()
     yield node
     node.close()
 
 
 @pytest.fixture(scope="module")
-def postgres(images: Images, network: Network) -> Iterator[devdocker.PostgresContainer]:
+def postgres(images: Images, network: Network) -> Iterator[containers.PostgresContainer]:
     """PostgreSQL from the project's image: ``postgres:5432`` on ``network``, ``dsn`` on
     the host's loopback."""
-    node = devdocker.PostgresContainer(images.postgres, network=network, alias="postgres")
+    node = containers.PostgresContainer(images.postgres, network=network, alias="postgres")
     node.start()
     yield node
     node.close()

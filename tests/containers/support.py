@@ -13,9 +13,10 @@ from typing import Any
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from connector import devdocker
-from connector.devdocker import OWNER_LABEL, owner
-from connector.devimages import connector_image
+from devkit import containers
+from devkit.containers import OWNER_LABEL, owner
+from devkit.errors import DockerUnavailable
+from devkit.project import connector_image, kafka_image, postgres_image
 from tests.support import wait_for
 
 CONFIG_PATH = "/etc/kec/connector.yaml"
@@ -24,12 +25,12 @@ CONFIG_PATH = "/etc/kec/connector.yaml"
 @functools.cache
 def unavailable() -> str | None:
     """Why the container tests cannot run here, in one line; None when they can."""
-    if not devdocker.docker_available():
-        return f"no Docker engine answers at {devdocker.docker_host()}"
-    names = (devdocker.kafka_image(), devdocker.postgres_image(), connector_image())
+    if not containers.docker_available():
+        return f"no Docker engine answers at {containers.docker_host()}"
+    names = (kafka_image(), postgres_image(), connector_image())
     try:
-        missing = [name for name in names if devdocker.local_image(name) is None]
-    except devdocker.DockerUnavailable as exc:
+        missing = [name for name in names if containers.local_image(name) is None]
+    except DockerUnavailable as exc:
         return str(exc)
     if missing:
         return f"the Docker engine has no image {', '.join(missing)} (run 'make images')"

@@ -29,9 +29,9 @@ import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from connector.devbroker import free_port
-from connector.devdocker import docker_host as engine_address
 from connector.ops.send import send_events
+from devkit.containers import docker_host as engine_address
+from devkit.server import free_port
 from kec.event import Event
 from tests.containers.conftest import Images
 from tests.support import ROOT, wait_for

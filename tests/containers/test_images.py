@@ -13,8 +13,8 @@ import docker
 import httpx
 from testcontainers.core.network import Network
 
-from connector.devdocker import KafkaContainer, PostgresContainer
-from connector.devdocker import docker_host as engine_address
+from devkit.containers import KafkaContainer, PostgresContainer
+from devkit.containers import docker_host as engine_address
 from tests.containers.conftest import Images
 from tests.containers.support import (
     connector_container,
@@ -54,6 +54,19 @@ def test_every_image_runs_as_an_unprivileged_user(images: Images) -> None:
     assert users == {images.connector: "kec", images.kafka: "kafka", images.postgres: "postgres"}
     uids = {name: int(_output(name, "id", "-u")) for name in names}
     assert all(uid != 0 for uid in uids.values()), uids
+
+
+def test_the_connector_image_carries_no_development_tooling(images: Images) -> None:
+    # .dockerignore keeps devkit/ out of the build context; its commands' entry points are
+    # still in the package's metadata, and the CLI leaves them out without a traceback.
+    code, _, err = _run(images.connector, "python3", "-c", "import devkit")
+    assert code == 1 and "No module named 'devkit'" in err, err
+    listing = _output(images.connector, "event-connector", "--help")
+    commands = {line.split()[0] for line in listing.splitlines() if line.startswith("  ")}
+    assert "run" in commands and not commands & {"dev-broker", "demo"}, commands
+    code, _, err = _run(images.connector, "event-connector", "demo")
+    assert code == 2
+    assert "command 'demo' is installed but does not load" in err and "Traceback" not in err
 
 
 def test_the_connector_image_runs_event_connector_with_a_documented_config_path(
@@ -120,7 +133,7 @@ def test_the_connector_image_turns_healthy_and_serves_its_probes(
             """
         )
     )
-    from connector.devbroker import free_port
+    from devkit.server import free_port
 
     port = free_port()
     started = time.monotonic()

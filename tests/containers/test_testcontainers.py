@@ -21,8 +21,9 @@ from testcontainers.core.network import Network
 
 from checkpoint import ActionState, open_store
 from connector.config import load_config
-from connector.devbroker import kafka_version, manifest_dir, provide_kafka
-from connector.devdocker import (
+from connector.notification import NotificationClient
+from devkit.broker import provide_kafka
+from devkit.containers import (
     OWNER_LABEL,
     KafkaContainer,
     PostgresContainer,
@@ -30,9 +31,9 @@ from connector.devdocker import (
     process_start_ticks,
     reap_orphans,
 )
-from connector.devdocker import docker_host as engine_address
-from connector.devpostgres import provide_postgres, scratch_database
-from connector.notification import NotificationClient
+from devkit.containers import docker_host as engine_address
+from devkit.postgres import provide_postgres, scratch_database
+from devkit.project import kafka_version, manifest_dir
 from tests.containers.conftest import Images
 from tests.containers.support import connector_container, logs, read_file
 from tests.support import ROOT, wait_for

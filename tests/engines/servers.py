@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from connector.devbroker import free_port
+from devkit.server import free_port
 from tests.engines.venvs import ensure_venv
 from tests.support import ROOT
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from checkpoint.base import ActionState
-from connector.devbroker import free_port
 from connector.targets.airflow import PARKED, AirflowTarget
+from devkit.server import free_port
 from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import AIRFLOW_DAG

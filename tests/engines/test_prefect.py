@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from checkpoint.base import ActionState
-from connector.devbroker import free_port
 from connector.targets.prefect import PrefectTarget
+from devkit.server import free_port
 from kec.action import Action, ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.conftest import PREFECT_DEPLOYMENT

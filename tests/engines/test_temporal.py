@@ -14,8 +14,8 @@ import pytest
 from temporalio.client import Client
 
 from checkpoint.base import ActionState
-from connector.devbroker import free_port
 from connector.targets.temporal import TemporalTarget
+from devkit.server import free_port
 from kec.action import ActionKind
 from kec.errors import TargetError, TargetRejected
 from tests.engines.harness import (

@@ -1,4 +1,4 @@
-"""Where the test broker and database come from (connector.devdocker.choose): a Docker engine
+"""Where the test broker and database come from (connector.containers.choose): a Docker engine
 that answers but has no image and no registry is a fallback to the local broker and
 database with one log line, never a traceback; KEC_BROKER / KEC_POSTGRES force a source.
 
@@ -20,10 +20,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connector import devdocker
-from connector.devbroker import provide_kafka
-from connector.devpostgres import provide_postgres
-from kec.errors import DevBrokerError, DevPostgresError
+from devkit import containers, project
+from devkit.broker import provide_kafka
+from devkit.errors import DevBrokerError, DevPostgresError
+from devkit.postgres import provide_postgres
 from tests.integration.docker_stub import PULL_ERROR, EngineWithoutRegistry
 
 _CHOICE_VARIABLES = (
@@ -75,8 +75,8 @@ def _round_trip(bootstrap: str) -> bytes:
 def test_an_engine_without_the_images_falls_back_to_the_local_broker_and_database(
     engine: EngineWithoutRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="connector")
-    kafka_image, postgres_image = devdocker.kafka_image(), devdocker.postgres_image()
+    caplog.set_level(logging.INFO, logger="devkit")
+    kafka_image, postgres_image = project.kafka_image(), project.postgres_image()
     with provide_kafka(start_timeout=120) as cluster:
         assert cluster.kind == "local-jvm"
         assert (
@@ -92,7 +92,7 @@ def test_an_engine_without_the_images_falls_back_to_the_local_broker_and_databas
     assert not [call for call in engine.calls if call.startswith("POST")], engine.calls
     assert any(f"/images/{kafka_image}/json" in call for call in engine.calls)
     choices = [r for r in caplog.records if "has no image" in r.getMessage()]
-    assert [r.name for r in choices] == ["connector.devbroker", "connector.devpostgres"]
+    assert [r.name for r in choices] == ["devkit.broker", "devkit.postgres"]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in choices)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -104,10 +104,10 @@ def test_forcing_docker_where_the_image_cannot_be_pulled_is_a_one_line_error(
     monkeypatch.setenv("KEC_POSTGRES", "docker")
     with pytest.raises(DevBrokerError) as kafka_error, provide_kafka():
         pass
-    assert str(kafka_error.value) == f"cannot pull {devdocker.kafka_image()}: {PULL_ERROR}"
+    assert str(kafka_error.value) == f"cannot pull {project.kafka_image()}: {PULL_ERROR}"
     with pytest.raises(DevPostgresError) as pg_error, provide_postgres():
         pass
-    assert str(pg_error.value) == f"cannot pull {devdocker.postgres_image()}: {PULL_ERROR}"
+    assert str(pg_error.value) == f"cannot pull {project.postgres_image()}: {PULL_ERROR}"
     assert len([call for call in engine.calls if "/images/create" in call]) == 2
 
 
@@ -115,7 +115,7 @@ def test_a_setting_forces_the_source_and_a_bad_one_is_refused(
     engine: EngineWithoutRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEC_BROKER", "jvm")
-    forced = devdocker.choose("kafka", devdocker.kafka_image)
+    forced = containers.choose("kafka", project.kafka_image)
     assert (forced.source, forced.forced, forced.reason) == (
         "local",
         True,
@@ -143,6 +143,6 @@ def test_a_setting_forces_the_source_and_a_bad_one_is_refused(
 
     monkeypatch.setenv("KEC_BROKER", "auto")
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
-    assert devdocker.choose("kafka", devdocker.kafka_image).reason.startswith(
+    assert containers.choose("kafka", project.kafka_image).reason.startswith(
         "no Docker engine answers at unix://"
     )

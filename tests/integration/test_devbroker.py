@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from connector.devbroker import DevBroker, manifest_dir, resolve_jars
-from kec.errors import DevBrokerError
+from devkit.broker import DevBroker, resolve_jars
+from devkit.errors import DevBrokerError
+from devkit.project import manifest_dir
 from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +74,7 @@ def test_broker_dies_with_its_parent(tmp_path: Path) -> None:
     workdir = tmp_path / "orphan"
     code = (
         "import sys, os, signal\n"
-        "from connector.devbroker import DevBroker, resolve_jars\n"
+        "from devkit.broker import DevBroker, resolve_jars\n"
         "from pathlib import Path\n"
         f"b = DevBroker(resolve_jars(), workdir=Path({str(workdir)!r})); b.start()\n"
         "print(b.bootstrap_servers, flush=True)\n"

@@ -14,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connector.devpostgres import DevPostgres, database_url, find_bindir, scratch_database
-from kec.errors import DevPostgresError
+from devkit.errors import DevPostgresError
+from devkit.postgres import DevPostgres, database_url, find_bindir, scratch_database
+from devkit.server import alive
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,15 +25,6 @@ needs_local_postgres = pytest.mark.skipif(
     not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
     reason="the local cluster path needs Debian's postgresql package (make installs it)",
 )
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 def test_missing_binaries_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -66,7 +58,7 @@ def test_close_stops_the_server_and_removes_its_folder() -> None:
     pid = int((scratch / "data" / "postmaster.pid").read_text().split()[0])
     server.close()
     server.close()
-    assert _gone(pid)
+    assert not alive(pid)
     assert not scratch.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=2)
@@ -75,7 +67,7 @@ def test_close_stops_the_server_and_removes_its_folder() -> None:
 _OWNER_SCRIPT = textwrap.dedent(
     """
     import sys
-    from connector.devpostgres import DevPostgres
+    from devkit.postgres import DevPostgres
 
     server = DevPostgres()
     server.start()
@@ -102,7 +94,7 @@ def test_server_dies_with_the_process_that_started_it() -> None:
         pid = int((scratch / "data" / "postmaster.pid").read_text().split()[0])
         owner.kill()  # SIGKILL: no atexit, no close()
         owner.wait(timeout=30)
-        wait_for(lambda: _gone(pid), timeout=30, what="the orphaned postmaster to exit")
+        wait_for(lambda: not alive(pid), timeout=30, what="the orphaned postmaster to exit")
     finally:
         if owner.poll() is None:
             owner.send_signal(signal.SIGKILL)
@@ -148,7 +140,7 @@ def test_a_killed_server_comes_back_on_its_port_with_its_data() -> None:
         held = psycopg.connect(dsn, autocommit=True)
         backend = held.info.backend_pid
         server.kill()
-        assert _gone(backend), "the backends die with the postmaster"
+        assert not alive(backend), "the backends die with the postmaster"
         with pytest.raises(psycopg.OperationalError):
             held.execute("SELECT 1")
         held.close()

@@ -33,12 +33,12 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
-from connector.devbroker import free_port
 from connector.outbox import Dispatcher
 from connector.rules import Rule
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from connector.trigger import TriggerEngine
+from devkit.server import free_port
 from kec.action import Action
 from kec.codec import record_headers, record_value
 from kec.event import Event

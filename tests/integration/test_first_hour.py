@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from connector.devbroker import free_port
+from devkit.server import free_port
 from tests.support import ROOT, wait_for
 
 SECTION = "## The first hour"

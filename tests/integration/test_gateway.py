@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient
 
 from checkpoint.base import CheckpointStore
 from checkpoint.sqlite import MemoryStore, SqliteStore
-from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
+from devkit.server import free_port
 from tests.integration.gateway_helpers import Connector, groups_reading, queued
 from tests.support import wait_for
 

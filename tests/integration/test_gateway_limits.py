@@ -28,8 +28,8 @@ from cryptography.x509.oid import NameOID
 
 from checkpoint.sqlite import SqliteStore
 from connector.config import ConfigFileError, load_config
-from connector.devbroker import free_port
 from connector.gateway import Gateway, GatewayLimits, GatewayServer, GatewaySettings, TlsFiles
+from devkit.server import free_port
 from kec.errors import ConfigError
 from tests.integration.gateway_helpers import Connector
 

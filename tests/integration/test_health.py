@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connector.devbroker import free_port
+from devkit.server import free_port
 from tests.support import ROOT, wait_for
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

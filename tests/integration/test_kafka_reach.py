@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.devbroker import free_port
+from devkit.server import free_port
 from kec.kafka import reach
 from tests.support import ROOT
 

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from connector.devbroker import KafkaCluster
+from devkit.broker import KafkaCluster
 from tests.nemesis.pg import GSSENC_REQUEST, SSL_REQUEST, PgProxy
 from tests.nemesis.proxy import ControlError, Proxy, RemoteProxy
 from tests.support import wait_for

@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from checkpoint.sqlite import SqliteStore
-from connector.devbroker import free_port
 from connector.notification import NotificationClient
+from devkit.server import free_port
 from tests.integration.http_recorder import RecordingServer, serving
 from tests.support import run_in_repo, wait_for
 

@@ -23,8 +23,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connector.cli import cli
-from connector.devbroker import free_port
 from connector.topics import TopicPolicy, describe_topics, ensure_topics
+from devkit.server import free_port
 from kec.errors import BrokerUnavailable, KafkaClientError
 from tests.support import ROOT, run_in_repo, wait_for
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from connector.devbroker import DevBroker, KafkaCluster, free_port, resolve_jars
+from devkit.broker import DevBroker, KafkaCluster, resolve_jars
+from devkit.server import free_port
 from tests.nemesis.pg import PgProxy
 from tests.nemesis.proxy import Proxy
 

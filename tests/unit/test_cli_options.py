@@ -70,6 +70,9 @@ def test_replay_with_a_config_replays_one_named_topic_not_the_first_of_several(
 
 
 def test_dev_broker_resolve_only_takes_no_broker_options() -> None:
-    result = CliRunner().invoke(cli, ["dev-broker", "--resolve-only", "--port", "9092"])
+    # devkit's command itself: the CLI finds it through an entry point (test_cli_plugins.py).
+    from devkit.commands import dev_broker
+
+    result = CliRunner().invoke(dev_broker, ["--resolve-only", "--port", "9092"])
     assert result.exit_code == 2, result.output
     assert "--resolve-only starts no broker: it takes no other option" in result.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from connector.devbroker import new_cluster_id
+from devkit.broker import new_cluster_id
 
 
 def test_a_cluster_id_never_starts_with_a_dash() -> None:

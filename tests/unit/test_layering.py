@@ -1,9 +1,11 @@
 """The folder layout is the architecture: each package imports only the ones below it.
 
-    kec  <-  checkpoint  <-  listeners  <-  connector
+    kec  <-  checkpoint  <-  listeners  <-  connector  <-  devkit
 
-Checked on the source (every import statement, module level or not), so a delayed import
-cannot hide an upward edge.
+devkit (the development tooling) may import the product; the product never imports devkit,
+with no exception: the connector runs without it (its image does not carry it). Checked on
+the source (every import statement, module level or not, and importlib calls naming a
+module), so a delayed import cannot hide an upward edge.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("kec", "checkpoint", "listeners", "connector")
+TOOLING = "devkit"
 
 
 def _imports(path: Path) -> set[str]:
@@ -24,17 +27,67 @@ def _imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+        elif isinstance(node, ast.Call) and _names_a_module(node):
+            found.add(node.args[0].value)  # type: ignore[attr-defined]
     return found
+
+
+def _names_a_module(call: ast.Call) -> bool:
+    """``importlib.import_module("x")``, ``import_module("x")`` or ``__import__("x")``."""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+    first = call.args[0] if call.args else None
+    return (
+        name in ("import_module", "__import__")
+        and isinstance(first, ast.Constant)
+        and isinstance(first.value, str)
+    )
+
+
+def _sources(package: str) -> list[tuple[str, set[str]]]:
+    return [
+        (path.relative_to(ROOT).as_posix(), _imports(path))
+        for path in sorted((ROOT / package).rglob("*.py"))
+    ]
 
 
 @pytest.mark.parametrize("package", LAYERS)
 def test_packages_import_only_lower_layers(package: str) -> None:
     above = set(LAYERS[LAYERS.index(package) + 1 :])
     wrong = []
-    for path in sorted((ROOT / package).rglob("*.py")):
-        rel = path.relative_to(ROOT).as_posix()
-        for module in sorted(_imports(path)):
+    for rel, modules in _sources(package):
+        for module in sorted(modules):
             top = module.split(".")[0]
             if top in above:
                 wrong.append(f"{rel} imports {module}")
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package", LAYERS)
+def test_the_product_never_imports_the_development_tooling(package: str) -> None:
+    wrong = [
+        f"{rel} imports {module}"
+        for rel, modules in _sources(package)
+        for module in sorted(modules)
+        if module.split(".")[0] == TOOLING
+    ]
+    assert not wrong, f"the product imports {TOOLING}:\n" + "\n".join(wrong)
+
+
+def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "import devkit.broker\n"
+        "def later():\n"
+        "    from devkit import demo\n"
+        "    import importlib\n"
+        "    importlib.import_module('devkit.images')\n"
+        "    __import__('devkit.postgres')\n"
+    )
+    assert _imports(source) == {
+        "devkit.broker",
+        "devkit",
+        "importlib",
+        "devkit.images",
+        "devkit.postgres",
+    }

@@ -1,4 +1,4 @@
-"""The project's Docker images, and ``make images`` (``python -m connector.devimages``).
+"""The project's Docker images, and ``make images`` (``python -m devkit.images``).
 
 Four images, each built only when what goes into it changed:
 
@@ -8,7 +8,7 @@ Four images, each built only when what goes into it changed:
   to. ``KEC_BASE_IMAGE=python:3.11-slim-bookworm`` (any Debian bookworm image) skips it.
 * ``kec-kafka:<kafka.version>`` (``docker/kafka``): the broker the ``dev-broker`` command
   runs, same pinned manifest, same ``server.properties``; its jars are the dev broker's
-  cache (:func:`connector.devbroker.resolve_jars`) copied into ``docker/kafka/libs``.
+  cache (:func:`devkit.broker.resolve_jars`) copied into ``docker/kafka/libs``.
 * ``kec-postgres:<PG_MAJOR>`` (``docker/postgres``): Debian's PostgreSQL.
 * ``kafka-event-connector:<version>`` (``docker/Dockerfile``, the repository as context):
   the connector, its dependencies installed from wheels downloaded on the host into
@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,13 +40,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.devbroker import kafka_version, manifest_dir, resolve_jars
+from devkit.broker import resolve_jars
+from devkit.errors import ImageBuildError
+from devkit.project import (
+    DOCKER_DIR,
+    ROOT,
+    cache_root,
+    connector_image,
+    kafka_image,
+    kafka_version,
+    postgres_image,
+    project_version,
+)
 from kec.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKER_DIR = ROOT / "docker"
 INPUTS_LABEL = "io.kafka-event-connector.inputs"
 BASE_IMAGE = "kec-base:bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -58,44 +66,20 @@ _MANYLINUX = [f"manylinux_2_{minor}" for minor in range(36, 16, -1)]  # bookworm
 _MANYLINUX += ["manylinux2014", "manylinux2010", "manylinux1", "linux"]
 
 
-class ImageBuildError(ConnectorError):
-    """An image of the project could not be built; the message says which step failed."""
-
-
-def kafka_image() -> str:
-    """The Kafka image for this checkout's pinned broker version."""
-    return os.environ.get("KEC_KAFKA_IMAGE") or (
-        f"kec-kafka:{kafka_version(manifest_dir() / 'pom.xml')}"
-    )
-
-
-def postgres_image() -> str:
-    return os.environ.get("KEC_POSTGRES_IMAGE") or f"kec-postgres:{postgres_major()}"
-
-
-def connector_image() -> str:
-    return os.environ.get("KEC_CONNECTOR_IMAGE") or f"kafka-event-connector:{project_version()}"
-
-
-def postgres_major() -> str:
-    dockerfile = DOCKER_DIR / "postgres" / "Dockerfile"
-    match = re.search(r"^ARG PG_MAJOR=(\d+)$", dockerfile.read_text(), re.MULTILINE)
-    if not match:
-        raise ImageBuildError(f"{dockerfile}: no 'ARG PG_MAJOR=<major>' line")
-    return match.group(1)
-
-
-def project_version() -> str:
-    with (ROOT / "pyproject.toml").open("rb") as handle:
-        return str(tomllib.load(handle)["project"]["version"])
-
-
 def _package_dirs() -> list[Path]:
-    """The top-level packages the distribution ships (pyproject's packages.find.include)."""
+    """The top-level packages the connector image installs: those the distribution ships
+    (pyproject's packages.find.include) that .dockerignore leaves in the build context (it
+    keeps devkit, the development tooling, out)."""
     with (ROOT / "pyproject.toml").open("rb") as handle:
         patterns = tomllib.load(handle)["tool"]["setuptools"]["packages"]["find"]["include"]
-    names = {str(p).rstrip("*") for p in patterns}
+    names = {str(p).rstrip("*") for p in patterns} - _ignored_in_context()
     return sorted(ROOT / name for name in names if (ROOT / name / "__init__.py").is_file())
+
+
+def _ignored_in_context() -> set[str]:
+    """The names .dockerignore keeps out of the connector image's build context."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
@@ -216,8 +200,6 @@ class Docker:
 
 
 def _log_dir() -> Path:
-    from connector.devbroker import cache_root
-
     return cache_root() / "images"
 
 
@@ -431,7 +413,7 @@ def build_all(*, base_image: str | None, mirror: str, say: Callable[[str], None]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m connector.devimages",
+        prog="python -m devkit.images",
         description="Build the project's Docker images (make images); each only when its "
         "inputs changed.",
     )

@@ -16,8 +16,8 @@ Where the broker (``KEC_BROKER``) and the database (``KEC_POSTGRES``) come from:
 ========== ===================================================================
 
 ``KEC_NO_DOCKER=1`` is ``auto`` without the Docker step. The images are
-:func:`kafka_image` and :func:`postgres_image` (``KEC_KAFKA_IMAGE``,
-``KEC_POSTGRES_IMAGE`` override them).
+:func:`devkit.project.kafka_image` and :func:`devkit.project.postgres_image`
+(``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE`` override them).
 
 Containers (:class:`KafkaContainer`, :class:`PostgresContainer`) are started with
 testcontainers' ``DockerContainer``, without its Ryuk reaper (its image is pulled from a
@@ -34,15 +34,15 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from connector.devbroker import free_port
-from kec.errors import ConnectorError, DevBrokerError, DevPostgresError
+from devkit.errors import DevBrokerError, DevPostgresError, DockerUnavailable
+from devkit.server import free_port, poll_until
+from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -57,29 +57,6 @@ _SETTINGS: dict[Service, tuple[str, str, str]] = {
     "kafka": ("KEC_BROKER", "jvm", "KAFKA_BOOTSTRAP_SERVERS"),
     "postgres": ("KEC_POSTGRES", "local", "PG_DSN"),
 }
-
-
-class DockerUnavailable(ConnectorError):
-    """No usable Docker engine or image; the message says which, in one line."""
-
-
-# -- images ---------------------------------------------------------------------------
-
-
-def kafka_image() -> str:
-    """The project's Kafka image for this checkout's pinned broker (``kec-kafka:<version>``)."""
-    from connector.devbroker import kafka_version, manifest_dir
-
-    return os.environ.get("KEC_KAFKA_IMAGE") or (
-        f"kec-kafka:{kafka_version(manifest_dir() / 'pom.xml')}"
-    )
-
-
-def postgres_image() -> str:
-    """The project's PostgreSQL image (``kec-postgres:<major>``)."""
-    from connector.devimages import postgres_major
-
-    return os.environ.get("KEC_POSTGRES_IMAGE") or f"kec-postgres:{postgres_major()}"
 
 
 # -- the engine -----------------------------------------------------------------------
@@ -340,8 +317,7 @@ class _ServiceContainer:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
+        def running() -> None:
             try:
                 state = self.state()
             except Exception as exc:  # the engine went away, or removed the container
@@ -351,9 +327,9 @@ class _ServiceContainer:
                     f"{self.what} container ({self.image}) is {state}; last log lines:\n"
                     f"{self.logs_tail()}"
                 )
-            if self.ready():
-                return
-            time.sleep(0.2)
+
+        if poll_until(self.ready, timeout=self._start_timeout, check=running, interval=0.2):
+            return
         raise self.error(
             f"{self.what} in Docker ({self.image}) was not ready within "
             f"{self._start_timeout:.0f}s; last log lines:\n{self.logs_tail()}"

@@ -1,7 +1,7 @@
 """A real PostgreSQL server for development and tests (see docs/architecture.md).
 
 Where the server comes from, in order (:func:`provide_postgres`; ``KEC_POSTGRES=external|
-docker|local`` forces one, see :mod:`connector.devdocker`):
+docker|local`` forces one, see :mod:`devkit.containers`):
 
 1. ``PG_DSN`` is set: that server, untouched.
 2. A Docker engine answers and has the project's PostgreSQL image (``make images``): a
@@ -13,7 +13,7 @@ docker|local`` forces one, see :mod:`connector.devdocker`):
    as the ``postgres`` system user, which owns the scratch folder.
 
 Every failure to start names its cause (no server binaries, no ``postgres`` user, initdb
-failed, port in use, server exited, timeout) in a :class:`~kec.errors.DevPostgresError`;
+failed, port in use, server exited, timeout) in a :class:`~devkit.errors.DevPostgresError`;
 nothing waits without a bound. The server is stopped with ``pg_ctl stop -m immediate`` on
 :meth:`DevPostgres.close` and at interpreter exit, and (Linux) receives SIGQUIT, its
 immediate-shutdown signal, from the kernel when the starting process dies, so no server
@@ -24,37 +24,31 @@ outlives its owner.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
 import pwd
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from connector import devdocker
-from connector.devbroker import _port_taken, free_port  # shared helpers
-from kec.errors import DevPostgresError
+from devkit import containers
+from devkit.errors import DevPostgresError, DockerUnavailable
+from devkit.project import postgres_image
+from devkit.server import LocalServer, alive, free_port, poll_until
 
 log = logging.getLogger(__name__)
 SERVER_USER = "postgres"  # the system user that runs the server when we are root
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -97,23 +91,25 @@ def find_bindir() -> Path:
     )
 
 
-def _die_with_parent() -> None:  # runs in the child after it switched user, before exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
-
-
-class DevPostgres:
+class DevPostgres(LocalServer[PostgresServer]):
     """A throwaway PostgreSQL cluster in a scratch folder, as a child process.
 
     ``start()`` runs initdb, starts the server and returns once it accepts a connection;
-    ``close()`` stops it and removes the folder. Nothing happens in the constructor. Call
-    ``start()`` from a thread that outlives the server: the kernel's parent-death signal
-    follows the starting thread, not the process.
+    ``close()`` stops it (``pg_ctl stop -m immediate``) and removes the folder. The life
+    cycle is :class:`~devkit.server.LocalServer`'s: call ``start()`` from a thread that
+    outlives the server, as the kernel's parent-death signal follows the starting thread.
 
     ``kill()`` crashes the server (for tests of what a store outage does) and keeps its
     folder; ``start()`` then brings the same cluster back on the same port, through
     PostgreSQL's crash recovery.
     """
+
+    error = DevPostgresError
+    what = "the PostgreSQL server"
+    not_ready = "PostgreSQL did not accept connections"
+    bind_failures = ("could not bind", "Address already in use")
+    death_signal = signal.SIGQUIT  # the postmaster's immediate shutdown
+    stop_timeout = 15.0
 
     def __init__(
         self,
@@ -122,11 +118,9 @@ class DevPostgres:
         port: int | None = None,
         start_timeout: float = 60.0,
     ) -> None:
+        super().__init__(start_timeout=start_timeout)
         self._bindir = bindir
         self._port = port
-        self._start_timeout = start_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._scratch: Path | None = None
         self._account: pwd.struct_passwd | None = None
         self._version = "unknown"
 
@@ -139,34 +133,42 @@ class DevPostgres:
     def server(self) -> PostgresServer:
         return PostgresServer(self.dsn, "local", self._version)
 
-    @property
-    def workdir(self) -> Path | None:
-        """The scratch folder (data directory, socket, log) while the cluster exists."""
-        return self._scratch
-
-    def start(self) -> PostgresServer:
-        if self._proc is not None:
-            return self.server()
-        bindir = self._bindir or find_bindir()
-        if self._port is not None and _port_taken(self._port):
-            raise DevPostgresError(f"port {self._port} on 127.0.0.1 is already in use")
-        if self._scratch is not None:  # killed: the same cluster again
-            self._spawn(bindir)
-            self._wait_ready()
-            return self.server()
-        self._port = self._port or free_port()
-        self._account = self._server_account()
-        self._scratch = Path(tempfile.mkdtemp(prefix="kec-pg-"))
-        if self._account is not None:
-            os.chown(self._scratch, self._account.pw_uid, self._account.pw_gid)
-        try:
-            self._initdb(bindir)
-            self._spawn(bindir)
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
+    def _describe(self) -> PostgresServer:
         return self.server()
+
+    def _ports(self) -> list[int | None]:
+        return [self._port]
+
+    def _log_files(self) -> list[Path]:
+        assert self._scratch is not None
+        return [self._scratch / "postgres.log"]
+
+    def _start(self) -> None:
+        bindir = self._bindir or find_bindir()
+        self._check_free({"port": self._port})
+        if self._scratch is None:  # else killed: the same cluster again
+            self._port = self._port or free_port()
+            self._account = self._server_account()
+            made = self._scratch_dir("kec-pg-")
+            if self._account is not None:
+                os.chown(made, self._account.pw_uid, self._account.pw_gid)
+            try:
+                self._initdb(bindir)
+            except BaseException:
+                self.close()
+                raise
+        scratch = self._scratch
+        assert scratch is not None
+        cmd = [
+            str(bindir / "postgres"), "-D", str(scratch / "data"),
+            "-p", str(self._port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={scratch}",
+            "-c", "max_connections=60",
+            "-c", "shared_buffers=64MB",
+            "-c", "logging_collector=off",
+        ]  # fmt: skip
+        self._launch(cmd, log=scratch / "postgres.log", cwd=scratch, account=self._account)
 
     @staticmethod
     def _server_account() -> pwd.struct_passwd | None:
@@ -206,80 +208,20 @@ class DevPostgres:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise DevPostgresError(f"initdb failed (exit {done.returncode}):\n{tail}")
 
-    def _spawn(self, bindir: Path) -> None:
-        assert self._scratch is not None
-        cmd = [
-            str(bindir / "postgres"), "-D", str(self._scratch / "data"),
-            "-p", str(self._port),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self._scratch}",
-            "-c", "max_connections=60",
-            "-c", "shared_buffers=64MB",
-            "-c", "logging_collector=off",
-        ]  # fmt: skip
-        acct = self._account
-        log = open(self._scratch / "postgres.log", "wb")  # noqa: SIM115 - owned by the child
+    def _ready(self) -> bool:
         try:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self._scratch,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # runs after the switch of user, as it must
-                user=acct.pw_uid if acct else None,
-                group=acct.pw_gid if acct else None,
-                extra_groups=[] if acct else None,
-            )
-        finally:
-            log.close()
-        atexit.register(self.close)
+            with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+                self._version = str(row[0]) if row else "unknown"
+        except psycopg.OperationalError as exc:  # not accepting connections yet
+            self._last_error = str(exc)
+            return False
+        return True
 
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self._start_timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise DevPostgresError(self._exit_reason())
-            try:
-                with psycopg.connect(self.dsn, connect_timeout=2) as conn:
-                    row = conn.execute("SHOW server_version").fetchone()
-                    self._version = str(row[0]) if row else "unknown"
-                return
-            except psycopg.OperationalError as exc:  # not accepting connections yet
-                last = exc
-                time.sleep(0.1)
-        raise DevPostgresError(
-            f"PostgreSQL did not accept connections within {self._start_timeout:.0f}s "
-            f"(last error: {last}); last log lines:\n{self._log_tail()}"
-        )
-
-    def _exit_reason(self) -> str:
-        assert self._proc is not None
-        tail = self._log_tail()
-        if "could not bind" in tail or "Address already in use" in tail:
-            cause = f"port {self._port} on 127.0.0.1 is already in use"
-        else:
-            cause = f"the PostgreSQL server exited with code {self._proc.returncode}"
-        return f"{cause}; last log lines:\n{tail}"
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self._scratch is None:
-            return ""
-        path = self._scratch / "postgres.log"
-        if not path.exists():
-            return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill(self) -> None:
+    def _crash(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL the server and its backends at once, as a power cut would stop them (no
-        shutdown checkpoint, connections dropped mid-transaction); keep the data folder
-        and the port for :meth:`start`. Linux only (it reads /proc)."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
+        shutdown checkpoint, connections dropped mid-transaction). Linux only (it reads
+        /proc)."""
         # Backends run in sessions of their own, so a process group is not enough: the
         # postmaster is frozen first (it forks no more), then it and its children die.
         with contextlib.suppress(ProcessLookupError):
@@ -290,20 +232,10 @@ class DevPostgres:
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
         # A backend still attached to the shared memory would make the next start refuse.
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll_until(lambda: not any(alive(pid) for pid in children), timeout=10, interval=0.05)
 
-    def close(self) -> None:
-        """Stop the server (immediate mode) and remove the scratch folder; idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            self._stop(proc)
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
-
-    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+    def _request_stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """``pg_ctl stop -m immediate``: the postmaster and its backends, at once."""
         assert self._scratch is not None
         bindir = self._bindir or find_bindir()
         data = str(self._scratch / "data")
@@ -312,24 +244,6 @@ class DevPostgres:
                 [str(bindir / "pg_ctl"), "stop", "-D", data, "-m", "immediate", "-w", "-t", "15"],
                 timeout=30,
             )
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def __enter__(self) -> DevPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _children(parent: int) -> list[int]:
@@ -342,21 +256,12 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, its memory released, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @contextlib.contextmanager
 def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]:
     """Yield a running PostgreSQL chosen as the module docstring says; stop what was started."""
     try:
-        choice = devdocker.choose("postgres", devdocker.postgres_image)
-    except devdocker.DockerUnavailable as exc:
+        choice = containers.choose("postgres", postgres_image)
+    except DockerUnavailable as exc:
         raise DevPostgresError(str(exc)) from exc
     if choice.source == "external":
         external = os.environ["PG_DSN"]
@@ -364,8 +269,8 @@ def provide_postgres(*, start_timeout: float = 60.0) -> Iterator[PostgresServer]
         return
     why = choice.reason
     if choice.source == "docker":
-        container = devdocker.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
-        failed = devdocker.start_or_fall_back(container, choice, "a local server")
+        container = containers.PostgresContainer(choice.image, start_timeout=max(start_timeout, 90))
+        failed = containers.start_or_fall_back(container, choice, "a local server")
         if failed is None:
             try:
                 dsn = container.dsn

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker for development and tests (see docs/architecture.md).
 
 Where the broker comes from, in order (:func:`provide_kafka`; ``KEC_BROKER=external|
-docker|jvm`` forces one, see :mod:`connector.devdocker`):
+docker|jvm`` forces one, see :mod:`devkit.containers`):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: that cluster, untouched.
 2. A Docker engine answers and has the project's Kafka image (``make images``, built
@@ -12,17 +12,15 @@ docker|jvm`` forces one, see :mod:`connector.devdocker`):
    KRaft broker+controller on free loopback ports (:class:`DevBroker`).
 
 Every failure to start names its cause (no Java, no Maven, jar resolution, port in use,
-broker exited, timeout) in a :class:`~kec.errors.DevBrokerError`; nothing waits
+broker exited, timeout) in a :class:`~devkit.errors.DevBrokerError`; nothing waits
 without a bound. The JVM is stopped on :meth:`DevBroker.close`, at interpreter exit, and
 (Linux) by the kernel when the starting process dies, so no broker outlives its owner.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -30,24 +28,21 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from types import TracebackType
 
-from kec.errors import DevBrokerError
+from devkit import containers
+from devkit.errors import DevBrokerError, DockerUnavailable
+from devkit.project import cache_root, kafka_image, kafka_version, manifest_dir
+from devkit.server import LocalServer, free_port
 
 log = logging.getLogger(__name__)
-
-MANIFEST_DIR = Path(__file__).resolve().parent.parent / "docker" / "kafka"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -58,33 +53,6 @@ class KafkaCluster:
     kind: str  # "external", "testcontainers" or "local-jvm"
     version: str  # "unknown" when the cluster does not tell us
     why: str = ""  # why this source was chosen, in a few words
-
-
-def manifest_dir() -> Path:
-    """The folder holding the pinned Maven manifest and the broker config template."""
-    override = os.environ.get("KEC_KAFKA_MANIFEST_DIR")
-    path = Path(override) if override else MANIFEST_DIR
-    if not (path / "pom.xml").is_file():
-        raise DevBrokerError(
-            f"no Kafka manifest at {path}/pom.xml: run from a source checkout of "
-            "kafka-event-connector or set KEC_KAFKA_MANIFEST_DIR"
-        )
-    return path
-
-
-def cache_root() -> Path:
-    base = os.environ.get("KEC_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "kafka-event-connector"
-
-
-def kafka_version(pom: Path) -> str:
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom.read_text())
-    if not match:
-        raise DevBrokerError(f"{pom}: no <kafka.version> property")
-    return match.group(1).strip()
 
 
 def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Path:
@@ -180,36 +148,13 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
             return cluster_id
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As a server binds: connections of a broker that just stopped (TIME_WAIT) do not
-        # make the port taken, a listener does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class DevBroker:
+class DevBroker(LocalServer[KafkaCluster]):
     """One Apache Kafka 4 broker+controller in KRaft mode, as a child JVM.
 
-    ``start()`` formats storage in a scratch folder, starts the JVM and returns once the
-    broker answers a metadata request; ``close()`` stops it (SIGTERM, then SIGKILL) and
-    removes the scratch folder. Nothing happens in the constructor.
+    ``start()`` formats storage in a scratch folder (``workdir``, kept; else a temporary
+    one), starts the JVM and returns once the broker answers a metadata request;
+    ``close()`` stops it (SIGTERM, then SIGKILL) and removes a temporary scratch folder.
+    The life cycle is :class:`~devkit.server.LocalServer`'s.
 
     ``advertised_port``: the broker still listens on ``port`` but tells clients to connect
     to ``127.0.0.1:<advertised_port>`` (a fault-injecting proxy in front of it, for tests),
@@ -220,6 +165,11 @@ class DevBroker:
     ``start()`` then brings the same broker back on the same ports, through Kafka's log
     recovery.
     """
+
+    error = DevBrokerError
+    what = "the broker JVM"
+    not_ready = "the broker did not answer"
+    bind_failures = ("Address already in use", "BindException")
 
     def __init__(
         self,
@@ -233,17 +183,14 @@ class DevBroker:
         heap: str = "768m",
         advertised_port: int | None = None,
     ) -> None:
+        super().__init__(start_timeout=start_timeout)
         self._jars = jars
         self._port = port
         self._advertised_port = advertised_port
         self._controller_port = controller_port
         self._workdir = workdir
         self._manifest = manifest
-        self._start_timeout = start_timeout
         self._heap = heap
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._scratch: Path | None = None
-        self._owns_scratch = False
         self._version = "unknown"
 
     @property
@@ -256,26 +203,29 @@ class DevBroker:
     def log_file(self) -> Path | None:
         return self._scratch / "logs" / "server.log" if self._scratch else None
 
-    def start(self) -> KafkaCluster:
-        if self._proc is not None:
-            return self.cluster()
+    def cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+
+    def _describe(self) -> KafkaCluster:
+        return self.cluster()
+
+    def _ports(self) -> list[int | None]:
+        return [self._port, self._controller_port]
+
+    def _log_files(self) -> list[Path]:
+        assert self._scratch is not None
+        return [self._scratch / "logs" / "console.log", self._scratch / "logs" / "server.log"]
+
+    def _start(self) -> None:
         java = java_executable()
         manifest = self._manifest or manifest_dir()
-        for name, wanted in (("port", self._port), ("controller port", self._controller_port)):
-            if wanted is not None and _port_taken(wanted):
-                raise DevBrokerError(f"{name} {wanted} on 127.0.0.1 is already in use")
+        self._check_free({"port": self._port, "controller port": self._controller_port})
         self._port = self._port or free_port()
         self._controller_port = self._controller_port or free_port()
-        if self._scratch is None:  # else killed: the same broker again
-            if self._workdir is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="kec-kafka-"))
-                self._owns_scratch = True
-            else:
-                self._scratch = self._workdir
-                self._scratch.mkdir(parents=True, exist_ok=True)
-        data, logs = self._scratch / "data", self._scratch / "logs"
+        scratch = self._scratch_dir("kec-kafka-", self._workdir)
+        data, logs = scratch / "data", scratch / "logs"
         logs.mkdir(exist_ok=True)
-        props = self._scratch / "server.properties"
+        props = scratch / "server.properties"
         props.write_text(
             Template((manifest / "server.properties").read_text()).substitute(
                 port=self._port, controller_port=self._controller_port, data_dir=data
@@ -294,45 +244,10 @@ class DevBroker:
             f"{self._jars}/*",
         ]
         if not (data / "meta.properties").exists():
-            cluster_id = new_cluster_id()
-            fmt = subprocess.run(
-                [
-                    *jvm,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                    "--standalone",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            if fmt.returncode != 0:
-                self._cleanup()
-                raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
-        console = open(logs / "console.log", "wb")  # noqa: SIM115 - owned by the child
-        try:
-            self._proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(props)],
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            console.close()
-        atexit.register(self.close)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
+            self._format(jvm, props)
+        self._launch([*jvm, "kafka.Kafka", str(props)], log=logs / "console.log")
         self._version = self._read_version()
+        assert self._proc is not None
         log.info(
             "Apache Kafka %s (local JVM, pid %d) at %s in %s",
             self._version,
@@ -340,10 +255,15 @@ class DevBroker:
             self.bootstrap_servers,
             self._scratch,
         )
-        return self.cluster()
 
-    def cluster(self) -> KafkaCluster:
-        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+    def _format(self, jvm: list[str], props: Path) -> None:
+        """Format the KRaft storage of a new broker."""
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
+               "-c", str(props), "--standalone"]  # fmt: skip
+        fmt = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if fmt.returncode != 0:
+            self._cleanup()
+            raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
 
     def _advertised_listeners(self) -> str:
         """Properties that replace the template's listeners (later keys win) when clients
@@ -365,48 +285,19 @@ class DevBroker:
             "inter.broker.listener.name=INTERNAL\n"
         )
 
-    def _wait_ready(self) -> None:
+    def _ready(self) -> bool:
         from kec import kafka
 
-        deadline = time.monotonic() + self._start_timeout
-        assert self._proc is not None and self._port is not None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise DevBrokerError(self._exit_reason())
-            with socket.socket() as sock:
-                sock.settimeout(0.5)
-                if sock.connect_ex(("127.0.0.1", self._port)) != 0:
-                    time.sleep(0.1)
-                    continue
-            admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
-            try:
-                if admin.list_topics(timeout=2).brokers:
-                    return
-            except Exception:  # not answering metadata yet
-                time.sleep(0.2)
-        raise DevBrokerError(
-            f"the broker did not answer within {self._start_timeout:.0f}s; "
-            f"last log lines:\n{self._log_tail()}"
-        )
-
-    def _exit_reason(self) -> str:
-        assert self._proc is not None
-        tail = self._log_tail()
-        if "Address already in use" in tail or "BindException" in tail:
-            cause = f"port {self._port} or {self._controller_port} is already in use"
-        else:
-            cause = f"the broker JVM exited with code {self._proc.returncode}"
-        return f"{cause}; last log lines:\n{tail}"
-
-    def _log_tail(self, lines: int = 20) -> str:
-        if self._scratch is None:
-            return ""
-        text = []
-        for name in ("console.log", "server.log"):
-            path = self._scratch / "logs" / name
-            if path.exists():
-                text.extend(path.read_text(errors="replace").splitlines()[-lines:])
-        return "\n".join(text[-lines:])
+        assert self._port is not None
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", self._port)) != 0:
+                return False
+        admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:  # not answering metadata yet
+            return False
 
     def _read_version(self) -> str:
         log_file = self.log_file
@@ -416,56 +307,14 @@ class DevBroker:
                 return match.group(1)
         return "unknown"
 
-    def kill(self) -> None:
-        """SIGKILL the JVM, as a crash would stop it (no controlled shutdown); keep its data
-        and ports for :meth:`start`."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-    def close(self) -> None:
-        """Stop the broker and remove its scratch folder; safe to call more than once."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._owns_scratch and self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
-
-    def __enter__(self) -> DevBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 @contextlib.contextmanager
 def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
     """Yield a running Kafka cluster chosen as the module docstring says; stop what was
     started."""
-    from connector import devdocker
-
     try:
-        choice = devdocker.choose("kafka", devdocker.kafka_image)
-    except devdocker.DockerUnavailable as exc:
+        choice = containers.choose("kafka", kafka_image)
+    except DockerUnavailable as exc:
         raise DevBrokerError(str(exc)) from exc
     if choice.source == "external":
         yield KafkaCluster(
@@ -474,11 +323,11 @@ def provide_kafka(*, start_timeout: float = 90.0) -> Iterator[KafkaCluster]:
         return
     why = choice.reason
     if choice.source == "docker":
-        container = devdocker.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
-        failed = devdocker.start_or_fall_back(container, choice, "the local JVM broker")
+        container = containers.KafkaContainer(choice.image, start_timeout=max(start_timeout, 120))
+        failed = containers.start_or_fall_back(container, choice, "the local JVM broker")
         if failed is None:
             try:
-                labels = devdocker.local_image(choice.image) or {}
+                labels = containers.local_image(choice.image) or {}
                 version = labels.get("org.opencontainers.image.version", "unknown")
                 log.info("Apache Kafka %s in Docker (%s) at %s", version, choice.image,
                          container.bootstrap_servers)  # fmt: skip

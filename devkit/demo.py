@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector.devbroker import KafkaCluster, provide_kafka
+from devkit.broker import KafkaCluster, provide_kafka
 from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
