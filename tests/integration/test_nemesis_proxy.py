@@ -152,11 +152,16 @@ def test_refuse_resets_new_connections(db: str, pg_proxy: PgProxy) -> None:
 
 
 def test_reset_all_breaks_open_connections(db: str, pg_proxy: PgProxy) -> None:
-    with psycopg.connect(pg_proxy.dsn(db), autocommit=True) as conn:
+    # Not a context manager: its exit would COMMIT on a connection that libpq may still
+    # think busy (the reset can land between sending the query and reading its answer).
+    conn = psycopg.connect(pg_proxy.dsn(db), autocommit=True)
+    try:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         assert pg_proxy.reset_all() == 1
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 1")
+    finally:
+        conn.close()
     with psycopg.connect(pg_proxy.dsn(db)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
