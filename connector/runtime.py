@@ -653,8 +653,11 @@ class Pipeline:
                 tp[0], tp[1], mine.next_offset if mine.next_offset is not None else "start",
                 now - 1, now,
             )  # fmt: skip
-            mine.next_offset = now
+            # The actions first: should loading them fail (the store dropped again), the
+            # partition must not read on past them; the batch is tried again, and conflicts
+            # again, until they are loaded.
             self._sink.catch_up(tp)
+            mine.next_offset = now
             self._try_seek(tp, now)
         self._uncommitted.update(
             {tp: o for tp, o in stored.items() if tp in self._owned and tp in batch.next}

@@ -41,6 +41,7 @@ from connector.targets.base import Target
 from connector.trigger import TriggerEngine
 from kec.action import Action
 from kec.codec import record_headers, record_value
+from kec.errors import CheckpointError
 from kec.event import Event
 from tests.chaos.fleet import Fleet
 from tests.nemesis.pg import PgProxy
@@ -314,6 +315,52 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_applied_once(
     fired = {a.rule: a for a in target.delivered}
     assert sorted(fired) == ["each-c", "join"]
     assert [e["value"] for e in fired["join"].payload["events"].values()] == ["0", "1"]
+
+
+def test_a_lost_commit_answer_whose_actions_cannot_be_loaded_yet_is_caught_up_later(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch of b1 and c2 commits, its answer is lost, and when the retry finds it
+    committed, loading its actions for the dispatcher fails too (the store dropped again).
+    The partition must not read on past the batch with its actions unloaded: they would
+    never be delivered while the store counts them settled (the seeded nemesis found it)."""
+    topic = new_topic(1)
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    with open_store(pg_proxy.dsn(pg_store_url())) as store, _running(
+        bootstrap, group_id, topic, store, rules
+    ) as (pipeline, dispatcher, target):
+        _produce_events(bootstrap, topic, [Event(key="a", value="0", namespace="shop")])
+        # a0 delivered and settled: the next COMMIT is the next batch's.
+        wait_for(
+            lambda: [p.watermark for p in store.partitions()] == [1], timeout=60, what="a0 settled"
+        )
+        real, failed = store.pending, []
+
+        def pending(tp: tuple[str, int]) -> Any:
+            if not failed:  # after a claim, only a catch-up asks
+                failed.append(tp)
+                raise CheckpointError("postgres store: reading pending actions failed: (test)")
+            return real(tp)
+
+        monkeypatch.setattr(store, "pending", pending)
+        pg_proxy.swallow_commit_acks(1)
+        events = [Event(key=k, value=str(i), namespace="shop") for i, k in ((1, "b"), (2, "c"))]
+        _produce_events(bootstrap, topic, events)
+        wait_for(lambda: failed, timeout=60, what="a catch-up that fails")
+        wait_for(lambda: len(set(target.ids())) == 3, timeout=60, what="b1 and c2 delivered")
+        wait_for(lambda: dispatcher.pending == 0, timeout=30, what="nothing pending")
+        assert pipeline.stats.conflicts >= 2, "the batch conflicted again once it failed"
+        assert store.count_events() == 3
+        assert store.count_actions_by_rule() == {"each": 3}
 
 
 def test_a_claim_that_fails_in_the_assignment_is_retried_while_the_partition_waits(
