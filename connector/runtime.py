@@ -515,8 +515,8 @@ class Pipeline:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise KafkaFatal(f"fatal consumer error: {err}")
+                if _is_fatal(err):
+                    raise KafkaFatal(f"fatal consumer error: {err.str()}")
                 if err.code() == KafkaError._PARTITION_EOF:
                     batch.at_end.add((msg.topic(), msg.partition()))
                 else:
@@ -746,7 +746,7 @@ class Pipeline:
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors: a fatal one stops the pipeline; brokers out of
         reach are said in one line now and then, naming where the connector looks."""
-        if err.fatal():
+        if _is_fatal(err):
             self._fatal = err
             return
         if err.code() in _UNREACHABLE:
@@ -1188,6 +1188,13 @@ class Pipeline:
             ]  # fmt: skip
             consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    """Whether the client is unusable. A consumer's fatal error (a static member fenced by
+    another with its instance id, say) reaches the application as an error of code _FATAL
+    that is not itself flagged fatal: polling on would stall for ever."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class _RulesFailed(Exception):

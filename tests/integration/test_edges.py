@@ -41,7 +41,7 @@ from connector.targets.base import Target
 from connector.trigger import TriggerEngine
 from kec.action import Action
 from kec.codec import record_headers, record_value
-from kec.errors import CheckpointError
+from kec.errors import CheckpointError, KafkaFatal
 from kec.event import Event
 from tests.chaos.fleet import Fleet
 from tests.nemesis.pg import PgProxy
@@ -451,3 +451,55 @@ def test_a_partition_paused_by_a_failed_claim_is_read_when_assigned_back(
             wait_for(lambda: len(pipeline.owned) == 2, timeout=60, what="the partition back")
             wait_for(lambda: len(set(target.ids())) == 40, timeout=60, what="every action")
         assert store.count_events() == 40
+
+
+def test_a_member_fenced_by_its_own_instance_id_stops_instead_of_stalling(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    """Another consumer joins under the pipeline's static instance id: Kafka fences the
+    pipeline's consumer for good (the nemesis saw it after a broker restart). librdkafka
+    reports it as an error of code _FATAL, not flagged fatal itself; the pipeline must stop
+    with KafkaFatal (a supervisor restarts it) rather than poll a dead consumer forever."""
+    topic = new_topic(1)
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    settings = PipelineSettings(
+        bootstrap, group_id, {topic: "shop"}, linger_ms=20, group_instance_id="twin",
+        kafka_properties={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    )  # fmt: skip
+    with open_store("memory://") as store:
+        dispatcher = Dispatcher(store, {"log": Recorder()})
+        pipeline = Pipeline(settings, store, TriggerEngine(rules), dispatcher)
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                pipeline.run(threading.Event())
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        dispatcher.start()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        twin = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group_id, "group.instance.id": "twin",
+             "partition.assignment.strategy": "cooperative-sticky",
+             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+        )  # fmt: skip
+        try:
+            wait_for(lambda: pipeline.owned, timeout=60, what="the pipeline's partition")
+            twin.subscribe([topic])
+            wait_for(
+                lambda: twin.poll(0.2) is None and outcome, timeout=90, what="the pipeline to stop"
+            )
+        finally:
+            twin.close()
+            pipeline.close()
+            dispatcher.stop()
+        (error,) = outcome
+        assert isinstance(error, KafkaFatal), error
+        assert "fenced" in str(error).lower()
