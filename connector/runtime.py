@@ -530,8 +530,8 @@ class Pipeline:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
-                    raise KafkaFatal(f"fatal consumer error: {err}")
+                if _is_fatal(err):
+                    raise KafkaFatal(f"fatal consumer error: {err.str()}")
                 if err.code() == KafkaError._PARTITION_EOF:
                     batch.at_end.add((msg.topic(), msg.partition()))
                 else:
@@ -668,8 +668,9 @@ class Pipeline:
                 tp[0], tp[1], mine.next_offset if mine.next_offset is not None else "start",
                 now - 1, now,
             )  # fmt: skip
-            # The dispatcher first: if loading fails, the belief stays behind and the next
-            # attempt of the batch conflicts (and catches up) again.
+            # The actions first: should loading them fail (the store dropped again), the
+            # partition must not read on past them; the batch is tried again, and conflicts
+            # again, until they are loaded.
             self._sink.catch_up(tp)
             mine.next_offset = now
             self._try_seek(tp, now)
@@ -762,7 +763,7 @@ class Pipeline:
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors: a fatal one stops the pipeline; brokers out of
         reach are said in one line now and then, naming where the connector looks."""
-        if err.fatal():
+        if _is_fatal(err):
             self._fatal = err
             return
         why = kafka.unreachable(err)
@@ -1218,6 +1219,13 @@ class Pipeline:
             ]  # fmt: skip
             consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    """Whether the client is unusable. A consumer's fatal error (a static member fenced by
+    another with its instance id, say) reaches the application as an error of code _FATAL
+    that is not itself flagged fatal: polling on would stall for ever."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class _RulesFailed(Exception):

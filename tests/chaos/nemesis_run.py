@@ -20,6 +20,9 @@ The faults:
   records than it had, which the members must stop on; the driver then runs
   ``partitions reset`` as an operator would, and the new records fire under new ids.
 
+A member that stops on a fatal Kafka error (its consumer fenced for good) is started
+again, as a supervisor would; any other exit fails the run. The report counts them.
+
 The workload, from plain confluent-kafka producers: the main topic's events (64 keys, no
 ``event-id`` header but for a share that has one, a few of those sent twice as an
 application retrying would), and ``left``/``right`` halves of one ``all_of`` set per
@@ -349,6 +352,7 @@ class Applied:
     pg_restarts: int = 0
     acks_windows: int = 0
     recreated: int = 0
+    fatal_restarts: int = 0  # members started again after they stopped on a fatal error
     log: list[str] = field(default_factory=list)
 
 
@@ -448,13 +452,28 @@ class Run:
         with open_store(url) as store:
 
             def ready() -> bool:
-                fleet.alive()
+                self._supervise(fleet)
                 owners = {p.owner for p in store.partitions()}
                 return len(owners) == len(MEMBERS) and wanted <= self.receiver.keys()
 
             wait_for(ready, timeout=180, interval=0.5, what="three members at work")
             owner = {p.tp: p.owner for p in store.partitions()}
         self.halves_apart = owner.get((main, 0)) != owner.get((main, 1))
+
+    def _supervise(self, fleet: Fleet) -> None:
+        """What a supervisor does: a member that stopped on a fatal Kafka error (its
+        consumer fenced for good, say) is started again, as the connector expects; any
+        other exit fails the run."""
+        for member, proc in list(fleet.procs.items()):
+            if proc.poll() is None:
+                continue
+            text = (self.tmp / f"{member}.log").read_text(errors="replace")
+            last = [line for line in text.splitlines() if "stopping: " in line][-1:]
+            if not (last and "stopping: fatal" in last[0]):
+                raise AssertionError(f"{member} exited {proc.returncode}:\n{text[-3000:]}")
+            self.applied.fatal_restarts += 1
+            self.applied.log.append(f"restart {member} after: {last[0].split('stopping: ')[1]}")
+            fleet.start(member)
 
     def _stream(self, producing: Producing, records: list[Record], stop: threading.Event) -> None:
         try:
@@ -478,7 +497,7 @@ class Run:
         stopped: set[str] = set()
         for step in steps:
             pace.wait(max(0.0, started + step.at - time.monotonic()))
-            fleet.alive()
+            self._supervise(fleet)
             a, now = self.applied, time.monotonic() - started
             if step.kind == "kill":
                 fleet.signal(step.member, signal.SIGKILL)
@@ -587,7 +606,7 @@ class Run:
         wanted = set(expected)
 
         def delivered() -> bool:
-            fleet.alive()
+            self._supervise(fleet)
             return wanted <= self.receiver.keys()
 
         try:
@@ -597,7 +616,7 @@ class Run:
         with open_store(url) as store:
 
             def settled() -> bool:
-                fleet.alive()
+                self._supervise(fleet)
                 return store.count_actions(ActionState.PENDING) == 0 and not any(
                     p.stopped for p in store.partitions()
                 )
@@ -707,6 +726,7 @@ class Run:
             "PostgreSQL restarts": a.pg_restarts,
             "COMMIT-swallowing windows": a.acks_windows,
             "topic recreations": a.recreated,
+            "restarts after a fatal exit": a.fatal_restarts,
             "all_of halves on two owners at start": self.halves_apart,
         }
 

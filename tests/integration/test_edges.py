@@ -41,6 +41,7 @@ from connector.trigger import TriggerEngine
 from devkit.server import free_port
 from kec.action import Action
 from kec.codec import record_headers, record_value
+from kec.errors import CheckpointError, KafkaFatal
 from kec.event import Event
 from tests.chaos.fleet import Fleet
 from tests.nemesis.pg import PgProxy
@@ -320,6 +321,52 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_applied_once(
     assert [e["value"] for e in fired["join"].payload["events"].values()] == ["0", "1"]
 
 
+def test_a_lost_commit_answer_whose_actions_cannot_be_loaded_yet_is_caught_up_later(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch of b1 and c2 commits, its answer is lost, and when the retry finds it
+    committed, loading its actions for the dispatcher fails too (the store dropped again).
+    The partition must not read on past the batch with its actions unloaded: they would
+    never be delivered while the store counts them settled (the seeded nemesis found it)."""
+    topic = new_topic(1)
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    with open_store(pg_proxy.dsn(pg_store_url())) as store, _running(
+        bootstrap, group_id, topic, store, rules
+    ) as (pipeline, dispatcher, target):
+        _produce_events(bootstrap, topic, [Event(key="a", value="0", namespace="shop")])
+        # a0 delivered and settled: the next COMMIT is the next batch's.
+        wait_for(
+            lambda: [p.watermark for p in store.partitions()] == [1], timeout=60, what="a0 settled"
+        )
+        real, failed = store.pending, []
+
+        def pending(tp: tuple[str, int]) -> Any:
+            if not failed:  # after a claim, only a catch-up asks
+                failed.append(tp)
+                raise CheckpointError("postgres store: reading pending actions failed: (test)")
+            return real(tp)
+
+        monkeypatch.setattr(store, "pending", pending)
+        pg_proxy.swallow_commit_acks(1)
+        events = [Event(key=k, value=str(i), namespace="shop") for i, k in ((1, "b"), (2, "c"))]
+        _produce_events(bootstrap, topic, events)
+        wait_for(lambda: failed, timeout=60, what="a catch-up that fails")
+        wait_for(lambda: len(set(target.ids())) == 3, timeout=60, what="b1 and c2 delivered")
+        wait_for(lambda: dispatcher.pending == 0, timeout=30, what="nothing pending")
+        assert pipeline.stats.conflicts >= 2, "the batch conflicted again once it failed"
+        assert store.count_events() == 3
+        assert store.count_actions_by_rule() == {"each": 3}
+
+
 def test_a_claim_that_fails_in_the_assignment_is_retried_while_the_partition_waits(
     bootstrap: str,
     new_topic: Callable[..., str],
@@ -450,3 +497,55 @@ def test_a_partition_paused_by_a_failed_claim_is_read_when_assigned_back(
             wait_for(lambda: len(pipeline.owned) == 2, timeout=60, what="the partition back")
             wait_for(lambda: len(set(target.ids())) == 40, timeout=60, what="every action")
         assert store.count_events() == 40
+
+
+def test_a_member_fenced_by_its_own_instance_id_stops_instead_of_stalling(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str
+) -> None:
+    """Another consumer joins under the pipeline's static instance id: Kafka fences the
+    pipeline's consumer for good (the nemesis saw it after a broker restart). librdkafka
+    reports it as an error of code _FATAL, not flagged fatal itself; the pipeline must stop
+    with KafkaFatal (a supervisor restarts it) rather than poll a dead consumer forever."""
+    topic = new_topic(1)
+    rules = [
+        Rule.model_validate(
+            {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
+        )
+    ]
+    settings = PipelineSettings(
+        bootstrap, group_id, {topic: "shop"}, linger_ms=20, group_instance_id="twin",
+        kafka_properties={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    )  # fmt: skip
+    with open_store("memory://") as store:
+        dispatcher = Dispatcher(store, {"log": Recorder()})
+        pipeline = Pipeline(settings, store, TriggerEngine(rules), dispatcher)
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                pipeline.run(threading.Event())
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        dispatcher.start()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        twin = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group_id, "group.instance.id": "twin",
+             "partition.assignment.strategy": "cooperative-sticky",
+             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+        )  # fmt: skip
+        try:
+            wait_for(lambda: pipeline.owned, timeout=60, what="the pipeline's partition")
+            twin.subscribe([topic])
+            wait_for(
+                lambda: twin.poll(0.2) is None and outcome, timeout=90, what="the pipeline to stop"
+            )
+        finally:
+            twin.close()
+            pipeline.close()
+            dispatcher.stop()
+        (error,) = outcome
+        assert isinstance(error, KafkaFatal), error
+        assert "fenced" in str(error).lower()
