@@ -1,5 +1,8 @@
 """The checkpoint store contract: what the pipeline, the dispatcher and the tools need.
 
+Split by role (see the end of this module): :class:`PipelineStore`, :class:`DispatchStore`,
+:class:`OperationsStore` and :class:`StepStore`; :class:`CheckpointStore` is all four.
+
 One implementation (:mod:`checkpoint.sql`) over three backends that pass the same contract
 tests: ``memory`` (SQLite in memory, tests), ``sqlite`` (one file, the embedded default)
 and ``postgres`` (shared by several instances). The backends differ in dialect only.
@@ -174,7 +177,6 @@ class PartitionInfo:
     next_offset: int | None
     next_aseq: int
     watermark: int
-    claimed_at: float
     done: tuple[Span, ...] = ()
     event_time: int | None = None  # the newest record timestamp checkpointed (ms)
     topic_id: str | None = None
@@ -245,30 +247,29 @@ class BatchTransaction(abc.ABC):
         """
 
 
-class CheckpointStore(abc.ABC):
-    """A durable store of batches, offsets, actions, rule state and durable steps."""
+# -- the contract, split by who uses it -----------------------------------------------------
+#
+# Each role declares the methods of one kind of caller; every method is declared in exactly
+# one role (tests/unit/test_store_roles.py). A consumer takes the narrowest role it needs,
+# so its signature says what it may do to the store: the pipeline cannot settle, the
+# dispatcher cannot append, the tools cannot claim. :class:`CheckpointStore` is all of them
+# plus the life cycle; :mod:`checkpoint.sql` implements it.
+
+
+class PartitionsView(abc.ABC):
+    """Where each partition stands, as last committed: read by the pipeline and the tools."""
 
     @abc.abstractmethod
-    def open(self) -> None:
-        """Connect, create or migrate the schema; refuse a corrupt or newer store."""
+    def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
+        """The next offset to read per partition (all topics, or one)."""
 
     @abc.abstractmethod
-    def close(self) -> None:
-        """Release connections; idempotent."""
+    def partitions(self) -> list[PartitionInfo]:
+        """Every partition's row, by topic and partition."""
 
-    def __enter__(self) -> CheckpointStore:
-        self.open()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- the pipeline --------------------------------------------------------------------
+class PipelineStore(PartitionsView):
+    """The pipeline's part (the poll thread): claims, batches, what it learns of a partition."""
 
     @abc.abstractmethod
     def claim(
@@ -280,7 +281,24 @@ class CheckpointStore(abc.ABC):
     def batch(self) -> AbstractContextManager[BatchTransaction]:
         """One durable transaction; committed with fsync when the block exits cleanly."""
 
-    # -- the dispatcher (the owner of a partition) -----------------------------------------
+    @abc.abstractmethod
+    def mark_partition(
+        self,
+        tp: TopicPartition,
+        epoch: int,
+        *,
+        topic_id: str | None = None,
+        stopped: str | None = None,
+        event_time: int | None = None,
+    ) -> bool:
+        """The owner records what it learnt of a partition: Kafka's ``topic_id`` for it,
+        that it ``stopped`` it (and why), or that its ``event_time`` moved on (ms; caught
+        up with nothing to read: see :meth:`OperationsStore.prune`). ``None`` leaves a
+        field as it is. Returns False (nothing written) if ``epoch`` is stale."""
+
+
+class DispatchStore(abc.ABC):
+    """The dispatcher's part (the owner of a partition delivers its actions)."""
 
     @abc.abstractmethod
     def pending(self, tp: TopicPartition) -> Pending:
@@ -304,20 +322,23 @@ class CheckpointStore(abc.ABC):
     def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The current owner epoch of each partition (an owner checks it is still one)."""
 
+
+class StepStore(abc.ABC):
+    """Durable ``wait_for_event`` steps (:mod:`listeners.durable`, the HTTP gateway)."""
+
     @abc.abstractmethod
-    def mark_partition(
-        self,
-        tp: TopicPartition,
-        epoch: int,
-        *,
-        topic_id: str | None = None,
-        stopped: str | None = None,
-        event_time: int | None = None,
-    ) -> bool:
-        """The owner records what it learnt of a partition: Kafka's ``topic_id`` for it,
-        that it ``stopped`` it (and why), or that its ``event_time`` moved on (ms; caught
-        up with nothing to read: see :meth:`prune`). ``None`` leaves a field as it is.
-        Returns False (nothing written) if ``epoch`` is stale."""
+    def get_step(self, step_id: str) -> Event | None:
+        """The event a durable ``wait_for_event`` step already returned, if any."""
+
+    @abc.abstractmethod
+    def put_step(self, step_id: str, event: Event) -> Event:
+        """Record a step's event durably; if one is already stored, keep and return it."""
+
+
+class OperationsStore(PartitionsView):
+    """The tools' part (``status``, ``replay``, ``dlq``, ``partitions``), retention's and
+    the readers' (the HTTP gateway): reads of events, actions and rule state, and the
+    operator's writes."""
 
     @abc.abstractmethod
     def reset_partition(
@@ -328,16 +349,6 @@ class CheckpointStore(abc.ABC):
         its generation goes up (the offsets from there on may have been used already).
         Refused (:class:`~kec.errors.CheckpointError`) unless the partition is stopped, or
         ``force``. Returns the partition's row as it was before."""
-
-    # -- offsets and partitions ----------------------------------------------------------
-
-    @abc.abstractmethod
-    def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
-        """The next offset to read per partition (all topics, or one)."""
-
-    @abc.abstractmethod
-    def partitions(self) -> list[PartitionInfo]:
-        """Every partition's row, by topic and partition."""
 
     # -- events --------------------------------------------------------------------------
 
@@ -365,7 +376,7 @@ class CheckpointStore(abc.ABC):
         ``after`` when given), by key in code-point order, as last committed and unlocked
         (the HTTP gateway's waiter queues: one row per queued event)."""
 
-    # -- actions, for the tools ----------------------------------------------------------
+    # -- actions -------------------------------------------------------------------------
 
     @abc.abstractmethod
     def count_actions(self, state: ActionState) -> int: ...
@@ -405,12 +416,26 @@ class CheckpointStore(abc.ABC):
         a lagging or restarted connector holds the watermark back, so nothing it would
         still complete is deleted."""
 
-    # -- durable steps (wait_for_event) --------------------------------------------------
+
+class CheckpointStore(PipelineStore, DispatchStore, OperationsStore, StepStore):
+    """Every role, and the life cycle: what a backend implements and the service opens."""
 
     @abc.abstractmethod
-    def get_step(self, step_id: str) -> Event | None:
-        """The event a durable ``wait_for_event`` step already returned, if any."""
+    def open(self) -> None:
+        """Connect, create or migrate the schema; refuse a corrupt, newer or too old store."""
 
     @abc.abstractmethod
-    def put_step(self, step_id: str, event: Event) -> Event:
-        """Record a step's event durably; if one is already stored, keep and return it."""
+    def close(self) -> None:
+        """Release connections; idempotent."""
+
+    def __enter__(self) -> CheckpointStore:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -353,7 +353,7 @@ class SqlStore(CheckpointStore):
             self._opened = False
             self._d.close()
 
-    # -- the pipeline --------------------------------------------------------------------
+    # -- the pipeline (PipelineStore) -----------------------------------------------------
 
     def claim(
         self, owner: str, partitions: Iterable[TopicPartition]
@@ -384,7 +384,37 @@ class SqlStore(CheckpointStore):
             finally:
                 tx.closed = True
 
-    # -- the dispatcher ------------------------------------------------------------------
+    def mark_partition(
+        self,
+        tp: TopicPartition,
+        epoch: int,
+        *,
+        topic_id: str | None = None,
+        stopped: str | None = None,
+        event_time: int | None = None,
+    ) -> bool:
+        sets: list[str] = []
+        params: list[Any] = []
+        if topic_id is not None:
+            sets.append("topic_id = ?")
+            params.append(topic_id)
+        if stopped is not None:
+            sets.append("stopped = ?")
+            params.append(stopped)
+        if event_time is not None:
+            sets.append(f"event_time = {self._d.greatest}(coalesce(event_time, 0), ?)")
+            params.append(event_time)
+        if not sets:
+            return True
+        with self._d.transaction(Role.PIPELINE, "marking a partition") as sql:
+            row = sql.one(
+                f"UPDATE kec_partitions SET {', '.join(sets)} "
+                "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING epoch",
+                (*params, *tp, epoch),
+            )
+        return row is not None
+
+    # -- the dispatcher (DispatchStore) ---------------------------------------------------
 
     def pending(self, tp: TopicPartition) -> Pending:
         with self._d.reading(Role.DISPATCH, "reading pending actions") as sql:
@@ -480,7 +510,7 @@ class SqlStore(CheckpointStore):
             )
         return {(t, p): e for t, p, e in rows}
 
-    # -- offsets and partitions ----------------------------------------------------------
+    # -- where partitions stand (PartitionsView), the operator's reset (OperationsStore) ---
 
     def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
         sql_text = (
@@ -500,36 +530,6 @@ class SqlStore(CheckpointStore):
                 "ORDER BY topic, partition"
             )
         return [_info(row) for row in rows]
-
-    def mark_partition(
-        self,
-        tp: TopicPartition,
-        epoch: int,
-        *,
-        topic_id: str | None = None,
-        stopped: str | None = None,
-        event_time: int | None = None,
-    ) -> bool:
-        sets: list[str] = []
-        params: list[Any] = []
-        if topic_id is not None:
-            sets.append("topic_id = ?")
-            params.append(topic_id)
-        if stopped is not None:
-            sets.append("stopped = ?")
-            params.append(stopped)
-        if event_time is not None:
-            sets.append(f"event_time = {self._d.greatest}(coalesce(event_time, 0), ?)")
-            params.append(event_time)
-        if not sets:
-            return True
-        with self._d.transaction(Role.PIPELINE, "marking a partition") as sql:
-            row = sql.one(
-                f"UPDATE kec_partitions SET {', '.join(sets)} "
-                "WHERE topic = ? AND partition = ? AND epoch = ? RETURNING epoch",
-                (*params, *tp, epoch),
-            )
-        return row is not None
 
     def reset_partition(
         self, tp: TopicPartition, next_offset: int, topic_id: str | None, *, force: bool = False
@@ -639,7 +639,7 @@ class SqlStore(CheckpointStore):
             )
         return [(k, v) for k, v in rows]
 
-    # -- actions, for the tools ----------------------------------------------------------
+    # -- actions, for the tools (OperationsStore) -----------------------------------------
 
     def count_actions(self, state: ActionState) -> int:
         with self._d.reading(Role.OPS, "counting actions") as sql:
@@ -879,15 +879,15 @@ class SqlStore(CheckpointStore):
 
 
 _PARTITION_COLUMNS = (
-    "topic, partition, owner, epoch, next_offset, next_aseq, watermark, claimed_at, "
+    "topic, partition, owner, epoch, next_offset, next_aseq, watermark, "
     "done_above, event_time, topic_id, stopped, generation"
 )
 
 
 def _info(row: Sequence[Any]) -> PartitionInfo:
-    t, p, owner, epoch, nxt, aseq, mark, at, done, event_time, topic_id, stopped, gen = row
+    t, p, owner, epoch, nxt, aseq, mark, done, event_time, topic_id, stopped, gen = row
     return PartitionInfo(
-        (t, p), owner, epoch, nxt, aseq, mark, float(at), _spans(done),
+        (t, p), owner, epoch, nxt, aseq, mark, _spans(done),
         event_time, topic_id, stopped, gen,
     )  # fmt: skip
 

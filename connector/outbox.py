@@ -40,7 +40,7 @@ from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
+from checkpoint.base import Claim, DispatchStore, Settlement, TopicPartition
 from connector.lanes import Entry, PartitionBook
 from connector.metrics import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
@@ -106,7 +106,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: CheckpointStore,
+        store: DispatchStore,
         targets: Mapping[str, Target],
         *,
         policy: RetryPolicy | None = None,

@@ -2,7 +2,7 @@
 
 What stays forever, small: one row per partition (offsets, epochs, watermark) and one
 counter per rule. What grows, and what :class:`Pruner` deletes
-(:meth:`~checkpoint.base.CheckpointStore.prune`), at start and then every ``interval``
+(:meth:`~checkpoint.base.OperationsStore.prune`), at start and then every ``interval``
 seconds, in chunks so the pipeline is never held off the store for long:
 
 * always: partial ``all_of`` sets with a window that no event can complete any more, by
@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from checkpoint.base import CheckpointStore
+from checkpoint.base import OperationsStore
 
 __all__ = ["Pruner"]
 
@@ -46,7 +46,7 @@ class Pruner:
 
     def __init__(
         self,
-        store: CheckpointStore,
+        store: OperationsStore,
         retention_seconds: float | None,
         *,
         interval: float = 600.0,

@@ -61,7 +61,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from checkpoint.base import BatchTransaction, CheckpointStore, Claim
+from checkpoint.base import BatchTransaction, Claim, PipelineStore
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
 from connector.metrics import LATENCY_BUCKETS, Histogram
@@ -308,7 +308,7 @@ class Pipeline:
     def __init__(
         self,
         settings: PipelineSettings,
-        store: CheckpointStore,
+        store: PipelineStore,
         evaluator: Evaluator,
         sink: ActionSink,
         *,

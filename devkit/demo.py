@@ -37,7 +37,7 @@ from devkit.broker import KafkaCluster, provide_kafka
 from kec.errors import ConnectorError
 
 if TYPE_CHECKING:
-    from checkpoint.base import CheckpointStore
+    from checkpoint.base import OperationsStore
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 ORDERS = 3000  # events of the kill -9 stream
@@ -112,7 +112,7 @@ def _running(connector: _Connector) -> Iterator[_Connector]:
         connector.stop()
 
 
-def _show_status(config: Any, store: CheckpointStore) -> None:
+def _show_status(config: Any, store: OperationsStore) -> None:
     """The table of ``event-connector status -c quickstart.yaml``."""
     from rich.console import Console
 

@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import open_store
-from checkpoint.base import CheckpointStore
+from checkpoint.base import StepStore
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
 from connector.gateway.waiters import HttpIndex
 from connector.runtime import PipelineSettings
@@ -83,7 +83,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def _step(store: CheckpointStore, step_id: str) -> str:
+def _step(store: StepStore, step_id: str) -> str:
     """Say whether a step runs now or resumes from its checkpoint."""
     return "resumed" if store.get_step(step_id) is not None else "new"
 
@@ -91,7 +91,7 @@ def _step(store: CheckpointStore, step_id: str) -> str:
 # -- the seed's examples ------------------------------------------------------------------
 
 
-async def timers(store: CheckpointStore, workflow_id: str, delay: float) -> list[Event]:
+async def timers(store: StepStore, workflow_id: str, delay: float) -> list[Event]:
     """Two timer steps, gathered: both must fire (the seed: 60 s and 30 s)."""
     now = time.time()
     steps = [f"{workflow_id}/timer-long", f"{workflow_id}/timer-short"]
@@ -106,7 +106,7 @@ async def timers(store: CheckpointStore, workflow_id: str, delay: float) -> list
 
 
 async def queue_event(
-    store: CheckpointStore, workflow_id: str, bootstrap: str, topic: str
+    store: StepStore, workflow_id: str, bootstrap: str, topic: str
 ) -> dict[str, Any]:
     """A Kafka record as a step; its offset is committed after the checkpoint."""
     step = f"{workflow_id}/queue"
@@ -132,7 +132,7 @@ async def queue_event(
     return {"event_id": event.event_id, "offset": event.offset, "committed": offset}
 
 
-async def http_event(store: CheckpointStore, workflow_id: str, gateway_url: str) -> dict[str, Any]:
+async def http_event(store: StepStore, workflow_id: str, gateway_url: str) -> dict[str, Any]:
     """The seed's HTTP example: a step waits for ``my_event_key``, a client sends it."""
     step = f"{workflow_id}/http"
     state = _step(store, step)
@@ -166,7 +166,7 @@ async def http_event(store: CheckpointStore, workflow_id: str, gateway_url: str)
 
 
 async def workflow(
-    store: CheckpointStore, workflow_id: str, bootstrap: str, gateway_url: str, delay: float
+    store: StepStore, workflow_id: str, bootstrap: str, gateway_url: str, delay: float
 ) -> dict[str, Any]:
     topic = f"ray-events-{workflow_id}"
     await asyncio.to_thread(_ensure_topic, bootstrap, topic)

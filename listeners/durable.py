@@ -29,7 +29,7 @@ import inspect
 import logging
 from typing import Any
 
-from checkpoint.base import CheckpointStore
+from checkpoint.base import StepStore
 from kec.errors import ConfigError
 from kec.event import Event
 from kec.faults import crash_point
@@ -39,13 +39,16 @@ __all__ = ["configure", "default_store", "reset_configuration", "wait_for_event"
 
 log = logging.getLogger(__name__)
 
-_default_store: CheckpointStore | None = None
+_default_store: StepStore | None = None
 
 
-def configure(*, store: CheckpointStore) -> None:
+def configure(*, store: StepStore) -> None:
     """Make ``store`` (opened by the caller, who also closes it) the default of this process."""
-    if not isinstance(store, CheckpointStore):
-        raise TypeError(f"store must be a CheckpointStore, not {type(store).__name__}")
+    if not isinstance(store, StepStore):
+        raise TypeError(
+            "store must be a StepStore (a CheckpointStore from checkpoint.open_store), "
+            f"not {type(store).__name__}"
+        )
     global _default_store
     _default_store = store
 
@@ -56,7 +59,7 @@ def reset_configuration() -> None:
     _default_store = None
 
 
-def default_store() -> CheckpointStore:
+def default_store() -> StepStore:
     """The store set by :func:`configure`; :class:`ConfigError` when there is none."""
     if _default_store is None:
         raise ConfigError(
@@ -79,7 +82,7 @@ async def wait_for_event(
     listener_type: type[EventListener],
     *args: Any,
     step_id: str,
-    store: CheckpointStore | None = None,
+    store: StepStore | None = None,
     **kwargs: Any,
 ) -> Event:
     """Run ``listener_type`` as the durable step ``step_id`` and return its event.

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoint.base import ActionState, CheckpointStore, DeadRecord, OutboxEntry
+from checkpoint.base import ActionState, DeadRecord, OperationsStore, OutboxEntry
 
 _ALL = 2**62  # "no limit" for list_actions: dead actions are few, and all are wanted here
 
@@ -82,19 +82,19 @@ def record_dict(record: DeadRecord) -> dict[str, Any]:
     }
 
 
-def list_dlq(store: CheckpointStore, limit: int = 1000) -> DlqListing:
+def list_dlq(store: OperationsStore, limit: int = 1000) -> DlqListing:
     return DlqListing(
         actions=store.list_actions(ActionState.DEAD, limit=limit),
         records=store.list_dead_records(limit=limit),
     )
 
 
-def not_dead(store: CheckpointStore, action_ids: Sequence[str]) -> list[str]:
+def not_dead(store: OperationsStore, action_ids: Sequence[str]) -> list[str]:
     """The ids among ``action_ids`` that are not dead actions in the store, in order."""
     dead = {entry.action.action_id for entry in store.list_actions(ActionState.DEAD, limit=_ALL)}
     return [aid for aid in dict.fromkeys(action_ids) if aid not in dead]
 
 
-def replay_actions(store: CheckpointStore, action_ids: Sequence[str] | None) -> int:
+def replay_actions(store: OperationsStore, action_ids: Sequence[str] | None) -> int:
     """Dead actions (the named ones, or all with ``None``) back to pending; how many moved."""
     return store.replay_dead(None if action_ids is None else list(action_ids))

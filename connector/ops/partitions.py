@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoint.base import CheckpointStore, PartitionInfo
+from checkpoint.base import OperationsStore, PartitionInfo
 from checkpoint.base import TopicPartition as TP
 from connector.ops.kafka_io import committed_offsets, watermarks
 from connector.topics import describe_topics, open_admin
@@ -63,7 +63,7 @@ def _kafka_view(
 
 
 def list_partitions(
-    client_config: Mapping[str, Any], store: CheckpointStore, topics: Sequence[str] | None = None
+    client_config: Mapping[str, Any], store: OperationsStore, topics: Sequence[str] | None = None
 ) -> list[PartitionView]:
     rows = [p for p in store.partitions() if not topics or p.tp[0] in topics]
     marks, ids = _kafka_view(client_config, [p.tp for p in rows])
@@ -77,7 +77,7 @@ def list_partitions(
 def reset_partitions(
     client_config: Mapping[str, Any],
     group_id: str,
-    store: CheckpointStore,
+    store: OperationsStore,
     topic: str,
     partitions: Sequence[int] | None,
     to: str,

@@ -33,7 +33,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from checkpoint.base import CheckpointStore
+from checkpoint.base import OperationsStore
 from checkpoint.base import TopicPartition as TP
 from connector.ops.kafka_io import (
     offsets_for_time,
@@ -137,7 +137,7 @@ def _plan(
 
 
 def _evaluate(
-    store: CheckpointStore, evaluator: Evaluator, events: list[Event], report: ReplayReport
+    store: OperationsStore, evaluator: Evaluator, events: list[Event], report: ReplayReport
 ) -> dict[TP, list[Action]]:
     """The actions the rules give ``events`` now, by partition (rule state read only)."""
     keys = sorted({k for e in events for k in evaluator.state_keys(e)})
@@ -165,7 +165,7 @@ def _evaluate(
 def replay(
     client_config: Mapping[str, Any],
     topics: Mapping[str, str],
-    store: CheckpointStore,
+    store: OperationsStore,
     evaluator: Evaluator,
     span: ReplayRange,
     *,

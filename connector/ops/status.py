@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from checkpoint.base import ActionState, CheckpointStore
+from checkpoint.base import ActionState, OperationsStore
 from connector.ops.kafka_io import (
     committed_offsets,
     partitions_of,
@@ -91,7 +91,7 @@ def collect_status(
     client_config: Mapping[str, Any],
     group_id: str,
     topics: Sequence[str],
-    store: CheckpointStore,
+    store: OperationsStore,
     rule_names: Sequence[str] = (),
 ) -> StatusReport:
     """Read Kafka and the (opened) store; configured rules that never fired count 0."""
