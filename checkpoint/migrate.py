@@ -1,4 +1,4 @@
-"""Schema versions 3 and 4 (batch records, per-partition action numbers), and the move to them.
+"""The schema, written once for both dialects: its tables, its versions, the walk between them.
 
 Version 4 adds to version 3 (:data:`V4_CHANGES`, also the way from 3 to 4): each
 partition's *event time* (the newest Kafka record timestamp it checkpointed, in ms: the
@@ -8,36 +8,27 @@ times an operator reset it (its *generation*: offsets seen before are new record
 index of batches by action number (after an operator restarts a partition at lower
 offsets, offsets no longer grow with action numbers).
 
-Both dialects create the same tables (:data:`V3_TABLES`, with their own column types) and
-move a version-2 store the same way, inside the migration's one transaction:
+:func:`create_or_migrate` creates a new store or walks an older one up, step by step
+(:data:`STEPS`), inside the dialect's schema transaction and under its schema lock. The
+dialect (:class:`~checkpoint.sql.Dialect`) supplies only what differs: the column types
+behind the ``{type}`` placeholders, where the version is kept (SQLite: ``PRAGMA
+user_version``; PostgreSQL: ``kec_meta``), and the guard that refuses a migration while a
+connector of the older version still uses the store (:class:`~kec.errors.StoreInUse`).
 
-* each partition's next offset and owner epoch become its ``kec_partitions`` row;
-* events become batch records of up to 1,000 events per partition, in stored order, and
-  their explicit ids go to ``kec_event_ids``;
-* pending actions become ``retry`` rows (attempts kept) and dead ones ``dead`` rows of
-  the partition of their first event (actions whose events are gone go to the partition
-  that holds most events); done actions are only counted, per rule;
-* rule state, dead records and durable steps are copied.
-
-The version-2 tables are dropped at the end.
+Layouts older than :data:`OLDEST` (versions 1 and 2) were written only by development
+builds: no release ever shipped them, so they are refused with what to do instead of being
+rewritten.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from checkpoint.records import encode_action, encode_actions, encode_events
-from kec.action import Action
-from kec.event import Event
+from checkpoint.base import SCHEMA_VERSION
+from kec.errors import CheckpointError, SchemaTooNew
 
 if TYPE_CHECKING:
-    from checkpoint.sql import Sql
-
-TopicPartition = tuple[str, int]
+    from checkpoint.sql import Dialect, Sql
 
 # {type} placeholders: each dialect maps them to its own column types.
 V3_TABLES = (
@@ -86,114 +77,44 @@ V4_CHANGES = (
 )
 TABLES = V3_TABLES + V4_CHANGES  # a new store
 
-_CHUNK = 1000
+# The statements that move a store to each version from the one below it.
+STEPS: dict[int, tuple[str, ...]] = {4: V4_CHANGES}
+OLDEST = 3  # the oldest layout a store is moved on from
 
 
-@dataclass
-class V2Contents:
-    """What a version-2 store holds, read by the dialect from its own tables."""
-
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    owners: dict[TopicPartition, tuple[str, int]] = field(default_factory=dict)
-    # (event, stored_at) in stored order
-    events: list[tuple[Event, float]] = field(default_factory=list)
-    # (action, state, attempts, next_attempt_at, last_error) in queued order
-    actions: list[tuple[Action, str, int, float, str | None]] = field(default_factory=list)
-    rule_state: list[tuple[str, str]] = field(default_factory=list)
-    dead_records: list[tuple[Any, ...]] = field(default_factory=list)  # 7 columns
-    steps: list[tuple[str, str]] = field(default_factory=list)
-
-
-def write_v3(sql: Sql, old: V2Contents) -> None:
-    """Write a version-2 store's contents into freshly created version-3 tables."""
-    now = time.time()
-    where: dict[str, TopicPartition] = {}
-    by_tp: dict[TopicPartition, list[tuple[Event, float]]] = {}
-    for event, stored_at in old.events:
-        # Events stored without coordinates (written by hand, not read from Kafka) are
-        # kept in a batch of their own, found by their ids.
-        tp = (event.topic or "", event.partition if event.partition is not None else 0)
-        where[event.event_id] = tp
-        by_tp.setdefault(tp, []).append((event, stored_at))
-    busiest = max(by_tp, key=lambda tp: len(by_tp[tp]), default=("", 0))
-    for tp, rows in by_tp.items():
-        for i in range(0, len(rows), _CHUNK):
-            chunk = rows[i : i + _CHUNK]
-            events = [e for e, _ in chunk]
-            offsets = [e.offset for e in events if e.offset is not None]
-            sql.execute(
-                "INSERT INTO kec_batches (topic, partition, first_offset, next_offset, "
-                "first_aseq, n_actions, n_events, stored_at, events, actions) "
-                "VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?, ?)",
-                (
-                    tp[0], tp[1], min(offsets, default=0), max(offsets, default=-1) + 1,
-                    len(events), chunk[-1][1], encode_events(events), encode_actions([]),
-                ),
-            )  # fmt: skip
-            sql.executemany(
-                "INSERT INTO kec_event_ids (id, ns, topic, partition, off) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id, ns) DO NOTHING",
-                [(e.event_id, e.namespace, *tp, e.offset) for e in events if e.explicit_id],
-            )
-    aseqs: Counter[TopicPartition] = Counter()
-    counts: Counter[str] = Counter()
-    parked = []
-    for action, state, attempts, next_at, error in old.actions:
-        counts[action.rule] += 1
-        if state == "done":
-            continue
-        tp = next((where[e] for e in action.event_ids if e in where), busiest)
-        parked.append(
-            (
-                tp[0], tp[1], aseqs[tp], action.action_id, encode_action(action),
-                "dead" if state == "dead" else "retry", attempts, next_at, error, now,
-            )
-        )  # fmt: skip
-        aseqs[tp] += 1
-    _partitions(sql, old.offsets, old.owners, aseqs, now)
-    sql.executemany(
-        "INSERT INTO kec_parked (topic, partition, aseq, action_id, action, state, attempts, "
-        "next_attempt_at, last_error, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        parked,
-    )
-    sql.executemany("INSERT INTO kec_rule_counts (rule, n) VALUES (?, ?)", sorted(counts.items()))
-    sql.executemany(
-        "INSERT INTO kec_rule_state (key, value, expires_at, updated_at) VALUES (?, ?, NULL, ?)",
-        [(k, v, now) for k, v in old.rule_state],
-    )
-    sql.executemany(
-        'INSERT INTO kec_dead_records (topic, partition, "offset", error, error_class, key, '
-        "value, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*row, now) for row in old.dead_records],
-    )
-    sql.executemany(
-        "INSERT INTO kec_steps (step_id, event, stored_at) VALUES (?, ?, ?)",
-        [(k, v, now) for k, v in old.steps],
-    )
+def judge(version: int, where: str) -> int:
+    """``version`` if this code can use or migrate a store of it (0: none yet); else raise
+    :class:`~kec.errors.SchemaTooNew`, or :class:`~kec.errors.CheckpointError` for a
+    layout no release shipped."""
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{where} has checkpoint schema version {version}; this version of "
+            f"kafka-event-connector knows up to {SCHEMA_VERSION}. Upgrade the connector."
+        )
+    if 0 < version < OLDEST:
+        raise CheckpointError(
+            f"{where} has checkpoint schema version {version}, a layout of development "
+            f"builds that no release shipped; this version moves stores on from version "
+            f"{OLDEST} only and has left it untouched. Stop whatever still uses it, move it "
+            "aside (SQLite: the file; PostgreSQL: its kec_ tables, or use another database) "
+            "and start again: a new store reads on from the consumer group's committed "
+            "offsets, and actions still pending in the old one are not carried over"
+        )
+    return version
 
 
-def _partitions(
-    sql: Sql,
-    offsets: Mapping[TopicPartition, int],
-    owners: Mapping[TopicPartition, tuple[str, int]],
-    aseqs: Mapping[TopicPartition, int],
-    now: float,
-) -> None:
-    every: Iterable[TopicPartition] = sorted(set(offsets) | set(owners) | set(aseqs))
-    sql.executemany(
-        "INSERT INTO kec_partitions (topic, partition, owner, epoch, next_offset, next_aseq, "
-        "watermark, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                tp[0],
-                tp[1],
-                owners.get(tp, ("nobody", 0))[0],
-                owners.get(tp, ("nobody", 0))[1],
-                offsets.get(tp),
-                aseqs.get(tp, 0),
-                aseqs.get(tp, 0),
-                now,
-            )
-            for tp in every
-        ],
-    )
+def create_or_migrate(sql: Sql, dialect: Dialect) -> None:
+    """Bring the store to :data:`~checkpoint.base.SCHEMA_VERSION`: create it, or walk it up
+    from its version. Called inside the dialect's schema transaction, under its lock."""
+    version = judge(dialect.stored_version(sql), dialect.describe())
+    if version == SCHEMA_VERSION:
+        return  # another process got there first
+    statements: tuple[str, ...] = TABLES
+    if version != 0:
+        dialect.refuse_older_users(sql, version)
+        statements = tuple(
+            s for step in range(version + 1, SCHEMA_VERSION + 1) for s in STEPS[step]
+        )
+    for statement in statements:
+        sql.execute(statement.format(**dialect.types))
+    dialect.record_version(sql)

@@ -17,7 +17,6 @@ locks taken on the sorted keys before they are read, so two owners completing th
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,11 +24,9 @@ from typing import Any
 import psycopg
 
 from checkpoint.base import SCHEMA_VERSION
-from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
-from checkpoint.records import action_from_row, decode_headers
+from checkpoint.migrate import create_or_migrate
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, SchemaTooNew, StoreCorrupt, StoreInUse, StoreMissing
-from kec.event import Event
+from kec.errors import CheckpointError, StoreCorrupt, StoreInUse, StoreMissing
 
 APPLICATION = "kafka-event-connector"
 # Each connection says which schema version its code writes, so a migration can see
@@ -47,54 +44,6 @@ _TYPES = {
     "without_rowid": "",
 }
 _ARRAYS = {"text": "text[]", "int": "int8[]", "real": "float8[]"}
-
-# Version 1 and 2 tables, kept so that old stores can be walked up to version 3.
-_OLD: dict[int, tuple[str, ...]] = {
-    1: (
-        "CREATE TABLE kec_meta (key text PRIMARY KEY, value text NOT NULL)",
-        """CREATE TABLE kec_events (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            event_id text COLLATE "C" NOT NULL UNIQUE, key text NOT NULL,
-            value bytea NOT NULL, value_is_text boolean NOT NULL, namespace text NOT NULL,
-            sender text, context text, event_type text, create_time bigint NOT NULL,
-            headers text, topic text, partition integer, "offset" bigint)""",
-        """CREATE TABLE kec_next_offsets (
-            topic text NOT NULL, partition integer NOT NULL, next_offset bigint NOT NULL,
-            PRIMARY KEY (topic, partition))""",
-        """CREATE TABLE kec_partition_owners (
-            topic text NOT NULL, partition integer NOT NULL,
-            owner text NOT NULL, epoch bigint NOT NULL,
-            claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (topic, partition))""",
-        """CREATE TABLE kec_outbox (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            action_id text COLLATE "C" NOT NULL UNIQUE,
-            rule text NOT NULL, kind text NOT NULL, target text NOT NULL,
-            namespace text NOT NULL, event_ids text NOT NULL, event_key text NOT NULL,
-            workflow text, task text, context text, payload text,
-            state text NOT NULL DEFAULT 'pending', attempts integer NOT NULL DEFAULT 0,
-            next_attempt_at double precision NOT NULL DEFAULT 0, last_error text)""",
-        "CREATE INDEX kec_outbox_state_seq ON kec_outbox (state, seq)",
-        "CREATE TABLE kec_rule_state (key text PRIMARY KEY, value text NOT NULL)",
-        """CREATE TABLE kec_dead_records (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
-            error text NOT NULL, error_class text NOT NULL, key bytea, value bytea,
-            UNIQUE (topic, partition, "offset"))""",
-        "CREATE TABLE kec_steps (step_id text PRIMARY KEY, event text NOT NULL)",
-    ),
-    2: (
-        "ALTER TABLE kec_events ADD COLUMN stored_at double precision NOT NULL "
-        "DEFAULT extract(epoch FROM now())",
-        "ALTER TABLE kec_outbox ADD COLUMN queued_at double precision NOT NULL "
-        "DEFAULT extract(epoch FROM now())",
-    ),
-}
-_V2_TABLES = ("kec_events", "kec_next_offsets", "kec_partition_owners", "kec_outbox",
-              "kec_rule_state", "kec_dead_records", "kec_steps")  # fmt: skip
-
-
-def _bytes(value: bytes | memoryview | None) -> bytes | None:
-    return None if value is None else bytes(value)
 
 
 class _PostgresSql(Sql):
@@ -161,6 +110,7 @@ def _errors(doing: str) -> Iterator[None]:
 
 class PostgresDialect(Dialect):
     greatest = "greatest"
+    types = _TYPES
 
     def __init__(
         self,
@@ -177,7 +127,7 @@ class PostgresDialect(Dialect):
         self._sessions = {role: _Session(self, role) for role in Role}
 
     def describe(self) -> str:
-        return "postgresql"  # never the DSN: it may hold a password
+        return "the PostgreSQL store"  # never the DSN: it may hold a password
 
     def connect(self) -> Connection:
         """A new connection with the settings every session relies on."""
@@ -214,50 +164,46 @@ class PostgresDialect(Dialect):
     def _check_and_migrate(self, conn: Connection) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            version = self._stored_version(conn)
-            if version == 0 and not self._may_create:
-                raise StoreMissing("the database has no kafka-event-connector checkpoint tables")
-            if version == SCHEMA_VERSION:
-                return
-            if version == 0:
-                conn.execute(_OLD[1][0])  # kec_meta
-                self._create(conn)
-            else:
-                self._refuse_older_clients(conn, version)
-            if 0 < version < 3:
-                for step in range(version + 1, 3):
-                    for statement in _OLD[step]:
-                        conn.execute(statement)
-                old = self._read_v2(conn)
-                for table in _V2_TABLES:
-                    conn.execute(f"DROP TABLE {table}")
-                self._create(conn)
-                write_v3(_PostgresSql(conn), old)
-            elif version == 3:
-                for statement in V4_CHANGES:
-                    conn.execute(statement.format(**_TYPES))
-            conn.execute(
-                "INSERT INTO kec_meta (key, value) VALUES ('application', %s), "
-                "('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (APPLICATION, str(SCHEMA_VERSION)),
+            create_or_migrate(_PostgresSql(conn), self)
+
+    # -- the schema (checkpoint.migrate) -------------------------------------------------
+
+    def stored_version(self, sql: Sql) -> int:
+        row = sql.one("SELECT to_regclass('kec_meta') IS NOT NULL")
+        if not (row and row[0]):
+            found = sql.one(
+                "SELECT string_agg(tablename, ', ' ORDER BY tablename) FROM pg_tables "
+                "WHERE schemaname = current_schema() AND tablename LIKE ?",
+                ("kec\\_%",),
             )
+            if found and found[0]:
+                raise StoreCorrupt(
+                    f"the database has tables {found[0]} but no kec_meta: not a "
+                    "kafka-event-connector store, or a damaged one; refusing to touch it"
+                )
+            if not self._may_create:
+                raise StoreMissing("the database has no kafka-event-connector checkpoint tables")
+            return 0
+        meta: dict[str, str] = dict(sql.all("SELECT key, value FROM kec_meta"))
+        version_text = meta.get("schema_version", "")
+        if meta.get("application") != APPLICATION or not version_text.isdigit():
+            raise StoreCorrupt(
+                f"kec_meta does not describe a {APPLICATION} checkpoint store ({meta!r}); "
+                "refusing to touch it"
+            )
+        return int(version_text)
 
-    @staticmethod
-    def _create(conn: Connection) -> None:
-        for statement in TABLES:
-            conn.execute(statement.format(**_TYPES))
-
-    @staticmethod
-    def _refuse_older_clients(conn: Connection, version: int) -> None:
-        """A migration rewrites tables that instances of the older version would go on
-        writing (and lose rows of): refuse while any of them is connected."""
-        older = conn.execute(
+    def refuse_older_users(self, sql: Sql, version: int) -> None:
+        # A migration rewrites tables that instances of the older version would go on
+        # writing (and lose rows of): refuse while any of them is connected. Newer ones
+        # wait on the schema lock this transaction holds.
+        older = sql.all(
             "SELECT application_name, coalesce(host(client_addr), 'local'), pid "
             "FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND application_name LIKE %s "
-            "AND application_name <> %s ORDER BY pid",
+            "AND pid <> pg_backend_pid() AND application_name LIKE ? "
+            "AND application_name <> ? ORDER BY pid",
             (f"{APPLICATION}%", CLIENT_NAME),
-        ).fetchall()
+        )
         if older:
             who = ", ".join(f"{name} from {addr} (backend pid {pid})" for name, addr, pid in older)
             raise StoreInUse(
@@ -266,84 +212,15 @@ class PostgresDialect(Dialect):
                 "every older connector and tool, then start this version again"
             )
 
-    @staticmethod
-    def _read_v2(conn: Connection) -> V2Contents:
-        old = V2Contents()
-        old.offsets = {
-            (t, p): o for t, p, o in conn.execute("SELECT * FROM kec_next_offsets").fetchall()
-        }
-        old.owners = {
-            (t, p): (owner, epoch)
-            for t, p, owner, epoch in conn.execute(
-                "SELECT topic, partition, owner, epoch FROM kec_partition_owners"
-            ).fetchall()
-        }
-        for row in conn.execute(
-            "SELECT event_id, key, value, value_is_text, namespace, sender, context, "
-            'event_type, create_time, headers, topic, partition, "offset", stored_at '
-            "FROM kec_events ORDER BY seq"
-        ):
-            eid, key, raw, is_text, ns, sender, ctx, etype, ctime, headers = row[:10]
-            topic, part, off, at = row[10:]
-            value = bytes(raw).decode("utf-8", "surrogatepass") if is_text else bytes(raw)
-            event = Event(
-                key=key, value=value, namespace=ns, sender=sender, context=ctx,
-                event_type=etype, create_time=ctime,
-                headers=decode_headers(json.loads(headers) if headers else None),
-                topic=topic, partition=part, offset=off, event_id=eid,
-            )  # fmt: skip
-            old.events.append((event, float(at)))
-        for row in conn.execute(
-            "SELECT action_id, rule, kind, target, namespace, event_ids, event_key, workflow, "
-            "task, context, payload, state, attempts, next_attempt_at, last_error "
-            "FROM kec_outbox ORDER BY seq"
-        ):
-            aid, rule, kind, target, ns, ids, key, wf, task, ctx, payload = row[:11]
-            event_ids = json.loads(ids) if ids.startswith("[") else [ids]
-            action = action_from_row(
-                (aid, rule, kind, target, ns, event_ids, key, wf, task, ctx,
-                 json.loads(payload) if payload else None)
-            )  # fmt: skip
-            old.actions.append((action, row[11], row[12], float(row[13]), row[14]))
-        old.rule_state = conn.execute("SELECT key, value FROM kec_rule_state").fetchall()
-        old.dead_records = [
-            (t, p, o, err, cls, _bytes(k), _bytes(v))
-            for t, p, o, err, cls, k, v in conn.execute(
-                'SELECT topic, partition, "offset", error, error_class, key, value '
-                "FROM kec_dead_records ORDER BY seq"
-            ).fetchall()
-        ]
-        old.steps = conn.execute("SELECT step_id, event FROM kec_steps").fetchall()
-        return old
-
-    def _stored_version(self, conn: Connection) -> int:
-        row = conn.execute("SELECT to_regclass('kec_meta') IS NOT NULL").fetchone()
-        if not (row and row[0]):
-            found = conn.execute(
-                "SELECT string_agg(tablename, ', ' ORDER BY tablename) FROM pg_tables "
-                "WHERE schemaname = current_schema() AND tablename LIKE %s",
-                ("kec\\_%",),
-            ).fetchone()
-            if found and found[0]:
-                raise StoreCorrupt(
-                    f"the database has tables {found[0]} but no kec_meta: not a "
-                    "kafka-event-connector store, or a damaged one; refusing to touch it"
-                )
-            return 0
-        meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM kec_meta").fetchall())
-        version_text = meta.get("schema_version", "")
-        if meta.get("application") != APPLICATION or not version_text.isdigit():
-            raise StoreCorrupt(
-                f"kec_meta does not describe a {APPLICATION} checkpoint store ({meta!r}); "
-                "refusing to touch it"
-            )
-        version = int(version_text)
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"the database has checkpoint schema version {version}; this version of "
-                f"{APPLICATION} knows up to {SCHEMA_VERSION}. Upgrade the connector."
-            )
-        return version
+    def record_version(self, sql: Sql) -> None:
+        sql.execute(
+            "CREATE TABLE IF NOT EXISTS kec_meta (key text PRIMARY KEY, value text NOT NULL)"
+        )
+        sql.execute(
+            "INSERT INTO kec_meta (key, value) VALUES ('application', ?), "
+            "('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (APPLICATION, str(SCHEMA_VERSION)),
+        )
 
     # -- connections ---------------------------------------------------------------------
 

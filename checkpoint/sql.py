@@ -2,8 +2,9 @@
 
 Every query of the contract (:mod:`checkpoint.base`) is here, with ``?`` placeholders; a
 :class:`Dialect` says what differs: how to connect and which connection serves which
-role, the schema's DDL and its migrations, how a list of rows becomes a table in a query
-(``json_each`` or ``unnest``), how rule-state keys are locked, and ``max`` vs
+role, its column types and where it keeps the schema version (the DDL and the migration
+walk are written once, in :mod:`checkpoint.migrate`), how a list of rows becomes a table in
+a query (``json_each`` or ``unnest``), how rule-state keys are locked, and ``max`` vs
 ``greatest``. The tables (all ``kec_``)::
 
     kec_partitions   one row per partition: owner, epoch, next offset, next action
@@ -138,6 +139,26 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """What the store is, for messages (never a password)."""
+
+    # -- the schema (created and migrated once, in checkpoint.migrate) ---------------------
+
+    types: Mapping[str, str]  # the schema's {type} placeholders in this dialect's DDL
+
+    @abc.abstractmethod
+    def stored_version(self, sql: Sql) -> int:
+        """The store's schema version, 0 when there is none yet; raises
+        :class:`~kec.errors.StoreCorrupt` for what is not a store of ours and
+        :class:`~kec.errors.StoreMissing` for none when this store may not create one."""
+
+    @abc.abstractmethod
+    def refuse_older_users(self, sql: Sql, version: int) -> None:
+        """Before a store of ``version`` is migrated: raise :class:`~kec.errors.StoreInUse`
+        while a connector of that version still uses it, and keep such from starting until
+        the schema transaction ends."""
+
+    @abc.abstractmethod
+    def record_version(self, sql: Sql) -> None:
+        """Mark the store as ours at :data:`~checkpoint.base.SCHEMA_VERSION`."""
 
 
 def _fenced(sql: Sql, tp: TopicPartition, epoch: int) -> Fenced:
@@ -526,8 +547,7 @@ class SqlStore(CheckpointStore):
     def partitions(self) -> list[PartitionInfo]:
         with self._d.reading(Role.OPS, "reading partitions") as sql:
             rows = sql.all(
-                f"SELECT {_PARTITION_COLUMNS} FROM kec_partitions "
-                "ORDER BY topic, partition"
+                f"SELECT {_PARTITION_COLUMNS} FROM kec_partitions ORDER BY topic, partition"
             )
         return [_info(row) for row in rows]
 

@@ -39,18 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from checkpoint.base import SCHEMA_VERSION
-from checkpoint.migrate import TABLES, V4_CHANGES, V2Contents, write_v3
-from checkpoint.records import action_from_row, decode_headers
+from checkpoint.migrate import create_or_migrate, judge
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import (
-    CheckpointError,
-    SchemaTooNew,
-    StoreCorrupt,
-    StoreInUse,
-    StoreLocked,
-    StoreMissing,
-)
-from kec.event import Event
+from kec.errors import CheckpointError, StoreCorrupt, StoreInUse, StoreLocked, StoreMissing
 
 APPLICATION_ID = 0x4B454331  # "KEC1": marks the file as a kafka-event-connector store
 
@@ -63,48 +54,6 @@ _TYPES = {
     "without_rowid": " WITHOUT ROWID",
 }
 
-# Version 1 and 2 tables, kept so that old stores can be walked up to version 3.
-_OLD: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL, event_id TEXT NOT NULL,
-            key TEXT NOT NULL, value BLOB NOT NULL, namespace TEXT NOT NULL,
-            sender TEXT, context TEXT, event_type TEXT, create_time INTEGER NOT NULL,
-            headers TEXT, topic TEXT, partition INTEGER, "offset" INTEGER)""",
-        "CREATE INDEX events_id_hash ON events (id_hash)",
-        """CREATE TABLE next_offsets (
-            topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-            PRIMARY KEY (topic, partition)) WITHOUT ROWID""",
-        """CREATE TABLE partition_owners (
-            topic TEXT NOT NULL, partition INTEGER NOT NULL,
-            owner TEXT NOT NULL, epoch INTEGER NOT NULL,
-            PRIMARY KEY (topic, partition)) WITHOUT ROWID""",
-        """CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL, action_id TEXT NOT NULL,
-            rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
-            namespace TEXT NOT NULL, event_ids TEXT NOT NULL, event_key TEXT NOT NULL,
-            workflow TEXT, task TEXT, context TEXT, payload TEXT,
-            state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT)""",
-        "CREATE INDEX outbox_id_hash ON outbox (id_hash)",
-        "CREATE INDEX outbox_state_seq ON outbox (state, seq)",
-        "CREATE TABLE rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-        """CREATE TABLE dead_records (
-            seq INTEGER PRIMARY KEY,
-            topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
-            error TEXT NOT NULL, error_class TEXT NOT NULL, key BLOB, value BLOB,
-            UNIQUE (topic, partition, "offset"))""",
-        "CREATE TABLE steps (step_id TEXT PRIMARY KEY, event TEXT NOT NULL) WITHOUT ROWID",
-    ),
-    2: (
-        "ALTER TABLE events ADD COLUMN stored_at REAL NOT NULL DEFAULT 0",
-        "UPDATE events SET stored_at = unixepoch()",
-        "ALTER TABLE outbox ADD COLUMN queued_at REAL NOT NULL DEFAULT 0",
-        "UPDATE outbox SET queued_at = unixepoch()",
-    ),
-}
-_V2_TABLES = ("events", "next_offsets", "partition_owners", "outbox", "rule_state",
-              "dead_records", "steps")  # fmt: skip
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
@@ -131,6 +80,7 @@ class SqliteDialect(Dialect):
     """SQLite: a file (writer and reader connections) or ``:memory:`` (one connection)."""
 
     greatest = "max"
+    types = _TYPES
 
     def __init__(
         self,
@@ -153,7 +103,8 @@ class SqliteDialect(Dialect):
         self._rlock = self._wlock if self.memory else threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._lock_file: int | None = None
+        self._lock_file: int | None = None  # held while an exclusive store is open
+        self._migration_lock: int | None = None  # held while a migration runs
         self._writer_thread: int | None = None
 
     def describe(self) -> str:
@@ -229,17 +180,11 @@ class SqliteDialect(Dialect):
             check_same_thread=False,
         )
 
-    def _inspect(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        return app_id, version, objects
-
     def _check_and_migrate(self, conn: sqlite3.Connection) -> None:
-        # Read-only checks first: nothing may be written to a file that is not ours.
-        version = self._check_identity(*self._inspect(conn))
-        if version == 0 and not self._may_create and not self.memory:
-            raise StoreMissing(f"{self.path.absolute()} is empty: not a checkpoint store")
+        # Read-only checks first: nothing may be written to a file that is not ours, nor to
+        # a store this version cannot use.
+        sql = _SqliteSql(conn)
+        version = judge(self.stored_version(sql), str(self.path))
         try:
             conn.execute("SELECT '[1]'->>0")  # row sources need the JSON operators
         except sqlite3.OperationalError as exc:
@@ -259,110 +204,52 @@ class SqliteDialect(Dialect):
             conn.execute(f"PRAGMA journal_size_limit = {self._checkpoint_pages * 4096 * 2}")
         if version == SCHEMA_VERSION:
             return
-        # A migration rewrites tables that a connector of the older version would go on
-        # writing: it needs the file's connector lock (held already by an exclusive open).
-        lock = None
-        if version != 0 and not self.memory and self._lock_file is None:
-            lock = self._take_file_lock(
-                why=f"its schema must move from version {version} to {SCHEMA_VERSION}: stop "
-                "the older connector first",
-                error=StoreInUse,
-            )
         try:
-            self._migrate(conn)
+            conn.execute("BEGIN IMMEDIATE")  # checked again under the write lock
+            try:
+                create_or_migrate(sql, self)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         finally:
+            lock, self._migration_lock = self._migration_lock, None
             if lock is not None:
                 os.close(lock)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Checked again under the write lock: another process may have migrated.
-            version = self._check_identity(*self._inspect(conn))
-            if version == 0:
-                self._create(conn)
-            elif version < 3:
-                for step in range(version + 1, 3):
-                    for statement in _OLD[step]:
-                        conn.execute(statement)
-                old = self._read_v2(conn)
-                for table in _V2_TABLES:
-                    conn.execute(f"DROP TABLE {table}")
-                self._create(conn)
-                write_v3(_SqliteSql(conn), old)
-            elif version == 3:
-                for statement in V4_CHANGES:
-                    conn.execute(statement.format(**_TYPES))
-            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    # -- the schema (checkpoint.migrate) -------------------------------------------------
 
-    @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        for statement in TABLES:
-            conn.execute(statement.format(**_TYPES))
-
-    @staticmethod
-    def _read_v2(conn: sqlite3.Connection) -> V2Contents:
-        old = V2Contents()
-        old.offsets = {
-            (t, p): o for t, p, o in conn.execute("SELECT * FROM next_offsets").fetchall()
-        }
-        old.owners = {
-            (t, p): (owner, epoch)
-            for t, p, owner, epoch in conn.execute("SELECT * FROM partition_owners").fetchall()
-        }
-        for row in conn.execute(
-            "SELECT event_id, key, value, namespace, sender, context, event_type, create_time, "
-            'headers, topic, partition, "offset", stored_at FROM events ORDER BY seq'
-        ):
-            eid, key, value, ns, sender, ctx, etype, ctime, headers, topic, part, off, at = row
-            event = Event(
-                key=key, value=value, namespace=ns, sender=sender, context=ctx,
-                event_type=etype, create_time=ctime,
-                headers=decode_headers(json.loads(headers) if headers else None),
-                topic=topic, partition=part, offset=off, event_id=eid,
-            )  # fmt: skip
-            old.events.append((event, float(at)))
-        for row in conn.execute(
-            "SELECT action_id, rule, kind, target, namespace, event_ids, event_key, workflow, "
-            "task, context, payload, state, attempts, next_attempt_at, last_error "
-            "FROM outbox ORDER BY seq"
-        ):
-            aid, rule, kind, target, ns, ids, key, wf, task, ctx, payload = row[:11]
-            event_ids = json.loads(ids) if ids.startswith("[") else [ids]
-            action = action_from_row(
-                (aid, rule, kind, target, ns, event_ids, key, wf, task, ctx,
-                 json.loads(payload) if payload else None)
-            )  # fmt: skip
-            old.actions.append((action, row[11], row[12], float(row[13]), row[14]))
-        old.rule_state = conn.execute("SELECT key, value FROM rule_state").fetchall()
-        old.dead_records = conn.execute(
-            'SELECT topic, partition, "offset", error, error_class, key, value '
-            "FROM dead_records ORDER BY seq"
-        ).fetchall()
-        old.steps = conn.execute("SELECT step_id, event FROM steps").fetchall()
-        return old
-
-    def _check_identity(self, app_id: int, version: int, objects: int) -> int:
-        if app_id == 0 and version == 0 and objects == 0:
-            return 0  # an empty or new file
+    def stored_version(self, sql: Sql) -> int:
+        app_id = sql.one("PRAGMA application_id")[0]
+        version = sql.one("PRAGMA user_version")[0]
+        objects = sql.one("SELECT count(*) FROM sqlite_master")[0]
+        if app_id == 0 and version == 0 and objects == 0:  # an empty or new file
+            if not self._may_create and not self.memory:
+                raise StoreMissing(f"{self.path.absolute()} is empty: not a checkpoint store")
+            return 0
         if app_id != APPLICATION_ID or version < 1:
             raise StoreCorrupt(
                 f"{self.path} is a SQLite database but not a kafka-event-connector "
                 f"checkpoint store (application_id={app_id:#x}, user_version={version}, "
                 f"{objects} schema objects); refusing to use or modify it"
             )
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"{self.path} has checkpoint schema version {version}; this version of "
-                f"kafka-event-connector knows up to {SCHEMA_VERSION}. Upgrade the connector."
-            )
-        return version
+        return int(version)
+
+    def refuse_older_users(self, sql: Sql, version: int) -> None:
+        # A migration rewrites tables that a connector of the older version would go on
+        # writing: it needs the file's connector lock (held already by an exclusive open).
+        if self.memory or self._lock_file is not None or self._migration_lock is not None:
+            return
+        self._migration_lock = self._take_file_lock(
+            why=f"its schema must move from version {version} to {SCHEMA_VERSION}: stop "
+            "the older connector first",
+            error=StoreInUse,
+        )
+
+    def record_version(self, sql: Sql) -> None:
+        sql.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        sql.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections ---------------------------------------------------------------------
 

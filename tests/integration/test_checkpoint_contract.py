@@ -2,8 +2,8 @@
 
 Most tests take ``store`` (parametrized over the backends); persistence takes
 ``durable_url`` (sqlite and postgres only). Backend-specific refusals (corrupt file, newer
-schema, a second process on one SQLite file), migrations from schema 2 and the SIGKILL
-durability test come last.
+schema, a second process on one SQLite file), the refusal of layouts no release shipped,
+the migration from schema 3 and the SIGKILL durability test come last.
 """
 
 from __future__ import annotations
@@ -903,169 +903,52 @@ def test_sqlite_batch_survives_sigkill_right_after_commit(tmp_path: Path) -> Non
         assert store.count_actions(ActionState.PENDING) == 100
 
 
-# -- migration from schema 2 -----------------------------------------------------------
+# -- layouts no release shipped (schema 1 and 2) ---------------------------------------
 
-# The version-2 layout as the previous release wrote it (sqlite, then postgres).
-_SQLITE_V2 = (
-    """CREATE TABLE events (seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL,
-        event_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
-        namespace TEXT NOT NULL, sender TEXT, context TEXT, event_type TEXT,
-        create_time INTEGER NOT NULL, headers TEXT, topic TEXT, partition INTEGER,
-        "offset" INTEGER, stored_at REAL NOT NULL DEFAULT 0)""",
-    """CREATE TABLE next_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL,
-        next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID""",
-    """CREATE TABLE partition_owners (topic TEXT NOT NULL, partition INTEGER NOT NULL,
-        owner TEXT NOT NULL, epoch INTEGER NOT NULL, PRIMARY KEY (topic, partition))
-        WITHOUT ROWID""",
-    """CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id_hash INTEGER NOT NULL,
-        action_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
-        namespace TEXT NOT NULL, event_ids TEXT NOT NULL, event_key TEXT NOT NULL,
-        workflow TEXT, task TEXT, context TEXT, payload TEXT,
-        state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL DEFAULT 0, last_error TEXT,
-        queued_at REAL NOT NULL DEFAULT 0)""",
-    "CREATE TABLE rule_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE dead_records (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL,
-        partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, error TEXT NOT NULL,
-        error_class TEXT NOT NULL, key BLOB, value BLOB, UNIQUE (topic, partition, "offset"))""",
-    "CREATE TABLE steps (step_id TEXT PRIMARY KEY, event TEXT NOT NULL) WITHOUT ROWID",
-)
-_PG_V2 = (
-    "CREATE TABLE kec_meta (key text PRIMARY KEY, value text NOT NULL)",
-    """CREATE TABLE kec_events (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        event_id text NOT NULL UNIQUE, key text NOT NULL, value bytea NOT NULL,
-        value_is_text boolean NOT NULL, namespace text NOT NULL, sender text, context text,
-        event_type text, create_time bigint NOT NULL, headers text, topic text,
-        partition integer, "offset" bigint, stored_at double precision NOT NULL DEFAULT 0)""",
-    """CREATE TABLE kec_next_offsets (topic text NOT NULL, partition integer NOT NULL,
-        next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))""",
-    """CREATE TABLE kec_partition_owners (topic text NOT NULL, partition integer NOT NULL,
-        owner text NOT NULL, epoch bigint NOT NULL,
-        claimed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (topic, partition))""",
-    """CREATE TABLE kec_outbox (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        action_id text NOT NULL UNIQUE, rule text NOT NULL, kind text NOT NULL,
-        target text NOT NULL, namespace text NOT NULL, event_ids text NOT NULL,
-        event_key text NOT NULL, workflow text, task text, context text, payload text,
-        state text NOT NULL DEFAULT 'pending', attempts integer NOT NULL DEFAULT 0,
-        next_attempt_at double precision NOT NULL DEFAULT 0, last_error text,
-        queued_at double precision NOT NULL DEFAULT 0)""",
-    "CREATE TABLE kec_rule_state (key text PRIMARY KEY, value text NOT NULL)",
-    """CREATE TABLE kec_dead_records (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        topic text NOT NULL, partition integer NOT NULL, "offset" bigint NOT NULL,
-        error text NOT NULL, error_class text NOT NULL, key bytea, value bytea,
-        UNIQUE (topic, partition, "offset"))""",
-    "CREATE TABLE kec_steps (step_id text PRIMARY KEY, event text NOT NULL)",
-)
-_V2_ACTIONS = (
-    # action_id, rule, event id, state, attempts, last_error
-    ("a-done", "r1", "orders/0/0", "done", 1, None),
-    ("a-pending", "r1", "x-1", "pending", 2, "TargetError: 503"),
-    ("a-dead", "r2", "orders/0/2", "dead", 8, "TargetRejected: 400"),
-)
+_REFUSED = r"schema version 2, a layout of development builds.*move it aside.*start again"
 
 
-def _fill_v2(execute: Callable[[str, tuple[object, ...]], object], pg: bool) -> None:
-    prefix = "kec_" if pg else ""
-    mark = "%s" if pg else "?"
-    events = (("orders/0/0", 0, "one"), ("x-1", 1, "two"), ("orders/0/2", 2, "three"))
-    for eid, off, value in events:
-        columns = "event_id, key, value, value_is_text, namespace, create_time, topic, " \
-            'partition, "offset", stored_at' if pg else \
-            "id_hash, event_id, key, value, namespace, create_time, topic, partition, " \
-            '"offset", stored_at'  # fmt: skip
-        row: tuple[object, ...] = (
-            (eid, "k", value.encode(), True, "shop", 5, "orders", 0, off, 1.0)
-            if pg
-            else (1, eid, "k", value, "shop", 5, "orders", 0, off, 1.0)
-        )
-        marks = ", ".join(["%s" if pg else "?"] * len(row))
-        execute(f"INSERT INTO {prefix}events ({columns}) VALUES ({marks})", row)
-    for aid, rule, eid, state, attempts, error in _V2_ACTIONS:
-        hashed: tuple[object, ...] = () if pg else (1,)
-        values = (*hashed, aid, rule, "start", "log", "shop", eid, "k", "wf", state, attempts,
-                  0.0, error)  # fmt: skip
-        execute(
-            f"INSERT INTO {prefix}outbox ({'' if pg else 'id_hash, '}action_id, rule, kind, "
-            "target, namespace, event_ids, event_key, workflow, state, attempts, "
-            f"next_attempt_at, last_error) VALUES ({', '.join([mark] * len(values))})",
-            values,
-        )
-    execute(f"INSERT INTO {prefix}next_offsets VALUES ({mark}, {mark}, {mark})", ("orders", 0, 3))
-    execute(
-        f"INSERT INTO {prefix}partition_owners (topic, partition, owner, epoch) "
-        f"VALUES ({mark}, {mark}, {mark}, {mark})",
-        ("orders", 0, "old-host", 4),
-    )
-    execute(f"INSERT INTO {prefix}rule_state VALUES ({mark}, {mark})", ("all_of", "{}"))
-    execute(
-        f'INSERT INTO {prefix}dead_records (topic, partition, "offset", error, error_class, key, '
-        f"value) VALUES ({', '.join([mark] * 7)})",
-        ("orders", 0, 9, "bad", "DecodeError", None, b"x"),
-    )
-    execute(
-        f"INSERT INTO {prefix}steps VALUES ({mark}, {mark})",
-        ("wf/step", Event(key="k", value="v", event_id="step-event").to_json()),
-    )
-
-
-def _check_migrated(store: CheckpointStore) -> None:
-    assert [e.value for e in store.iter_events()] == ["one", "two", "three"]
-    assert store.get_event("x-1", "shop") is not None
-    assert store.get_event("orders/0/2") is not None
-    assert store.next_offsets() == {TP: 3}
-    claim = store.claim("new-host", [TP])[TP]
-    assert claim.epoch == 5 and claim.next_offset == 3
-    pending = store.pending(TP)
-    assert [(p.action.action_id, p.state, p.attempts) for p in pending.parked] == [
-        ("a-pending", Parking.RETRY, 2)
-    ]
-    (dead,) = store.list_actions(ActionState.DEAD)
-    assert (dead.action.action_id, dead.last_error) == ("a-dead", "TargetRejected: 400")
-    assert store.count_actions_by_rule() == {"r1": 2, "r2": 1}
-    assert store.count_actions(ActionState.DONE) == 0  # done actions are only counted
-    assert store.read_rule_state(["all_of"]) == {"all_of": "{}"}
-    assert [r.offset for r in store.list_dead_records()] == [9]
-    step = store.get_step("wf/step")
-    assert step is not None and step.event_id == "step-event"
-    with store.batch() as tx:  # explicit ids stay deduplicated across the migration
-        assert tx.claim_event_ids([make_event(7, eid="x-1")]) == set()
-
-
-def test_sqlite_migrates_a_version_2_store(tmp_path: Path) -> None:
+def test_sqlite_refuses_a_version_2_store_and_leaves_it_alone(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in _SQLITE_V2:
-        conn.execute(statement)
-    _fill_v2(conn.execute, pg=False)
+    conn.execute(
+        "CREATE TABLE next_offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+        "next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition)) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO next_offsets VALUES ('orders', 0, 3)")
     conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
-    with SqliteStore(path) as store:
-        _check_migrated(store)
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'").fetchone() == (
-        0,
-    )
-    conn.close()
+    before = _sqlite_files(path)
+    for store in (SqliteStore(path), SqliteStore(path, exclusive=True, create=False)):
+        with pytest.raises(CheckpointError, match=_REFUSED) as refused:
+            store.open()
+        assert type(refused.value) is CheckpointError
+        assert str(path) in str(refused.value)
+    assert _sqlite_files(path) == before, "not even switched to WAL"
 
 
-def test_postgres_migrates_a_version_2_store(pg_store_url: Callable[[], str]) -> None:
+def test_postgres_refuses_a_version_2_store_and_leaves_it_alone(
+    pg_store_url: Callable[[], str],
+) -> None:
     url = pg_store_url()
     with psycopg.connect(url, autocommit=True) as conn:
-        for statement in _PG_V2:
-            conn.execute(statement)
-        _fill_v2(conn.execute, pg=True)  # type: ignore[arg-type]
+        conn.execute("CREATE TABLE kec_meta (key text PRIMARY KEY, value text NOT NULL)")
+        conn.execute(
+            "CREATE TABLE kec_next_offsets (topic text NOT NULL, partition integer NOT NULL, "
+            "next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"
+        )
         conn.execute(
             "INSERT INTO kec_meta (key, value) VALUES ('application', %s), ('schema_version', '2')",
             (POSTGRES_APPLICATION,),
         )
-    with open_store(url) as store:
-        _check_migrated(store)
+    with pytest.raises(CheckpointError, match=_REFUSED) as refused:
+        open_store(url).open()
+    assert type(refused.value) is CheckpointError
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT value FROM kec_meta WHERE key = 'schema_version'").fetchone()
-        assert row == (str(SCHEMA_VERSION),)
-        assert conn.execute("SELECT to_regclass('kec_outbox')").fetchone() == (None,)
+        assert row == ("2",), "left as it was"
+        assert conn.execute("SELECT to_regclass('kec_partitions')").fetchone() == (None,)
 
 
 # -- migration from schema 3, and not under an older version ---------------------------
