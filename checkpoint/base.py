@@ -62,11 +62,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from kec.action import Action
-from kec.event import Event
+from kec.event import TP, Event
 
 SCHEMA_VERSION = 4
 
-TopicPartition = tuple[str, int]
+TopicPartition = TP  # (topic, partition)
 EventKey = tuple[str, str]  # (namespace, explicit event id)
 
 

@@ -33,10 +33,8 @@ def read_kafka_section(path: Path) -> kafka.KafkaSettings:
     properties (SASL, TLS...), ``listener_group_id`` the group.
     """
     config = load_config(path)
-    client = config.kafka.client_config()
-    servers = str(client.pop("bootstrap.servers"))
     return kafka.KafkaSettings(
-        servers, config.listener_group(), client, source=f"{kafka.ENV_CONFIG}={path}"
+        config.kafka.connection(), config.listener_group(), source=f"{kafka.ENV_CONFIG}={path}"
     )
 
 

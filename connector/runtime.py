@@ -51,18 +51,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
-
 from checkpoint.base import BatchTransaction, Claim, PipelineStore
-from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
 from connector.metrics import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
@@ -81,11 +70,23 @@ from kec.errors import (
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.faults import crash_point
+from kec.kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TP,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    KafkaTopicPartition,
+    Producer,
+    is_eof,
+    is_fatal,
+    kafka_tp,
+)
 
 log = logging.getLogger(__name__)
 
 STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
-_UNREACHABLE = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE}
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
 MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
@@ -530,9 +531,9 @@ class Pipeline:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if _is_fatal(err):
+                if is_fatal(err):
                     raise KafkaFatal(f"fatal consumer error: {err.str()}")
-                if err.code() == KafkaError._PARTITION_EOF:
+                if is_eof(err):
                     batch.at_end.add((msg.topic(), msg.partition()))
                 else:
                     log.warning("consumer error: %s", err)
@@ -572,9 +573,7 @@ class Pipeline:
         batch.events = [e for e in batch.events if (e.topic, e.partition) not in batch.behind]
         batch.poison = [p for p in batch.poison if (p.topic, p.partition) not in batch.behind]
 
-    def _checkpoint(
-        self, batch: _Batch
-    ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
+    def _checkpoint(self, batch: _Batch) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
         """Step 2: one store transaction. Poison records go to the dead-letter topic (and
         are acknowledged) before the transaction opens, so no store lock is held while
         Kafka answers; an event the rules raise on is found inside the transaction, which
@@ -701,7 +700,7 @@ class Pipeline:
         assert self._consumer is not None
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                offsets=[kafka_tp(tp, o) for tp, o in offsets.items()],
                 asynchronous=True,
             )
         except KafkaException as exc:
@@ -721,9 +720,7 @@ class Pipeline:
         if not pending:
             return
         try:
-            committed = self._consumer.committed(
-                [TopicPartition(t, p) for t, p in pending], timeout=10
-            )
+            committed = self._consumer.committed([kafka_tp(tp) for tp in pending], timeout=10)
         except KafkaException as exc:
             log.warning("could not read committed offsets to resync them: %s", exc)
             return
@@ -763,7 +760,7 @@ class Pipeline:
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors: a fatal one stops the pipeline; brokers out of
         reach are said in one line now and then, naming where the connector looks."""
-        if _is_fatal(err):
+        if is_fatal(err):
             self._fatal = err
             return
         why = kafka.unreachable(err)
@@ -835,7 +832,7 @@ class Pipeline:
 
     def _seek(self, tp: TP, offset: int) -> None:
         assert self._consumer is not None
-        self._consumer.seek(TopicPartition(tp[0], tp[1], offset))
+        self._consumer.seek(kafka_tp(tp, offset))
 
     def _try_seek(self, tp: TP, offset: int) -> None:
         """Seek a partition that may not be fetching yet (just assigned, paused): if
@@ -848,7 +845,7 @@ class Pipeline:
 
     # -- assignment: claim, check, adopt -------------------------------------------------
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         """Kafka assigned ``partitions``: claim them in the store, check their offsets, and
         start reading each where the store says. A claim that fails (the store is down)
         leaves them assigned but paused; :meth:`_retry_claims` tries again with backoff, so
@@ -987,9 +984,7 @@ class Pipeline:
         consumer = self._consumer
         return kafka.retried(
             f"reading the offsets of {tp[0]}[{tp[1]}]",
-            lambda: kafka.watermarks(
-                consumer, TopicPartition(*tp), self._settings.kafka_timeout / 2
-            ),
+            lambda: kafka.watermarks(consumer, kafka_tp(tp), self._settings.kafka_timeout / 2),
             self._settings.kafka_timeout,
         )
 
@@ -1003,7 +998,7 @@ class Pipeline:
         self._uncommitted.pop(tp, None)
         self._report_stopped(tp, why)
         if self._consumer is not None:
-            self._consumer.pause([TopicPartition(*tp)])
+            self._consumer.pause([kafka_tp(tp)])
         try:
             self._store.mark_partition(tp, mine.epoch, stopped=why)
         except CheckpointError as exc:
@@ -1091,7 +1086,7 @@ class Pipeline:
                 continue
             start = starts.get(tp)
             self._try_seek(tp, start if start is not None else self._committed_or_reset(tp))
-            resume.append(TopicPartition(*tp))
+            resume.append(kafka_tp(tp))
         if resume and not self._paused:
             consumer.resume(resume)
         log.info(
@@ -1107,7 +1102,7 @@ class Pipeline:
         else the beginning or the end (``auto.offset.reset``)."""
         assert self._consumer is not None
         try:
-            found = self._consumer.committed([TopicPartition(*tp)], timeout=10)
+            found = self._consumer.committed([kafka_tp(tp)], timeout=10)
             if found and found[0].offset >= 0:
                 return int(found[0].offset)
         except KafkaException as exc:
@@ -1145,11 +1140,9 @@ class Pipeline:
         mine.stopped = None
         mine.next_offset = next_offset
         self.stats.stopped.pop(tp, None)
-        self._try_seek(
-            tp, next_offset if next_offset is not None else self._committed_or_reset(tp)
-        )
+        self._try_seek(tp, next_offset if next_offset is not None else self._committed_or_reset(tp))
         if self._consumer is not None and not self._paused:
-            self._consumer.resume([TopicPartition(*tp)])
+            self._consumer.resume([kafka_tp(tp)])
         log.warning(
             "%s[%d]: reset by an operator; reading on from offset %s", tp[0], tp[1], next_offset
         )
@@ -1174,7 +1167,7 @@ class Pipeline:
             except CheckpointError as exc:
                 log.debug("%s[%d]: could not move its event time: %s", tp[0], tp[1], exc)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         if self._consumer is not None:
             self._commit(now=True, only=tps)  # Kafka's view level with the store before hand-over
@@ -1219,13 +1212,6 @@ class Pipeline:
             ]  # fmt: skip
             consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
-
-
-def _is_fatal(err: KafkaError) -> bool:
-    """Whether the client is unusable. A consumer's fatal error (a static member fenced by
-    another with its instance id, say) reaches the application as an error of code _FATAL
-    that is not itself flagged fatal: polling on would stall for ever."""
-    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 class _RulesFailed(Exception):

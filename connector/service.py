@@ -241,10 +241,9 @@ def build_service(
     from connector.targets.registry import build_target
     from connector.trigger import TriggerEngine
 
-    client = cfg.kafka.client_config()
-    bootstrap = str(client.pop("bootstrap.servers"))
+    connection = cfg.kafka.connection()
     settings = PipelineSettings(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=connection.bootstrap_servers,
         group_id=cfg.group_id,
         topics=cfg.topics(),
         batch_size=cfg.pipeline.batch_size,
@@ -252,7 +251,7 @@ def build_service(
         dlq_topic=cfg.dead_letter_topic,
         outbox_max_pending=cfg.pipeline.outbox_max_pending,
         max_event_bytes=cfg.pipeline.max_event_bytes,
-        kafka_properties=client,
+        kafka_properties=connection.properties,
         group_instance_id=instance_id or cfg.pipeline.instance_id,
     )
     store = open_store(cfg.checkpoint.url(), exclusive=True)
@@ -272,12 +271,11 @@ def build_service(
         if serve_gateway:
             gateway = Gateway(
                 GatewaySettings(
-                    bootstrap_servers=bootstrap,
+                    connection=connection,
                     topic=http.topic,
                     namespace=http.namespace,
                     strict=http.strict,
                     checkpoint_timeout=http.checkpoint_timeout_seconds,
-                    kafka_properties=client,
                 ),
                 store,
             )

@@ -26,14 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
+from kec import kafka
 from kec.errors import BrokerUnavailable, KafkaClientError
 from kec.event import DEFAULT_TOPIC_PREFIX
-from kec.kafka import ATTEMPT_TIMEOUT, REACH_TIMEOUT, code, kafka_new, reach, retried
+from kec.kafka import ATTEMPT_TIMEOUT, REACH_TIMEOUT, TopicInfo, reach, retried
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
@@ -54,16 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Create-topic errors that a person has to fix: say so instead of retrying.
-_REFUSED: dict[int | None, str] = {
-    KafkaError.TOPIC_AUTHORIZATION_FAILED: "the connector is not authorised to create topics",
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "the connector is not authorised to create topics",
-    KafkaError.INVALID_REPLICATION_FACTOR: "the replication factor is not possible here",
-    KafkaError.INVALID_PARTITIONS: "the partition count is not valid",
-    KafkaError.POLICY_VIOLATION: "the cluster's create-topic policy refused it",
-    KafkaError.TOPIC_EXCEPTION: "the name is not a valid topic name",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class TopicPolicy:
@@ -75,27 +63,13 @@ class TopicPolicy:
     request_timeout: float = 30.0  # seconds for the cluster to answer, retries included
 
 
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    """A topic as the cluster describes it."""
-
-    name: str
-    partition_ids: tuple[int, ...]
-    replication_factor: int
-    topic_id: str | None = None  # Kafka's id: a topic deleted and created again has a new one
-
-    @property
-    def partitions(self) -> int:
-        return len(self.partition_ids)
-
-
 def _bootstrap(client_config: Mapping[str, Any]) -> str:
     return str(client_config.get("bootstrap.servers", "?"))
 
 
-def open_admin(client_config: Mapping[str, Any]) -> Any:
+def open_admin(client_config: Mapping[str, Any] | kafka.Connection) -> Any:
     """An admin client on ``client_config`` (no I/O until its first request)."""
-    return kafka_new(AdminClient, dict(client_config))
+    return kafka.admin(client_config)
 
 
 # -- describe, create ---------------------------------------------------------------------
@@ -115,24 +89,7 @@ def describe_topics(
     attempt = min(ATTEMPT_TIMEOUT, timeout)
 
     def describe() -> dict[str, TopicInfo | None]:
-        futures = admin.describe_topics(TopicCollection(wanted), request_timeout=attempt)
-        found: dict[str, TopicInfo | None] = {}
-        for name in wanted:
-            try:
-                description = futures[name].result(timeout=attempt + 5)
-            except KafkaException as exc:
-                if code(exc) == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    found[name] = None  # retriable for Kafka, but here it is the answer
-                    continue
-                raise
-            parts = description.partitions
-            replicas = max((len(p.replicas) for p in parts), default=0)
-            topic_id = getattr(description, "topic_id", None)
-            found[name] = TopicInfo(
-                name, tuple(sorted(p.id for p in parts)), replicas,
-                str(topic_id) if topic_id is not None else None,
-            )  # fmt: skip
-        return found
+        return kafka.describe(admin, wanted, attempt)
 
     return retried(f"describing topics {', '.join(wanted)}", describe, timeout)
 
@@ -141,30 +98,15 @@ def _create(admin: Any, names: Sequence[str], policy: TopicPolicy, source: str) 
     attempt = min(ATTEMPT_TIMEOUT, policy.request_timeout)
 
     def create() -> None:
-        new = [
-            NewTopic(
-                name,
-                num_partitions=policy.partitions,
-                replication_factor=policy.replication_factor,
-            )
-            for name in names
-        ]
-        futures = admin.create_topics(new, request_timeout=attempt)
-        for name in names:
-            try:
-                futures[name].result(timeout=attempt + 5)
-            except KafkaException as exc:
-                reason = _REFUSED.get(code(exc))
-                if reason is not None:
-                    raise KafkaClientError(
-                        f"topic {name!r} does not exist and creating it failed: {reason} "
-                        f"({exc.args[0].str()}). Create it with your cluster's own tooling "
-                        f"(or `event-connector topics create {name} {source}` as a user "
-                        "who may), or change topic_creation in the config file."
-                    ) from exc
-                if code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: fine
-                    raise
-            else:
+        outcome = kafka.create(
+            admin,
+            names,
+            partitions=policy.partitions,
+            replication_factor=policy.replication_factor,
+            timeout=attempt,
+        )
+        for name, exc in outcome.items():
+            if exc is None:
                 log.info(
                     "created topic %s (%d partitions, replication factor %s)",
                     name,
@@ -173,6 +115,17 @@ def _create(admin: Any, names: Sequence[str], policy: TopicPolicy, source: str) 
                     if policy.replication_factor == -1
                     else policy.replication_factor,
                 )
+                continue
+            reason = kafka.create_refusal(exc)
+            if reason is not None:
+                raise KafkaClientError(
+                    f"topic {name!r} does not exist and creating it failed: {reason} "
+                    f"({kafka.error_text(exc)}). Create it with your cluster's own tooling "
+                    f"(or `event-connector topics create {name} {source}` as a user "
+                    "who may), or change topic_creation in the config file."
+                ) from exc
+            if not kafka.already_exists(exc):  # lost a race: fine
+                raise exc
 
     retried(f"creating topics {', '.join(names)}", create, policy.request_timeout)
 

@@ -54,6 +54,7 @@ from connector.service import ConnectorService
 from connector.trigger import TriggerEngine
 from kec.codec import record_headers, record_value
 from kec.event import Event
+from kec.kafka import Connection
 from listeners import HTTPListener, QueueEventListener, TimerListener
 from listeners import http as http_listener
 from listeners import kafka as kafka_listener
@@ -191,7 +192,7 @@ def run(bootstrap: str, store_url: str, workflow_id: str, delay: float) -> dict[
         # In production the gateway is `event-connector gateway` (or served by `run`), and
         # `event-connector run` with the same http: section checkpoints its topic. Here
         # both are in this process, on the workflow's store.
-        gateway = Gateway(GatewaySettings(bootstrap, topic=http_topic), store)
+        gateway = Gateway(GatewaySettings(Connection(bootstrap), topic=http_topic), store)
         connector = ConnectorService(
             PipelineSettings(bootstrap, f"ray-http-{workflow_id}", {http_topic: "http"}),
             open_store(store_url),  # the connector opens and closes its own

@@ -45,6 +45,11 @@ _COORDINATES = re.compile(r"([a-zA-Z0-9._-]{1,249})/([0-9]+)/([0-9]+)", re.ASCII
 MAX_PARTITION = 2**31 - 1
 MAX_OFFSET = 2**63 - 1
 
+TP = tuple[str, int]
+"""A partition of a topic, ``(topic, partition)``: the one meaning of ``TP`` (and of the
+store's ``TopicPartition``) in the project. The Kafka client's own class is
+``kec.kafka.KafkaTopicPartition``, built only where a client call needs one."""
+
 
 def parse_coordinates(event_id: str) -> tuple[str, int, int] | None:
     """``(topic, partition, offset)`` when ``event_id`` names a Kafka record, that is when

@@ -74,25 +74,26 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
-
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    OFFSET_STORED,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
 
 from kec import kafka
 from kec.codec import event_from_message
 from kec.errors import ConfigError, DecodeError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
+from kec.kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_STORED,
+    Connection,
+    Consumer,
+    KafkaException,
+    KafkaTopicPartition,
+    Message,
+    is_eof,
+    kafka_tp,
+)
 from listeners.base import EventListener
 
 __all__ = [
@@ -119,8 +120,6 @@ CALL_TIMEOUT = 10.0  # seconds for one metadata / offset request
 RETRY_FOR = 30.0  # seconds a transient coordinator or broker error is retried
 TOPIC_RECHECK = 0.5  # seconds between looks for a topic that does not exist yet
 
-# The protocol depends on these; a property may repeat them but not change them.
-_NAMED = {"bootstrap.servers": "bootstrap_servers", "group.id": "group_id"}
 # ListOffsets' special timestamps: the log start, the end (the LSO under read_committed).
 _LIST_OFFSETS_AT = {OFFSET_BEGINNING: -2, OFFSET_END: -1}
 _RESET_TO: dict[str, int] = {
@@ -134,27 +133,35 @@ _RESET_TO: dict[str, int] = {
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
-    """Where the listener's consumer group lives; ``source`` says where this came from."""
+    """Where the listener's consumer group lives: the cluster's connection and the group;
+    ``source`` says where this came from."""
 
-    bootstrap_servers: str
+    connection: Connection
     group_id: str
-    properties: Mapping[str, Any] = field(default_factory=dict)
     source: str = "configure()"
 
     def __post_init__(self) -> None:
-        for name in ("bootstrap_servers", "group_id"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{self.source}: {name} must be a non-empty string")
-        for key in self.properties:
-            if key in _NAMED:
-                raise ConfigError(f"{self.source}: set {_NAMED[key]}, not property {key!r}")
+        if not isinstance(self.connection, Connection):
+            raise ConfigError(f"{self.source}: connection must be a kec.kafka.Connection")
+        if not isinstance(self.group_id, str) or not self.group_id.strip():
+            raise ConfigError(f"{self.source}: group_id must be a non-empty string")
+        if "group.id" in self.properties:
+            raise ConfigError(f"{self.source}: set group_id, not property 'group.id'")
         try:
             kafka.fixed(self.properties, kafka.CONSUMER_FIXED)
         except ConfigError as exc:
             raise ConfigError(
                 f"{self.source}: {exc}; anything else would break exactly-once"
             ) from exc
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.connection.bootstrap_servers
+
+    @property
+    def properties(self) -> Mapping[str, Any]:
+        """The connection's librdkafka properties (``bootstrap.servers`` aside)."""
+        return self.connection.properties
 
     def consumer_config(self) -> dict[str, Any]:
         """The consumer's settings, :data:`kec.kafka.CONSUMER_FIXED` applied."""
@@ -165,8 +172,7 @@ class KafkaSettings:
                 # back for about half of this (default 100 ms): 20 ms makes a poll or a commit
                 # ~3x faster on a near broker; reconnects still back off up to the max.
                 "reconnect.backoff.ms": 20,
-                **self.properties,
-                "bootstrap.servers": self.bootstrap_servers,
+                **self.connection.client_config(),
                 "group.id": self.group_id,
             },
             kafka.CONSUMER_FIXED,
@@ -187,8 +193,17 @@ def configure(*, bootstrap_servers: str, group_id: str, **properties: Any) -> Ka
     ``properties`` are librdkafka's names, e.g. ``**{"security.protocol": "SSL"}``.
     """
     global _configured
-    _configured = KafkaSettings(bootstrap_servers, group_id, dict(properties))
+    _configured = KafkaSettings(_connection(bootstrap_servers, properties, "configure()"), group_id)
     return _configured
+
+
+def _connection(servers: str, properties: Mapping[str, Any], source: str) -> Connection:
+    if not isinstance(servers, str) or not servers.strip():
+        raise ConfigError(f"{source}: bootstrap_servers must be a non-empty string")
+    try:
+        return Connection(servers, properties)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def reset_configuration() -> None:
@@ -223,7 +238,8 @@ def resolve_settings(read_config: ConfigReader | None = None) -> KafkaSettings:
         return read_config(Path(config_file))
     servers, group = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_GROUP)
     if servers and group:
-        return KafkaSettings(servers, group, source=f"{ENV_BOOTSTRAP}/{ENV_GROUP}")
+        source = f"{ENV_BOOTSTRAP}/{ENV_GROUP}"
+        return KafkaSettings(_connection(servers, {}, source), group, source=source)
     if servers:
         raise ConfigError(f"{ENV_BOOTSTRAP} is set but {ENV_GROUP} is not: set the group id")
     raise ConfigError(
@@ -311,7 +327,7 @@ def _poll(
                 continue
             error = msg.error()
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
+                if is_eof(error):
                     continue
                 raise KafkaClientError(f"consuming {topic}: {error.str()}")
             return _decode(msg, namespace)
@@ -327,29 +343,29 @@ def _start_positions(
     topic: str,
     partitions: list[int],
     stop: threading.Event,
-) -> list[TopicPartition]:
+) -> list[KafkaTopicPartition]:
     """Each partition at the group's committed offset, else where auto.offset.reset says."""
     committed = _kafka(
         f"reading the committed offsets of {topic} for group {settings.group_id}",
         lambda: consumer.committed(
-            [TopicPartition(topic, p) for p in partitions], timeout=CALL_TIMEOUT
+            [kafka_tp((topic, p)) for p in partitions], timeout=CALL_TIMEOUT
         ),
         stop,
     )
-    at = {tp.partition: tp.offset for tp in _checked(committed, topic)}
+    offsets = {tp.partition: tp.offset for tp in _checked(committed, topic)}
     start = settings.start_offset()
-    missing = [p for p, offset in at.items() if offset < 0]
+    missing = [p for p, offset in offsets.items() if offset < 0]
     if missing and start in _LIST_OFFSETS_AT:
         # Look them up now, in one request: left to librdkafka, each is looked up on its
         # own, and a first fetch without them waits fetch.wait.max.ms (0.5 s) for nothing.
-        wanted = [TopicPartition(topic, p, _LIST_OFFSETS_AT[start]) for p in missing]
+        wanted = [kafka_tp((topic, p), _LIST_OFFSETS_AT[start]) for p in missing]
         found = _kafka(
             f"looking up the start offsets of {topic}",
             lambda: consumer.offsets_for_times(wanted, timeout=CALL_TIMEOUT),
             stop,
         )
-        at.update({tp.partition: tp.offset for tp in _checked(found, topic)})
-    return [TopicPartition(topic, p, offset if offset >= 0 else start) for p, offset in at.items()]
+        offsets.update({tp.partition: tp.offset for tp in _checked(found, topic)})
+    return [kafka_tp((topic, p), offset if offset >= 0 else start) for p, offset in offsets.items()]
 
 
 def _slice(deadline: float | None, stop: threading.Event, longest: float, why: str) -> float:
@@ -379,9 +395,7 @@ def _commit(
         try:
             current = _kafka(
                 f"reading the committed offset of {where}",
-                lambda: consumer.committed(
-                    [TopicPartition(topic, partition)], timeout=CALL_TIMEOUT
-                ),
+                lambda: consumer.committed([kafka_tp((topic, partition))], timeout=CALL_TIMEOUT),
                 stop,
             )
             if _checked(current, topic)[0].offset >= next_offset:
@@ -389,7 +403,7 @@ def _commit(
             done = _kafka(
                 f"committing offset {next_offset} of {where}",
                 lambda: consumer.commit(
-                    offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=False
+                    offsets=[kafka_tp((topic, partition), next_offset)], asynchronous=False
                 ),
                 stop,
             )
@@ -418,18 +432,13 @@ def _partitions(consumer: Consumer, topic: str, stop: threading.Event) -> list[i
     """The topic's partitions; none when it does not exist (the metadata is fresh)."""
 
     def lookup() -> list[int]:
-        meta = consumer.list_topics(topic, timeout=CALL_TIMEOUT).topics.get(topic)
-        error = None if meta is None else meta.error
-        if meta is None or (error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
-            return []
-        if error is not None:
-            raise KafkaException(error)  # e.g. LEADER_NOT_AVAILABLE right after creation
-        return sorted(cast(Mapping[int, Any], meta.partitions))
+        # A transient error (LEADER_NOT_AVAILABLE right after creation) is retried.
+        return kafka.partition_ids(consumer, topic, CALL_TIMEOUT) or []
 
     return _kafka(f"reading the partitions of {topic}", lookup, stop)
 
 
-def _checked(partitions: list[TopicPartition], topic: str) -> list[TopicPartition]:
+def _checked(partitions: list[KafkaTopicPartition], topic: str) -> list[KafkaTopicPartition]:
     for tp in partitions:
         if tp.error is not None:
             raise KafkaClientError(f"{topic}[{tp.partition}]: {tp.error.str()}")

@@ -119,6 +119,7 @@ def gateway(
     from connector.gateway.server import serving_options
     from connector.ports import check_listen, url_of
     from connector.topics import TopicPolicy, ensure_topics, policy_of
+    from kec.kafka import Connection
 
     refuse_data_dir_without_config(ctx, config)
     properties: dict[str, Any] = {}
@@ -154,19 +155,20 @@ def gateway(
             topic = topic or http.topic
             namespace = namespace or http.namespace
             options = serving_options(http)
-    servers = bootstrap or properties.pop("bootstrap.servers", None)
-    properties.pop("bootstrap.servers", None)
-    if not servers:
+    if bootstrap:
+        properties["bootstrap.servers"] = bootstrap
+    if not properties.get("bootstrap.servers"):
         raise click.UsageError("give --bootstrap (env KAFKA_BOOTSTRAP_SERVERS) or -c FILE")
+    connection = Connection.of(properties)
+    servers = connection.bootstrap_servers
     host, port = parse_listen(host_port or _DEFAULT_LISTEN)
     settings = GatewaySettings(
-        bootstrap_servers=str(servers),
+        connection=connection,
         topic=topic or _DEFAULT_TOPIC,
         namespace=namespace or "http",
         strict=bool(strict),
         checkpoint_timeout=checkpoint_timeout or 15.0,
         deliver_timeout=deliver_timeout,
-        kafka_properties=properties,
     )
     gateway_store = open_store(store_url or _DEFAULT_STORE)
     if isinstance(gateway_store, SqliteStore):
@@ -175,9 +177,7 @@ def gateway(
     if create_topic is not None:
         policy = dataclasses.replace(policy, create=create_topic)
     source = f"-c {config}" if config is not None and not bootstrap else f"--bootstrap {servers}"
-    ensure_topics(
-        {**properties, "bootstrap.servers": servers}, [settings.topic], policy, source=source
-    )
+    ensure_topics(connection.client_config(), [settings.topic], policy, source=source)
     with gateway_store as opened:
         server = GatewayServer(
             Gateway(settings, opened), host=host, port=port, token=token, **options

@@ -4,7 +4,7 @@ Every model refuses unknown keys, so a typo is an error rather than a silently i
 setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token, and the
 ``properties`` whose names say secret, see :mod:`connector.redaction`) are
 :class:`~pydantic.SecretStr`: they print as ``**********`` and are revealed only where a
-client needs them (:meth:`KafkaSettings.client_config`, :meth:`CheckpointConfig.url`).
+client needs them (:meth:`KafkaSettings.connection`, :meth:`CheckpointConfig.url`).
 
 Checks across sections (a rule's target and namespace exist, a topic belongs to one
 namespace, rule names are unique) live in :func:`cross_check`, which works on plain data
@@ -48,7 +48,7 @@ from connector.retry import RetryPolicy
 from connector.rules import Rule
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
-from kec.kafka_fixed import PIPELINE_FIXED, PRODUCER_FIXED, fixed
+from kec.kafka.settings import PIPELINE_FIXED, PRODUCER_FIXED, Connection, fixed
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -128,7 +128,7 @@ class KafkaSettings(_Model):
         if shadowed:
             names = ", ".join(f"{p} (use kafka.{_NAMED[p]})" for p in shadowed)
             raise ValueError(f"set these with their own fields: {names}")
-        # Refused here rather than when the first client is built (kec.kafka_fixed's policy).
+        # Refused here rather than when the first client is built (kec.kafka.settings' policy).
         try:
             fixed(properties, {**PIPELINE_FIXED, **PRODUCER_FIXED})
         except ConfigError as exc:
@@ -146,6 +146,11 @@ class KafkaSettings(_Model):
                 config[key] = value
         config.update(reveal(self.properties))
         return config
+
+    def connection(self) -> Connection:
+        """This section as the clients' :class:`~kec.kafka.settings.Connection`, secrets
+        revealed: hand it to a client, never log its properties."""
+        return Connection.of(self.client_config())
 
     def secrets(self) -> list[str]:
         """Every secret value of this section, to redact from a client library's errors."""

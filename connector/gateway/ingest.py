@@ -43,11 +43,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from checkpoint.base import CheckpointStore
 from connector.gateway.waiters import (
@@ -64,6 +61,7 @@ from kec import kafka
 from kec.codec import record_headers, record_value
 from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
 from kec.event import CONTENT_JSON, Event
+from kec.kafka import Connection, KafkaError, KafkaException, Message, Producer
 
 __all__ = ["Gateway", "GatewaySettings", "SendResult"]
 
@@ -77,7 +75,7 @@ QUEUE_PAGE = 64  # queue rows read at once by a long poll
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    bootstrap_servers: str
+    connection: Connection
     topic: str = "http-events"
     namespace: str = "http"
     strict: bool = False
@@ -85,13 +83,11 @@ class GatewaySettings:
     checkpoint_timeout: float = 15.0  # seconds for the store to hold the event (else 500)
     lease_seconds: float = 30.0
     waiter_ttl: float = 30.0
-    kafka_properties: Mapping[str, Any] = field(default_factory=dict)
 
     def producer_config(self) -> dict[str, Any]:
         return {
             "linger.ms": 2,
-            **self.kafka_properties,
-            "bootstrap.servers": self.bootstrap_servers,
+            **self.connection.client_config(),
             "message.timeout.ms": int(self.deliver_timeout * 1000),
         }
 

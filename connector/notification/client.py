@@ -24,10 +24,6 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka import TopicPartition as TP
-from confluent_kafka.admin import AdminClient
-
 from connector.notification.env import ENV_NAMESPACE, Identity
 from connector.notification.listener import (
     KeyFilter,
@@ -44,9 +40,15 @@ from kec.kafka import (
     ATTEMPT_TIMEOUT,
     CONSUMER_FIXED,
     PRODUCER_FIXED,
-    UNREACHABLE_DELIVERY,
+    AdminClient,
+    Connection,
+    Consumer,
+    KafkaException,
+    Producer,
+    delivery_error,
     fixed,
     kafka_new,
+    kafka_tp,
 )
 
 if TYPE_CHECKING:
@@ -60,16 +62,20 @@ log = logging.getLogger(__name__)
 class NotificationClient:
     """Sends events to namespaces and runs listeners on them; see the package docstring.
 
-    No I/O happens in the constructor: the producer is made by :meth:`open` (or the first
-    call that needs it). :meth:`close` unregisters every listener and flushes the producer;
-    it is idempotent, and the client is a context manager.
+    The cluster is given as ``bootstrap_servers`` (with ``properties`` for SASL, TLS and
+    other librdkafka settings) or as one :class:`~kec.kafka.Connection`
+    (``connection=``, ``properties`` then added to it); :meth:`from_config` takes the
+    connector's. No I/O happens in the constructor: the producer is made by :meth:`open`
+    (or the first call that needs it). :meth:`close` unregisters every listener and
+    flushes the producer; it is idempotent, and the client is a context manager.
     """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | None = None,
         namespace: str | None = None,
         *,
+        connection: Connection | None = None,
         sender: str | None = None,
         context: str | None = None,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
@@ -89,8 +95,14 @@ class NotificationClient:
         stop_timeout: float = 30.0,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        if (bootstrap_servers is None) == (connection is None):
+            raise ValueError("give the cluster as bootstrap_servers or as connection=, once")
+        if connection is None:
+            connection = Connection(str(bootstrap_servers))
+        connection = connection.with_properties(properties or {})
         identity = Identity.resolve(namespace, sender, context, environ)
-        self.bootstrap_servers = bootstrap_servers
+        self.connection = connection
+        self.bootstrap_servers = connection.bootstrap_servers
         self.namespace = identity.namespace
         self.sender = identity.sender
         self.context = identity.context
@@ -103,7 +115,7 @@ class NotificationClient:
                 replication_factor=replication_factor,
                 request_timeout=request_timeout,
             ),
-            bootstrap=bootstrap_servers,
+            bootstrap=connection.bootstrap_servers,
         )
         self._delivery_timeout = delivery_timeout
         self._request_timeout = request_timeout
@@ -111,7 +123,7 @@ class NotificationClient:
         self._poll_timeout = poll_timeout
         self._retry_backoff = (retry_backoff, retry_backoff_max)
         self._stop_timeout = stop_timeout
-        common = {**(properties or {}), "bootstrap.servers": bootstrap_servers}
+        common = connection.client_config()
         self._producer_config = fixed(
             {
                 **common,
@@ -151,8 +163,6 @@ class NotificationClient:
         several namespaces and neither of the first two is refused with a
         :class:`~kec.errors.ConfigError` naming them, rather than a guess.
         """
-        client = config.kafka.client_config()
-        bootstrap = str(client.pop("bootstrap.servers"))
         topics = {
             ns: spec.topics_of(ns, config.topic_prefix)[0] for ns, spec in config.namespaces.items()
         }
@@ -172,11 +182,11 @@ class NotificationClient:
         options.setdefault("partitions", creation.partitions)
         options.setdefault("replication_factor", creation.replication_factor)
         return cls(
-            bootstrap,
+            None,
             chosen,
+            connection=config.kafka.connection(),
             topic_prefix=config.topic_prefix,
             topics={**topics, **options.pop("topics", {})},
-            properties={**client, **options.pop("properties", {})},
             **options,
         )
 
@@ -310,8 +320,7 @@ class NotificationClient:
             producer.poll(min(remaining, 0.1))
         err, msg = outcome[0]
         if err is not None:
-            cls = BrokerUnavailable if err.code() in UNREACHABLE_DELIVERY else KafkaClientError
-            raise cls(f"event {event.event_id} not written to {topic}: {err.str()}")
+            raise delivery_error(f"event {event.event_id} not written to {topic}", err)
         return event.with_coordinates(msg.topic(), msg.partition(), msg.offset())
 
     # -- listening -------------------------------------------------------------------
@@ -356,7 +365,7 @@ class NotificationClient:
                 request_timeout=self._request_timeout,
                 attempt_timeout=min(ATTEMPT_TIMEOUT, self._request_timeout),
             )
-            consumer.assign([TP(topic, p, offset) for p, offset in starts.items()])
+            consumer.assign([kafka_tp((topic, p), offset) for p, offset in starts.items()])
         except BaseException:
             consumer.close()
             raise

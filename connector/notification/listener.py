@@ -27,8 +27,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka import TopicPartition as TP
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -41,7 +39,7 @@ from tenacity import (
 from kec.codec import event_from_message
 from kec.errors import DecodeError
 from kec.event import H_NAMESPACE, Event
-from kec.kafka import checked, retried, watermarks
+from kec.kafka import KafkaException, checked, is_eof, is_fatal, kafka_tp, retried, watermarks
 
 __all__ = ["KeyFilter", "ListenerProcessor", "ListenerThread", "derived_group", "start_offsets"]
 
@@ -102,10 +100,10 @@ def start_offsets(
     def call(what: str, fn: Any, *args: Any) -> Any:
         return retried(what, lambda: fn(*args), request_timeout)
 
-    tps = [TP(topic, p) for p in partitions]
+    tps = [kafka_tp((topic, p)) for p in partitions]
     at_time: dict[int, int] = {}
     if begin_time is not None:
-        wanted = [TP(topic, p, begin_time) for p in partitions]
+        wanted = [kafka_tp((topic, p), begin_time) for p in partitions]
         found = call("finding offsets by time", consumer.offsets_for_times, wanted, attempt_timeout)
         at_time = {tp.partition: tp.offset for tp in checked(found)}
     committed = {
@@ -120,7 +118,7 @@ def start_offsets(
             f"reading the range of {topic}[{p}]",
             watermarks,
             consumer,
-            TP(topic, p),
+            kafka_tp((topic, p)),
             attempt_timeout,
         )
         if begin_time is not None:
@@ -134,7 +132,7 @@ def start_offsets(
         starts[p] = min(max(start, low), high)
     # Pin the start in the group, so a listener unregistered before a partition had
     # any record resumes there rather than at a later end (losing what came between).
-    moved = [TP(topic, p, o) for p, o in starts.items() if o != committed[p]]
+    moved = [kafka_tp((topic, p), o) for p, o in starts.items() if o != committed[p]]
     if moved:
 
         def commit() -> list[Any]:
@@ -214,12 +212,12 @@ class ListenerThread:
         for msg in messages:
             error = msg.error()
             if error is not None:
-                if error.fatal():
+                if is_fatal(error):
                     log.error(
                         "listener %s: fatal consumer error: %s", self.listener_id, error.str()
                     )
                     return None
-                if error.code() != KafkaError._PARTITION_EOF:
+                if not is_eof(error):
                     log.warning("listener %s: %s", self.listener_id, error.str())
                 continue
             offsets[msg.partition()] = msg.offset() + 1
@@ -292,7 +290,7 @@ class ListenerThread:
         """Step 3: commit processed offsets; keep what failed for the next attempt."""
         if not self._pending:
             return
-        offsets = [TP(self._topic, p, o) for p, o in sorted(self._pending.items())]
+        offsets = [kafka_tp((self._topic, p), o) for p, o in sorted(self._pending.items())]
         try:
             done = self._consumer.commit(offsets=offsets, asynchronous=False)
         except (KafkaException, RuntimeError) as exc:

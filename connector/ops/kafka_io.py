@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-from checkpoint.base import TopicPartition as TP
 from kec.errors import KafkaClientError
+from kec.kafka import TP, Consumer, KafkaException, kafka_tp, partition_ids
 
 METADATA_TIMEOUT = 10.0
 
@@ -23,14 +21,13 @@ def partitions_of(consumer: Consumer, topics: Iterable[str]) -> list[TP]:
     result: list[TP] = []
     for topic in topics:
         try:
-            meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT)
+            found = partition_ids(consumer, topic, METADATA_TIMEOUT)
         except KafkaException as exc:
-            raise KafkaClientError(f"cannot read the metadata of topic {topic}: {exc}") from exc
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            reason = info.error if info is not None and info.error is not None else "no partitions"
-            raise KafkaClientError(f"topic {topic} is not available: {reason}")
-        result.extend((topic, p) for p in info.partitions)
+            raise KafkaClientError(f"topic {topic} is not available: {exc}") from exc
+        if not found:
+            why = "the cluster does not have it" if found is None else "no partitions"
+            raise KafkaClientError(f"topic {topic} is not available: {why}")
+        result.extend((topic, p) for p in found)
     return sorted(result)
 
 
@@ -38,7 +35,7 @@ def watermarks(consumer: Consumer, tp: TP) -> tuple[int, int]:
     """``(low, high)`` offsets of a partition as the broker knows them now."""
     try:
         low, high = consumer.get_watermark_offsets(
-            TopicPartition(*tp), timeout=METADATA_TIMEOUT, cached=False
+            kafka_tp(tp), timeout=METADATA_TIMEOUT, cached=False
         )
     except KafkaException as exc:
         raise KafkaClientError(f"cannot read the offsets of {tp[0]}[{tp[1]}]: {exc}") from exc
@@ -51,7 +48,7 @@ def committed_offsets(consumer: Consumer, tps: Iterable[TP]) -> dict[TP, int | N
     if not tps:
         return {}
     try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+        found = consumer.committed([kafka_tp(tp) for tp in tps], timeout=10)
     except KafkaException as exc:
         raise KafkaClientError(f"cannot read committed offsets: {exc}") from exc
     return {(c.topic, c.partition): (c.offset if c.offset >= 0 else None) for c in found}
@@ -59,7 +56,7 @@ def committed_offsets(consumer: Consumer, tps: Iterable[TP]) -> dict[TP, int | N
 
 def offsets_for_time(consumer: Consumer, tps: Iterable[TP], epoch_ms: int) -> dict[TP, int]:
     """The first offset at or after ``epoch_ms`` per partition (-1: none that late)."""
-    query = [TopicPartition(t, p, epoch_ms) for t, p in tps]
+    query = [kafka_tp(tp, epoch_ms) for tp in tps]
     if not query:
         return {}
     try:
@@ -72,7 +69,7 @@ def offsets_for_time(consumer: Consumer, tps: Iterable[TP], epoch_ms: int) -> di
 def positions(consumer: Consumer, tps: Iterable[TP]) -> dict[TP, int]:
     """The consumer's next offset per assigned partition (negative until it has fetched)."""
     try:
-        found = consumer.position([TopicPartition(t, p) for t, p in tps])
+        found = consumer.position([kafka_tp(tp) for tp in tps])
     except KafkaException as exc:
         raise KafkaClientError(f"cannot read consumer positions: {exc}") from exc
     return {(f.topic, f.partition): int(f.offset) for f in found}

@@ -31,10 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
-
 from checkpoint.base import OperationsStore
-from checkpoint.base import TopicPartition as TP
 from connector.ops.kafka_io import (
     offsets_for_time,
     partitions_of,
@@ -47,6 +44,7 @@ from kec.codec import event_from_message
 from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluator
 from kec.event import Event
+from kec.kafka import TP, is_eof, is_fatal, kafka_tp
 
 IDLE_TIMEOUT = 30.0  # no progress for this long while records remain: give up
 
@@ -184,7 +182,7 @@ def replay(
         return report
     consumer = kafka.reader(client_config, "replay")
     try:
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in start.items()])
+        consumer.assign([kafka_tp(tp, o) for tp, o in start.items()])
         open_tps = set(start)
         last_progress = time.monotonic()
         while open_tps:
@@ -194,7 +192,7 @@ def replay(
             for msg in messages:
                 err = msg.error()
                 if err is not None:
-                    if err.fatal() or err.code() != KafkaError._PARTITION_EOF:
+                    if is_fatal(err) or not is_eof(err):
                         raise KafkaClientError(f"consumer error during replay: {err}")
                     continue
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -226,7 +224,7 @@ def replay(
             for tp in done:
                 open_tps.discard(tp)
             if done:
-                consumer.incremental_unassign([TopicPartition(t, p) for t, p in done])
+                consumer.incremental_unassign([kafka_tp(tp) for tp in done])
             if open_tps and time.monotonic() - last_progress > IDLE_TIMEOUT:
                 raise KafkaClientError(
                     f"replay made no progress for {IDLE_TIMEOUT:.0f}s with "

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
-
 from kec import kafka
 from kec.codec import record_headers, record_value
 from kec.errors import ConfigError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
+from kec.kafka import KafkaError, Message
 
 FLUSH_TIMEOUT = 30.0
 

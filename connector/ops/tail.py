@@ -16,13 +16,12 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
-
 from connector.ops.kafka_io import partitions_of, watermarks
 from kec import kafka
 from kec.codec import event_from_message
 from kec.errors import DecodeError, KafkaClientError
 from kec.event import Event
+from kec.kafka import is_eof, is_fatal, kafka_tp
 
 POLL_SECONDS = 0.2
 
@@ -65,8 +64,7 @@ def tail_events(
     try:
         tps = partitions_of(consumer, topics)
         starts = [
-            TopicPartition(t, p, watermarks(consumer, (t, p))[0 if options.from_beginning else 1])
-            for t, p in tps
+            kafka_tp(tp, watermarks(consumer, tp)[0 if options.from_beginning else 1]) for tp in tps
         ]
         consumer.assign(starts)
         if on_ready is not None:
@@ -76,9 +74,9 @@ def tail_events(
             for msg in consumer.consume(100, POLL_SECONDS):
                 err = msg.error()
                 if err is not None:
-                    if err.fatal():
+                    if is_fatal(err):
                         raise KafkaClientError(f"fatal consumer error: {err}")
-                    if err.code() != KafkaError._PARTITION_EOF and on_undecodable is not None:
+                    if not is_eof(err) and on_undecodable is not None:
                         on_undecodable(f"consumer error: {err}")
                     continue
                 try:

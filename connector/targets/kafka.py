@@ -31,18 +31,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
 from connector.redaction import is_secret_name, redact
 from connector.targets.base import Target
 from kec import kafka
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
+from kec.kafka import KafkaError, KafkaException, Message, Producer, error_of, is_fatal, rejected
 
 log = logging.getLogger(__name__)
-
-# Errors of produce() that no retry can cure: the record itself is unacceptable.
-_REJECTED = frozenset({KafkaError.MSG_SIZE_TOO_LARGE})
 
 
 class KafkaTarget(Target):
@@ -134,12 +130,12 @@ class KafkaTarget(Target):
             try:
                 self._produce(producer, action, reports)
             except (BufferError, KafkaException) as exc:
-                cause = exc.args[0] if exc.args else None
-                if isinstance(cause, KafkaError) and cause.code() in _REJECTED:
+                if rejected(exc):
                     # This action can never be produced; it does not hold up the others.
                     failures[action.action_id] = self._error(action, exc, TargetRejected)
                     continue
-                if isinstance(cause, KafkaError) and cause.fatal():
+                cause = error_of(exc)
+                if cause is not None and is_fatal(cause):
                     self._fatal = True
                 error = self._error(action, exc, TargetError)
                 failures.update((a.action_id, error) for a in actions[i:])
@@ -173,7 +169,7 @@ class KafkaTarget(Target):
     ) -> None:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             reports[action.action_id] = err
-            if err is not None and err.fatal():
+            if err is not None and is_fatal(err):
                 self._fatal = True
 
         record: dict[str, Any] = {

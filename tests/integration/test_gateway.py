@@ -28,6 +28,7 @@ from checkpoint.base import CheckpointStore
 from checkpoint.sqlite import MemoryStore, SqliteStore
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
 from devkit.server import free_port
+from kec.kafka import Connection
 from tests.integration.gateway_helpers import Connector, groups_reading, queued
 from tests.support import wait_for
 
@@ -59,7 +60,7 @@ class Servers:
         if connector and self.connector is None:
             self.connector = Connector(self.bootstrap, self.topic, self.store_url).start()
         options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
+            "connection": Connection(self.bootstrap),
             "topic": self.topic,
             **settings,
         }
@@ -344,7 +345,9 @@ async def test_503_when_kafka_is_unreachable(servers: Servers) -> None:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     server = servers.start(
-        store=opened_memory_store(), bootstrap_servers=f"127.0.0.1:{closed}", deliver_timeout=3
+        store=opened_memory_store(),
+        connection=Connection(f"127.0.0.1:{closed}"),
+        deliver_timeout=3,
     )
     async with httpx.AsyncClient(timeout=30) as client:
         reply = await client.post(

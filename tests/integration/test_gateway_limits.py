@@ -31,6 +31,7 @@ from connector.config import ConfigFileError, load_config
 from connector.gateway import Gateway, GatewayLimits, GatewayServer, GatewaySettings, TlsFiles
 from devkit.server import free_port
 from kec.errors import ConfigError
+from kec.kafka import Connection
 from tests.integration.gateway_helpers import Connector
 
 LIMIT = 4096
@@ -54,7 +55,7 @@ def serve(
     def start(**options: Any) -> GatewayServer:
         if not running:
             connector.start()
-        settings = GatewaySettings(bootstrap_servers=bootstrap, topic=topic)
+        settings = GatewaySettings(Connection(bootstrap), topic=topic)
         server = GatewayServer(Gateway(settings, store), port=0, graceful=2, **options)
         server.start()
         running.append(server)
@@ -149,7 +150,7 @@ def test_no_token_on_a_public_bind_is_refused(tmp_path: Path, store: SqliteStore
         assert load_config(path, env={}).http is not None
 
     # The server refuses too, however it was configured (nothing is bound: no I/O yet).
-    gateway = Gateway(GatewaySettings(bootstrap_servers="localhost:9092", topic="t"), store)
+    gateway = Gateway(GatewaySettings(Connection("localhost:9092"), topic="t"), store)
     for host in ("0.0.0.0", "::", "192.0.2.10", "gateway.example"):
         with pytest.raises(ConfigError, match="beyond loopback: it needs a token"):
             GatewayServer(gateway, host=host, port=0)

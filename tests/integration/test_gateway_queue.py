@@ -28,6 +28,7 @@ from connector.runtime import apply_events
 from connector.trigger import TriggerEngine
 from kec.action import Action
 from kec.event import Event
+from kec.kafka import Connection
 from tests.integration.gateway_helpers import queued
 
 TOPIC = "http-events"
@@ -175,7 +176,7 @@ def test_consuming_deletes_only_that_events_row(store: MemoryStore) -> None:
     checkpoint(
         store, epoch, HttpIndex(TriggerEngine([]), "http"), [gateway_event(i) for i in range(5)]
     )
-    gateway = Gateway(GatewaySettings(bootstrap_servers="127.0.0.1:1", topic=TOPIC), store)
+    gateway = Gateway(GatewaySettings(Connection("127.0.0.1:1"), topic=TOPIC), store)
     consumed = asyncio.run(gateway.consume("order-2"))
     assert consumed is not None and consumed.event_id == "order-2"
     assert store.get_step(consumed_step("order-2")) is not None

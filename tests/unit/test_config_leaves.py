@@ -34,7 +34,9 @@ OWN = (
     "connector.gateway",
     "connector.metrics",
     "connector.service",
-    "kec.kafka",
+    "kec.kafka.clients",  # kec.kafka.settings (the connection, no client) is the config's
+    "kec.kafka.errors",
+    "kec.kafka.topics",
     "checkpoint",
     "listeners",
 )

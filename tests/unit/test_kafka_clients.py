@@ -34,7 +34,7 @@ def test_the_config_file_refuses_a_property_that_breaks_exactly_once(tmp_path) -
 
 def test_the_same_librdkafka_line_is_held_back_and_counted() -> None:
     now = [0.0]
-    quiet = kafka._Quieter(clock=lambda: now[0])
+    quiet = kafka.clients._Quieter(clock=lambda: now[0])
 
     def line(text: str) -> logging.LogRecord:
         return logging.LogRecord("kec.librdkafka", logging.ERROR, __file__, 1, text, (), None)
@@ -44,7 +44,26 @@ def test_the_same_librdkafka_line_is_held_back_and_counted() -> None:
         now[0] += 0.5
         assert not quiet.filter(line(f"FAIL 127.0.0.1:9/bootstrap: Connect failed (after {ms}ms)"))
     assert quiet.filter(line("another line"))
-    now[0] += kafka.LOG_EVERY
+    now[0] += kafka.clients.LOG_EVERY
     again = line("FAIL 127.0.0.1:9/bootstrap: Connect failed (after 3ms)")
     assert quiet.filter(again)
     assert again.getMessage().endswith("(49 more like it in 54s)")  # 49 x 0.5 s, then 30 s
+
+
+def test_a_connection_is_the_servers_and_the_other_properties() -> None:
+    conn = kafka.Connection.of({"bootstrap.servers": "b:1", "sasl.password": "s3cret"})
+    assert conn.bootstrap_servers == "b:1"
+    assert conn.properties == {"sasl.password": "s3cret"}
+    assert conn.client_config() == {"bootstrap.servers": "b:1", "sasl.password": "s3cret"}
+    assert "s3cret" not in repr(conn) and "sasl.password" in repr(conn)
+    more = conn.with_properties({"client.rack": "a"})
+    assert more.client_config()["client.rack"] == "a" and "client.rack" not in conn.properties
+
+
+def test_a_connection_refuses_missing_or_doubled_servers() -> None:
+    with pytest.raises(ConfigError, match="bootstrap servers"):
+        kafka.Connection(" ")
+    with pytest.raises(ConfigError, match=r"name no bootstrap\.servers"):
+        kafka.Connection.of({"client.rack": "a"})
+    with pytest.raises(ConfigError, match="not as a property"):
+        kafka.Connection("b:1", {"bootstrap.servers": "c:2"})

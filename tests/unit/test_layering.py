@@ -91,3 +91,48 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
         "devkit.images",
         "devkit.postgres",
     }
+
+
+# -- the Kafka seam ----------------------------------------------------------------------
+
+KAFKA_CLIENT = "confluent_kafka"
+KAFKA_SEAM = "kec/kafka/"
+
+
+def _outside_the_seam(sources: list[tuple[str, set[str]]]) -> list[str]:
+    return [
+        f"{rel} imports {module}"
+        for rel, modules in sources
+        for module in sorted(modules)
+        if module.split(".")[0] == KAFKA_CLIENT and not rel.startswith(KAFKA_SEAM)
+    ]
+
+
+@pytest.mark.parametrize("package", [*LAYERS, TOOLING])
+def test_only_kec_kafka_imports_the_kafka_client(package: str) -> None:
+    """Every Kafka client, error and partition object of the product comes through
+    ``kec.kafka``; tests may use plain clients of their own."""
+    wrong = _outside_the_seam(_sources(package))
+    assert not wrong, f"{KAFKA_CLIENT} imported outside {KAFKA_SEAM}:\n" + "\n".join(wrong)
+
+
+def test_the_kafka_check_sees_the_client_outside_the_seam_and_allows_it_inside(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "from confluent_kafka import Consumer\n"
+        "def later():\n"
+        "    import confluent_kafka.admin\n"
+        "    importlib.import_module('confluent_kafka.cimpl')\n"
+    )
+    modules = _imports(source)
+    assert _outside_the_seam([("connector/sample.py", modules)]) == [
+        "connector/sample.py imports confluent_kafka",
+        "connector/sample.py imports confluent_kafka.admin",
+        "connector/sample.py imports confluent_kafka.cimpl",
+    ]
+    assert _outside_the_seam([("kec/kafka/sample.py", modules)]) == []
+    # The seam itself does import it: the check is looking at the right files.
+    seam = [m for rel, ms in _sources("kec") if rel.startswith(KAFKA_SEAM) for m in ms]
+    assert KAFKA_CLIENT in {m.split(".")[0] for m in seam}

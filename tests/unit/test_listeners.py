@@ -13,6 +13,7 @@ from connector.queue_listener import QueueEventListener as FileQueueEventListene
 from connector.queue_listener import resolve_settings as file_settings
 from kec.errors import ConfigError
 from kec.event import Event
+from kec.kafka import Connection
 from listeners import kafka
 from listeners.base import EventListener
 from listeners.kafka import KafkaSettings, QueueEventListener, configure, resolve_settings
@@ -173,7 +174,7 @@ def test_configure_beats_everything(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_consumer_config_always_has_the_exactly_once_settings() -> None:
-    conf = KafkaSettings("b:9092", "g").consumer_config()
+    conf = KafkaSettings(Connection("b:9092"), "g").consumer_config()
     assert conf["enable.auto.commit"] == "false"
     assert conf["enable.auto.offset.store"] == "false"
     assert conf["isolation.level"] == "read_committed"
@@ -187,7 +188,8 @@ def test_consumer_config_always_has_the_exactly_once_settings() -> None:
      ("error", OFFSET_STORED)],
 )  # fmt: skip
 def test_start_offset_follows_auto_offset_reset(reset: str, start: int) -> None:
-    assert KafkaSettings("b:1", "g", {"auto.offset.reset": reset}).start_offset() == start
+    settings = KafkaSettings(Connection("b:1", {"auto.offset.reset": reset}), "g")
+    assert settings.start_offset() == start
 
 
 # -- configuration: refusals ---------------------------------------------------------
