@@ -42,7 +42,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 
 from checkpoint.base import CheckpointStore, Claim, Settlement, TopicPartition
 from connector.lanes import Entry, PartitionBook
-from connector.metrics import LATENCY_BUCKETS, Histogram
+from connector.metrics_core import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
 from connector.retry import RetryPolicy
 from connector.targets.base import Target

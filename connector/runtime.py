@@ -64,7 +64,7 @@ from confluent_kafka import (
 from checkpoint.base import BatchTransaction, CheckpointStore, Claim
 from checkpoint.base import TopicPartition as TP
 from connector.deadletter import DeadLetters, Poison
-from connector.metrics import LATENCY_BUCKETS, Histogram
+from connector.metrics_core import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
 from kec import kafka
 from kec.action import Action
