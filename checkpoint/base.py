@@ -174,7 +174,6 @@ class PartitionInfo:
     next_offset: int | None
     next_aseq: int
     watermark: int
-    claimed_at: float
     done: tuple[Span, ...] = ()
     event_time: int | None = None  # the newest record timestamp checkpointed (ms)
     topic_id: str | None = None

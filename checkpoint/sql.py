@@ -879,15 +879,15 @@ class SqlStore(CheckpointStore):
 
 
 _PARTITION_COLUMNS = (
-    "topic, partition, owner, epoch, next_offset, next_aseq, watermark, claimed_at, "
+    "topic, partition, owner, epoch, next_offset, next_aseq, watermark, "
     "done_above, event_time, topic_id, stopped, generation"
 )
 
 
 def _info(row: Sequence[Any]) -> PartitionInfo:
-    t, p, owner, epoch, nxt, aseq, mark, at, done, event_time, topic_id, stopped, gen = row
+    t, p, owner, epoch, nxt, aseq, mark, done, event_time, topic_id, stopped, gen = row
     return PartitionInfo(
-        (t, p), owner, epoch, nxt, aseq, mark, float(at), _spans(done),
+        (t, p), owner, epoch, nxt, aseq, mark, _spans(done),
         event_time, topic_id, stopped, gen,
     )  # fmt: skip
 

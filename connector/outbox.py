@@ -62,7 +62,6 @@ class DispatchStats:
     delivered: int = 0
     failed: int = 0  # failed attempts (each followed by a retry)
     dead: int = 0
-    settlements: int = 0
     fenced: int = 0  # partitions dropped because another instance owns them
     delivered_by_target: Counter[str] = field(default_factory=Counter)
     failed_by_target: Counter[str] = field(default_factory=Counter)
@@ -531,7 +530,6 @@ class Dispatcher:
             raise
         self.stats.store_ok = True
         self._store_outage.ok()
-        self.stats.settlements += 1
         for tp, settlement in rounds.items():
             if tp in fenced:
                 self._drop(tp, "its settlement was refused")

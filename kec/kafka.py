@@ -168,11 +168,6 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(error, KafkaError) and (error.retriable() or error.code() in _TRANSIENT)
 
 
-def transient(exc: BaseException) -> bool:
-    """Whether trying the same Kafka call again later may succeed."""
-    return _transient(exc)
-
-
 def wrapped(what: str, exc: KafkaException) -> KafkaClientError:
     """A librdkafka failure as the connector's error: ``BrokerUnavailable`` when no broker
     answered, ``KafkaClientError`` otherwise."""
