@@ -22,7 +22,7 @@
    go out at most every ``commit_interval`` (the latest offsets then), so small batches
    do not cost a request each; a revoke and a stop commit what is left.
 
-Step 4, **dispatch**, runs in :class:`connector.outbox.Dispatcher`, which gets the
+Step 4, **dispatch**, runs in :class:`connector.dispatch.Dispatcher`, which gets the
 batch's actions in memory after step 2.
 
 On assignment each partition is claimed in the store (new epoch), the dispatcher loads
@@ -92,7 +92,7 @@ MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tr
 
 
 class ActionSink(Protocol):
-    """Where checkpointed actions go: :class:`connector.outbox.Dispatcher`."""
+    """Where checkpointed actions go: :class:`connector.dispatch.Dispatcher`."""
 
     @property
     def pending(self) -> int: ...

@@ -13,7 +13,7 @@ import pytest
 from connector.metrics_core import Histogram
 from tests.support import run_in_repo
 
-HOT_PATH = ("connector.runtime", "connector.outbox")
+HOT_PATH = ("connector.runtime", "connector.dispatch")
 
 CHILD = """
 import importlib, json, sys
