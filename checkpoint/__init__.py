@@ -34,7 +34,6 @@ from checkpoint.base import (
     Queued,
     Settlement,
     StepStore,
-    TopicPartition,
 )
 from kec.errors import ConfigError
 
@@ -57,7 +56,6 @@ __all__ = [
     "Queued",
     "Settlement",
     "StepStore",
-    "TopicPartition",
     "open_store",
 ]
 

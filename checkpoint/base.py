@@ -66,7 +66,6 @@ from kec.event import TP, Event
 
 SCHEMA_VERSION = 4
 
-TopicPartition = TP  # (topic, partition)
 EventKey = tuple[str, str]  # (namespace, explicit event id)
 
 
@@ -105,7 +104,7 @@ class Claim:
 class Queued:
     """An action with its place: the partition it was born from and its number there."""
 
-    tp: TopicPartition
+    tp: TP
     aseq: int
     action: Action
 
@@ -114,7 +113,7 @@ class Queued:
 class Parked:
     """An action with a row of its own (see :class:`Parking`)."""
 
-    tp: TopicPartition
+    tp: TP
     aseq: int
     action: Action
     state: Parking
@@ -151,7 +150,7 @@ class OutboxEntry:
     attempts: int
     next_attempt_at: float
     last_error: str | None
-    tp: TopicPartition | None = None
+    tp: TP | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +170,7 @@ class DeadRecord:
 class PartitionInfo:
     """A partition's row, for ``status``."""
 
-    tp: TopicPartition
+    tp: TP
     owner: str
     epoch: int
     next_offset: int | None
@@ -226,7 +225,7 @@ class BatchTransaction(abc.ABC):
     @abc.abstractmethod
     def append(
         self,
-        tp: TopicPartition,
+        tp: TP,
         epoch: int,
         first_offset: int,
         next_offset: int,
@@ -260,7 +259,7 @@ class PartitionsView(abc.ABC):
     """Where each partition stands, as last committed: read by the pipeline and the tools."""
 
     @abc.abstractmethod
-    def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
+    def next_offsets(self, topic: str | None = None) -> dict[TP, int]:
         """The next offset to read per partition (all topics, or one)."""
 
     @abc.abstractmethod
@@ -273,8 +272,8 @@ class PipelineStore(PartitionsView):
 
     @abc.abstractmethod
     def claim(
-        self, owner: str, partitions: Iterable[TopicPartition]
-    ) -> dict[TopicPartition, Claim]:
+        self, owner: str, partitions: Iterable[TP]
+    ) -> dict[TP, Claim]:
         """Become the owner of ``partitions``: bump their epochs, say where they stand."""
 
     @abc.abstractmethod
@@ -284,7 +283,7 @@ class PipelineStore(PartitionsView):
     @abc.abstractmethod
     def mark_partition(
         self,
-        tp: TopicPartition,
+        tp: TP,
         epoch: int,
         *,
         topic_id: str | None = None,
@@ -301,25 +300,25 @@ class DispatchStore(abc.ABC):
     """The dispatcher's part (the owner of a partition delivers its actions)."""
 
     @abc.abstractmethod
-    def pending(self, tp: TopicPartition) -> Pending:
+    def pending(self, tp: TP) -> Pending:
         """The partition's actions still to deliver: its batches' actions from the
         watermark on that are neither in a settled span nor rows of their own, and its
         retry and held rows."""
 
     @abc.abstractmethod
-    def settle(self, rounds: Mapping[TopicPartition, Settlement]) -> set[TopicPartition]:
+    def settle(self, rounds: Mapping[TP, Settlement]) -> set[TP]:
         """Write each partition's watermark and parked rows, in one transaction; return
         the partitions whose epoch was stale (nothing of theirs was written)."""
 
     @abc.abstractmethod
     def due_retries(
-        self, partitions: Iterable[TopicPartition], now: float, limit: int = 1000
+        self, partitions: Iterable[TP], now: float, limit: int = 1000
     ) -> list[Parked]:
         """Retry rows of ``partitions`` due at ``now`` (``dlq replay`` and ``replay`` put
         rows there for the owner to find), oldest first."""
 
     @abc.abstractmethod
-    def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    def epochs(self, partitions: Iterable[TP]) -> dict[TP, int]:
         """The current owner epoch of each partition (an owner checks it is still one)."""
 
 
@@ -342,7 +341,7 @@ class OperationsStore(PartitionsView):
 
     @abc.abstractmethod
     def reset_partition(
-        self, tp: TopicPartition, next_offset: int, topic_id: str | None, *, force: bool = False
+        self, tp: TP, next_offset: int, topic_id: str | None, *, force: bool = False
     ) -> PartitionInfo:
         """An operator's decision for a stopped partition: read on from ``next_offset``
         (of the topic with ``topic_id``), keeping every batch and action the store holds;
@@ -394,7 +393,7 @@ class OperationsStore(PartitionsView):
 
     @abc.abstractmethod
     def requeue(
-        self, tp: TopicPartition, actions: Sequence[Action], first_offset: int, next_offset: int
+        self, tp: TP, actions: Sequence[Action], first_offset: int, next_offset: int
     ) -> int:
         """Queue ``actions`` (derived again from ``tp``'s records ``first_offset`` up to
         ``next_offset``: ``replay``) for ``tp``'s owner as due retries, skipping ids the

@@ -54,7 +54,6 @@ from checkpoint.base import (
     Queued,
     Settlement,
     Span,
-    TopicPartition,
 )
 from checkpoint.records import (
     decode_action,
@@ -66,7 +65,7 @@ from checkpoint.records import (
 )
 from kec.action import Action
 from kec.errors import CheckpointError, Fenced, OffsetConflict
-from kec.event import Event, parse_coordinates
+from kec.event import TP, Event, parse_coordinates
 
 _ITER_CHUNK = 200  # batches per page when iterating events
 
@@ -161,7 +160,7 @@ class Dialect(abc.ABC):
         """Mark the store as ours at :data:`~checkpoint.base.SCHEMA_VERSION`."""
 
 
-def _fenced(sql: Sql, tp: TopicPartition, epoch: int) -> Fenced:
+def _fenced(sql: Sql, tp: TP, epoch: int) -> Fenced:
     row = sql.one("SELECT owner, epoch FROM kec_partitions WHERE topic = ? AND partition = ?", tp)
     owner, current = row if row else ("nobody", 0)
     return Fenced(
@@ -169,7 +168,7 @@ def _fenced(sql: Sql, tp: TopicPartition, epoch: int) -> Fenced:
     )
 
 
-def _refused(sql: Sql, tp: TopicPartition, epoch: int, first: int) -> CheckpointError:
+def _refused(sql: Sql, tp: TP, epoch: int, first: int) -> CheckpointError:
     """Why an append's conditional update matched no row: fenced, or not where it starts."""
     row = sql.one(
         "SELECT epoch, next_offset FROM kec_partitions WHERE topic = ? AND partition = ?", tp
@@ -270,7 +269,7 @@ class _Batch(BatchTransaction):
 
     def append(
         self,
-        tp: TopicPartition,
+        tp: TP,
         epoch: int,
         first_offset: int,
         next_offset: int,
@@ -377,9 +376,9 @@ class SqlStore(CheckpointStore):
     # -- the pipeline (PipelineStore) -----------------------------------------------------
 
     def claim(
-        self, owner: str, partitions: Iterable[TopicPartition]
-    ) -> dict[TopicPartition, Claim]:
-        claims: dict[TopicPartition, Claim] = {}
+        self, owner: str, partitions: Iterable[TP]
+    ) -> dict[TP, Claim]:
+        claims: dict[TP, Claim] = {}
         now = time.time()
         with self._d.transaction(Role.PIPELINE, "claiming partitions") as sql:
             for topic, partition in sorted(set(partitions)):  # one order: no deadlocks
@@ -407,7 +406,7 @@ class SqlStore(CheckpointStore):
 
     def mark_partition(
         self,
-        tp: TopicPartition,
+        tp: TP,
         epoch: int,
         *,
         topic_id: str | None = None,
@@ -437,7 +436,7 @@ class SqlStore(CheckpointStore):
 
     # -- the dispatcher (DispatchStore) ---------------------------------------------------
 
-    def pending(self, tp: TopicPartition) -> Pending:
+    def pending(self, tp: TP) -> Pending:
         with self._d.reading(Role.DISPATCH, "reading pending actions") as sql:
             row = sql.one(
                 "SELECT watermark, next_aseq, done_above FROM kec_partitions "
@@ -474,8 +473,8 @@ class SqlStore(CheckpointStore):
                     found.queued.append(Queued(tp, aseq, action))
         return found
 
-    def settle(self, rounds: Mapping[TopicPartition, Settlement]) -> set[TopicPartition]:
-        fenced: set[TopicPartition] = set()
+    def settle(self, rounds: Mapping[TP, Settlement]) -> set[TP]:
+        fenced: set[TP] = set()
         if not rounds:
             return fenced
         now = time.time()
@@ -501,7 +500,7 @@ class SqlStore(CheckpointStore):
         return fenced
 
     def due_retries(
-        self, partitions: Iterable[TopicPartition], now: float, limit: int = 1000
+        self, partitions: Iterable[TP], now: float, limit: int = 1000
     ) -> list[Parked]:
         tps = [[t, p] for t, p in sorted(set(partitions))]
         if not tps:
@@ -518,7 +517,7 @@ class SqlStore(CheckpointStore):
             )
         return [_parked(row) for row in rows]
 
-    def epochs(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    def epochs(self, partitions: Iterable[TP]) -> dict[TP, int]:
         tps = [[t, p] for t, p in sorted(set(partitions))]
         if not tps:
             return {}
@@ -533,7 +532,7 @@ class SqlStore(CheckpointStore):
 
     # -- where partitions stand (PartitionsView), the operator's reset (OperationsStore) ---
 
-    def next_offsets(self, topic: str | None = None) -> dict[TopicPartition, int]:
+    def next_offsets(self, topic: str | None = None) -> dict[TP, int]:
         sql_text = (
             "SELECT topic, partition, next_offset FROM kec_partitions WHERE next_offset IS NOT NULL"
         )
@@ -552,7 +551,7 @@ class SqlStore(CheckpointStore):
         return [_info(row) for row in rows]
 
     def reset_partition(
-        self, tp: TopicPartition, next_offset: int, topic_id: str | None, *, force: bool = False
+        self, tp: TP, next_offset: int, topic_id: str | None, *, force: bool = False
     ) -> PartitionInfo:
         with self._d.transaction(Role.OPS, "resetting a partition") as sql:
             row = sql.one(
@@ -719,7 +718,7 @@ class SqlStore(CheckpointStore):
         return found[:limit]
 
     def _done(
-        self, tp: TopicPartition, watermark: int, spans: Sequence[Span], limit: int
+        self, tp: TP, watermark: int, spans: Sequence[Span], limit: int
     ) -> list[OutboxEntry]:
         with self._d.reading(Role.OPS, "listing done actions") as sql:
             parked = {
@@ -757,7 +756,7 @@ class SqlStore(CheckpointStore):
             ).rowcount
 
     def requeue(
-        self, tp: TopicPartition, actions: Sequence[Action], first_offset: int, next_offset: int
+        self, tp: TP, actions: Sequence[Action], first_offset: int, next_offset: int
     ) -> int:
         with self._d.transaction(Role.OPS, "queueing replayed actions") as sql:
             known = {

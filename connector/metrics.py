@@ -1,12 +1,13 @@
 """What a running connector shows: Prometheus metrics, probes, and a progress log line.
 
 Nothing is counted twice and little is added to the hot path: the pipeline and the
-dispatcher keep plain counters (per batch, per rule, per target, two small histograms),
-and a scrape reads them through ``snapshot``, a callable the service passes in
-(:class:`Snapshot`). Served by :class:`MetricsServer`: one asyncio loop holds the
-connections, two worker threads answer scrapes and probes, and a cap on connections and
-timeouts on idle or slow ones keep any client from holding threads or starving the
-probes::
+dispatcher keep plain counters (per batch, per rule, per target) and two histograms
+(:class:`connector.metrics_core.Histogram`; this is the one module that imports
+``prometheus_client``), and a scrape reads them through ``snapshot``, a callable the
+service passes in (:class:`Snapshot`). Served by :class:`MetricsServer`: one asyncio
+loop holds the connections, two worker threads answer scrapes and probes, and a cap on
+connections and timeouts on idle or slow ones keep any client from holding threads or
+starving the probes::
 
     metrics: {host: 127.0.0.1, port: 9464}   # config file; then GET http://host:9464/metrics
 
@@ -34,14 +35,13 @@ happens, for operators who tail the log without a metrics stack.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -57,6 +57,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from connector.metrics_core import Histogram
 from kec.errors import ConfigError, ConnectorError
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "GAUGES",
     "MAX_HEAD_BYTES",
     "Health",
-    "Histogram",
     "MetricsServer",
     "ProgressLog",
     "Snapshot",
@@ -90,29 +90,6 @@ GAUGES = {
     "paused": "1 while the partitions are paused because too many actions wait.",
     "kafka_connected": "1 while a Kafka broker answers the pipeline's consumer.",
 }
-
-
-class Histogram:
-    """Bucketed observations (seconds), cheap enough for the hot path."""
-
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float, count: int = 1) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += count
-        self.sum += value * count
-
-    def family(self, name: str, text: str) -> HistogramMetricFamily:
-        cumulative, running = [], 0
-        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            running += n
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return HistogramMetricFamily(name, text, buckets=cumulative, sum_value=self.sum)
-
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass
@@ -141,6 +118,12 @@ class Health:
     @property
     def ready(self) -> bool:
         return all(self.checks.values())
+
+
+def _histogram(histogram: Histogram, name: str, text: str) -> HistogramMetricFamily:
+    cumulative, total = histogram.cumulative()
+    buckets = [("+Inf" if bound == float("inf") else repr(bound), n) for bound, n in cumulative]
+    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=total)
 
 
 class _Collector(Collector):
@@ -178,12 +161,16 @@ class _Collector(Collector):
             lag.add_metric([topic, str(partition)], n)
         yield lag
         if s.delivery_seconds is not None:
-            yield s.delivery_seconds.family(
-                "kec_delivery_seconds", "From an action's checkpoint to its delivery."
+            yield _histogram(
+                s.delivery_seconds,
+                "kec_delivery_seconds",
+                "From an action's checkpoint to its delivery.",
             )
         if s.store_write_seconds is not None:
-            yield s.store_write_seconds.family(
-                "kec_store_write_seconds", "The store transaction of one batch."
+            yield _histogram(
+                s.store_write_seconds,
+                "kec_store_write_seconds",
+                "The store transaction of one batch.",
             )
 
 

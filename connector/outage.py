@@ -59,10 +59,6 @@ class Outage:
         """Failed attempts in the current outage (0 when up)."""
         return self._failures
 
-    def duration(self) -> float:
-        """Seconds since the outage began (0 when up)."""
-        return 0.0 if self._since is None else self._clock() - self._since
-
     def failed(self, exc: BaseException | str, retry_in: float | None = None) -> None:
         """An attempt failed: log the first time, then at most every ``every`` seconds."""
         now = self._clock()

@@ -1,7 +1,7 @@
 """How often and how late a failed delivery is tried again: the numbers only.
 
 A leaf (standard library only), so the configuration can build a policy without loading
-the dispatcher (:class:`connector.outbox.Dispatcher`), which is what applies it.
+the dispatcher (:class:`connector.dispatch.Dispatcher`), which is what applies it.
 """
 
 from __future__ import annotations

@@ -52,13 +52,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     JsonValue,
     PrivateAttr,
     SerializerFunctionWrapHandler,
-    StringConstraints,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -66,6 +63,7 @@ from pydantic import (
 )
 
 from connector.linear_regex import LinearRegex
+from connector.model_base import ConfigModel, NonEmpty
 from kec.action import ActionKind
 from kec.event import DEFAULT_NAMESPACE
 
@@ -80,8 +78,6 @@ __all__ = [
     "check_unique_names",
     "is_glob",
 ]
-
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 TASK_ACTIONS = frozenset({ActionKind.START_TASK, ActionKind.STOP_TASK, ActionKind.RESTART_TASK})
 WORKFLOW_ACTIONS = frozenset({ActionKind.START_WORKFLOW, ActionKind.STOP_WORKFLOW})
@@ -105,17 +101,7 @@ def _check_path(path: str) -> str:
     return path
 
 
-class _Model(BaseModel):
-    # Frozen: compiled rules and evaluation rely on rules never changing under them.
-    # `in` and `json` are validation aliases, so Python code (and type checkers) use the
-    # field names `in_` and `json_`, while YAML uses the aliases.
-    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
-    )
-
-
-class JsonPredicate(_Model):
+class JsonPredicate(ConfigModel):
     """Conditions on one field of the JSON value; every operator given must hold.
 
     ``exists`` tests presence only (a JSON ``null`` is present). ``equals`` and ``in``
@@ -167,7 +153,7 @@ class JsonPredicate(_Model):
         return self
 
 
-class ValueMatch(_Model):
+class ValueMatch(ConfigModel):
     """Conditions on the event value; all given must hold (an empty match holds always)."""
 
     equals: str | None = None
@@ -180,7 +166,7 @@ class ValueMatch(_Model):
     """Conditions on fields of the value parsed as JSON; all must hold."""
 
 
-class AllOf(_Model):
+class AllOf(ConfigModel):
     """Several keys that must all arrive before the rule fires once.
 
     ``policy`` says which event of a key is kept when it arrives more than once before the
@@ -209,7 +195,7 @@ class AllOf(_Model):
         return keys
 
 
-class Rule(_Model):
+class Rule(ConfigModel):
     """One trigger rule: a match on events of one namespace and one action."""
 
     name: NonEmpty

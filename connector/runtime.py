@@ -22,7 +22,7 @@
    go out at most every ``commit_interval`` (the latest offsets then), so small batches
    do not cost a request each; a revoke and a stop commit what is left.
 
-Step 4, **dispatch**, runs in :class:`connector.outbox.Dispatcher`, which gets the
+Step 4, **dispatch**, runs in :class:`connector.dispatch.Dispatcher`, which gets the
 batch's actions in memory after step 2.
 
 On assignment each partition is claimed in the store (new epoch), the dispatcher loads
@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 from checkpoint.base import BatchTransaction, Claim, PipelineStore
 from connector.deadletter import DeadLetters, Poison
-from connector.metrics import LATENCY_BUCKETS, Histogram
+from connector.metrics_core import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
 from kec import kafka
 from kec.action import Action
@@ -93,7 +93,7 @@ MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tr
 
 
 class ActionSink(Protocol):
-    """Where checkpointed actions go: :class:`connector.outbox.Dispatcher`."""
+    """Where checkpointed actions go: :class:`connector.dispatch.Dispatcher`."""
 
     @property
     def pending(self) -> int: ...

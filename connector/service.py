@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from checkpoint.base import CheckpointStore
+from connector.dispatch import Dispatcher
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
-from connector.outbox import Dispatcher
 from connector.retry import RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target

@@ -43,7 +43,7 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Final
 
@@ -58,13 +58,13 @@ from connector.linear_regex import LinearRegex
 from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
 from kec.errors import ConfigError
+from kec.evaluation import Evaluation, Result
 from kec.event import Event
 
 __all__ = [
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_VALUE_LENGTH",
     "MAX_JSON_DEPTH",
-    "Evaluation",
     "MatchLimits",
     "TriggerEngine",
     "state_key",
@@ -86,17 +86,6 @@ class _Sentinel:
 _MISSING: Final = _Sentinel("<missing>")  # a JSON path that leads nowhere
 _UNPARSED: Final = _Sentinel("<unparsed>")
 _NOT_JSON: Final = _Sentinel("<not json>")
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """What one event caused: actions to queue, rule-state updates (``None`` deletes), and
-    the event time (epoch seconds) after which an updated partial ``all_of`` set with a
-    window can no longer complete: its oldest event's create time plus the window."""
-
-    actions: list[Action] = field(default_factory=list)
-    state_updates: dict[str, str | None] = field(default_factory=dict)
-    state_expiry: dict[str, float] = field(default_factory=dict)
 
 
 def state_key(rule: str, context: str | None) -> str:
@@ -408,31 +397,31 @@ class TriggerEngine:
         A key missing from ``state`` counts as no state. Neither argument is modified.
         """
         hits = self._hits(event)
-        result = Evaluation()
         if not hits:
-            return result
+            return Result([], {})
+        actions: list[Action] = []
+        updates: dict[str, str | None] = {}
+        expiry: dict[str, float] = {}
         subject = _Subject(event, self._limits.max_json_depth)
         too_long = len(event.value) > self._limits.max_value_length
         for c, slots in hits:
             if c.check is not None and (too_long or not c.check(subject)):
                 continue
             if not c.slots:
-                result.actions.append(
-                    self._action(c, event, (event.event_id,), _event_payload(event))
-                )
+                actions.append(self._action(c, event, (event.event_id,), _event_payload(event)))
                 continue
             context = event.context if c.scoped else None
             key = c.state_key(context)
             changed, update, fired, oldest = _arrive(c, state.get(key), event, slots)
             if changed:
-                result.state_updates[key] = update
+                updates[key] = update
                 if update is not None and c.window_ms is not None and oldest is not None:
-                    result.state_expiry[key] = (oldest + c.window_ms) / 1000
+                    expiry[key] = (oldest + c.window_ms) / 1000
             if fired is not None:
                 ids = tuple(fired[s]["event_id"] for s in c.slots)
                 payload = {"namespace": event.namespace, "context": context, "events": fired}
-                result.actions.append(self._action(c, event, ids, payload))
-        return result
+                actions.append(self._action(c, event, ids, payload))
+        return Result(actions, updates, expiry)
 
     @staticmethod
     def _action(

@@ -44,7 +44,7 @@ class Evaluator(Protocol):
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """A plain :class:`Evaluation`."""
 

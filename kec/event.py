@@ -47,7 +47,7 @@ MAX_OFFSET = 2**63 - 1
 
 TP = tuple[str, int]
 """A partition of a topic, ``(topic, partition)``: the one meaning of ``TP`` (and of the
-store's ``TopicPartition``) in the project. The Kafka client's own class is
+store's) in the project. The Kafka client's own class is
 ``kec.kafka.KafkaTopicPartition``, built only where a client call needs one."""
 
 

@@ -8,12 +8,12 @@ from checkpoint import CheckpointStore, Parked, Parking, Settlement
 from kec.action import Action
 from kec.event import Event
 
-TopicPartition = tuple[str, int]
+TP = tuple[str, int]
 
 
 def seed(
     store: CheckpointStore,
-    tp: TopicPartition,
+    tp: TP,
     actions: Sequence[Action],
     *,
     events: Sequence[Event] = (),

@@ -21,14 +21,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
-    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -43,6 +40,7 @@ from connector.limits import (
     MAX_JSON_DEPTH,
     MatchLimits,
 )
+from connector.model_base import ConfigModel, NonEmpty
 from connector.redaction import hide_secrets, reveal, secret_values
 from connector.retry import RetryPolicy
 from connector.rules import Rule
@@ -64,7 +62,6 @@ __all__ = [
     "cross_check",
 ]
 
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Loc = tuple[str | int, ...]
 
@@ -77,12 +74,7 @@ DEFAULT_TARGET = "log"
 CROSS_CHECKED = "cross_checked"
 
 
-class _Model(BaseModel):
-    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class KafkaSettings(_Model):
+class KafkaSettings(ConfigModel):
     """How to reach the Kafka cluster; ``properties`` pass through to librdkafka."""
 
     bootstrap_servers: NonEmpty
@@ -173,7 +165,7 @@ _NAMED = {
 }
 
 
-class NamespaceConfig(_Model):
+class NamespaceConfig(ConfigModel):
     """The topics whose events belong to one namespace (see docs/architecture.md).
 
     Without ``topics`` a namespace ``N`` reads the one topic ``{topic_prefix}N``, the topic
@@ -188,7 +180,7 @@ class NamespaceConfig(_Model):
         return list(self.topics) if self.topics else [f"{topic_prefix}{namespace}"]
 
 
-class CheckpointConfig(_Model):
+class CheckpointConfig(ConfigModel):
     """Where checkpoints live: an embedded sqlite file, or a shared PostgreSQL database.
 
     A relative sqlite ``path`` is relative to the data directory when loaded from a file
@@ -236,7 +228,7 @@ class CheckpointConfig(_Model):
         return f"sqlite://{self.path}"  # an absolute path gives sqlite:///...
 
 
-class TopicCreationConfig(_Model):
+class TopicCreationConfig(ConfigModel):
     """Whether the connector creates the topics it needs when they are missing, and how.
 
     ``run`` creates its namespaces' topics, the HTTP gateway's topic and the dead-letter
@@ -264,7 +256,7 @@ class TopicCreationConfig(_Model):
         return factor
 
 
-class PipelineConfig(_Model):
+class PipelineConfig(ConfigModel):
     """Batching and back-pressure of the pipeline (connector.runtime.PipelineSettings)."""
 
     batch_size: PositiveInt = 1000
@@ -291,7 +283,7 @@ class PipelineConfig(_Model):
         )
 
 
-class RetryConfig(_Model):
+class RetryConfig(ConfigModel):
     """Durable retries of failed deliveries before an action goes to the dead table."""
 
     max_attempts: PositiveInt = 8
@@ -331,7 +323,7 @@ def _existing_file(path: Path | None) -> Path | None:
     return path
 
 
-class HttpConfig(_Model):
+class HttpConfig(ConfigModel):
     """The HTTP events gateway: where it listens, its bearer token, strict mode, TLS.
 
     Its events go to ``topic`` and belong to ``namespace``, a namespace of their own that
@@ -408,7 +400,7 @@ class HttpConfig(_Model):
         return self
 
 
-class MetricsConfig(_Model):
+class MetricsConfig(ConfigModel):
     """Where the Prometheus metrics endpoint listens."""
 
     host: NonEmpty = "127.0.0.1"
@@ -419,7 +411,7 @@ class MetricsConfig(_Model):
     """The port to serve GET /metrics on."""
 
 
-class ConnectorConfig(_Model):
+class ConnectorConfig(ConfigModel):
     """One connector: what it reads, where it checkpoints, its rules and their targets."""
 
     kafka: KafkaSettings

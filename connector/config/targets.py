@@ -40,8 +40,6 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -53,6 +51,7 @@ from pydantic import (
 )
 
 from connector.config.paths import RelativePath, StatePath
+from connector.model_base import ConfigModel, NonEmpty
 from connector.redaction import HiddenProperties, HiddenStrings, redact_url
 from kec.action import ActionKind
 from kec.errors import ConfigError
@@ -72,14 +71,10 @@ __all__ = [
     "refusal",
 ]
 
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 ExitCode = Annotated[int, Field(ge=1, le=255)]
 
 
-class _Spec(BaseModel):
-    # Attribute docstrings become the fields' descriptions in `event-connector schema`.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+class _Spec(ConfigModel):
     # Action kinds the target cannot carry out at all, with why: refused at config time.
     refuses: ClassVar[dict[ActionKind, str]] = {}
 

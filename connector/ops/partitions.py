@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from checkpoint.base import OperationsStore, PartitionInfo
-from checkpoint.base import TopicPartition as TP
 from connector.ops.kafka_io import committed_offsets, watermarks
 from connector.topics import describe_topics, open_admin
 from kec import kafka
 from kec.errors import ConfigError
+from kec.event import TP
 
 __all__ = ["PartitionView", "ResetResult", "list_partitions", "reset_partitions"]
 

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kec.action import Action, ActionKind
+from kec.action import Action
 from kec.errors import TargetRejected
-
-TASK_KINDS = frozenset({ActionKind.START_TASK, ActionKind.STOP_TASK, ActionKind.RESTART_TASK})
-WORKFLOW_KINDS = frozenset({ActionKind.START_WORKFLOW, ActionKind.STOP_WORKFLOW})
 
 
 def workflow_input(action: Action) -> dict[str, Any]:

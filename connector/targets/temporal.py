@@ -63,9 +63,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
+from connector.rules import TASK_ACTIONS
 from connector.targets.base import Target
 from connector.targets.engine import (
-    TASK_KINDS,
     execution_of,
     idempotency_key,
     task_input,
@@ -197,7 +197,7 @@ class TemporalTarget(Target):
                 await self._start(client, action)
             elif action.kind is ActionKind.STOP_WORKFLOW:
                 await self._stop_workflow(client, action, what)
-            elif action.kind in TASK_KINDS:
+            elif action.kind in TASK_ACTIONS:
                 await self._task(client, action, what)
             else:
                 raise TargetRejected(f"{what}: the temporal target does not take this action")

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
-from connector.outbox import Dispatcher
+from connector.dispatch import Dispatcher
 from connector.rules import Rule
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
-from checkpoint.base import BatchTransaction, DeadRecord, EventKey, TopicPartition
+from checkpoint.base import BatchTransaction, DeadRecord, EventKey
 from checkpoint.sqlite import MemoryStore
 from connector.gateway import Gateway, GatewaySettings
 from connector.gateway.waiters import (
@@ -27,6 +27,7 @@ from connector.rules import Rule
 from connector.runtime import apply_events
 from connector.trigger import TriggerEngine
 from kec.action import Action
+from kec.event import TP as TopicPartition
 from kec.event import Event
 from kec.kafka import Connection
 from tests.integration.gateway_helpers import queued

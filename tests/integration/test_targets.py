@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
-from connector.outbox import Dispatcher
+from connector.dispatch import Dispatcher
 from connector.retry import RetryPolicy
 from connector.targets import (
     CommandTarget,

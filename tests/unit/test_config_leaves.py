@@ -27,7 +27,7 @@ FOREIGN = (
 )
 # The project's modules that a config names but must not load.
 OWN = (
-    "connector.outbox",
+    "connector.dispatch",
     "connector.runtime",
     "connector.trigger",
     "connector.targets",  # the package and every target in it

@@ -1,4 +1,5 @@
-"""Delivery bookkeeping of one partition (connector.lanes): lanes, watermark, parked rows."""
+"""Delivery bookkeeping of one partition (connector.dispatch.lanes): lanes, watermark,
+parked rows."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpoint.base import Parked, Parking, Pending, Queued
-from connector.lanes import Entry, PartitionBook
+from connector.dispatch.lanes import Entry, PartitionBook
 from kec.action import Action, ActionKind
 
 TP = ("orders", 0)

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from connector.metrics import LATENCY_BUCKETS, Health, Histogram, MetricsServer, Snapshot
+from connector.metrics import Health, MetricsServer, Snapshot
+from connector.metrics_core import LATENCY_BUCKETS, Histogram
 
 
 @pytest.fixture

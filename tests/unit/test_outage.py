@@ -37,7 +37,7 @@ def test_an_outage_is_one_line_when_it_begins_one_every_interval_and_one_when_it
     assert lines[0].startswith("checkpoint store unavailable: CheckpointError: postgres store")
     assert "still unavailable after 30s (31 failed attempts)" in lines[1]
     assert lines[2] == "checkpoint store is back after 50.0s (50 failed attempts)"
-    assert not outage.down and outage.duration() == 0
+    assert not outage.down and outage.failures == 0
 
 
 def test_the_cause_names_the_root_error_once() -> None:

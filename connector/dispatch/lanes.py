@@ -34,8 +34,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from checkpoint.base import Parked, Parking, Pending, Settlement, TopicPartition
+from checkpoint.base import Parked, Parking, Pending, Settlement
 from kec.action import Action
+from kec.event import TP
 
 LaneKey = tuple[str, str, str]  # (target, namespace, event key)
 
@@ -76,7 +77,7 @@ class _Lane:
 class PartitionBook:
     """The actions of one owned partition that are not settled yet."""
 
-    def __init__(self, tp: TopicPartition, epoch: int, watermark: int, end: int) -> None:
+    def __init__(self, tp: TP, epoch: int, watermark: int, end: int) -> None:
         self.tp = tp
         self.epoch = epoch
         self._lanes: dict[LaneKey, _Lane] = {}
@@ -96,7 +97,7 @@ class PartitionBook:
         self.closing = False  # being released: nothing more is handed out
 
     @classmethod
-    def load(cls, tp: TopicPartition, epoch: int, pending: Pending) -> PartitionBook:
+    def load(cls, tp: TP, epoch: int, pending: Pending) -> PartitionBook:
         """A book for a partition just claimed, from what the store still holds."""
         book = cls(tp, epoch, pending.watermark, pending.end)
         merged: list[Entry] = [

@@ -1,0 +1,164 @@
+"""Handing actions to targets: each target's worker threads, and retries in place.
+
+A target gets ``concurrency`` long-lived threads fed by a queue (:class:`TargetWorkers`):
+a call costs a put and a get, not a future and a thread-pool submission per action. Each
+call is one ``deliver_many`` of up to ``batch_size`` actions; the actions that failed
+transiently are tried again in place a few times (:func:`deliver`, tenacity) before the
+call reports them. The answer goes back to the coordinator (:class:`Answer`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from connector.dispatch.lanes import Entry, PartitionBook
+from connector.retry import RetryPolicy
+from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import TargetError
+
+__all__ = ["Answer", "Call", "TargetWorkers", "deliver", "transient"]
+
+
+def transient(exc: BaseException | None) -> bool:
+    """Whether a delivery that failed with ``exc`` may succeed if tried again."""
+    return isinstance(exc, TargetError) and exc.retriable
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Actions handed to one of a target's workers in one ``deliver_many``."""
+
+    target: str
+    entries: list[tuple[PartitionBook, Entry]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What became of the actions of one call (or of actions no target could take)."""
+
+    target: str
+    entries: list[tuple[PartitionBook, Entry]]
+    failures: Mapping[str, BaseException]  # action id -> why it failed; absent: delivered
+    called: bool = False  # a call to the target (counted in flight) rather than a refusal
+
+
+def deliver(target: Target, actions: list[Action], policy: RetryPolicy) -> dict[str, BaseException]:
+    """Deliver, retrying in place (tenacity) the actions that failed transiently."""
+    result0 = dict(target.deliver_many(actions))
+    failures: dict[str, BaseException] = dict(result0)
+    first: dict[str, BaseException] | None = result0
+    pending = [a for a in actions if transient(failures.get(a.action_id))]
+    if not pending:  # the common case: no retry machinery at all
+        return failures
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.inline_attempts),
+        wait=wait_exponential(multiplier=policy.inline_wait, max=2.0),
+        retry=retry_if_exception(transient),
+        reraise=False,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                # The first attempt is the call above; tenacity waits before the next.
+                if first is not None:
+                    result, first = first, None
+                else:
+                    result = dict(target.deliver_many(pending))
+                for action in pending:
+                    failures.pop(action.action_id, None)
+                failures.update(result)
+                retry = [a for a in pending if transient(result.get(a.action_id))]
+                if retry:
+                    pending = retry
+                    raise result[retry[0].action_id]
+    except RetryError:
+        pass
+    return failures
+
+
+class TargetWorkers:
+    """Each target's worker threads, the calls waiting for them, and the calls in flight.
+
+    :meth:`submit` and :meth:`answered` are the coordinator's; each answer is passed to
+    ``answer`` from the worker's thread.
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, Target],
+        policy: RetryPolicy,
+        answer: Callable[[Answer], None],
+    ) -> None:
+        self._targets = targets
+        self._policy = policy
+        self._answer = answer
+        self._calls: dict[str, queue.SimpleQueue[Call | None]] = {}
+        self._threads: list[threading.Thread] = []
+        self.in_flight: dict[str, int] = {}  # target -> calls in flight
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in flight."""
+        return any(self.in_flight.values())
+
+    def room(self) -> dict[str, int]:
+        """How many actions each target can take now."""
+        return {
+            name: (max(1, t.concurrency) - self.in_flight[name]) * max(1, t.batch_size)
+            for name, t in self._targets.items()
+        }
+
+    def open(self) -> None:
+        """``concurrency`` threads per target not open yet."""
+        for name, target in self._targets.items():
+            if name in self._calls:
+                continue
+            calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+            self._calls[name] = calls
+            self.in_flight[name] = 0
+            for i in range(max(1, target.concurrency)):
+                worker = threading.Thread(
+                    target=self._work, args=(target, calls), name=f"kec-{name}-{i}", daemon=True
+                )
+                worker.start()
+                self._threads.append(worker)
+
+    def close(self) -> None:
+        for name, calls in self._calls.items():
+            # Calls not yet taken are dropped, unsettled: their actions are delivered
+            # again (same ids) by whoever owns the partition next.
+            while not calls.empty():
+                try:
+                    calls.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in range(max(1, self._targets[name].concurrency)):
+                calls.put(None)  # each worker takes one and ends after its call in progress
+        self._calls.clear()
+        self._threads.clear()
+
+    def submit(self, name: str, entries: list[tuple[PartitionBook, Entry]]) -> None:
+        """Hand ``entries`` to target ``name``'s workers, ``batch_size`` per call."""
+        size = max(1, self._targets[name].batch_size)
+        for i in range(0, len(entries), size):
+            self.in_flight[name] += 1
+            self._calls[name].put(Call(name, entries[i : i + size]))
+
+    def answered(self, answer: Answer) -> None:
+        """``answer`` reached the coordinator: its call is no longer in flight."""
+        if answer.called:
+            self.in_flight[answer.target] -= 1
+
+    def _work(self, target: Target, calls: queue.SimpleQueue[Call | None]) -> None:
+        while (call := calls.get()) is not None:
+            try:
+                failures = deliver(target, [e.action for _, e in call.entries], self._policy)
+            except BaseException as exc:  # deliver_many itself broke
+                failures = {e.action.action_id: exc for _, e in call.entries}
+            self._answer(Answer(call.target, call.entries, failures, called=True))

@@ -1,0 +1,351 @@
+"""The dispatcher: one coordinator thread runs the rounds of step 4 for the owned
+partitions; the pipeline's threads hand it work (the package docstring says which
+module does what).
+
+A round:
+
+1. take the lane heads that are due (:func:`~connector.dispatch.schedule.take_due`):
+   actions of different (target, key) lanes go out concurrently, one lane's in order;
+2. hand them to their target's workers
+   (:class:`~connector.dispatch.delivery.TargetWorkers`): up to ``target.concurrency``
+   calls of ``deliver_many`` at once, ``target.batch_size`` actions each. A transient
+   failure is retried in place a few times (tenacity) before the call reports it;
+3. record each answer in the book (:class:`~connector.dispatch.outcomes.Outcomes`):
+   delivered; or failed, with a retry at ``next_delay(attempts)``, or dead after the
+   last attempt or a refusal for good;
+4. every ``settle_interval`` (and at revoke and stop), write each partition's settlement
+   (watermark, parked rows) in one store transaction, fenced by the partition's epoch
+   (:class:`~connector.dispatch.settlement.Settler`).
+
+Crash anywhere in 2–4 and the actions not settled are delivered again by the next owner
+with the same ids, which the target deduplicates (crash points ``mid_dispatch``: some
+answers recorded, others not; ``after_dispatch``: delivered, not yet settled).
+
+Ownership: a partition is dispatched only while this instance owns it
+(:class:`~connector.dispatch.books.OwnedBooks`). On revoke, :meth:`Dispatcher.release`
+waits for its deliveries in flight, writes its last settlement and forgets it; a
+settlement refused for a stale epoch drops the partition at once. Every
+``verify_interval``, and after any pause of the coordinator longer than that (SIGSTOP, a
+long GC), the owner epochs are read back before anything else is delivered, so an
+instance that was paused past its session timeout stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from checkpoint.base import Claim, DispatchStore
+from connector.dispatch.books import OwnedBooks
+from connector.dispatch.delivery import Answer, TargetWorkers
+from connector.dispatch.lanes import Entry, PartitionBook
+from connector.dispatch.outcomes import DispatchStats, Outcomes
+from connector.dispatch.schedule import take_due
+from connector.dispatch.settlement import Settler
+from connector.outage import Outage, cause_of
+from connector.retry import RetryPolicy
+from connector.targets.base import Target
+from kec.action import Action
+from kec.errors import CheckpointError, TargetError
+from kec.event import TP
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+
+class _Command:
+    """Work for the coordinator from another thread, with a reply to wait for."""
+
+    def __init__(self, run: Callable[[], None]) -> None:
+        self.run = run
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Dispatcher:
+    """Delivers the actions of owned partitions; see the module docstring.
+
+    Collaborators are passed in; nothing happens until :meth:`start`. Thread-safe: the
+    pipeline threads call :meth:`adopt`, :meth:`queue` and :meth:`release`.
+    """
+
+    def __init__(
+        self,
+        store: DispatchStore,
+        targets: Mapping[str, Target],
+        *,
+        policy: RetryPolicy | None = None,
+        settle_interval: float = 0.05,
+        verify_interval: float = 2.0,
+        retry_poll: float = 1.0,
+        release_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        policy = policy or RetryPolicy()
+        self._settle_interval = settle_interval
+        self._verify_interval = verify_interval
+        self._retry_poll = retry_poll
+        self._release_timeout = release_timeout
+        self._clock = clock
+        self._targets = targets
+        self._inbox: queue.SimpleQueue[_Command | Answer] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stats = DispatchStats()
+        self._books = OwnedBooks()
+        self._workers = TargetWorkers(targets, policy, self._answered)
+        self._outcomes = Outcomes(self._books, policy, self.stats, clock)
+        self._store_outage = Outage("checkpoint store (dispatcher)", log)
+        self._settler = Settler(store, self._books, self.stats, self._store_outage)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._workers.open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="kec-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Finish the deliveries in flight, settle everything, stop; idempotent."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        self._workers.close()
+
+    def run_round(self) -> int:
+        """One whole round in the calling thread, without the coordinator (tests, tools):
+        hand out what is due, wait for every answer, settle. Returns how many actions
+        were settled (delivered or dead)."""
+        if self._thread is not None:
+            raise RuntimeError("run_round() is for a dispatcher that was not started")
+        self._workers.open()
+        before = self.stats.delivered + self.stats.dead
+        self._drain()
+        while self._dispatch():
+            self._await_results(lambda: not self._workers.busy)
+        self._settler.settle(list(self._books))
+        self._outcomes.report()
+        return self.stats.delivered + self.stats.dead - before
+
+    @property
+    def pending(self) -> int:
+        """Actions of owned partitions not settled yet (for backpressure and metrics)."""
+        return self._books.pending
+
+    # -- from the pipeline ---------------------------------------------------------------
+
+    def adopt(self, claims: Mapping[TP, Claim]) -> None:
+        """Partitions just claimed: load what the store still holds for each."""
+        books = [
+            PartitionBook.load(tp, c.epoch, self._settler.load(tp)) for tp, c in claims.items()
+        ]
+
+        def add() -> None:
+            for book in books:
+                self._books.put(book)
+            loaded = sum(b.size for b in books)
+            if loaded:
+                log.info("dispatching %d actions left pending by the previous owner(s)", loaded)
+
+        self._call(add)
+
+    def queue(self, tp: TP, first_aseq: int, actions: Sequence[Action]) -> None:
+        """A batch's actions for ``tp``, numbered from ``first_aseq``, just checkpointed."""
+        if not actions:
+            return
+
+        def add() -> None:
+            book = self._books.get(tp)
+            if book is None:  # released meanwhile: the next owner reads them from the store
+                return
+            book.queue(first_aseq, actions)
+            self._books.pending += len(actions)
+
+        self._post(add)
+
+    def catch_up(self, tp: TP) -> None:
+        """Load the actions of ``tp`` that the store holds and this dispatcher never got:
+        the pipeline's batch committed though the pipeline saw the commit fail."""
+        pending = self._settler.load(tp)
+
+        def add() -> None:
+            book = self._books.get(tp)
+            if book is None:
+                return
+            found = book.catch_up(pending)
+            self._books.pending += found
+            if found:
+                log.info(
+                    "%s[%d]: %d actions of a batch whose commit was not acknowledged, "
+                    "loaded from the store",
+                    tp[0], tp[1], found,
+                )  # fmt: skip
+
+        self._call(add)
+
+    def release(self, partitions: Iterable[TP]) -> None:
+        """Stop dispatching ``partitions``: wait for their deliveries in flight, write
+        their last settlement, forget them. Blocks the caller (a revoke callback)."""
+        tps = set(partitions)
+        deadline = time.monotonic() + self._release_timeout
+
+        def drained() -> bool:
+            busy = any(self._books[tp].in_flight for tp in tps if tp in self._books)
+            return not busy or time.monotonic() > deadline
+
+        def release() -> None:
+            for tp in tps:
+                book = self._books.get(tp)
+                if book is not None:
+                    book.closing = True
+            self._await_results(drained)
+            try:
+                self._settler.settle([tp for tp in tps if tp in self._books])
+            except CheckpointError as exc:
+                # The next owner delivers again (same ids) what was not settled.
+                log.warning(
+                    "the last settlement of %d released partition(s) failed: %s",
+                    len(tps), cause_of(exc),
+                )  # fmt: skip
+            finally:
+                for tp in tps:
+                    self._books.forget(tp)
+
+        self._call(release)
+
+    # -- the coordinator -----------------------------------------------------------------
+
+    def _answered(self, answer: Answer) -> None:
+        """From a worker thread: an answer for the coordinator."""
+        self._inbox.put(answer)
+        self._wake.set()
+
+    def _post(self, run: Callable[[], None]) -> _Command:
+        command = _Command(run)
+        self._inbox.put(command)
+        self._wake.set()
+        return command
+
+    def _call(self, run: Callable[[], None]) -> None:
+        """Run ``run`` on the coordinator and wait; inline when it is not running."""
+        if self._thread is None or not self._thread.is_alive():
+            run()
+            return
+        command = self._post(run)
+        command.done.wait()
+        if command.error is not None:
+            raise command.error
+
+    def _run(self) -> None:
+        last_settle = last_verify = last_poll = last_loop = time.monotonic()
+        while True:
+            # Cleared before the work, not after the wait: a post that comes while this
+            # round works wakes the next wait at once instead of being lost.
+            self._wake.clear()
+            now = time.monotonic()
+            if now - last_loop > self._verify_interval:
+                last_verify = 0.0  # paused (SIGSTOP?): check ownership before anything else
+            last_loop = now
+            try:
+                if now - last_verify >= self._verify_interval:
+                    self._settler.verify()
+                    last_verify = now
+                if now - last_poll >= self._retry_poll:
+                    self._settler.adopt_retries(self._clock())
+                    last_poll = now
+                self._drain()
+                if self._stop.is_set():
+                    self._finish()
+                    return
+                self._dispatch()
+                if now - last_settle >= self._settle_interval:
+                    self._settler.settle(list(self._books))
+                    self._outcomes.report()
+                    last_settle = now
+            except CheckpointError as exc:
+                self._store_outage.failed(exc, retry_in=1.0)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("dispatch round failed; trying again in 1s")
+                self._stop.wait(1.0)
+            self._wake.wait(self._settle_interval)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _handle(self, item: _Command | Answer) -> None:
+        if isinstance(item, Answer):
+            self._record(item)
+            return
+        try:
+            item.run()
+        except BaseException as exc:
+            item.error = exc
+        finally:
+            item.done.set()
+
+    def _record(self, answer: Answer) -> None:
+        self._workers.answered(answer)
+        self._outcomes.record(answer)
+
+    def _refuse(self, book: PartitionBook, entry: Entry, error: TargetError) -> None:
+        self._record(Answer(entry.action.target, [(book, entry)], {entry.action.action_id: error}))
+
+    def _await_results(self, done: Callable[[], bool]) -> None:
+        """Record answers until ``done()``; commands that come meanwhile run after."""
+        deferred: list[_Command] = []
+        while not done():
+            try:
+                item = self._inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, Answer):
+                self._record(item)
+            else:
+                deferred.append(item)
+        for command in deferred:
+            self._inbox.put(command)
+        if deferred:
+            self._wake.set()
+
+    def _dispatch(self) -> int:
+        """Hand out what is due, as far as the targets have room; return how many."""
+        taken = take_due(
+            self._books.books(), self._targets, self._workers.room(), self._clock(), self._refuse
+        )
+        for name, entries in taken.items():
+            self._workers.submit(name, entries)
+        return sum(len(entries) for entries in taken.values())
+
+    def _finish(self) -> None:
+        deadline = time.monotonic() + self._release_timeout
+        self._await_results(lambda: not self._workers.busy or time.monotonic() > deadline)
+        while True:  # commands still queued get an answer: the dispatcher has stopped
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Answer):
+                self._record(item)
+            else:
+                item.error = RuntimeError("the dispatcher has stopped")
+                item.done.set()
+        try:
+            self._settler.settle(list(self._books))
+        except Exception:
+            log.exception("the last settlement failed: the next start delivers those again")

@@ -1,0 +1,108 @@
+"""What became of each delivery: recorded in the books, counted, and logged.
+
+An answer's actions are delivered; or failed, with a retry at
+``policy.next_delay(attempts)``; or dead (a ``dead`` row, the dead-letter table) after
+the last attempt or a refusal for good. A failure holds back the rest of its lane in the
+same call, which goes back to wait. Failures are logged once per target and round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from connector.dispatch.books import OwnedBooks
+from connector.dispatch.delivery import Answer, transient
+from connector.dispatch.lanes import Entry, PartitionBook
+from connector.metrics_core import LATENCY_BUCKETS, Histogram
+from connector.retry import RetryPolicy
+from kec.faults import crash_point
+
+__all__ = ["DispatchStats", "Outcomes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    failed: int = 0  # failed attempts (each followed by a retry)
+    dead: int = 0
+    delivered_by_target: Counter[str] = field(default_factory=Counter)
+    failed_by_target: Counter[str] = field(default_factory=Counter)
+    dead_by_target: Counter[str] = field(default_factory=Counter)
+    # From an action reaching the dispatcher (checkpointed, or loaded) to its delivery.
+    delivery: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    store_ok: bool = True  # the last settlement or ownership check went through
+
+
+class Outcomes:
+    """Records answers in the books they came from (the coordinator's thread only)."""
+
+    def __init__(
+        self,
+        books: OwnedBooks,
+        policy: RetryPolicy,
+        stats: DispatchStats,
+        clock: Callable[[], float],
+    ) -> None:
+        self._books = books
+        self._policy = policy
+        self._stats = stats
+        self._clock = clock
+        self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
+
+    def record(self, answer: Answer) -> None:
+        now = self._clock()
+        arrived = time.monotonic()
+        broken: set[tuple[int, object]] = set()  # lanes with a failure earlier in this call
+        for i, (book, entry) in enumerate(answer.entries):
+            if not self._books.holds(book):
+                continue  # the partition was dropped (fenced) meanwhile
+            lane = (id(book), entry.lane)
+            exc = answer.failures.get(entry.action.action_id)
+            if lane in broken:
+                book.returned(entry)
+            elif exc is None:
+                book.delivered(entry)
+                self._books.pending -= 1
+                self._stats.delivered += 1
+                self._stats.delivered_by_target[answer.target] += 1
+                self._stats.delivery.observe(arrived - entry.arrived)
+            else:
+                broken.add(lane)
+                self._failed(book, entry, exc, now)
+            if i == 0 and len(answer.entries) > 1:
+                crash_point("mid_dispatch")
+
+    def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        attempts = entry.attempts + 1
+        final = not transient(exc) or attempts >= self._policy.max_attempts
+        self._failures.setdefault(entry.action.target, []).append((error, final))
+        if final:
+            book.failed(entry, error, retry_at=None)
+            self._books.pending -= 1
+            self._stats.dead += 1
+            self._stats.dead_by_target[entry.action.target] += 1
+            log.error(
+                "action %s (rule %s, key %s) is dead after %d attempt(s): %s",
+                entry.action.action_id, entry.action.rule, entry.action.event_key, attempts, error,
+            )  # fmt: skip
+            return
+        book.failed(entry, error, retry_at=now + self._policy.next_delay(attempts))
+        self._stats.failed += 1
+        self._stats.failed_by_target[entry.action.target] += 1
+
+    def report(self) -> None:
+        """One line per failing target and round, not one per action."""
+        failures, self._failures = self._failures, {}
+        for name, errors in failures.items():
+            dead = sum(1 for _, final in errors if final)
+            log.warning(
+                "target %s: %d action(s) failed (%d to retry, %d dead); first error: %s",
+                name, len(errors), len(errors) - dead, dead, errors[0][0],
+            )  # fmt: skip

@@ -1,0 +1,52 @@
+"""Which actions go out now: the due lane heads of every owned partition, as far as
+their targets have room.
+
+Actions of different (target, key) lanes go out concurrently, one lane's in order; a
+target that keeps order (``target.ordered``) takes a lane's followers in the same call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from connector.dispatch.lanes import Entry, PartitionBook
+from connector.targets.base import Target
+from kec.errors import TargetError
+
+__all__ = ["Taken", "take_due"]
+
+Taken = dict[str, list[tuple[PartitionBook, Entry]]]  # target -> actions, in order
+
+
+def take_due(
+    books: Iterable[PartitionBook],
+    targets: Mapping[str, Target],
+    room: dict[str, int],
+    now: float,
+    refuse: Callable[[PartitionBook, Entry, TargetError], None],
+) -> Taken:
+    """Mark sent and return, per target, the due actions it has ``room`` for (counted
+    down); an action whose target is not configured goes to ``refuse`` at once."""
+    taken: Taken = {}
+    for book in books:
+        if book.closing:
+            continue
+        for entry in book.ready(now):
+            name = entry.action.target
+            target = targets.get(name)
+            if target is None:
+                refuse(book, entry, TargetError(f"no target named {name!r} is configured"))
+                continue
+            if room[name] <= 0:
+                book.not_now(entry)
+                if not any(room.values()):
+                    break
+                continue
+            lane = [entry]
+            if target.ordered:
+                lane += book.followers(entry, room[name] - 1, now)
+            room[name] -= len(lane)
+            for e in lane:
+                book.sent(e)
+            taken.setdefault(name, []).extend((book, e) for e in lane)
+    return taken
