@@ -65,6 +65,8 @@ class Services:
                 # Logged here, with its traceback: ShutdownError carries only the names.
                 self._log.exception("stopping %s failed; stopping the others", name)
                 failed.append(name)
+            else:
+                self._log.debug("stopped %s", name)
         return failed
 
     def __enter__(self) -> Services:

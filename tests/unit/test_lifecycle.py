@@ -46,15 +46,21 @@ def test_a_failing_stop_in_the_middle_is_logged_by_name_and_the_rest_still_stop(
     services.push("target webhook", seen.stop("target webhook"))
     services.push("target fragile", seen.stop("target fragile", fail=True))
     services.push("dispatcher", seen.stop("dispatcher"))
-    caplog.set_level(logging.ERROR, logger="connector.lifecycle")
+    caplog.set_level(logging.DEBUG, logger="connector.lifecycle")
     with pytest.raises(ShutdownError) as raised:
         services.close()
     assert seen.stopped == ["dispatcher", "target fragile", "target webhook", "store"]
     assert raised.value.failed == ("target fragile",)
     assert "target fragile" in str(raised.value)
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert record.getMessage() == "stopping target fragile failed; stopping the others"
     assert record.exc_info is not None and "would not close" in str(record.exc_info[1])
+    assert [r.getMessage() for r in caplog.records] == [
+        "stopped dispatcher",
+        "stopping target fragile failed; stopping the others",
+        "stopped target webhook",
+        "stopped store",
+    ]
 
 
 def test_every_failure_is_reported_once_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
