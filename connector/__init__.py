@@ -6,7 +6,8 @@ CLI starts fast):
 * :mod:`connector.config` — ``load_config(path)`` and the models of the YAML file (each
   target's settings in :mod:`connector.config.targets`), importing none of the parts
   they configure;
-* :mod:`connector.service` — ``build_service(config)``, ``ConnectorService``;
+* :mod:`connector.assembly` — ``build_service(config)``: the application, assembled;
+* :mod:`connector.service` — ``ConnectorService``, given its store, rules and targets;
 * :mod:`connector.notification` — ``NotificationClient``, ``ListenerProcessor`` (AIFlow);
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
 * :mod:`connector.queue_listener` — Ray's ``QueueEventListener`` reading ``KEC_CONFIG``;

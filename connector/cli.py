@@ -159,7 +159,7 @@ def run(
     # (Ctrl-C keeps interrupting at once until the service runs).
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    from connector.service import build_service
+    from connector.assembly import build_service
 
     service: ConnectorService
     create_topics: bool = quick.pop("create_topics")
@@ -240,25 +240,10 @@ def _prepare_quick_run(quick: dict[str, Any], create: bool) -> None:
 
 
 def _quick_service(
-    *,
-    bootstrap: str | None,
-    group_id: str,
-    topics: tuple[str, ...],
-    store: str,
-    log_file: Path | None,
-    batch_size: int,
-    linger_ms: int,
-    dlq_topic: str | None,
-    instance_id: str | None,
-    outbox_max: int,
+    *, bootstrap: str | None, topics: tuple[str, ...], **options: Any
 ) -> ConnectorService:
-    from checkpoint import open_store
-    from checkpoint.sqlite import SqliteStore
-    from connector.config.paths import check_files
-    from connector.runtime import PipelineSettings
-    from connector.service import ConnectorService
-    from connector.targets import LogTarget
-    from kec.evaluation import NotifyAll
+    """``run`` without -c: the options as :func:`connector.assembly.quick_service` takes them."""
+    from connector.assembly import quick_service
 
     if not bootstrap or not topics:
         raise click.UsageError(
@@ -268,25 +253,7 @@ def _quick_service(
     for spec in topics:
         topic, _, namespace = spec.partition("=")
         mapping[topic] = namespace or "default"
-    settings = PipelineSettings(
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        topics=mapping,
-        batch_size=batch_size,
-        linger_ms=linger_ms,
-        dlq_topic=dlq_topic,
-        group_instance_id=instance_id,
-        outbox_max_pending=outbox_max,
-    )
-    opened = open_store(store, exclusive=True)
-    written = [("--store", opened.path)] if isinstance(opened, SqliteStore) else []
-    check_files(written + ([("--log-file", log_file)] if log_file is not None else []))
-    return ConnectorService(
-        settings,
-        opened,
-        NotifyAll("log"),
-        {"log": LogTarget("log", log_file)},
-    )
+    return quick_service(bootstrap=bootstrap, topics=mapping, **options)
 
 
 # subcommands defined in connector/commands/ (one line each)

@@ -1,8 +1,9 @@
 """Run the connector: the pipeline in the calling thread, the dispatcher beside it.
 
-:func:`build_service` turns a config file's :class:`~connector.config.ConnectorConfig`
-into a :class:`ConnectorService` (rules, targets, store, and the HTTP gateway and metrics
-endpoint when configured), doing no I/O.
+A :class:`ConnectorService` is given its collaborators (store, rules, targets) and does
+no I/O until :meth:`ConnectorService.run`; :mod:`connector.assembly` builds one from a
+config file (rules, targets, store, and the HTTP gateway and metrics endpoint when
+configured) or from ``run``'s quick-mode options.
 
 Start-up order: store (a store that does not answer is retried with backoff for two
 minutes), targets, dispatcher, companions (gateway, metrics: a port in use fails here,
@@ -14,11 +15,13 @@ the waiter-queue row of each HTTP event in the batch's transaction; the gateway 
 beside the pipeline only produces, and is woken after each batch that held HTTP events
 (``after_batch``) to confirm its sends.
 
-Shutdown (SIGTERM in the CLI sets ``stop``): the pipeline finishes the batch in progress
+Shutdown (SIGTERM in the CLI sets ``stop``) stops what started in reverse order, each stop
+guarded (:mod:`connector.lifecycle`): the pipeline finishes the batch in progress
 (checkpoint and Kafka commit included) and leaves the group, which revokes its partitions:
 the dispatcher finishes their deliveries in flight and settles them; the companions stop
-(the gateway flushes its producer); the dispatcher stops; then targets and store are
-closed. Actions not yet delivered stay in the store for the next owner.
+(the gateway flushes its producer); the dispatcher stops; then the targets and the store
+are closed. A stop that fails is logged by name and the rest are stopped all the same.
+Actions not yet delivered stay in the store for the next owner.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from checkpoint.base import CheckpointStore
 from connector.dispatch import Dispatcher
+from connector.lifecycle import Services
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
 from connector.retry import RetryPolicy
@@ -39,11 +43,7 @@ from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
 
-if TYPE_CHECKING:
-    from connector.config import ConnectorConfig
-    from connector.gateway.waiters import HttpIndex
-
-__all__ = ["Companion", "ConnectorService", "build_service"]
+__all__ = ["Companion", "ConnectorService"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class ConnectorService:
         self._store = store
         self._evaluator = evaluator
         self._targets = targets
-        self._companions: list[Companion] = []
+        self._companions: list[tuple[str, Companion]] = []
         self.dispatcher = Dispatcher(store, targets, policy=retry_policy)
         self.pipeline: Pipeline | None = None
 
@@ -86,11 +86,12 @@ class ConnectorService:
 
     @property
     def companions(self) -> tuple[Companion, ...]:
-        return tuple(self._companions)
+        return tuple(companion for _, companion in self._companions)
 
-    def attach(self, companion: Companion) -> None:
-        """Run ``companion`` while the service runs; call before :meth:`run`."""
-        self._companions.append(companion)
+    def attach(self, companion: Companion, name: str | None = None) -> None:
+        """Run ``companion`` while the service runs; call before :meth:`run`. ``name``
+        (default: its class's) is what the log calls it if it fails to stop."""
+        self._companions.append((name or type(companion).__name__, companion))
 
     def snapshot(self) -> Snapshot:
         """The numbers of this run (for :mod:`connector.metrics`); zeros before it starts."""
@@ -170,36 +171,33 @@ class ConnectorService:
             return True
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set (or a fatal error); always closes what it opened."""
+        """Run until ``stop`` is set (or a fatal error); always stops what it started.
+
+        Each service is registered as it starts and stopped in reverse order, each stop
+        guarded (:class:`~connector.lifecycle.Services`): a target whose ``close()``
+        raises is logged by name and the dispatcher before it, the targets after it and
+        the store are closed all the same; then :class:`~connector.lifecycle.ShutdownError`
+        names the failures (unless the run's own error is propagating)."""
         if not self.open_store(stop):
             return
-        opened: list[Target] = []
-        started: list[Companion] = []
         try:
-            for target in self._targets.values():
-                target.open()
-                opened.append(target)
-            self.dispatcher.start()
-            for companion in self._companions:
-                companion.start()
-                started.append(companion)
-            self.pipeline = Pipeline(
-                self._settings, self._store, self._evaluator, self.dispatcher,
-                after_batch=self._after_batch,
-            )  # fmt: skip
-            self.pipeline.run(stop)
+            with Services() as services:
+                services.push("checkpoint store", self._store.close)
+                for name, target in self._targets.items():
+                    target.open()
+                    services.push(f"target {name}", target.close)
+                self.dispatcher.start()
+                services.push("dispatcher", self.dispatcher.stop)
+                for name, companion in self._companions:
+                    companion.start()
+                    services.push(name, companion.stop)
+                self.pipeline = Pipeline(
+                    self._settings, self._store, self._evaluator, self.dispatcher,
+                    after_batch=self._after_batch,
+                )  # fmt: skip
+                services.push("pipeline", self.pipeline.close)
+                self.pipeline.run(stop)
         finally:
-            if self.pipeline is not None:
-                self.pipeline.close()
-            for companion in reversed(started):
-                try:
-                    companion.stop()
-                except Exception:
-                    log.exception("stopping %s failed", type(companion).__name__)
-            self.dispatcher.stop()
-            for target in reversed(opened):
-                target.close()
-            self._store.close()
             if self.pipeline is not None:
                 s, d = self.pipeline.stats, self.dispatcher.stats
                 log.info(
@@ -208,98 +206,3 @@ class ConnectorService:
                     s.batches, s.records, s.new_events, s.duplicates, s.dead_records,
                     s.actions, d.delivered, d.dead,
                 )  # fmt: skip
-
-
-def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:
-    """``wake`` after a batch in which ``index`` queued HTTP events (none: no wake-up)."""
-    seen = index.indexed
-
-    def after_batch() -> None:
-        nonlocal seen
-        if index.indexed != seen:
-            seen = index.indexed
-            wake()
-
-    return after_batch
-
-
-def build_service(
-    cfg: ConnectorConfig, *, instance_id: str | None = None, serve_gateway: bool = True
-) -> ConnectorService:
-    """The service a config file describes, not started; ``instance_id`` overrides the file's.
-
-    Every topic of ``namespaces`` is read by the pipeline; its events go through ``rules``
-    to ``targets``. With ``http:`` the pipeline reads the gateway's topic too (namespace
-    ``http.namespace``: the same rules, and the waiters' queue rows), and the gateway is
-    served beside it unless ``serve_gateway`` is false (``run --no-gateway``: replicas
-    that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
-    with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
-    :class:`~connector.retention.Pruner` deletes expired rule state, and with
-    ``checkpoint.retention_days`` everything else older than that.
-    """
-    from checkpoint import open_store
-    from connector.targets.registry import build_target
-    from connector.trigger import TriggerEngine
-
-    connection = cfg.kafka.connection()
-    settings = PipelineSettings(
-        bootstrap_servers=connection.bootstrap_servers,
-        group_id=cfg.group_id,
-        topics=cfg.topics(),
-        batch_size=cfg.pipeline.batch_size,
-        linger_ms=cfg.pipeline.linger_ms,
-        dlq_topic=cfg.dead_letter_topic,
-        outbox_max_pending=cfg.pipeline.outbox_max_pending,
-        max_event_bytes=cfg.pipeline.max_event_bytes,
-        kafka_properties=connection.properties,
-        group_instance_id=instance_id or cfg.pipeline.instance_id,
-    )
-    store = open_store(cfg.checkpoint.url(), exclusive=True)
-    engine = TriggerEngine(cfg.rules, limits=cfg.pipeline.match_limits())
-    targets = {name: build_target(name, spec) for name, spec in cfg.targets.items()}
-    http = cfg.http
-    if http is None:
-        service = ConnectorService(
-            settings, store, engine, targets, retry_policy=cfg.retry.policy()
-        )
-    else:
-        from connector.gateway import Gateway, GatewayServer, GatewaySettings
-        from connector.gateway.waiters import HttpIndex
-
-        index = HttpIndex(engine, http.namespace)
-        gateway = None
-        if serve_gateway:
-            gateway = Gateway(
-                GatewaySettings(
-                    connection=connection,
-                    topic=http.topic,
-                    namespace=http.namespace,
-                    strict=http.strict,
-                    checkpoint_timeout=http.checkpoint_timeout_seconds,
-                ),
-                store,
-            )
-        service = ConnectorService(
-            settings,
-            store,
-            index,
-            targets,
-            retry_policy=cfg.retry.policy(),
-            after_batch=_waker(index, gateway.checkpointed) if gateway is not None else None,
-        )
-        if gateway is not None:
-            service.attach(GatewayServer.from_config(gateway, http, health=service.health))
-    from connector.retention import Pruner
-
-    days = cfg.checkpoint.retention_days
-    service.attach(Pruner(store, days * 86400 if days is not None else None))
-    from connector.metrics import MetricsServer, ProgressLog
-
-    service.attach(ProgressLog(service.snapshot))
-    if cfg.metrics is not None:
-        service.attach(
-            MetricsServer(
-                service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
-            )
-        )
-    return service

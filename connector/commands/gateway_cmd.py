@@ -113,9 +113,9 @@ def gateway(
     timeout (the event stays in Kafka; a resend with the same Idempotency-Key is safe).
     """
     from checkpoint import open_store
-    from checkpoint.sqlite import SqliteStore
+    from connector.assembly import serve_gateway, standalone_gateway, written_by
     from connector.config.paths import check_files
-    from connector.gateway import Gateway, GatewayServer, GatewaySettings, parse_listen
+    from connector.gateway import GatewaySettings, parse_listen
     from connector.gateway.server import serving_options
     from connector.ports import check_listen, url_of
     from connector.topics import TopicPolicy, ensure_topics, policy_of
@@ -171,28 +171,26 @@ def gateway(
         deliver_timeout=deliver_timeout,
     )
     gateway_store = open_store(store_url or _DEFAULT_STORE)
-    if isinstance(gateway_store, SqliteStore):
-        check_files([(store_setting, gateway_store.path)], written_from)
+    check_files(written_by(gateway_store, store_setting), written_from)
     check_listen(host, port, what="the HTTP gateway", setting=listen_setting)
     if create_topic is not None:
         policy = dataclasses.replace(policy, create=create_topic)
     source = f"-c {config}" if config is not None and not bootstrap else f"--bootstrap {servers}"
     ensure_topics(connection.client_config(), [settings.topic], policy, source=source)
-    with gateway_store as opened:
-        server = GatewayServer(
-            Gateway(settings, opened), host=host, port=port, token=token, **options
-        )
-        log.info(
-            "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (%s)",
-            url_of(host, port, tls=options.get("tls") is not None),
-            settings.topic,
-            "strict" if settings.strict else "keeps early events",
-        )
-        log.info(
-            "the gateway only writes topic %s: a connector (event-connector run with the same "
-            "http: section) must read it into this store to confirm sends; without one a "
-            "send answers 500 after %gs",
-            settings.topic,
-            settings.checkpoint_timeout,
-        )
-        server.run()
+    server = standalone_gateway(
+        settings, gateway_store, host=host, port=port, token=token, options=options
+    )
+    log.info(
+        "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (%s)",
+        url_of(host, port, tls=options.get("tls") is not None),
+        settings.topic,
+        "strict" if settings.strict else "keeps early events",
+    )
+    log.info(
+        "the gateway only writes topic %s: a connector (event-connector run with the same "
+        "http: section) must read it into this store to confirm sends; without one a "
+        "send answers 500 after %gs",
+        settings.topic,
+        settings.checkpoint_timeout,
+    )
+    serve_gateway(server, gateway_store)

@@ -1,7 +1,8 @@
 """What every operator command works with, however it was configured.
 
 Built by :func:`connector.commands.ops_cmds.resolve` from ``-c FILE`` or from explicit
-options; opening the store and building the rules happen only when a command asks.
+options; opening the store and building the rules happen only when a command asks, with
+the steps that assemble the connector (:mod:`connector.assembly`).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ class OpsContext:
         """The store, opened; it must exist already: the tools read a connector's store,
         they never create one. A missing one is a :class:`ConfigError` naming where it
         was looked for, where that came from, and the option to give."""
-        from checkpoint import open_store
+        from connector.assembly import open_tool_store
 
-        store = open_store(self.store_url, create=False)
         try:
-            store.open()
+            store = open_tool_store(self.store_url)
         except StoreMissing as exc:
             # A SQLite store's message names its file; a database is named here.
             where = f"{shown(self.store_url)}: " if _is_postgres(self.store_url) else ""
@@ -62,13 +62,9 @@ class OpsContext:
 
     def evaluator(self) -> Evaluator:
         """The configured rules; without a config file, ``run``'s default (notify-all → log)."""
-        if self.rules is None:
-            from kec.evaluation import NotifyAll
+        from connector.assembly import build_evaluator
 
-            return NotifyAll("log")
-        from connector.trigger import TriggerEngine
-
-        return TriggerEngine(self.rules, limits=self.match_limits)
+        return build_evaluator(self.rules, self.match_limits)
 
 
 def shown(url: str) -> str:

@@ -25,10 +25,10 @@ from confluent_kafka.admin import AdminClient
 
 from checkpoint import open_store
 from checkpoint.base import ActionState
+from connector.assembly import build_service
 from connector.config import load_config
 from connector.gateway import GatewayServer
 from connector.gateway import ingest as gateway_ingest
-from connector.service import build_service
 from devkit.server import free_port
 from tests.integration.gateway_helpers import groups_reading, members_cover
 from tests.support import ROOT, wait_for

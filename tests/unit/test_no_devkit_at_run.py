@@ -24,7 +24,7 @@ import click
 
 from connector.cli import cli
 from connector.config import load_config
-from connector.service import build_service
+from connector.assembly import build_service
 
 built = []
 for path in sys.argv[1:]:

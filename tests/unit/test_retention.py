@@ -10,9 +10,9 @@ import pytest
 
 from checkpoint import ActionState, Settlement
 from checkpoint.sqlite import MemoryStore
+from connector.assembly import build_service
 from connector.config import load_config
 from connector.retention import Pruner
-from connector.service import build_service
 from kec.action import Action, ActionKind
 from kec.event import Event
 from tests.support import wait_for

@@ -1,0 +1,284 @@
+"""Where the application is put together: every command builds what it runs here.
+
+One function per need, each made of the same steps:
+
+* :func:`build_service`: ``run -c FILE``; the pipeline, dispatcher, targets and store,
+  with the HTTP gateway, the pruner, the progress log and the metrics endpoint beside;
+* :func:`quick_service`: ``run`` without a file; every event becomes one action on the
+  log target;
+* :func:`standalone_gateway` and :func:`serve_gateway`: ``event-connector gateway``;
+* :func:`open_tool_store` and :func:`build_evaluator`: what the operator commands read.
+
+The steps: :func:`pipeline_settings` (the Kafka connection is the config's
+:class:`~kec.kafka.Connection`), :func:`build_evaluator`, :func:`build_targets`,
+:func:`written_by` (the files a store writes, to check before starting),
+:func:`build_gateway`. Building does no I/O: the Kafka clients are built by the parts
+that use them (the pipeline, the gateway, the Kafka target) when they start, the store
+and the targets are opened by :meth:`ConnectorService.run` (or :func:`serve_gateway`),
+which stops everything it started in reverse order, each stop guarded
+(:mod:`connector.lifecycle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from checkpoint import open_store
+from checkpoint.base import CheckpointStore
+from connector.lifecycle import Services
+from connector.runtime import PipelineSettings
+from connector.service import ConnectorService
+
+if TYPE_CHECKING:
+    from connector.config import ConnectorConfig
+    from connector.config.models import HttpConfig
+    from connector.config.targets import AnyTargetSpec
+    from connector.gateway import Gateway, GatewayServer, GatewaySettings
+    from connector.gateway.waiters import HttpIndex
+    from connector.limits import MatchLimits
+    from connector.targets.base import Target
+    from kec.evaluation import Evaluator
+    from kec.kafka.settings import Connection
+
+__all__ = [
+    "QUICK_TARGET",
+    "build_evaluator",
+    "build_gateway",
+    "build_service",
+    "build_targets",
+    "open_tool_store",
+    "pipeline_settings",
+    "quick_service",
+    "serve_gateway",
+    "standalone_gateway",
+    "written_by",
+]
+
+# Without a config file every event becomes one action of this (log) target.
+QUICK_TARGET = "log"
+
+
+# -- the steps -------------------------------------------------------------------------
+
+
+def pipeline_settings(cfg: ConnectorConfig, *, instance_id: str | None = None) -> PipelineSettings:
+    """The pipeline of a config file; ``instance_id`` overrides ``pipeline.instance_id``."""
+    connection = cfg.kafka.connection()
+    return PipelineSettings(
+        bootstrap_servers=connection.bootstrap_servers,
+        group_id=cfg.group_id,
+        topics=cfg.topics(),
+        batch_size=cfg.pipeline.batch_size,
+        linger_ms=cfg.pipeline.linger_ms,
+        dlq_topic=cfg.dead_letter_topic,
+        outbox_max_pending=cfg.pipeline.outbox_max_pending,
+        max_event_bytes=cfg.pipeline.max_event_bytes,
+        kafka_properties=dict(connection.properties),
+        group_instance_id=instance_id or cfg.pipeline.instance_id,
+    )
+
+
+def build_evaluator(rules: Sequence[Any] | None, limits: MatchLimits | None = None) -> Evaluator:
+    """The rules (:class:`~connector.rules.Rule`) as an evaluator; ``None`` (no config
+    file): every event becomes one ``notify`` action on :data:`QUICK_TARGET`."""
+    if rules is None:
+        from kec.evaluation import NotifyAll
+
+        return NotifyAll(QUICK_TARGET)
+    from connector.trigger import TriggerEngine
+
+    return TriggerEngine(list(rules), limits=limits)
+
+
+def build_targets(specs: Mapping[str, AnyTargetSpec]) -> dict[str, Target]:
+    """The targets a config file names, unopened."""
+    from connector.targets.registry import build_target
+
+    return {name: build_target(name, spec) for name, spec in specs.items()}
+
+
+def written_by(store: object, setting: str) -> list[tuple[str, Path]]:
+    """The file a store writes, with the ``setting`` that named it (none for PostgreSQL),
+    for :func:`~connector.config.paths.check_files`."""
+    from checkpoint.sqlite import SqliteStore
+
+    return [(setting, store.path)] if isinstance(store, SqliteStore) else []
+
+
+def build_gateway(settings: GatewaySettings, store: CheckpointStore) -> Gateway:
+    """The gateway's producer and confirmations, not started (its server starts it)."""
+    from connector.gateway import Gateway
+
+    return Gateway(settings, store)
+
+
+def _gateway_settings(http: HttpConfig, connection: Connection) -> GatewaySettings:
+    from connector.gateway import GatewaySettings
+
+    return GatewaySettings(
+        connection=connection,
+        topic=http.topic,
+        namespace=http.namespace,
+        strict=http.strict,
+        checkpoint_timeout=http.checkpoint_timeout_seconds,
+    )
+
+
+def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:
+    """``wake`` after a batch in which ``index`` queued HTTP events (none: no wake-up)."""
+    seen = index.indexed
+
+    def after_batch() -> None:
+        nonlocal seen
+        if index.indexed != seen:
+            seen = index.indexed
+            wake()
+
+    return after_batch
+
+
+# -- the full run ------------------------------------------------------------------------
+
+
+def build_service(
+    cfg: ConnectorConfig, *, instance_id: str | None = None, serve_gateway: bool = True
+) -> ConnectorService:
+    """The service a config file describes, not started; ``instance_id`` overrides the file's.
+
+    Every topic of ``namespaces`` is read by the pipeline; its events go through ``rules``
+    to ``targets``. With ``http:`` the pipeline reads the gateway's topic too (namespace
+    ``http.namespace``: the same rules, and the waiters' queue rows), and the gateway is
+    served beside it unless ``serve_gateway`` is false (``run --no-gateway``: replicas
+    that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
+    with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
+    :class:`~connector.retention.Pruner` deletes expired rule state, and with
+    ``checkpoint.retention_days`` everything else older than that.
+    """
+    from connector.metrics import MetricsServer, ProgressLog
+    from connector.retention import Pruner
+
+    settings = pipeline_settings(cfg, instance_id=instance_id)
+    store = open_store(cfg.checkpoint.url(), exclusive=True)
+    evaluator = build_evaluator(cfg.rules, cfg.pipeline.match_limits())
+    gateway: Gateway | None = None
+    after_batch: Callable[[], None] | None = None
+    http = cfg.http
+    if http is not None:
+        from connector.gateway.waiters import HttpIndex
+
+        index = HttpIndex(evaluator, http.namespace)
+        evaluator = index
+        if serve_gateway:
+            gateway = build_gateway(
+                _gateway_settings(http, cfg.kafka.connection()),
+                store,
+            )
+            after_batch = _waker(index, gateway.checkpointed)
+    service = ConnectorService(
+        settings,
+        store,
+        evaluator,
+        build_targets(cfg.targets),
+        retry_policy=cfg.retry.policy(),
+        after_batch=after_batch,
+    )
+    if gateway is not None and http is not None:
+        from connector.gateway import GatewayServer
+
+        server = GatewayServer.from_config(gateway, http, health=service.health)
+        service.attach(server, "HTTP gateway")
+    days = cfg.checkpoint.retention_days
+    service.attach(Pruner(store, days * 86400 if days is not None else None), "pruner")
+    service.attach(ProgressLog(service.snapshot), "progress log")
+    if cfg.metrics is not None:
+        metrics = MetricsServer(
+            service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
+        )
+        service.attach(metrics, "metrics endpoint")
+    return service
+
+
+# -- the quick run -----------------------------------------------------------------------
+
+
+def quick_service(
+    *,
+    bootstrap: str,
+    group_id: str,
+    topics: Mapping[str, str],
+    store: str,
+    log_file: Path | None = None,
+    batch_size: int = 1000,
+    linger_ms: int = 10,
+    dlq_topic: str | None = None,
+    instance_id: str | None = None,
+    outbox_max: int = 100_000,
+) -> ConnectorService:
+    """``run`` without a config file: ``topics`` (topic -> namespace) read into the store
+    at URL ``store``, every event one ``notify`` action on the log target (JSON lines in
+    ``log_file``, or stdout). The files it writes are checked first (a
+    :class:`~kec.errors.ConfigError` naming the option)."""
+    from connector.config.paths import check_files
+    from connector.targets import LogTarget
+
+    settings = PipelineSettings(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        topics=dict(topics),
+        batch_size=batch_size,
+        linger_ms=linger_ms,
+        dlq_topic=dlq_topic,
+        group_instance_id=instance_id,
+        outbox_max_pending=outbox_max,
+    )
+    opened = open_store(store, exclusive=True)
+    log_files = [("--log-file", log_file)] if log_file is not None else []
+    check_files(written_by(opened, "--store") + log_files)
+    return ConnectorService(
+        settings,
+        opened,
+        build_evaluator(None),
+        {QUICK_TARGET: LogTarget(QUICK_TARGET, log_file)},
+    )
+
+
+# -- the gateway alone -------------------------------------------------------------------
+
+
+def standalone_gateway(
+    settings: GatewaySettings,
+    store: CheckpointStore,
+    *,
+    host: str,
+    port: int,
+    token: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> GatewayServer:
+    """``event-connector gateway``'s server on ``store`` (unopened), not started.
+    ``options``: the rest of :class:`~connector.gateway.GatewayServer`'s (TLS, limits)."""
+    from connector.gateway import GatewayServer
+
+    gateway = build_gateway(settings, store)
+    return GatewayServer(gateway, host=host, port=port, token=token, **dict(options or {}))
+
+
+def serve_gateway(server: GatewayServer, store: CheckpointStore) -> None:
+    """Open ``store``, serve until Ctrl-C or SIGTERM (open requests are finished and the
+    producer flushed), then close the store."""
+    with Services() as services:
+        store.open()
+        services.push("checkpoint store", store.close)
+        server.run()
+
+
+# -- the operator commands ---------------------------------------------------------------
+
+
+def open_tool_store(url: str) -> CheckpointStore:
+    """A connector's store, opened for a tool: never created, so a missing one raises
+    :class:`~kec.errors.StoreMissing`; the caller closes it."""
+    store = open_store(url, create=False)
+    store.open()
+    return store
