@@ -227,12 +227,13 @@ def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool
 def _prepare_quick_run(quick: dict[str, Any], create: bool) -> None:
     """Quick mode's topics (and dead-letter topic) exist before the service starts."""
     from connector.topics import TopicPolicy, ensure_topics
+    from kec.kafka import Connection
 
     topics = [spec.partition("=")[0] for spec in quick["topics"]]
     if quick["dlq_topic"]:
         topics.append(quick["dlq_topic"])
     ensure_topics(
-        {"bootstrap.servers": quick["bootstrap"]},
+        Connection(quick["bootstrap"]),
         topics,
         TopicPolicy(create=create),
         source=f"--bootstrap {quick['bootstrap']}",

@@ -63,13 +63,9 @@ class TopicPolicy:
     request_timeout: float = 30.0  # seconds for the cluster to answer, retries included
 
 
-def _bootstrap(client_config: Mapping[str, Any]) -> str:
-    return str(client_config.get("bootstrap.servers", "?"))
-
-
-def open_admin(client_config: Mapping[str, Any] | kafka.Connection) -> Any:
-    """An admin client on ``client_config`` (no I/O until its first request)."""
-    return kafka.admin(client_config)
+def open_admin(connection: kafka.Connection) -> Any:
+    """An admin client on ``connection`` (no I/O until its first request)."""
+    return kafka.admin(connection)
 
 
 # -- describe, create ---------------------------------------------------------------------
@@ -166,7 +162,7 @@ def how_to_create(topics: Iterable[str], source: str) -> str:
 
 
 def ensure_topics(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     topics: Iterable[str],
     policy: TopicPolicy | None = None,
     *,
@@ -186,9 +182,9 @@ def ensure_topics(
     wanted = sorted(set(topics))
     if not wanted:
         return []
-    bootstrap = _bootstrap(client_config)
-    reach(client_config, policy.request_timeout if policy is not None else REACH_TIMEOUT)
-    admin = open_admin(client_config)
+    bootstrap = connection.bootstrap_servers
+    reach(connection, policy.request_timeout if policy is not None else REACH_TIMEOUT)
+    admin = open_admin(connection)
     _, created = _ensure(
         admin, wanted, policy or TopicPolicy(), source or f"--bootstrap {bootstrap}", bootstrap
     )
@@ -220,10 +216,10 @@ def _topics_phrase(names: Sequence[str]) -> str:
     return f"topic {listed} does" if len(names) == 1 else f"topics {listed} do"
 
 
-def list_topics(client_config: Mapping[str, Any], timeout: float = 30.0) -> dict[str, TopicInfo]:
+def list_topics(connection: kafka.Connection, timeout: float = 30.0) -> dict[str, TopicInfo]:
     """Every topic of the cluster but its internal ones (``__consumer_offsets``...)."""
-    reach(client_config, timeout)
-    admin = open_admin(client_config)
+    reach(connection, timeout)
+    admin = open_admin(connection)
 
     def names() -> list[str]:
         meta = admin.list_topics(timeout=min(ATTEMPT_TIMEOUT, timeout))
@@ -234,7 +230,7 @@ def list_topics(client_config: Mapping[str, Any], timeout: float = 30.0) -> dict
         found = describe_topics(admin, listed, timeout)
     except BrokerUnavailable as exc:
         raise BrokerUnavailable(
-            f"cannot reach Kafka at {_bootstrap(client_config)}: {exc}"
+            f"cannot reach Kafka at {connection.bootstrap_servers}: {exc}"
         ) from exc
     return {name: info for name, info in sorted(found.items()) if info is not None}
 
@@ -273,7 +269,7 @@ def ensure_config_topics(cfg: ConnectorConfig, *, source: str = "-c FILE") -> li
     advice in the error raised when a topic is missing and creation is off.
     """
     return ensure_topics(
-        cfg.kafka.client_config(), config_topics(cfg), policy_of(cfg), source=source
+        cfg.kafka.connection(), config_topics(cfg), policy_of(cfg), source=source
     )
 
 

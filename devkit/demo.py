@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from devkit.broker import KafkaCluster, provide_kafka
 from kec.errors import ConnectorError
+from kec.kafka.settings import Connection
 
 if TYPE_CHECKING:
     from checkpoint.base import OperationsStore
@@ -212,7 +213,7 @@ def _demo(say: Say, config_path: Path, cluster: KafkaCluster, state: Path) -> No
         def produce() -> None:
             try:
                 send_events(
-                    {"bootstrap.servers": cluster.bootstrap_servers},
+                    Connection(cluster.bootstrap_servers),
                     topic,
                     events,
                     rate=ORDER_RATE,

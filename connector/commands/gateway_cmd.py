@@ -176,7 +176,7 @@ def gateway(
     if create_topic is not None:
         policy = dataclasses.replace(policy, create=create_topic)
     source = f"-c {config}" if config is not None and not bootstrap else f"--bootstrap {servers}"
-    ensure_topics(connection.client_config(), [settings.topic], policy, source=source)
+    ensure_topics(connection, [settings.topic], policy, source=source)
     server = standalone_gateway(
         settings, gateway_store, host=host, port=port, token=token, options=options
     )

@@ -27,6 +27,7 @@ from click.core import ParameterSource
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.ops.context import OpsContext
+from kec.kafka.settings import Connection
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -68,7 +69,7 @@ def resolve(
                 "give -c/--config FILE, or --bootstrap (env KAFKA_BOOTSTRAP_SERVERS)"
             )
         return OpsContext(
-            client_config={"bootstrap.servers": bootstrap} if bootstrap else {},
+            connection=Connection(bootstrap) if bootstrap else None,
             group_id=group or _DEFAULT_GROUP,
             topics=explicit,
             store_url=store or _DEFAULT_STORE,
@@ -80,13 +81,13 @@ def resolve(
     from connector.topics import policy_of
 
     cfg = load_config(config, data_dir=data_dir)
-    client_config = dict(cfg.kafka.client_config())
+    connection = cfg.kafka.connection()
     if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
-        client_config["bootstrap.servers"] = bootstrap
+        connection = Connection(bootstrap, connection.properties)
     configured: dict[str, str] = dict(cfg.topics())
     rules = list(cfg.rules)
     return OpsContext(
-        client_config=client_config,
+        connection=connection,
         group_id=group or cfg.group_id,
         topics={**configured, **{t: ns for t, ns in explicit.items() if t not in configured}},
         store_url=store or cfg.checkpoint.url(),
@@ -214,7 +215,7 @@ def _reach(ops: OpsContext) -> None:
     """Fail early, in one line saying why, when Kafka cannot be reached."""
     from kec.kafka import reach
 
-    reach(ops.client_config)
+    reach(ops.kafka())
 
 
 @contextlib.contextmanager
@@ -297,7 +298,7 @@ def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
     policy = ops.topic_policy or TopicPolicy()
     if kwargs["create_topic"] is not None:
         policy = dataclasses.replace(policy, create=kwargs["create_topic"])
-    ensure_topics(ops.client_config, [topic], policy, source=ops.source)
+    ensure_topics(ops.kafka(), [topic], policy, source=ops.source)
     count: int = kwargs["count"]
     events = make_events(
         key,
@@ -315,7 +316,7 @@ def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
             task = progress.add_task(f"sending to {topic}", total=count)
             on_sent = lambda n: progress.advance(task, n)  # noqa: E731
         report = send_events(
-            ops.client_config,
+            ops.kafka(),
             topic,
             events,
             rate=kwargs["rate"],
@@ -374,7 +375,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
     options = TailOptions(kwargs["key_glob"], kwargs["from_beginning"], kwargs["max_events"])
     with _stop_on_signals() as stop:
         tail_events(
-            ops.client_config,
+            ops.kafka(),
             topics,
             options,
             lambda event: click.echo(fmt(event)),
@@ -406,7 +407,7 @@ def status(ctx: click.Context, /, **kwargs: Any) -> None:
     topics = list(ops.named_topics) if ops.named_topics else list(ops.topics)
     with ops.open_store() as store:
         _reach(ops)
-        report = collect_status(ops.client_config, ops.group_id, topics, store, ops.rule_names)
+        report = collect_status(ops.kafka(), ops.group_id, topics, store, ops.rule_names)
     if kwargs["as_json"]:
         _echo_json(report.to_dict())
         return
@@ -477,7 +478,7 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             task = progress.add_task("replaying", total=None)
             on_progress = lambda done, total: progress.update(task, completed=done, total=total)  # noqa: E731
         report = run_replay(
-            ops.client_config,
+            ops.kafka(),
             ops.topics,
             store,
             ops.evaluator(),

@@ -36,7 +36,7 @@ def list_cmd(ctx: click.Context, /, **kwargs: Any) -> None:
     as_json = kwargs.pop("as_json")
     ops = _ops(ctx, kwargs)
     with ops.open_store() as store:
-        views = list_partitions(ops.client_config, store, list(ops.named_topics) or None)
+        views = list_partitions(ops.kafka(), store, list(ops.named_topics) or None)
     if as_json:
         click.echo(
             json.dumps(
@@ -115,7 +115,7 @@ def reset(ctx: click.Context, /, **kwargs: Any) -> None:
         raise click.UsageError("name the topic with --topic TOPIC (one)")
     with ops.open_store() as store:
         results = reset_partitions(
-            ops.client_config, ops.group_id, store, ops.named_topics[0],
+            ops.kafka(), ops.group_id, store, ops.named_topics[0],
             list(partition_ids) or None, to, force=force,
         )  # fmt: skip
     for r in results:

@@ -13,25 +13,27 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kec.kafka.settings import Connection
+
 if TYPE_CHECKING:
     from connector.topics import TopicInfo
 
 
-def _connection(config: str | None, bootstrap: str | None) -> tuple[dict[str, Any], Any, str]:
-    """(client config, the loaded config or None, how to name it on the command line)."""
+def _connection(config: str | None, bootstrap: str | None) -> tuple[Connection, Any, str]:
+    """(the cluster, the loaded config or None, how to name it on the command line)."""
     if config is not None:
         from connector.config import load_config
 
         cfg = load_config(config)
-        client = cfg.kafka.client_config()
+        client = cfg.kafka.connection()
         if bootstrap:
-            client["bootstrap.servers"] = bootstrap
+            client = Connection(bootstrap, client.properties)
         return client, cfg, f"-c {config}"
     if not bootstrap:
         raise click.UsageError(
             "give -c/--config FILE, or --bootstrap (env KAFKA_BOOTSTRAP_SERVERS)"
         )
-    return {"bootstrap.servers": bootstrap}, None, f"--bootstrap {bootstrap}"
+    return Connection(bootstrap), None, f"--bootstrap {bootstrap}"
 
 
 def _options(func: Any) -> Any:

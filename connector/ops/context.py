@@ -20,13 +20,14 @@ if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of i
     from connector.limits import MatchLimits
     from connector.topics import TopicPolicy
     from kec.evaluation import Evaluator
+    from kec.kafka.settings import Connection
 
 
 @dataclass(frozen=True)
 class OpsContext:
     """What the operator commands need, from a config file or from explicit options."""
 
-    client_config: dict[str, Any]
+    connection: Connection | None  # None: no Kafka given (the store-only dlq commands)
     group_id: str
     topics: dict[str, str]  # topic -> namespace
     store_url: str
@@ -40,6 +41,12 @@ class OpsContext:
     # Where store_url came from, and what to change when no store is there.
     store_origin: tuple[str, str] = ("", "")
     gateway_topic: str | None = None  # the file's http.topic: read, but not sent to unasked
+
+    def kafka(self) -> Connection:
+        """The cluster; only commands that need Kafka ask (``resolve`` made sure of it)."""
+        if self.connection is None:
+            raise ConfigError("this command needs Kafka: give -c FILE or --bootstrap")
+        return self.connection
 
     @contextlib.contextmanager
     def open_store(self) -> Iterator[CheckpointStore]:

@@ -14,9 +14,8 @@ Both commands read Kafka without joining the connector's group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from checkpoint.base import OperationsStore, PartitionInfo
 from connector.ops.kafka_io import committed_offsets, watermarks
@@ -49,12 +48,12 @@ class ResetResult:
 
 
 def _kafka_view(
-    client_config: Mapping[str, Any], tps: Sequence[TP]
+    connection: kafka.Connection, tps: Sequence[TP]
 ) -> tuple[dict[TP, tuple[int, int]], dict[str, str | None]]:
     topics = sorted({t for t, _ in tps})
-    found = describe_topics(open_admin(client_config), topics, timeout=30)
+    found = describe_topics(open_admin(connection), topics, timeout=30)
     ids = {name: (info.topic_id if info else None) for name, info in found.items()}
-    consumer = kafka.reader(client_config, "partitions")
+    consumer = kafka.reader(connection, "partitions")
     try:
         marks = {tp: watermarks(consumer, tp) for tp in tps if found.get(tp[0]) is not None}
     finally:
@@ -63,10 +62,10 @@ def _kafka_view(
 
 
 def list_partitions(
-    client_config: Mapping[str, Any], store: OperationsStore, topics: Sequence[str] | None = None
+    connection: kafka.Connection, store: OperationsStore, topics: Sequence[str] | None = None
 ) -> list[PartitionView]:
     rows = [p for p in store.partitions() if not topics or p.tp[0] in topics]
-    marks, ids = _kafka_view(client_config, [p.tp for p in rows])
+    marks, ids = _kafka_view(connection, [p.tp for p in rows])
     views = []
     for p in rows:
         low, high = marks.get(p.tp, (None, None))
@@ -75,7 +74,7 @@ def list_partitions(
 
 
 def reset_partitions(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     group_id: str,
     store: OperationsStore,
     topic: str,
@@ -101,12 +100,12 @@ def reset_partitions(
                 f"no partition of {topic} is stopped (name them with --partition, and --force "
                 "to reset partitions that run)"
             )
-    marks, ids = _kafka_view(client_config, chosen)
+    marks, ids = _kafka_view(connection, chosen)
     if ids.get(topic) is None:
         raise ConfigError(f"Kafka has no topic {topic}: create it before resetting its partitions")
     committed: dict[TP, int | None] = {}
     if to == "committed":
-        consumer = kafka.consumer({**client_config, "group.id": group_id})
+        consumer = kafka.consumer(connection.with_properties({"group.id": group_id}))
         try:
             committed = committed_offsets(consumer, chosen)
         finally:

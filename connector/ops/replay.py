@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from checkpoint.base import OperationsStore
 from connector.ops.kafka_io import (
@@ -91,7 +90,7 @@ def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
 
 
 def _plan(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     topics: Mapping[str, str],
     span: ReplayRange,
     checkpointed: Mapping[TP, int],
@@ -105,7 +104,7 @@ def _plan(
                 f"topic {span.topic!r} is not configured (configured: {', '.join(names)})"
             )
         names = [span.topic]
-    consumer = kafka.reader(client_config, "replay-plan")
+    consumer = kafka.reader(connection, "replay-plan")
     try:
         tps = [tp for tp in partitions_of(consumer, names) if span.partition in (None, tp[1])]
         if not tps:
@@ -161,7 +160,7 @@ def _evaluate(
 
 
 def replay(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     topics: Mapping[str, str],
     store: OperationsStore,
     evaluator: Evaluator,
@@ -173,14 +172,14 @@ def replay(
     """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch.
     ``all_of`` rules are left out (``report.left_out``)."""
     evaluator, left_out = without_sets(evaluator)
-    start, end, unread = _plan(client_config, topics, span, store.next_offsets())
+    start, end, unread = _plan(connection, topics, span, store.next_offsets())
     report = ReplayReport(partitions=len(start), unread=unread, left_out=left_out)
     total = sum(end[tp] - start[tp] for tp in start)
     if on_progress is not None:
         on_progress(0, total)
     if not start:
         return report
-    consumer = kafka.reader(client_config, "replay")
+    consumer = kafka.reader(connection, "replay")
     try:
         consumer.assign([kafka_tp(tp, o) for tp, o in start.items()])
         open_tps = set(start)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from kec import kafka
 from kec.codec import record_headers, record_value
@@ -98,7 +97,7 @@ class _Pacer:
 
 
 def send_events(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     topic: str,
     events: Iterator[Event],
     *,
@@ -114,7 +113,7 @@ def send_events(
     are still waited for, and the report says ``interrupted``.
     Raises :class:`KafkaClientError` when any event is not acknowledged.
     """
-    producer = kafka.producer(client_config)
+    producer = kafka.producer(connection)
     acked: list[tuple[int, int]] = []
     errors: list[str] = []
 

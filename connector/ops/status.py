@@ -16,7 +16,7 @@ beside a running connector.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,12 +75,12 @@ class StatusReport:
 
 
 def _committed(
-    client_config: Mapping[str, Any], group_id: str, tps: list[tuple[str, int]]
+    connection: kafka.Connection, group_id: str, tps: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int | None]:
     # committed() answers for the consumer's own group id; it never subscribes, so this
     # consumer does not join the group.
     # The connector's group, read not joined: committed() only, nothing subscribes.
-    consumer = kafka.consumer({**client_config, "group.id": group_id})
+    consumer = kafka.consumer(connection.with_properties({"group.id": group_id}))
     try:
         return committed_offsets(consumer, tps)
     finally:
@@ -88,17 +88,17 @@ def _committed(
 
 
 def collect_status(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     group_id: str,
     topics: Sequence[str],
     store: OperationsStore,
     rule_names: Sequence[str] = (),
 ) -> StatusReport:
     """Read Kafka and the (opened) store; configured rules that never fired count 0."""
-    consumer = kafka.reader(client_config, "status")
+    consumer = kafka.reader(connection, "status")
     try:
         tps = partitions_of(consumer, topics)
-        committed = _committed(client_config, group_id, tps)
+        committed = _committed(connection, group_id, tps)
         stored: dict[tuple[str, int], int] = {}
         for topic in topics:
             stored.update(store.next_offsets(topic))
@@ -117,7 +117,7 @@ def collect_status(
             rows.append(status)
     finally:
         consumer.close()
-    state, members = _group(client_config, group_id)
+    state, members = _group(connection, group_id)
     pending = store.count_actions(ActionState.PENDING)
     retrying: int | None = None
     if pending <= RETRY_SCAN_LIMIT:
@@ -140,9 +140,9 @@ def collect_status(
     )
 
 
-def _group(client_config: Mapping[str, Any], group_id: str) -> tuple[str | None, int | None]:
+def _group(connection: kafka.Connection, group_id: str) -> tuple[str | None, int | None]:
     """Kafka's view of the connector's group: its state and how many members it has."""
-    admin = kafka.admin(client_config)
+    admin = kafka.admin(connection)
     try:
         found = admin.describe_consumer_groups([group_id], request_timeout=10)[group_id]
         description = found.result(timeout=15)

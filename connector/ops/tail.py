@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any
 
 from connector.ops.kafka_io import partitions_of, watermarks
 from kec import kafka
@@ -45,7 +44,7 @@ def format_json(event: Event) -> str:
 
 
 def tail_events(
-    client_config: Mapping[str, Any],
+    connection: kafka.Connection,
     topics: Mapping[str, str],
     options: TailOptions,
     emit: Callable[[Event], None],
@@ -60,7 +59,7 @@ def tail_events(
     """
     if options.max_events is not None and options.max_events <= 0:
         return 0
-    consumer = kafka.reader(client_config, "tail")
+    consumer = kafka.reader(connection, "tail")
     try:
         tps = partitions_of(consumer, topics)
         starts = [

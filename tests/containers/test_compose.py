@@ -33,6 +33,7 @@ from connector.ops.send import send_events
 from devkit.containers import docker_host as engine_address
 from devkit.server import free_port
 from kec.event import Event
+from kec.kafka import Connection
 from tests.containers.conftest import Images
 from tests.support import ROOT, wait_for
 
@@ -180,7 +181,7 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
                 for i in range(EVENTS)
             )
             try:
-                send_events({"bootstrap.servers": bootstrap}, topic, events, rate=RATE)
+                send_events(Connection(bootstrap), topic, events, rate=RATE)
             except BaseException as exc:  # reported after the join
                 errors.append(exc)
 

@@ -28,6 +28,7 @@ from kec.action import Action, ActionKind
 from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluation, NotifyAll, Result
 from kec.event import Event
+from kec.kafka import Connection
 from tests.store_helpers import seed
 from tests.support import wait_for
 
@@ -38,8 +39,8 @@ def store(tmp_path: Path) -> Iterator[CheckpointStore]:
         yield opened
 
 
-def client(bootstrap: str) -> dict[str, str]:
-    return {"bootstrap.servers": bootstrap}
+def client(bootstrap: str) -> Connection:
+    return Connection(bootstrap)
 
 
 def run_pipeline(
@@ -106,7 +107,7 @@ def test_send_with_a_rate_paces_on_the_monotonic_clock(
 
 
 def test_send_to_an_unreachable_broker_is_a_kafka_client_error() -> None:
-    config = {"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 1500}
+    config = Connection("127.0.0.1:9", {"message.timeout.ms": 1500})
     with pytest.raises(KafkaClientError, match="sent 0 of 1 events"):
         send_events(config, "t", make_events("k", "v", namespace="n"))
 
@@ -176,7 +177,7 @@ def test_status_reports_committed_stored_end_and_lag_per_partition(
     bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
 ) -> None:
     topic = new_topic(partitions=2)
-    producer = Producer(client(bootstrap))
+    producer = Producer(client(bootstrap).client_config())
     for _ in range(5):
         producer.produce(topic, key=b"k", value=b"v", partition=0)
     producer.produce(topic, key=b"k", value=b"v", partition=1)
@@ -360,7 +361,7 @@ def test_replay_counts_undecodable_records(
     bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
 ) -> None:
     topic = new_topic(partitions=1)
-    producer = Producer(client(bootstrap))
+    producer = Producer(client(bootstrap).client_config())
     producer.produce(topic, value=b"no key")
     assert producer.flush(30) == 0
     send_events(client(bootstrap), topic, make_events("k", "v", namespace="shop"))

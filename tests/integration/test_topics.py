@@ -26,6 +26,7 @@ from connector.cli import cli
 from connector.topics import TopicPolicy, describe_topics, ensure_topics
 from devkit.server import free_port
 from kec.errors import BrokerUnavailable, KafkaClientError
+from kec.kafka import Connection
 from tests.support import ROOT, run_in_repo, wait_for
 
 
@@ -64,7 +65,7 @@ def test_ensure_topics_creates_the_missing_ones_once(
     bootstrap: str, admin: AdminClient, fresh: list[str]
 ) -> None:
     a, b = fresh_name(fresh), fresh_name(fresh)
-    client = {"bootstrap.servers": bootstrap}
+    client = Connection(bootstrap)
     created = ensure_topics(client, [a, b, a], TopicPolicy(partitions=2, replication_factor=1))
     assert created == sorted([a, b])
     found = describe_topics(admin, [a, b])
@@ -80,7 +81,7 @@ def test_with_creation_off_a_missing_topic_is_named_with_advice(
 ) -> None:
     name = fresh_name(fresh)
     with pytest.raises(KafkaClientError) as caught:
-        ensure_topics({"bootstrap.servers": bootstrap}, [name], TopicPolicy(create=False))
+        ensure_topics(Connection(bootstrap), [name], TopicPolicy(create=False))
     message = str(caught.value)
     assert f"topic {name!r} does not exist and topic creation is off" in message
     assert f"event-connector topics create {name} --bootstrap {bootstrap}" in message
@@ -92,7 +93,7 @@ def test_an_unreachable_cluster_is_named_within_the_bound() -> None:
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable, match=f"cannot reach Kafka at 127.0.0.1:{port}"):
         ensure_topics(
-            {"bootstrap.servers": f"127.0.0.1:{port}"}, ["x"], TopicPolicy(request_timeout=2)
+            Connection(f"127.0.0.1:{port}"), ["x"], TopicPolicy(request_timeout=2)
         )
     assert time.monotonic() - started < 30
 
