@@ -30,7 +30,10 @@ what is pending for it, and the consumer seeks to the store's next offset when i
 one, else to the committed Kafka offset. When the store is ahead of Kafka's committed
 offset (a stop between steps 2 and 3) that offset is committed before the next batch.
 On revoke the dispatcher finishes the partition's deliveries in flight and settles it
-before the partition is let go. When ``outbox_max_pending`` actions are not delivered
+before the partition is let go. Each partition's state (claiming, owned, stopped,
+fenced) and claim epoch live in the :class:`~connector.ownership.Ownership` registry
+shared with the dispatcher: a partition the dispatcher finds fenced is let go at the
+next batch, as one a batch found fenced. When ``outbox_max_pending`` actions are not delivered
 yet the partitions are paused until they drain (backpressure).
 
 A batch that fails as a whole (store, dead-letter topic) rewinds its partitions and is
