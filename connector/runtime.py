@@ -1219,8 +1219,6 @@ class Pipeline:
             self._owned.pop(tp, None)
             self._resync.pop(tp, None)
             self.stats.stopped.pop(tp, None)
-        self.ownership.release(tps)
-        self.stats.claiming = len(self.ownership.in_state(State.CLAIMING))
         if owned:
             try:
                 self._sink.release(owned)  # deliveries in flight finish, then the last settlement
@@ -1228,6 +1226,10 @@ class Pipeline:
                 # Whatever was delivered and not settled is delivered again (same ids) by
                 # the next owner; the partition must be let go all the same.
                 log.warning("releasing %d partition(s) failed: %s", len(owned), cause_of(exc))
+        # Only now: while the dispatcher settles them, they are still this instance's (its
+        # check of the epochs would otherwise drop them before their last settlement).
+        self.ownership.release(tps)
+        self.stats.claiming = len(self.ownership.in_state(State.CLAIMING))
         consumer.incremental_unassign(partitions)
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))

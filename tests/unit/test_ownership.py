@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from connector.dispatch.books import OwnedBooks
+from connector.dispatch.lanes import PartitionBook
 from connector.ownership import Ownership, State
 
 pytestmark = pytest.mark.unit
@@ -130,3 +132,18 @@ def test_fences_from_another_thread_all_reach_the_taker_once() -> None:
     taken.extend(own.take_fenced())
     assert sorted(taken) == sorted(tps), "each fence taken exactly once"
     assert own.in_state(State.FENCED).keys() == set(tps)
+
+
+def test_the_dispatcher_dropping_a_book_fences_its_claim_for_the_pipeline() -> None:
+    own = Ownership()
+    own.claimed({TP: 3, TP1: 3})
+    books = OwnedBooks(own)
+    books.put(PartitionBook(TP, 3, 0, 0))
+    books.put(PartitionBook(TP1, 2, 0, 0))  # loaded under an older claim than the one held
+    books.drop(TP, "its settlement was refused")
+    books.drop(TP1, "its settlement was refused")
+    assert TP not in books and TP1 not in books
+    assert list(own.take_fenced()) == [TP], "only the claim the book was loaded under"
+    assert own.state(TP) is State.FENCED and own.state(TP1) is State.OWNED
+    books.forget(TP1)  # a release is no fence
+    assert own.state(TP1) is State.OWNED and own.take_fenced() == {}
