@@ -12,11 +12,12 @@ One function per need, each made of the same steps:
 The steps: :func:`pipeline_settings` (the Kafka connection is the config's
 :class:`~kec.kafka.Connection`), :func:`build_evaluator`, :func:`build_targets`,
 :func:`written_by` (the files a store writes, to check before starting),
-:func:`build_gateway`. Building does no I/O: the Kafka clients are built by the parts
-that use them (the pipeline, the gateway, the Kafka target) when they start, the store
-and the targets are opened by :meth:`ConnectorService.run` (or :func:`serve_gateway`),
-which stops everything it started in reverse order, each stop guarded
-(:mod:`connector.lifecycle`).
+:func:`build_gateway`, and one :class:`~connector.ownership.Ownership` registry that
+the pipeline and the dispatcher share. Building does no I/O: the Kafka clients are built
+by the parts that use them (the pipeline, the gateway, the Kafka target) when they
+start, the store and the targets are opened by :meth:`ConnectorService.run` (or
+:func:`serve_gateway`), which stops everything it started in reverse order, each stop
+guarded (:mod:`connector.lifecycle`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
 from connector.lifecycle import Services
+from connector.ownership import Ownership
 from connector.runtime import PipelineSettings
 from connector.service import ConnectorService
 
@@ -183,6 +185,7 @@ def build_service(
         build_targets(cfg.targets),
         retry_policy=cfg.retry.policy(),
         after_batch=after_batch,
+        ownership=Ownership(),
     )
     if gateway is not None and http is not None:
         from connector.gateway import GatewayServer
@@ -241,6 +244,7 @@ def quick_service(
         opened,
         build_evaluator(None),
         {QUICK_TARGET: LogTarget(QUICK_TARGET, log_file)},
+        ownership=Ownership(),
     )
 
 

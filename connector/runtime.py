@@ -30,7 +30,10 @@ what is pending for it, and the consumer seeks to the store's next offset when i
 one, else to the committed Kafka offset. When the store is ahead of Kafka's committed
 offset (a stop between steps 2 and 3) that offset is committed before the next batch.
 On revoke the dispatcher finishes the partition's deliveries in flight and settles it
-before the partition is let go. When ``outbox_max_pending`` actions are not delivered
+before the partition is let go. Each partition's state (claiming, owned, stopped,
+fenced) and claim epoch live in the :class:`~connector.ownership.Ownership` registry
+shared with the dispatcher: a partition the dispatcher finds fenced is let go at the
+next batch, as one a batch found fenced. When ``outbox_max_pending`` actions are not delivered
 yet the partitions are paused until they drain (backpressure).
 
 A batch that fails as a whole (store, dead-letter topic) rewinds its partitions and is
@@ -55,6 +58,7 @@ from checkpoint.base import BatchTransaction, Claim, PipelineStore
 from connector.deadletter import DeadLetters, Poison
 from connector.metrics_core import LATENCY_BUCKETS, Histogram
 from connector.outage import Outage, cause_of
+from connector.ownership import Ownership, State
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
@@ -277,13 +281,11 @@ class PipelineStats:
 
 
 @dataclass
-class _Owned:
-    """A partition this instance owns: its epoch, the next offset the store holds, and
-    why it is stopped (offsets that went backwards), if it is."""
+class _Reading:
+    """Where the pipeline reads a partition it claimed: the next offset the store holds.
+    Its epoch and state (owned, stopped, fenced) are in :class:`Ownership`."""
 
-    epoch: int
     next_offset: int | None
-    stopped: str | None = None
     generation: int = 0  # resets by an operator: see checkpoint.base.Claim
     idle_marked: float = 0.0  # monotonic time its event time was last moved to the present
 
@@ -300,6 +302,7 @@ class _Batch:
     next: dict[TP, int] = field(default_factory=dict)
     event_time: dict[TP, int] = field(default_factory=dict)  # ms
     at_end: set[TP] = field(default_factory=set)  # partitions read to their end
+    epoch: dict[TP, int] = field(default_factory=dict)  # the claim each part is written under
     behind: dict[TP, int] = field(default_factory=dict)  # a record below the store's offset
 
 
@@ -314,9 +317,12 @@ class Pipeline:
         sink: ActionSink,
         *,
         after_batch: Callable[[], None] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``after_batch``: called after each batch that checkpointed records (the HTTP
-        gateway looks for its events in the store then); it never fails the batch."""
+        gateway looks for its events in the store then); it never fails the batch.
+        ``ownership``: the registry shared with the dispatcher (a fresh one if not given:
+        then only the pipeline's own findings reach it)."""
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
@@ -326,9 +332,8 @@ class Pipeline:
         self._admin: Any = None
         self._dlq: Producer | None = None
         self._dead_letters = DeadLetters(None, None)
-        self._owned: dict[TP, _Owned] = {}
-        self._fenced: dict[TP, float] = {}  # partition -> when a batch found it fenced
-        self._claiming: dict[TP, float] = {}  # assigned, not claimed yet -> since when
+        self.ownership = ownership if ownership is not None else Ownership()
+        self._owned: dict[TP, _Reading] = {}  # claimed here (owned or stopped)
         self._claim_retry = 0.0  # monotonic time of the next claim attempt
         self._claim_pause = 0.5
         self._resync: dict[TP, int] = {}
@@ -350,8 +355,8 @@ class Pipeline:
 
     @property
     def owned(self) -> dict[TP, int]:
-        """The partitions this pipeline owns, with their owner epochs."""
-        return {tp: o.epoch for tp, o in self._owned.items()}
+        """The partitions this pipeline owns (read or stopped), with their owner epochs."""
+        return self.ownership.epochs()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -456,11 +461,14 @@ class Pipeline:
         """Run steps 1–3 for one batch; return the number of records it covered.
 
         Whatever fails after the records were fetched rewinds their partitions to the
-        batch's first offsets, so a failed batch is read again, never skipped.
+        batch's first offsets, so a failed batch is read again, never skipped. Partitions
+        the dispatcher found fenced since the last batch are let go first
+        (:meth:`_take_fenced`).
         """
         consumer = self._consumer
         if consumer is None:
             raise KafkaClientError("the pipeline is not started")
+        self._take_fenced()
         messages = consumer.consume(self._settings.batch_size, self._settings.linger_ms / 1000)
         if self._fatal is not None:
             raise KafkaFatal(f"fatal Kafka error: {self._fatal}")
@@ -475,7 +483,7 @@ class Pipeline:
         crash_point("after_poll")
         batch = _Batch()
         try:
-            self._decode(messages, batch)
+            self._decode(messages, batch, self.ownership.epochs(State.OWNED))
             if batch.behind:
                 self._went_back(batch.behind)
             if not batch.next:
@@ -520,11 +528,12 @@ class Pipeline:
                 log.exception("after-batch hook failed")
         return len(messages)
 
-    def _decode(self, messages: Sequence[Any], batch: _Batch) -> None:
+    def _decode(self, messages: Sequence[Any], batch: _Batch, reading: Mapping[TP, int]) -> None:
         """Step 1's work: events and poison records of a batch, and where each partition's
-        part starts and ends. A record below the store's next offset is put aside in
-        ``batch.behind`` (it should not come: see :meth:`_went_back`); any exception
-        while decoding one record makes that record poison."""
+        part starts and ends. Only records of ``reading`` (the partitions owned, not
+        stopped, with their epochs) count. A record below the store's next offset is put
+        aside in ``batch.behind`` (it should not come: see :meth:`_went_back`); any
+        exception while decoding one record makes that record poison."""
         topics = self._settings.topics
         limit = self._settings.max_event_bytes
         owned = self._owned
@@ -541,7 +550,7 @@ class Pipeline:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)
             mine = owned.get(tp)
-            if mine is None or mine.stopped is not None or tp in batch.behind:
+            if mine is None or tp not in reading or tp in batch.behind:
                 continue  # revoked, fenced or stopped since it was fetched
             stored = mine.next_offset
             if stored is not None and offset < stored:
@@ -550,6 +559,7 @@ class Pipeline:
             if tp not in batch.first:
                 batch.first[tp] = offset
                 batch.start[tp] = offset if stored is None else stored
+                batch.epoch[tp] = reading[tp]
             batch.next[tp] = offset + 1
             batch.at_end.discard(tp)
             _, timestamp = msg.timestamp()
@@ -568,7 +578,7 @@ class Pipeline:
                 event = replace(event, event_id=f"{event.event_id}@{mine.generation}")
             batch.events.append(event)
         for tp in batch.behind:  # the partition's records of this batch wait for the check
-            for part in (batch.first, batch.start, batch.next, batch.event_time):
+            for part in (batch.first, batch.start, batch.next, batch.event_time, batch.epoch):
                 part.pop(tp, None)
         batch.events = [e for e in batch.events if (e.topic, e.partition) not in batch.behind]
         batch.poison = [p for p in batch.poison if (p.topic, p.partition) not in batch.behind]
@@ -627,7 +637,7 @@ class Pipeline:
             queued: dict[TP, tuple[int, list[Action]]] = {}
             for tp, (new, actions) in sorted(by_tp.items()):
                 first_aseq = tx.append(
-                    tp, self._owned[tp].epoch, batch.start[tp], batch.next[tp], new, actions,
+                    tp, batch.epoch[tp], batch.start[tp], batch.next[tp], new, actions,
                     batch.event_time.get(tp),
                 )  # fmt: skip
                 if actions:
@@ -712,9 +722,7 @@ class Pipeline:
         """Commit the store's offsets where Kafka's committed offset lags behind them."""
         assert self._consumer is not None
         pending = {
-            tp: o
-            for tp, o in self._resync.items()
-            if tp in self._owned and self._owned[tp].stopped is None
+            tp: o for tp, o in self._resync.items() if self.ownership.state(tp) is State.OWNED
         }
         self._resync.clear()
         if not pending:
@@ -793,27 +801,56 @@ class Pipeline:
     # -- ownership ---------------------------------------------------------------------
 
     def _fence(self, exc: Fenced, batch: Mapping[TP, int]) -> None:
-        now = time.monotonic()
-        lost = [tp for tp in exc.partitions or tuple(batch) if tp in self._owned]
-        for tp in lost:
-            del self._owned[tp]
-            self.stats.stopped.pop(tp, None)
-            self._fenced.setdefault(tp, now)
+        """A batch found partitions fenced (the store refused it for a stale epoch): mark
+        them fenced, stop reading them, and have the dispatcher let them go."""
+        lost = [tp for tp in exc.partitions or tuple(batch) if self.ownership.fence(tp, str(exc))]
+        self._let_go(lost)
         self._sink.release(lost)
         log.warning("%s: this instance stops touching it until Kafka reassigns it", exc)
 
+    def _take_fenced(self) -> None:
+        """Partitions the dispatcher found fenced (a settlement refused, an epoch read
+        back that moved on) since the last batch: stop reading them, as :meth:`_fence`
+        does (the dispatcher has let them go already). One log line."""
+        news = self.ownership.take_fenced()
+        lost = sorted(tp for tp in news if tp in self._owned)
+        if not lost:
+            return
+        self._let_go(lost)
+        log.warning(
+            "%s: fenced in the checkpoint store (the dispatcher found that another instance "
+            "claimed it: %s); this instance stops reading it until Kafka reassigns it",
+            ", ".join(f"{t}[{p}]" for t, p in lost),
+            "; ".join(sorted({news[tp].why or "epoch moved on" for tp in lost})),
+        )
+
+    def _let_go(self, lost: Sequence[TP]) -> None:
+        """Stop reading fenced partitions: paused (a reassignment resumes them), and their
+        records already fetched are skipped (:meth:`_decode` reads owned ones only)."""
+        for tp in lost:
+            self._owned.pop(tp, None)
+            self._resync.pop(tp, None)
+            self.stats.stopped.pop(tp, None)
+        if lost and self._consumer is not None:
+            try:
+                self._consumer.pause([kafka_tp(tp) for tp in lost])
+            except KafkaException as exc:  # revoked meanwhile: nothing to fetch anyway
+                log.debug("pausing fenced partitions: %s", exc)
+
     def _check_fenced(self) -> None:
         """Stop if Kafka keeps assigning a partition that the store says is not ours."""
-        if not self._fenced or self._consumer is None:
+        if self._consumer is None:
             return
-        now = time.monotonic()
+        fenced = self.ownership.in_state(State.FENCED)
+        if not fenced:
+            return
+        now = self.ownership.clock()
         grace = self._settings.fenced_grace
-        overdue = [tp for tp, since in self._fenced.items() if now - since > grace]
+        overdue = [tp for tp, held in fenced.items() if now - held.since > grace]
         if not overdue:
             return
         assigned = {(p.topic, p.partition) for p in self._consumer.assignment()}
-        for tp in overdue:
-            del self._fenced[tp]
+        self.ownership.release(overdue)
         lost = sorted(tp for tp in overdue if tp in assigned)
         if lost:
             names = ", ".join(f"{t}[{p}]" for t, p in lost)
@@ -856,16 +893,14 @@ class Pipeline:
         if not tps:
             consumer.incremental_assign(partitions)
             return
+        self.ownership.assigned(tps)
         try:
             starts = self._adopt(tps)
         except Exception as exc:
             if isinstance(exc, ConnectorError) and not exc.retriable:
                 raise
-            starts = None
-            now = time.monotonic()
-            for tp in tps:
-                self._claiming.setdefault(tp, now)
-            self._claim_retry = now + self._claim_pause
+            starts = None  # they stay claiming: retried by _retry_claims
+            self._claim_retry = time.monotonic() + self._claim_pause
             self._claim_outage.failed(exc, retry_in=self._claim_pause)
         if starts is not None:
             for p in partitions:
@@ -875,7 +910,7 @@ class Pipeline:
         consumer.incremental_assign(partitions)
         held = [
             p for p in partitions
-            if starts is None or self._owned[(p.topic, p.partition)].stopped is not None
+            if self.ownership.state((p.topic, p.partition)) is not State.OWNED
         ]  # fmt: skip
         if self._paused:
             consumer.pause(partitions)
@@ -888,33 +923,39 @@ class Pipeline:
                 consumer.resume(running)
             if held:
                 consumer.pause(held)
-        self.stats.claiming = len(self._claiming)
+        self.stats.claiming = len(self.ownership.in_state(State.CLAIMING))
         if starts is not None:
             log.info(
                 "assigned %s",
                 ", ".join(
                     f"{t}[{p}]@" + (f"store:{starts[(t, p)]}" if (t, p) in starts else "committed")
-                    + (" (stopped)" if self._owned[(t, p)].stopped else "")
+                    + (" (stopped)" if self.ownership.state((t, p)) is State.STOPPED else "")
                     for t, p in tps
                 ),
             )  # fmt: skip
 
     def _adopt(self, tps: Sequence[TP]) -> dict[TP, int]:
-        """Claim ``tps``, check their offsets against Kafka's, hand them to the dispatcher.
-        Returns the store's next offset of each partition that has one and is not stopped.
-        Raises (retriable) when the store or Kafka cannot be asked: nothing is owned then."""
+        """Claim ``tps`` (claiming in :attr:`ownership`), check their offsets against
+        Kafka's, record them owned (or stopped) at their new epochs, and hand them to the
+        dispatcher, which reads their epochs from :attr:`ownership`. Returns the store's
+        next offset of each partition that has one and is not stopped. Raises (retriable)
+        when the store or Kafka cannot be asked: nothing is owned then (they stay
+        claiming, since when they were first)."""
+        waiting = self.ownership.in_state(State.CLAIMING)
         claims = self._store.claim(self._settings.instance_id, tps)
         stopped = self._check_offsets(claims)
-        self._sink.adopt(claims)
+        self.ownership.claimed({tp: claims[tp].epoch for tp in tps}, stopped)
+        try:
+            self._sink.adopt(claims)
+        except BaseException:
+            self.ownership.assigned(tps, since={tp: h.since for tp, h in waiting.items()})
+            raise
         starts: dict[TP, int] = {}
         for tp in tps:
             claim = claims[tp]
-            self._owned[tp] = _Owned(
-                claim.epoch, claim.next_offset, stopped.get(tp), claim.generation,
-                idle_marked=time.monotonic(),
-            )  # fmt: skip
-            self._fenced.pop(tp, None)
-            self._claiming.pop(tp, None)
+            self._owned[tp] = _Reading(
+                claim.next_offset, claim.generation, idle_marked=time.monotonic()
+            )
             if tp in stopped:
                 self.stats.stopped[tp] = stopped[tp]
                 continue
@@ -990,17 +1031,16 @@ class Pipeline:
 
     def _stop(self, tp: TP, why: str) -> None:
         """Stop reading ``tp`` (it stays assigned, paused, and its actions are delivered)."""
-        mine = self._owned.get(tp)
-        if mine is None or mine.stopped is not None:
-            return
-        mine.stopped = why
+        epoch = self.ownership.epoch(tp)
+        if tp not in self._owned or epoch is None or not self.ownership.stop(tp, why):
+            return  # not owned here, or stopped already
         self.stats.stopped[tp] = why
         self._uncommitted.pop(tp, None)
         self._report_stopped(tp, why)
         if self._consumer is not None:
             self._consumer.pause([kafka_tp(tp)])
         try:
-            self._store.mark_partition(tp, mine.epoch, stopped=why)
+            self._store.mark_partition(tp, epoch, stopped=why)
         except CheckpointError as exc:
             log.warning("%s[%d]: could not record that it is stopped: %s", tp[0], tp[1], exc)
 
@@ -1039,7 +1079,7 @@ class Pipeline:
     def _housekeeping(self) -> None:
         """Between batches: retry claims that failed, resume partitions an operator reset,
         and now and then check that the owned topics are the ones that were checkpointed."""
-        if self._claiming and time.monotonic() >= self._claim_retry:
+        if time.monotonic() >= self._claim_retry and self.ownership.in_state(State.CLAIMING):
             self._retry_claims()
         now = time.monotonic()
         if now - self._last_check >= self._settings.check_interval and self._owned:
@@ -1053,20 +1093,20 @@ class Pipeline:
         consumer = self._consumer
         assert consumer is not None
         assigned = {(p.topic, p.partition) for p in consumer.assignment()}
-        for tp in [tp for tp in self._claiming if tp not in assigned]:
-            del self._claiming[tp]  # revoked meanwhile
-        tps = sorted(self._claiming)
+        claiming = self.ownership.in_state(State.CLAIMING)
+        self.ownership.release(tp for tp in claiming if tp not in assigned)  # revoked meanwhile
+        tps = sorted(tp for tp in claiming if tp in assigned)
         self.stats.claiming = len(tps)
         if not tps:
             self._claim_outage.ok()
             return
-        oldest = min(self._claiming.values())
+        oldest = min(claiming[tp].since for tp in tps)
         try:
             starts = self._adopt(tps)
         except Exception as exc:
             if isinstance(exc, ConnectorError) and not exc.retriable:
                 raise
-            waited = time.monotonic() - oldest
+            waited = self.ownership.clock() - oldest
             if waited > self._settings.claim_timeout:
                 raise ClaimTimeout(
                     f"could not claim {len(tps)} assigned partition(s) in the checkpoint store "
@@ -1082,7 +1122,7 @@ class Pipeline:
         self.stats.claiming = 0
         resume = []
         for tp in tps:
-            if self._owned[tp].stopped is not None:
+            if self.ownership.state(tp) is not State.OWNED:
                 continue
             start = starts.get(tp)
             self._try_seek(tp, start if start is not None else self._committed_or_reset(tp))
@@ -1119,12 +1159,13 @@ class Pipeline:
         except ConnectorError as exc:
             log.debug("checking the topics' ids failed: %s", exc)
             return
+        held = self.ownership.snapshot()
         for tp, mine in list(self._owned.items()):
             row = rows.get(tp)
-            if row is None:
+            if row is None or tp not in held:
                 continue
-            if mine.stopped is not None:
-                if row.stopped is None and row.epoch == mine.epoch:
+            if held[tp].state is State.STOPPED:
+                if row.stopped is None and row.epoch == held[tp].epoch:
                     mine.generation = row.generation
                     self._resume_reset(tp, mine, row.next_offset)
                 continue
@@ -1136,8 +1177,8 @@ class Pipeline:
                     "the topic was deleted and created again",
                 )
 
-    def _resume_reset(self, tp: TP, mine: _Owned, next_offset: int | None) -> None:
-        mine.stopped = None
+    def _resume_reset(self, tp: TP, mine: _Reading, next_offset: int | None) -> None:
+        self.ownership.resume(tp)
         mine.next_offset = next_offset
         self.stats.stopped.pop(tp, None)
         self._try_seek(tp, next_offset if next_offset is not None else self._committed_or_reset(tp))
@@ -1155,15 +1196,16 @@ class Pipeline:
         if not at_end:
             return
         now = time.monotonic()
+        reading = self.ownership.epochs(State.OWNED)
         for tp in at_end:
             mine = self._owned.get(tp)
-            if mine is None or mine.stopped is not None:
+            if mine is None or tp not in reading:
                 continue
             if now - mine.idle_marked < self._settings.idle_interval:
                 continue
             mine.idle_marked = now
             try:
-                self._store.mark_partition(tp, mine.epoch, event_time=int(time.time() * 1000))
+                self._store.mark_partition(tp, reading[tp], event_time=int(time.time() * 1000))
             except CheckpointError as exc:
                 log.debug("%s[%d]: could not move its event time: %s", tp[0], tp[1], exc)
 
@@ -1175,11 +1217,8 @@ class Pipeline:
         for tp in tps:
             self._uncommitted.pop(tp, None)
             self._owned.pop(tp, None)
-            self._fenced.pop(tp, None)
             self._resync.pop(tp, None)
-            self._claiming.pop(tp, None)
             self.stats.stopped.pop(tp, None)
-        self.stats.claiming = len(self._claiming)
         if owned:
             try:
                 self._sink.release(owned)  # deliveries in flight finish, then the last settlement
@@ -1187,6 +1226,10 @@ class Pipeline:
                 # Whatever was delivered and not settled is delivered again (same ids) by
                 # the next owner; the partition must be let go all the same.
                 log.warning("releasing %d partition(s) failed: %s", len(owned), cause_of(exc))
+        # Only now: while the dispatcher settles them, they are still this instance's (its
+        # check of the epochs would otherwise drop them before their last settlement).
+        self.ownership.release(tps)
+        self.stats.claiming = len(self.ownership.in_state(State.CLAIMING))
         consumer.incremental_unassign(partitions)
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
@@ -1205,11 +1248,8 @@ class Pipeline:
             )
         elif self._paused and pending < limit * 0.8:
             self._paused = False
-            running = [
-                p for p in consumer.assignment()
-                if (mine := self._owned.get((p.topic, p.partition))) is not None
-                and mine.stopped is None
-            ]  # fmt: skip
+            reading = self.ownership.epochs(State.OWNED)
+            running = [p for p in consumer.assignment() if (p.topic, p.partition) in reading]
             consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
 

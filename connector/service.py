@@ -37,6 +37,7 @@ from connector.dispatch import Dispatcher
 from connector.lifecycle import Services
 from connector.metrics import Health, Snapshot
 from connector.outage import Outage, cause_of
+from connector.ownership import Ownership
 from connector.retry import RetryPolicy
 from connector.runtime import Pipeline, PipelineSettings
 from connector.targets.base import Target
@@ -67,9 +68,12 @@ class ConnectorService:
         retry_policy: RetryPolicy | None = None,
         store_open_timeout: float = 120.0,
         after_batch: Callable[[], None] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``after_batch``: called on the pipeline's thread after each batch it checkpointed
-        (the HTTP gateway looks for its events in the store then)."""
+        (the HTTP gateway looks for its events in the store then). ``ownership``: the
+        registry of the partitions this instance holds, given to both the dispatcher and
+        the pipeline (a fresh one if not given)."""
         self._settings = settings
         self._store_open_timeout = store_open_timeout
         self._after_batch = after_batch
@@ -77,7 +81,8 @@ class ConnectorService:
         self._evaluator = evaluator
         self._targets = targets
         self._companions: list[tuple[str, Companion]] = []
-        self.dispatcher = Dispatcher(store, targets, policy=retry_policy)
+        self.ownership = ownership if ownership is not None else Ownership()
+        self.dispatcher = Dispatcher(store, targets, policy=retry_policy, ownership=self.ownership)
         self.pipeline: Pipeline | None = None
 
     @property
@@ -193,7 +198,7 @@ class ConnectorService:
                     services.push(name, companion.stop)
                 self.pipeline = Pipeline(
                     self._settings, self._store, self._evaluator, self.dispatcher,
-                    after_batch=self._after_batch,
+                    after_batch=self._after_batch, ownership=self.ownership,
                 )  # fmt: skip
                 services.push("pipeline", self.pipeline.close)
                 self.pipeline.run(stop)

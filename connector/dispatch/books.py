@@ -1,6 +1,12 @@
 """The partitions a dispatcher delivers for: one :class:`~connector.dispatch.lanes.PartitionBook`
 each, and how many of their actions are not settled yet.
 
+Whether this instance owns a partition, and at which epoch, is not kept here: that is
+:class:`~connector.ownership.Ownership`, shared with the pipeline. A book is the
+delivery state of one claim (its epoch is the claim the book was loaded under, which
+the store checks when it is settled); dropping a book because another instance claimed
+the partition marks it fenced there, and the pipeline stops reading it.
+
 Touched by the coordinator thread only; :attr:`OwnedBooks.pending` is read by others
 (the pipeline's backpressure, metrics), which is why it is a counter kept in step rather
 than a sum over the books.
@@ -9,9 +15,10 @@ than a sum over the books.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from connector.dispatch.lanes import PartitionBook
+from connector.ownership import Ownership
 from kec.event import TP
 
 log = logging.getLogger(__name__)
@@ -21,7 +28,8 @@ class OwnedBooks:
     """The partitions this instance dispatches, each with its book (see
     :mod:`connector.dispatch.dispatcher`, *Ownership*)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ownership: Ownership) -> None:
+        self._ownership = ownership
         self._books: dict[TP, PartitionBook] = {}
         self.pending = 0  # actions not settled, all books
 
@@ -61,15 +69,13 @@ class OwnedBooks:
         return book
 
     def drop(self, tp: TP, why: str) -> None:
-        """Forget ``tp`` because another instance owns it now."""
-        if self.forget(tp) is not None:
+        """Forget ``tp`` because another instance owns it now, and mark the claim of its
+        book fenced in the ownership registry: news for the pipeline, which stops
+        reading it at its next batch."""
+        book = self.forget(tp)
+        if book is not None:
+            self._ownership.fence(tp, why, epoch=book.epoch, news=True)
             log.warning(
                 "%s[%d]: another instance owns it now (%s); this one stops dispatching it",
                 tp[0], tp[1], why,
             )  # fmt: skip
-
-    def keep_epochs(self, current: Mapping[TP, int]) -> None:
-        """Drop each partition whose owner epoch in the store is not its book's."""
-        for tp, book in list(self._books.items()):
-            if current.get(tp) != book.epoch:
-                self.drop(tp, "its owner epoch moved on")

@@ -21,13 +21,16 @@ Crash anywhere in 2–4 and the actions not settled are delivered again by the n
 with the same ids, which the target deduplicates (crash points ``mid_dispatch``: some
 answers recorded, others not; ``after_dispatch``: delivered, not yet settled).
 
-Ownership: a partition is dispatched only while this instance owns it
-(:class:`~connector.dispatch.books.OwnedBooks`). On revoke, :meth:`Dispatcher.release`
-waits for its deliveries in flight, writes its last settlement and forgets it; a
-settlement refused for a stale epoch drops the partition at once. Every
-``verify_interval``, and after any pause of the coordinator longer than that (SIGSTOP, a
-long GC), the owner epochs are read back before anything else is delivered, so an
-instance that was paused past its session timeout stops at once.
+Ownership: a partition is dispatched only while this instance owns it; which partitions
+that is, and at which epoch, is the :class:`~connector.ownership.Ownership` registry it
+shares with the pipeline (its books hold the delivery state of each). On revoke,
+:meth:`Dispatcher.release` waits for its deliveries in flight, writes its last
+settlement and forgets it. A settlement refused for a stale epoch drops the partition at
+once. Every ``verify_interval``, and after any pause of the coordinator longer than that
+(SIGSTOP, a long GC), the owner epochs are read back from the store before anything else
+is delivered, so an instance that was paused past its session timeout stops at once: a
+partition whose epoch there is not the registry's is dropped. Each drop marks the
+partition fenced in the registry, and the pipeline stops reading it at its next batch.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from connector.dispatch.outcomes import DispatchStats, Outcomes
 from connector.dispatch.schedule import take_due
 from connector.dispatch.settlement import Settler
 from connector.outage import Outage, cause_of
+from connector.ownership import Ownership
 from connector.retry import RetryPolicy
 from connector.targets.base import Target
 from kec.action import Action
@@ -84,7 +88,10 @@ class Dispatcher:
         retry_poll: float = 1.0,
         release_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
+        ownership: Ownership | None = None,
     ) -> None:
+        """``ownership``: the registry shared with the pipeline (a fresh one if not
+        given: then :meth:`adopt` records the claims it is given)."""
         policy = policy or RetryPolicy()
         self._settle_interval = settle_interval
         self._verify_interval = verify_interval
@@ -97,11 +104,12 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = DispatchStats()
-        self._books = OwnedBooks()
+        self.ownership = ownership if ownership is not None else Ownership()
+        self._books = OwnedBooks(self.ownership)
         self._workers = TargetWorkers(targets, policy, self._answered)
         self._outcomes = Outcomes(self._books, policy, self.stats, clock)
         self._store_outage = Outage("checkpoint store (dispatcher)", log)
-        self._settler = Settler(store, self._books, self.stats, self._store_outage)
+        self._settler = Settler(store, self._books, self.ownership, self.stats, self._store_outage)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -145,7 +153,13 @@ class Dispatcher:
     # -- from the pipeline ---------------------------------------------------------------
 
     def adopt(self, claims: Mapping[TP, Claim]) -> None:
-        """Partitions just claimed: load what the store still holds for each."""
+        """Partitions just claimed: load what the store still holds for each. The
+        pipeline records its claims in the shared registry first; claims the registry
+        does not hold at their epoch (a dispatcher run without a pipeline: tools, tests)
+        are recorded as owned here."""
+        unknown = {tp: c.epoch for tp, c in claims.items() if self.ownership.epoch(tp) != c.epoch}
+        if unknown:
+            self.ownership.claimed(unknown)
         books = [
             PartitionBook.load(tp, c.epoch, self._settler.load(tp)) for tp, c in claims.items()
         ]

@@ -4,7 +4,9 @@ ownership checks.
 Every ``settle_interval`` (and at revoke and stop) each partition's settlement
 (watermark, settled spans, parked rows: see :mod:`connector.dispatch.lanes`) is written
 in one store transaction, fenced by the partition's owner epoch: a partition whose
-settlement is refused, or whose epoch in the store moved on, is dropped at once.
+settlement is refused, or whose epoch in the store is no longer the one this instance
+holds (:class:`~connector.ownership.Ownership`), is dropped at once and marked fenced
+there, so the pipeline stops reading it too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from checkpoint.base import DispatchStore, Parked, Pending, Settlement
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.outcomes import DispatchStats
 from connector.outage import Outage
+from connector.ownership import Ownership
 from kec.errors import CheckpointError
 from kec.event import TP
 from kec.faults import crash_point
@@ -27,10 +30,16 @@ class Settler:
     :meth:`load`); keeps ``stats.store_ok`` and logs a store outage once."""
 
     def __init__(
-        self, store: DispatchStore, books: OwnedBooks, stats: DispatchStats, outage: Outage
+        self,
+        store: DispatchStore,
+        books: OwnedBooks,
+        ownership: Ownership,
+        stats: DispatchStats,
+        outage: Outage,
     ) -> None:
         self._store = store
         self._books = books
+        self._ownership = ownership
         self._stats = stats
         self._outage = outage
 
@@ -61,7 +70,8 @@ class Settler:
                 self._books[tp].settled(settlement)
 
     def verify(self) -> None:
-        """Read the owner epochs back; drop the partitions another instance claimed."""
+        """Read the owner epochs back from the store; drop (and mark fenced) each
+        partition whose epoch there is not the one this instance holds."""
         if not self._books:
             return
         try:
@@ -70,7 +80,10 @@ class Settler:
             self._stats.store_ok = False
             raise
         self._stats.store_ok = True
-        self._books.keep_epochs(current)
+        held = self._ownership.epochs()
+        for tp in list(self._books):
+            if current.get(tp) != held.get(tp):
+                self._books.drop(tp, "its owner epoch moved on")
 
     def adopt_retries(self, now: float) -> None:
         """Take in the retries that tools put back (``dlq replay``, ``replay``)."""
