@@ -11,7 +11,7 @@ CLI starts fast):
 * :mod:`connector.notification` — ``NotificationClient``, ``ListenerProcessor`` (AIFlow);
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
 * :mod:`connector.queue_listener` — Ray's ``QueueEventListener`` reading ``KEC_CONFIG``;
-* :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
+* :mod:`connector.rules`, :mod:`connector.rules.trigger` — ``Rule``, ``TriggerEngine`` (pure);
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
   targets, the workflow engines ``temporal``, ``airflow``, ``prefect``, and ``build_target``;
 * :mod:`connector.gateway` — the HTTP events gateway.

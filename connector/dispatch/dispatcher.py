@@ -39,14 +39,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from checkpoint.base import Claim, DispatchStore
+from connector.common.outage import Outage, cause_of
+from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.delivery import Answer, TargetWorkers
 from connector.dispatch.lanes import Entry, PartitionBook
 from connector.dispatch.outcomes import DispatchStats, Outcomes
 from connector.dispatch.schedule import take_due
 from connector.dispatch.settlement import Settler
-from connector.outage import Outage, cause_of
-from connector.retry import RetryPolicy
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import CheckpointError, TargetError

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from checkpoint.base import DispatchStore, Parked, Pending, Settlement
+from connector.common.outage import Outage
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.outcomes import DispatchStats
-from connector.outage import Outage
 from kec.errors import CheckpointError
 from kec.event import TP
 from kec.faults import crash_point
