@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from checkpoint import open_store
-from connector.runtime import PipelineSettings
+from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
 from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
 from devkit.broker import KafkaCluster, provide_kafka

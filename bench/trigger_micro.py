@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from connector.rules import Rule
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from kec.event import Event
 
 

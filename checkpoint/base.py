@@ -407,7 +407,7 @@ class OperationsStore(PartitionsView):
     @abc.abstractmethod
     def prune(self, before: float, limit: int = 10_000, lateness: float = 300.0) -> int:
         """Delete up to ``limit`` rows of each kind older than ``before`` (epoch seconds);
-        return how many went. Call until it returns 0. See :mod:`connector.retention`.
+        return how many went. Call until it returns 0. See :mod:`connector.ops.retention`.
 
         Rule states that expire (``write_rule_state``'s ``expires``) go once the store's
         *event-time watermark*, the least event time of its partitions (a partition never

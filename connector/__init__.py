@@ -11,10 +11,16 @@ CLI starts fast):
 * :mod:`connector.notification` — ``NotificationClient``, ``ListenerProcessor`` (AIFlow);
 * :mod:`connector.workflow` — ``Workflow``, ``TaskAction`` (AIFlow's rules in Python);
 * :mod:`connector.queue_listener` — Ray's ``QueueEventListener`` reading ``KEC_CONFIG``;
-* :mod:`connector.rules`, :mod:`connector.trigger` — ``Rule``, ``TriggerEngine`` (pure);
+* :mod:`connector.rules` — ``Rule`` and the other rule models; ``TriggerEngine`` (pure) in
+  :mod:`connector.rules.trigger`;
 * :mod:`connector.targets` — the ``log``, ``command``, ``webhook``, ``kafka``, ``python``
   targets, the workflow engines ``temporal``, ``airflow``, ``prefect``, and ``build_target``;
 * :mod:`connector.gateway` — the HTTP events gateway.
+
+One package per subsystem (docs/architecture.md, "Layout"): ``config``, ``common`` (leaves
+several share), ``rules``, ``pipeline``, ``dispatch``, ``targets``, ``gateway``,
+``notification``, ``metrics``, ``ops``, ``commands``; at the top only the shell (``cli``,
+``assembly``, ``service``, ``lifecycle``), ``topics`` and the library modules above.
 
 The vocabulary every package shares (``ConnectorError`` and its tree, ``Event``,
 ``Action``, the evaluator protocol, the Kafka client factory) is in :mod:`kec`; Ray's

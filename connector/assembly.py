@@ -12,7 +12,7 @@ One function per need, each made of the same steps:
 The steps: :func:`pipeline_settings` (the Kafka connection is the config's
 :class:`~kec.kafka.Connection`), :func:`build_evaluator`, :func:`build_targets`,
 :func:`written_by` (the files a store writes, to check before starting),
-:func:`build_gateway`, and one :class:`~connector.ownership.Ownership` registry that
+:func:`build_gateway`, and one :class:`~connector.common.ownership.Ownership` registry that
 the pipeline and the dispatcher share. Building does no I/O: the Kafka clients are built
 by the parts that use them (the pipeline, the gateway, the Kafka target) when they
 start, the store and the targets are opened by :meth:`ConnectorService.run` (or
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
+from connector.common.ownership import Ownership
 from connector.lifecycle import Services
-from connector.ownership import Ownership
-from connector.runtime import PipelineSettings
+from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from connector.config.targets import AnyTargetSpec
     from connector.gateway import Gateway, GatewayServer, GatewaySettings
     from connector.gateway.waiters import HttpIndex
-    from connector.limits import MatchLimits
+    from connector.rules.limits import MatchLimits
     from connector.targets.base import Target
     from kec.evaluation import Evaluator
     from kec.kafka.settings import Connection
@@ -89,7 +89,7 @@ def build_evaluator(rules: Sequence[Any] | None, limits: MatchLimits | None = No
         from kec.evaluation import NotifyAll
 
         return NotifyAll(QUICK_TARGET)
-    from connector.trigger import TriggerEngine
+    from connector.rules.trigger import TriggerEngine
 
     return TriggerEngine(list(rules), limits=limits)
 
@@ -155,11 +155,11 @@ def build_service(
     served beside it unless ``serve_gateway`` is false (``run --no-gateway``: replicas
     that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
     with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
-    :class:`~connector.retention.Pruner` deletes expired rule state, and with
+    :class:`~connector.ops.retention.Pruner` deletes expired rule state, and with
     ``checkpoint.retention_days`` everything else older than that.
     """
-    from connector.metrics import MetricsServer, ProgressLog
-    from connector.retention import Pruner
+    from connector.metrics.exposition import MetricsServer, ProgressLog
+    from connector.ops.retention import Pruner
 
     settings = pipeline_settings(cfg, instance_id=instance_id)
     store = open_store(cfg.checkpoint.url(), exclusive=True)

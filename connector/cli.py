@@ -200,7 +200,7 @@ def run(
 
 def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:
     """Before the service starts: the gateway's port is free, every topic exists."""
-    from connector.ports import check_listen, url_of
+    from connector.commands.ports import check_listen, url_of
     from connector.topics import ensure_config_topics
 
     http = cfg.http if serve_gateway else None

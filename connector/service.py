@@ -33,13 +33,13 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from checkpoint.base import CheckpointStore
+from connector.common.outage import Outage, cause_of
+from connector.common.ownership import Ownership
+from connector.common.retry import RetryPolicy
 from connector.dispatch import Dispatcher
 from connector.lifecycle import Services
-from connector.metrics import Health, Snapshot
-from connector.outage import Outage, cause_of
-from connector.ownership import Ownership
-from connector.retry import RetryPolicy
-from connector.runtime import Pipeline, PipelineSettings
+from connector.metrics.exposition import Health, Snapshot
+from connector.pipeline import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator

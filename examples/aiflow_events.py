@@ -6,7 +6,7 @@ The seed's two examples, on this project's parts:
   :class:`~connector.notification.NotificationClient`; ``task2`` declared
   ``task2.action_on_event_received(action=TaskAction.START, event_key="key")`` with the
   AIFlow-style :mod:`connector.workflow` API, and a scheduler (a listener feeding the
-  pure :class:`~connector.trigger.TriggerEngine`) turns the event into one ``START``
+  pure :class:`~connector.rules.trigger.TriggerEngine`) turns the event into one ``START``
   action for ``task2`` in the *same workflow execution* (the event's ``context``).
   An event ``key`` sent from outside any execution (no context) starts nothing, as in
   AIFlow.
@@ -43,7 +43,7 @@ from connector.notification import (
     ListenerProcessor,
     NotificationClient,
 )
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from connector.workflow import Task, TaskAction, Workflow
 from kec.action import Action, ActionKind
 

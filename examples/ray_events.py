@@ -49,9 +49,9 @@ from checkpoint import open_store
 from checkpoint.base import StepStore
 from connector.gateway import Gateway, GatewayServer, GatewaySettings
 from connector.gateway.waiters import HttpIndex
-from connector.runtime import PipelineSettings
+from connector.pipeline import PipelineSettings
+from connector.rules.trigger import TriggerEngine
 from connector.service import ConnectorService
-from connector.trigger import TriggerEngine
 from kec.codec import record_headers, record_value
 from kec.event import Event
 from kec.kafka import Connection

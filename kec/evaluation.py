@@ -3,7 +3,7 @@
 The pipeline feeds each *new* event of a batch, in order, to an :class:`Evaluator`:
 it reads the rule state the event needs (:meth:`Evaluator.state_keys`) inside the batch's
 store transaction, calls :meth:`Evaluator.evaluate`, queues the actions and writes the
-state updates. :class:`connector.trigger.TriggerEngine` is the real one; :class:`NotifyAll`
+state updates. :class:`connector.rules.trigger.TriggerEngine` is the real one; :class:`NotifyAll`
 turns every event into one ``notify`` action (``run --topic`` without rules, tests, bench).
 """
 

@@ -1,6 +1,7 @@
 """The ``event-connector`` subcommands, one module per area; ``connector.cli`` registers them.
 
 Each module imports its heavy dependencies inside the command body, so ``--help`` stays fast.
+:mod:`~connector.commands.ports` checks an address before ``run`` or ``gateway`` serves on it.
 """
 
 from __future__ import annotations

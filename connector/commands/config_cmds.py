@@ -47,8 +47,8 @@ def _check_runtime(path: str, cfg: ConnectorConfig) -> None:
     """
     from ruamel.yaml import YAML
 
+    from connector.rules.trigger import TriggerEngine
     from connector.targets.registry import build_target
-    from connector.trigger import TriggerEngine
 
     problems: list[tuple[tuple[str | int, ...], str, str]] = []
     try:

@@ -114,10 +114,10 @@ def gateway(
     """
     from checkpoint import open_store
     from connector.assembly import serve_gateway, standalone_gateway, written_by
+    from connector.commands.ports import check_listen, url_of
     from connector.config.paths import check_files
     from connector.gateway import GatewaySettings, parse_listen
     from connector.gateway.server import serving_options
-    from connector.ports import check_listen, url_of
     from connector.topics import TopicPolicy, ensure_topics, policy_of
     from kec.kafka import Connection
 

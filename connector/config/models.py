@@ -2,7 +2,7 @@
 
 Every model refuses unknown keys, so a typo is an error rather than a silently ignored
 setting. Secrets (SASL and key passwords, the PostgreSQL DSN, the HTTP token, and the
-``properties`` whose names say secret, see :mod:`connector.redaction`) are
+``properties`` whose names say secret, see :mod:`connector.common.redaction`) are
 :class:`~pydantic.SecretStr`: they print as ``**********`` and are revealed only where a
 client needs them (:meth:`KafkaSettings.connection`, :meth:`CheckpointConfig.url`).
 
@@ -32,18 +32,18 @@ from pydantic import (
     model_validator,
 )
 
+from connector.common.model_base import ConfigModel, NonEmpty
+from connector.common.redaction import hide_secrets, reveal, secret_values
+from connector.common.retry import RetryPolicy
 from connector.config.paths import RelativePath, StatePath
 from connector.config.targets import LogSpec, TargetSpec, refusal
-from connector.limits import (
+from connector.rules import Rule
+from connector.rules.limits import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
     MAX_JSON_DEPTH,
     MatchLimits,
 )
-from connector.model_base import ConfigModel, NonEmpty
-from connector.redaction import hide_secrets, reveal, secret_values
-from connector.retry import RetryPolicy
-from connector.rules import Rule
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 from kec.kafka.settings import PIPELINE_FIXED, PRODUCER_FIXED, Connection, fixed
@@ -257,7 +257,7 @@ class TopicCreationConfig(ConfigModel):
 
 
 class PipelineConfig(ConfigModel):
-    """Batching and back-pressure of the pipeline (connector.runtime.PipelineSettings)."""
+    """Batching and back-pressure of the pipeline (connector.pipeline.PipelineSettings)."""
 
     batch_size: PositiveInt = 1000
     """The most records checkpointed in one store transaction (one fsync)."""
@@ -269,7 +269,7 @@ class PipelineConfig(ConfigModel):
     """A record value larger than this goes to the dead-letter topic, not the store."""
     match_max_value_length: PositiveInt = DEFAULT_MAX_VALUE_LENGTH
     """A longer value (characters of text, bytes of binary) fails every rule value
-    condition (connector.limits.MatchLimits)."""
+    condition (connector.rules.limits.MatchLimits)."""
     match_max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = DEFAULT_MAX_JSON_DEPTH
     """JSON nested deeper is not JSON to rules' `json` predicates."""
     instance_id: NonEmpty | None = None
@@ -277,7 +277,7 @@ class PipelineConfig(ConfigModel):
     id gets its partitions back at once instead of after the session timeout."""
 
     def match_limits(self) -> MatchLimits:
-        """The bounds to build :class:`connector.trigger.TriggerEngine` with."""
+        """The bounds to build :class:`connector.rules.trigger.TriggerEngine` with."""
         return MatchLimits(
             max_value_length=self.match_max_value_length, max_json_depth=self.match_max_json_depth
         )

@@ -25,7 +25,7 @@ The engine targets (``temporal``, ``airflow``, ``prefect``) take ``concurrency``
 actions (of different keys) may be in flight to the engine at once.
 
 Values of ``headers``, ``env`` and ``properties`` whose names say they are secrets
-(password, secret, token, key, auth…: :mod:`connector.redaction`) are kept as
+(password, secret, token, key, auth…: :mod:`connector.common.redaction`) are kept as
 :class:`~pydantic.SecretStr` and never printed; the registry reveals them to the target.
 
 Each model refuses extra fields, so the config's schema embeds :data:`TargetSpec`;
@@ -50,9 +50,9 @@ from pydantic import (
     field_validator,
 )
 
+from connector.common.model_base import ConfigModel, NonEmpty
+from connector.common.redaction import HiddenProperties, HiddenStrings, redact_url
 from connector.config.paths import RelativePath, StatePath
-from connector.model_base import ConfigModel, NonEmpty
-from connector.redaction import HiddenProperties, HiddenStrings, redact_url
 from kec.action import ActionKind
 from kec.errors import ConfigError
 

@@ -10,7 +10,7 @@ memory (:meth:`Dispatcher.queue`); the store is read only when a partition is as
 * :mod:`~connector.dispatch.books`: :class:`~connector.dispatch.books.OwnedBooks`, the
   partitions this instance dispatches, each with its book, and the count of actions
   not settled (backpressure); which partitions it owns, at which epoch, is the
-  :class:`~connector.ownership.Ownership` registry it shares with the pipeline;
+  :class:`~connector.common.ownership.Ownership` registry it shares with the pipeline;
 * :mod:`~connector.dispatch.lanes`: one partition's book: lanes per (target, key),
   watermark, parked rows (pure);
 * :mod:`~connector.dispatch.schedule`: which lane heads go out now, as far as the

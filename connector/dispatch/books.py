@@ -2,7 +2,7 @@
 each, and how many of their actions are not settled yet.
 
 Whether this instance owns a partition, and at which epoch, is not kept here: that is
-:class:`~connector.ownership.Ownership`, shared with the pipeline. A book is the
+:class:`~connector.common.ownership.Ownership`, shared with the pipeline. A book is the
 delivery state of one claim (its epoch is the claim the book was loaded under, which
 the store checks when it is settled); dropping a book because another instance claimed
 the partition marks it fenced there, and the pipeline stops reading it.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from connector.common.ownership import Ownership
 from connector.dispatch.lanes import PartitionBook
-from connector.ownership import Ownership
 from kec.event import TP
 
 log = logging.getLogger(__name__)

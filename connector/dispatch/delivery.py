@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from connector.common.retry import RetryPolicy
 from connector.dispatch.lanes import Entry, PartitionBook
-from connector.retry import RetryPolicy
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import TargetError

@@ -22,7 +22,7 @@ with the same ids, which the target deduplicates (crash points ``mid_dispatch``:
 answers recorded, others not; ``after_dispatch``: delivered, not yet settled).
 
 Ownership: a partition is dispatched only while this instance owns it; which partitions
-that is, and at which epoch, is the :class:`~connector.ownership.Ownership` registry it
+that is, and at which epoch, is the :class:`~connector.common.ownership.Ownership` registry it
 shares with the pipeline (its books hold the delivery state of each). On revoke,
 :meth:`Dispatcher.release` waits for its deliveries in flight, writes its last
 settlement and forgets it. A settlement refused for a stale epoch drops the partition at
@@ -42,15 +42,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from checkpoint.base import Claim, DispatchStore
+from connector.common.outage import Outage, cause_of
+from connector.common.ownership import Ownership
+from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.delivery import Answer, TargetWorkers
 from connector.dispatch.lanes import Entry, PartitionBook
 from connector.dispatch.outcomes import DispatchStats, Outcomes
 from connector.dispatch.schedule import take_due
 from connector.dispatch.settlement import Settler
-from connector.outage import Outage, cause_of
-from connector.ownership import Ownership
-from connector.retry import RetryPolicy
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import CheckpointError, TargetError

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.delivery import Answer, transient
 from connector.dispatch.lanes import Entry, PartitionBook
-from connector.metrics_core import LATENCY_BUCKETS, Histogram
-from connector.retry import RetryPolicy
+from connector.metrics.core import LATENCY_BUCKETS, Histogram
 from kec.faults import crash_point
 
 __all__ = ["DispatchStats", "Outcomes"]

@@ -5,7 +5,7 @@ Every ``settle_interval`` (and at revoke and stop) each partition's settlement
 (watermark, settled spans, parked rows: see :mod:`connector.dispatch.lanes`) is written
 in one store transaction, fenced by the partition's owner epoch: a partition whose
 settlement is refused, or whose epoch in the store is no longer the one this instance
-holds (:class:`~connector.ownership.Ownership`), is dropped at once and marked fenced
+holds (:class:`~connector.common.ownership.Ownership`), is dropped at once and marked fenced
 there, so the pipeline stops reading it too.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from checkpoint.base import DispatchStore, Parked, Pending, Settlement
+from connector.common.outage import Outage
+from connector.common.ownership import Ownership
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.outcomes import DispatchStats
-from connector.outage import Outage
-from connector.ownership import Ownership
 from kec.errors import CheckpointError
 from kec.event import TP
 from kec.faults import crash_point

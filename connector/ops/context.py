@@ -17,7 +17,7 @@ from kec.errors import ConfigError, StoreMissing
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
     from checkpoint.base import CheckpointStore
-    from connector.limits import MatchLimits
+    from connector.rules.limits import MatchLimits
     from connector.topics import TopicPolicy
     from kec.evaluation import Evaluator
     from kec.kafka.settings import Connection

@@ -78,7 +78,7 @@ class ReplayReport:
 
 def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
     """``evaluator`` without its ``all_of`` rules, and their names (none: as it is)."""
-    from connector.trigger import TriggerEngine
+    from connector.rules.trigger import TriggerEngine
 
     if not isinstance(evaluator, TriggerEngine):
         return evaluator, ()

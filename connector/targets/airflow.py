@@ -66,7 +66,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connector.redaction import redact
+from connector.common.redaction import redact
 from connector.targets.base import Target
 from connector.targets.engine import execution_of, idempotency_key, workflow_input
 from connector.targets.engine_http import EngineHttp, engine_url

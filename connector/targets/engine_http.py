@@ -13,7 +13,7 @@ other 4xx, 3xx                         :class:`~kec.errors.TargetRejected` with 
 Which 2xx or 4xx means "already done" (a duplicate) is each engine's business: the
 targets look at the status before calling :meth:`EngineHttp.fail`.
 
-The engine's URL appears in messages only as :func:`~connector.redaction.redact_url` shows
+The engine's URL appears in messages only as :func:`~connector.common.redaction.redact_url` shows
 it (``http://host:port/…``: a path before the API's, as a proxy's, may hold a token), and
 text quoted from elsewhere (a transport error, an answer) has the URL's secret parts
 starred.
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from connector.redaction import redact, redact_url, url_secrets
+from connector.common.redaction import redact, redact_url, url_secrets
 from kec.errors import ConfigError, TargetError, TargetRejected
 
 BODY_TAIL = 500  # characters of an answer quoted in an error

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connector.redaction import is_secret_name, redact
+from connector.common.redaction import is_secret_name, redact
 from connector.targets.base import Target
 from kec import kafka
 from kec.action import Action

@@ -13,6 +13,7 @@ from typing import Any, assert_never
 
 from pydantic import SecretStr
 
+from connector.common.redaction import reveal
 from connector.config.targets import (
     AirflowSpec,
     AnyTargetSpec,
@@ -25,7 +26,6 @@ from connector.config.targets import (
     WebhookSpec,
     parse_target,
 )
-from connector.redaction import reveal
 from connector.targets.base import Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget

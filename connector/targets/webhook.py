@@ -9,7 +9,7 @@ resend after a crash carries the same key, so a receiver that honours it applies
 action once.
 
 Errors and logs show the URL only as ``scheme://host[:port]/…?name=…``
-(:func:`~connector.redaction.redact_url`): hosted webhooks carry their secret in the path
+(:func:`~connector.common.redaction.redact_url`): hosted webhooks carry their secret in the path
 or the query. Text quoted from elsewhere (an answer's body, a socket error) has the URL's
 secret parts starred. Of an answer at most :data:`MAX_BODY` bytes are read: the rest of a
 larger body is never loaded, and its connection is closed rather than drained.
@@ -56,7 +56,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 
-from connector.redaction import redact, redact_url, url_secrets
+from connector.common.redaction import redact, redact_url, url_secrets
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected

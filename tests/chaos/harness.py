@@ -111,7 +111,7 @@ class Connector:
         path = self.log_file.with_suffix(".stderr")
         marker = f"-{self.proc.pid}-"
         return any(
-            "connector.runtime: pipeline " in line and marker in line
+            "connector.pipeline.pipeline: pipeline " in line and marker in line
             for line in path.read_text(errors="replace").splitlines()
         )
 

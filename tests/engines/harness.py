@@ -102,7 +102,9 @@ class ConnectorRun:
         if proc is None or proc.poll() is not None:
             return proc.returncode if proc is not None else 0
         wait_for(
-            lambda: "connector.runtime: pipeline " in self.log() or proc.poll() is not None,
+            lambda: (
+                "connector.pipeline.pipeline: pipeline " in self.log() or proc.poll() is not None
+            ),
             timeout=60,
             what="the connector's start",
         )

@@ -20,11 +20,11 @@ from confluent_kafka.admin import AdminClient, ConsumerGroupDescription
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
 from connector.gateway.waiters import HttpIndex, queue_prefix
+from connector.pipeline import PipelineSettings
 from connector.rules import Rule
-from connector.runtime import PipelineSettings
+from connector.rules.trigger import TriggerEngine
 from connector.service import ConnectorService
 from connector.targets import LogTarget
-from connector.trigger import TriggerEngine
 from tests.support import wait_for
 
 

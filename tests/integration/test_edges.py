@@ -34,10 +34,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
 from connector.dispatch import Dispatcher
+from connector.pipeline import Pipeline, PipelineSettings
 from connector.rules import Rule
-from connector.runtime import Pipeline, PipelineSettings
+from connector.rules.trigger import TriggerEngine
 from connector.targets.base import Target
-from connector.trigger import TriggerEngine
 from devkit.server import free_port
 from kec.action import Action
 from kec.codec import record_headers, record_value

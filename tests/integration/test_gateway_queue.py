@@ -23,9 +23,9 @@ from connector.gateway.waiters import (
     consumed_step,
     queue_prefix,
 )
+from connector.pipeline.pipeline import apply_events
 from connector.rules import Rule
-from connector.runtime import apply_events
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from kec.action import Action
 from kec.event import TP as TopicPartition
 from kec.event import Event

@@ -21,9 +21,9 @@ from connector.ops.replay import ReplayRange, replay
 from connector.ops.send import make_events, send_events, topic_for
 from connector.ops.status import collect_status
 from connector.ops.tail import TailOptions, format_line, tail_events
+from connector.pipeline.pipeline import Pipeline, PipelineSettings, Undispatched
 from connector.rules import Rule
-from connector.runtime import Pipeline, PipelineSettings, Undispatched
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluation, NotifyAll, Result

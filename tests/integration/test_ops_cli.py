@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from checkpoint import ActionState, open_store
 from connector.cli import cli
-from connector.runtime import Pipeline, PipelineSettings, Undispatched
+from connector.pipeline.pipeline import Pipeline, PipelineSettings, Undispatched
 from kec.action import Action, ActionKind
 from kec.evaluation import NotifyAll
 from tests.store_helpers import seed

@@ -1,5 +1,5 @@
 """One ownership registry shared by the pipeline and the dispatcher
-(:mod:`connector.ownership`), against a real broker and a real PostgreSQL store.
+(:mod:`connector.common.ownership`), against a real broker and a real PostgreSQL store.
 
 Another instance claims a partition in the store (its epoch moves on) while this one
 still has it assigned by Kafka. The dispatcher finds out first, when it reads the owner
@@ -17,11 +17,11 @@ import pytest
 from confluent_kafka import Producer
 
 from checkpoint import open_store
+from connector.pipeline import PipelineSettings
 from connector.rules import Rule
-from connector.runtime import PipelineSettings
+from connector.rules.trigger import TriggerEngine
 from connector.service import ConnectorService
 from connector.targets.base import Target
-from connector.trigger import TriggerEngine
 from kec.action import Action
 from kec.codec import record_headers, record_value
 from kec.event import Event

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
-from connector.runtime import Pipeline, PipelineSettings, Undispatched
+from connector.pipeline.pipeline import Pipeline, PipelineSettings, Undispatched
 from kec.codec import record_headers, record_value
 from kec.evaluation import Evaluation, NotifyAll
 from kec.event import CONTENT_JSON, H_CONTENT_TYPE, H_NAMESPACE, Event

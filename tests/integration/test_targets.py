@@ -27,8 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
+from connector.common.retry import RetryPolicy
 from connector.dispatch import Dispatcher
-from connector.retry import RetryPolicy
 from connector.targets import (
     CommandTarget,
     KafkaTarget,

@@ -28,8 +28,8 @@ FOREIGN = (
 # The project's modules that a config names but must not load.
 OWN = (
     "connector.dispatch",
-    "connector.runtime",
-    "connector.trigger",
+    "connector.pipeline",
+    "connector.rules.trigger",
     "connector.targets",  # the package and every target in it
     "connector.gateway",
     "connector.metrics",

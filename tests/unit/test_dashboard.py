@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from connector.metrics import COUNTERS, GAUGES
+from connector.metrics.exposition import COUNTERS, GAUGES
 from tests.support import ROOT
 
 LABELED = {

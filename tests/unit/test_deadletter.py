@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.deadletter import DLQ_MAX_BYTES, STORED_BYTES, Poison
+from connector.pipeline.deadletter import DLQ_MAX_BYTES, STORED_BYTES, Poison
 from kec.errors import DecodeError
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from connector.commands.ports import check_listen
 from connector.config import load_config
 from connector.notification import NotificationClient
-from connector.ports import check_listen
 from kec.errors import ConfigError, ConnectorError
 from tests.support import run_in_repo
 

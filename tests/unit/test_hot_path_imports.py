@@ -1,5 +1,5 @@
 """The hot path records metrics without Prometheus: importing the pipeline and the
-dispatcher loads no ``prometheus_client``; only the exposition (connector.metrics) does.
+dispatcher loads no ``prometheus_client``; only the exposition (connector.metrics.exposition) does.
 
 Checked in a fresh interpreter, since this one has loaded everything already.
 """
@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from connector.metrics_core import Histogram
+from connector.metrics.core import Histogram
 from tests.support import run_in_repo
 
-HOT_PATH = ("connector.runtime", "connector.dispatch")
+HOT_PATH = ("connector.pipeline", "connector.dispatch")
 
 CHILD = """
 import importlib, json, sys
@@ -36,7 +36,7 @@ def test_the_pipeline_and_the_dispatcher_load_no_prometheus() -> None:
 
 def test_the_exposition_does() -> None:
     # The check above would pass for a misspelt module name; this one shows it can fail.
-    assert "prometheus_client" in _prometheus_after_importing("connector.metrics")
+    assert "prometheus_client" in _prometheus_after_importing("connector.metrics.exposition")
 
 
 @pytest.mark.parametrize(

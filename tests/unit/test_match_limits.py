@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.common.json_depth import json_too_deep
 from connector.config import ConfigFileError, load_config
-from connector.json_depth import json_too_deep
-from connector.limits import DEFAULT_MAX_JSON_DEPTH, MatchLimits
-from connector.linear_regex import LinearRegex
-from connector.trigger import TriggerEngine
+from connector.rules.limits import DEFAULT_MAX_JSON_DEPTH, MatchLimits
+from connector.rules.linear_regex import LinearRegex
+from connector.rules.trigger import TriggerEngine
 from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, make_rule, run
 
@@ -106,7 +106,7 @@ def test_a_backtracking_pattern_is_refused_with_file_line_and_field(tmp_path: Pa
 
 
 # Patterns both engines read alike (not `$` before a newline, nor `\b` after a non-ASCII
-# letter: see connector.linear_regex).
+# letter: see connector.rules.linear_regex).
 SHARED = [r"ok", r"^o", r"[a-c]+\d", r"(?i)OK", r"o.k", r"\w\s\w", r"(ab|ba){2}", r"^\S*$"]
 
 

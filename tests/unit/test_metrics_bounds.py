@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-import connector.metrics
+import connector.metrics.exposition
 from connector.config.loader import load_config
 from connector.config.models import MetricsConfig
-from connector.metrics import MAX_HEAD_BYTES, Health, MetricsServer, Snapshot
+from connector.metrics.exposition import MAX_HEAD_BYTES, Health, MetricsServer, Snapshot
 from kec.errors import ConfigError
 from tests.support import ROOT, wait_for
 
@@ -175,7 +175,8 @@ def test_connections_past_the_cap_get_503_until_one_closes(
 def test_past_twice_the_cap_connections_are_closed_without_an_answer(
     serve: Serve, sockets: Callable[[int], socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connector.metrics, "_REFUSED_LINGER", 60.0)  # the refused one stays
+    # the refused one stays
+    monkeypatch.setattr(connector.metrics.exposition, "_REFUSED_LINGER", 60.0)
     server = serve(max_connections=1, header_timeout=60, idle_timeout=60)
     served = sockets(server.port)
     served.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,4 +1,4 @@
-"""The metrics server (connector.metrics.MetricsServer) on a real loopback port: labeled
+"""The metrics server (connector.metrics.exposition.MetricsServer) on a real loopback port: labeled
 metrics, readiness with its checks, liveness, and 404 for anything else."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from connector.metrics import Health, MetricsServer, Snapshot
-from connector.metrics_core import LATENCY_BUCKETS, Histogram
+from connector.metrics.core import LATENCY_BUCKETS, Histogram
+from connector.metrics.exposition import Health, MetricsServer, Snapshot
 
 
 @pytest.fixture

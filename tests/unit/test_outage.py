@@ -1,4 +1,4 @@
-"""An outage in few lines (connector.outage): one when it begins, one now and then, one
+"""An outage in few lines (connector.common.outage): one when it begins, one now and then, one
 when it ends; an injected clock, so no waiting."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from connector.outage import Outage, cause_of
+from connector.common.outage import Outage, cause_of
 from kec.errors import CheckpointError
 
 

@@ -1,4 +1,4 @@
-"""The ownership registry (connector.ownership): one answer to "does this instance hold
+"""The ownership registry (connector.common.ownership): one answer to "does this instance hold
 tp, at which epoch, in which state", shared by the pipeline and the dispatcher."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from connector.common.ownership import Ownership, State
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.lanes import PartitionBook
-from connector.ownership import Ownership, State
 
 pytestmark = pytest.mark.unit
 

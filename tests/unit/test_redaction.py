@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from connector.commands import config_cmds
+from connector.common.redaction import is_secret_name, redact, redact_url, url_secrets
 from connector.config import ConfigFileError, load_config
 from connector.config.targets import (
     AirflowSpec,
@@ -21,7 +22,6 @@ from connector.config.targets import (
     PrefectSpec,
     WebhookSpec,
 )
-from connector.redaction import is_secret_name, redact, redact_url, url_secrets
 from connector.targets import build_target
 from kec.errors import ConfigError
 

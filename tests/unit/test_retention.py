@@ -1,4 +1,4 @@
-"""Retention (connector.retention.Pruner) on the memory store: no broker, no sleeping."""
+"""Retention (connector.ops.retention.Pruner) on the memory store: no broker, no sleeping."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from checkpoint import ActionState, Settlement
 from checkpoint.sqlite import MemoryStore
 from connector.assembly import build_service
 from connector.config import load_config
-from connector.retention import Pruner
+from connector.ops.retention import Pruner
 from kec.action import Action, ActionKind
 from kec.event import Event
 from tests.support import wait_for

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from connector.trigger import TriggerEngine, state_key
+from connector.rules.trigger import TriggerEngine, state_key
 from kec.action import ActionKind, action_id
 from kec.errors import ConfigError
 from tests.unit.trigger_helpers import make_event, make_rule, run

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.rules import Rule
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from kec.action import action_id
 from kec.event import Event
 from tests.unit.trigger_helpers import make_event, run

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from connector.rules import AllOf, JsonPredicate, Rule, ValueMatch
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from connector.workflow import Task, TaskAction, Workflow, WorkflowAction
 from kec.action import ActionKind
 from kec.errors import ConfigError

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from connector.rules import Rule
-from connector.trigger import TriggerEngine
+from connector.rules.trigger import TriggerEngine
 from kec.action import Action
 from kec.event import Event
 

@@ -29,7 +29,7 @@ Semantics (AIFlow's; docs/architecture.md, "Rules"):
   does not count. Value conditions are bounded whatever the value
   (:class:`MatchLimits`): a value longer than ``max_value_length`` fails every value
   condition; JSON nested deeper than ``max_json_depth`` is not JSON (it fails every JSON
-  predicate); a regex runs in time linear in the value (:mod:`connector.linear_regex`).
+  predicate); a regex runs in time linear in the value (:mod:`connector.rules.linear_regex`).
 * Actions come out in rule declaration order; their ids are deterministic.
 
 State that cannot be read (corrupt, or from an older rule with other keys) is treated as
@@ -47,15 +47,15 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Final
 
-from connector.json_depth import json_too_deep
-from connector.limits import (
+from connector.common.json_depth import json_too_deep
+from connector.rules.limits import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
     MAX_JSON_DEPTH,
     MatchLimits,
 )
-from connector.linear_regex import LinearRegex
-from connector.rules import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
+from connector.rules.linear_regex import LinearRegex
+from connector.rules.models import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
 from kec.errors import ConfigError
 from kec.evaluation import Evaluation, Result

@@ -7,7 +7,7 @@
    cooperative-sticky assignment. Each record becomes an event, or is *poison*: any
    exception raised by one record while it is decoded (no key, not UTF-8, too large, a
    namespace header that is not its topic's, ...) or while the rules evaluate it is that
-   record's, never its batch's (:mod:`connector.deadletter`).
+   record's, never its batch's (:mod:`connector.pipeline.deadletter`).
 2. **checkpoint** — ONE durable store transaction, a constant number of statements per
    partition: record the explicit event ids (a resend under another offset is a
    duplicate; other events are known by their offset), read the rule state the new
@@ -31,7 +31,7 @@ one, else to the committed Kafka offset. When the store is ahead of Kafka's comm
 offset (a stop between steps 2 and 3) that offset is committed before the next batch.
 On revoke the dispatcher finishes the partition's deliveries in flight and settles it
 before the partition is let go. Each partition's state (claiming, owned, stopped,
-fenced) and claim epoch live in the :class:`~connector.ownership.Ownership` registry
+fenced) and claim epoch live in the :class:`~connector.common.ownership.Ownership` registry
 shared with the dispatcher: a partition the dispatcher finds fenced is let go at the
 next batch, as one a batch found fenced. When ``outbox_max_pending`` actions are not delivered
 yet the partitions are paused until they drain (backpressure).
@@ -55,10 +55,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from checkpoint.base import BatchTransaction, Claim, PipelineStore
-from connector.deadletter import DeadLetters, Poison
-from connector.metrics_core import LATENCY_BUCKETS, Histogram
-from connector.outage import Outage, cause_of
-from connector.ownership import Ownership, State
+from connector.common.outage import Outage, cause_of
+from connector.common.ownership import Ownership, State
+from connector.metrics.core import LATENCY_BUCKETS, Histogram
+from connector.pipeline.deadletter import DeadLetters, Poison
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message

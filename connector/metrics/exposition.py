@@ -2,7 +2,7 @@
 
 Nothing is counted twice and little is added to the hot path: the pipeline and the
 dispatcher keep plain counters (per batch, per rule, per target) and two histograms
-(:class:`connector.metrics_core.Histogram`; this is the one module that imports
+(:class:`connector.metrics.core.Histogram`; this is the one module that imports
 ``prometheus_client``), and a scrape reads them through ``snapshot``, a callable the
 service passes in (:class:`Snapshot`). Served by :class:`MetricsServer`: one asyncio
 loop holds the connections, two worker threads answer scrapes and probes, and a cap on
@@ -57,7 +57,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from connector.metrics_core import Histogram
+from connector.metrics.core import Histogram
 from kec.errors import ConfigError, ConnectorError
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The pipeline and the dispatcher count in plain fields of their stats (``batches += 1``:
 one writer each, nothing cheaper) and time with :class:`Histogram`; the exposition,
-:mod:`connector.metrics`, reads them at scrape time and is the one module that imports
+:mod:`connector.metrics.exposition`, reads them at scrape time and is the one module that imports
 ``prometheus_client``. Importing this module loads nothing but the standard library.
 """
 

@@ -38,8 +38,8 @@ cannot be addressed. A value that is not JSON fails every JSON predicate. JSON e
 keeps ``true`` apart from ``1`` but treats ``1`` and ``1.0`` as equal.
 
 A value can be hostile, so its conditions are bounded (see
-:class:`connector.limits.MatchLimits`): a ``regex`` runs in linear time on RE2
-(:mod:`connector.linear_regex`: Python's syntax without lookaround, backreferences and the
+:class:`connector.rules.limits.MatchLimits`): a ``regex`` runs in linear time on RE2
+(:mod:`connector.rules.linear_regex`: Python's syntax without lookaround, backreferences and the
 like, which are refused here; ``$`` matches only at the very end), a value over the length
 limit fails every value condition, and JSON nested deeper than the depth limit is not JSON.
 """
@@ -62,8 +62,8 @@ from pydantic import (
     model_validator,
 )
 
-from connector.linear_regex import LinearRegex
-from connector.model_base import ConfigModel, NonEmpty
+from connector.common.model_base import ConfigModel, NonEmpty
+from connector.rules.linear_regex import LinearRegex
 from kec.action import ActionKind
 from kec.event import DEFAULT_NAMESPACE
 

@@ -1,7 +1,7 @@
 """How much of an event's value rule conditions look at (docs/architecture.md, "Bad input").
 
 A leaf (standard library and :mod:`kec.errors` only): the trigger engine
-(:class:`connector.trigger.TriggerEngine`) applies these bounds, and the configuration
+(:class:`connector.rules.trigger.TriggerEngine`) applies these bounds, and the configuration
 (``pipeline.match_max_value_length``, ``pipeline.match_max_json_depth``) states them
 without loading the engine.
 """
