@@ -158,7 +158,7 @@ def build_service(
     :class:`~connector.ops.retention.Pruner` deletes expired rule state, and with
     ``checkpoint.retention_days`` everything else older than that.
     """
-    from connector.metrics.exposition import MetricsServer, ProgressLog
+    from connector.metrics.progress import ProgressLog
     from connector.ops.retention import Pruner
 
     settings = pipeline_settings(cfg, instance_id=instance_id)
@@ -196,6 +196,8 @@ def build_service(
     service.attach(Pruner(store, days * 86400 if days is not None else None), "pruner")
     service.attach(ProgressLog(service.snapshot), "progress log")
     if cfg.metrics is not None:
+        from connector.metrics.exposition import MetricsServer
+
         metrics = MetricsServer(
             service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
         )

@@ -38,7 +38,7 @@ from connector.common.ownership import Ownership
 from connector.common.retry import RetryPolicy
 from connector.dispatch import Dispatcher
 from connector.lifecycle import Services
-from connector.metrics.exposition import Health, Snapshot
+from connector.metrics.core import Health, Snapshot
 from connector.pipeline import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError

@@ -55,7 +55,7 @@ from starlette.routing import Route
 from connector.common.json_depth import json_too_deep
 from connector.gateway.ingest import Gateway
 from connector.gateway.limits import BodyLimit, GatewayLimits
-from connector.metrics.exposition import Health, health_body
+from connector.metrics.core import Health, health_body
 from kec.codec import explicit_id_problem
 from kec.errors import CheckpointError, ConnectorError, KafkaClientError
 

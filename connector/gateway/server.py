@@ -31,7 +31,7 @@ from connector.config.models import is_loopback_host
 from connector.gateway.app import build_app
 from connector.gateway.ingest import Gateway
 from connector.gateway.limits import GatewayLimits, header_timeout_protocol
-from connector.metrics.exposition import Health
+from connector.metrics.core import Health
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:

@@ -2,16 +2,20 @@
 
 The pipeline and the dispatcher count in plain fields of their stats (``batches += 1``:
 one writer each, nothing cheaper) and time with :class:`Histogram`; the exposition,
-:mod:`connector.metrics.exposition`, reads them at scrape time and is the one module that imports
-``prometheus_client``. Importing this module loads nothing but the standard library.
+:mod:`connector.metrics.exposition`, reads them at scrape time and is the one module
+that imports ``prometheus_client``. Importing this module loads nothing but the standard
+library: the service and the gateway take their :class:`Snapshot` and :class:`Health`
+from here, so a connector without ``metrics:`` never loads Prometheus.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "Histogram"]
+__all__ = ["LATENCY_BUCKETS", "Health", "Histogram", "Snapshot", "health_body"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 """Upper bounds (seconds) of the delivery and store-transaction histograms."""
@@ -44,3 +48,41 @@ class Histogram:
             running += n
             out.append((bound, running))
         return out, total
+
+
+@dataclass
+class Snapshot:
+    """The numbers of one run; :meth:`ConnectorService.snapshot` fills it."""
+
+    values: dict[str, float] = field(default_factory=dict)  # COUNTERS and GAUGES keys
+    queued_by_rule: dict[str, int] = field(default_factory=dict)
+    delivered_by_target: dict[str, int] = field(default_factory=dict)
+    failed_by_target: dict[str, int] = field(default_factory=dict)
+    dead_by_target: dict[str, int] = field(default_factory=dict)
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    delivery_seconds: Histogram | None = None
+    store_write_seconds: Histogram | None = None
+
+    def get(self, key: str, default: float = 0.0) -> float:
+        return self.values.get(key, default)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Readiness: each check's name and whether it passes."""
+
+    checks: Mapping[str, bool]
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
+
+
+def health_body(health: Health) -> tuple[int, dict[str, Any]]:
+    """The /healthz answer: status code and JSON body (also used by the gateway)."""
+    status = "ready" if health.ready else "not ready"
+    failing = sorted(name for name, ok in health.checks.items() if not ok)
+    body: dict[str, Any] = {"status": status, "checks": dict(health.checks)}
+    if failing:
+        body["failing"] = failing
+    return (200 if health.ready else 503), body

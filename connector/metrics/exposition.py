@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -57,7 +57,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from connector.metrics.core import Histogram
+from connector.metrics.core import Health, Histogram, Snapshot, health_body
 from kec.errors import ConfigError, ConnectorError
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "Health",
     "MetricsServer",
-    "ProgressLog",
     "Snapshot",
 ]
 
@@ -90,34 +89,6 @@ GAUGES = {
     "paused": "1 while the partitions are paused because too many actions wait.",
     "kafka_connected": "1 while a Kafka broker answers the pipeline's consumer.",
 }
-
-
-@dataclass
-class Snapshot:
-    """The numbers of one run; :meth:`ConnectorService.snapshot` fills it."""
-
-    values: dict[str, float] = field(default_factory=dict)  # COUNTERS and GAUGES keys
-    queued_by_rule: dict[str, int] = field(default_factory=dict)
-    delivered_by_target: dict[str, int] = field(default_factory=dict)
-    failed_by_target: dict[str, int] = field(default_factory=dict)
-    dead_by_target: dict[str, int] = field(default_factory=dict)
-    lag: dict[tuple[str, int], int] = field(default_factory=dict)
-    delivery_seconds: Histogram | None = None
-    store_write_seconds: Histogram | None = None
-
-    def get(self, key: str, default: float = 0.0) -> float:
-        return self.values.get(key, default)
-
-
-@dataclass(frozen=True)
-class Health:
-    """Readiness: each check's name and whether it passes."""
-
-    checks: Mapping[str, bool]
-
-    @property
-    def ready(self) -> bool:
-        return all(self.checks.values())
 
 
 def _histogram(histogram: Histogram, name: str, text: str) -> HistogramMetricFamily:
@@ -214,16 +185,6 @@ class _Reply:
 
 def _json(status: int, body: Mapping[str, Any]) -> _Reply:
     return _Reply(status, json.dumps(body).encode())
-
-
-def health_body(health: Health) -> tuple[int, dict[str, Any]]:
-    """The /healthz answer: status code and JSON body (also used by the gateway)."""
-    status = "ready" if health.ready else "not ready"
-    failing = sorted(name for name, ok in health.checks.items() if not ok)
-    body: dict[str, Any] = {"status": status, "checks": dict(health.checks)}
-    if failing:
-        body["failing"] = failing
-    return (200 if health.ready else 503), body
 
 
 class _BadRequest(ConnectorError):
@@ -520,56 +481,3 @@ class MetricsServer:
             log.warning("health check failed: %r", exc)
             code, body = 503, {"status": "error", "error": repr(exc)}
         return _json(code, body)
-
-
-class ProgressLog:
-    """Logs one line of progress every ``interval`` seconds while something happens.
-
-    Operators tailing the log see the connector is alive and how fast it goes without a
-    metrics stack; an idle connector stays quiet. Reads the same ``snapshot`` as
-    :class:`MetricsServer`, in its own thread.
-    """
-
-    def __init__(self, snapshot: Callable[[], Snapshot], *, interval: float = 60.0) -> None:
-        self._snapshot = snapshot
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last: Mapping[str, float] = {}
-
-    def report(self) -> str | None:
-        """The line for what changed since the last report (None if nothing did)."""
-        now = dict(self._snapshot().values)
-        last, self._last = self._last, now
-
-        def delta(key: str) -> int:
-            return int(now.get(key, 0) - last.get(key, 0))
-
-        if not any(delta(k) for k in ("records", "actions_delivered", "actions_dead")):
-            return None
-        return (
-            f"progress: +{delta('events')} events (+{delta('duplicates')} duplicates, "
-            f"+{delta('dead_records')} dead records), +{delta('actions_queued')} actions "
-            f"queued, +{delta('actions_delivered')} delivered, +{delta('actions_dead')} dead; "
-            f"{int(now.get('outbox_pending', 0))} pending"
-            + (" (partitions paused: too many actions wait)" if now.get("paused") else "")
-        )
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._last = dict(self._snapshot().values)
-            self._thread = threading.Thread(target=self._run, name="kec-progress", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            line = self.report()
-            if line is not None:
-                log.info("%s", line)

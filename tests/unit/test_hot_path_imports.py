@@ -7,6 +7,7 @@ Checked in a fresh interpreter, since this one has loaded everything already.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +33,41 @@ def _prometheus_after_importing(*modules: str) -> list[str]:
 
 def test_the_pipeline_and_the_dispatcher_load_no_prometheus() -> None:
     assert _prometheus_after_importing(*HOT_PATH) == []
+
+
+BUILD = """
+import json, sys
+from pathlib import Path
+from connector.assembly import build_service
+from connector.config import load_config
+
+service = build_service(load_config(Path(sys.argv[1])))
+service.store.close()
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "prometheus_client")))
+"""
+
+
+@pytest.mark.parametrize("metrics", [False, True], ids=["without-metrics", "with-metrics"])
+def test_the_service_loads_prometheus_only_for_a_metrics_endpoint(
+    tmp_path: Path, metrics: bool
+) -> None:
+    """Built from a file with the gateway and every companion, the service loads
+    Prometheus only when the file asks for ``metrics:`` (which shows the check can fail)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "kafka: {bootstrap_servers: 127.0.0.1:9}\n"
+        f"checkpoint: {{backend: sqlite, path: {tmp_path / 'c.db'}}}\n"
+        "namespaces: {orders: {}}\n"
+        "targets: {out: {type: log}}\n"
+        "rules: [{name: r, namespace: orders, key: k, action: start, workflow: w, "
+        "target: out}]\n"
+        "http: {host: 127.0.0.1, port: 0}\n"
+        + ("metrics: {host: 127.0.0.1, port: 0}\n" if metrics else "")
+    )
+    done = run_in_repo("-c", BUILD, str(config))
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert ("prometheus_client" in loaded) is metrics, loaded
 
 
 def test_the_exposition_does() -> None:

@@ -1,8 +1,9 @@
-"""The progress log line (connector.metrics.exposition.ProgressLog): deltas, quiet when idle."""
+"""The progress log line (connector.metrics.progress.ProgressLog): deltas, quiet when idle."""
 
 from __future__ import annotations
 
-from connector.metrics.exposition import ProgressLog, Snapshot
+from connector.metrics.core import Snapshot
+from connector.metrics.progress import ProgressLog
 
 
 def test_a_line_per_interval_with_what_changed_and_none_when_idle() -> None:
