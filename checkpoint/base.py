@@ -59,10 +59,10 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from kec.action import Action
 from kec.event import TP, Event
+from kec.resource import Resource
 
 SCHEMA_VERSION = 4
 
@@ -416,7 +416,7 @@ class OperationsStore(PartitionsView):
         still complete is deleted."""
 
 
-class CheckpointStore(PipelineStore, DispatchStore, OperationsStore, StepStore):
+class CheckpointStore(PipelineStore, DispatchStore, OperationsStore, StepStore, Resource):
     """Every role, and the life cycle: what a backend implements and the service opens."""
 
     @abc.abstractmethod
@@ -426,15 +426,3 @@ class CheckpointStore(PipelineStore, DispatchStore, OperationsStore, StepStore):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; idempotent."""
-
-    def __enter__(self) -> CheckpointStore:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

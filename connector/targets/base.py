@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from types import TracebackType
 
 from kec.action import Action
+from kec.resource import Resource
 
 
-class Target(abc.ABC):
+class Target(Resource, abc.ABC):
     """A destination for actions. ``open()`` before use; ``close()`` is idempotent.
 
     The dispatcher calls :meth:`deliver_many` from up to ``concurrency`` threads at once,
@@ -30,12 +30,6 @@ class Target(abc.ABC):
     batch_size: int = 1  # actions per call
     ordered: bool = False  # one call applies its actions in their order
 
-    def open(self) -> None:  # noqa: B027 - most targets need no set-up
-        """Acquire resources (files, sockets, clients)."""
-
-    def close(self) -> None:  # noqa: B027
-        """Release resources; idempotent."""
-
     @abc.abstractmethod
     def deliver(self, action: Action) -> None:
         """Deliver one action; raise TargetError (retriable) or TargetRejected (final)."""
@@ -50,15 +44,3 @@ class Target(abc.ABC):
             except Exception as exc:
                 failures[action.action_id] = exc
         return failures
-
-    def __enter__(self) -> Target:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
