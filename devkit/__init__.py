@@ -2,6 +2,7 @@
 
 * :mod:`devkit.broker` — a local Apache Kafka broker (``event-connector dev-broker``), and
   the choice of broker for tests and the demo;
+* :mod:`devkit.security` — the local broker's SASL/TLS modes and the session's certificates;
 * :mod:`devkit.postgres` — a throwaway PostgreSQL server, and scratch databases;
 * :mod:`devkit.containers` — the same two in Docker, and which source to use;
 * :mod:`devkit.images` — the project's Docker images (``make images``);

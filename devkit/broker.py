@@ -33,14 +33,17 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from devkit import containers
+from devkit import security as modes
 from devkit.errors import DevBrokerError, DockerUnavailable
 from devkit.project import cache_root, kafka_image, kafka_version, manifest_dir
+from devkit.security import Material, Security
 from devkit.server import LocalServer, free_port
+from kec.kafka.settings import Connection
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,21 @@ class KafkaCluster:
     kind: str  # "external", "testcontainers" or "local-jvm"
     version: str  # "unknown" when the cluster does not tell us
     why: str = ""  # why this source was chosen, in a few words
+    security: Security = "plaintext"  # see devkit.security
+    # librdkafka properties a client needs beside bootstrap.servers (SASL, SSL, files).
+    client_properties: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def client_config(self) -> dict[str, str]:
+        """Every librdkafka property a client of this cluster needs."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_properties}
+
+    def connection(self) -> Connection:
+        """This cluster as the product's clients take it."""
+        return Connection(self.bootstrap_servers, self.client_properties)
+
+    def kafka_yaml(self) -> str:
+        """The ``kafka:`` block of a connector config that reaches this cluster."""
+        return modes.kafka_yaml(self.bootstrap_servers, self.client_properties)
 
 
 def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Path:
@@ -161,6 +179,11 @@ class DevBroker(LocalServer[KafkaCluster]):
     which :attr:`bootstrap_servers` then names; the broker's traffic to itself (e.g.
     transaction markers) goes through a listener of its own, not through the proxy.
 
+    ``security``: the client listener's mode (:mod:`devkit.security`): ``plaintext``,
+    ``sasl-ssl`` or ``mtls``; the certificates and the user are made in the scratch folder
+    and :meth:`cluster` carries what a client needs. A kept ``workdir`` is started again
+    only in the mode it was formatted in.
+
     ``kill()`` crashes the JVM (for tests of what a broker outage does) and keeps its data;
     ``start()`` then brings the same broker back on the same ports, through Kafka's log
     recovery.
@@ -182,8 +205,11 @@ class DevBroker(LocalServer[KafkaCluster]):
         start_timeout: float = 90.0,
         heap: str = "768m",
         advertised_port: int | None = None,
+        security: str = "plaintext",
     ) -> None:
         super().__init__(start_timeout=start_timeout)
+        self._security = modes.mode(security)
+        self._material: Material | None = None
         self._jars = jars
         self._port = port
         self._advertised_port = advertised_port
@@ -203,8 +229,18 @@ class DevBroker(LocalServer[KafkaCluster]):
     def log_file(self) -> Path | None:
         return self._scratch / "logs" / "server.log" if self._scratch else None
 
+    @property
+    def security(self) -> Security:
+        return self._security
+
     def cluster(self) -> KafkaCluster:
-        return KafkaCluster(self.bootstrap_servers, "local-jvm", self._version)
+        return KafkaCluster(
+            self.bootstrap_servers,
+            "local-jvm",
+            self._version,
+            security=self._security,
+            client_properties=modes.client_properties(self._security, self._material),
+        )
 
     def _describe(self) -> KafkaCluster:
         return self.cluster()
@@ -225,12 +261,17 @@ class DevBroker(LocalServer[KafkaCluster]):
         scratch = self._scratch_dir("kec-kafka-", self._workdir)
         data, logs = scratch / "data", scratch / "logs"
         logs.mkdir(exist_ok=True)
+        formatted = (data / "meta.properties").exists()
+        self._check_mode(scratch, formatted)
+        if self._security != "plaintext":
+            self._material = modes.material(scratch / "security")
         props = scratch / "server.properties"
         props.write_text(
             Template((manifest / "server.properties").read_text()).substitute(
                 port=self._port, controller_port=self._controller_port, data_dir=data
             )
-            + self._advertised_listeners()
+            + self._listeners()
+            + modes.broker_properties(self._security, self._material)
         )
         jvm = [
             java,
@@ -243,44 +284,64 @@ class DevBroker(LocalServer[KafkaCluster]):
             "-cp",
             f"{self._jars}/*",
         ]
-        if not (data / "meta.properties").exists():
+        if not formatted:
             self._format(jvm, props)
+            (scratch / "security-mode").write_text(self._security + "\n")
         self._launch([*jvm, "kafka.Kafka", str(props)], log=logs / "console.log")
         self._version = self._read_version()
         assert self._proc is not None
         log.info(
-            "Apache Kafka %s (local JVM, pid %d) at %s in %s",
+            "Apache Kafka %s (local JVM, pid %d, %s) at %s in %s",
             self._version,
             self._proc.pid,
+            self._security,
             self.bootstrap_servers,
             self._scratch,
         )
 
+    def _check_mode(self, scratch: Path, formatted: bool) -> None:
+        """Refuse to start kept data in another mode than it was formatted in: the SCRAM
+        user exists only if it was formatted for sasl-ssl."""
+        if not formatted:
+            return
+        marker = scratch / "security-mode"
+        was = marker.read_text().strip() if marker.exists() else "plaintext"
+        if was != self._security:
+            raise DevBrokerError(
+                f"the broker data in {scratch} was made with --security {was}: start it "
+                f"with that mode, or use another data folder for {self._security}"
+            )
+
     def _format(self, jvm: list[str], props: Path) -> None:
         """Format the KRaft storage of a new broker."""
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(),
-               "-c", str(props), "--standalone"]  # fmt: skip
+               "-c", str(props), "--standalone",
+               *modes.format_arguments(self._security, self._material)]  # fmt: skip
         fmt = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if fmt.returncode != 0:
             self._cleanup()
             raise DevBrokerError(f"formatting KRaft storage failed:\n{fmt.stderr[-2000:]}")
 
-    def _advertised_listeners(self) -> str:
+    def _listeners(self) -> str:
         """Properties that replace the template's listeners (later keys win) when clients
-        are to connect elsewhere; an INTERNAL listener keeps the broker's own traffic
-        direct."""
-        if self._advertised_port is None:
+        are to connect elsewhere or securely: the client listener is then named after its
+        protocol, and an INTERNAL listener (PLAINTEXT, loopback) keeps the broker's own
+        traffic direct, past any proxy and any authentication."""
+        if self._advertised_port is None and self._security == "plaintext":
             return ""
         internal = free_port()
         while internal in (self._port, self._controller_port):
             internal = free_port()
+        client = modes.LISTENER[self._security]
+        advertised = self._advertised_port or self._port
         return (
-            f"\n# DevBroker(advertised_port={self._advertised_port}): clients go through there.\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{self._port},INTERNAL://127.0.0.1:{internal},"
+            f"\n# DevBroker(advertised_port={self._advertised_port}, "
+            f"security={self._security}): clients use the {client} listener.\n"
+            f"listeners={client}://127.0.0.1:{self._port},INTERNAL://127.0.0.1:{internal},"
             f"CONTROLLER://127.0.0.1:{self._controller_port}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self._advertised_port},"
+            f"advertised.listeners={client}://127.0.0.1:{advertised},"
             f"INTERNAL://127.0.0.1:{internal}\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,"
+            f"listener.security.protocol.map={client}:{client},INTERNAL:PLAINTEXT,"
             "CONTROLLER:PLAINTEXT\n"
             "inter.broker.listener.name=INTERNAL\n"
         )
@@ -293,10 +354,17 @@ class DevBroker(LocalServer[KafkaCluster]):
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", self._port)) != 0:
                 return False
-        admin = kafka.admin({"bootstrap.servers": f"127.0.0.1:{self._port}"})
+        # Through the client listener, as a client of the mode: a secured listener that
+        # refuses its own credentials never becomes ready.
+        config = {
+            "bootstrap.servers": f"127.0.0.1:{self._port}",
+            **modes.client_properties(self._security, self._material),
+        }
+        admin = kafka.admin(config)
         try:
             return bool(admin.list_topics(timeout=2).brokers)
-        except Exception:  # not answering metadata yet
+        except Exception as exc:  # not answering metadata yet
+            self._last_error = str(exc)
             return False
 
     def _read_version(self) -> str:

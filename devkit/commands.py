@@ -24,18 +24,33 @@ import click
     default=None,
     help="Keep the broker's data here across runs (default: a temp dir removed on exit).",
 )
+@click.option(
+    "--security",
+    type=click.Choice(["plaintext", "sasl-ssl", "mtls"]),
+    default="plaintext",
+    show_default=True,
+    help="What the client listener requires: nothing; SASL (SCRAM-SHA-512 or PLAIN) over "
+    "TLS; or TLS with a client certificate. Certificates are made for the session.",
+)
 @click.option("--resolve-only", is_flag=True, help="Fetch the broker's jars and exit.")
 def dev_broker(
-    port: int | None, controller_port: int | None, data_dir: Path | None, resolve_only: bool
+    port: int | None,
+    controller_port: int | None,
+    data_dir: Path | None,
+    security: str,
+    resolve_only: bool,
 ) -> None:
     """Run a local single-node Apache Kafka broker (KRaft) in the foreground.
 
     The broker's jars are resolved once from Maven Central (pinned by docker/kafka/pom.xml)
-    and run with Java 17. Prints the bootstrap address; stop with Ctrl-C or SIGTERM.
+    and run with Java 17. Prints the bootstrap address and the connector config's
+    ``kafka:`` block that reaches it (with --security: the credentials and the certificate
+    files, kept in --data-dir or removed on exit); stop with Ctrl-C or SIGTERM.
     """
     from devkit.broker import DevBroker, resolve_jars
 
-    if resolve_only and (port, controller_port, data_dir) != (None, None, None):
+    started = (port, controller_port, data_dir, security)
+    if resolve_only and started != (None, None, None, "plaintext"):
         raise click.UsageError("--resolve-only starts no broker: it takes no other option")
     jars = resolve_jars()
     if resolve_only:
@@ -44,12 +59,17 @@ def dev_broker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with DevBroker(jars, port=port, controller_port=controller_port, workdir=data_dir) as broker:
+    with DevBroker(
+        jars, port=port, controller_port=controller_port, workdir=data_dir, security=security
+    ) as broker:
         cluster = broker.cluster()
         click.echo(
-            f"Apache Kafka {cluster.version} running; bootstrap: {cluster.bootstrap_servers}"
+            f"Apache Kafka {cluster.version} running ({security}); "
+            f"bootstrap: {cluster.bootstrap_servers}"
         )
         click.echo(f"export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
+        click.echo("# the connector config's kafka: block for this broker")
+        click.echo(cluster.kafka_yaml(), nl=False)
         sys.stdout.flush()
         stop.wait()
         click.echo("stopping the broker")
