@@ -11,8 +11,12 @@ one topic of N small keyed events:
 (f) the peer on the same records: quixstreams, exactly-once, one action per event to a
     Kafka topic (in its own venv, see bench/peer/; skipped when that venv is missing);
 (g) the ``webhook`` target against a receiver (another process) that answers after 10 ms;
+(h) the floor: a minimal Python loop doing (e)'s durable work on the same records
+    (bench/floor.py: parse, rule by key, blake2b action id, one SQLite WAL
+    ``synchronous=FULL`` transaction per batch, idempotent producer, async offset commit),
+    in this process; every row's "vs (h)" is its ratio to it;
 then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s),
-beside what a raw consumer sees of the same load on the same machine (the floor).
+beside what a raw consumer sees of the same load on the same machine (the latency floor).
 
 Prints a table and writes JSON (``--json``). Figures are recorded in bench/RESULTS.md.
 """
@@ -38,6 +42,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bench.floor import run_floor
 from checkpoint import open_store
 from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
@@ -318,6 +323,15 @@ def _percentiles(rate: int, latencies: list[float]) -> dict[str, float]:
     }
 
 
+def run_floor_row(
+    bootstrap: str, topic: str, count: int, workdir: Path, batch: int, linger_ms: int
+) -> Row:
+    """(h): bench/floor.py on the same records, to a topic of its own, measured as (e)."""
+    output = create_topic(bootstrap, 6)
+    result = run_floor(bootstrap, topic, output, count, workdir / "h.db", batch, linger_ms)
+    return Row("(h) floor: minimal durable loop, SQLite -> Kafka", result.events, result.seconds)
+
+
 PEER_PYTHON = Path(
     os.environ.get(
         "KEC_BENCH_PEER_PYTHON",
@@ -376,8 +390,12 @@ def fsync_rate(workdir: Path, seconds: float = 2.0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=200_000, help="events for (a)-(c)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="events for (a)-(c), (e), (f) and (h)"
+    )
     parser.add_argument("--per-event", type=int, default=2_000, help="events for (d)")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--keys", type=int, default=10_000)
@@ -389,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-delay-ms", type=float, default=10.0)
     parser.add_argument("--webhook-concurrency", type=int, default=96)
     parser.add_argument("--no-postgres", action="store_true", help="skip (c)")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip (h), the floor: a minimal Python loop doing (e)'s durable work on the same "
+        "records (bench/floor.py); without it there is no 'vs (h)' column",
+    )
     parser.add_argument(
         "--event-ids", action="store_true", help="records carry an event-id header (dedup by id)"
     )
@@ -491,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        if not args.no_floor:
+            rows.append(
+                run_floor_row(bootstrap, topic, args.events, workdir, args.batch, args.linger_ms)
+            )
+            print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         fsyncs = fsync_rate(workdir)
         floor = run_raw_latency(bootstrap, args.latency_rate, args.latency_seconds, args.keys)
         latency = run_latency(
@@ -509,18 +538,32 @@ def main(argv: list[str] | None = None) -> int:
     peer_ratio = (
         by_name["(e)"].rate / by_name["(f)"].rate if "(f)" in by_name and "(e)" in by_name else None
     )
+    floor_rate = by_name["(h)"].rate if "(h)" in by_name else None
+
+    def vs_floor(row: Row) -> float | None:
+        return row.rate / floor_rate if floor_rate else None
+
     print()
-    print(f"{'run':<48} {'events':>8} {'seconds':>8} {'events/s':>10} {'vs (a)':>7}")
+    header = f"{'run':<48} {'events':>8} {'seconds':>8} {'events/s':>10} {'vs (a)':>7}"
+    print(header + (f" {'vs (h)':>7}" if floor_rate else ""))
     for row in rows:
+        ratio = vs_floor(row)
         print(
             f"{row.name:<48} {row.events:>8} {row.seconds:>8.2f} {row.rate:>10,.0f} "
-            f"{row.rate / raw:>7.3f}"
+            f"{row.rate / raw:>7.3f}" + (f" {ratio:>7.3f}" if ratio is not None else "")
         )
     if peer_ratio is not None:
         print(
             "connector / quixstreams exactly-once, same records to a Kafka topic: "
             f"{peer_ratio:.2f}x"
         )
+    if floor_rate:
+        for letter, what in (("(b)", "SQLite log target"), ("(e)", "SQLite kafka target")):
+            if letter in by_name:
+                ratio = by_name[letter].rate / floor_rate
+                print(f"connector {letter}, {what} / the floor (h): {ratio:.2f}x")
+        if "(f)" in by_name:
+            print(f"quixstreams (f) / the floor (h): {by_name['(f)'].rate / floor_rate:.2f}x")
     print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
     print(
         f"latency at {latency['offered_rate']:,} events/s offered, {latency['events']} events: "
@@ -528,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         f"max {latency['max_ms']:.1f} ms"
     )
     print(
-        f"  the same load read by a raw consumer (the machine's floor): "
+        f"  the same load read by a raw consumer (the machine's latency floor): "
         f"p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, max {floor['max_ms']:.1f} ms"
     )
     report = {
@@ -536,9 +579,18 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "broker": {"version": cluster.version, "kind": cluster.kind},
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "runs": [{**asdict(r), "events_per_s": r.rate, "ratio_to_raw": r.rate / raw} for r in rows],
+        "runs": [
+            {
+                **asdict(r),
+                "events_per_s": r.rate,
+                "ratio_to_raw": r.rate / raw,
+                "ratio_to_floor": vs_floor(r),
+            }
+            for r in rows
+        ],
         "fsync_per_s": fsyncs,
         "connector_vs_quixstreams": peer_ratio,
+        "floor_per_s": floor_rate,
         "latency": latency,
         "latency_raw_consumer": floor,
     }
