@@ -93,6 +93,8 @@ log = logging.getLogger(__name__)
 STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
+RESET_CHECK_AFTER = 5.0  # seconds after a reset to look that the partition reads again
+RESET_CHECKS = 6  # looks (and seeks) at most, one RESET_CHECK_AFTER apart
 MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
 
 
@@ -337,6 +339,8 @@ class Pipeline:
         self._claim_retry = 0.0  # monotonic time of the next claim attempt
         self._claim_pause = 0.5
         self._resync: dict[TP, int] = {}
+        # Partitions an operator reset: (reset offset, when to look, looks left).
+        self._reset_watch: dict[TP, tuple[int, float, int]] = {}
         self._uncommitted: dict[TP, int] = {}  # checkpointed, not committed to Kafka yet
         self._last_commit = 0.0
         self._last_check = self._last_stopped_check = time.monotonic()
@@ -1088,6 +1092,8 @@ class Pipeline:
         elif self.stats.stopped and now - self._last_stopped_check >= STOPPED_CHECK_EVERY:
             self._last_stopped_check = now
             self._check_topics(ids=False)
+        if self._reset_watch:
+            self._watch_resets(now)
 
     def _retry_claims(self) -> None:
         consumer = self._consumer
@@ -1187,6 +1193,43 @@ class Pipeline:
         log.warning(
             "%s[%d]: reset by an operator; reading on from offset %s", tp[0], tp[1], next_offset
         )
+        if next_offset is not None:
+            due = time.monotonic() + RESET_CHECK_AFTER
+            self._reset_watch[tp] = (next_offset, due, RESET_CHECKS)
+
+    def _watch_resets(self, now: float) -> None:
+        """A partition an operator reset must read again. It was stopped while assigned, so
+        librdkafka's fetch position may lie past the reset offset (records it handed over
+        while the partition was stopped, and the pipeline skipped) or the seek may not have
+        taken (a partition paused since its assignment): then nothing arrives, and the
+        partition would wait for the next rebalance. While Kafka holds records from the
+        reset offset and none was checkpointed, seek there again, a few times."""
+        for tp, (offset, due, left) in list(self._reset_watch.items()):
+            mine = self._owned.get(tp)
+            if mine is None or self.ownership.state(tp) is not State.OWNED:
+                del self._reset_watch[tp]
+                continue
+            if now < due:
+                continue
+            if mine.next_offset != offset or left <= 0:
+                del self._reset_watch[tp]  # it reads (or we stop looking)
+                continue
+            try:
+                _, high = self._watermarks(tp)
+            except ConnectorError as exc:
+                log.debug("%s[%d]: watermarks after a reset: %s", tp[0], tp[1], exc)
+                high = offset + 1
+            if high <= offset:
+                self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left)  # nothing yet
+                continue
+            log.warning(
+                "%s[%d]: nothing read since the reset though Kafka holds offsets %d..%d; "
+                "seeking to %d again", tp[0], tp[1], offset, high - 1, offset,
+            )  # fmt: skip
+            self._try_seek(tp, offset)
+            if self._consumer is not None and not self._paused:
+                self._consumer.resume([kafka_tp(tp)])
+            self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left - 1)
 
     def _idle(self, at_end: set[TP]) -> None:
         """Partitions read to their end, with nothing uncheckpointed: their event time may
