@@ -94,7 +94,7 @@ STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
 RESET_CHECK_AFTER = 5.0  # seconds after a reset to look that the partition reads again
-RESET_CHECKS = 6  # looks (and seeks) at most, one RESET_CHECK_AFTER apart
+RESET_CHECKS = 2  # seeks at most, one RESET_CHECK_AFTER apart, before the client is given up
 MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
 
 
@@ -1198,12 +1198,13 @@ class Pipeline:
             self._reset_watch[tp] = (next_offset, due, RESET_CHECKS)
 
     def _watch_resets(self, now: float) -> None:
-        """A partition an operator reset must read again. It was stopped while assigned, so
-        librdkafka's fetch position may lie past the reset offset (records it handed over
-        while the partition was stopped, and the pipeline skipped) or the seek may not have
-        taken (a partition paused since its assignment): then nothing arrives, and the
-        partition would wait for the next rebalance. While Kafka holds records from the
-        reset offset and none was checkpointed, seek there again, a few times."""
+        """A partition an operator reset must read again. A topic deleted and created again
+        under an assigned partition can leave librdkafka fetching it under the old topic's
+        id, silently: nothing arrives however often it is sought, and the partition would
+        wait for the next rebalance. While Kafka holds records from the reset offset and
+        none was checkpointed, seek there again a few times; then stop the process with a
+        fatal error (:class:`~kec.errors.KafkaFatal`), so that its supervisor starts a new
+        client, which reads the topic as it is now (with static membership, at once)."""
         for tp, (offset, due, left) in list(self._reset_watch.items()):
             mine = self._owned.get(tp)
             if mine is None or self.ownership.state(tp) is not State.OWNED:
@@ -1211,17 +1212,24 @@ class Pipeline:
                 continue
             if now < due:
                 continue
-            if mine.next_offset != offset or left <= 0:
-                del self._reset_watch[tp]  # it reads (or we stop looking)
+            if mine.next_offset != offset:
+                del self._reset_watch[tp]  # it reads
                 continue
             try:
                 _, high = self._watermarks(tp)
             except ConnectorError as exc:
                 log.debug("%s[%d]: watermarks after a reset: %s", tp[0], tp[1], exc)
-                high = offset + 1
+                high = offset
             if high <= offset:
                 self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left)  # nothing yet
                 continue
+            if left <= 0:
+                raise KafkaFatal(
+                    f"fatal: nothing of {tp[0]}[{tp[1]}] read since an operator reset it "
+                    f"though Kafka holds offsets {offset}..{high - 1}: this Kafka client "
+                    "still fetches the topic as it was before it was created again; exiting "
+                    "so that a new client reads it"
+                )
             log.warning(
                 "%s[%d]: nothing read since the reset though Kafka holds offsets %d..%d; "
                 "seeking to %d again", tp[0], tp[1], offset, high - 1, offset,
