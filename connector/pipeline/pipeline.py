@@ -1215,6 +1215,10 @@ class Pipeline:
             if mine.next_offset != offset:
                 del self._reset_watch[tp]  # it reads
                 continue
+            if self._paused or self._store_outage.down or not self.stats.kafka_connected:
+                # Nothing can be read or checkpointed now anyway: look again later.
+                self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left)
+                continue
             try:
                 _, high = self._watermarks(tp)
             except ConnectorError as exc:
