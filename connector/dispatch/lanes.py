@@ -155,6 +155,13 @@ class PartitionBook:
                 # An older action arriving late (a replayed one): keep the lane in order.
                 keys = [e.aseq for e in lane.entries]
                 at = bisect.bisect(keys, entry.aseq)
+                # Never ahead of what is in flight (a head and the followers sharing its
+                # call): their outcome expects them at the front. A catch-up can load an
+                # older action while a newer one of its key is out already; it goes next.
+                busy = 0
+                while busy < len(lane.entries) and lane.entries[busy].stage is not Stage.WAITING:
+                    busy += 1
+                at = max(at, busy)
                 lane.entries.insert(at, entry)
                 if at == 0 and lane.entries[1].stage is Stage.WAITING:
                     self._schedule(entry)  # the new head; the old one's turn is ignored

@@ -206,6 +206,28 @@ def test_catch_up_adds_only_the_actions_the_book_never_got() -> None:
     assert sorted(e.aseq for e in take(book)) == [4, 5]
 
 
+def test_an_older_action_loaded_late_waits_behind_the_one_in_flight() -> None:
+    """A catch-up loads a-1 while a-2 of the same key is out already (b-0 in flight keeps
+    the watermark at 0): the in-flight head stays the head (its outcome expects it there),
+    and a-1 goes right after it."""
+    book = PartitionBook(TP, 1, 0, 0)
+    book.queue(0, [action("b", 0)])
+    book.queue(2, [action("a", 2), action("a", 3)])
+    heads = {e.aseq: e for e in take(book)}
+    assert sorted(heads) == [0, 2]
+    stored = Pending(watermark=0, end=4, queued=[Queued(TP, 1, action("a", 1))])
+    assert book.catch_up(stored) == 1
+    book.delivered(heads[2])  # raised "only a lane's head is in flight" before
+    (late,) = take(book)
+    assert late.aseq == 1
+    book.delivered(late)
+    (last,) = take(book)
+    assert last.aseq == 3
+    book.delivered(last)
+    book.delivered(heads[0])
+    assert book.watermark == 4
+
+
 def test_actions_parked_as_they_come_leave_nothing_behind_once_delivered() -> None:
     """a-0 fails; a-2 and a-4 come while its lane is blocked (held at once, never holding
     the watermark). Once all is delivered nothing stays in memory, and no settled span
