@@ -39,6 +39,7 @@ from kec.kafka.settings import Connection
 
 if TYPE_CHECKING:
     from checkpoint.base import OperationsStore
+    from connector.config import ConnectorConfig
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 ORDERS = 3000  # events of the kill -9 stream
@@ -113,14 +114,14 @@ def _running(connector: _Connector) -> Iterator[_Connector]:
         connector.stop()
 
 
-def _show_status(config: Any, store: OperationsStore) -> None:
+def _show_status(config: ConnectorConfig, store: OperationsStore) -> None:
     """The table of ``event-connector status -c quickstart.yaml``."""
     from rich.console import Console
 
     from connector.ops.status import collect_status, render_status
 
     report = collect_status(
-        config.kafka.client_config(),
+        config.kafka.connection(),
         config.group_id,
         list(config.topics()),
         store,
