@@ -4,6 +4,8 @@ One function per need, each made of the same steps:
 
 * :func:`build_service`: ``run -c FILE``; the pipeline, dispatcher, targets and store,
   with the HTTP gateway, the pruner, the progress log and the metrics endpoint beside;
+* :func:`supervise` and :func:`build_child_service`: ``run -c FILE`` with
+  ``pipeline.processes`` above 1, the supervisor and each of its pipeline processes;
 * :func:`quick_service`: ``run`` without a file; every event becomes one action on the
   log target;
 * :func:`standalone_gateway` and :func:`serve_gateway`: ``event-connector gateway``;
@@ -22,6 +24,7 @@ guarded (:mod:`connector.lifecycle`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,12 +43,14 @@ if TYPE_CHECKING:
     from connector.gateway import Gateway, GatewayServer, GatewaySettings
     from connector.gateway.waiters import HttpIndex
     from connector.rules.limits import MatchLimits
+    from connector.supervisor import ChildSpec
     from connector.targets.base import Target
     from kec.evaluation import Evaluator
     from kec.kafka.settings import Connection
 
 __all__ = [
     "QUICK_TARGET",
+    "build_child_service",
     "build_evaluator",
     "build_gateway",
     "build_service",
@@ -55,6 +60,7 @@ __all__ = [
     "quick_service",
     "serve_gateway",
     "standalone_gateway",
+    "supervise",
     "written_by",
 ]
 
@@ -159,10 +165,46 @@ def build_service(
     ``checkpoint.retention_days`` everything else older than that.
     """
     from connector.metrics.progress import ProgressLog
-    from connector.ops.retention import Pruner
 
-    settings = pipeline_settings(cfg, instance_id=instance_id)
     store = open_store(cfg.checkpoint.url(), exclusive=True)
+    service, gateway = _service(cfg, store, instance_id, serve_gateway=serve_gateway)
+    if gateway is not None and cfg.http is not None:
+        from connector.gateway import GatewayServer
+
+        server = GatewayServer.from_config(gateway, cfg.http, health=service.health)
+        service.attach(server, "HTTP gateway")
+    _attach_pruner(service, cfg, store)
+    service.attach(ProgressLog(service.snapshot), "progress log")
+    if cfg.metrics is not None:
+        from connector.metrics.exposition import MetricsServer
+
+        metrics = MetricsServer(
+            service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
+        )
+        service.attach(metrics, "metrics endpoint")
+    return service
+
+
+def build_child_service(cfg: ConnectorConfig, member: str, index: int) -> ConnectorService:
+    """Pipeline process ``index`` (1..N) of a supervised instance
+    (:mod:`connector.supervisor`), as consumer group member ``member``: the pipeline,
+    dispatcher, targets and store of ``cfg``. The store is opened without the SQLite file
+    lock (its supervisor holds it, and created the store); the gateway, the metrics
+    endpoint and the progress line are the supervisor's; process 1 runs the pruner."""
+    store = open_store(cfg.checkpoint.url(), create=False)
+    service, _ = _service(cfg, store, member, serve_gateway=False)
+    if index == 1:
+        _attach_pruner(service, cfg, store)
+    return service
+
+
+def _service(
+    cfg: ConnectorConfig, store: CheckpointStore, instance_id: str | None, *, serve_gateway: bool
+) -> tuple[ConnectorService, Gateway | None]:
+    """The pipeline and dispatcher of ``cfg`` on ``store``; with ``http:`` and
+    ``serve_gateway``, the gateway to serve beside them (woken after each batch that
+    checkpointed HTTP events)."""
+    settings = pipeline_settings(cfg, instance_id=instance_id)
     evaluator = build_evaluator(cfg.rules, cfg.pipeline.match_limits())
     gateway: Gateway | None = None
     after_batch: Callable[[], None] | None = None
@@ -173,10 +215,7 @@ def build_service(
         index = HttpIndex(evaluator, http.namespace)
         evaluator = index
         if serve_gateway:
-            gateway = build_gateway(
-                _gateway_settings(http, cfg.kafka.connection()),
-                store,
-            )
+            gateway = build_gateway(_gateway_settings(http, cfg.kafka.connection()), store)
             after_batch = _waker(index, gateway.checkpointed)
     service = ConnectorService(
         settings,
@@ -187,22 +226,61 @@ def build_service(
         after_batch=after_batch,
         ownership=Ownership(),
     )
-    if gateway is not None and http is not None:
-        from connector.gateway import GatewayServer
+    return service, gateway
 
-        server = GatewayServer.from_config(gateway, http, health=service.health)
-        service.attach(server, "HTTP gateway")
+
+def _attach_pruner(service: ConnectorService, cfg: ConnectorConfig, store: CheckpointStore) -> None:
+    from connector.ops.retention import Pruner
+
     days = cfg.checkpoint.retention_days
     service.attach(Pruner(store, days * 86400 if days is not None else None), "pruner")
-    service.attach(ProgressLog(service.snapshot), "progress log")
+
+
+# -- several pipeline processes ----------------------------------------------------------
+
+
+def supervise(
+    cfg: ConnectorConfig,
+    specs: Sequence[ChildSpec],
+    stop: threading.Event,
+    *,
+    serve_gateway: bool = True,
+) -> None:
+    """``run -c FILE`` with ``pipeline.processes`` above 1 (:mod:`connector.supervisor`):
+    open the store (created or migrated here; a SQLite file's lock held until the end),
+    serve the instance's HTTP gateway, metrics endpoint and progress line on the
+    children's merged numbers, and run the children of ``specs`` until ``stop``. Stops
+    the children first, then the servers, then closes the store."""
+    from connector.metrics.progress import ProgressLog
+    from connector.service import open_retrying
+    from connector.supervisor import Supervisor
+
+    store = open_store(cfg.checkpoint.url(), exclusive=True)
+    supervisor = Supervisor(specs)
+    companions: list[tuple[str, Any]] = []
+    if cfg.http is not None and serve_gateway:
+        from connector.gateway import GatewayServer
+
+        gateway = build_gateway(_gateway_settings(cfg.http, cfg.kafka.connection()), store)
+        companions.append(
+            ("HTTP gateway", GatewayServer.from_config(gateway, cfg.http, health=supervisor.health))
+        )
+    companions.append(("progress log", ProgressLog(supervisor.snapshot)))
     if cfg.metrics is not None:
         from connector.metrics.exposition import MetricsServer
 
-        metrics = MetricsServer(
-            service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
+        server = MetricsServer(
+            supervisor.snapshot, supervisor.health, host=cfg.metrics.host, port=cfg.metrics.port
         )
-        service.attach(metrics, "metrics endpoint")
-    return service
+        companions.append(("metrics endpoint", server))
+    if not open_retrying(store, stop):
+        return
+    with Services() as services:
+        services.push("checkpoint store", store.close)
+        for name, companion in companions:
+            companion.start()
+            services.push(name, companion.stop)
+        supervisor.run(stop)
 
 
 # -- the quick run -----------------------------------------------------------------------

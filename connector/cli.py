@@ -90,6 +90,13 @@ _QUICK_OPTIONS = (
     "gateway`).",
 )
 @click.option(
+    "--processes",
+    default=None,
+    metavar="N|auto",
+    help="With -c: pipeline processes in this instance (overrides the file's "
+    "pipeline.processes; auto: the number of cores, at most the partitions read).",
+)
+@click.option(
     "--bootstrap",
     envvar="KAFKA_BOOTSTRAP_SERVERS",
     default=None,
@@ -136,6 +143,7 @@ def run(
     data_dir: Path | None,
     instance_id: str | None,
     serve_gateway: bool,
+    processes: str | None,
     **quick: Any,
 ) -> None:
     """Run the connector: read the topics, checkpoint every event exactly once, fire the
@@ -164,6 +172,8 @@ def run(
     service: ConnectorService
     create_topics: bool = quick.pop("create_topics")
     refuse_data_dir_without_config(ctx, config)
+    if processes is not None and config is None:
+        raise click.UsageError("--processes: only with -c FILE")
     if config is not None:
         given = [
             name
@@ -178,8 +188,9 @@ def run(
         from connector.config.paths import check_writable, data_dir_of
 
         cfg = load_config(config, data_dir=data_dir)
+        if processes is not None:
+            cfg = _with_processes(cfg, processes)
         check_writable(cfg, data_dir_of(config, data_dir, os.environ))
-        service = build_service(cfg, instance_id=instance_id, serve_gateway=serve_gateway)
         log.info(
             "config %s: %d topics, %d rules, targets %s",
             config,
@@ -188,6 +199,15 @@ def run(
             ", ".join(cfg.targets),
         )
         _prepare_config_run(cfg, config, serve_gateway=serve_gateway)
+        count = _process_count(cfg)
+        if count > 1:
+            if stop.is_set():
+                log.info("stopped before the connector started")
+                return
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            _supervise(ctx, cfg, config, data_dir, instance_id, count, stop, serve_gateway)
+            return
+        service = build_service(cfg, instance_id=instance_id, serve_gateway=serve_gateway)
     else:
         service = _quick_service(instance_id=instance_id, **quick)
         _prepare_quick_run(quick, create_topics)
@@ -196,6 +216,63 @@ def run(
         return
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     service.run(stop)
+
+
+def _with_processes(cfg: ConnectorConfig, value: str) -> ConnectorConfig:
+    """``cfg`` with ``--processes`` instead of the file's ``pipeline.processes``."""
+    from pydantic import ValidationError
+
+    try:
+        pipeline = type(cfg.pipeline).model_validate(
+            {**cfg.pipeline.model_dump(), "processes": value}
+        )
+    except ValidationError:
+        raise click.BadParameter(
+            f"{value!r}: a whole number of 1 or more, or auto", param_hint="--processes"
+        ) from None
+    return cfg.model_copy(update={"pipeline": pipeline})
+
+
+def _process_count(cfg: ConnectorConfig) -> int:
+    """``pipeline.processes``, with ``auto`` worked out: the cores, at most the partitions
+    of the topics the pipeline reads."""
+    wanted = cfg.pipeline.processes
+    if wanted != "auto":
+        return int(wanted)
+    from connector.topics import describe_topics, open_admin
+
+    topics = set(cfg.topics())
+    if cfg.http is not None:
+        topics.add(cfg.http.topic)
+    found = describe_topics(open_admin(cfg.kafka.connection()), topics)
+    partitions = sum(len(info.partition_ids) for info in found.values() if info is not None)
+    count = max(1, min(os.cpu_count() or 1, partitions))
+    log.info("pipeline.processes auto: %d (%d cores, %d partitions)", count,
+             os.cpu_count() or 1, partitions)  # fmt: skip
+    return count
+
+
+def _supervise(
+    ctx: click.Context,
+    cfg: ConnectorConfig,
+    config: Path,
+    data_dir: Path | None,
+    instance_id: str | None,
+    count: int,
+    stop: threading.Event,
+    serve_gateway: bool,
+) -> None:
+    """``run`` as the supervisor of ``count`` pipeline processes (connector.supervisor)."""
+    from connector.assembly import supervise
+    from connector.supervisor import ChildSpec, default_base
+
+    base = instance_id or cfg.pipeline.instance_id or default_base()
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    specs = [
+        ChildSpec(config.absolute(), data_dir and data_dir.absolute(), base, i, count, verbose)
+        for i in range(1, count + 1)
+    ]
+    supervise(cfg, specs, stop, serve_gateway=serve_gateway)
 
 
 def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:

@@ -44,7 +44,7 @@ from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
 
-__all__ = ["Companion", "ConnectorService"]
+__all__ = ["Companion", "ConnectorService", "open_retrying"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,33 @@ class Companion(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def open_retrying(store: CheckpointStore, stop: threading.Event, timeout: float = 120.0) -> bool:
+    """Open ``store``, retrying a store that does not answer (PostgreSQL restarting, say)
+    with backoff for ``timeout`` seconds, with one line when it fails, one now and then,
+    and one when it answers. False: ``stop`` was set meanwhile. A store that no retry can
+    cure (corrupt, newer, in use) fails at once."""
+    outage = Outage("checkpoint store", log)
+    deadline = time.monotonic() + timeout
+    pause = 0.5
+    while True:
+        try:
+            store.open()
+        except CheckpointError as exc:
+            if not exc.retriable or time.monotonic() + pause > deadline:
+                if exc.retriable:
+                    raise CheckpointError(
+                        f"the checkpoint store did not answer for {timeout:.0f}s: {cause_of(exc)}"
+                    ) from exc
+                raise
+            outage.failed(exc, retry_in=pause)
+            if stop.wait(pause):
+                return False
+            pause = min(10.0, pause * 2)
+            continue
+        outage.ok()
+        return True
 
 
 class ConnectorService:
@@ -149,31 +176,8 @@ class ConnectorService:
         )
 
     def open_store(self, stop: threading.Event) -> bool:
-        """Open the store, retrying a store that does not answer (PostgreSQL restarting,
-        say) with backoff for ``store_open_timeout`` seconds, with one line when it fails,
-        one now and then, and one when it answers. False: ``stop`` was set meanwhile. A
-        store that no retry can cure (corrupt, newer, in use) fails at once."""
-        outage = Outage("checkpoint store", log)
-        deadline = time.monotonic() + self._store_open_timeout
-        pause = 0.5
-        while True:
-            try:
-                self._store.open()
-            except CheckpointError as exc:
-                if not exc.retriable or time.monotonic() + pause > deadline:
-                    if exc.retriable:
-                        raise CheckpointError(
-                            f"the checkpoint store did not answer for "
-                            f"{self._store_open_timeout:.0f}s: {cause_of(exc)}"
-                        ) from exc
-                    raise
-                outage.failed(exc, retry_in=pause)
-                if stop.wait(pause):
-                    return False
-                pause = min(10.0, pause * 2)
-                continue
-            outage.ok()
-            return True
+        """:func:`open_retrying` on this service's store."""
+        return open_retrying(self._store, stop, self._store_open_timeout)
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set (or a fatal error); always stops what it started.

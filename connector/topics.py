@@ -268,9 +268,7 @@ def ensure_config_topics(cfg: ConnectorConfig, *, source: str = "-c FILE") -> li
     ``source`` names the config on the command line (``-c connector.yaml``), for the
     advice in the error raised when a topic is missing and creation is off.
     """
-    return ensure_topics(
-        cfg.kafka.connection(), config_topics(cfg), policy_of(cfg), source=source
-    )
+    return ensure_topics(cfg.kafka.connection(), config_topics(cfg), policy_of(cfg), source=source)
 
 
 # -- a client's view: namespace -> topic, partitions cached -------------------------------

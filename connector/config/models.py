@@ -275,6 +275,11 @@ class PipelineConfig(ConfigModel):
     instance_id: NonEmpty | None = None
     """A stable id for this instance (Kafka static membership): a restart with the same
     id gets its partitions back at once instead of after the session timeout."""
+    processes: PositiveInt | Literal["auto"] = 1
+    """Pipeline processes in this instance, each a member of the group with its share of
+    the partitions (static member id INSTANCE-pN), under one supervisor that restarts a
+    dead one and serves one metrics endpoint, health and gateway. `auto`: the number of
+    cores, at most the partitions read. 1: the pipeline runs in the `run` process."""
 
     def match_limits(self) -> MatchLimits:
         """The bounds to build :class:`connector.rules.trigger.TriggerEngine` with."""

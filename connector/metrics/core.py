@@ -15,7 +15,34 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "Health", "Histogram", "Snapshot", "health_body"]
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "LATENCY_BUCKETS",
+    "Health",
+    "Histogram",
+    "Snapshot",
+    "health_body",
+]
+
+# flat snapshot key -> help text; exported as kec_<key>_total (counters) or kec_<key>.
+COUNTERS = {
+    "batches": "Batches checkpointed and committed (protocol steps 2-3).",
+    "failed_batches": "Batches that rolled back and were retried.",
+    "records": "Kafka records read.",
+    "events": "New events checkpointed (duplicates excluded).",
+    "duplicates": "Records whose explicit event id the store already held (resends).",
+    "dead_records": "Poison records sent to the dead-letter topic and table.",
+    "actions_queued": "Actions the rules queued.",
+    "actions_delivered": "Actions delivered to their target.",
+    "actions_failed": "Failed delivery attempts (retried later).",
+    "actions_dead": "Actions moved to the dead-letter table after their last attempt.",
+}
+GAUGES = {
+    "outbox_pending": "Actions waiting for delivery (owned partitions).",
+    "paused": "1 while the partitions are paused because too many actions wait.",
+    "kafka_connected": "1 while a Kafka broker answers the pipeline's consumer.",
+}
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 """Upper bounds (seconds) of the delivery and store-transaction histograms."""

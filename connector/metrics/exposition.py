@@ -57,7 +57,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from connector.metrics.core import Health, Histogram, Snapshot, health_body
+from connector.metrics.core import COUNTERS, GAUGES, Health, Histogram, Snapshot, health_body
 from kec.errors import ConfigError, ConnectorError
 
 __all__ = [
@@ -70,25 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# flat snapshot key -> help text; exported as kec_<key>_total (counters) or kec_<key>.
-COUNTERS = {
-    "batches": "Batches checkpointed and committed (protocol steps 2-3).",
-    "failed_batches": "Batches that rolled back and were retried.",
-    "records": "Kafka records read.",
-    "events": "New events checkpointed (duplicates excluded).",
-    "duplicates": "Records whose explicit event id the store already held (resends).",
-    "dead_records": "Poison records sent to the dead-letter topic and table.",
-    "actions_queued": "Actions the rules queued.",
-    "actions_delivered": "Actions delivered to their target.",
-    "actions_failed": "Failed delivery attempts (retried later).",
-    "actions_dead": "Actions moved to the dead-letter table after their last attempt.",
-}
-GAUGES = {
-    "outbox_pending": "Actions waiting for delivery (owned partitions).",
-    "paused": "1 while the partitions are paused because too many actions wait.",
-    "kafka_connected": "1 while a Kafka broker answers the pipeline's consumer.",
-}
 
 
 def _histogram(histogram: Histogram, name: str, text: str) -> HistogramMetricFamily:

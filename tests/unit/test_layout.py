@@ -29,6 +29,8 @@ TOP_LEVEL = {
     "assembly": "the one place the application is put together",
     "service": "the running connector: the pipeline, the dispatcher and their companions",
     "lifecycle": "services stopped in reverse order, each stop guarded",
+    "supervisor": "pipeline.processes: N services in child processes, watched as one "
+    "instance (the service's sibling one level up)",
     "topics": "the connector's topics (names, creation): used by run, the gateway, the "
     "notification client, the operator tools and the pipeline; it reads the config, so it "
     "is no leaf of common/",

@@ -1,0 +1,398 @@
+"""Every core: ``pipeline.processes: N`` runs N pipeline processes as one instance.
+
+The connector's hot path is Python, so one process uses one core. With ``processes`` above
+1, ``event-connector run`` becomes a *supervisor*: it starts N child processes, each a
+whole :class:`~connector.service.ConnectorService` (pipeline and dispatcher) that joins the
+same consumer group with its own static member id (``INSTANCE-pI``, ``INSTANCE`` being
+``pipeline.instance_id`` or ``HOST-PID`` of the supervisor), so Kafka gives each its share
+of the partitions. The guarantees are those of N instances on one store: each partition is
+claimed in the store under a new owner epoch by the child that gets it, and a child that
+lost it is fenced by that epoch (docs/architecture.md, "Several processes").
+
+The supervisor:
+
+1. validates the config, creates the topics, and opens the checkpoint store (a SQLite
+   store's file lock is the supervisor's, held for the whole run; its children open the
+   file without it and take SQLite's write lock per transaction, as the tools do; the
+   store is created or migrated once, here, before any child opens it);
+2. serves what there is one of per instance: the metrics endpoint and ``/healthz`` (the
+   children's numbers summed, their checks combined), the progress line, the HTTP
+   gateway (the children read its topic, as ``run --no-gateway`` replicas do);
+3. starts the children and restarts one that dies (backoff 1 s doubling to 30 s). A
+   child that dies within :data:`EARLY` seconds of its start :data:`CRASH_LOOP` times in
+   a row (a wrong password, a store that refuses it) stops the instance with exit 1, as
+   one process would;
+4. on SIGTERM or Ctrl-C: SIGTERM to every child (each checkpoints and commits its batch,
+   settles its deliveries and leaves), waits for them, then stops its servers and closes
+   the store.
+
+A child dies with its supervisor (``PR_SET_PDEATHSIG`` on Linux, and its control pipe's
+end of file elsewhere): a SIGKILLed instance leaves no process consuming behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from connector.metrics.core import COUNTERS, Health, Histogram, Snapshot
+from kec.errors import ConnectorError
+
+__all__ = ["ChildSpec", "Supervisor", "member_id", "merge_health", "merge_snapshots"]
+
+log = logging.getLogger(__name__)
+
+EARLY = 10.0  # seconds: a child that dies sooner after its start is failing to start
+CRASH_LOOP = 3  # early deaths in a row that stop the instance
+ASK_TIMEOUT = 2.0  # seconds a child has to answer a metrics or health question
+STOP_TIMEOUT = 120.0  # seconds children have to stop before they are killed
+
+_PR_SET_PDEATHSIG = 1
+_MAX_GAUGES = ("paused",)  # 0/1 per process: the instance is paused if one is
+_MIN_GAUGES = ("kafka_connected",)  # connected only if every process is
+_BY_NAME = ("queued_by_rule", "delivered_by_target", "failed_by_target", "dead_by_target")
+
+
+class SupervisorError(ConnectorError):
+    """The children could not be kept running (a crash loop)."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a child needs to build its service (picklable: children are spawned)."""
+
+    config: Path
+    data_dir: Path | None
+    instance_id: str
+    index: int  # 1..N
+    processes: int
+    verbose: bool
+
+
+def member_id(base: str, index: int) -> str:
+    """The static member id (``group.instance.id``) of child ``index``."""
+    return f"{base}-p{index}"
+
+
+def default_base() -> str:
+    """The member ids' base without ``pipeline.instance_id``: unique to this supervisor,
+    stable across its children's restarts (so a restarted child gets its partitions back
+    at once)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+# -- what the supervisor serves: the children's numbers, merged --------------------------
+
+
+def merge_snapshots(snapshots: Sequence[Snapshot]) -> Snapshot:
+    """One instance's numbers from its processes': counters and gauges summed (``paused``
+    the largest, ``kafka_connected`` the smallest), histograms added bucket by bucket,
+    lag per partition (a partition moving between children: the larger)."""
+    merged = Snapshot()
+    for snap in snapshots:
+        for key, value in snap.values.items():
+            if key not in merged.values:
+                merged.values[key] = value
+            elif key in _MAX_GAUGES:
+                merged.values[key] = max(merged.values[key], value)
+            elif key in _MIN_GAUGES:
+                merged.values[key] = min(merged.values[key], value)
+            else:
+                merged.values[key] += value
+        for name in _BY_NAME:
+            into: dict[str, int] = getattr(merged, name)
+            for key, count in getattr(snap, name).items():
+                into[key] = into.get(key, 0) + count
+        for tp, lag in snap.lag.items():
+            merged.lag[tp] = max(lag, merged.lag.get(tp, 0))
+        merged.delivery_seconds = _add(merged.delivery_seconds, snap.delivery_seconds)
+        merged.store_write_seconds = _add(merged.store_write_seconds, snap.store_write_seconds)
+    return merged
+
+
+def _add(into: Histogram | None, more: Histogram | None) -> Histogram | None:
+    """A new histogram holding both (the children's are never changed)."""
+    if more is None:
+        return into
+    total = Histogram(more.buckets)
+    if into is not None and into.buckets == more.buckets:
+        total.counts = [a + b for a, b in zip(into.counts, more.counts, strict=True)]
+        total.sum = into.sum + more.sum
+    else:
+        total.counts, total.sum = list(more.counts), more.sum
+    return total
+
+
+def counters_of(snapshot: Snapshot) -> Snapshot:
+    """The part of ``snapshot`` that only grows (counters, histograms): what a process
+    that died had counted, kept so the instance's counters do not go back."""
+    return Snapshot(
+        values={k: v for k, v in snapshot.values.items() if k in COUNTERS},
+        **{name: dict(getattr(snapshot, name)) for name in _BY_NAME},
+        delivery_seconds=_add(None, snapshot.delivery_seconds),
+        store_write_seconds=_add(None, snapshot.store_write_seconds),
+    )
+
+
+def merge_health(answers: Sequence[Health | None]) -> Health:
+    """Ready when every process is: each check passes in all of them, and ``processes``
+    says every child is running and answered (None: it did not)."""
+    checks: dict[str, bool] = {}
+    for health in answers:
+        for name, ok in (health.checks if health is not None else {}).items():
+            checks[name] = checks.get(name, True) and ok
+    checks["processes"] = bool(answers) and all(h is not None for h in answers)
+    return Health(checks)
+
+
+# -- the children ----------------------------------------------------------------------
+
+
+class _Child:
+    """One child process and the supervisor's end of its control pipe."""
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.process: BaseProcess | None = None
+        self.conn: multiprocessing.connection.Connection | None = None
+        self.started = 0.0
+        self.early_deaths = 0
+        self.restart_at = 0.0
+        self.backoff = 1.0
+        self._lock = threading.Lock()  # one question at a time on the pipe
+
+    def start(self, context: Any) -> None:
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=child_main, args=(self.spec, child), name=f"kec-p{self.spec.index}"
+        )
+        process.start()
+        child.close()  # the child holds its end: our copy would hide its end of file
+        self.process, self.conn, self.started = process, parent, time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def ask(self, question: str) -> Any:
+        """The child's answer to ``question`` (``snapshot``, ``health``); None when it
+        does not answer in time (starting, stopping, or gone)."""
+        with self._lock:
+            conn = self.conn
+            if conn is None or not self.alive:
+                return None
+            try:
+                while conn.poll():  # an answer that came after its question timed out
+                    conn.recv()
+                conn.send(question)
+                if not conn.poll(ASK_TIMEOUT):
+                    return None
+                return conn.recv()
+            except (EOFError, OSError):
+                return None
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.pid is not None and self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+
+    def reap(self) -> int | None:
+        """Close the pipe of a child that exited; its exit code."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        process.join(0)
+        code = process.exitcode
+        process.close()
+        return code
+
+
+def child_main(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> None:
+    """A child process: the service of ``spec.config`` as member ``spec.index``.
+
+    Dies with the supervisor; SIGTERM stops it cleanly; Ctrl-C in a terminal reaches the
+    whole process group, so a child leaves SIGINT to the supervisor, which stops it."""
+    parent = os.getppid()
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if os.getppid() != parent:  # the supervisor died before the line above
+        os._exit(1)
+    logging.basicConfig(
+        level=logging.DEBUG if spec.verbose else logging.INFO,
+        format=f"%(asctime)s %(levelname)s [p{spec.index}] %(name)s: %(message)s",
+    )
+    from connector.assembly import build_child_service
+    from connector.config import load_config
+
+    try:
+        cfg = load_config(spec.config, data_dir=spec.data_dir)
+        service = build_child_service(cfg, member_id(spec.instance_id, spec.index), spec.index)
+    except ConnectorError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+    threading.Thread(
+        target=_answer, args=(conn, service, stop), name="kec-control", daemon=True
+    ).start()
+    try:
+        service.run(stop)
+    except ConnectorError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+
+
+def _answer(
+    conn: multiprocessing.connection.Connection, service: Any, stop: threading.Event
+) -> None:
+    """The child's side of its control pipe: answers questions until the pipe closes. A
+    closed pipe means the supervisor is gone: stop (where PR_SET_PDEATHSIG is missing)."""
+    handlers: dict[str, Callable[[], object]] = {
+        "snapshot": service.snapshot,
+        "health": service.health,
+    }
+    while True:
+        try:
+            question = conn.recv()
+        except (EOFError, OSError):
+            stop.set()
+            return
+        handler = handlers.get(question)
+        try:
+            conn.send(handler() if handler is not None else None)
+        except (EOFError, OSError):
+            stop.set()
+            return
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# -- the supervisor ----------------------------------------------------------------------
+
+
+class Supervisor:
+    """Runs and watches N children (steps 3 and 4 of the module docstring); answers for
+    them as one (:meth:`snapshot`, :meth:`health`). Nothing happens until :meth:`run`;
+    :func:`connector.assembly.supervise` does steps 1 and 2 around it."""
+
+    def __init__(self, specs: Sequence[ChildSpec], *, poll: float = 0.5) -> None:
+        self._children = [_Child(spec) for spec in specs]
+        self._poll = poll
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._last: dict[int, Snapshot] = {}  # each child's last answer
+        self._retired = Snapshot()  # the counts of children that died, added up
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [c.process.pid if c.process is not None else None for c in self._children]
+
+    def snapshot(self) -> Snapshot:
+        """The instance's numbers: its children's, and what the dead ones had counted
+        (up to their last answer)."""
+        answers = {c.spec.index: c.ask("snapshot") for c in self._children}
+        with self._lock:
+            for index, answer in answers.items():
+                if isinstance(answer, Snapshot):
+                    self._last[index] = answer
+            return merge_snapshots([self._retired, *self._last.values()])
+
+    def health(self) -> Health:
+        answers = [c.ask("health") for c in self._children]
+        return merge_health([a if isinstance(a, Health) else None for a in answers])
+
+    def run(self, stop: threading.Event) -> None:
+        """Start the children and keep them running until ``stop``; then stop them.
+        Raises :class:`SupervisorError` on a crash loop (after stopping the others)."""
+        try:
+            for child in self._children:
+                child.start(self._context)
+            log.info(
+                "started %d pipeline processes (pids %s)",
+                len(self._children),
+                ", ".join(str(p) for p in self.pids),
+            )
+            while not stop.wait(self._poll):
+                self._watch()
+        finally:
+            self._stop_children()
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for child in self._children:
+            if child.process is not None and not child.alive:
+                self._died(child, now)
+            elif child.process is None and now >= child.restart_at:
+                child.start(self._context)
+                log.info(
+                    "restarted pipeline process %d (pid %s)",
+                    child.spec.index,
+                    self.pids[child.spec.index - 1],
+                )
+
+    def _died(self, child: _Child, now: float) -> None:
+        ran = now - child.started
+        code = child.reap()
+        with self._lock:
+            last = self._last.pop(child.spec.index, None)
+            if last is not None:
+                self._retired = merge_snapshots([self._retired, counters_of(last)])
+        index = child.spec.index
+        if ran < EARLY:
+            child.early_deaths += 1
+            if child.early_deaths >= CRASH_LOOP:
+                raise SupervisorError(
+                    f"pipeline process {index} exited (code {code}) {child.early_deaths} "
+                    f"times within {EARLY:g}s of its start; its log lines above say why"
+                )
+        else:
+            child.early_deaths = 0
+            child.backoff = 1.0
+        log.warning(
+            "pipeline process %d exited (code %s) after %.1fs; restarting it in %gs",
+            index, code, ran, child.backoff,
+        )  # fmt: skip
+        child.restart_at = now + child.backoff
+        child.backoff = min(30.0, child.backoff * 2)
+
+    def _stop_children(self) -> None:
+        running = [c for c in self._children if c.alive]
+        for child in running:
+            child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in running:
+            process = child.process
+            if process is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    log.error(
+                        "pipeline process %d did not stop within %gs: killing it",
+                        child.spec.index, STOP_TIMEOUT,
+                    )  # fmt: skip
+                    process.kill()
+                    process.join(10)
+        codes = {c.spec.index: c.reap() for c in self._children if c.process is not None}
+        failed = {i: code for i, code in codes.items() if code not in (0, None)}
+        if failed:
+            log.warning("pipeline processes that did not stop cleanly: %s", failed)
+        log.info("stopped %d pipeline processes", len(codes))

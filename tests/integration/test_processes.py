@@ -1,0 +1,231 @@
+"""``pipeline.processes: 2``: one ``run`` supervising two pipeline processes, end to end
+through the command line, a real broker and a SQLite store.
+
+What a user of several processes relies on: the partitions are shared between them, every
+event is checkpointed once with one action, a killed process is restarted and loses
+nothing, health and metrics answer for the instance, SIGTERM stops everything cleanly,
+and a SIGKILLed instance leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from checkpoint import open_store
+from tests.support import ROOT, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, port: int) -> Path:
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            kafka:
+              bootstrap_servers: "{bootstrap}"
+              properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
+            group_id: {group_id}
+            namespaces:
+              shop: {{topics: [{topic}]}}
+            checkpoint: {{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}
+            pipeline: {{batch_size: 200, linger_ms: 10, processes: 2}}
+            metrics: {{port: {port}}}
+            targets:
+              log: {{type: log, path: {tmp_path}/actions.jsonl}}
+            rules:
+              - {{name: all, namespace: shop, key: "*", action: notify, target: log}}
+            """
+        )
+    )
+    return path
+
+
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "-c", str(config)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _children(pid: int) -> set[int]:
+    """The pipeline processes of supervisor ``pid`` (not multiprocessing's tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _produce(bootstrap: str, topic: str, start: int, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(start, start + count):
+        producer.produce(topic, key=f"k{i % 50}", value=json.dumps({"i": i}))
+    assert producer.flush(30) == 0
+
+
+def _delivered(actions: Path) -> Counter[str]:
+    if not actions.exists():
+        return Counter()
+    lines = actions.read_text().splitlines()
+    return Counter(json.loads(line)["idempotency_key"] for line in lines if line.endswith("}"))
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_two_processes_share_the_partitions_and_a_killed_one_is_restarted(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic, port = new_topic(6), _free_port()
+    config = _config(tmp_path, bootstrap, topic, group_id, port)
+    log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
+    url = f"sqlite:///{tmp_path}/state/checkpoints.db"
+    process = _start(config, log)
+    try:
+
+        def running() -> bool:
+            assert process.poll() is None, log.read_text()
+            return len(_children(process.pid)) == 2
+
+        wait_for(running, timeout=60, what="two pipeline processes")
+        first = _children(process.pid)
+
+        def shared() -> bool:
+            running()
+            with open_store(url, create=False) as store:
+                owned = [p for p in store.partitions() if p.tp[0] == topic]
+            return len(owned) == 6 and len({p.owner for p in owned}) == 2
+
+        wait_for(shared, timeout=90, interval=0.3, what="the partitions shared by two owners")
+        status, body = _get(port, "/healthz")
+        assert status == 200, body
+        assert json.loads(body)["checks"]["processes"] is True
+
+        _produce(bootstrap, topic, 0, 3000)
+        wait_for(lambda: len(_delivered(actions)) == 3000, timeout=90, what="3000 actions")
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            running()
+            now = _children(process.pid)
+            return len(now) == 2 and victim not in now
+
+        wait_for(replaced, timeout=60, what="the killed process restarted")
+        _produce(bootstrap, topic, 3000, 3000)
+        wait_for(lambda: len(_delivered(actions)) == 6000, timeout=120, what="6000 actions")
+        status, text = _get(port, "/metrics")
+        assert status == 200
+        assert "kec_events_total" in text
+        children = _children(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    stderr = log.read_text()
+    assert process.returncode == 0, stderr
+    assert "exited (code -9)" in stderr and "restarted pipeline process" in stderr
+    assert not any(_alive(pid) for pid in children), "every pipeline process stopped"
+    with open_store(url, create=False) as store:
+        assert store.count_events() == 6000, "every event checkpointed once"
+        assert store.count_actions_by_rule() == {"all": 6000}, "one action each"
+    assert set(_delivered(actions)) and len(_delivered(actions)) == 6000
+
+
+def test_a_sigkilled_supervisor_takes_its_processes_with_it(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    config = _config(tmp_path, bootstrap, topic, group_id, _free_port())
+    log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
+    process = _start(config, log)
+    try:
+        wait_for(lambda: len(_children(process.pid)) == 2, timeout=60, what="two processes")
+        children = _children(process.pid)
+        _produce(bootstrap, topic, 0, 500)
+        wait_for(lambda: len(_delivered(actions)) == 500, timeout=90, what="500 actions")
+        process.kill()
+        process.wait(30)
+        wait_for(
+            lambda: not any(_alive(pid) for pid in children),
+            timeout=20,
+            what="the pipeline processes gone with their supervisor",
+        )
+        # The store's lock went with them: a new run takes over and goes on.
+        process = _start(config, log)
+        _produce(bootstrap, topic, 500, 500)
+
+        def all_there() -> bool:
+            assert process.poll() is None, log.read_text()
+            return len(_delivered(actions)) == 1000
+
+        wait_for(all_there, timeout=120, what="1000 actions after the restart")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    assert process.returncode == 0, log.read_text()
+
+
+def test_processes_must_be_a_positive_count_or_auto(tmp_path: Path) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        "kafka: {bootstrap_servers: 'localhost:1'}\n"
+        "namespaces: {default: {}}\n"
+        "pipeline:\n"
+        "  processes: 0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "connector"]
+    checked = subprocess.run(
+        [*cmd, "validate", "-c", str(config)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert checked.returncode == 2
+    assert f"{config}:4 pipeline.processes" in checked.stdout + checked.stderr
+    config.write_text("kafka: {bootstrap_servers: 'localhost:1'}\nnamespaces: {default: {}}\n")
+    refused = subprocess.run(
+        [*cmd, "run", "-c", str(config), "--processes", "many"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--processes" in refused.stderr and "auto" in refused.stderr
