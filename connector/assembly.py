@@ -24,6 +24,7 @@ guarded (:mod:`connector.lifecycle`).
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "open_tool_store",
     "pipeline_settings",
     "quick_service",
+    "run_child",
     "serve_gateway",
     "standalone_gateway",
     "supervise",
@@ -229,6 +231,23 @@ def _service(
     return service, gateway
 
 
+def run_child(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> None:
+    """The entry point of a pipeline process (spawned by :func:`supervise`): the service
+    of ``spec.config`` as member ``spec.index``, run by
+    :func:`connector.supervisor.serve_child`."""
+    from connector.supervisor import serve_child
+
+    serve_child(spec, conn, _child_service)
+
+
+def _child_service(spec: ChildSpec) -> ConnectorService:
+    from connector.config import load_config
+    from connector.supervisor import member_id
+
+    cfg = load_config(spec.config, data_dir=spec.data_dir)
+    return build_child_service(cfg, member_id(spec.instance_id, spec.index), spec.index)
+
+
 def _attach_pruner(service: ConnectorService, cfg: ConnectorConfig, store: CheckpointStore) -> None:
     from connector.ops.retention import Pruner
 
@@ -256,7 +275,7 @@ def supervise(
     from connector.supervisor import Supervisor
 
     store = open_store(cfg.checkpoint.url(), exclusive=True)
-    supervisor = Supervisor(specs)
+    supervisor = Supervisor(specs, run_child)
     companions: list[tuple[str, Any]] = []
     if cfg.http is not None and serve_gateway:
         from connector.gateway import GatewayServer

@@ -7,7 +7,7 @@ same consumer group with its own static member id (``INSTANCE-pI``, ``INSTANCE``
 ``pipeline.instance_id`` or ``HOST-PID`` of the supervisor), so Kafka gives each its share
 of the partitions. The guarantees are those of N instances on one store: each partition is
 claimed in the store under a new owner epoch by the child that gets it, and a child that
-lost it is fenced by that epoch (docs/architecture.md, "Several processes").
+lost it is fenced by that epoch (docs/architecture.md, "Several processes in one instance").
 
 The supervisor:
 
@@ -51,7 +51,15 @@ from typing import Any
 from connector.metrics.core import COUNTERS, Health, Histogram, Snapshot
 from kec.errors import ConnectorError
 
-__all__ = ["ChildSpec", "Supervisor", "member_id", "merge_health", "merge_snapshots"]
+__all__ = [
+    "ChildSpec",
+    "Supervisor",
+    "counters_of",
+    "member_id",
+    "merge_health",
+    "merge_snapshots",
+    "serve_child",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +172,13 @@ def merge_health(answers: Sequence[Health | None]) -> Health:
 class _Child:
     """One child process and the supervisor's end of its control pipe."""
 
-    def __init__(self, spec: ChildSpec) -> None:
+    def __init__(
+        self,
+        spec: ChildSpec,
+        main: Callable[[ChildSpec, multiprocessing.connection.Connection], None],
+    ) -> None:
         self.spec = spec
+        self._main = main
         self.process: BaseProcess | None = None
         self.conn: multiprocessing.connection.Connection | None = None
         self.started = 0.0
@@ -177,7 +190,7 @@ class _Child:
     def start(self, context: Any) -> None:
         parent, child = context.Pipe()
         process = context.Process(
-            target=child_main, args=(self.spec, child), name=f"kec-p{self.spec.index}"
+            target=self._main, args=(self.spec, child), name=f"kec-p{self.spec.index}"
         )
         process.start()
         child.close()  # the child holds its end: our copy would hide its end of file
@@ -223,8 +236,14 @@ class _Child:
         return code
 
 
-def child_main(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> None:
-    """A child process: the service of ``spec.config`` as member ``spec.index``.
+def serve_child(
+    spec: ChildSpec,
+    conn: multiprocessing.connection.Connection,
+    build: Callable[[ChildSpec], Any],
+) -> None:
+    """The body of a child process: ``build(spec)`` (a not yet started
+    :class:`~connector.service.ConnectorService`), run until SIGTERM, answering the
+    supervisor's questions on ``conn`` meanwhile.
 
     Dies with the supervisor; SIGTERM stops it cleanly; Ctrl-C in a terminal reaches the
     whole process group, so a child leaves SIGINT to the supervisor, which stops it."""
@@ -239,19 +258,11 @@ def child_main(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> 
         level=logging.DEBUG if spec.verbose else logging.INFO,
         format=f"%(asctime)s %(levelname)s [p{spec.index}] %(name)s: %(message)s",
     )
-    from connector.assembly import build_child_service
-    from connector.config import load_config
-
     try:
-        cfg = load_config(spec.config, data_dir=spec.data_dir)
-        service = build_child_service(cfg, member_id(spec.instance_id, spec.index), spec.index)
-    except ConnectorError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from None
-    threading.Thread(
-        target=_answer, args=(conn, service, stop), name="kec-control", daemon=True
-    ).start()
-    try:
+        service = build(spec)
+        threading.Thread(
+            target=_answer, args=(conn, service, stop), name="kec-control", daemon=True
+        ).start()
         service.run(stop)
     except ConnectorError as exc:
         log.error("%s", exc)
@@ -295,8 +306,17 @@ class Supervisor:
     them as one (:meth:`snapshot`, :meth:`health`). Nothing happens until :meth:`run`;
     :func:`connector.assembly.supervise` does steps 1 and 2 around it."""
 
-    def __init__(self, specs: Sequence[ChildSpec], *, poll: float = 0.5) -> None:
-        self._children = [_Child(spec) for spec in specs]
+    def __init__(
+        self,
+        specs: Sequence[ChildSpec],
+        child: Callable[[ChildSpec, multiprocessing.connection.Connection], None],
+        *,
+        poll: float = 0.5,
+    ) -> None:
+        """``child``: the child processes' entry point, a module-level function (spawned
+        children import it), given a spec and its end of the control pipe; it calls
+        :func:`serve_child`."""
+        self._children = [_Child(spec, child) for spec in specs]
         self._poll = poll
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()

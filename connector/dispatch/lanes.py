@@ -46,26 +46,52 @@ class Stage(enum.Enum):
     IN_FLIGHT = "in flight"  # handed to its target, no answer yet
 
 
-@dataclass(slots=True, eq=False)
 class Entry:
     """One action of the book."""
 
-    aseq: int
-    action: Action
-    stage: Stage = Stage.WAITING
-    attempts: int = 0  # failed attempts so far
-    next_attempt_at: float = 0.0
-    last_error: str | None = None
-    parked: Parking | None = None  # the kind of row it has, or is to get (None: none)
-    stored: bool = False  # the store holds its row
-    holding: bool = False  # it held the watermark back when it came (no row then)
-    dirty: bool = False  # its row must be (re)written at the next settlement
-    arrived: float = field(default_factory=time.monotonic)  # reached this book
+    __slots__ = (
+        "action",
+        "arrived",
+        "aseq",
+        "attempts",
+        "dirty",
+        "holding",
+        "lane",
+        "last_error",
+        "next_attempt_at",
+        "parked",
+        "stage",
+        "stored",
+    )  # fmt: skip
 
-    @property
-    def lane(self) -> LaneKey:
-        a = self.action
-        return (a.target, a.namespace, a.event_key)
+    def __init__(
+        self,
+        aseq: int,
+        action: Action,
+        *,
+        attempts: int = 0,
+        next_attempt_at: float = 0.0,
+        last_error: str | None = None,
+        parked: Parking | None = None,
+        stored: bool = False,
+        arrived: float | None = None,
+    ) -> None:
+        self.aseq = aseq
+        self.action = action
+        # Its lane, worked out once: the book asks for it at every step.
+        self.lane: LaneKey = (action.target, action.namespace, action.event_key)
+        self.stage = Stage.WAITING
+        self.attempts = attempts  # failed attempts so far
+        self.next_attempt_at = next_attempt_at
+        self.last_error = last_error
+        self.parked = parked  # the kind of row it has, or is to get (None: none)
+        self.stored = stored  # the store holds its row
+        self.holding = False  # it held the watermark back when it came (no row then)
+        self.dirty = False  # its row must be (re)written at the next settlement
+        self.arrived = time.monotonic() if arrived is None else arrived  # reached this book
+
+    def __repr__(self) -> str:
+        return f"Entry({self.aseq}, {self.action.action_id}, {self.stage.name})"
 
 
 @dataclass

@@ -57,26 +57,34 @@ class Outcomes:
 
     def record(self, answer: Answer) -> None:
         now = self._clock()
-        arrived = time.monotonic()
         broken: set[tuple[int, object]] = set()  # lanes with a failure earlier in this call
+        holds = self._books.holds
+        failures = answer.failures
+        # Counted per answer: the entries of one batch arrived together, so the latency
+        # histogram gets one observation per distinct arrival, weighted.
+        delivered: dict[float, int] = {}
         for i, (book, entry) in enumerate(answer.entries):
-            if not self._books.holds(book):
+            if not holds(book):
                 continue  # the partition was dropped (fenced) meanwhile
-            lane = (id(book), entry.lane)
-            exc = answer.failures.get(entry.action.action_id)
-            if lane in broken:
+            exc = failures.get(entry.action.action_id) if failures else None
+            if broken and (id(book), entry.lane) in broken:
                 book.returned(entry)
             elif exc is None:
                 book.delivered(entry)
-                self._books.pending -= 1
-                self._stats.delivered += 1
-                self._stats.delivered_by_target[answer.target] += 1
-                self._stats.delivery.observe(arrived - entry.arrived)
+                delivered[entry.arrived] = delivered.get(entry.arrived, 0) + 1
             else:
-                broken.add(lane)
+                broken.add((id(book), entry.lane))
                 self._failed(book, entry, exc, now)
             if i == 0 and len(answer.entries) > 1:
                 crash_point("mid_dispatch")
+        if delivered:
+            count = sum(delivered.values())
+            self._books.pending -= count
+            self._stats.delivered += count
+            self._stats.delivered_by_target[answer.target] += count
+            answered = time.monotonic()
+            for arrived, n in delivered.items():
+                self._stats.delivery.observe(answered - arrived, n)
 
     def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
         error = f"{type(exc).__name__}: {exc}"

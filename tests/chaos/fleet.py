@@ -35,6 +35,23 @@ class Fleet:
         if sig == signal.SIGKILL:
             self.procs[member].wait(30)
 
+    def children(self, member: str) -> list[int]:
+        """The pipeline processes of ``member`` when it runs ``pipeline.processes`` > 1
+        (its multiprocessing children, not their resource tracker), by pid."""
+        parent = self.procs[member].pid
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+        return sorted(found)
+
     def alive(self) -> None:
         for member, proc in self.procs.items():
             if proc.poll() is not None:

@@ -687,9 +687,7 @@ class Run:
             f"{len(keys - set(expected))} delivered that no event explains: "
             f"{[self.receiver.bodies.get(k) for k in sorted(keys - set(expected))[:5]]}"
         )
-        joins = Counter(
-            b["context"] for b in self.receiver.bodies.values() if b["rule"] == "join"
-        )
+        joins = Counter(b["context"] for b in self.receiver.bodies.values() if b["rule"] == "join")
         assert joins == Counter({f"ctx-{c}": 1 for c in range(self.contexts)}), (
             f"contexts fired other than once: {[c for c, n in joins.items() if n != 1][:10]}"
         )
@@ -753,4 +751,3 @@ def report_line(report: dict[str, Any], seconds: float) -> str:
     return f"nemesis {report['seed']} in {seconds:.0f}s: " + ", ".join(
         f"{k} {v}" for k, v in report.items() if k != "seed"
     )
-

@@ -59,9 +59,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not given:
         metafunc.parametrize("sweep_seed", [pytest.param(0, id="off")])
         return
-    seeds = (
-        [int(s) for s in given.split(",")] if "," in given else list(range(1, int(given) + 1))
-    )
+    seeds = [int(s) for s in given.split(",")] if "," in given else list(range(1, int(given) + 1))
     metafunc.parametrize("sweep_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -40,7 +40,15 @@ from tests.support import wait_for
 SESSION_TIMEOUT_MS = 6000
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, dsn: str, rules: str, target: str) -> Path:
+def _config(
+    tmp_path: Path,
+    bootstrap: str,
+    topic: str,
+    dsn: str,
+    rules: str,
+    target: str,
+    processes: int = 1,
+) -> Path:
     path = tmp_path / "connector.yaml"
     path.write_text(
         f"""
@@ -51,7 +59,7 @@ group_id: g-{uuid.uuid4().hex[:10]}
 namespaces:
   shop: {{topics: ["{topic}"]}}
 checkpoint: {{backend: postgres, dsn: "{dsn}"}}
-pipeline: {{batch_size: 500, linger_ms: 20}}
+pipeline: {{batch_size: 500, linger_ms: 20, processes: {processes}}}
 retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
 targets:
 {target}
@@ -84,13 +92,16 @@ def _run(
     dsn: str,
     receiver: Receiver,
     chaos: Callable[[Fleet, threading.Event], None] | None,
+    members: Sequence[str] = ("m0", "m1", "m2"),
+    processes: int = 1,
 ) -> dict[str, int]:
-    count, members = 20_000, ["m0", "m1", "m2"]
+    count = 20_000
     topic = new_topic(6)
     config = _config(
         tmp_path, bootstrap, topic, dsn,
         rules='  - {name: all, namespace: shop, key: "*", action: notify, target: hook}',
         target=f'  hook: {{type: webhook, url: "{receiver.url}", concurrency: 16, timeout: 5}}',
+        processes=processes,
     )  # fmt: skip
     events = [Event(key=f"k{i % 300}", value=str(i), namespace="shop") for i in range(count)]
     expected = {action_id("all", (e.event_id,)) for e in events}
@@ -188,6 +199,52 @@ def test_three_instances_with_sigkills_and_a_sigstop_lose_nothing(
     report = _run(tmp_path, bootstrap, new_topic, pg_store_url(), receiver, chaos)
     print(f"\nscale-out with {', '.join(kills)}: {report}")
     assert sum(k.startswith("SIGKILL") for k in kills) >= 6
+    assert any(k.startswith("SIGSTOP") for k in kills)
+
+
+def test_two_instances_of_two_processes_with_kills_of_either_lose_nothing(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    receiver: Receiver,
+) -> None:
+    """``pipeline.processes: 2``: four pipeline processes in two instances. SIGKILLs of
+    single pipeline processes (their supervisor restarts them), of a whole instance (its
+    supervisor: the processes die with it; started again), and a pipeline process paused
+    past its session timeout."""
+    rng = random.Random(11)
+    kills: list[str] = []
+
+    def chaos(fleet: Fleet, abort: threading.Event) -> None:
+        abort.wait(3.0)
+        for round_ in range(6):
+            if abort.is_set():
+                break
+            member = rng.choice(list(fleet.procs))
+            children = fleet.children(member)
+            if round_ == 4 or not children:
+                fleet.signal(member, signal.SIGKILL)
+                kills.append(f"SIGKILL instance {member}")
+                fleet.start(member)
+            elif round_ == 2:
+                child = rng.choice(children)
+                os.kill(child, signal.SIGSTOP)
+                abort.wait(SESSION_TIMEOUT_MS / 1000 + 4)
+                os.kill(child, signal.SIGCONT)
+                kills.append(f"SIGSTOP a process of {member}")
+            else:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills.append(f"SIGKILL a process of {member}")
+            abort.wait(rng.uniform(0.8, 1.6))
+
+    report = _run(
+        tmp_path, bootstrap, new_topic, pg_store_url(), receiver, chaos,
+        members=("m0", "m1"), processes=2,
+    )  # fmt: skip
+    print(f"\nscale-out, 2 instances x 2 processes, {', '.join(kills)}: {report}")
+    assert sum(k.startswith("SIGKILL a process") for k in kills) >= 3
+    assert any(k.startswith("SIGKILL instance") for k in kills)
     assert any(k.startswith("SIGSTOP") for k in kills)
 
 
