@@ -10,8 +10,8 @@ turns every event into one ``notify`` action (``run --topic`` without rules, tes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 from kec.action import Action, ActionKind
 from kec.event import Event
@@ -44,13 +44,13 @@ class Evaluator(Protocol):
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """A plain :class:`Evaluation`."""
+class Result(NamedTuple):
+    """A plain :class:`Evaluation` (a tuple: one is made per event, and a tuple is the
+    cheapest immutable record to make)."""
 
     actions: Sequence[Action]
     state_updates: Mapping[str, str | None]
-    state_expiry: Mapping[str, float] = field(default_factory=dict)
+    state_expiry: Mapping[str, float] = MappingProxyType({})
 
 
 class NotifyAll:

@@ -32,7 +32,6 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 from checkpoint.base import Parked, Parking, Pending, Settlement
 from kec.action import Action
@@ -94,10 +93,12 @@ class Entry:
         return f"Entry({self.aseq}, {self.action.action_id}, {self.stage.name})"
 
 
-@dataclass
 class _Lane:
-    entries: deque[Entry] = field(default_factory=deque)
-    blocked: bool = False  # its head failed: what follows waits, with held rows
+    __slots__ = ("blocked", "entries")
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.blocked = False  # its head failed: what follows waits, with held rows
 
 
 class PartitionBook:

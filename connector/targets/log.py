@@ -23,11 +23,26 @@ from kec.jsontext import dumps
 log = logging.getLogger(__name__)
 
 
-def action_line(action: Action) -> str:
-    body = action.to_dict()
-    body["idempotency_key"] = action.action_id
-    body["delivered_at"] = round(time.time(), 6)
-    return dumps(body, floats_in=(body["payload"],)) + "\n"
+def action_line(action: Action, delivered_at: float | None = None) -> str:
+    """The action as one JSON line: :meth:`Action.to_dict`'s fields, its
+    ``idempotency_key`` and ``delivered_at`` (epoch seconds; now if not given)."""
+    a = action
+    body = {
+        "rule": a.rule,
+        "kind": a.kind.value,
+        "target": a.target,
+        "namespace": a.namespace,
+        "event_ids": a.event_ids,
+        "event_key": a.event_key,
+        "workflow": a.workflow,
+        "task": a.task,
+        "context": a.context,
+        "payload": a.payload,
+        "action_id": a.action_id,
+        "idempotency_key": a.action_id,
+        "delivered_at": round(time.time(), 6) if delivered_at is None else delivered_at,
+    }
+    return dumps(body, floats_in=(a.payload,)) + "\n"
 
 
 class LogTarget(Target):
@@ -88,7 +103,8 @@ class LogTarget(Target):
 
     def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
         try:
-            self._write("".join(action_line(a) for a in actions))
+            now = round(time.time(), 6)  # one call's lines are written at once
+            self._write("".join([action_line(a, now) for a in actions]))
         except TargetError as exc:
             return {a.action_id: exc for a in actions}
         return {}
