@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
 from connector.common.ownership import Ownership
+from connector.common.redaction import redact_logs
 from connector.lifecycle import Services
 from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
@@ -245,6 +246,7 @@ def _child_service(spec: ChildSpec) -> ConnectorService:
     from connector.supervisor import member_id
 
     cfg = load_config(spec.config, data_dir=spec.data_dir)
+    redact_logs(cfg.secrets())
     return build_child_service(cfg, member_id(spec.instance_id, spec.index), spec.index)
 
 

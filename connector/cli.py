@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.commands.plugins import PluginGroup
+from connector.common.redaction import redact_known, redact_logs
 from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ def run(
         from connector.config.paths import check_writable, data_dir_of
 
         cfg = load_config(config, data_dir=data_dir)
+        redact_logs(cfg.secrets())
         if processes is not None:
             cfg = _with_processes(cfg, processes)
         check_writable(cfg, data_dir_of(config, data_dir, os.environ))
@@ -367,8 +369,8 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {redact_known(str(exc))}", err=True)
         sys.exit(2)
     except ConnectorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {redact_known(str(exc))}", err=True)
         sys.exit(1)

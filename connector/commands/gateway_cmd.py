@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
+from connector.common.redaction import redact_logs
 
 _DEFAULT_STORE = "sqlite://checkpoints.db"
 _DEFAULT_LISTEN = "127.0.0.1:8000"
@@ -133,6 +134,7 @@ def gateway(
         from connector.config.paths import data_dir_of
 
         cfg = load_config(config, data_dir=data_dir)
+        redact_logs(cfg.secrets())
         policy = policy_of(cfg)
         properties = dict(cfg.kafka.client_config())
         if store_url is None:

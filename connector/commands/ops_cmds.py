@@ -26,6 +26,7 @@ import click
 from click.core import ParameterSource
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
+from connector.common.redaction import redact_logs
 from connector.ops.context import OpsContext
 from kec.kafka.settings import Connection
 
@@ -81,6 +82,7 @@ def resolve(
     from connector.topics import policy_of
 
     cfg = load_config(config, data_dir=data_dir)
+    redact_logs(cfg.secrets())
     connection = cfg.kafka.connection()
     if bootstrap and ctx.get_parameter_source("bootstrap") is ParameterSource.COMMANDLINE:
         connection = Connection(bootstrap, connection.properties)

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 def _connection(config: str | None, bootstrap: str | None) -> tuple[Connection, Any, str]:
     """(the cluster, the loaded config or None, how to name it on the command line)."""
     if config is not None:
+        from connector.common.redaction import redact_logs
         from connector.config import load_config
 
         cfg = load_config(config)
+        redact_logs(cfg.secrets())
         client = cfg.kafka.connection()
         if bootstrap:
             client = Connection(bootstrap, client.properties)

@@ -18,6 +18,8 @@ answer's body that echoes the request, a client library's error).
 
 from __future__ import annotations
 
+import logging
+import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, TypeVar
@@ -28,9 +30,12 @@ __all__ = [
     "SECRET_WORDS",
     "HiddenProperties",
     "HiddenStrings",
+    "RedactingFilter",
     "hide_secrets",
     "is_secret_name",
     "redact",
+    "redact_known",
+    "redact_logs",
     "redact_url",
     "reveal",
     "secret_values",
@@ -90,6 +95,49 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "**********")
     return text
+
+
+# Secrets this process was configured with (redact_logs): starred in every log line.
+_KNOWN: list[str] = []
+_KNOWN_LOCK = threading.Lock()
+# Shorter values are too likely to be ordinary words of a message to be starred in it.
+_MIN_KNOWN = 4
+
+
+def redact_known(text: str) -> str:
+    """``text`` without the secrets given to :func:`redact_logs`."""
+    known = _KNOWN
+    return redact(text, known) if known and text else text
+
+
+class RedactingFilter(logging.Filter):
+    """Stars the known secrets (:func:`redact_logs`) in a record's message and traceback,
+    whichever library logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _KNOWN:
+            return True
+        message = record.getMessage()
+        cleaned = redact_known(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_known(record.exc_text)
+        return True
+
+
+def redact_logs(secrets: Iterable[str]) -> None:
+    """From now on, no log line of this process shows any of ``secrets``: a
+    :class:`RedactingFilter` on every handler of the root logger (installed once), and
+    :func:`redact_known` for messages printed another way."""
+    with _KNOWN_LOCK:
+        fresh = {s for s in secrets if len(s) >= _MIN_KNOWN} - set(_KNOWN)
+        _KNOWN[:] = sorted({*_KNOWN, *fresh}, key=len, reverse=True)
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
 
 
 ELIDED: Final = "…"

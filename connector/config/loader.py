@@ -7,10 +7,14 @@ since nothing after it can be trusted. An unknown key (a typo) says which known 
 is closest to, from the config's JSON Schema, and is listed before the other errors of
 its mapping, which it often causes (``taks:`` leaves ``task`` missing).
 
-Interpolation applies to scalar string values (never keys): ``${NAME}`` is the variable's
-value, ``${NAME:-default}`` the default when it is unset or empty, ``$$`` a literal ``$``.
-An unset variable without default is an error. Interpolated text is never echoed back in
-messages, so a secret passed through the environment stays out of logs.
+Interpolation applies to scalar string values (never keys): ``${NAME}`` (or
+``${env:NAME}``) is the variable's value, ``${NAME:-default}`` the default when it is
+unset or empty, ``${file:PATH}`` the content of a file (PATH relative to the config file's
+folder; one final line end dropped: the shape of a mounted Kubernetes or Docker secret),
+``$$`` a literal ``$``. An unset variable without default, or a file that cannot be read,
+is an error. Interpolated text is never echoed back in messages, and what ``${file:}``
+read is a secret wherever it lands (:attr:`ConnectorConfig.file_secrets`, which ``run``
+and the tools redact from every log line and message).
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ from kec.event import DEFAULT_TOPIC_PREFIX
 
 __all__ = ["ConfigFileError", "load_config"]
 
-# `$$` (an escaped dollar) or `${NAME}` / `${NAME:-default}`, or a malformed `${`.
-_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+# `$$` (an escaped dollar), `${NAME}` / `${env:NAME}` (either with `:-default`),
+# `${file:PATH}`, or a malformed `${`.
+_REFERENCE = re.compile(
+    r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{file:([^}]+)\}|\$\{"
+)
+# A secret file's content is used whole, but for the line end editors and `echo` add.
+_MAX_SECRET_FILE = 64 * 1024
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -90,7 +99,8 @@ def load_config(
 
     found: list[tuple[Loc, str]] = []
     environ = os.environ if env is None else env
-    data = _interpolate(tree, (), environ, found)
+    files = _SecretFiles(Path(path).resolve().parent)
+    data = _interpolate(tree, (), environ, found, files)
     found.extend(_cross_check(data))
     context = {
         BASE_DIR: Path(path).resolve().parent,
@@ -109,7 +119,45 @@ def load_config(
                 found.append((loc, _message(err["msg"])))
     if found or config is None:
         raise ConfigFileError(name, _locate_all(name, tree, found))
+    config.keep_file_secrets(tuple(files.values))
     return config
+
+
+class _SecretFiles:
+    """``${file:PATH}`` references: each file read once (PATH relative to the config
+    file's folder); every value read is a secret (:attr:`values`)."""
+
+    def __init__(self, base: Path) -> None:
+        self._base = base
+        self._read: dict[str, str | OSError | ValueError] = {}
+        self.values: list[str] = []
+
+    def read(self, reference: str) -> str:
+        """The file's text without its last line end; raises OSError or ValueError."""
+        if reference not in self._read:
+            self._read[reference] = self._load(reference)
+        value = self._read[reference]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def _load(self, reference: str) -> str | OSError | ValueError:
+        path = self._base / Path(reference).expanduser()
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_SECRET_FILE + 1)
+        except OSError as exc:
+            return OSError(f"cannot read {path}: {exc.strerror or exc}")
+        if len(data) > _MAX_SECRET_FILE:
+            return ValueError(f"{path} is over {_MAX_SECRET_FILE // 1024} KiB: not a secret")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return ValueError(f"{path} is not UTF-8 text")
+        text = text.removesuffix("\n").removesuffix("\r")
+        if text:
+            self.values.append(text)
+        return text
 
 
 UNKNOWN_KEY = "unknown key"
@@ -175,21 +223,35 @@ def _known_keys(schema: dict[str, Any], loc: Loc) -> list[str]:
     return sorted({key for node in nodes for key in node.get("properties", {})})
 
 
-def _interpolate(node: Any, loc: Loc, env: Mapping[str, str], found: list[tuple[Loc, str]]) -> Any:
+def _interpolate(
+    node: Any, loc: Loc, env: Mapping[str, str], found: list[tuple[Loc, str]], files: _SecretFiles
+) -> Any:
     """Plain Python data from the YAML tree, with ``${...}`` replaced in strings."""
     if isinstance(node, CommentedMap):
-        return {k: _interpolate(v, (*loc, k), env, found) for k, v in node.items()}
+        return {k: _interpolate(v, (*loc, k), env, found, files) for k, v in node.items()}
     if isinstance(node, CommentedSeq):
-        return [_interpolate(v, (*loc, i), env, found) for i, v in enumerate(node)]
+        return [_interpolate(v, (*loc, i), env, found, files) for i, v in enumerate(node)]
     if not isinstance(node, str) or "$" not in node:
         return str(node) if isinstance(node, str) else node  # plain str, not ruamel's kinds
 
     def replace(match: re.Match[str]) -> str:
-        whole, name, default = match.group(0), match.group(1), match.group(2)
+        whole, name, default, file = match.group(0), match.group(1), match.group(2), match.group(3)
         if whole == "$$":
             return "$"
+        if file is not None:
+            try:
+                return files.read(file.strip())
+            except (OSError, ValueError) as exc:
+                found.append((loc, f"${{file:...}}: {exc}"))
+                return ""
         if name is None:
-            found.append((loc, "malformed ${...} reference (use ${NAME} or ${NAME:-default})"))
+            found.append(
+                (
+                    loc,
+                    "malformed ${...} reference (use ${NAME}, ${env:NAME}, ${NAME:-default} "
+                    "or ${file:PATH})",
+                )
+            )
             return whole
         value = env.get(name)
         if value:

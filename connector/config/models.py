@@ -21,10 +21,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     Field,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     WithJsonSchema,
@@ -419,6 +421,23 @@ class MetricsConfig(ConfigModel):
 class ConnectorConfig(ConfigModel):
     """One connector: what it reads, where it checkpoints, its rules and their targets."""
 
+    # What ${file:PATH} references read (the loader sets it): secrets wherever they landed.
+    _file_secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def file_secrets(self) -> tuple[str, ...]:
+        return self._file_secrets
+
+    def keep_file_secrets(self, values: tuple[str, ...]) -> None:
+        """For the loader: what this file's ``${file:}`` references read."""
+        self._file_secrets = tuple(values)
+
+    def secrets(self) -> list[str]:
+        """Every secret this config holds, revealed, to redact from what is printed: the
+        values ``${file:}`` read and every secret setting (passwords, tokens, keys, the
+        secret parts of a DSN)."""
+        return [*self._file_secrets, *_secret_strings(self)]
+
     kafka: KafkaSettings
     """How to reach the Kafka cluster."""
     group_id: NonEmpty = "event-connector"
@@ -617,3 +636,17 @@ def cross_check(
 
 def _dotted(loc: Loc) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _secret_strings(node: object) -> list[str]:
+    """The revealed values of every SecretStr in a model, its lists and its mappings."""
+    if isinstance(node, SecretStr):
+        value = node.get_secret_value()
+        return [value] if value else []
+    if isinstance(node, BaseModel):
+        return [s for name in type(node).model_fields for s in _secret_strings(getattr(node, name))]
+    if isinstance(node, Mapping):
+        return [s for value in node.values() for s in _secret_strings(value)]
+    if isinstance(node, list | tuple):
+        return [s for value in node for s in _secret_strings(value)]
+    return []

@@ -173,11 +173,37 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_malformed_reference(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "group_id: ${1BAD}\ndead_letter_topic: ${OPEN\n")
+    advice = "(use ${NAME}, ${env:NAME}, ${NAME:-default} or ${file:PATH})"
     assert errors_of(path).errors == [
-        f"{path}:3 group_id: malformed ${{...}} reference (use ${{NAME}} or ${{NAME:-default}})",
-        f"{path}:4 dead_letter_topic: malformed ${{...}} reference "
-        "(use ${NAME} or ${NAME:-default})",
+        f"{path}:3 group_id: malformed ${{...}} reference {advice}",
+        f"{path}:4 dead_letter_topic: malformed ${{...}} reference {advice}",
     ]
+
+
+def test_env_and_file_references(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "password").write_text("s3cr3t-from-a-file\n")
+    path = write(
+        tmp_path,
+        "kafka:\n"
+        "  bootstrap_servers: localhost:9092\n"
+        "  sasl_username: ${env:KEC_TEST_USER}\n"
+        "  sasl_password: ${file:secrets/password}\n"
+        "namespaces: {default: {}}\n",
+    )
+    cfg = load_config(path, env={"KEC_TEST_USER": "alice"})
+    assert cfg.kafka.sasl_username == "alice"
+    assert cfg.kafka.client_config()["sasl.password"] == "s3cr3t-from-a-file"  # no line end
+    assert "s3cr3t-from-a-file" in cfg.file_secrets
+    assert "s3cr3t-from-a-file" in cfg.secrets()
+    assert "s3cr3t" not in repr(cfg)
+
+
+def test_a_file_reference_that_cannot_be_read_names_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "group_id: ${file:missing.txt}\n")
+    (error,) = errors_of(path).errors
+    assert error.startswith(f"{path}:3 group_id: ${{file:...}}: cannot read ")
+    assert "missing.txt" in error
 
 
 def test_model_checks_across_sections_without_the_loader() -> None:
