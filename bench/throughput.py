@@ -15,6 +15,8 @@ one topic of N small keyed events:
     (bench/floor.py: parse, rule by key, blake2b action id, one SQLite WAL
     ``synchronous=FULL`` transaction per batch, idempotent producer, async offset commit),
     in this process; every row's "vs (h)" is its ratio to it;
+(i) ``event-connector run -c FILE`` as a user starts it (SQLite, ``log`` target) with
+    ``pipeline.processes`` 1 and 2 (``--processes``): what more cores give;
 then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s),
 beside what a raw consumer sees of the same load on the same machine (the latency floor).
 
@@ -216,6 +218,67 @@ def run_connector(
     return Row(name, count - first, elapsed)
 
 
+def run_cli(
+    name: str,
+    bootstrap: str,
+    topic: str,
+    count: int,
+    workdir: Path,
+    batch: int,
+    linger_ms: int,
+    processes: int,
+) -> Row:
+    """``event-connector run -c FILE`` as a user starts it, SQLite and the ``log`` target,
+    with ``pipeline.processes``. The clock starts at the first action line in the file (so
+    start-up is not counted, as in the other rows) and stops at the last."""
+    run_dir = workdir / f"cli-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir()
+    config = run_dir / "connector.yaml"
+    config.write_text(
+        f"""
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+group_id: cli-{uuid.uuid4().hex[:8]}
+namespaces:
+  bench: {{topics: [{topic}]}}
+checkpoint: {{backend: sqlite, path: {run_dir}/checkpoints.db}}
+pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}, processes: {processes}}}
+targets:
+  log: {{type: log, path: {run_dir}/actions.jsonl}}
+rules:
+  - {{name: all, namespace: bench, key: "*", action: notify, target: log}}
+"""
+    )
+    actions = run_dir / "actions.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with open(run_dir / "run.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "-c", str(config)], stderr=log, env=env
+        )
+    lines = first = position = 0
+    started = 0.0
+    deadline = time.monotonic() + 1800
+    try:
+        while lines < count:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name}: run exited {process.returncode}, see {run_dir}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: timed out at {lines} of {count} actions")
+            if actions.exists():
+                with open(actions, "rb") as f:
+                    f.seek(position)
+                    data = f.read()
+                position += len(data)
+                lines += data.count(b"\n")
+                if lines and not started:
+                    started, first = time.perf_counter(), lines
+            time.sleep(0.02)  # polling a file another process writes
+        elapsed = time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(120)
+    return Row(name, count - first, elapsed)
+
+
 def run_latency(
     bootstrap: str,
     store_url: str,
@@ -414,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         "records (bench/floor.py); without it there is no 'vs (h)' column",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="rows (i): `run -c` with each pipeline.processes given (none: skip them)",
+    )
+    parser.add_argument(
         "--event-ids", action="store_true", help="records carry an event-id header (dedup by id)"
     )
     parser.add_argument("--json", type=Path, default=Path("bench/out/throughput.json"))
@@ -515,6 +585,20 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        for processes in args.processes:
+            rows.append(
+                run_cli(
+                    f"(i) run -c, SQLite, log target, processes {processes}",
+                    bootstrap,
+                    topic,
+                    args.events,
+                    workdir,
+                    args.batch,
+                    args.linger_ms,
+                    processes,
+                )
+            )
+            print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         if not args.no_floor:
             rows.append(
                 run_floor_row(bootstrap, topic, args.events, workdir, args.batch, args.linger_ms)
