@@ -45,6 +45,11 @@ def _setup_logging(verbose: bool) -> None:
 # Commands of other packages (the checkout's dev-broker and demo) come from entry points.
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+@click.version_option(
+    package_name="kafka-event-connector",
+    prog_name="event-connector",
+    message="%(prog)s %(version)s",
+)
 def cli(verbose: bool) -> None:
     """Turn Kafka events into workflow actions exactly once."""
     _setup_logging(verbose)
@@ -347,6 +352,7 @@ from connector.commands import (  # noqa: E402
 
 cli.add_command(config_cmds.validate)
 cli.add_command(config_cmds.schema)
+cli.add_command(config_cmds.explain)
 cli.add_command(ops_cmds.send)
 cli.add_command(ops_cmds.tail)
 cli.add_command(ops_cmds.status)

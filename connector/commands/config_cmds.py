@@ -136,3 +136,70 @@ def schema(output: Path | None) -> None:
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote the config schema to {output}", err=True)
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--config",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Connector config file (YAML).",
+)
+@click.argument("key")
+@click.argument("value", required=False, default="")
+@click.option("--context", default=None, help="The event's context (workflow execution).")
+@click.option(
+    "--namespace",
+    default=None,
+    help="The event's namespace (default: the file's only namespace, else 'default').",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule.")
+def explain(
+    path: Path, key: str, value: str, context: str | None, namespace: str | None, as_json: bool
+) -> None:
+    """Say which rules an event would fire, and why each other rule would not.
+
+    Nothing is sent and nothing is connected to: the event (KEY, VALUE as text, --context,
+    --namespace) goes through the file's rules as `run` would evaluate it. Per rule:
+    `fires`, `waits` (an all_of rule takes the event into its set and needs its other
+    keys) or `no`, with the first condition that fails (namespace, key, context, each value
+    condition).
+
+    \b
+        event-connector explain -c connector.yaml order-created '{"total": 12}'
+        event-connector explain -c connector.yaml key "done" --context exec-1 --json
+    """
+    from connector.config import load_config
+    from connector.rules.explain import FIRES, explain
+    from kec.event import Event
+
+    cfg = load_config(path)
+    namespaces = sorted({*cfg.namespaces, *([cfg.http.namespace] if cfg.http else [])})
+    if namespace is None:
+        namespace = namespaces[0] if len(namespaces) == 1 else "default"
+    if namespace not in namespaces:
+        raise click.BadParameter(
+            f"{namespace!r} is not a namespace of {path} ({', '.join(namespaces)})",
+            param_hint="--namespace",
+        )
+    event = Event(key=key, value=value, namespace=namespace, context=context)
+    verdicts = explain(cfg.rules, event, cfg.pipeline.match_limits())
+    if as_json:
+        for verdict in verdicts:
+            click.echo(json.dumps(verdict.to_dict()))
+        return
+    if not verdicts:
+        click.echo(f"{path} has no rules")
+        return
+    width = max(len(v.rule) for v in verdicts)
+    for v in verdicts:
+        click.echo(f"{v.rule:<{width}}  {v.verdict:<5}  {v.reason}")
+        if v.verdict == FIRES:
+            click.echo(f"{'':<{width}}         -> {v.action}")
+    fired = sum(v.verdict == FIRES for v in verdicts)
+    click.echo(
+        f"{_plural(fired, 'action')} for key {key!r} in namespace {namespace!r}"
+        + (f", context {context!r}" if context else ", no context")
+    )
