@@ -103,11 +103,14 @@ def build_evaluator(rules: Sequence[Any] | None, limits: MatchLimits | None = No
     return TriggerEngine(list(rules), limits=limits)
 
 
-def build_targets(specs: Mapping[str, AnyTargetSpec]) -> dict[str, Target]:
-    """The targets a config file names, unopened."""
+def build_targets(
+    specs: Mapping[str, AnyTargetSpec], connection: Connection | None = None
+) -> dict[str, Target]:
+    """The targets a config file names, unopened; ``connection``: the file's ``kafka:``
+    section, for a ``kafka`` target on the same cluster."""
     from connector.targets.registry import build_target
 
-    return {name: build_target(name, spec) for name, spec in specs.items()}
+    return {name: build_target(name, spec, connection=connection) for name, spec in specs.items()}
 
 
 def written_by(store: object, setting: str) -> list[tuple[str, Path]]:
@@ -224,7 +227,7 @@ def _service(
         settings,
         store,
         evaluator,
-        build_targets(cfg.targets),
+        build_targets(cfg.targets, cfg.kafka.connection()),
         retry_policy=cfg.retry.policy(),
         after_batch=after_batch,
         ownership=Ownership(),

@@ -57,7 +57,7 @@ def _check_runtime(path: str, cfg: ConnectorConfig) -> None:
         problems.append((("rules",), "rules", str(exc)))
     for name, spec in cfg.targets.items():
         try:
-            build_target(name, spec)
+            build_target(name, spec, connection=cfg.kafka.connection())
         except ConfigError as exc:
             where = f".{name}" if name.isidentifier() else f'["{name}"]'
             problems.append((("targets", name), f"targets{where}", str(exc)))

@@ -100,6 +100,20 @@ class KafkaSettings(ConfigModel):
     """The client's private key file, for TLS client authentication."""
     ssl_key_password: SecretStr | None = None
     """The password of the client's private key (a secret: never printed)."""
+    ssl_endpoint_identification: bool | None = None
+    """Check that a broker's certificate names the host connected to (on by default, as
+    in librdkafka); false turns the check off, for a test cluster only."""
+    sasl_oauthbearer_method: Literal["default", "oidc"] | None = None
+    """With sasl_mechanism OAUTHBEARER: oidc fetches tokens from
+    sasl_oauthbearer_token_endpoint_url with the client credentials below."""
+    sasl_oauthbearer_client_id: NonEmpty | None = None
+    """The OIDC client id."""
+    sasl_oauthbearer_client_secret: SecretStr | None = None
+    """The OIDC client secret (a secret: never printed); ${file:PATH} reads it from a file."""
+    sasl_oauthbearer_token_endpoint_url: NonEmpty | None = None
+    """The OIDC provider's token endpoint (https://...)."""
+    sasl_oauthbearer_scope: NonEmpty | None = None
+    """The scope to ask the token for, if the provider wants one."""
     properties: Annotated[
         dict[NonEmpty, str | int | bool | SecretStr],
         AfterValidator(hide_secrets),
@@ -129,6 +143,24 @@ class KafkaSettings(ConfigModel):
             raise ValueError(f"{exc}: exactly-once depends on it") from exc
         return properties
 
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> KafkaSettings:
+        if self.sasl_oauthbearer_method == "oidc":
+            missing = [
+                name
+                for name in (
+                    "sasl_oauthbearer_client_id",
+                    "sasl_oauthbearer_client_secret",
+                    "sasl_oauthbearer_token_endpoint_url",
+                )
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"sasl_oauthbearer_method oidc needs {', '.join(missing)}")
+            if self.sasl_mechanism != "OAUTHBEARER":
+                raise ValueError("sasl_oauthbearer_method oidc needs sasl_mechanism OAUTHBEARER")
+        return self
+
     def client_config(self) -> dict[str, Any]:
         """The librdkafka settings, secrets revealed: hand it to a client, never log it."""
         config: dict[str, Any] = {}
@@ -136,6 +168,8 @@ class KafkaSettings(ConfigModel):
             value = getattr(self, field)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, bool):  # ssl_endpoint_identification
+                value = "https" if value else "none"
             if value is not None:
                 config[key] = value
         config.update(reveal(self.properties))
@@ -148,7 +182,7 @@ class KafkaSettings(ConfigModel):
 
     def secrets(self) -> list[str]:
         """Every secret value of this section, to redact from a client library's errors."""
-        named = [self.sasl_password, self.ssl_key_password]
+        named = [self.sasl_password, self.ssl_key_password, self.sasl_oauthbearer_client_secret]
         values = [s.get_secret_value() for s in named if s is not None]
         return values + secret_values(self.properties)
 
@@ -164,6 +198,12 @@ _NAMED = {
     "ssl.certificate.location": "ssl_certificate_location",
     "ssl.key.location": "ssl_key_location",
     "ssl.key.password": "ssl_key_password",
+    "ssl.endpoint.identification.algorithm": "ssl_endpoint_identification",
+    "sasl.oauthbearer.method": "sasl_oauthbearer_method",
+    "sasl.oauthbearer.client.id": "sasl_oauthbearer_client_id",
+    "sasl.oauthbearer.client.secret": "sasl_oauthbearer_client_secret",
+    "sasl.oauthbearer.token.endpoint.url": "sasl_oauthbearer_token_endpoint_url",
+    "sasl.oauthbearer.scope": "sasl_oauthbearer_scope",
 }
 
 

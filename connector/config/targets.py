@@ -153,11 +153,12 @@ class KafkaSpec(_Spec):
     """kafka: a record per action (idempotent producer, action-id header)."""
     topic: NonEmpty
     """The topic the actions are written to."""
-    bootstrap_servers: NonEmpty
-    """The cluster of that topic, HOST:PORT[,HOST:PORT...]."""
+    bootstrap_servers: NonEmpty | None = None
+    """The cluster of that topic, HOST:PORT[,HOST:PORT...]. Default: the connector's own
+    cluster, reached with its `kafka:` section (SASL, TLS and the other settings)."""
     properties: HiddenProperties = Field(default_factory=dict)
     """Extra librdkafka producer properties (e.g. compression.type; secret-looking ones
-    are never printed)."""
+    are never printed), over the `kafka:` section's when bootstrap_servers is not set."""
     flush_timeout: PositiveFloat = 30.0
     """Seconds the broker has to acknowledge a delivery before the attempt fails."""
 

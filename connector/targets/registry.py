@@ -33,12 +33,17 @@ from connector.targets.log import LogTarget
 from connector.targets.python import PythonTarget
 from connector.targets.webhook import WebhookTarget
 from kec.errors import ConfigError
+from kec.kafka.settings import Connection
 
 __all__ = ["build_target"]
 
 
-def build_target(name: str, spec: AnyTargetSpec | Mapping[str, Any]) -> Target:
-    """The target named ``name`` that ``spec`` describes, unopened.
+def build_target(
+    name: str, spec: AnyTargetSpec | Mapping[str, Any], *, connection: Connection | None = None
+) -> Target:
+    """The target named ``name`` that ``spec`` describes, unopened. ``connection``: the
+    connector's own Kafka cluster and client settings, for a ``kafka`` target that names
+    no ``bootstrap_servers``.
 
     ``spec`` is a validated model (a loaded config's ``targets``) or a mapping keyed by
     its ``type``, validated first (:func:`~connector.config.targets.parse_target`: one
@@ -60,11 +65,20 @@ def build_target(name: str, spec: AnyTargetSpec | Mapping[str, Any]) -> Target:
                 concurrency=settings.concurrency,
             )
         case KafkaSpec():
+            servers, properties = settings.bootstrap_servers, reveal(settings.properties)
+            if servers is None:
+                if connection is None:
+                    raise ConfigError(
+                        f"kafka target {name!r}: bootstrap_servers is required outside a "
+                        "config file (whose kafka: section it would use)"
+                    )
+                servers = connection.bootstrap_servers
+                properties = {**connection.properties, **properties}
             return KafkaTarget(
                 name,
                 settings.topic,
-                settings.bootstrap_servers,
-                properties=reveal(settings.properties),
+                servers,
+                properties=properties,
                 flush_timeout=settings.flush_timeout,
             )
         case PythonSpec():

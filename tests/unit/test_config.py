@@ -410,6 +410,75 @@ def test_client_config_is_where_secrets_are_revealed(tmp_path: Path) -> None:
     assert cfg.kafka.sasl_password.get_secret_value() == SECRET
 
 
+def test_typed_oidc_and_hostname_settings_reach_the_client(tmp_path: Path) -> None:
+    (tmp_path / "client-secret").write_text("oidc-s3cr3t\n")
+    path = write(
+        tmp_path,
+        "kafka:\n"
+        "  bootstrap_servers: broker:9093\n"
+        "  security_protocol: SASL_SSL\n"
+        "  sasl_mechanism: OAUTHBEARER\n"
+        "  sasl_oauthbearer_method: oidc\n"
+        "  sasl_oauthbearer_client_id: connector\n"
+        "  sasl_oauthbearer_client_secret: ${file:client-secret}\n"
+        "  sasl_oauthbearer_token_endpoint_url: https://idp.example/token\n"
+        "  ssl_endpoint_identification: false\n"
+        "namespaces: {default: {}}\n",
+    )
+    cfg = load_config(path)
+    assert cfg.kafka.client_config() == {
+        "bootstrap.servers": "broker:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "OAUTHBEARER",
+        "sasl.oauthbearer.method": "oidc",
+        "sasl.oauthbearer.client.id": "connector",
+        "sasl.oauthbearer.client.secret": "oidc-s3cr3t",
+        "sasl.oauthbearer.token.endpoint.url": "https://idp.example/token",
+        "ssl.endpoint.identification.algorithm": "none",
+    }
+    assert "oidc-s3cr3t" not in repr(cfg) and "oidc-s3cr3t" in cfg.kafka.secrets()
+
+
+def test_oidc_needs_its_client_credentials(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kafka:\n"
+        "  bootstrap_servers: broker:9093\n"
+        "  sasl_mechanism: OAUTHBEARER\n"
+        "  sasl_oauthbearer_method: oidc\n"
+        "namespaces: {default: {}}\n",
+    )
+    (error,) = errors_of(path).errors
+    assert "sasl_oauthbearer_method oidc needs sasl_oauthbearer_client_id" in error
+    assert error.startswith(f"{path}:1 kafka")
+
+
+def test_a_kafka_target_without_servers_uses_the_connectors_cluster(tmp_path: Path) -> None:
+    from connector.assembly import build_targets
+
+    path = write(
+        tmp_path,
+        "kafka:\n"
+        "  bootstrap_servers: broker:9093\n"
+        "  security_protocol: SASL_SSL\n"
+        "  sasl_mechanism: SCRAM-SHA-512\n"
+        "  sasl_username: connector\n"
+        "  sasl_password: pw-123456\n"
+        "namespaces: {default: {}}\n"
+        "targets:\n"
+        "  same: {type: kafka, topic: actions, properties: {compression.type: zstd}}\n"
+        "  other: {type: kafka, topic: actions, bootstrap_servers: elsewhere:9092}\n",
+    )
+    cfg = load_config(path)
+    targets = build_targets(cfg.targets, cfg.kafka.connection())
+    same, other = targets["same"], targets["other"]
+    assert same._conf["bootstrap.servers"] == "broker:9093"  # type: ignore[attr-defined]
+    assert same._conf["sasl.password"] == "pw-123456"  # type: ignore[attr-defined]
+    assert same._conf["compression.type"] == "zstd"  # type: ignore[attr-defined]
+    assert other._conf["bootstrap.servers"] == "elsewhere:9092"  # type: ignore[attr-defined]
+    assert "sasl.password" not in other._conf  # type: ignore[attr-defined]
+
+
 def test_postgres_dsn_is_revealed_by_url_only(tmp_path: Path) -> None:
     dsn = f"postgresql://connector:{SECRET}@db:5432/connector"
     path = write(tmp_path, BASE + "checkpoint: {backend: postgres, dsn: '${PG_DSN}'}\n")

@@ -35,7 +35,7 @@ CONFIG = """\
 kafka:
   bootstrap_servers: localhost:9092
   properties:
-    sasl.oauthbearer.client.secret: "${CLIENT_SECRET}"
+    ssl.keystore.password: "${CLIENT_SECRET}"
     client.rack: eu-1a
 namespaces: {default: {}}
 targets:
@@ -114,7 +114,7 @@ def test_secret_values_are_masked_in_repr_str_and_dumps(tmp_path: Path) -> None:
 
 def test_secrets_are_revealed_to_the_clients_only(tmp_path: Path) -> None:
     cfg = load_config(_loaded(tmp_path), env=ENV)
-    assert cfg.kafka.client_config()["sasl.oauthbearer.client.secret"] == CLIENT_SECRET
+    assert cfg.kafka.client_config()["ssl.keystore.password"] == CLIENT_SECRET
     assert CLIENT_SECRET in cfg.kafka.secrets()
     engine = cfg.targets["engine"]
     assert isinstance(engine, WebhookSpec)
