@@ -111,7 +111,7 @@ def kafka_block(config: dict[str, str]) -> str:
 
 
 def write_config(tmp_path: Path, config: dict[str, str], **names: str) -> Path:
-    target_properties = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+    # The kafka target names no cluster: it uses the kafka: section, security included.
     text = kafka_block(config) + textwrap.dedent(
         """\
         group_id: {group}
@@ -122,22 +122,13 @@ def write_config(tmp_path: Path, config: dict[str, str], **names: str) -> Path:
         retry: {{max_attempts: 3, initial_backoff_seconds: 0.05, max_backoff_seconds: 0.2}}
         targets:
           log: {{type: log, path: {tmp}/actions.jsonl}}
-          actions:
-            type: kafka
-            topic: {actions}
-            bootstrap_servers: {bootstrap}
-            properties: {properties}
+          actions: {{type: kafka, topic: {actions}}}
         rules:
           - {{name: start-wf, namespace: shop, key: schedule, action: start, workflow: wf}}
           - {{name: ship, namespace: shop, key: "order-*", action: start, workflow: ship,
               target: actions}}
         """
-    ).format(
-        tmp=tmp_path,
-        bootstrap=config["bootstrap.servers"],
-        properties=json.dumps(target_properties),
-        **names,
-    )
+    ).format(tmp=tmp_path, **names)
     path = tmp_path / "connector.yaml"
     path.write_text(text)
     return path
