@@ -271,9 +271,7 @@ class PipelineStore(PartitionsView):
     """The pipeline's part (the poll thread): claims, batches, what it learns of a partition."""
 
     @abc.abstractmethod
-    def claim(
-        self, owner: str, partitions: Iterable[TP]
-    ) -> dict[TP, Claim]:
+    def claim(self, owner: str, partitions: Iterable[TP]) -> dict[TP, Claim]:
         """Become the owner of ``partitions``: bump their epochs, say where they stand."""
 
     @abc.abstractmethod
@@ -311,9 +309,7 @@ class DispatchStore(abc.ABC):
         the partitions whose epoch was stale (nothing of theirs was written)."""
 
     @abc.abstractmethod
-    def due_retries(
-        self, partitions: Iterable[TP], now: float, limit: int = 1000
-    ) -> list[Parked]:
+    def due_retries(self, partitions: Iterable[TP], now: float, limit: int = 1000) -> list[Parked]:
         """Retry rows of ``partitions`` due at ``now`` (``dlq replay`` and ``replay`` put
         rows there for the owner to find), oldest first."""
 

@@ -26,7 +26,7 @@ import psycopg
 from checkpoint.base import SCHEMA_VERSION
 from checkpoint.migrate import create_or_migrate
 from checkpoint.sql import Cursor, Dialect, Role, Sql, SqlStore
-from kec.errors import CheckpointError, StoreCorrupt, StoreInUse, StoreMissing
+from kec.errors import CheckpointError, StoreCorrupt, StoreInUse, StoreMissing, StoreRefused
 
 APPLICATION = "kafka-event-connector"
 # Each connection says which schema version its code writes, so a migration can see
@@ -100,10 +100,33 @@ class _Session:
                 self._holder = None
 
 
+# What the server or libpq says when the settings, not the moment, are wrong; and the
+# setting to look at. Matched on libpq's words (its errors carry no code before login).
+_REFUSALS = (
+    ("password authentication failed", "the password of the DSN's user (checkpoint.dsn)"),
+    ("no password supplied", "the DSN's password (checkpoint.dsn): the server asks for one"),
+    ("does not match host name", "the DSN's host: the server's certificate names another"),
+    ("certificate verify failed", "sslrootcert in checkpoint.dsn: it does not trust the "
+     "server's certificate"),
+    ("root certificate file", "sslrootcert in checkpoint.dsn (the CA file to verify the "
+     "server with)"),
+    ("no encryption", "sslmode in checkpoint.dsn: the server accepts TLS only "
+     "(sslmode=verify-full with sslrootcert)"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf: it lets no such connection in"),
+)  # fmt: skip
+
+
 @contextlib.contextmanager
 def _errors(doing: str) -> Iterator[None]:
     try:
         yield
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        for words, look_at in _REFUSALS:
+            if words in text:
+                last = text.strip().splitlines()[0].rsplit("failed: ", 1)[-1]
+                raise StoreRefused(f"postgres store refused: {last}; check {look_at}") from exc
+        raise CheckpointError(f"postgres store: {doing} failed: {exc}") from exc
     except psycopg.Error as exc:
         raise CheckpointError(f"postgres store: {doing} failed: {exc}") from exc
 

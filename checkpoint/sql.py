@@ -375,9 +375,7 @@ class SqlStore(CheckpointStore):
 
     # -- the pipeline (PipelineStore) -----------------------------------------------------
 
-    def claim(
-        self, owner: str, partitions: Iterable[TP]
-    ) -> dict[TP, Claim]:
+    def claim(self, owner: str, partitions: Iterable[TP]) -> dict[TP, Claim]:
         claims: dict[TP, Claim] = {}
         now = time.time()
         with self._d.transaction(Role.PIPELINE, "claiming partitions") as sql:
@@ -499,9 +497,7 @@ class SqlStore(CheckpointStore):
                     sql.executemany(_UPSERT_PARKED, [_parked_row(p, now) for p in s.park])
         return fenced
 
-    def due_retries(
-        self, partitions: Iterable[TP], now: float, limit: int = 1000
-    ) -> list[Parked]:
+    def due_retries(self, partitions: Iterable[TP], now: float, limit: int = 1000) -> list[Parked]:
         tps = [[t, p] for t, p in sorted(set(partitions))]
         if not tps:
             return []
@@ -717,9 +713,7 @@ class SqlStore(CheckpointStore):
                 break
         return found[:limit]
 
-    def _done(
-        self, tp: TP, watermark: int, spans: Sequence[Span], limit: int
-    ) -> list[OutboxEntry]:
+    def _done(self, tp: TP, watermark: int, spans: Sequence[Span], limit: int) -> list[OutboxEntry]:
         with self._d.reading(Role.OPS, "listing done actions") as sql:
             parked = {
                 aseq

@@ -117,10 +117,17 @@ class DevPostgres(LocalServer[PostgresServer]):
         bindir: Path | None = None,
         port: int | None = None,
         start_timeout: float = 60.0,
+        tls: bool = False,
     ) -> None:
+        """``tls``: also the setting production asks for, TLS with SCRAM passwords: the
+        server presents a certificate for localhost and 127.0.0.1 signed by :attr:`ca`,
+        and every user but ``postgres`` (trusted on loopback, for the fixtures) must come
+        over TLS with a SCRAM-SHA-256 password (:meth:`create_user`); plain TCP is refused
+        to them."""
         super().__init__(start_timeout=start_timeout)
         self._bindir = bindir
         self._port = port
+        self._tls = tls
         self._account: pwd.struct_passwd | None = None
         self._version = "unknown"
 
@@ -129,6 +136,28 @@ class DevPostgres(LocalServer[PostgresServer]):
         if self._proc is None or self._port is None:
             raise DevPostgresError("the dev PostgreSQL server is not running")
         return f"postgresql://postgres@127.0.0.1:{self._port}/postgres"
+
+    @property
+    def ca(self) -> Path:
+        """The CA certificate that signed the server's (``tls`` only)."""
+        if not self._tls or self._scratch is None:
+            raise DevPostgresError("the dev PostgreSQL server runs without TLS")
+        return self._scratch / "tls" / "ca.pem"
+
+    def create_user(self, name: str, password: str, *, database: str | None = None) -> None:
+        """A login role with a SCRAM-SHA-256 password, and ``database`` owned by it."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(password)
+                )
+            )
+            if database is not None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(name)
+                    )
+                )
 
     def server(self) -> PostgresServer:
         return PostgresServer(self.dsn, "local", self._version)
@@ -154,6 +183,8 @@ class DevPostgres(LocalServer[PostgresServer]):
                 os.chown(made, self._account.pw_uid, self._account.pw_gid)
             try:
                 self._initdb(bindir)
+                if self._tls:
+                    self._secure()
             except BaseException:
                 self.close()
                 raise
@@ -168,6 +199,14 @@ class DevPostgres(LocalServer[PostgresServer]):
             "-c", "shared_buffers=64MB",
             "-c", "logging_collector=off",
         ]  # fmt: skip
+        if self._tls:
+            tls = scratch / "tls"
+            cmd += [
+                "-c", "ssl=on",
+                "-c", f"ssl_cert_file={tls / 'broker.pem'}",
+                "-c", f"ssl_key_file={tls / 'broker.key'}",
+                "-c", "password_encryption=scram-sha-256",
+            ]  # fmt: skip
         self._launch(cmd, log=scratch / "postgres.log", cwd=scratch, account=self._account)
 
     @staticmethod
@@ -207,6 +246,30 @@ class DevPostgres(LocalServer[PostgresServer]):
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise DevPostgresError(f"initdb failed (exit {done.returncode}):\n{tail}")
+
+    def _secure(self) -> None:
+        """Certificates for the session (devkit.security's), owned by the server account
+        (PostgreSQL refuses a key others may read), and the access rules of ``tls``."""
+        from devkit.security import material
+
+        assert self._scratch is not None
+        made = material(self._scratch / "tls")
+        acct = self._account
+        for path in (made.folder, *made.folder.iterdir()):
+            if acct is not None:
+                os.chown(path, acct.pw_uid, acct.pw_gid)
+        os.chmod(made.broker_key, 0o600)
+        hba = self._scratch / "data" / "pg_hba.conf"
+        hba.write_text(
+            "# devkit: postgres is trusted on loopback (fixtures); everyone else comes over\n"
+            "# TLS with a SCRAM password, and never in plain TCP.\n"
+            "local all all trust\n"
+            "host all postgres 127.0.0.1/32 trust\n"
+            "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+            "hostnossl all all 127.0.0.1/32 reject\n"
+        )
+        if acct is not None:
+            os.chown(hba, acct.pw_uid, acct.pw_gid)
 
     def _ready(self) -> bool:
         try:

@@ -16,6 +16,7 @@ later can succeed without a change by a person::
     │   ├── SchemaTooNew            written by a newer version of this project
     │   ├── StoreLocked             another process has the SQLite store open
     │   ├── StoreMissing            no store there, and the caller may not create one
+    │   ├── StoreRefused            its server refused us: password, certificate, TLS
     │   ├── Fenced                  another instance owns the partition now
     │   ├── OffsetConflict          a batch does not start where the store's partition is
     │   ├── StoreInUse              an older version still uses the store: no migration
@@ -90,6 +91,13 @@ class SchemaTooNew(CheckpointError):
 
 class StoreLocked(CheckpointError):
     """Another process has this SQLite store open (one process per SQLite file)."""
+
+    retriable = False
+
+
+class StoreRefused(CheckpointError):
+    """The store's server refused this connector: a wrong password, a certificate it
+    cannot trust, TLS it requires. Trying again cannot help until the settings change."""
 
     retriable = False
 
