@@ -11,12 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from kec.action import Action, ActionKind
 from kec.event import Event
+from kec.jsontext import document
 
-__all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result"]
+__all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result", "event_value"]
+
+
+def event_value(event: Event) -> Any:
+    """The event's value as an action carries it: a JSON object or array as itself (so a
+    receiver reads ``{"order": 1}``, not the string ``"{\\"order\\": 1}"``), anything
+    else (text, scalars, binary) as text (:func:`kec.jsontext.document` says which)."""
+    if isinstance(event.value, str):
+        doc = document(event.value)
+        if doc is not None:
+            return doc
+    return event.text
 
 
 class Evaluation(Protocol):
@@ -72,6 +84,10 @@ class NotifyAll:
             event_ids=(event.event_id,),
             event_key=event.key,
             context=event.context,
-            payload={"value": event.text, "offset": event.offset, "partition": event.partition},
+            payload={
+                "value": event_value(event),
+                "offset": event.offset,
+                "partition": event.partition,
+            },
         )
         return Result((action,), {})

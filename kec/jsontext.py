@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 _std_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
 
 
 def finite(obj: Any) -> bool:
@@ -53,6 +55,42 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None) -> str:
         except orjson.JSONEncodeError:
             pass  # a lone surrogate or an integer past 64 bits
     return _std_dumps(obj)
+
+
+DOCUMENT_DEPTH = 64
+"""How deep a value may nest to travel as a JSON document in an action (deeper: as text)."""
+
+
+def document(text: str, max_depth: int = DOCUMENT_DEPTH) -> dict[str, Any] | list[Any] | None:
+    """``text`` parsed when it is a JSON object or array (what an action carries as JSON
+    rather than as a string); None for any other text: a scalar (``123``, ``"x"``, which
+    stay text), not JSON, nesting deeper than ``max_depth``, or holding NaN or infinities
+    (not JSON to a receiver). Integers of any size are kept exact."""
+    start = text[:1] if text[:1] not in " \t\r\n" else text.lstrip()[:1]
+    if start != "{" and start != "[":
+        return None
+    try:
+        # orjson would read an integer past 64 bits as a float: json keeps it exact.
+        doc = json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+    except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
+        return None
+    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
+        return None
+    if not finite(doc):  # after the depth check: finite() recurses
+        return None
+    return doc  # type: ignore[no-any-return]
+
+
+def _deeper(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests lists and dicts more than ``limit`` deep (no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def check(text: str | bytes) -> None:

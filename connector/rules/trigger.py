@@ -58,7 +58,7 @@ from connector.rules.linear_regex import LinearRegex
 from connector.rules.models import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
 from kec.action import Action
 from kec.errors import ConfigError
-from kec.evaluation import Evaluation, Result
+from kec.evaluation import Evaluation, Result, event_value
 from kec.event import Event
 
 __all__ = [
@@ -331,7 +331,7 @@ def _event_payload(event: Event) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "key": event.key,
-        "value": event.text,
+        "value": event_value(event),
         "namespace": event.namespace,
         "sender": event.sender,
         "context": event.context,
