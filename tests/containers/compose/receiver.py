@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 lock = threading.Lock()
 deliveries: dict[str, int] = {}
-applied: list[str] = []
+applied: list[object] = []
 
 
 class Handler(BaseHTTPRequestHandler):
