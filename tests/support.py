@@ -29,6 +29,36 @@ def wait_for(
         time.sleep(interval)
 
 
+def start_run(config: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``event-connector [OPTIONS] run -c CONFIG`` as a process of the repo's code, its
+    log (stderr) appended to ``log``."""
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector", *options, "run", "-c", str(config)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def pipeline_processes(supervisor: int) -> list[int]:
+    """The pipeline processes a ``run`` with ``pipeline.processes`` > 1 started (its
+    multiprocessing children, not their resource tracker), by pid, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == supervisor and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def run_in_repo(
     *args: str,
     drop: Collection[str] = (),

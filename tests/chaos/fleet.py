@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, pipeline_processes
 
 
 @dataclass
@@ -36,21 +36,8 @@ class Fleet:
             self.procs[member].wait(30)
 
     def children(self, member: str) -> list[int]:
-        """The pipeline processes of ``member`` when it runs ``pipeline.processes`` > 1
-        (its multiprocessing children, not their resource tracker), by pid."""
-        parent = self.procs[member].pid
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"spawn_main" in cmdline:
-                found.append(int(entry.name))
-        return sorted(found)
+        """The pipeline processes of ``member`` when it runs ``pipeline.processes`` > 1."""
+        return pipeline_processes(self.procs[member].pid)
 
     def alive(self) -> None:
         for member, proc in self.procs.items():

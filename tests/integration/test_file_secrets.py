@@ -4,17 +4,14 @@ connector runs on it), and no log line, not even at DEBUG, shows it."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Producer
 
-from tests.support import ROOT, wait_for
+from tests.support import start_run, wait_for
 
 
 def test_a_value_read_from_a_file_is_used_and_never_logged(
@@ -44,14 +41,7 @@ def test_a_value_read_from_a_file_is_used_and_never_logged(
         )
     )
     log = tmp_path / "run.log"
-    with open(log, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "-v", "run", "-c", str(config)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    process = start_run(config, log, "-v")
     try:
         producer = Producer({"bootstrap.servers": bootstrap})
         producer.produce(topic, key="order", value=json.dumps({"id": 1}))

@@ -10,10 +10,7 @@ at, and ``run`` exits 1 at once instead of retrying.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +23,7 @@ from confluent_kafka import Producer
 from checkpoint import open_store
 from devkit.postgres import DevPostgres
 from kec.errors import StoreRefused
-from tests.support import ROOT, wait_for
+from tests.support import start_run, wait_for
 
 PASSWORD = "scram-pw-4f1c"
 
@@ -103,17 +100,6 @@ def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, dsn: str)
     return path
 
 
-def _run(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "-c", str(config)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-
-
 def test_run_checkpoints_over_tls_and_exits_1_on_a_wrong_password(
     secure_pg: DevPostgres,
     bootstrap: str,
@@ -123,7 +109,7 @@ def test_run_checkpoints_over_tls_and_exits_1_on_a_wrong_password(
 ) -> None:
     topic = new_topic(1)
     log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
-    process = _run(_config(tmp_path, bootstrap, topic, group_id, _url(secure_pg)), log)
+    process = start_run(_config(tmp_path, bootstrap, topic, group_id, _url(secure_pg)), log)
     try:
         producer = Producer({"bootstrap.servers": bootstrap})
         producer.produce(topic, key="order", value=json.dumps({"id": 7}))
@@ -141,7 +127,9 @@ def test_run_checkpoints_over_tls_and_exits_1_on_a_wrong_password(
 
     wrong = _url(secure_pg, password="not-the-password")
     started = time.monotonic()
-    refused = _run(_config(tmp_path, bootstrap, topic, group_id, wrong), tmp_path / "wrong.log")
+    refused = start_run(
+        _config(tmp_path, bootstrap, topic, group_id, wrong), tmp_path / "wrong.log"
+    )
     refused.wait(60)
     text = (tmp_path / "wrong.log").read_text()
     assert refused.returncode == 1, text

@@ -24,7 +24,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from checkpoint import open_store
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, pipeline_processes, start_run, wait_for
 
 
 def _free_port() -> int:
@@ -58,31 +58,11 @@ def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, port: int
 
 
 def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "-c", str(config)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    return start_run(config, log)
 
 
 def _children(pid: int) -> set[int]:
-    """The pipeline processes of supervisor ``pid`` (not multiprocessing's tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
-    return found
+    return set(pipeline_processes(pid))
 
 
 def _alive(pid: int) -> bool:
