@@ -209,3 +209,58 @@ def test_processes_must_be_a_positive_count_or_auto(tmp_path: Path) -> None:
     )  # fmt: skip
     assert refused.returncode == 2
     assert "--processes" in refused.stderr and "auto" in refused.stderr
+
+
+def test_the_supervisor_serves_the_gateway_its_processes_confirm(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    """With ``http:``: one gateway for the instance, in the supervisor; the pipeline
+    processes read its topic and their checkpoints confirm each send."""
+    http_topic, port = new_topic(3), _free_port()
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            kafka: {{bootstrap_servers: "{bootstrap}"}}
+            group_id: {group_id}
+            namespaces: {{shop: {{topics: [{new_topic(1)}]}}}}
+            checkpoint: {{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}
+            pipeline: {{processes: 2}}
+            http: {{port: {port}, topic: {http_topic}}}
+            targets:
+              log: {{type: log, path: {tmp_path}/actions.jsonl}}
+            rules:
+              - {{name: approve, namespace: http, key: approve, action: start, workflow: wf}}
+            """
+        )
+    )
+    log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
+    process = _start(config, log)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return _get(port, "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout=90, interval=0.3, what="the instance ready")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/event/send_event/order-1",
+            data=json.dumps({"event_key": "approve", "event_payload": {"by": "ann"}}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert reply.status == 200
+            sent = json.loads(reply.read())
+        wait_for(lambda: len(_delivered(actions)) == 1, timeout=60, what="the action")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    assert process.returncode == 0, log.read_text()
+    (line,) = actions.read_text().splitlines()
+    action = json.loads(line)
+    assert action["rule"] == "approve" and action["event_ids"] == [sent["event_id"]]
+    assert action["payload"]["value"] == {"by": "ann"}
+    assert action["payload"]["context"] == "order-1"
