@@ -40,7 +40,9 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
+    AfterValidator,
     Field,
+    JsonValue,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -52,6 +54,7 @@ from pydantic import (
 
 from connector.common.model_base import ConfigModel, NonEmpty
 from connector.common.redaction import HiddenProperties, HiddenStrings, redact_url
+from connector.common.template import Template
 from connector.config.paths import RelativePath, StatePath
 from kec.action import ActionKind
 from kec.errors import ConfigError
@@ -72,6 +75,12 @@ __all__ = [
 ]
 
 ExitCode = Annotated[int, Field(ge=1, le=255)]
+
+
+def _check_template(source: JsonValue) -> JsonValue:
+    if source is not None:
+        Template(source)  # raises ValueError naming the placeholder
+    return source
 
 
 class _Spec(ConfigModel):
@@ -144,6 +153,9 @@ class WebhookSpec(_Spec):
     """Check the server's TLS certificate."""
     concurrency: PositiveInt = 16
     """How many requests may be in flight at once (for actions of different keys)."""
+    template: Annotated[JsonValue, AfterValidator(_check_template)] = None
+    """The body to POST instead of the action: JSON whose strings may hold {{ PATH }}
+    placeholders (value.order_id, event_key, action_id, context, events.paid.value...)."""
 
 
 class KafkaSpec(_Spec):
@@ -161,6 +173,9 @@ class KafkaSpec(_Spec):
     are never printed), over the `kafka:` section's when bootstrap_servers is not set."""
     flush_timeout: PositiveFloat = 30.0
     """Seconds the broker has to acknowledge a delivery before the attempt fails."""
+    template: Annotated[JsonValue, AfterValidator(_check_template)] = None
+    """The record value to write instead of the action: JSON whose strings may hold
+    {{ PATH }} placeholders, as a webhook's template."""
 
 
 class PythonSpec(_Spec):

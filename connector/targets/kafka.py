@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connector.common.redaction import is_secret_name, redact
+from connector.common.template import Template
 from connector.targets.base import Target
 from kec import kafka
 from kec.action import Action
@@ -52,7 +53,10 @@ class KafkaTarget(Target):
         *,
         properties: Mapping[str, Any] | None = None,
         flush_timeout: float = 30.0,
+        template: Template | None = None,
     ) -> None:
+        """``template``: the record value to write instead of the action
+        (:mod:`connector.common.template`)."""
         if not topic:
             raise ConfigError(f"kafka target {name!r}: topic is required")
         if not bootstrap_servers:
@@ -69,6 +73,7 @@ class KafkaTarget(Target):
         self.batch_size = 2000
         self.ordered = True
         self._topic = topic
+        self._template = template
         self._flush_timeout = flush_timeout
         self._conf: dict[str, Any] = {
             "client.id": f"kafka-event-connector-{name}",
@@ -174,7 +179,9 @@ class KafkaTarget(Target):
 
         record: dict[str, Any] = {
             "key": action.event_key.encode(),
-            "value": action.to_json().encode(),
+            "value": (
+                self._template.render_bytes(action) if self._template else action.to_json().encode()
+            ),
             "headers": [
                 ("action-id", action.action_id.encode()),
                 ("content-type", b"application/json"),

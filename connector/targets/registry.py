@@ -14,6 +14,7 @@ from typing import Any, assert_never
 from pydantic import SecretStr
 
 from connector.common.redaction import reveal
+from connector.common.template import Template
 from connector.config.targets import (
     AirflowSpec,
     AnyTargetSpec,
@@ -63,6 +64,7 @@ def build_target(
                 timeout=settings.timeout,
                 verify=settings.verify,
                 concurrency=settings.concurrency,
+                template=_template(settings.template),
             )
         case KafkaSpec():
             servers, properties = settings.bootstrap_servers, reveal(settings.properties)
@@ -80,6 +82,7 @@ def build_target(
                 servers,
                 properties=properties,
                 flush_timeout=settings.flush_timeout,
+                template=_template(settings.template),
             )
         case PythonSpec():
             return PythonTarget(name, settings.function)
@@ -171,3 +174,7 @@ def _prefect(name: str, spec: PrefectSpec) -> Target:
         verify=spec.verify,
         concurrency=spec.concurrency,
     )
+
+
+def _template(source: object) -> Template | None:
+    return Template(source) if source is not None else None

@@ -57,6 +57,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from connector.common.redaction import redact, redact_url, url_secrets
+from connector.common.template import Template
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -109,7 +110,10 @@ class WebhookTarget(Target):
         timeout: float = 10.0,
         verify: bool = True,
         concurrency: int = 16,
+        template: Template | None = None,
     ) -> None:
+        """``template``: the body to send instead of the action
+        (:mod:`connector.common.template`)."""
         # Errors end up in logs and the dead-letter table: never quote the URL's secrets.
         shown = redact_url(url)
         try:
@@ -129,6 +133,7 @@ class WebhookTarget(Target):
             raise ConfigError(f"webhook target {name!r}: headers {clash} are set by the target")
         self.name = name
         self.concurrency = concurrency
+        self._template = template
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
         self._port = port
@@ -200,7 +205,8 @@ class WebhookTarget(Target):
         local = self._local
         if local is None:
             raise TargetError(f"webhook target {self.name} is not open")
-        body = action.to_json().encode()
+        template = self._template
+        body = template.render_bytes(action) if template else action.to_json().encode()
         headers = {**self._headers, "Idempotency-Key": action.action_id}
         for attempt in (1, 2):
             conn = self._connection(local)

@@ -429,6 +429,32 @@ def test_kafka_target_produces_keyed_records_with_action_id_in_order(
         assert per_key[key] == [a for a in actions if a.event_key == key], f"order of {key}"
 
 
+def test_templates_shape_the_webhook_body_and_the_kafka_record(
+    http_server: RecordingServer, bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """Built from the config's settings, as run builds them: the receiver gets the shape
+    it asked for, with the idempotency key still in its header."""
+    spec = {"order": "{{ payload.i }}", "run": "{{ context }}", "id": "{{ action_id }}"}
+    action = make_action(3)
+    hook = build_target("hook", {"type": "webhook", "url": http_server.url, "template": spec})
+    hook.open()
+    try:
+        hook.deliver(action)
+    finally:
+        hook.close()
+    [request] = http_server.requests
+    assert json.loads(request.body) == {"order": 3, "run": "run-7", "id": action.action_id}
+    assert request.headers["idempotency-key"] == action.action_id
+    topic = new_topic(1)
+    kafka_spec = {"type": "kafka", "topic": topic, "bootstrap_servers": bootstrap,
+                  "template": spec}  # fmt: skip
+    with build_target("actions", kafka_spec) as target:
+        assert target.deliver_many([action]) == {}
+    (record,) = _read(bootstrap, topic, 1, 1)
+    assert json.loads(record.value() or b"") == {"order": 3, "run": "run-7", "id": action.action_id}
+    assert dict(record.headers() or [])["action-id"] == action.action_id.encode()
+
+
 def test_kafka_target_rejects_an_oversized_action_and_delivers_the_rest(
     bootstrap: str, new_topic: Callable[..., str]
 ) -> None:
