@@ -113,15 +113,21 @@ def test_a_partition_the_dispatcher_finds_fenced_is_no_longer_read(
 
             # No record of partition 0 comes: only the dispatcher (reading the epochs
             # back every 2 s) can find out; the pipeline must hear it from the registry.
+            # The registry drops it from `owned` as the dispatcher marks it; the pipeline
+            # lets it go (and says so) at its next loop: wait for that line, not only
+            # for the registry.
+            def told() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "the dispatcher found" in r.getMessage()]
+
             wait_for(
-                lambda: lost not in pipeline.owned,
+                lambda: lost not in pipeline.owned and told(),
                 timeout=15,
                 what="the pipeline to let the fenced partition go",
             )
             assert kept in pipeline.owned
             assert pipeline.stats.records == checkpointed, "no batch was needed to learn it"
-            told = [r for r in caplog.records if "the dispatcher found" in r.getMessage()]
-            assert len(told) == 1 and "[0]" in told[0].getMessage(), told
+            lines = told()
+            assert len(lines) == 1 and "[0]" in lines[0].getMessage(), lines
 
             # Records of both partitions now: the pipeline reads partition 1 and leaves
             # partition 0 alone (nothing of it checkpointed, no batch of it refused).
