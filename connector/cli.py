@@ -276,7 +276,7 @@ def _supervise(
     base = instance_id or cfg.pipeline.instance_id or default_base()
     verbose = bool(ctx.find_root().params.get("verbose"))
     specs = [
-        ChildSpec(config.absolute(), data_dir and data_dir.absolute(), base, i, count, verbose)
+        ChildSpec(config.absolute(), data_dir and data_dir.absolute(), base, i, verbose)
         for i in range(1, count + 1)
     ]
     supervise(cfg, specs, stop, serve_gateway=serve_gateway)

@@ -86,7 +86,6 @@ class ChildSpec:
     data_dir: Path | None
     instance_id: str
     index: int  # 1..N
-    processes: int
     verbose: bool
 
 
