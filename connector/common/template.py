@@ -32,7 +32,7 @@ import orjson
 from kec.action import Action
 from kec.jsontext import dumps
 
-__all__ = ["ROOTS", "Template"]
+__all__ = ["ROOTS", "Template", "has_placeholder"]
 
 ROOTS = frozenset(
     {
@@ -148,3 +148,13 @@ class Template:
     def render_bytes(self, action: Action) -> bytes:
         """:meth:`render` as JSON (a body, a record value)."""
         return dumps(self.render(action)).encode()
+
+    def render_text(self, action: Action) -> str:
+        """:meth:`render` as one string (a command's argument): a string as it is,
+        anything else as compact JSON, nothing for null."""
+        return _as_text(self.render(action))
+
+
+def has_placeholder(text: str) -> bool:
+    """Whether ``text`` would be filled in by a template (it holds ``{{``)."""
+    return "{{" in text

@@ -54,7 +54,7 @@ from pydantic import (
 
 from connector.common.model_base import ConfigModel, NonEmpty
 from connector.common.redaction import HiddenProperties, HiddenStrings, redact_url
-from connector.common.template import Template
+from connector.common.template import Template, has_placeholder
 from connector.config.paths import RelativePath, StatePath
 from kec.action import ActionKind
 from kec.errors import ConfigError
@@ -81,6 +81,13 @@ def _check_template(source: JsonValue) -> JsonValue:
     if source is not None:
         Template(source)  # raises ValueError naming the placeholder
     return source
+
+
+def _check_object_template(source: JsonValue) -> JsonValue:
+    # Airflow's conf and Prefect's parameters are objects: a list or a scalar never fits.
+    if source is not None and not isinstance(source, dict):
+        raise ValueError("must be a mapping (the engine takes named values)")
+    return _check_template(source)
 
 
 class _Spec(ConfigModel):
@@ -116,7 +123,9 @@ class CommandSpec(_Spec):
     type: Literal["command"]
     """command: run a process per action, the action in its environment (KEC_*)."""
     argv: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)]
-    """The program and its arguments as a list; one string with shell: true."""
+    """The program and its arguments as a list; one string with shell: true. An
+    argument may hold {{ PATH }} placeholders filled from the action (value.order_id,
+    event_key, context...), each filled into its one argument, never through a shell."""
     timeout: PositiveFloat = 30.0
     """Seconds the process may run before it is killed and the attempt fails."""
     stdin: bool = False
@@ -135,6 +144,29 @@ class CommandSpec(_Spec):
     """Run argv (one string) through /bin/sh."""
     concurrency: PositiveInt = 4
     """How many processes may run at once (for actions of different keys)."""
+
+    @field_validator("argv")
+    @classmethod
+    def _argument_templates(cls, argv: str | list[str]) -> str | list[str]:
+        if isinstance(argv, str):
+            return argv  # one string is for the shell, checked with shell
+        if has_placeholder(argv[0]):
+            raise ValueError("the program itself cannot be a template")
+        for arg in argv[1:]:
+            if has_placeholder(arg):
+                Template(arg)  # raises ValueError naming the placeholder
+        return argv
+
+    @field_validator("shell")
+    @classmethod
+    def _no_shell_templates(cls, shell: bool, info: ValidationInfo) -> bool:
+        argv = info.data.get("argv")
+        if shell and isinstance(argv, str) and has_placeholder(argv):
+            raise ValueError(
+                "{{ }} placeholders in argv cannot be used with shell (a value could inject "
+                "a command): use the KEC_* variables"
+            )
+        return shell
 
 
 class WebhookSpec(_Spec):
@@ -213,6 +245,9 @@ class TemporalSpec(_Spec):
     """Connect with TLS."""
     id_prefix: str = "kec-"
     """Prefix of the workflow ids the target starts (then the workflow and the action id)."""
+    template: Annotated[JsonValue, AfterValidator(_check_template)] = None
+    """The argument a started workflow gets instead of the default document: JSON whose
+    strings may hold {{ PATH }} placeholders (value.order_id, event_key, action_id...)."""
     update: NonEmpty = "task_action"
     """The Workflow Update that task actions (START, STOP, RESTART) are sent as."""
     stop: Literal["cancel", "terminate"] = "cancel"
@@ -246,6 +281,9 @@ class AirflowSpec(_Spec):
         str, StringConstraints(pattern=r"^[A-Za-z0-9_.~:+-]*$", max_length=200)
     ] = "kec__"
     """Prefix of the dag_run_ids the target creates (then the action id)."""
+    template: Annotated[JsonValue, AfterValidator(_check_object_template)] = None
+    """The DAG run's conf instead of the default document: a JSON object whose strings
+    may hold {{ PATH }} placeholders (value.order_id, event_key, action_id...)."""
     start_option: NonEmpty | None = None
     """The option a START answers the task's human-in-the-loop gate with (default: the
     gate's first)."""
@@ -294,6 +332,9 @@ class PrefectSpec(_Spec):
     """A rule's workflow name -> "flow/deployment" or a deployment id (default: the same)."""
     event_parameter: NonEmpty = "trigger"
     """The flow parameter that receives the triggering event."""
+    template: Annotated[JsonValue, AfterValidator(_check_object_template)] = None
+    """The flow run's parameters instead of {event_parameter: the default document}: a
+    JSON object whose strings may hold {{ PATH }} placeholders (value.order_id...)."""
     key_prefix: str = "kec:"
     """Prefix of the idempotency keys (then the deployment and the action id)."""
     timeout: PositiveFloat = 10.0

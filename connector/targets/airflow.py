@@ -11,7 +11,8 @@ action    Airflow call                     a duplicate gets       delivered when
 start     ``POST …/dags/{dag}/dagRuns``    409 (checked: the run  200, or the run id exists
           ``dag_run_id`` = ``{run_id_      exists)
           prefix}{action id}``, ``conf``
-          = the event
+          = the event (or the target's
+          ``template`` filled in)
 stop      ``PATCH …/dagRuns/{run}``        the run is finished    the run reads back failed
           ``state: failed``, then ``GET``  (checked first)        (or finished), or was
           it back                                                 already finished
@@ -67,8 +68,9 @@ from urllib.parse import quote
 import httpx
 
 from connector.common.redaction import redact
+from connector.common.template import Template
 from connector.targets.base import Target
-from connector.targets.engine import execution_of, idempotency_key, workflow_input
+from connector.targets.engine import execution_of, idempotency_key, start_input
 from connector.targets.engine_http import EngineHttp, engine_url
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -119,6 +121,7 @@ class AirflowTarget(Target):
         timeout: float = 10.0,
         verify: bool = True,
         concurrency: int = 8,
+        template: Template | None = None,
     ) -> None:
         base = engine_url("airflow", name, url)
         if (username is None) != (password is None):
@@ -130,6 +133,7 @@ class AirflowTarget(Target):
         self._dags = dict(dags or {})
         self._prefix = run_id_prefix
         self._start_option = start_option
+        self._template = template
         self._gate_settle = gate_settle
         self._credentials = (username, password) if username and password else None
         self._http = EngineHttp(
@@ -186,7 +190,7 @@ class AirflowTarget(Target):
         body = {
             "dag_run_id": run_id,
             "logical_date": None,
-            "conf": workflow_input(action),
+            "conf": start_input(action, self._template),
             "note": self._note(action),
         }
         response = self._http.request("POST", path, json_body=body)

@@ -15,6 +15,12 @@ database DSN, a SASL password, the gateway token). It gets:
     KEC_WORKFLOW, KEC_TASK, KEC_CONTEXT   empty when the action has none
     KEC_ACTION_JSON   Action.to_json(); not set with ``stdin=True``
 
+An argument of ``argv`` may hold ``{{ PATH }}`` placeholders
+(:mod:`connector.common.template`): each is filled from the action, as text, into that
+one argument (``["notify.sh", "{{ value.order_id }}"]``); no shell ever reads them, so a
+value cannot inject a command. With ``shell=True`` placeholders are refused: use the
+``KEC_*`` variables, which the shell expands as data.
+
 With ``stdin=True`` the action's JSON is written to the process's stdin instead of
 ``KEC_ACTION_JSON``, so an action of any size works (the environment of a process is
 limited to about 128 KiB per variable; a larger ``KEC_ACTION_JSON`` is rejected).
@@ -43,6 +49,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO
 
+from connector.common.template import Template, has_placeholder
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -119,6 +126,18 @@ class CommandTarget(Target):
             raise ConfigError(f"command target {name!r}: timeout must be positive")
         self.name = name
         self._argv = list(argv)
+        filled = [i for i, arg in enumerate(self._argv) if has_placeholder(arg)]
+        if filled and shell:
+            raise ConfigError(
+                f"command target {name!r}: {{{{ }}}} placeholders cannot be used with shell "
+                "(a value could inject a command): use the KEC_* variables"
+            )
+        if 0 in filled:
+            raise ConfigError(f"command target {name!r}: the program itself cannot be a template")
+        try:
+            self._templates = {i: Template(self._argv[i]) for i in filled}
+        except ValueError as exc:
+            raise ConfigError(f"command target {name!r}: {exc}") from exc
         self._timeout = timeout
         self._stdin = stdin
         self._reject = frozenset(reject_exit_codes)
@@ -172,8 +191,13 @@ class CommandTarget(Target):
     def _run(self, env: dict[str, str], data: bytes | None, err: IO[bytes], action: Action) -> int:
         """Run the process to completion or timeout; return its exit status."""
         try:
+            argv = self._argv
+            if self._templates:
+                argv = list(argv)
+                for i, template in self._templates.items():
+                    argv[i] = template.render_text(action)
             proc = subprocess.Popen(
-                self._argv,
+                argv,
                 executable=self._executable,
                 stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -182,6 +206,11 @@ class CommandTarget(Target):
                 cwd=self._cwd,
                 start_new_session=True,  # its own process group, killed as a whole
             )
+        except ValueError as exc:  # an argument filled with a NUL character
+            raise TargetRejected(
+                f"command target {self.name}: action {action.action_id} cannot be passed as "
+                f"arguments: {exc}"
+            ) from exc
         except OSError as exc:
             if exc.errno == errno.E2BIG:
                 # The action itself is too large for an environment: no retry can help.

@@ -8,6 +8,8 @@
                                      "context", "event_type", "create_time"}}
 
   For an ``all_of`` rule, ``event`` is ``{"namespace", "context", "events": {key: event}}``.
+  A target's ``template`` (:mod:`connector.common.template`) replaces that document
+  with one shaped from the action (:func:`start_input`).
 * :func:`execution_of`: the workflow execution an action is about. A task action carries
   it as its ``context`` (the rule only fires for events that have one); a ``stop`` takes
   the triggering event's ``context`` (Temporal workflow id, Airflow ``dag_run_id``, Prefect
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector.common.template import Template
 from kec.action import Action
 from kec.errors import TargetRejected
 
@@ -34,6 +37,12 @@ def workflow_input(action: Action) -> dict[str, Any]:
         "event_ids": list(action.event_ids),
         "event": dict(action.payload),
     }
+
+
+def start_input(action: Action, template: Template | None) -> Any:
+    """What a workflow started by ``action`` gets: ``template`` filled from the action
+    (the target's ``template:`` setting), else :func:`workflow_input`."""
+    return template.render(action) if template is not None else workflow_input(action)
 
 
 def task_input(action: Action) -> dict[str, Any]:

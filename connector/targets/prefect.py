@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from connector.common.template import Template
 from connector.targets.base import Target
 from connector.targets.engine import execution_of, workflow_input
 from connector.targets.engine_http import EngineHttp, engine_url
@@ -69,12 +70,14 @@ class PrefectTarget(Target):
         timeout: float = 10.0,
         verify: bool = True,
         concurrency: int = 8,
+        template: Template | None = None,
     ) -> None:
         base = engine_url("prefect", name, url)
         self.name = name
         self.concurrency = concurrency
         self._deployments = dict(deployments or {})
         self._parameter = event_parameter
+        self._template = template
         self._prefix = key_prefix
         self._http = EngineHttp(
             f"prefect target {name}",
@@ -135,7 +138,11 @@ class PrefectTarget(Target):
         path = f"/deployments/{_q(deployment)}/create_flow_run"
         body = {
             "idempotency_key": self.idempotency_key(deployment, action),
-            "parameters": {self._parameter: workflow_input(action)},
+            "parameters": (
+                self._template.render(action)
+                if self._template is not None
+                else {self._parameter: workflow_input(action)}
+            ),
             "tags": ["kafka-event-connector", f"rule:{action.rule}"],
         }
         response = self._http.request("POST", path, json_body=body)

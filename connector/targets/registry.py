@@ -138,6 +138,7 @@ def _temporal(name: str, spec: TemporalSpec) -> Target:
         stop=spec.stop,
         rpc_timeout=spec.rpc_timeout,
         concurrency=spec.concurrency,
+        template=_template(spec.template),
     )
 
 
@@ -157,6 +158,7 @@ def _airflow(name: str, spec: AirflowSpec) -> Target:
         timeout=spec.timeout,
         verify=spec.verify,
         concurrency=spec.concurrency,
+        template=_template(spec.template),
     )
 
 
@@ -173,6 +175,7 @@ def _prefect(name: str, spec: PrefectSpec) -> Target:
         timeout=spec.timeout,
         verify=spec.verify,
         concurrency=spec.concurrency,
+        template=_template(spec.template),
     )
 
 

@@ -23,7 +23,8 @@ RESTART   the workflow id in the          once the workflow closed:   validator)
 ========  ==============================  ==========================  ======================
 
 A started workflow gets one argument, :func:`~connector.targets.engine.workflow_input`
-(the event: key, value, event id, namespace, …); an update gets
+(the event: key, value, event id, namespace, …) or, with ``template``, that template
+filled from the action; an update gets
 :func:`~connector.targets.engine.task_input` (``{"action": "START", "task": …, "event":
 …}``). Task actions, including RESTART, are exactly once because Temporal deduplicates
 updates by id while the workflow lives; a closed workflow is searched for the update id
@@ -63,13 +64,14 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
+from connector.common.template import Template
 from connector.rules import TASK_ACTIONS
 from connector.targets.base import Target
 from connector.targets.engine import (
     execution_of,
     idempotency_key,
+    start_input,
     task_input,
-    workflow_input,
 )
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -112,6 +114,7 @@ class TemporalTarget(Target):
         stop: Literal["cancel", "terminate"] = "cancel",
         rpc_timeout: float = 10.0,
         concurrency: int = 8,
+        template: Template | None = None,
     ) -> None:
         if not address or ":" not in address:
             raise ConfigError(f"temporal target {name!r}: address must be host:port: {address!r}")
@@ -119,6 +122,7 @@ class TemporalTarget(Target):
             raise ConfigError(f"temporal target {name!r}: rpc_timeout must be positive")
         self.name = name
         self.concurrency = concurrency
+        self._template = template
         self._address = address
         self._namespace = namespace
         self._task_queue = task_queue
@@ -235,7 +239,7 @@ class TemporalTarget(Target):
         try:
             await client.start_workflow(
                 self.workflow_type(action),
-                workflow_input(action),
+                start_input(action, self._template),
                 id=self.workflow_id(action),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

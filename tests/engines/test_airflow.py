@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from checkpoint.base import ActionState
+from connector.common.template import Template
 from connector.targets.airflow import PARKED, AirflowTarget
 from devkit.server import free_port
 from kec.action import Action, ActionKind
@@ -251,3 +252,17 @@ def test_unknown_dag_is_refused_and_an_unreachable_server_is_transient(
     wrong = AirflowTarget("engine", airflow.url, username="admin", password="wrong")
     with wrong, pytest.raises(TargetRejected, match="auth/token answered 401"):
         wrong.deliver(_action(ActionKind.START_WORKFLOW, "e"))
+
+
+def test_a_template_shapes_the_dag_runs_conf(airflow: AirflowServer, api: Api) -> None:
+    prefix = f"kec_{uuid.uuid4().hex[:8]}__"
+    shape = {"order": "{{ event_key }}", "source": "{{ payload }}", "id": "{{ action_id }}"}
+    target = AirflowTarget(
+        "engine", airflow.url, username=airflow.username, password=airflow.password,
+        run_id_prefix=prefix, template=Template(shape),
+    )  # fmt: skip
+    start = _action(ActionKind.START_WORKFLOW, f"e-{uuid.uuid4()}")
+    with target:
+        _deliver(target, start)
+        conf = api.get(f"{DAG_RUNS}/{target.run_id(start)}")["conf"]
+    assert conf == {"order": "k", "source": dict(start.payload), "id": start.action_id}

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from checkpoint.base import ActionState
+from connector.common.template import Template
 from connector.targets.prefect import PrefectTarget
 from devkit.server import free_port
 from kec.action import Action, ActionKind
@@ -207,3 +208,23 @@ def test_bad_parameters_are_refused_and_an_unreachable_server_is_transient(
     with down, pytest.raises(TargetError, match="ConnectError") as failure:
         down.deliver(_action(ActionKind.START_WORKFLOW, "e"))
     assert failure.value.retriable
+
+
+def test_a_template_shapes_the_flow_runs_parameters(prefect: PrefectServer) -> None:
+    key_prefix = f"kec-{uuid.uuid4().hex[:8]}:"
+    shape = {"trigger": {"event": {"key": "{{ event_key }}", "value": "{{ value }}"},
+                         "action": "{{ action_id }}", "by": "rule {{ rule }}"}}  # fmt: skip
+    target = PrefectTarget(
+        "engine", prefect.api_url, key_prefix=key_prefix, template=Template(shape)
+    )
+    start = _action(ActionKind.START_WORKFLOW, f"e-{uuid.uuid4()}")
+    with target:
+        deliver(target, start)
+    (only,) = flow_runs(prefect, key_prefix)
+    assert only["parameters"] == {
+        "trigger": {
+            "event": {"key": "k", "value": start.payload["value"]},
+            "action": start.action_id,
+            "by": "rule direct",
+        }
+    }

@@ -14,6 +14,7 @@ import pytest
 from temporalio.client import Client
 
 from checkpoint.base import ActionState
+from connector.common.template import Template
 from connector.targets.temporal import TemporalTarget
 from devkit.server import free_port
 from kec.action import ActionKind
@@ -213,3 +214,20 @@ def test_an_action_without_an_execution_is_refused(
     target = TemporalTarget("engine", temporal.address, task_queue=temporal_worker)
     with target, pytest.raises(TargetRejected, match="the event has no context"):
         target.deliver(_action(ActionKind.STOP_WORKFLOW, "e"))
+
+
+def test_a_template_shapes_the_workflows_argument(
+    temporal: TemporalServer, temporal_worker: str
+) -> None:
+    prefix = f"kec-{uuid.uuid4().hex[:8]}-"
+    shape = {"order": "{{ event_key }}", "ids": "{{ event_ids }}", "note": "from {{ rule }}"}
+    target = TemporalTarget(
+        "engine", temporal.address, task_queue=temporal_worker,
+        workflows={"order": "OrderWorkflow"}, id_prefix=prefix, template=Template(shape),
+    )  # fmt: skip
+    start = _action(ActionKind.START_WORKFLOW, f"e-{uuid.uuid4()}")
+    with target:
+        target.deliver(start)
+        workflow_id = target.workflow_id(start)
+    got = wait_for(lambda: state(temporal, workflow_id)["input"] or None, timeout=60)
+    assert got == {"order": "k", "ids": list(start.event_ids), "note": "from direct"}

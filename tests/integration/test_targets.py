@@ -631,6 +631,51 @@ def test_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
     wait_for(lambda: _gone(sleeper), timeout=10, what=f"grandchild {sleeper} to be killed")
 
 
+DUMP_ARGS = """
+import json, sys
+with open(sys.argv[1], "w") as out:
+    json.dump(sys.argv[2:], out)
+"""
+
+
+def test_command_arguments_are_filled_from_the_action_without_a_shell(tmp_path: Path) -> None:
+    """Built from the config's settings, as run builds it: each placeholder fills its one
+    argument; a value full of shell syntax stays data."""
+    out = tmp_path / "args.json"
+    hostile = "$(touch pwned); `id` ; rm -rf / && echo"
+    action = Action.from_dict(
+        {**make_action().to_dict(), "payload": {"value": {"note": hostile, "n": 7}}}
+    )
+    fills = ["{{ value.note }}", "order={{ value.n }}", "{{ value }}", "{{ value.missing }}",
+             "{{ context }}"]  # fmt: skip
+    spec = {"type": "command", "argv": [sys.executable, "-c", DUMP_ARGS, str(out), *fills]}
+    with build_target("cmd", spec) as target:
+        target.deliver(action)
+    assert json.loads(out.read_text()) == [
+        hostile,
+        "order=7",
+        '{"note":' + json.dumps(hostile) + ',"n":7}',
+        "",
+        "run-7",
+    ]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_command_templates_are_refused_where_they_cannot_be_safe() -> None:
+    with pytest.raises(ConfigError, match="cannot be used with shell"):
+        CommandTarget("sh", "echo {{ value }}", shell=True)
+    with pytest.raises(ConfigError, match="the program itself"):
+        CommandTarget("cmd", ["{{ value.program }}", "x"])
+    with pytest.raises(ConfigError, match="unknown 'valeu'"):
+        CommandTarget("cmd", ["/bin/echo", "{{ valeu.id }}"])
+    nul = Action.from_dict({**make_action().to_dict(), "payload": {"value": {"a": "x\u0000y"}}})
+    with (
+        CommandTarget("cmd", ["/bin/echo", "{{ value.a }}"]) as target,
+        pytest.raises(TargetRejected, match="cannot be passed as arguments"),
+    ):
+        target.deliver(nul)
+
+
 def test_command_config_errors() -> None:
     target = CommandTarget("cmd", ["no-such-program-kec"])  # constructing does no lookup
     with pytest.raises(ConfigError, match="no-such-program-kec"):

@@ -81,3 +81,51 @@ def test_validate_names_the_templates_line(tmp_path: Path) -> None:
     (error,) = refused.value.errors
     assert error.startswith(f"{config}:7 targets.hook.template")
     assert "unknown 'valu'" in error
+
+
+@pytest.mark.parametrize(
+    ("target", "line", "field", "message"),
+    [
+        ("{type: command, argv: [notify, '{{ vale.id }}']}", 5, "hook.argv", "unknown 'vale'"),
+        ("{type: command, argv: 'notify {{ value }}', shell: true}", 5, "hook.shell",
+         "cannot be used with shell"),
+        ("{type: command, argv: ['{{ value.bin }}']}", 5, "hook.argv", "the program itself"),
+        ("{type: prefect, url: 'http://p:1/api', template: ['{{ value }}']}", 5,
+         "hook.template", "must be a mapping"),
+        ("{type: airflow, url: 'http://a:1', token: t, template: '{{ value }}'}", 5,
+         "hook.template", "must be a mapping"),
+        ("{type: temporal, task_queue: q, template: {x: '{{ nope }}'}}", 5, "hook.template",
+         "unknown 'nope'"),
+    ],
+)  # fmt: skip
+def test_every_templated_target_is_checked_at_load(
+    tmp_path: Path, target: str, line: int, field: str, message: str
+) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        "kafka: {bootstrap_servers: 'localhost:1'}\n"
+        "namespaces: {shop: {}}\n"
+        "targets:\n"
+        "  hook:\n"
+        f"    {target}\n"
+    )
+    with pytest.raises(ConfigFileError) as refused:
+        load_config(config)
+    (error,) = refused.value.errors
+    assert error.startswith(f"{config}:{line} targets.{field}"), error
+    assert message in error
+
+
+def test_templated_targets_load(tmp_path: Path) -> None:
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        "kafka: {bootstrap_servers: 'localhost:1'}\n"
+        "namespaces: {shop: {}}\n"
+        "targets:\n"
+        "  notify: {type: command, argv: [notify, '--order={{ value.id }}']}\n"
+        "  flows: {type: prefect, url: 'http://p:1/api', template: {order: '{{ value.id }}'}}\n"
+        "  wf: {type: temporal, task_queue: q, template: '{{ value }}'}\n"
+    )
+    cfg = load_config(config)
+    assert cfg.targets["notify"].argv == ["notify", "--order={{ value.id }}"]  # type: ignore[union-attr]
+    assert cfg.targets["flows"].template == {"order": "{{ value.id }}"}  # type: ignore[union-attr]
