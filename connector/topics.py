@@ -185,9 +185,14 @@ def ensure_topics(
     bootstrap = connection.bootstrap_servers
     reach(connection, policy.request_timeout if policy is not None else REACH_TIMEOUT)
     admin = open_admin(connection)
-    _, created = _ensure(
-        admin, wanted, policy or TopicPolicy(), source or f"--bootstrap {bootstrap}", bootstrap
-    )
+    try:
+        _, created = _ensure(
+            admin, wanted, policy or TopicPolicy(), source or f"--bootstrap {bootstrap}", bootstrap
+        )
+    except kafka.TopicRefused as exc:
+        raise kafka.not_authorized(
+            f"topic {exc.topic!r}", exc.error, connection.principal()
+        ) from exc
     return created
 
 

@@ -8,6 +8,9 @@
   PLAIN users live in the listener's JAAS configuration);
 * ``mtls`` — TLS with a required client certificate.
 
+In both secured modes the broker authorizes requests with ACLs (``StandardAuthorizer``),
+allowing what no ACL names, so a missing ACL can be rehearsed with a DENY.
+
 Only the client listener is secured: the broker's own listeners (the KRaft controller's,
 and the inter-broker one the broker uses to reach itself) stay PLAINTEXT on loopback.
 
@@ -224,6 +227,14 @@ def broker_properties(security: Security, made: Material | None) -> str:
         f"{prefix}ssl.keystore.key={_inline(made.broker_key)}",
         f"{prefix}ssl.truststore.type=PEM",
         f"{prefix}ssl.truststore.certificates={_inline(made.ca)}",
+    ]
+    # ACLs work as on a production cluster, yet nothing needs one: what has no ACL is open
+    # to every authenticated user (the rehearsal of a missing ACL adds a DENY). The
+    # broker's own PLAINTEXT listeners authenticate no one (User:ANONYMOUS): a super user.
+    lines += [
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=true",
+        "super.users=User:ANONYMOUS",
     ]
     if security == "mtls":
         lines.append(f"{prefix}ssl.client.auth=required")

@@ -65,6 +65,13 @@ class BrokerUnavailable(KafkaClientError):
     """No Kafka broker answered within the allowed time."""
 
 
+class KafkaNotAuthorized(KafkaClientError):
+    """The cluster refused an operation for want of an ACL (topic, group or cluster
+    authorization failed): no retry helps until someone grants it, so the process stops."""
+
+    retriable = False
+
+
 class KafkaFatal(KafkaClientError):
     """A fatal librdkafka error (e.g. a fenced idempotent producer): the client is unusable."""
 

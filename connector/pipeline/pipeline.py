@@ -546,6 +546,11 @@ class Pipeline:
             if err is not None:
                 if is_fatal(err):
                     raise KafkaFatal(f"fatal consumer error: {err.str()}")
+                resource = kafka.refused_resource(err)
+                if resource is not None:  # an ACL missing (or revoked): a person must act
+                    raise kafka.not_authorized(
+                        self._refused_on(resource, msg), err, self._principal()
+                    )
                 if is_eof(err):
                     batch.at_end.add((msg.topic(), msg.partition()))
                 else:
@@ -586,6 +591,17 @@ class Pipeline:
                 part.pop(tp, None)
         batch.events = [e for e in batch.events if (e.topic, e.partition) not in batch.behind]
         batch.poison = [p for p in batch.poison if (p.topic, p.partition) not in batch.behind]
+
+    def _refused_on(self, resource: str, msg: Any) -> str:
+        if resource == "topic" and msg.topic():
+            return f"topic {msg.topic()!r}"
+        if resource == "consumer group":
+            return f"consumer group {self._settings.group_id!r}"
+        return f"the {resource}"
+
+    def _principal(self) -> str:
+        settings = self._settings
+        return kafka.Connection(settings.bootstrap_servers, settings.kafka_properties).principal()
 
     def _checkpoint(self, batch: _Batch) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
         """Step 2: one store transaction. Poison records go to the dead-letter topic (and

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from kec.kafka.errors import error_text as error_text
     from kec.kafka.errors import is_eof as is_eof
     from kec.kafka.errors import is_fatal as is_fatal
+    from kec.kafka.errors import not_authorized as not_authorized
+    from kec.kafka.errors import refused_resource as refused_resource
     from kec.kafka.errors import rejected as rejected
     from kec.kafka.errors import transient as transient
     from kec.kafka.errors import unknown_topic as unknown_topic
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from kec.kafka.topics import OFFSET_STORED as OFFSET_STORED
     from kec.kafka.topics import KafkaTopicPartition as KafkaTopicPartition
     from kec.kafka.topics import TopicInfo as TopicInfo
+    from kec.kafka.topics import TopicRefused as TopicRefused
     from kec.kafka.topics import create as create
     from kec.kafka.topics import describe as describe
     from kec.kafka.topics import kafka_tp as kafka_tp

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from kec.errors import BrokerUnavailable, KafkaClientError
+from kec.errors import BrokerUnavailable, KafkaClientError, KafkaNotAuthorized
 
 __all__ = [
     "CAUSES",
@@ -38,6 +38,8 @@ __all__ = [
     "error_text",
     "is_eof",
     "is_fatal",
+    "not_authorized",
+    "refused_resource",
     "rejected",
     "transient",
     "unknown_topic",
@@ -73,6 +75,30 @@ def code(exc: BaseException) -> int | None:
     """The ``KafkaError`` code a ``KafkaException`` carries, if any."""
     error = exc.args[0] if exc.args else None
     return error.code() if isinstance(error, KafkaError) else None
+
+
+_AUTHORIZATION = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "consumer group",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "transactional id",
+}
+
+
+def refused_resource(error: KafkaError | None) -> str | None:
+    """What an ACL is missing on (``topic``, ``consumer group``...), when ``error`` is an
+    authorization failure; else None."""
+    return _AUTHORIZATION.get(error.code()) if error is not None else None
+
+
+def not_authorized(what: str, error: KafkaError, principal: str) -> KafkaNotAuthorized:
+    """One line for an authorization failure on ``what`` (``topic 'orders'``), naming who
+    needs the ACL (``principal``: see :func:`kec.kafka.settings.Connection.principal`)."""
+    return KafkaNotAuthorized(
+        f"not authorized by the cluster's ACLs on {what} ({error.str()}): grant {principal} "
+        "access to it (Describe and Read to consume, Write to produce, Read on the consumer "
+        "group), or check which user the kafka: section logs in as"
+    )
 
 
 def transient(exc: BaseException) -> bool:

@@ -90,3 +90,13 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"Connection({self.bootstrap_servers!r}, properties={sorted(self.properties)})"
+
+    def principal(self) -> str:
+        """Who the cluster sees, for messages about ACLs: ``User:NAME (kafka.sasl_username)``
+        with SASL, the client certificate with mutual TLS."""
+        user = self.properties.get("sasl.username")
+        if user:
+            return f"User:{user} (kafka.sasl_username)"
+        if self.properties.get("ssl.certificate.location"):
+            return "the principal of the client certificate (kafka.ssl_certificate_location)"
+        return "the connector's principal (ANONYMOUS without SASL or a client certificate)"

@@ -18,14 +18,16 @@ from confluent_kafka import (
     OFFSET_END,
     OFFSET_INVALID,
     OFFSET_STORED,
+    KafkaError,
     KafkaException,
     TopicCollection,
 )
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.cimpl import NewTopic  # (confluent_kafka.admin does not re-export it)
 
+from kec.errors import KafkaNotAuthorized
 from kec.event import TP
-from kec.kafka.errors import unknown_topic
+from kec.kafka.errors import refused_resource, unknown_topic
 
 __all__ = [
     "OFFSET_BEGINNING",
@@ -35,11 +37,22 @@ __all__ = [
     "TP",
     "KafkaTopicPartition",
     "TopicInfo",
+    "TopicRefused",
     "create",
     "describe",
     "kafka_tp",
     "partition_ids",
 ]
+
+
+class TopicRefused(KafkaNotAuthorized):
+    """The cluster's ACLs refused a request on ``topic`` (see
+    :func:`kec.kafka.errors.not_authorized` for the line that names who needs access)."""
+
+    def __init__(self, topic: str, error: KafkaError) -> None:
+        super().__init__(f"not authorized on topic {topic!r}: {error.str()}")
+        self.topic = topic
+        self.error = error
 
 
 def kafka_tp(tp: TP, offset: int | None = None) -> KafkaTopicPartition:
@@ -89,6 +102,9 @@ def describe(admin: Any, names: Sequence[str], timeout: float) -> dict[str, Topi
             if unknown_topic(exc):
                 found[name] = None  # retriable for Kafka, but here it is the answer
                 continue
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and refused_resource(error) is not None:
+                raise TopicRefused(name, error) from exc
             raise
         parts = description.partitions
         replicas = max((len(p.replicas) for p in parts), default=0)

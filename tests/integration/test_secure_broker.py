@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTP
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from devkit.broker import DevBroker, KafkaCluster, resolve_jars
 from devkit.errors import DevBrokerError
@@ -263,3 +271,49 @@ def test_kept_data_starts_only_in_the_mode_it_was_formatted_in(tmp_path: Path) -
     broker = DevBroker(resolve_jars(), workdir=tmp_path, security="sasl-ssl")
     with pytest.raises(DevBrokerError, match=r"made with --security mtls: start it with"):
         broker.start()
+
+
+def deny_all(
+    config: dict[str, str], principal: str, name: str, kind: ResourceType = ResourceType.TOPIC
+) -> None:
+    """An ACL that denies ``principal`` everything on the topic (or group) ``name``: the
+    broker allows what no ACL names, so this is how one the user was never granted looks."""
+    admin = AdminClient(config)
+    deny = AclBinding(
+        kind, name, ResourcePatternType.LITERAL, principal, "*",
+        AclOperation.ALL, AclPermissionType.DENY,
+    )  # fmt: skip
+    for future in admin.create_acls([deny]).values():
+        future.result(timeout=30)
+
+
+@pytest.mark.parametrize("refused", ["topic", "group"])
+def test_a_missing_acl_exits_1_naming_what_and_who(
+    sasl_ssl_broker: KafkaCluster, tmp_path: Path, refused: str
+) -> None:
+    """The topic's ACL is checked when run starts; the group's only when the consumer
+    joins it, in the pipeline: both stop run with one line."""
+    config = client(sasl_ssl_broker, "SCRAM-SHA-512")
+    suffix = uuid.uuid4().hex[:10]
+    names = {"group": f"g-{suffix}", "topic": f"shop-{suffix}", "dlq": f"dlq-{suffix}",
+             "actions": f"actions-{suffix}"}  # fmt: skip
+    create_topics(config, names["topic"], names["dlq"], names["actions"])
+    principal = f"User:{config['sasl.username']}"
+    if refused == "topic":
+        deny_all(config, principal, names["topic"])
+        what = f"topic {names['topic']!r}"
+    else:
+        deny_all(config, principal, names["group"], ResourceType.GROUP)
+        what = f"consumer group {names['group']!r}"
+    output = tmp_path / "run.log"
+    process = run(write_config(tmp_path, config, **names), output)
+    try:
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = output.read_text()
+    assert code == 1, text
+    [line] = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: not authorized by the cluster's ACLs on {what}"), line
+    assert f"grant {principal} (kafka.sasl_username) access" in line, line
