@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from connector.supervisor import ChildSpec
     from connector.targets.base import Target
     from kec.evaluation import Evaluator
+    from kec.kafka.registry import RecordFormats
     from kec.kafka.settings import Connection
 
 __all__ = [
@@ -231,8 +232,21 @@ def _service(
         retry_policy=cfg.retry.policy(),
         after_batch=after_batch,
         ownership=Ownership(),
+        formats=record_formats(cfg),
     )
     return service, gateway
+
+
+def record_formats(cfg: ConnectorConfig) -> RecordFormats | None:
+    """The topics of ``cfg`` written with a registered schema and a decoder for them
+    (no request made yet); None when every namespace is plain."""
+    keys, values = cfg.registry_topics()
+    if cfg.schema_registry is None or not (keys or values):
+        return None
+    from kec.kafka.registry import RecordFormats, RegistryDecoder, registry_client
+
+    decoder = RegistryDecoder(registry_client(cfg.schema_registry.client_conf()))
+    return RecordFormats(decoder, keys=keys, values=values)
 
 
 def run_child(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> None:

@@ -43,6 +43,7 @@ from connector.pipeline import Pipeline, PipelineSettings
 from connector.targets.base import Target
 from kec.errors import CheckpointError
 from kec.evaluation import Evaluator
+from kec.kafka.registry import RecordFormats
 
 __all__ = ["Companion", "ConnectorService", "open_retrying"]
 
@@ -96,11 +97,14 @@ class ConnectorService:
         store_open_timeout: float = 120.0,
         after_batch: Callable[[], None] | None = None,
         ownership: Ownership | None = None,
+        formats: RecordFormats | None = None,
     ) -> None:
         """``after_batch``: called on the pipeline's thread after each batch it checkpointed
         (the HTTP gateway looks for its events in the store then). ``ownership``: the
         registry of the partitions this instance holds, given to both the dispatcher and
-        the pipeline (a fresh one if not given)."""
+        the pipeline (a fresh one if not given). ``formats``: the topics written with a
+        registered schema, and their decoder (closed with the service)."""
+        self._formats = formats
         self._settings = settings
         self._store_open_timeout = store_open_timeout
         self._after_batch = after_batch
@@ -192,6 +196,8 @@ class ConnectorService:
         try:
             with Services() as services:
                 services.push("checkpoint store", self._store.close)
+                if self._formats is not None:
+                    services.push("schema registry client", self._formats.decoder.close)
                 for name, target in self._targets.items():
                     target.open()
                     services.push(f"target {name}", target.close)
@@ -203,6 +209,7 @@ class ConnectorService:
                 self.pipeline = Pipeline(
                     self._settings, self._store, self._evaluator, self.dispatcher,
                     after_batch=self._after_batch, ownership=self.ownership,
+                    formats=self._formats,
                 )  # fmt: skip
                 services.push("pipeline", self.pipeline.close)
                 self.pipeline.run(stop)

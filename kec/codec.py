@@ -7,6 +7,7 @@ metadata travels in headers. Anything that cannot become an Event raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kec import jsontext
@@ -77,6 +78,8 @@ def event_from_message(
     *,
     max_bytes: int | None = None,
     strict_namespace: bool = False,
+    key_decoder: Callable[[bytes], str] | None = None,
+    value_decoder: Callable[[bytes], str] | None = None,
 ) -> Event:
     """Build an Event from a confluent-kafka ``Message``; raise DecodeError if it is not one.
 
@@ -90,10 +93,16 @@ def event_from_message(
     a future record's id), a value that declares ``content-type: application/json`` and
     is not JSON (or nests too deep to parse), and (with ``max_bytes``) a value larger
     than that.
+
+    ``key_decoder`` and ``value_decoder`` (:class:`~kec.kafka.registry.RecordFormats`) turn a
+    key or value written with a registered schema into text first; a decoded value is
+    JSON (or text), whatever its content-type header says.
     """
     raw_key = msg.key()
     if raw_key is None:
         raise DecodeError("record has no key (an event key is required)")
+    if key_decoder is not None and isinstance(raw_key, bytes):
+        raw_key = key_decoder(raw_key).encode()
     key = _text(raw_key) if isinstance(raw_key, bytes) else str(raw_key)
     raw_value = msg.value()
     if raw_value is None:
@@ -122,7 +131,9 @@ def event_from_message(
         )
     value: str | bytes = raw_value
     content_type = meta.get(H_CONTENT_TYPE, "")
-    if content_type != CONTENT_BINARY:
+    if value_decoder is not None:
+        value = value_decoder(raw_value)
+    elif content_type != CONTENT_BINARY:
         try:
             value = raw_value.decode()
         except UnicodeDecodeError as exc:

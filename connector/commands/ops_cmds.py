@@ -78,6 +78,7 @@ def resolve(
             source=f"--bootstrap {bootstrap}",
             store_origin=_store_origin(store, None),
         )
+    from connector.assembly import record_formats
     from connector.config import load_config
     from connector.topics import policy_of
 
@@ -102,6 +103,7 @@ def resolve(
         match_limits=cfg.pipeline.match_limits(),
         store_origin=_store_origin(store, (config, cfg.checkpoint.backend)),
         gateway_topic=cfg.http.topic if cfg.http is not None else None,
+        formats=record_formats(cfg),
     )
 
 
@@ -383,6 +385,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
             lambda event: click.echo(fmt(event)),
             stop,
             on_undecodable=lambda note: click.echo(note, err=True),
+            formats=ops.formats,
             on_ready=lambda: click.echo(
                 f"tailing {', '.join(sorted(topics))}"
                 f"{' from the beginning' if options.from_beginning else ''}; Ctrl-C stops",
@@ -487,6 +490,7 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             span,
             batch_size=kwargs["batch_size"],
             on_progress=on_progress,
+            formats=ops.formats,
         )
     click.echo(
         f"replayed {report.partitions} partitions: read {report.read}, "

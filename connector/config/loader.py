@@ -37,6 +37,7 @@ from connector.config.models import (
     CROSS_CHECKED,
     DEFAULT_HTTP_NAMESPACE,
     DEFAULT_HTTP_TOPIC,
+    FORMAT_FIELDS,
     ConnectorConfig,
     Loc,
     RuleFacts,
@@ -301,7 +302,19 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             fields = [rule.get(f) for f in ("name", "namespace", "target", "action")]
             name, namespace, target, action = (f if isinstance(f, str) else None for f in fields)
             rules.append((name, namespace, target, action))
-    problems = cross_check(namespaces, targets, rules, http=gateway)
+    formats: dict[str, list[str]] = {}
+    if isinstance(raw_ns, dict):
+        for ns, spec in raw_ns.items():
+            if isinstance(spec, dict):
+                formats[str(ns)] = [f for f in FORMAT_FIELDS if spec.get(f) == "registry"]
+    problems = cross_check(
+        namespaces,
+        targets,
+        rules,
+        http=gateway,
+        registry_formats=formats,
+        has_registry=isinstance(data.get("schema_registry"), dict),
+    )
     if not isinstance(raw_ns, dict):
         # Without namespaces, "unknown namespace" would only repeat the namespaces error.
         problems = [p for p in problems if p[0][-1] != "namespace"]

@@ -60,11 +60,13 @@ __all__ = [
     "NamespaceConfig",
     "PipelineConfig",
     "RetryConfig",
+    "SchemaRegistryConfig",
     "TopicCreationConfig",
     "cross_check",
 ]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+RecordFormat = Literal["plain", "registry"]
 Loc = tuple[str | int, ...]
 
 DEFAULT_HTTP_TOPIC = "http-events"
@@ -217,9 +219,50 @@ class NamespaceConfig(ConfigModel):
     topics: list[NonEmpty] | None = Field(default=None, min_length=1)
     """The topics read for this namespace; default the one topic {topic_prefix}NAME. A
     topic belongs to one namespace."""
+    value_format: RecordFormat = "plain"
+    """How its records' values are written: plain (UTF-8 text, JSON, or binary as the
+    content-type header says) or registry (the schema registry's wire format: Avro,
+    Protobuf or JSON Schema, decoded with the writer's schema; needs schema_registry)."""
+    key_format: RecordFormat = "plain"
+    """How its records' keys are written: plain (UTF-8 text) or registry (a key written
+    with a registered schema; the decoded key, as text or JSON, is the event key)."""
 
     def topics_of(self, namespace: str, topic_prefix: str) -> list[str]:
         return list(self.topics) if self.topics else [f"{topic_prefix}{namespace}"]
+
+
+class SchemaRegistryConfig(ConfigModel):
+    """A schema registry that speaks the Confluent API (Confluent Schema Registry,
+    Apicurio Registry's /apis/ccompat/v7, Redpanda, Karapace), for namespaces whose
+    ``value_format`` or ``key_format`` is ``registry``."""
+
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    """The registry's base URL (for Apicurio: http://HOST:PORT/apis/ccompat/v7)."""
+    basic_auth_user_info: SecretStr | None = None
+    """USER:PASSWORD for HTTP basic authentication (a secret: never printed); use
+    ${file:PATH} to read it from a file."""
+    ssl_ca_location: NonEmpty | None = None
+    """File of the CA certificate(s) that signed the registry's certificate."""
+    ssl_certificate_location: NonEmpty | None = None
+    """The client's certificate file, for TLS client authentication."""
+    ssl_key_location: NonEmpty | None = None
+    """The client's private key file, for TLS client authentication."""
+    timeout_seconds: PositiveFloat = 10.0
+    """How long one request to the registry may take."""
+
+    def client_conf(self) -> dict[str, Any]:
+        """The settings of confluent-kafka's ``SchemaRegistryClient`` (secrets revealed)."""
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_seconds}
+        if self.basic_auth_user_info is not None:
+            conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        for key, value in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if value is not None:
+                conf[key] = value
+        return conf
 
 
 class CheckpointConfig(ConfigModel):
@@ -515,6 +558,9 @@ class ConnectorConfig(ConfigModel):
     and serves it beside the pipeline (unless --no-gateway)."""
     metrics: MetricsConfig | None = None
     """Serve Prometheus metrics (GET /metrics)."""
+    schema_registry: SchemaRegistryConfig | None = None
+    """The schema registry of the namespaces whose value_format or key_format is
+    registry."""
 
     @field_validator("listener_group_id")
     @classmethod
@@ -551,6 +597,11 @@ class ConnectorConfig(ConfigModel):
             {name: spec.type for name, spec in self.targets.items()},
             [(r.name, r.namespace, r.target, r.action.value) for r in self.rules],
             http=(self.http.namespace, self.http.topic) if self.http is not None else None,
+            registry_formats={
+                ns: [f for f in FORMAT_FIELDS if getattr(spec, f) == "registry"]
+                for ns, spec in self.namespaces.items()
+            },
+            has_registry=self.schema_registry is not None,
         )
         if problems:
             raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
@@ -573,6 +624,18 @@ class ConnectorConfig(ConfigModel):
                 files.append((f"targets{where}.path", spec.path))
         return files
 
+    def registry_topics(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The topics whose keys, and those whose values, are in the registry's format."""
+        keys: set[str] = set()
+        values: set[str] = set()
+        for ns, spec in self.namespaces.items():
+            topics = spec.topics_of(ns, self.topic_prefix)
+            if spec.key_format == "registry":
+                keys.update(topics)
+            if spec.value_format == "registry":
+                values.update(topics)
+        return frozenset(keys), frozenset(values)
+
     def topics(self) -> dict[str, str]:
         """Topic -> namespace of its events, for every topic the pipeline reads: the
         namespaces' and, with ``http:``, the gateway's."""
@@ -587,6 +650,7 @@ class ConnectorConfig(ConfigModel):
 
 
 RuleFacts = tuple[str | None, str | None, str | None, str | None]
+FORMAT_FIELDS = ("value_format", "key_format")
 
 
 def cross_check(
@@ -595,6 +659,8 @@ def cross_check(
     rules: Iterable[RuleFacts | None],
     *,
     http: tuple[str, str] | None = None,
+    registry_formats: Mapping[str, Iterable[str]] | None = None,
+    has_registry: bool = False,
 ) -> list[tuple[Loc, str]]:
     """Errors across sections, each with the location (field path) it belongs to.
 
@@ -605,8 +671,20 @@ def cross_check(
     ``rules`` gives each rule's (name, namespace, target, action), ``None`` where not
     given, and ``None`` for a rule too broken to check. A rule whose action its target's
     type can never carry out (a task action on ``prefect``) is an error of ``action``.
+    ``registry_formats``: each namespace's format fields set to ``registry``, an error
+    unless ``has_registry`` (a ``schema_registry:`` section).
     """
     problems: list[tuple[Loc, str]] = []
+    if not has_registry:
+        for ns, fields in (registry_formats or {}).items():
+            for f in fields:
+                problems.append(
+                    (
+                        ("namespaces", ns, f),
+                        "registry needs a schema_registry: section (its url) to fetch the "
+                        "schemas from",
+                    )
+                )
     owner: dict[str, str] = {}
     for ns, topics in namespaces.items():
         for i, topic in enumerate(topics):

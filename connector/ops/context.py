@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of i
     from connector.rules.limits import MatchLimits
     from connector.topics import TopicPolicy
     from kec.evaluation import Evaluator
+    from kec.kafka.registry import RecordFormats
     from kec.kafka.settings import Connection
 
 
@@ -41,6 +42,9 @@ class OpsContext:
     # Where store_url came from, and what to change when no store is there.
     store_origin: tuple[str, str] = ("", "")
     gateway_topic: str | None = None  # the file's http.topic: read, but not sent to unasked
+    # The file's topics written with a registered schema: tail and replay read them as
+    # the pipeline does (or replay would evaluate other values than run did).
+    formats: RecordFormats | None = None
 
     def kafka(self) -> Connection:
         """The cluster; only commands that need Kafka ask (``resolve`` made sure of it)."""

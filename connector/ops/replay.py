@@ -44,6 +44,7 @@ from kec.errors import ConfigError, KafkaClientError
 from kec.evaluation import Evaluator
 from kec.event import Event
 from kec.kafka import TP, is_eof, is_fatal, kafka_tp
+from kec.kafka.registry import RecordFormats, RegistryUnavailable
 
 IDLE_TIMEOUT = 30.0  # no progress for this long while records remain: give up
 
@@ -168,9 +169,12 @@ def replay(
     *,
     batch_size: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
+    formats: RecordFormats | None = None,
 ) -> ReplayReport:
     """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch.
-    ``all_of`` rules are left out (``report.left_out``)."""
+    ``all_of`` rules are left out (``report.left_out``). ``formats``: the topics written
+    with a registered schema, decoded as the pipeline decodes them (a registry that cannot
+    answer stops the replay: its records are not counted undecodable)."""
     evaluator, left_out = without_sets(evaluator)
     start, end, unread = _plan(connection, topics, span, store.next_offsets())
     report = ReplayReport(partitions=len(start), unread=unread, left_out=left_out)
@@ -204,8 +208,16 @@ def replay(
                 offsets.setdefault(tp, []).append(offset)
                 try:
                     events.append(
-                        event_from_message(msg, topics.get(tp[0], "default"), strict_namespace=True)
+                        event_from_message(
+                            msg,
+                            topics.get(topic, "default"),
+                            strict_namespace=True,
+                            key_decoder=formats.key_decoder(topic) if formats else None,
+                            value_decoder=formats.value_decoder(topic) if formats else None,
+                        )
                     )
+                except RegistryUnavailable:
+                    raise
                 except Exception:
                     report.undecodable += 1
             for tp, actions in _evaluate(store, evaluator, events, report).items():

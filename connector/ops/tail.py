@@ -21,6 +21,7 @@ from kec.codec import event_from_message
 from kec.errors import DecodeError, KafkaClientError
 from kec.event import Event
 from kec.kafka import is_eof, is_fatal, kafka_tp
+from kec.kafka.registry import RecordFormats
 
 POLL_SECONDS = 0.2
 
@@ -52,10 +53,13 @@ def tail_events(
     *,
     on_undecodable: Callable[[str], None] | None = None,
     on_ready: Callable[[], None] | None = None,
+    formats: RecordFormats | None = None,
 ) -> int:
     """Emit matching events until ``stop`` is set or ``max_events`` were emitted.
 
-    ``on_ready`` is called once every partition has its start offset. Returns the count.
+    ``on_ready`` is called once every partition has its start offset; ``formats``: the
+    topics written with a registered schema, decoded as the pipeline decodes them.
+    Returns the count.
     """
     if options.max_events is not None and options.max_events <= 0:
         return 0
@@ -78,8 +82,14 @@ def tail_events(
                     if not is_eof(err) and on_undecodable is not None:
                         on_undecodable(f"consumer error: {err}")
                     continue
+                topic = msg.topic() or ""
                 try:
-                    event = event_from_message(msg, topics.get(msg.topic() or "", "default"))
+                    event = event_from_message(
+                        msg,
+                        topics.get(topic, "default"),
+                        key_decoder=formats.key_decoder(topic) if formats else None,
+                        value_decoder=formats.value_decoder(topic) if formats else None,
+                    )
                 except DecodeError as exc:
                     if on_undecodable is not None:
                         on_undecodable(

@@ -87,6 +87,7 @@ from kec.kafka import (
     is_fatal,
     kafka_tp,
 )
+from kec.kafka.registry import RecordFormats, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -320,11 +321,14 @@ class Pipeline:
         *,
         after_batch: Callable[[], None] | None = None,
         ownership: Ownership | None = None,
+        formats: RecordFormats | None = None,
     ) -> None:
         """``after_batch``: called after each batch that checkpointed records (the HTTP
         gateway looks for its events in the store then); it never fails the batch.
         ``ownership``: the registry shared with the dispatcher (a fresh one if not given:
-        then only the pipeline's own findings reach it)."""
+        then only the pipeline's own findings reach it). ``formats``: the topics whose
+        keys or values are written with a registered schema, and their decoder."""
+        self._formats = formats
         self._settings = settings
         self._store = store
         self._evaluator = evaluator
@@ -541,6 +545,7 @@ class Pipeline:
         topics = self._settings.topics
         limit = self._settings.max_event_bytes
         owned = self._owned
+        formats = self._formats
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -575,9 +580,21 @@ class Pipeline:
             if timestamp > batch.event_time.get(tp, 0):
                 batch.event_time[tp] = timestamp
             try:
-                event = event_from_message(
-                    msg, topics[topic], max_bytes=limit, strict_namespace=True
-                )
+                if formats is None:
+                    event = event_from_message(
+                        msg, topics[topic], max_bytes=limit, strict_namespace=True
+                    )
+                else:
+                    event = event_from_message(
+                        msg,
+                        topics[topic],
+                        max_bytes=limit,
+                        strict_namespace=True,
+                        key_decoder=formats.key_decoder(topic),
+                        value_decoder=formats.value_decoder(topic),
+                    )
+            except RegistryUnavailable:
+                raise  # not the record's fault: the batch is read again, nothing dead-lettered
             except Exception as exc:
                 batch.poison.append(Poison.of(msg, exc))
                 continue

@@ -7,6 +7,8 @@
 * :mod:`kec.kafka.errors` — the one place a Kafka failure is classified (transient,
   fatal, end of partition, unreachable...) and mapped to the
   :class:`~kec.errors.ConnectorError` tree;
+* :mod:`kec.kafka.registry` — records written with a registered schema (Avro,
+  Protobuf, JSON Schema), decoded with the schema registry's client;
 * :mod:`kec.kafka.topics` — what the cluster says about topics (partitions, descriptions)
   and creating them; the client's partition class as :class:`KafkaTopicPartition`, while
   the project's own partitions are :data:`TP` tuples.
