@@ -11,8 +11,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,15 @@ from devkit import kubernetes
 from devkit.errors import ManifestError
 from devkit.project import DOCKER_DIR, connector_image
 from kec.errors import ConfigFileError
-
-Doc = dict[str, Any]
+from tests.kubernetes_pods import (
+    SECRETS,
+    Doc,
+    container,
+    deployments,
+    find,
+    port_number,
+    write_config_volume,
+)
 
 
 @pytest.fixture
@@ -35,60 +41,12 @@ def docs(monkeypatch: pytest.MonkeyPatch) -> list[Doc]:
     return kubernetes.render(kubernetes.load())
 
 
-def find(docs: list[Doc], kind: str, name: str) -> Doc:
-    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    return found
-
-
-def deployments(docs: list[Doc]) -> dict[str, Doc]:
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-
-
-def container(deployment: Doc) -> Doc:
-    (only,) = deployment["spec"]["template"]["spec"]["containers"]
-    return only
-
-
-def port_number(container: Doc, name: str) -> int:
-    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == name]
-    return int(port)
-
-
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
 def config_text(docs: list[Doc]) -> str:
     return str(find(docs, "ConfigMap", "kafka-event-connector")["data"]["connector.yaml"])
-
-
-def write_mounted_files(docs: list[Doc], root: Path, deployment: Doc) -> Path:
-    """Lay out under ``root`` what ``deployment``'s container sees at its config volume's
-    mount (the ConfigMap's and Secret's items, at their paths, secrets with made-up values);
-    return the path of the config file its ``-c`` names, under ``root``."""
-    spec = deployment["spec"]["template"]["spec"]
-    box = container(deployment)
-    config_arg = PurePosixPath(box["args"][box["args"].index("-c") + 1])
-    (mount,) = [m for m in box["volumeMounts"] if config_arg.is_relative_to(m["mountPath"])]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
-    base = root / PurePosixPath(mount["mountPath"]).relative_to("/")
-    for source in volume["projected"]["sources"]:
-        if "configMap" in source:
-            data = find(docs, "ConfigMap", source["configMap"]["name"])["data"]
-            for item in source["configMap"]["items"]:
-                (base / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-                (base / item["path"]).write_text(data[item["key"]])
-        for item in source.get("secret", {}).get("items", []):
-            value = SECRETS[item["key"]]
-            (base / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-            (base / item["path"]).write_text(value + "\n")  # as `kubectl create secret` may
-    return root / config_arg.relative_to("/")
-
-
-SECRETS = {
-    "postgres-dsn": "postgresql://kec:s3cret@postgres.db.svc:5432/kec",
-    "gateway-token": "t0ken-for-the-gateway",
-}
 
 
 # --- the schemas of the targeted version -------------------------------------------------
@@ -170,7 +128,7 @@ def test_probes_ask_livez_and_healthz_on_the_port_the_config_serves(
     docs: list[Doc], tmp_path: Path
 ) -> None:
     connector = find(docs, "Deployment", "kafka-event-connector")
-    with_secrets = load_config(write_mounted_files(docs, tmp_path, connector), env={})
+    with_secrets = load_config(write_config_volume(docs, connector, tmp_path), env={})
     assert with_secrets.metrics is not None and with_secrets.http is not None
     # The kubelet probes the pod's address: loopback would refuse it.
     assert not is_loopback_host(with_secrets.metrics.host)
@@ -239,7 +197,7 @@ def test_each_service_reaches_a_named_port_of_its_pods(docs: list[Doc]) -> None:
 def test_the_config_map_passes_the_connectors_own_validation(
     docs: list[Doc], tmp_path: Path, name: str
 ) -> None:
-    config_file = write_mounted_files(docs, tmp_path, find(docs, "Deployment", name))
+    config_file = write_config_volume(docs, find(docs, "Deployment", name), tmp_path)
     cfg = load_config(config_file, env={})
     assert cfg.checkpoint.backend == "postgres"  # several replicas share it
     assert cfg.checkpoint.url() == SECRETS["postgres-dsn"]  # the file's line end dropped
