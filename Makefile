@@ -12,13 +12,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench images clean
+.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench images k8s clean
 
 help:
 	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
 	@echo "make test   - lint, type-check and run every test against real Kafka/PostgreSQL"
 	@echo "make bench  - throughput/latency benchmark against a raw confluent-kafka consumer"
 	@echo "make images - build the connector, Kafka and PostgreSQL images (needs a Docker engine)"
+	@echo "make k8s    - render deploy/kubernetes with that connector image into $(K8S_OUT), validated"
 
 system-deps:
 	@missing=""; \
@@ -69,6 +70,13 @@ images: jars
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends debootstrap; }
 	$(BIN)/python -m devkit.images
+
+# The Kubernetes manifests with the image `make images` builds (KEC_CONNECTOR_IMAGE to
+# name another), validated against the schemas of the Kubernetes version they target.
+K8S_OUT ?= build/kubernetes.yaml
+
+k8s: setup
+	$(BIN)/python -m devkit.kubernetes render -o $(K8S_OUT)
 
 # The benchmark's peer (quixstreams) pins other versions than the connector: its own venv.
 PEER := $(HOME)/.cache/kafka-event-connector/bench-peer

@@ -9,7 +9,8 @@ them (it does not import devkit)::
         ├── DevBrokerError          the local development broker could not start
         ├── DevPostgresError        the local development PostgreSQL could not start
         ├── DockerUnavailable       no usable Docker engine or image
-        └── ImageBuildError         an image of the project could not be built
+        ├── ImageBuildError         an image of the project could not be built
+        └── ManifestError           the Kubernetes manifests could not be rendered or validated
 """
 
 from __future__ import annotations
@@ -35,3 +36,8 @@ class DockerUnavailable(DevkitError):
 
 class ImageBuildError(DevkitError):
     """An image of the project could not be built; the message says which step failed."""
+
+
+class ManifestError(DevkitError):
+    """The Kubernetes manifests could not be read, rendered or validated; the message says
+    which file or document and why."""
