@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import ActionState
+from devkit.broker import KafkaCluster
 from kec.action import action_id
 from kec.codec import record_headers, record_value
 from kec.event import Event
@@ -37,8 +39,19 @@ class Workload:
         return {action_id(RULE, (e.event_id,)) for e in self.events}
 
 
-def produce(bootstrap: str, topic: str, count: int, keys: int, partitions: int) -> Workload:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+def produce(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    keys: int,
+    partitions: int,
+    client: Mapping[str, str] | None = None,
+) -> Workload:
+    """``count`` events over ``keys`` keys; ``client``: more librdkafka properties (a
+    secured cluster's SASL and TLS settings)."""
+    producer = Producer(
+        {**(client or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
+    )
     events = []
     for i in range(count):
         key = f"key-{i % keys}"
@@ -53,7 +66,13 @@ def produce(bootstrap: str, topic: str, count: int, keys: int, partitions: int) 
 
 @dataclass
 class Connector:
-    """One ``event-connector run`` process over a workload, with its store and log file."""
+    """One ``event-connector run`` process over a workload, with its store and log file.
+
+    Without ``client`` it runs in quick mode (``--bootstrap``, ``--topic``...); with
+    ``client`` (a secured cluster's librdkafka properties) from a config file whose
+    ``kafka:`` section is what ``dev-broker`` prints for them, with the same one rule
+    (``notify-all``, every key) and the log target on the same file.
+    """
 
     bootstrap: str
     topic: str
@@ -62,12 +81,44 @@ class Connector:
     group: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:10]}")
     batch_size: int = 250
     proc: subprocess.Popen[bytes] | None = None
+    client: dict[str, str] = field(default_factory=dict)
 
     def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k != "KEC_CRASH_AT"}
         if crash_at:
             env["KEC_CRASH_AT"] = crash_at
-        cmd = [
+        cmd = self._command() if self.client else self._quick_command()
+        stderr = open(self.log_file.with_suffix(".stderr"), "ab")  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        finally:
+            stderr.close()
+        return self.proc
+
+    def _command(self) -> list[str]:
+        if self.store_url.startswith("sqlite:///"):
+            path = "/" + self.store_url.removeprefix("sqlite:///").lstrip("/")
+            store = f"{{backend: sqlite, path: {path}}}"
+        else:
+            store = f'{{backend: postgres, dsn: "{self.store_url}"}}'
+        kafka = KafkaCluster(
+            self.bootstrap, "local-jvm", "unknown", client_properties=self.client
+        ).kafka_yaml()
+        config = self.log_file.with_suffix(".yaml")
+        config.write_text(
+            kafka
+            + f"group_id: {self.group}\n"
+            + f"namespaces: {{default: {{topics: [{self.topic}]}}}}\n"
+            + f"checkpoint: {store}\n"
+            + f"pipeline: {{batch_size: {self.batch_size}, linger_ms: 20}}\n"
+            + f"targets: {{log: {{type: log, path: {self.log_file}}}}}\n"
+            + f'rules: [{{name: {RULE}, namespace: default, key: "*", action: notify}}]\n'
+        )
+        return [sys.executable, "-m", "connector", "run", "-c", str(config),
+                "--instance-id", f"{self.group}-member"]  # fmt: skip
+
+    def _quick_command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "connector",
@@ -89,12 +140,6 @@ class Connector:
             "--instance-id",
             f"{self.group}-member",
         ]
-        stderr = open(self.log_file.with_suffix(".stderr"), "ab")  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        finally:
-            stderr.close()
-        return self.proc
 
     def wait_exit(self, timeout: float = 120) -> int:
         assert self.proc is not None
@@ -146,8 +191,14 @@ def delivered_ids(path: Path) -> set[str]:
     return {str(line["action_id"]) for line in log_lines(path)}
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+def committed_offsets(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    client: Mapping[str, str] | None = None,
+) -> dict[int, int]:
+    consumer = Consumer({**(client or {}), "bootstrap.servers": bootstrap, "group.id": group})
     try:
         tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
         return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
@@ -161,7 +212,9 @@ def assert_commit_not_ahead(conn: Connector, work: Workload) -> bool:
     Returns whether some partition's commit is behind the store (the window between
     steps 2 and 3 was open when the process died).
     """
-    committed = committed_offsets(conn.bootstrap, conn.group, work.topic, work.partitions)
+    committed = committed_offsets(
+        conn.bootstrap, conn.group, work.topic, work.partitions, conn.client
+    )
     with open_store(conn.store_url) as store:
         stored = {p: o for (t, p), o in store.next_offsets(work.topic).items() if t == work.topic}
     for partition, offset in committed.items():
@@ -191,7 +244,9 @@ def wait_all_delivered(conn: Connector, work: Workload, timeout: float = 180) ->
         # A kill between steps 2 and 3 leaves Kafka's commit behind the store; the
         # restarted connector must bring it level even when no record is left to read.
         def level() -> bool:
-            committed = committed_offsets(conn.bootstrap, conn.group, work.topic, work.partitions)
+            committed = committed_offsets(
+                conn.bootstrap, conn.group, work.topic, work.partitions, conn.client
+            )
             stored = store.next_offsets(work.topic)
             return all(committed.get(p) == o for (_, p), o in stored.items())
 
@@ -239,7 +294,9 @@ def check_invariants(conn: Connector, work: Workload) -> dict[str, int]:
             first_seen[event.key].append(position[event.event_id])
     assert all(seq == sorted(seq) for seq in first_seen.values()), "delivery order per key"
     # 6. Kafka committed == store checkpoint == end of each partition
-    committed = committed_offsets(conn.bootstrap, conn.group, work.topic, work.partitions)
+    committed = committed_offsets(
+        conn.bootstrap, conn.group, work.topic, work.partitions, conn.client
+    )
     per_partition: dict[int, int] = defaultdict(int)
     for event in stored:
         assert event.partition is not None
