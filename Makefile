@@ -12,13 +12,13 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars engines demo test lint typecheck unit bench images k8s clean
+.PHONY: help setup system-deps jars engines promtool demo test lint typecheck unit bench images k8s clean
 
 help:
 	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
 	@echo "make test   - lint, type-check and run every test against real Kafka/PostgreSQL"
 	@echo "make bench  - throughput/latency benchmark against a raw confluent-kafka consumer"
-	@echo "make images - build the connector, Kafka and PostgreSQL images (needs a Docker engine)"
+	@echo "make images - build the connector, Kafka, PostgreSQL and Prometheus images (needs a Docker engine)"
 	@echo "make k8s    - render deploy/kubernetes with that connector image into $(K8S_OUT), validated"
 
 system-deps:
@@ -48,6 +48,17 @@ jars: setup
 engines: setup
 	$(BIN)/python -m tests.engines.venvs
 
+# promtool checks docker/prometheus/alerts.yml in the unit tests. It comes from Debian's
+# prometheus package, unpacked into the cache rather than installed: no Prometheus service
+# on the machine. (tests/unit/test_observability.py looks there and on PATH.)
+PROMTOOL_DIR := $(or $(KEC_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kafka-event-connector)/promtool
+promtool:
+	@command -v promtool >/dev/null 2>&1 || test -x $(PROMTOOL_DIR)/usr/bin/promtool || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  mkdir -p $(PROMTOOL_DIR) && cd $(PROMTOOL_DIR) && \
+	  { apt-get download -q prometheus 2>/dev/null || { $$SUDO apt-get update -q && apt-get download -q prometheus; }; } && \
+	  dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb && ./usr/bin/promtool --version | head -1; }
+
 demo: jars
 	$(BIN)/event-connector demo
 
@@ -60,7 +71,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-test: jars engines lint typecheck
+test: jars engines promtool lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The local base image is made with debootstrap: no image registry is needed.

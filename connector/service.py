@@ -138,6 +138,7 @@ class ConnectorService:
                 "actions_delivered": d.delivered,
                 "actions_failed": d.failed,
                 "actions_dead": d.dead,
+                "store_up": int(d.store_ok),
             },
             delivered_by_target=dict(d.delivered_by_target),
             failed_by_target=dict(d.failed_by_target),
@@ -157,9 +158,12 @@ class ConnectorService:
                 actions_queued=s.actions,
                 paused=int(pipeline.paused),
                 kafka_connected=int(s.kafka_connected),
+                store_up=int(s.store_ok and d.store_ok),
             )
             snap.queued_by_rule = dict(s.by_rule)
             snap.lag = dict(s.lag)
+            snap.partitions_by_topic = dict(s.partitions)
+            snap.owned_by_topic = dict(s.owned)
             snap.store_write_seconds = s.store_write
         return snap
 

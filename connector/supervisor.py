@@ -70,7 +70,7 @@ STOP_TIMEOUT = 120.0  # seconds children have to stop before they are killed
 
 _PR_SET_PDEATHSIG = 1
 _MAX_GAUGES = ("paused",)  # 0/1 per process: the instance is paused if one is
-_MIN_GAUGES = ("kafka_connected",)  # connected only if every process is
+_MIN_GAUGES = ("kafka_connected", "store_up")  # up only if every process says so
 _BY_NAME = ("queued_by_rule", "delivered_by_target", "failed_by_target", "dead_by_target")
 
 
@@ -106,8 +106,9 @@ def default_base() -> str:
 
 def merge_snapshots(snapshots: Sequence[Snapshot]) -> Snapshot:
     """One instance's numbers from its processes': counters and gauges summed (``paused``
-    the largest, ``kafka_connected`` the smallest), histograms added bucket by bucket,
-    lag per partition (a partition moving between children: the larger)."""
+    the largest, ``kafka_connected`` and ``store_up`` the smallest), histograms added
+    bucket by bucket, lag per partition (a partition moving between children: the larger),
+    partitions read per topic summed."""
     merged = Snapshot()
     for snap in snapshots:
         for key, value in snap.values.items():
@@ -125,6 +126,10 @@ def merge_snapshots(snapshots: Sequence[Snapshot]) -> Snapshot:
                 into[key] = into.get(key, 0) + count
         for tp, lag in snap.lag.items():
             merged.lag[tp] = max(lag, merged.lag.get(tp, 0))
+        for topic, n in snap.partitions_by_topic.items():  # every child sees the same
+            merged.partitions_by_topic[topic] = max(n, merged.partitions_by_topic.get(topic, 0))
+        for topic, n in snap.owned_by_topic.items():  # each reads its own
+            merged.owned_by_topic[topic] = merged.owned_by_topic.get(topic, 0) + n
         merged.delivery_seconds = _add(merged.delivery_seconds, snap.delivery_seconds)
         merged.store_write_seconds = _add(merged.store_write_seconds, snap.store_write_seconds)
     return merged

@@ -1,6 +1,6 @@
 """The project's Docker images, and ``make images`` (``python -m devkit.images``).
 
-Four images, each built only when what goes into it changed:
+Five images, each built only when what goes into it changed:
 
 * ``kec-base:bookworm``: Debian bookworm (minbase) made with ``debootstrap`` from Debian's
   mirror and ``docker import``-ed, so nothing needs an image registry. It stands in for the
@@ -10,13 +10,16 @@ Four images, each built only when what goes into it changed:
   runs, same pinned manifest, same ``server.properties``; its jars are the dev broker's
   cache (:func:`devkit.broker.resolve_jars`) copied into ``docker/kafka/libs``.
 * ``kec-postgres:<PG_MAJOR>`` (``docker/postgres``): Debian's PostgreSQL.
+* ``kec-prometheus:<version>`` (``docker/prometheus``): Debian's Prometheus with the
+  compose stack's scrape config and the connector's alert rules, checked by ``promtool``
+  while it builds.
 * ``kafka-event-connector:<version>`` (``docker/Dockerfile``, the repository as context):
   the connector, its dependencies installed from wheels downloaded on the host into
   ``docker/wheels`` (pip inside the build has no CA bundle for PyPI here).
 
 Each image also gets the tag ``latest`` (what ``docker/compose.yaml`` runs by default).
-Names can be overridden with ``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE`` and
-``KEC_CONNECTOR_IMAGE``, the variables compose reads too.
+Names can be overridden with ``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE``,
+``KEC_PROMETHEUS_IMAGE`` and ``KEC_CONNECTOR_IMAGE``, the variables compose reads too.
 
 The cache key of an image is a SHA-256 over its inputs: the files of its build context,
 its build arguments and the id of the base image it is built on. It is stored in the
@@ -51,6 +54,7 @@ from devkit.project import (
     kafka_version,
     postgres_image,
     project_version,
+    prometheus_image,
 )
 from kec.errors import ConnectorError
 
@@ -314,6 +318,7 @@ def stage_wheels(target: Path) -> None:
 
 def images(base: str) -> list[Image]:
     kafka_dir, pg_dir = DOCKER_DIR / "kafka", DOCKER_DIR / "postgres"
+    prom_dir = DOCKER_DIR / "prometheus"
     kafka_files = [p for p in _files([kafka_dir]) if p.parent.name != "libs"]
     return [
         Image(
@@ -329,6 +334,13 @@ def images(base: str) -> list[Image]:
             pg_dir,
             pg_dir / "Dockerfile",
             _files([pg_dir]),
+            {"BASE_IMAGE": base},
+        ),
+        Image(
+            prometheus_image(),
+            prom_dir,
+            prom_dir / "Dockerfile",
+            _files([prom_dir]),
             {"BASE_IMAGE": base},
         ),
         Image(
@@ -380,7 +392,7 @@ def build_image(docker: Docker, image: Image, base_id: str) -> str:
 
 
 def build_all(*, base_image: str | None, mirror: str, say: Callable[[str], None] = print) -> None:
-    """Build (or confirm up to date) the base and the three images, one line each."""
+    """Build (or confirm up to date) the base and the four images, one line each."""
     out = say
     docker = Docker(log_dir=_log_dir())
     docker.check_engine()

@@ -2,8 +2,8 @@
 
 The one place for the images' names: the choice of broker and database
 (:mod:`devkit.containers`), the image builds (:mod:`devkit.images`) and the container tests
-ask here. ``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE`` and ``KEC_CONNECTOR_IMAGE`` override
-the names (docker/compose.yaml reads the same variables).
+ask here. ``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE``, ``KEC_CONNECTOR_IMAGE`` and
+``KEC_PROMETHEUS_IMAGE`` override the names (docker/compose.yaml reads the same variables).
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ def postgres_major() -> str:
     return match.group(1)
 
 
+def prometheus_version() -> str:
+    """The Prometheus version (major.minor) Debian's package in the Prometheus image has."""
+    dockerfile = DOCKER_DIR / "prometheus" / "Dockerfile"
+    match = re.search(r"^ARG PROMETHEUS_VERSION=([\d.]+)$", dockerfile.read_text(), re.MULTILINE)
+    if not match:
+        raise ImageBuildError(f"{dockerfile}: no 'ARG PROMETHEUS_VERSION=<version>' line")
+    return match.group(1)
+
+
 def project_version() -> str:
     with (ROOT / "pyproject.toml").open("rb") as handle:
         return str(tomllib.load(handle)["project"]["version"])
@@ -69,6 +78,11 @@ def postgres_image() -> str:
 def connector_image() -> str:
     """The connector's image (``kafka-event-connector:<version>``)."""
     return os.environ.get("KEC_CONNECTOR_IMAGE") or f"kafka-event-connector:{project_version()}"
+
+
+def prometheus_image() -> str:
+    """The Prometheus image of the compose stack (``kec-prometheus:<version>``)."""
+    return os.environ.get("KEC_PROMETHEUS_IMAGE") or f"kec-prometheus:{prometheus_version()}"
 
 
 def cache_root() -> Path:

@@ -42,6 +42,8 @@ GAUGES = {
     "outbox_pending": "Actions waiting for delivery (owned partitions).",
     "paused": "1 while the partitions are paused because too many actions wait.",
     "kafka_connected": "1 while a Kafka broker answers the pipeline's consumer.",
+    "store_up": "1 while the checkpoint store answers (the last batch transaction and the "
+    "dispatcher's last store call went through).",
 }
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -87,6 +89,8 @@ class Snapshot:
     failed_by_target: dict[str, int] = field(default_factory=dict)
     dead_by_target: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    partitions_by_topic: dict[str, int] = field(default_factory=dict)  # in Kafka's metadata
+    owned_by_topic: dict[str, int] = field(default_factory=dict)  # read here
     delivery_seconds: Histogram | None = None
     store_write_seconds: Histogram | None = None
 

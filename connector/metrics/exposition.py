@@ -17,7 +17,8 @@ starving the probes::
 Metrics (all ``kec_``): counters of the pipeline (records, events, duplicates, dead
 records, batches), actions queued per ``rule``, delivered / failed / dead per ``target``,
 gauges of the actions waiting for delivery and the paused flag, the consumer lag per
-``topic`` and ``partition``, whether Kafka is reachable, and histograms of the time from
+``topic`` and ``partition``, each topic's partitions and those this replica reads, whether
+Kafka and the store are reachable, and histograms of the time from
 checkpoint to delivery and of the store's batch transaction.
 
 Probes, on the same port (and on the HTTP gateway's, when it runs):
@@ -112,6 +113,16 @@ class _Collector(Collector):
         for (topic, partition), n in sorted(s.lag.items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
+        for name, text, values in (
+            ("topic_partitions", "Partitions of each subscribed topic (Kafka's metadata).",
+             s.partitions_by_topic),
+            ("partitions_owned", "Partitions of each subscribed topic this replica reads "
+             "(claimed in the store, not stopped).", s.owned_by_topic),
+        ):  # fmt: skip
+            gauge = GaugeMetricFamily(f"kec_{name}", text, labels=["topic"])
+            for topic, n in sorted(values.items()):
+                gauge.add_metric([topic], n)
+            yield gauge
         if s.delivery_seconds is not None:
             yield _histogram(
                 s.delivery_seconds,

@@ -276,6 +276,10 @@ class PipelineStats:
     by_rule: Counter[str] = field(default_factory=Counter)  # actions queued per rule
     store_write: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     lag: dict[TP, int] = field(default_factory=dict)  # from librdkafka's statistics
+    # Per subscribed topic, from the same statistics: its partitions in the consumer's
+    # metadata, and those this pipeline reads (owned: claimed, not stopped).
+    partitions: dict[str, int] = field(default_factory=dict)
+    owned: dict[str, int] = field(default_factory=dict)
     kafka_connected: bool = False
     joined: bool = False  # the group assigned this member its partitions (possibly none)
     store_ok: bool = True  # the last batch transaction went through
@@ -795,12 +799,18 @@ class Pipeline:
         if up:
             self._kafka_back()
         lag: dict[TP, int] = {}
+        partitions: dict[str, int] = {}
         for topic, data in stats.get("topics", {}).items():
             for part, p in data.get("partitions", {}).items():
                 tp = (topic, int(part))
+                if tp[1] >= 0:  # -1: librdkafka's internal unassigned partition
+                    partitions[topic] = partitions.get(topic, 0) + 1
                 if tp in self._owned and p.get("consumer_lag", -1) >= 0:
                     lag[tp] = int(p["consumer_lag"])
-        self.stats.lag = lag
+        owned = dict.fromkeys(partitions, 0)
+        for topic, _ in self.ownership.in_state(State.OWNED):
+            owned[topic] = owned.get(topic, 0) + 1
+        self.stats.lag, self.stats.partitions, self.stats.owned = lag, partitions, owned
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's client-wide errors: a fatal one stops the pipeline; brokers out of

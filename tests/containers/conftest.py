@@ -20,7 +20,7 @@ import pytest
 from testcontainers.core.network import Network
 
 from devkit import containers
-from devkit.project import connector_image, kafka_image, postgres_image
+from devkit.project import connector_image, kafka_image, postgres_image, prometheus_image
 from tests.containers.support import unavailable
 
 _REPORT = pytest.StashKey[list[str]]()
@@ -31,6 +31,7 @@ class Images:
     kafka: str
     postgres: str
     connector: str
+    prometheus: str
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +41,7 @@ def images(request: pytest.FixtureRequest) -> Images:
         if request.config.getoption("--require-containers"):
             pytest.fail(f"--require-containers, but {reason}")
         pytest.skip(reason)
-    return Images(kafka_image(), postgres_image(), connector_image())
+    return Images(kafka_image(), postgres_image(), connector_image(), prometheus_image())
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from testcontainers.core.network import Network
 from devkit import containers
 from devkit.containers import OWNER_LABEL, owner
 from devkit.errors import DockerUnavailable
-from devkit.project import connector_image, kafka_image, postgres_image
+from devkit.project import connector_image, kafka_image, postgres_image, prometheus_image
 from tests.support import wait_for
 
 CONFIG_PATH = "/etc/kec/connector.yaml"
@@ -27,7 +27,7 @@ def unavailable() -> str | None:
     """Why the container tests cannot run here, in one line; None when they can."""
     if not containers.docker_available():
         return f"no Docker engine answers at {containers.docker_host()}"
-    names = (kafka_image(), postgres_image(), connector_image())
+    names = (kafka_image(), postgres_image(), connector_image(), prometheus_image())
     try:
         missing = [name for name in names if containers.local_image(name) is None]
     except DockerUnavailable as exc:

@@ -84,7 +84,9 @@ class Deployment:
 
     def __init__(self, compose: list[str], images: Images, config: Path) -> None:
         self.project = f"kectest{uuid.uuid4().hex[:8]}"
-        self.kafka_port, self.gateway_port, self.receiver_port = (free_port() for _ in range(3))
+        self.kafka_port, self.gateway_port, self.receiver_port, self.prometheus_port = (
+            free_port() for _ in range(4)
+        )
         self.token = uuid.uuid4().hex
         self._compose = compose
         self.env = {
@@ -94,12 +96,14 @@ class Deployment:
             "KEC_KAFKA_PORT": str(self.kafka_port),
             "KEC_GATEWAY_PORT": str(self.gateway_port),
             "KEC_RECEIVER_PORT": str(self.receiver_port),
+            "KEC_PROMETHEUS_PORT": str(self.prometheus_port),
             "KEC_RECEIVER_DIR": str(HERE),
             "KEC_CONFIG": str(config),
             "KEC_RESTART": "no",  # a killed replica stays down: the other one takes over
             "KEC_CONNECTOR_IMAGE": images.connector,
             "KEC_KAFKA_IMAGE": images.kafka,
             "KEC_POSTGRES_IMAGE": images.postgres,
+            "KEC_PROMETHEUS_IMAGE": images.prometheus,
         }
 
     def run(self, *args: str, timeout: float = 600) -> str:

@@ -1,4 +1,4 @@
-"""The three images: unprivileged users, health checks that turn healthy, the connector's
+"""The project's images: unprivileged users, health checks that turn healthy, the connector's
 entry point and documented paths."""
 
 from __future__ import annotations
@@ -49,9 +49,14 @@ def _output(image: str, *argv: str) -> str:
 
 
 def test_every_image_runs_as_an_unprivileged_user(images: Images) -> None:
-    names = (images.connector, images.kafka, images.postgres)
+    names = (images.connector, images.kafka, images.postgres, images.prometheus)
     users = {name: _output(name, "id", "-un") for name in names}
-    assert users == {images.connector: "kec", images.kafka: "kafka", images.postgres: "postgres"}
+    assert users == {
+        images.connector: "kec",
+        images.kafka: "kafka",
+        images.postgres: "postgres",
+        images.prometheus: "prometheus",
+    }
     uids = {name: int(_output(name, "id", "-u")) for name in names}
     assert all(uid != 0 for uid in uids.values()), uids
 

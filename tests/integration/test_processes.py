@@ -139,6 +139,16 @@ def test_two_processes_share_the_partitions_and_a_killed_one_is_restarted(
         status, text = _get(port, "/metrics")
         assert status == 200
         assert "kec_events_total" in text
+
+        # The instance reads all six partitions between its two processes, as one.
+        def read_by_the_instance(name: str) -> str:
+            wanted = f'{name}{{topic="{topic}"}} '
+            lines = [ln for ln in _get(port, "/metrics")[1].splitlines() if ln.startswith(wanted)]
+            return lines[0].split()[-1] if lines else ""
+
+        wait_for(lambda: read_by_the_instance("kec_partitions_owned") == "6.0", timeout=30,
+                 what="the merged kec_partitions_owned")  # fmt: skip
+        assert read_by_the_instance("kec_topic_partitions") == "6.0"
         children = _children(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -200,6 +200,12 @@ def test_run_from_a_config_file_fires_every_rule_on_its_target(
                 return float(values[0]) if values else -1.0
 
             wait_for(lambda: metric("kec_actions_delivered_total") >= 5, what="the metrics")
+            # The alert rules' gauges (docker/prometheus/alerts.yml): one pipeline reads
+            # all three partitions of its topic; the store answers.
+            owned = f'kec_partitions_owned{{topic="{topic}"}}'
+            wait_for(lambda: metric(owned) == 3, what="the partitions read, in the metrics")
+            assert metric(f'kec_topic_partitions{{topic="{topic}"}}') == 3
+            assert metric("kec_store_up") == 1
             events_seen = metric("kec_events_total")
             dead_seen = metric("kec_dead_records_total")
     finally:

@@ -278,3 +278,7 @@ def test_metrics_listen_on_loopback_unless_told_and_the_shipped_config_does_too(
     assert MetricsConfig(host="0.0.0.0").host == "0.0.0.0"  # exposing it stays a choice
     shipped = load_config(ROOT / "docker" / "connector.yaml", env={"KEC_PG_DSN": "postgresql://x"})
     assert shipped.metrics is not None and shipped.metrics.host == "127.0.0.1"
+    # docker/compose.yaml's replicas open it to their Prometheus, on the compose network.
+    env = {"KEC_PG_DSN": "postgresql://x", "KEC_METRICS_HOST": "0.0.0.0"}
+    scraped = load_config(ROOT / "docker" / "connector.yaml", env=env)
+    assert scraped.metrics is not None and scraped.metrics.host == "0.0.0.0"

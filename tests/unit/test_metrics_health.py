@@ -32,11 +32,19 @@ def snapshot() -> Snapshot:
     delivery.observe(0.003, count=4)
     delivery.observe(2.0)
     return Snapshot(
-        values={"records": 12.0, "events": 10.0, "outbox_pending": 3.0, "kafka_connected": 1},
+        values={
+            "records": 12.0,
+            "events": 10.0,
+            "outbox_pending": 3.0,
+            "kafka_connected": 1,
+            "store_up": 1,
+        },
         queued_by_rule={"start-wf": 7, "notify": 3},
         delivered_by_target={"hook": 5},
         dead_by_target={"hook": 1},
         lag={("orders", 2): 41},
+        partitions_by_topic={"orders": 6},
+        owned_by_topic={"orders": 3},
         delivery_seconds=delivery,
     )
 
@@ -52,6 +60,9 @@ def test_metrics_carry_labels_per_rule_target_and_partition(
     assert 'kec_actions_dead_by_target_total{target="hook"} 1.0' in text
     assert 'kec_consumer_lag{partition="2",topic="orders"} 41.0' in text
     assert "kec_kafka_connected 1.0" in text
+    assert "kec_store_up 1.0" in text
+    assert 'kec_topic_partitions{topic="orders"} 6.0' in text
+    assert 'kec_partitions_owned{topic="orders"} 3.0' in text
     assert 'kec_delivery_seconds_bucket{le="0.005"} 4.0' in text
     assert 'kec_delivery_seconds_bucket{le="+Inf"} 5.0' in text
     assert "kec_delivery_seconds_count 5.0" in text

@@ -63,3 +63,17 @@ def test_health_is_ready_only_when_every_process_is_and_answers() -> None:
 
 def test_member_ids_are_distinct_per_process() -> None:
     assert {member_id("host-1", i) for i in (1, 2, 3)} == {"host-1-p1", "host-1-p2", "host-1-p3"}
+
+
+def test_partitions_read_add_up_and_the_topic_keeps_its_size() -> None:
+    first = Snapshot(
+        values={"store_up": 1},
+        partitions_by_topic={"t": 6, "u": 1},
+        owned_by_topic={"t": 2, "u": 0},
+    )
+    second = Snapshot(values={"store_up": 0}, partitions_by_topic={"t": 6}, owned_by_topic={"t": 3})
+    merged = merge_snapshots([first, second])
+    assert merged.partitions_by_topic == {"t": 6, "u": 1}
+    assert merged.owned_by_topic == {"t": 5, "u": 0}
+    assert merged.values["store_up"] == 0  # one process without its store: the instance too
+    assert counters_of(first).owned_by_topic == {}  # a dead process reads nothing
