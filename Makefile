@@ -40,8 +40,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: system-deps $(STAMP)
 
+# The Kafka broker's jars, and the schema registry of the tests (Apicurio, built once with
+# Quarkus from docker/registry/pom.xml into ~/.cache/kafka-event-connector).
 jars: setup
 	$(BIN)/event-connector dev-broker --resolve-only
+	$(BIN)/python -m devkit.registry
 
 # Each engine in its own venv, pinned by tests/engines/pins/ENGINE.txt and cached under
 # ~/.cache/kafka-event-connector/engines (a few minutes once, then nothing).

@@ -8,6 +8,7 @@ them (it does not import devkit)::
     └── DevkitError                 a development tool could not do its job
         ├── DevBrokerError          the local development broker could not start
         ├── DevPostgresError        the local development PostgreSQL could not start
+        ├── DevRegistryError        the local development schema registry could not start
         ├── DockerUnavailable       no usable Docker engine or image
         ├── ImageBuildError         an image of the project could not be built
         └── ManifestError           the Kubernetes manifests could not be rendered or validated
@@ -28,6 +29,10 @@ class DevBrokerError(DevkitError):
 
 class DevPostgresError(DevkitError):
     """The PostgreSQL server for development and tests did not come up."""
+
+
+class DevRegistryError(DevkitError):
+    """The local schema registry (Apicurio) for development and tests did not come up."""
 
 
 class DockerUnavailable(DevkitError):

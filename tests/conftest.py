@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from devkit.broker import KafkaCluster, provide_kafka
 from devkit.postgres import PostgresServer, provide_postgres, scratch_database
+from devkit.registry import DevRegistry
 
 _CLUSTER_KEY = pytest.StashKey[tuple[KafkaCluster, float]]()
 _POSTGRES_KEY = pytest.StashKey[tuple[PostgresServer, float]]()
@@ -155,3 +156,11 @@ def pg_store_url(pg_dsn: str) -> Iterator[Callable[[], str]]:
     """Factory: each call creates a fresh database and returns its URL; dropped after the test."""
     with contextlib.ExitStack() as stack:
         yield lambda: stack.enter_context(scratch_database(pg_dsn))
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """The Confluent-compatible URL of a real schema registry (Apicurio, in memory), started
+    once per session (devkit/registry.py)."""
+    with DevRegistry() as registry:
+        yield registry.url
