@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from checkpoint.base import (
     SCHEMA_VERSION,
+    ActionLineage,
     ActionState,
+    Attempt,
     BatchTransaction,
     CheckpointStore,
     Claim,
@@ -34,12 +36,16 @@ from checkpoint.base import (
     Queued,
     Settlement,
     StepStore,
+    StoredBatch,
+    Tried,
 )
 from kec.errors import ConfigError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ActionLineage",
     "ActionState",
+    "Attempt",
     "BatchTransaction",
     "CheckpointStore",
     "Claim",
@@ -56,6 +62,8 @@ __all__ = [
     "Queued",
     "Settlement",
     "StepStore",
+    "StoredBatch",
+    "Tried",
     "open_store",
 ]
 

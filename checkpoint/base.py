@@ -64,7 +64,7 @@ from kec.action import Action
 from kec.event import TP, Event
 from kec.resource import Resource
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 EventKey = tuple[str, str]  # (namespace, explicit event id)
 
@@ -126,6 +126,20 @@ Span = tuple[int, int]  # aseqs from the first up to (not including) the second
 
 
 @dataclass(frozen=True, slots=True)
+class Tried:
+    """A delivery attempt the dispatcher reports for lineage: each failed one (retried in
+    place, retried later or final) and the delivery that follows a failure; the store
+    numbers them per action (:class:`Attempt`)."""
+
+    aseq: int
+    action_id: str
+    target: str
+    at: float  # epoch seconds
+    outcome: str  # failed | dead | delivered
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     """One dispatch round's writes for one partition (see :meth:`CheckpointStore.settle`).
 
@@ -138,6 +152,44 @@ class Settlement:
     park: Sequence[Parked] = ()  # rows to write (insert or replace)
     unpark: Sequence[int] = ()  # aseqs whose rows go: delivered at last
     done: Sequence[Span] = ()
+    tried: Sequence[Tried] = ()  # attempts worth keeping for lineage (failures, and after)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt kept for lineage: a failure, or the delivery after one."""
+
+    n: int  # the attempt's number for its action (1: the first)
+    at: float  # epoch seconds
+    target: str
+    outcome: str  # failed | dead | delivered
+    detail: str | None = None  # the error or the target's answer, trimmed
+
+
+@dataclass(frozen=True, slots=True)
+class ActionLineage:
+    """What the store says about one action: its state, its recorded attempts, and the time
+    of the first settle mark that covered it (None: not settled, or its mark was pruned)."""
+
+    state: ActionState
+    attempts: tuple[Attempt, ...] = ()
+    settled_by: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A checkpointed batch as lineage reads it: its events and the actions they made
+    (action ``i`` has the number ``first_aseq + i`` in its partition)."""
+
+    seq: int
+    tp: TP
+    first_offset: int
+    next_offset: int
+    first_aseq: int
+    stored_at: float
+    events: tuple[Event, ...]
+    actions: tuple[Action, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +450,30 @@ class OperationsStore(PartitionsView):
     @abc.abstractmethod
     def list_dead_records(self, limit: int = 1000) -> list[DeadRecord]: ...
 
+    # -- lineage (connector.ops.trace) ----------------------------------------------------
+
+    @abc.abstractmethod
+    def batch_at(self, tp: TP, offset: int) -> StoredBatch | None:
+        """The checkpointed batch holding ``tp``'s record at ``offset``, if still kept."""
+
+    @abc.abstractmethod
+    def batch_of_action(self, tp: TP, aseq: int) -> StoredBatch | None:
+        """The checkpointed batch that queued ``tp``'s action number ``aseq``, if kept."""
+
+    @abc.abstractmethod
+    def recent_batches(self, limit: int, before_seq: int | None = None) -> list[StoredBatch]:
+        """Up to ``limit`` batches holding events, newest first (below ``before_seq``)."""
+
+    @abc.abstractmethod
+    def action_lineage(self, actions: Sequence[tuple[TP, int, str]]) -> dict[str, ActionLineage]:
+        """For each ``(partition, aseq, action id)``: its state, the attempts recorded and
+        when it was settled (see :class:`ActionLineage`), by action id."""
+
+    @abc.abstractmethod
+    def find_action(self, action_id: str, scan: int) -> tuple[TP, int] | None:
+        """Where the action ``action_id`` is: its partition and number, looked up among
+        the parked and attempted actions, else in the newest ``scan`` batches."""
+
     # -- retention -----------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -413,6 +489,10 @@ class OperationsStore(PartitionsView):
 
 
 class CheckpointStore(PipelineStore, DispatchStore, OperationsStore, StepStore, Resource):
+    lineage: bool = True
+    """Whether :meth:`settle` also writes lineage (attempts, settle marks): ``run`` sets it
+    from ``checkpoint.lineage``."""
+
     """Every role, and the life cycle: what a backend implements and the service opens."""
 
     @abc.abstractmethod

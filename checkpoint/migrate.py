@@ -15,6 +15,9 @@ behind the ``{type}`` placeholders, where the version is kept (SQLite: ``PRAGMA
 user_version``; PostgreSQL: ``kec_meta``), and the guard that refuses a migration while a
 connector of the older version still uses the store (:class:`~kec.errors.StoreInUse`).
 
+Version 5 adds the lineage tables (:data:`V5_CHANGES`): delivery attempts and the times
+actions were settled, read by ``event-connector trace``.
+
 Layouts older than :data:`OLDEST` (versions 1 and 2) were written only by development
 builds: no release ever shipped them, so they are refused with what to do instead of being
 rewritten.
@@ -75,10 +78,23 @@ V4_CHANGES = (
     "ALTER TABLE kec_partitions ADD COLUMN generation {int} NOT NULL DEFAULT 0",
     "CREATE INDEX kec_batches_aseq ON kec_batches (topic, partition, first_aseq)",
 )
-TABLES = V3_TABLES + V4_CHANGES  # a new store
+# Lineage (see connector/ops/trace.py): delivery attempts worth telling (failures, and
+# the delivery that follows one) and, at most once a second per partition, how far the
+# settled actions reached when: a first-try delivery is dated by the first mark above it.
+V5_CHANGES = (
+    """CREATE TABLE kec_attempts (
+        seq {seq}, topic {text} NOT NULL, partition {int} NOT NULL, aseq {int} NOT NULL,
+        action_id {text} NOT NULL, n {int} NOT NULL, at {real} NOT NULL,
+        target {text} NOT NULL, outcome {text} NOT NULL, detail {text})""",
+    "CREATE INDEX kec_attempts_action ON kec_attempts (action_id)",
+    """CREATE TABLE kec_settled (
+        topic {text} NOT NULL, partition {int} NOT NULL, upto {int} NOT NULL,
+        at {real} NOT NULL, PRIMARY KEY (topic, partition, upto)){without_rowid}""",
+)
+TABLES = V3_TABLES + V4_CHANGES + V5_CHANGES  # a new store
 
 # The statements that move a store to each version from the one below it.
-STEPS: dict[int, tuple[str, ...]] = {4: V4_CHANGES}
+STEPS: dict[int, tuple[str, ...]] = {4: V4_CHANGES, 5: V5_CHANGES}
 OLDEST = 3  # the oldest layout a store is moved on from
 
 

@@ -40,7 +40,9 @@ from enum import Enum
 from typing import Any, Protocol
 
 from checkpoint.base import (
+    ActionLineage,
     ActionState,
+    Attempt,
     BatchTransaction,
     CheckpointStore,
     Claim,
@@ -54,6 +56,8 @@ from checkpoint.base import (
     Queued,
     Settlement,
     Span,
+    StoredBatch,
+    Tried,
 )
 from checkpoint.records import (
     decode_action,
@@ -68,6 +72,18 @@ from kec.errors import CheckpointError, Fenced, OffsetConflict
 from kec.event import TP, Event, parse_coordinates
 
 _ITER_CHUNK = 200  # batches per page when iterating events
+_BATCH_COLUMNS = (
+    "seq, topic, partition, first_offset, next_offset, first_aseq, stored_at, events, actions"
+)
+
+
+def _stored_batch(row: Sequence[Any]) -> StoredBatch:
+    seq, topic, partition, first_offset, next_offset, first_aseq, stored_at, events, actions = row
+    return StoredBatch(
+        int(seq), (topic, int(partition)), int(first_offset), int(next_offset), int(first_aseq),
+        float(stored_at), tuple(decode_events(events, topic, partition)),
+        tuple(decode_actions(actions)),
+    )  # fmt: skip
 
 
 class Role(Enum):
@@ -339,6 +355,22 @@ def _parked_row(p: Parked, now: float) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# Numbered per action: one more than the action's attempts kept so far (a few rows).
+_INSERT_ATTEMPT = (
+    "INSERT INTO kec_attempts (topic, partition, aseq, action_id, n, at, target, outcome, "
+    "detail) SELECT ?, ?, ?, ?, coalesce((SELECT max(n) FROM kec_attempts WHERE "
+    "action_id = ?), 0) + 1, ?, ?, ?, ?"
+)
+MARK_INTERVAL = 1.0  # seconds between two settle marks of a partition (lineage)
+MAX_DETAIL = 500  # characters of an error or answer kept in an attempt row
+LINEAGE_CAPS = {"kec_attempts": 200_000, "kec_settled": 500_000}  # rows kept at most
+
+
+def _tried_row(tp: TP, t: Tried) -> tuple[Any, ...]:
+    detail = t.detail[:MAX_DETAIL] if t.detail else None
+    return (*tp, t.aseq, t.action_id, t.action_id, t.at, t.target, t.outcome, detail)
+
+
 _UPSERT_PARKED = (
     f"INSERT INTO kec_parked ({_PARKED_COLUMNS}, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (topic, partition, aseq) DO UPDATE SET state = excluded.state, "
@@ -354,6 +386,8 @@ class SqlStore(CheckpointStore):
         self._d = dialect
         self._opened = False
         self._lock = threading.Lock()
+        self.lineage = True
+        self._marks: dict[TP, tuple[float, int]] = {}  # last settle mark: (when, upto)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._d.describe()})"
@@ -472,21 +506,30 @@ class SqlStore(CheckpointStore):
         return found
 
     def settle(self, rounds: Mapping[TP, Settlement]) -> set[TP]:
+        """Also writes lineage, when on: the attempts the dispatcher reported
+        (``Settlement.tried``, numbered per action here) and, at most once a second per
+        partition, a mark of how far its settled actions reach (see
+        :data:`~checkpoint.migrate.V5_CHANGES`)."""
         fenced: set[TP] = set()
         if not rounds:
             return fenced
         now = time.time()
+        lineage = self.lineage
         with self._d.transaction(Role.DISPATCH, "settling delivered actions") as sql:
             for tp, s in sorted(rounds.items()):
                 row = sql.one(
                     f"UPDATE kec_partitions SET watermark = {self._d.greatest}(watermark, ?), "
                     "done_above = ? WHERE topic = ? AND partition = ? AND epoch = ? "
-                    "RETURNING epoch",
+                    "RETURNING epoch, watermark",
                     (s.watermark, _spans_text(s.done), tp[0], tp[1], s.epoch),
                 )
                 if row is None:
                     fenced.add(tp)
                     continue
+                if lineage:
+                    self._mark_settled(sql, tp, int(row[1]), now)
+                    if s.tried:
+                        sql.executemany(_INSERT_ATTEMPT, [_tried_row(tp, t) for t in s.tried])
                 if s.unpark:
                     sql.execute(
                         "DELETE FROM kec_parked WHERE topic = ? AND partition = ? "
@@ -496,6 +539,16 @@ class SqlStore(CheckpointStore):
                 if s.park:
                     sql.executemany(_UPSERT_PARKED, [_parked_row(p, now) for p in s.park])
         return fenced
+
+    def _mark_settled(self, sql: Sql, tp: TP, watermark: int, now: float) -> None:
+        last_at, last_upto = self._marks.get(tp, (0.0, -1))
+        if watermark > last_upto and now - last_at >= MARK_INTERVAL:
+            sql.execute(
+                "INSERT INTO kec_settled (topic, partition, upto, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (topic, partition, upto) DO NOTHING",
+                (*tp, watermark, now),
+            )
+            self._marks[tp] = (now, watermark)
 
     def due_retries(self, partitions: Iterable[TP], now: float, limit: int = 1000) -> list[Parked]:
         tps = [[t, p] for t, p in sorted(set(partitions))]
@@ -734,6 +787,122 @@ class SqlStore(CheckpointStore):
                     done.append(OutboxEntry(first + i, action, ActionState.DONE, 0, 0.0, None, tp))
         return done
 
+    # -- lineage (OperationsStore) ---------------------------------------------------------
+
+    def batch_at(self, tp: TP, offset: int) -> StoredBatch | None:
+        with self._d.reading(Role.OPS, "reading a batch") as sql:
+            row = sql.one(
+                f"SELECT {_BATCH_COLUMNS} FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND first_offset <= ? AND next_offset > ? AND n_events > 0 "
+                "ORDER BY first_offset DESC LIMIT 1",
+                (*tp, offset, offset),
+            )
+        return _stored_batch(row) if row is not None else None
+
+    def batch_of_action(self, tp: TP, aseq: int) -> StoredBatch | None:
+        with self._d.reading(Role.OPS, "reading a batch") as sql:
+            row = sql.one(
+                f"SELECT {_BATCH_COLUMNS} FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND first_aseq <= ? AND first_aseq + n_actions > ? "
+                "ORDER BY first_aseq DESC LIMIT 1",
+                (*tp, aseq, aseq),
+            )
+        return _stored_batch(row) if row is not None else None
+
+    def recent_batches(self, limit: int, before_seq: int | None = None) -> list[StoredBatch]:
+        below = "AND seq < ? " if before_seq is not None else ""
+        params = [before_seq, limit] if before_seq is not None else [limit]
+        with self._d.reading(Role.OPS, "reading recent batches") as sql:
+            rows = sql.all(
+                f"SELECT {_BATCH_COLUMNS} FROM kec_batches WHERE n_events > 0 {below}"
+                "ORDER BY seq DESC LIMIT ?",
+                params,
+            )
+        return [_stored_batch(row) for row in rows]
+
+    def action_lineage(self, actions: Sequence[tuple[TP, int, str]]) -> dict[str, ActionLineage]:
+        if not actions:
+            return {}
+        ids = [[aid] for _, _, aid in actions]
+        with self._d.reading(Role.OPS, "reading lineage") as sql:
+            marks = {
+                (t, p): (int(w), _spans(d))
+                for t, p, w, d in sql.all(
+                    "SELECT topic, partition, watermark, done_above FROM kec_partitions"
+                )
+            }
+            parked = {
+                str(aid): (state, last_error)
+                for aid, state, last_error in sql.all(
+                    "SELECT action_id, state, last_error FROM kec_parked WHERE action_id IN "
+                    f"(SELECT c0 FROM {self._d.rows(('text',))})",
+                    self._d.rows_params(ids, ("text",)),
+                )
+            }
+            tried: dict[str, list[Attempt]] = {}
+            for aid, n, at, target, outcome, detail in sql.all(
+                "SELECT action_id, n, at, target, outcome, detail FROM kec_attempts WHERE "
+                f"action_id IN (SELECT c0 FROM {self._d.rows(('text',))}) ORDER BY seq",
+                self._d.rows_params(ids, ("text",)),
+            ):
+                tried.setdefault(str(aid), []).append(Attempt(n, at, target, outcome, detail))
+            settled: dict[str, float | None] = {}
+            for tp, aseq, aid in actions:
+                mark = sql.one(
+                    "SELECT min(at) FROM kec_settled WHERE topic = ? AND partition = ? "
+                    "AND upto > ?",
+                    (*tp, aseq),
+                )
+                settled[aid] = float(mark[0]) if mark is not None and mark[0] is not None else None
+        found: dict[str, ActionLineage] = {}
+        for tp, aseq, aid in actions:
+            watermark, done = marks.get(tp, (0, ()))
+            row = parked.get(aid)
+            if row is not None and row[0] == Parking.DEAD.value:
+                state = ActionState.DEAD
+            elif row is not None:
+                state = ActionState.PENDING
+            elif aseq < watermark or _within(aseq, done):
+                state = ActionState.DONE
+            else:
+                state = ActionState.PENDING
+            found[aid] = ActionLineage(
+                state,
+                tuple(tried.get(aid, ())),
+                settled[aid] if state is ActionState.DONE else None,
+                row[1] if row is not None else None,
+            )
+        return found
+
+    def find_action(self, action_id: str, scan: int) -> tuple[TP, int] | None:
+        with self._d.reading(Role.OPS, "finding an action") as sql:
+            for table in ("kec_parked", "kec_attempts"):
+                row = sql.one(
+                    f"SELECT topic, partition, aseq FROM {table} WHERE action_id = ? LIMIT 1",
+                    (action_id,),
+                )
+                if row is not None:
+                    return (row[0], row[1]), int(row[2])
+        before: int | None = None
+        while scan > 0:
+            chunk = min(scan, _ITER_CHUNK)
+            with self._d.reading(Role.OPS, "finding an action") as sql:
+                rows = sql.all(
+                    "SELECT seq, topic, partition, first_aseq, actions FROM kec_batches "
+                    f"WHERE n_actions > 0{' AND seq < ?' if before is not None else ''} "
+                    "ORDER BY seq DESC LIMIT ?",
+                    [*([before] if before is not None else []), chunk],
+                )
+            for _, topic, partition, first, blob in rows:
+                for i, action in enumerate(decode_actions(blob)):
+                    if action.action_id == action_id:
+                        return (topic, partition), first + i
+            if len(rows) < chunk:
+                return None
+            before = rows[-1][0]
+            scan -= chunk
+        return None
+
     def replay_dead(self, action_ids: Sequence[str] | None = None) -> int:
         replay = (
             "UPDATE kec_parked SET state = 'retry', attempts = 0, next_attempt_at = 0 "
@@ -847,6 +1016,7 @@ class SqlStore(CheckpointStore):
                     self._d.rows_params([[row[0]] for row in old], ("int",)),
                 )
             gone = len(old)
+            gone += self._prune_lineage(sql, before, limit)
             for table, key, column in (
                 ("kec_dead_records", "seq", "stored_at"),
                 ("kec_steps", "step_id", "stored_at"),
@@ -869,6 +1039,27 @@ class SqlStore(CheckpointStore):
                 "WHERE expires_at < ? OR updated_at < ? LIMIT ?)",
                 (expired_before, before, limit),
             ).rowcount
+        return gone
+
+    def _prune_lineage(self, sql: Sql, before: float, limit: int) -> int:
+        """Lineage older than the retention, and beyond :data:`LINEAGE_CAPS` rows (with or
+        without a retention: lineage must not grow for ever), oldest first."""
+        gone = 0
+        for table, order in (("kec_attempts", "seq"), ("kec_settled", "at")):
+            key = "seq" if table == "kec_attempts" else "topic, partition, upto"
+            (count,) = sql.one(f"SELECT count(*) FROM {table}")
+            excess = max(0, int(count) - LINEAGE_CAPS[table])
+            gone += sql.execute(
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "
+                f"WHERE at < ? ORDER BY {order} LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            if excess:
+                gone += sql.execute(
+                    f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "
+                    f"ORDER BY {order} LIMIT ?)",
+                    (min(excess, limit),),
+                ).rowcount
         return gone
 
     # -- durable steps -------------------------------------------------------------------

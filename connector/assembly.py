@@ -174,6 +174,7 @@ def build_service(
     from connector.metrics.progress import ProgressLog
 
     store = open_store(cfg.checkpoint.url(), exclusive=True)
+    store.lineage = cfg.checkpoint.lineage
     service, gateway = _service(cfg, store, instance_id, serve_gateway=serve_gateway)
     if gateway is not None and cfg.http is not None:
         from connector.gateway import GatewayServer
@@ -199,6 +200,7 @@ def build_child_service(cfg: ConnectorConfig, member: str, index: int) -> Connec
     lock (its supervisor holds it, and created the store); the gateway, the metrics
     endpoint and the progress line are the supervisor's; process 1 runs the pruner."""
     store = open_store(cfg.checkpoint.url(), create=False)
+    store.lineage = cfg.checkpoint.lineage
     service, _ = _service(cfg, store, member, serve_gateway=False)
     if index == 1:
         _attach_pruner(service, cfg, store)

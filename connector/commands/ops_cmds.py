@@ -16,7 +16,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -28,10 +28,13 @@ from click.core import ParameterSource
 from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.common.redaction import redact_logs
 from connector.ops.context import OpsContext
+from connector.ops.trace import DEFAULT_SCAN
 from kec.kafka.settings import Connection
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+    from connector.ops.trace import EventTrace
 
 _DEFAULT_GROUP = "event-connector"
 _DEFAULT_STORE = "sqlite://checkpoints.db"
@@ -104,6 +107,7 @@ def resolve(
         store_origin=_store_origin(store, (config, cfg.checkpoint.backend)),
         gateway_topic=cfg.http.topic if cfg.http is not None else None,
         formats=record_formats(cfg),
+        targets=dict(cfg.targets),
     )
 
 
@@ -392,6 +396,110 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
                 err=True,
             ),
         )
+
+
+# -- trace -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("event", required=False, metavar="[EVENT_ID | TOPIC/PARTITION/OFFSET]")
+@connection_options(kafka=False, store=True, topics=None)
+@click.option("--action", "action_id", default=None, metavar="ID", help="By action id.")
+@click.option("--key", default=None, help="The newest events of this key.")
+@click.option("--context", default=None, help="The newest events of this workflow execution.")
+@click.option("--namespace", default=None, help="Only events of this namespace.")
+@click.option("--why", is_flag=True, help="Also each rule's verdict on the event (today's rules).")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="At most this many events.")  # fmt: skip
+@click.option(
+    "--scan",
+    type=click.IntRange(1),
+    default=DEFAULT_SCAN,
+    show_default=True,
+    help="Batches a search by --key, --context or --action looks through, newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the lineage as JSON.")
+@click.pass_context
+def trace(ctx: click.Context, /, event: str | None, **kwargs: Any) -> None:
+    """An event's lineage: the event as checkpointed, the actions it made, each one's
+    state and its delivery attempts, and with --why each rule's verdict on it.
+
+    Ask by event id (or TOPIC/PARTITION/OFFSET), by --action ID, or search the newest
+    events of a --key or a --context. Reads the checkpoint store only. Failed attempts
+    keep their error; a first-try delivery keeps the time it was settled by.
+    """
+    from connector.ops.trace import TraceQuery, engine_refs
+    from connector.ops.trace import trace as run_trace
+
+    asked = {"event_id": event, "action_id": kwargs.pop("action_id"),
+             "key": kwargs.pop("key"), "context": kwargs.pop("context")}  # fmt: skip
+    if sum(1 for v in asked.values() if v) != 1:
+        raise click.UsageError("give one of: EVENT_ID (or TOPIC/PARTITION/OFFSET), --action, "
+                               "--key, --context")  # fmt: skip
+    query = TraceQuery(namespace=kwargs.pop("namespace"), **asked)
+    why_asked, as_json = kwargs.pop("why"), kwargs.pop("as_json")
+    limit, scan = kwargs.pop("limit"), kwargs.pop("scan")
+    ops = _ops(ctx, kwargs, needs_kafka=False)
+    why = None
+    if why_asked:
+        if ops.rules is None:
+            raise click.UsageError("--why needs -c FILE (the rules to ask)")
+        from connector.rules.explain import explain
+
+        rules, limits = ops.rules, ops.match_limits
+        why = lambda e: explain(rules, e, limits)  # noqa: E731
+    with ops.open_store() as store:
+        traces = run_trace(
+            store, query, limit=limit, scan=scan, engine_ref=engine_refs(ops.targets), why=why
+        )
+    if as_json:
+        _echo_json([t.to_dict() for t in traces])
+    else:
+        for line in trace_lines(traces):
+            click.echo(line)
+    if not traces:
+        ctx.exit(1)
+
+
+def trace_lines(traces: Sequence[EventTrace]) -> list[str]:
+    """The lineage as indented lines (what ``trace`` prints without --json)."""
+    if not traces:
+        return ["no such event in the store (pruned by the retention, or never checkpointed)"]
+    lines: list[str] = []
+    for t in traces:
+        e = t.event
+        lines.append(
+            f"event {e.event_id}  key={e.key}  namespace={e.namespace}"
+            + (f"  context={e.context}" if e.context else "")
+            + f"  at {e.topic}/{e.partition}/{e.offset}, checkpointed {_when(t.stored_at)}"
+        )
+        value = e.value if isinstance(e.value, str) else f"<{len(e.value)} bytes>"
+        lines.append(f"  value: {value if len(value) <= 200 else value[:197] + '...'}")
+        if not t.actions:
+            lines.append("  no action")
+        for a in t.actions:
+            act, lin = a.action, a.lineage
+            what = act.kind.value + (f" {act.workflow}" if act.workflow else "")
+            what += f" task {act.task}" if act.task else ""
+            state = lin.state.value
+            if lin.settled_by is not None:
+                state += f", settled by {_when(lin.settled_by)}"
+            lines.append(f"  action {act.action_id}  {what}  rule {act.rule} -> {act.target}: "
+                         f"{state}")  # fmt: skip
+            if a.engine_ref:
+                lines.append(f"    {a.engine_ref}")
+            for at in lin.attempts:
+                detail = f": {at.detail}" if at.detail else ""
+                lines.append(f"    attempt {at.n} {_when(at.at)} {at.outcome}{detail}")
+            if lin.state.value == "dead" and lin.last_error and not lin.attempts:
+                lines.append(f"    last error: {lin.last_error}")
+        for v in t.verdicts or ():
+            lines.append(f"  rule {v.rule}: {v.verdict}, {v.reason}")
+    return lines
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # -- status ----------------------------------------------------------------------------

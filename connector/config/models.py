@@ -285,6 +285,11 @@ class CheckpointConfig(ConfigModel):
     retention_days: PositiveFloat | None = None
     """Prune events and delivered actions older than this many days; default: keep all.
     An event pruned is no longer deduplicated if Kafka delivers it again."""
+    lineage: bool = True
+    """Keep what `event-connector trace` shows beyond the events and actions themselves:
+    a row per failed delivery attempt (and the delivery after one), and when each
+    partition's actions were settled (a row a second at most). Pruned with the retention,
+    and capped in rows."""
 
     @field_validator("dsn")
     @classmethod

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -46,10 +47,18 @@ class Answer:
     entries: list[tuple[PartitionBook, Entry]]
     failures: Mapping[str, BaseException]  # action id -> why it failed; absent: delivered
     called: bool = False  # a call to the target (counted in flight) rather than a refusal
+    # action id -> the attempts that failed and were tried again in place: (when, why)
+    retried: Mapping[str, list[tuple[float, str]]] = field(default_factory=dict)
 
 
-def deliver(target: Target, actions: list[Action], policy: RetryPolicy) -> dict[str, BaseException]:
-    """Deliver, retrying in place (tenacity) the actions that failed transiently."""
+def deliver(
+    target: Target,
+    actions: list[Action],
+    policy: RetryPolicy,
+    retried: dict[str, list[tuple[float, str]]] | None = None,
+) -> dict[str, BaseException]:
+    """Deliver, retrying in place (tenacity) the actions that failed transiently; each
+    failure that was tried again is noted in ``retried`` (for lineage)."""
     result0 = dict(target.deliver_many(actions))
     failures: dict[str, BaseException] = dict(result0)
     first: dict[str, BaseException] | None = result0
@@ -76,6 +85,15 @@ def deliver(target: Target, actions: list[Action], policy: RetryPolicy) -> dict[
                 retry = [a for a in pending if transient(result.get(a.action_id))]
                 if retry:
                     pending = retry
+                    if retried is not None and attempt.retry_state.attempt_number < (
+                        policy.inline_attempts
+                    ):
+                        now = time.time()
+                        for action in retry:
+                            exc = result[action.action_id]
+                            retried.setdefault(action.action_id, []).append(
+                                (now, f"{type(exc).__name__}: {exc}")
+                            )
                     raise result[retry[0].action_id]
     except RetryError:
         pass
@@ -157,8 +175,10 @@ class TargetWorkers:
 
     def _work(self, target: Target, calls: queue.SimpleQueue[Call | None]) -> None:
         while (call := calls.get()) is not None:
+            retried: dict[str, list[tuple[float, str]]] = {}
             try:
-                failures = deliver(target, [e.action for _, e in call.entries], self._policy)
+                actions = [e.action for _, e in call.entries]
+                failures = deliver(target, actions, self._policy, retried)
             except BaseException as exc:  # deliver_many itself broke
                 failures = {e.action.action_id: exc for _, e in call.entries}
-            self._answer(Answer(call.target, call.entries, failures, called=True))
+            self._answer(Answer(call.target, call.entries, failures, called=True, retried=retried))

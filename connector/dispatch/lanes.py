@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-from checkpoint.base import Parked, Parking, Pending, Settlement
+from checkpoint.base import Parked, Parking, Pending, Settlement, Tried
 from kec.action import Action
 from kec.event import TP
 
@@ -114,6 +114,7 @@ class PartitionBook:
         self._watermark = watermark
         self._end = max(end, watermark)  # one past the highest aseq known
         self._unpark: list[int] = []
+        self._tried: list[Tried] = []  # attempts to keep for lineage, not written yet
         self._dirty: list[Entry] = []
         self._spans: tuple[tuple[int, int], ...] = ()  # the settled spans last written
         # Lanes whose head may go now, and lanes whose head waits for a retry time.
@@ -296,6 +297,12 @@ class PartitionBook:
             if behind.parked is None:
                 self._park(behind, Parking.HELD)
 
+    def tried(self, entry: Entry, outcome: str, at: float, detail: str | None = None) -> None:
+        """Keep an attempt of ``entry`` for lineage (written with the next settlement):
+        a failure, or the delivery after one."""
+        action = entry.action
+        self._tried.append(Tried(entry.aseq, action.action_id, action.target, at, outcome, detail))
+
     def _park(self, entry: Entry, state: Parking) -> None:
         # Only an entry in the holding queue releases its place there: one parked as it
         # came (its lane blocked) never held the watermark, and a release of it would stay
@@ -359,9 +366,10 @@ class PartitionBook:
                 e.stored = True
         mark = self.watermark
         spans = self._settled_spans()
-        if not park and not self._unpark and mark == self._watermark and spans == self._spans:
+        unchanged = mark == self._watermark and spans == self._spans
+        if not park and not self._unpark and not self._tried and unchanged:
             return None
-        return Settlement(self.epoch, mark, park, list(self._unpark), spans)
+        return Settlement(self.epoch, mark, park, list(self._unpark), spans, list(self._tried))
 
     def settled(self, settlement: Settlement) -> None:
         """The store holds ``settlement`` now."""
@@ -371,5 +379,6 @@ class PartitionBook:
         self._dirty.clear()
         written = set(settlement.unpark)
         self._unpark = [a for a in self._unpark if a not in written]
+        del self._tried[: len(settlement.tried)]  # only appended to since
         self._watermark = max(self._watermark, settlement.watermark)
         self._spans = tuple(settlement.done)

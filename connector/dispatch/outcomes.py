@@ -63,13 +63,20 @@ class Outcomes:
         # Counted per answer: the entries of one batch arrived together, so the latency
         # histogram gets one observation per distinct arrival, weighted.
         delivered: dict[float, int] = {}
+        retried = answer.retried
         for i, (book, entry) in enumerate(answer.entries):
             if not holds(book):
                 continue  # the partition was dropped (fenced) meanwhile
             exc = failures.get(entry.action.action_id) if failures else None
+            again = retried.get(entry.action.action_id) if retried else None
+            if again:
+                for at, error in again:
+                    book.tried(entry, "failed", at, error)
             if broken and (id(book), entry.lane) in broken:
                 book.returned(entry)
             elif exc is None:
+                if again or entry.attempts:
+                    book.tried(entry, "delivered", time.time())
                 book.delivered(entry)
                 delivered[entry.arrived] = delivered.get(entry.arrived, 0) + 1
             else:
@@ -90,6 +97,7 @@ class Outcomes:
         error = f"{type(exc).__name__}: {exc}"
         attempts = entry.attempts + 1
         final = not transient(exc) or attempts >= self._policy.max_attempts
+        book.tried(entry, "dead" if final else "failed", time.time(), error)
         self._failures.setdefault(entry.action.target, []).append((error, final))
         if final:
             book.failed(entry, error, retry_at=None)

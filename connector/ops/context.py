@@ -8,8 +8,8 @@ the steps that assemble the connector (:mod:`connector.assembly`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ class OpsContext:
     # The file's topics written with a registered schema: tail and replay read them as
     # the pipeline does (or replay would evaluate other values than run did).
     formats: RecordFormats | None = None
+    targets: Mapping[str, Any] = field(default_factory=dict)  # the file's target specs
 
     def kafka(self) -> Connection:
         """The cluster; only commands that need Kafka ask (``resolve`` made sure of it)."""

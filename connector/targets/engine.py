@@ -72,3 +72,8 @@ def execution_of(action: Action, what: str) -> str:
 def idempotency_key(prefix: str, action: Action) -> str:
     """``prefix`` + the action id (32 hex digits, a hash of rule and event ids)."""
     return prefix + action.action_id
+
+
+def temporal_workflow_id(id_prefix: str, action: Action) -> str:
+    """The id of the Temporal workflow ``action`` starts (stable across resends)."""
+    return idempotency_key(f"{id_prefix}{action.workflow}-", action)

@@ -69,9 +69,9 @@ from connector.rules import TASK_ACTIONS
 from connector.targets.base import Target
 from connector.targets.engine import (
     execution_of,
-    idempotency_key,
     start_input,
     task_input,
+    temporal_workflow_id,
 )
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError, TargetError, TargetRejected
@@ -168,7 +168,7 @@ class TemporalTarget(Target):
 
     def workflow_id(self, action: Action) -> str:
         """The id of the workflow ``action`` starts (stable across resends)."""
-        return idempotency_key(f"{self._id_prefix}{action.workflow}-", action)
+        return temporal_workflow_id(self._id_prefix, action)
 
     def workflow_type(self, action: Action) -> str:
         workflow = action.workflow or ""

@@ -32,6 +32,7 @@ from checkpoint import (
     Parked,
     Parking,
     Settlement,
+    Tried,
     open_store,
 )
 from checkpoint.migrate import V3_TABLES
@@ -467,6 +468,80 @@ def test_parked_rows_let_the_watermark_pass_a_failing_key(
     assert store.count_actions(ActionState.DONE) == 3
 
 
+def test_lineage_keeps_the_attempts_reported_and_when_actions_were_settled(
+    store: CheckpointStore, epoch: int
+) -> None:
+    events = [make_event(n) for n in range(4)]
+    actions = [make_action(e) for e in events]
+    append(store, events, actions, epoch=epoch)
+    before = time.time()
+
+    def tried(i: int, outcome: str, detail: str | None = None) -> Tried:
+        return Tried(i, actions[i].action_id, "log", time.time(), outcome, detail)
+
+    retry = Parked(TP, 0, actions[0], Parking.RETRY, 1, time.time() + 60, "TargetError: 503")
+    dead = Parked(TP, 1, actions[1], Parking.DEAD, 2, 0.0, "TargetRejected: 400")
+    first_round = [
+        tried(0, "failed", "TargetError: 503"),
+        tried(1, "failed", "TargetError: 503"),
+        tried(1, "dead", "TargetRejected: 400 " + "x" * 900),
+    ]
+    store.settle({TP: Settlement(epoch, 4, [retry, dead], tried=first_round)})
+    store.settle({TP: Settlement(epoch, 4, unpark=[0], tried=[tried(0, "delivered")])})
+    where = [(TP, i, a.action_id) for i, a in enumerate(actions)]
+    found = store.action_lineage(where)
+    first, second, third, _ = (found[a.action_id] for a in actions)
+    assert first.state is ActionState.DONE
+    assert [(t.n, t.outcome, t.target, t.detail) for t in first.attempts] == [
+        (1, "failed", "log", "TargetError: 503"),
+        (2, "delivered", "log", None),
+    ]
+    assert second.state is ActionState.DEAD and second.settled_by is None
+    assert [(t.n, t.outcome) for t in second.attempts] == [(1, "failed"), (2, "dead")]
+    assert len(second.attempts[1].detail or "") == 500  # trimmed
+    assert second.last_error == "TargetRejected: 400"
+    assert third.state is ActionState.DONE and third.attempts == ()  # a first-try delivery
+    assert third.settled_by is not None and before <= third.settled_by <= time.time()
+    # Where each action is, by id alone; the batch of an offset, of an action.
+    assert store.find_action(actions[2].action_id, scan=10) == (TP, 2)
+    assert store.find_action(actions[0].action_id, scan=0) == (TP, 0)  # from its attempts
+    assert store.find_action("0" * 32, scan=10) is None
+    batch = store.batch_at(TP, 2)
+    assert batch is not None and (batch.first_offset, batch.next_offset) == (0, 4)
+    assert [e.offset for e in batch.events] == [0, 1, 2, 3] and batch.actions == tuple(actions)
+    assert store.batch_of_action(TP, 3) == batch
+    assert store.batch_at(TP, 9) is None and store.batch_of_action(TP, 9) is None
+    assert [b.seq for b in store.recent_batches(5)] == [batch.seq]
+
+
+def test_lineage_off_writes_no_attempts(store: CheckpointStore, epoch: int) -> None:
+    store.lineage = False
+    event = make_event(0)
+    action = make_action(event)
+    append(store, [event], [action], epoch=epoch)
+    failed = Tried(0, action.action_id, "log", time.time(), "failed", "TargetError: 503")
+    store.settle({TP: Settlement(epoch, 1, tried=[failed])})
+    (lineage,) = store.action_lineage([(TP, 0, action.action_id)]).values()
+    assert lineage.state is ActionState.DONE
+    assert (lineage.attempts, lineage.settled_by) == ((), None)
+
+
+def test_lineage_is_capped_in_rows(
+    store: CheckpointStore, epoch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import checkpoint.sql
+
+    monkeypatch.setattr(checkpoint.sql, "LINEAGE_CAPS", {"kec_attempts": 3, "kec_settled": 1})
+    event = make_event(0)
+    action = make_action(event)
+    append(store, [event], [action], epoch=epoch)
+    rounds = [Tried(0, action.action_id, "log", float(n), "failed", f"e{n}") for n in range(5)]
+    store.settle({TP: Settlement(epoch, 0, tried=rounds)})
+    assert store.prune(0.0) == 2  # the two oldest attempts; the one settle mark stays
+    (lineage,) = store.action_lineage([(TP, 0, action.action_id)]).values()
+    assert [t.detail for t in lineage.attempts] == ["e2", "e3", "e4"]
+
+
 def test_a_stale_settlement_writes_nothing_for_its_partition(
     store: CheckpointStore, epoch: int
 ) -> None:
@@ -597,7 +672,8 @@ def test_prune_deletes_what_is_old_and_settled_only(store: CheckpointStore, epoc
     store.put_step("s", old[0])
     assert store.prune(time.time() - 3600) == 0, "nothing is old yet"
     cut = time.time() + 1
-    assert store.prune(cut, limit=10) == 3  # the settled batch, the dead record, the step
+    # the settled batch, the dead record, the step, and the settle mark (lineage)
+    assert store.prune(cut, limit=10) == 4
     assert [e.event_id for e in store.iter_events()] == [unsettled.event_id]
     assert store.list_dead_records() == [] and store.get_step("s") is None
     with store.batch() as tx:  # pruned ids are no longer known
@@ -977,7 +1053,8 @@ def test_sqlite_migrates_a_version_3_store_unless_an_older_connector_holds_it(
     os.write(held, b"pid 4242 on old-host\n")
     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
-        with pytest.raises(StoreInUse, match=r"pid 4242 on old-host.*version 3 to 4"):
+        refused = rf"pid 4242 on old-host.*version 3 to {SCHEMA_VERSION}"
+        with pytest.raises(StoreInUse, match=refused):
             SqliteStore(path).open()
     finally:
         os.close(held)

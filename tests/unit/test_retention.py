@@ -24,6 +24,7 @@ TP = ("orders", 0)
 @pytest.fixture
 def store() -> Iterator[MemoryStore]:
     with MemoryStore() as opened:
+        opened.lineage = False  # counts here are of batches; lineage's pruning: the contract
         yield opened
 
 
