@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from connector.config import ConnectorConfig
     from connector.config.models import HttpConfig
     from connector.config.targets import AnyTargetSpec
+    from connector.control import ConfigDiff, ConfigSource, Control
     from connector.gateway import Gateway, GatewayServer, GatewaySettings
     from connector.gateway.waiters import HttpIndex
     from connector.rules.limits import MatchLimits
@@ -158,7 +159,11 @@ def _waker(index: HttpIndex, wake: Callable[[], None]) -> Callable[[], None]:
 
 
 def build_service(
-    cfg: ConnectorConfig, *, instance_id: str | None = None, serve_gateway: bool = True
+    cfg: ConnectorConfig,
+    *,
+    instance_id: str | None = None,
+    serve_gateway: bool = True,
+    source: ConfigSource | None = None,
 ) -> ConnectorService:
     """The service a config file describes, not started; ``instance_id`` overrides the file's.
 
@@ -169,13 +174,15 @@ def build_service(
     that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
     with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
     :class:`~connector.ops.retention.Pruner` deletes expired rule state, and with
-    ``checkpoint.retention_days`` everything else older than that.
+    ``checkpoint.retention_days`` everything else older than that. ``source``: where
+    ``cfg`` came from, which ``service.control`` reloads.
     """
     from connector.metrics.progress import ProgressLog
 
     store = open_store(cfg.checkpoint.url(), exclusive=True)
     store.lineage = cfg.checkpoint.lineage
     service, gateway = _service(cfg, store, instance_id, serve_gateway=serve_gateway)
+    _attach_control(service, cfg, source)
     if gateway is not None and cfg.http is not None:
         from connector.gateway import GatewayServer
 
@@ -193,7 +200,14 @@ def build_service(
     return service
 
 
-def build_child_service(cfg: ConnectorConfig, member: str, index: int) -> ConnectorService:
+def build_child_service(
+    cfg: ConnectorConfig,
+    member: str,
+    index: int,
+    *,
+    source: ConfigSource | None = None,
+    version: int = 1,
+) -> ConnectorService:
     """Pipeline process ``index`` (1..N) of a supervised instance
     (:mod:`connector.supervisor`), as consumer group member ``member``: the pipeline,
     dispatcher, targets and store of ``cfg``. The store is opened without the SQLite file
@@ -201,20 +215,30 @@ def build_child_service(cfg: ConnectorConfig, member: str, index: int) -> Connec
     endpoint and the progress line are the supervisor's; process 1 runs the pruner."""
     store = open_store(cfg.checkpoint.url(), create=False)
     store.lineage = cfg.checkpoint.lineage
-    service, _ = _service(cfg, store, member, serve_gateway=False)
+    service, _ = _service(cfg, store, member, serve_gateway=False, version=version)
+    _attach_control(service, cfg, source, version)
     if index == 1:
         _attach_pruner(service, cfg, store)
     return service
 
 
 def _service(
-    cfg: ConnectorConfig, store: CheckpointStore, instance_id: str | None, *, serve_gateway: bool
+    cfg: ConnectorConfig,
+    store: CheckpointStore,
+    instance_id: str | None,
+    *,
+    serve_gateway: bool,
+    version: int = 1,
 ) -> tuple[ConnectorService, Gateway | None]:
     """The pipeline and dispatcher of ``cfg`` on ``store``; with ``http:`` and
     ``serve_gateway``, the gateway to serve beside them (woken after each batch that
-    checkpointed HTTP events)."""
+    checkpointed HTTP events). The rules are behind a switch that a reload and pauses
+    change (:mod:`connector.control`), inside the gateway's index."""
+    from connector.rules.switch import RuleSwitch
+
     settings = pipeline_settings(cfg, instance_id=instance_id)
-    evaluator = build_evaluator(cfg.rules, cfg.pipeline.match_limits())
+    switch = RuleSwitch(build_evaluator(cfg.rules, cfg.pipeline.match_limits()), version)
+    evaluator: Evaluator = switch
     gateway: Gateway | None = None
     after_batch: Callable[[], None] | None = None
     http = cfg.http
@@ -235,8 +259,85 @@ def _service(
         after_batch=after_batch,
         ownership=Ownership(),
         formats=record_formats(cfg),
+        rules=switch,
     )
     return service, gateway
+
+
+class ServiceReconfig:
+    """Applies :class:`~connector.control.Control`'s decisions to a running service:
+    builds the new rules and opens the new targets, then has the service swap them in
+    between two batches."""
+
+    def __init__(self, service: ConnectorService) -> None:
+        self._service = service
+
+    def apply(self, config: ConnectorConfig, text: str, diff: ConfigDiff, version: int) -> None:
+        from kec.errors import ConfigError
+
+        service = self._service
+        engine = None
+        if diff.rules:
+            engine = build_evaluator(config.rules, config.pipeline.match_limits())
+        targets: dict[str, Target] | None = None
+        if diff.targets:
+            fresh = build_targets(
+                {n: config.targets[n] for n in (*diff.targets_added, *diff.targets_changed)},
+                config.kafka.connection(),
+            )
+            opened: list[Target] = []
+            try:
+                for name, target in fresh.items():
+                    try:
+                        target.open()
+                    except Exception as exc:
+                        raise ConfigError(
+                            f"target {name} could not be opened ({type(exc).__name__}: {exc}); "
+                            "the running config is kept"
+                        ) from exc
+                    opened.append(target)
+            except BaseException:
+                for target in opened:
+                    _close_quietly(target)
+                raise
+            current = service.targets
+            targets = {n: fresh[n] if n in fresh else current[n] for n in config.targets}
+        policy = config.retry.policy() if diff.retry_changed else None
+        try:
+            service.reconfigure(engine, targets, policy, version)
+        except BaseException:
+            if targets is not None:
+                for name in (*diff.targets_added, *diff.targets_changed):
+                    _close_quietly(targets[name])
+            raise
+
+    def set_paused(self, rules: frozenset[str], targets: frozenset[str]) -> None:
+        self._service.set_paused(rules, targets)
+
+
+def _close_quietly(target: Target) -> None:
+    import logging
+
+    try:
+        target.close()
+    except Exception:
+        logging.getLogger(__name__).exception("closing target %s failed", target.name)
+
+
+def _attach_control(
+    service: ConnectorService,
+    cfg: ConnectorConfig | None,
+    source: ConfigSource | None,
+    version: int = 1,
+    *,
+    rules: Sequence[str] = (),
+    targets: Sequence[str] = (),
+) -> None:
+    from connector.control import Control
+
+    service.control = Control(
+        ServiceReconfig(service), cfg, source=source, version=version, rules=rules, targets=targets
+    )
 
 
 def record_formats(cfg: ConnectorConfig) -> RecordFormats | None:
@@ -261,12 +362,21 @@ def run_child(spec: ChildSpec, conn: multiprocessing.connection.Connection) -> N
 
 
 def _child_service(spec: ChildSpec) -> ConnectorService:
-    from connector.config import load_config
+    from connector.control import ConfigSource
     from connector.supervisor import member_id
 
-    cfg = load_config(spec.config, data_dir=spec.data_dir)
+    # The instance's config as its supervisor last validated it (the file may have been
+    # edited since without a reload), with its rules version and pauses.
+    source = ConfigSource(spec.config, spec.data_dir)
+    cfg = source.load(spec.config_text)
     redact_logs(cfg.secrets())
-    return build_child_service(cfg, member_id(spec.instance_id, spec.index), spec.index)
+    service = build_child_service(
+        cfg, member_id(spec.instance_id, spec.index), spec.index,
+        source=source, version=spec.rules_version,
+    )  # fmt: skip
+    if (spec.paused_rules or spec.paused_targets) and service.control is not None:
+        service.control.set_paused(spec.paused_rules, spec.paused_targets)
+    return service
 
 
 def _attach_pruner(service: ConnectorService, cfg: ConnectorConfig, store: CheckpointStore) -> None:
@@ -285,18 +395,24 @@ def supervise(
     stop: threading.Event,
     *,
     serve_gateway: bool = True,
+    source: ConfigSource | None = None,
+    on_control: Callable[[Control], None] | None = None,
 ) -> None:
     """``run -c FILE`` with ``pipeline.processes`` above 1 (:mod:`connector.supervisor`):
     open the store (created or migrated here; a SQLite file's lock held until the end),
     serve the instance's HTTP gateway, metrics endpoint and progress line on the
     children's merged numbers, and run the children of ``specs`` until ``stop``. Stops
     the children first, then the servers, then closes the store."""
+    from connector.control import Control
     from connector.metrics.progress import ProgressLog
     from connector.service import open_retrying
     from connector.supervisor import Supervisor
 
     store = open_store(cfg.checkpoint.url(), exclusive=True)
-    supervisor = Supervisor(specs, run_child)
+    supervisor = Supervisor(specs, run_child, config_text=source.read() if source else None)
+    supervisor.control = Control(supervisor, cfg, source=source)
+    if on_control is not None:
+        on_control(supervisor.control)
     companions: list[tuple[str, Any]] = []
     if cfg.http is not None and serve_gateway:
         from connector.gateway import GatewayServer
@@ -359,13 +475,17 @@ def quick_service(
     opened = open_store(store, exclusive=True)
     log_files = [("--log-file", log_file)] if log_file is not None else []
     check_files(written_by(opened, "--store") + log_files)
-    return ConnectorService(
+    service = ConnectorService(
         settings,
         opened,
         build_evaluator(None),
         {QUICK_TARGET: LogTarget(QUICK_TARGET, log_file)},
         ownership=Ownership(),
     )
+    from kec.evaluation import NotifyAll
+
+    _attach_control(service, None, None, rules=[NotifyAll().rule], targets=[QUICK_TARGET])
+    return service
 
 
 # -- the gateway alone -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
+    from connector.control import ConfigSource, Control, SignalReload
     from connector.service import ConnectorService
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,12 @@ def run(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     from connector.assembly import build_service
+    from connector.control import ConfigSource, SignalReload, install_sighup
+
+    # SIGHUP reloads the config (docs/architecture.md, "Reloading the config"); until the
+    # connector runs it is only logged (its default would end the process).
+    reload_on_hup = SignalReload()
+    install_sighup(reload_on_hup)
 
     service: ConnectorService
     create_topics: bool = quick.pop("create_topics")
@@ -206,15 +213,18 @@ def run(
             ", ".join(cfg.targets),
         )
         _prepare_config_run(cfg, config, serve_gateway=serve_gateway)
+        source = ConfigSource(config.absolute(), data_dir and data_dir.absolute(), processes)
         count = _process_count(cfg)
         if count > 1:
             if stop.is_set():
                 log.info("stopped before the connector started")
                 return
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-            _supervise(ctx, cfg, config, data_dir, instance_id, count, stop, serve_gateway)
+            _supervise(ctx, cfg, source, instance_id, count, stop, serve_gateway, reload_on_hup)
             return
-        service = build_service(cfg, instance_id=instance_id, serve_gateway=serve_gateway)
+        service = build_service(
+            cfg, instance_id=instance_id, serve_gateway=serve_gateway, source=source
+        )
     else:
         service = _quick_service(instance_id=instance_id, **quick)
         _prepare_quick_run(quick, create_topics)
@@ -222,6 +232,7 @@ def run(
         log.info("stopped before the connector started")
         return
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    reload_on_hup.control = service.control
     service.run(stop)
 
 
@@ -262,24 +273,26 @@ def _process_count(cfg: ConnectorConfig) -> int:
 def _supervise(
     ctx: click.Context,
     cfg: ConnectorConfig,
-    config: Path,
-    data_dir: Path | None,
+    source: ConfigSource,
     instance_id: str | None,
     count: int,
     stop: threading.Event,
     serve_gateway: bool,
+    reload_on_hup: SignalReload,
 ) -> None:
-    """``run`` as the supervisor of ``count`` pipeline processes (connector.supervisor)."""
+    """``run`` as the supervisor of ``count`` pipeline processes (connector.supervisor);
+    SIGHUP reloads for all of them."""
     from connector.assembly import supervise
     from connector.supervisor import ChildSpec, default_base
 
     base = instance_id or cfg.pipeline.instance_id or default_base()
     verbose = bool(ctx.find_root().params.get("verbose"))
-    specs = [
-        ChildSpec(config.absolute(), data_dir and data_dir.absolute(), base, i, verbose)
-        for i in range(1, count + 1)
-    ]
-    supervise(cfg, specs, stop, serve_gateway=serve_gateway)
+    specs = [ChildSpec(source.path, source.data_dir, base, i, verbose) for i in range(1, count + 1)]
+
+    def expose(control: Control) -> None:
+        reload_on_hup.control = control
+
+    supervise(cfg, specs, stop, serve_gateway=serve_gateway, source=source, on_control=expose)
 
 
 def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:

@@ -26,11 +26,12 @@ Actions not yet delivered stay in the store for the next owner.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from checkpoint.base import CheckpointStore
 from connector.common.outage import Outage, cause_of
@@ -40,14 +41,22 @@ from connector.dispatch import Dispatcher
 from connector.lifecycle import Services
 from connector.metrics.core import Health, Snapshot
 from connector.pipeline import Pipeline, PipelineSettings
+from connector.rules.switch import RuleSwitch
 from connector.targets.base import Target
-from kec.errors import CheckpointError
+from kec.errors import CheckpointError, ConnectorError
 from kec.evaluation import Evaluator
+from kec.event import TP
 from kec.kafka.registry import RecordFormats
+
+if TYPE_CHECKING:
+    from connector.control import Control
 
 __all__ = ["Companion", "ConnectorService", "open_retrying"]
 
 log = logging.getLogger(__name__)
+
+SWAP_TIMEOUT = 120.0  # seconds for the pipeline to reach the end of its batch
+RETIRE_TIMEOUT = 120.0  # seconds a replaced target has to finish its calls before closing
 
 
 class Companion(Protocol):
@@ -98,19 +107,28 @@ class ConnectorService:
         after_batch: Callable[[], None] | None = None,
         ownership: Ownership | None = None,
         formats: RecordFormats | None = None,
+        rules: RuleSwitch | None = None,
     ) -> None:
         """``after_batch``: called on the pipeline's thread after each batch it checkpointed
         (the HTTP gateway looks for its events in the store then). ``ownership``: the
         registry of the partitions this instance holds, given to both the dispatcher and
         the pipeline (a fresh one if not given). ``formats``: the topics written with a
-        registered schema, and their decoder (closed with the service)."""
+        registered schema, and their decoder (closed with the service). ``rules``: the
+        switch inside ``evaluator`` that a reload and pauses change (``evaluator`` is
+        wrapped in one when not given). :attr:`control` is set by the assembly."""
+        if rules is None:
+            rules = evaluator if isinstance(evaluator, RuleSwitch) else RuleSwitch(evaluator)
+            evaluator = rules
+        self.rules = rules
         self._formats = formats
         self._settings = settings
         self._store_open_timeout = store_open_timeout
         self._after_batch = after_batch
         self._store = store
         self._evaluator = evaluator
-        self._targets = targets
+        self._targets: dict[str, Target] = dict(targets)
+        self._running = False
+        self.control: Control | None = None
         self._companions: list[tuple[str, Companion]] = []
         self.ownership = ownership if ownership is not None else Ownership()
         self.dispatcher = Dispatcher(store, targets, policy=retry_policy, ownership=self.ownership)
@@ -183,6 +201,99 @@ class ConnectorService:
             }
         )
 
+    @property
+    def targets(self) -> Mapping[str, Target]:
+        """The targets actions go to now."""
+        return dict(self._targets)
+
+    # -- changed while running (connector.control) -----------------------------------------
+
+    def between_batches(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` on the pipeline's thread between two batches and return its
+        result (in the calling thread when no pipeline runs)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return work()
+        future = pipeline.between_batches(work)
+        try:
+            return future.result(SWAP_TIMEOUT)
+        except TimeoutError:
+            if not future.cancel():
+                return future.result()  # it runs now: its outcome is the answer
+            raise ConnectorError(
+                f"the pipeline did not finish its batch within {SWAP_TIMEOUT:g}s; nothing "
+                "was changed"
+            ) from None
+
+    def reconfigure(
+        self,
+        engine: Evaluator | None,
+        targets: Mapping[str, Target] | None,
+        policy: RetryPolicy | None,
+        version: int,
+    ) -> dict[TP, int | None]:
+        """Between two batches, run ``engine`` (None: the rules as they are) as rules
+        version ``version``, deliver to ``targets`` (opened; None: unchanged) with
+        ``policy``. Targets that went out of use are closed once their calls are
+        answered. Returns where the first batch of the new version starts in each
+        partition this process owns (None: nothing checkpointed there yet)."""
+        if not self._running:
+            raise ConnectorError("run is starting or stopping: reload once it runs")
+
+        def swap() -> tuple[list[tuple[Target, list[threading.Thread]]], dict[TP, int | None]]:
+            retired: list[tuple[Target, list[threading.Thread]]] = []
+            if targets is not None or policy is not None:
+                new = dict(targets) if targets is not None else self._targets
+                retired = self.dispatcher.replace_targets(new, policy)
+                self._targets = new
+            if engine is not None:
+                self.rules.replace(engine, version)
+            else:
+                self.rules.version = version
+            positions = self.pipeline.positions() if self.pipeline is not None else {}
+            log.info(
+                "rules version %d applied between batches; the next batch of each partition "
+                "starts at %s", version, _positions(positions),
+            )  # fmt: skip
+            return retired, positions
+
+        retired, positions = self.between_batches(swap)
+        if retired:
+            threading.Thread(
+                target=_retire, args=(retired,), name="kec-retire-targets", daemon=True
+            ).start()
+        return dict(positions)
+
+    def set_paused(self, rules: Collection[str], targets: Collection[str]) -> None:
+        """Drop the actions of ``rules`` from the next batch on; hold back those of
+        ``targets`` (the others resume)."""
+        paused = frozenset(rules)
+
+        def pause() -> None:
+            self.rules.paused = paused
+
+        self.between_batches(pause)
+        self.dispatcher.set_paused_targets(targets)
+
+    def _close_target(self, name: str) -> None:
+        target = self._targets.get(name)
+        if target is not None:
+            target.close()
+
+    def _close_added(self, initial: Collection[str]) -> None:
+        """Close the targets a reload added (the others have a stop of their own)."""
+        failed = []
+        for name, target in self._targets.items():
+            if name in initial:
+                continue
+            try:
+                target.close()
+            except Exception:
+                log.exception("closing target %s failed", name)
+                failed.append(name)
+        if failed:
+            raise ConnectorError(f"closing target(s) {', '.join(failed)} failed")
+
     def open_store(self, stop: threading.Event) -> bool:
         """:func:`open_retrying` on this service's store."""
         return open_retrying(self._store, stop, self._store_open_timeout)
@@ -202,9 +313,12 @@ class ConnectorService:
                 services.push("checkpoint store", self._store.close)
                 if self._formats is not None:
                     services.push("schema registry client", self._formats.decoder.close)
+                initial = tuple(self._targets)
                 for name, target in self._targets.items():
                     target.open()
-                    services.push(f"target {name}", target.close)
+                    # The target of that name when run stops: a reload may have replaced it.
+                    services.push(f"target {name}", functools.partial(self._close_target, name))
+                services.push("targets added by reloads", lambda: self._close_added(initial))
                 self.dispatcher.start()
                 services.push("dispatcher", self.dispatcher.stop)
                 for name, companion in self._companions:
@@ -216,7 +330,11 @@ class ConnectorService:
                     formats=self._formats,
                 )  # fmt: skip
                 services.push("pipeline", self.pipeline.close)
-                self.pipeline.run(stop)
+                self._running = True
+                try:
+                    self.pipeline.run(stop)
+                finally:
+                    self._running = False
         finally:
             if self.pipeline is not None:
                 s, d = self.pipeline.stats, self.dispatcher.stats
@@ -226,3 +344,23 @@ class ConnectorService:
                     s.batches, s.records, s.new_events, s.duplicates, s.dead_records,
                     s.actions, d.delivered, d.dead,
                 )  # fmt: skip
+
+
+def _positions(positions: Mapping[TP, int | None]) -> str:
+    if not positions:
+        return "(no partition owned)"
+    return ", ".join(
+        f"{t}[{p}]@{o if o is not None else 'start'}" for (t, p), o in positions.items()
+    )
+
+
+def _retire(retired: list[tuple[Target, list[threading.Thread]]]) -> None:
+    """Close targets that went out of use, once their workers answered their calls."""
+    deadline = time.monotonic() + RETIRE_TIMEOUT
+    for target, threads in retired:
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            target.close()
+        except Exception:
+            log.exception("closing the replaced target %s failed", target.name)

@@ -43,13 +43,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.metrics.core import COUNTERS, Health, Histogram, Snapshot
 from kec.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from connector.config import ConnectorConfig
+    from connector.control import ConfigDiff, Control
 
 __all__ = [
     "ChildSpec",
@@ -67,6 +71,7 @@ EARLY = 10.0  # seconds: a child that dies sooner after its start is failing to 
 CRASH_LOOP = 3  # early deaths in a row that stop the instance
 ASK_TIMEOUT = 2.0  # seconds a child has to answer a metrics or health question
 STOP_TIMEOUT = 120.0  # seconds children have to stop before they are killed
+RELOAD_TIMEOUT = 150.0  # seconds a child has to apply a reload (it waits for its batch)
 
 _PR_SET_PDEATHSIG = 1
 _MAX_GAUGES = ("paused",)  # 0/1 per process: the instance is paused if one is
@@ -87,6 +92,12 @@ class ChildSpec:
     instance_id: str
     index: int  # 1..N
     verbose: bool
+    # The instance's state when the child starts (connector.control): the config text as
+    # last validated (None: read the file), its rules version, what is paused.
+    config_text: str | None = None
+    rules_version: int = 1
+    paused_rules: tuple[str, ...] = ()
+    paused_targets: tuple[str, ...] = ()
 
 
 def member_id(base: str, index: int) -> str:
@@ -191,10 +202,11 @@ class _Child:
         self.backoff = 1.0
         self._lock = threading.Lock()  # one question at a time on the pipe
 
-    def start(self, context: Any) -> None:
+    def start(self, context: Any, spec: ChildSpec | None = None) -> None:
+        """Start the child as ``spec`` (default: its own)."""
         parent, child = context.Pipe()
         process = context.Process(
-            target=self._main, args=(self.spec, child), name=f"kec-p{self.spec.index}"
+            target=self._main, args=(spec or self.spec, child), name=f"kec-p{self.spec.index}"
         )
         process.start()
         child.close()  # the child holds its end: our copy would hide its end of file
@@ -204,9 +216,10 @@ class _Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
-    def ask(self, question: str) -> Any:
-        """The child's answer to ``question`` (``snapshot``, ``health``); None when it
-        does not answer in time (starting, stopping, or gone)."""
+    def ask(self, question: object, timeout: float = ASK_TIMEOUT) -> Any:
+        """The child's answer to ``question`` (``snapshot``, ``health``, or a control
+        message of :func:`_answer`); None when it does not answer in time (starting,
+        stopping, or gone)."""
         with self._lock:
             conn = self.conn
             if conn is None or not self.alive:
@@ -215,7 +228,7 @@ class _Child:
                 while conn.poll():  # an answer that came after its question timed out
                     conn.recv()
                 conn.send(question)
-                if not conn.poll(ASK_TIMEOUT):
+                if not conn.poll(timeout):
                     return None
                 return conn.recv()
             except (EOFError, OSError):
@@ -254,6 +267,8 @@ def serve_child(
     parent = os.getppid()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the supervisor
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if os.getppid() != parent:  # the supervisor died before the line above
@@ -277,7 +292,11 @@ def _answer(
     conn: multiprocessing.connection.Connection, service: Any, stop: threading.Event
 ) -> None:
     """The child's side of its control pipe: answers questions until the pipe closes. A
-    closed pipe means the supervisor is gone: stop (where PR_SET_PDEATHSIG is missing)."""
+    closed pipe means the supervisor is gone: stop (where PR_SET_PDEATHSIG is missing).
+
+    Questions: ``"snapshot"``, ``"health"``; ``("reload", text, version)`` (answered
+    with the :class:`~connector.control.ReloadResult`, or ``("error", message)``);
+    ``("paused", rules, targets)`` (answered ``"ok"`` or ``("error", message)``)."""
     handlers: dict[str, Callable[[], object]] = {
         "snapshot": service.snapshot,
         "health": service.health,
@@ -288,12 +307,29 @@ def _answer(
         except (EOFError, OSError):
             stop.set()
             return
-        handler = handlers.get(question)
+        if isinstance(question, tuple):
+            answer = _control(service, question)
+        else:
+            handler = handlers.get(question)
+            answer = handler() if handler is not None else None
         try:
-            conn.send(handler() if handler is not None else None)
+            conn.send(answer)
         except (EOFError, OSError):
             stop.set()
             return
+
+
+def _control(service: Any, message: tuple[Any, ...]) -> object:
+    control = service.control
+    try:
+        if message[0] == "reload":
+            return control.reload_text(message[1], message[2])
+        if message[0] == "paused":
+            control.set_paused(message[1], message[2])
+            return "ok"
+    except Exception as exc:  # the supervisor logs it and restarts this child
+        return ("error", f"{type(exc).__name__}: {exc}")
+    return ("error", f"unknown control message {message[0]!r}")
 
 
 def _die_with_parent() -> None:
@@ -316,11 +352,17 @@ class Supervisor:
         child: Callable[[ChildSpec, multiprocessing.connection.Connection], None],
         *,
         poll: float = 0.5,
+        config_text: str | None = None,
     ) -> None:
         """``child``: the child processes' entry point, a module-level function (spawned
         children import it), given a spec and its end of the control pipe; it calls
-        :func:`serve_child`."""
+        :func:`serve_child`. ``config_text``: the config file's content as validated,
+        which children start with (else each reads the file). :attr:`control`, set by the
+        assembly, reloads and pauses through :meth:`apply` and :meth:`set_paused`."""
         self._children = [_Child(spec, child) for spec in specs]
+        self._state_lock = threading.Lock()
+        self._state: dict[str, Any] = {"config_text": config_text}
+        self.control: Control | None = None
         self._poll = poll
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -345,12 +387,51 @@ class Supervisor:
         answers = [c.ask("health") for c in self._children]
         return merge_health([a if isinstance(a, Health) else None for a in answers])
 
+    # -- reload and pauses, for every child (connector.control) ---------------------------
+
+    def _spec(self, child: _Child) -> ChildSpec:
+        """The child's spec with the instance's state now: a child (re)started later
+        starts with the reloaded config and the pauses."""
+        with self._state_lock:
+            return replace(child.spec, **self._state)
+
+    def apply(self, config: ConnectorConfig, text: str, diff: ConfigDiff, version: int) -> None:
+        """Validated once by :attr:`control`: every child applies ``text`` as rules
+        version ``version``. The instance's state is the new one from now on, so a child
+        that does not apply it (a target it cannot open, no answer) is restarted with it."""
+        with self._state_lock:
+            self._state.update(config_text=text, rules_version=version)
+        for child in self._children:
+            answer = child.ask(("reload", text, version), RELOAD_TIMEOUT)
+            if child.process is None or not child.alive:
+                continue  # (re)starting: it starts with the new state
+            if isinstance(answer, tuple) or answer is None:
+                why = answer[1] if isinstance(answer, tuple) else "no answer"
+                log.error(
+                    "pipeline process %d did not apply rules version %d (%s): restarting it",
+                    child.spec.index, version, why,
+                )  # fmt: skip
+                child.terminate()
+
+    def set_paused(self, rules: frozenset[str], targets: frozenset[str]) -> None:
+        """Every child pauses exactly ``rules`` and ``targets``; one that does not answer
+        is restarted (it starts with them)."""
+        with self._state_lock:
+            self._state.update(paused_rules=tuple(sorted(rules)),
+                               paused_targets=tuple(sorted(targets)))  # fmt: skip
+        for child in self._children:
+            answer = child.ask(("paused", tuple(rules), tuple(targets)), RELOAD_TIMEOUT)
+            if answer != "ok" and child.alive:
+                log.error("pipeline process %d did not take the pauses (%s): restarting it",
+                          child.spec.index, answer)  # fmt: skip
+                child.terminate()
+
     def run(self, stop: threading.Event) -> None:
         """Start the children and keep them running until ``stop``; then stop them.
         Raises :class:`SupervisorError` on a crash loop (after stopping the others)."""
         try:
             for child in self._children:
-                child.start(self._context)
+                child.start(self._context, self._spec(child))
             log.info(
                 "started %d pipeline processes (pids %s)",
                 len(self._children),
@@ -367,7 +448,7 @@ class Supervisor:
             if child.process is not None and not child.alive:
                 self._died(child, now)
             elif child.process is None and now >= child.restart_at:
-                child.start(self._context)
+                child.start(self._context, self._spec(child))
                 log.info(
                     "restarted pipeline process %d (pid %s)",
                     child.spec.index,

@@ -72,6 +72,11 @@ class NotifyAll:
         self._target = target
         self._rule = rule
 
+    @property
+    def rule(self) -> str:
+        """The name its actions carry."""
+        return self._rule
+
     def state_keys(self, event: Event) -> Sequence[str]:
         return ()
 

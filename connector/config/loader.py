@@ -47,7 +47,7 @@ from connector.config.paths import BASE_DIR, DATA_DIR, data_dir_of
 from kec.errors import ConfigFileError
 from kec.event import DEFAULT_TOPIC_PREFIX
 
-__all__ = ["ConfigFileError", "load_config"]
+__all__ = ["ConfigFileError", "load_config", "read_config_text"]
 
 # `$$` (an escaped dollar), `${NAME}` / `${env:NAME}` (either with `:-default`),
 # `${file:PATH}`, or a malformed `${`.
@@ -64,6 +64,7 @@ def load_config(
     env: Mapping[str, str] | None = None,
     *,
     data_dir: str | Path | None = None,
+    text: str | None = None,
 ) -> ConnectorConfig:
     """The validated config in ``path``; ``env`` (default ``os.environ``) feeds ``${...}``.
 
@@ -71,13 +72,13 @@ def load_config(
     are relative to the data directory: ``data_dir``, else ``env``'s ``KEC_DATA_DIR``,
     else the config file's folder (:func:`connector.config.paths.data_dir_of`); paths it
     reads (TLS files, a command's ``cwd``) to the config file's folder.
+    ``text``: the file's content as read already (a reload validated once and applied
+    by several processes), instead of reading ``path`` again.
     Raises :class:`ConfigFileError` listing every error found, each with file and line.
     """
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError(name, [f"{name}: cannot read: {exc}"]) from exc
+    if text is None:
+        text = read_config_text(path)
     try:
         tree = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
@@ -122,6 +123,14 @@ def load_config(
         raise ConfigFileError(name, _locate_all(name, tree, found))
     config.keep_file_secrets(tuple(files.values))
     return config
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of config file ``path``; :class:`ConfigFileError` when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(str(path), [f"{path}: cannot read: {exc}"]) from exc
 
 
 class _SecretFiles:

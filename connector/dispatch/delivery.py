@@ -114,10 +114,10 @@ class TargetWorkers:
         answer: Callable[[Answer], None],
     ) -> None:
         self._targets = targets
-        self._policy = policy
+        self.policy = policy
         self._answer = answer
         self._calls: dict[str, queue.SimpleQueue[Call | None]] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, list[threading.Thread]] = {}
         self.in_flight: dict[str, int] = {}  # target -> calls in flight
 
     @property
@@ -139,13 +139,32 @@ class TargetWorkers:
                 continue
             calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
             self._calls[name] = calls
-            self.in_flight[name] = 0
+            self.in_flight.setdefault(name, 0)  # a replaced target's calls may be in flight
+            threads = self._threads[name] = []
             for i in range(max(1, target.concurrency)):
                 worker = threading.Thread(
                     target=self._work, args=(target, calls), name=f"kec-{name}-{i}", daemon=True
                 )
                 worker.start()
-                self._threads.append(worker)
+                threads.append(worker)
+
+    def replace(self, targets: Mapping[str, Target]) -> list[tuple[Target, list[threading.Thread]]]:
+        """Deliver to ``targets`` from now on (a config reload). The workers of a target
+        removed or replaced by another object finish the calls handed to them, then end;
+        returned with it, to be closed once they have (the caller joins them)."""
+        retired: list[tuple[Target, list[threading.Thread]]] = []
+        for name, old in self._targets.items():
+            if targets.get(name) is old:
+                continue
+            calls = self._calls.pop(name, None)
+            threads = self._threads.pop(name, [])
+            if calls is not None:
+                for _ in threads:
+                    calls.put(None)  # after the calls already queued: those still go out
+            retired.append((old, threads))
+        self._targets = targets
+        self.open()
+        return retired
 
     def close(self) -> None:
         for name, calls in self._calls.items():
@@ -156,7 +175,7 @@ class TargetWorkers:
                     calls.get_nowait()
                 except queue.Empty:
                     break
-            for _ in range(max(1, self._targets[name].concurrency)):
+            for _ in self._threads.get(name, ()):
                 calls.put(None)  # each worker takes one and ends after its call in progress
         self._calls.clear()
         self._threads.clear()
@@ -178,7 +197,7 @@ class TargetWorkers:
             retried: dict[str, list[tuple[float, str]]] = {}
             try:
                 actions = [e.action for _, e in call.entries]
-                failures = deliver(target, actions, self._policy, retried)
+                failures = deliver(target, actions, self.policy, retried)
             except BaseException as exc:  # deliver_many itself broke
                 failures = {e.action.action_id: exc for _, e in call.entries}
             self._answer(Answer(call.target, call.entries, failures, called=True, retried=retried))

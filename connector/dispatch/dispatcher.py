@@ -39,7 +39,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from checkpoint.base import Claim, DispatchStore
 from connector.common.outage import Outage, cause_of
@@ -99,6 +99,7 @@ class Dispatcher:
         self._release_timeout = release_timeout
         self._clock = clock
         self._targets = targets
+        self._paused: frozenset[str] = frozenset()  # targets whose actions wait
         self._inbox: queue.SimpleQueue[_Command | Answer] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -237,6 +238,49 @@ class Dispatcher:
 
         self._call(release)
 
+    # -- from a config reload or an operator ----------------------------------------------
+
+    @property
+    def paused_targets(self) -> frozenset[str]:
+        return self._paused
+
+    def replace_targets(
+        self, targets: Mapping[str, Target], policy: RetryPolicy | None = None
+    ) -> list[tuple[Target, list[threading.Thread]]]:
+        """Deliver to ``targets`` (opened) from now on, with ``policy`` if given. Actions
+        already queued keep their target's name: a changed target's are delivered by its
+        new settings, a removed target's fail as for any target not configured (retried,
+        then dead). Returns the targets that went out of use, each with the worker threads
+        still finishing its calls: close each once they have ended."""
+        retired: list[tuple[Target, list[threading.Thread]]] = []
+
+        def swap() -> None:
+            if policy is not None:
+                self._workers.policy = policy
+                self._outcomes.policy = policy
+            retired.extend(self._workers.replace(targets))
+            self._targets = targets
+            self._paused = self._paused & set(targets)
+
+        self._call(swap)
+        return retired
+
+    def set_paused_targets(self, names: Collection[str]) -> None:
+        """Hold back the actions of the targets ``names`` (they wait in their lanes, no
+        attempt counted, and count towards backpressure); the others are delivered,
+        those resumed in their order."""
+        wanted = frozenset(names)
+
+        def change() -> None:
+            resumed = self._paused - wanted
+            self._paused = wanted
+            for name in resumed:
+                for book in self._books.books():
+                    book.wake(name)
+
+        self._call(change)
+        self._wake.set()
+
     # -- the coordinator -----------------------------------------------------------------
 
     def _answered(self, answer: Answer) -> None:
@@ -340,8 +384,9 @@ class Dispatcher:
     def _dispatch(self) -> int:
         """Hand out what is due, as far as the targets have room; return how many."""
         taken = take_due(
-            self._books.books(), self._targets, self._workers.room(), self._clock(), self._refuse
-        )
+            self._books.books(), self._targets, self._workers.room(), self._clock(), self._refuse,
+            self._paused,
+        )  # fmt: skip
         for name, entries in taken.items():
             self._workers.submit(name, entries)
         return sum(len(entries) for entries in taken.values())

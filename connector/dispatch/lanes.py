@@ -236,6 +236,13 @@ class PartitionBook:
                 yield head
             # else: a stale turn (the head changed, or it waits for a later retry)
 
+    def wake(self, target: str) -> None:
+        """Give every lane of ``target`` a turn again (it was paused: its heads lost
+        theirs); a head waiting for its retry time keeps that time."""
+        for key, lane in self._lanes.items():
+            if key[0] == target and lane.entries and lane.entries[0].stage is Stage.WAITING:
+                self._schedule(lane.entries[0])
+
     def not_now(self, entry: Entry) -> None:
         """A head :meth:`ready` gave that could not go this round: next round first."""
         if entry.lane not in self._in_ready:

@@ -50,7 +50,7 @@ class Outcomes:
         clock: Callable[[], float],
     ) -> None:
         self._books = books
-        self._policy = policy
+        self.policy = policy
         self._stats = stats
         self._clock = clock
         self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
@@ -96,7 +96,7 @@ class Outcomes:
     def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
         error = f"{type(exc).__name__}: {exc}"
         attempts = entry.attempts + 1
-        final = not transient(exc) or attempts >= self._policy.max_attempts
+        final = not transient(exc) or attempts >= self.policy.max_attempts
         book.tried(entry, "dead" if final else "failed", time.time(), error)
         self._failures.setdefault(entry.action.target, []).append((error, final))
         if final:
@@ -109,7 +109,7 @@ class Outcomes:
                 entry.action.action_id, entry.action.rule, entry.action.event_key, attempts, error,
             )  # fmt: skip
             return
-        book.failed(entry, error, retry_at=now + self._policy.next_delay(attempts))
+        book.failed(entry, error, retry_at=now + self.policy.next_delay(attempts))
         self._stats.failed += 1
         self._stats.failed_by_target[entry.action.target] += 1
 

@@ -7,7 +7,7 @@ target that keeps order (``target.ordered``) takes a lane's followers in the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from connector.dispatch.lanes import Entry, PartitionBook
 from connector.targets.base import Target
@@ -24,15 +24,20 @@ def take_due(
     room: dict[str, int],
     now: float,
     refuse: Callable[[PartitionBook, Entry, TargetError], None],
+    paused: Collection[str] = (),
 ) -> Taken:
     """Mark sent and return, per target, the due actions it has ``room`` for (counted
-    down); an action whose target is not configured goes to ``refuse`` at once."""
+    down); an action whose target is not configured goes to ``refuse`` at once. The lanes
+    of a ``paused`` target lose their turn (no attempt is counted): resuming it gives
+    them one again (:meth:`PartitionBook.wake`)."""
     taken: Taken = {}
     for book in books:
         if book.closing:
             continue
         for entry in book.ready(now):
             name = entry.action.target
+            if name in paused:
+                continue
             target = targets.get(name)
             if target is None:
                 refuse(book, entry, TargetError(f"no target named {name!r} is configured"))

@@ -45,12 +45,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -359,6 +361,12 @@ class Pipeline:
         self._store_outage = Outage("checkpoint store", log)
         self._claim_outage = Outage("claiming assigned partitions in the checkpoint store", log)
         self.stats = PipelineStats()
+        # Work for the pipeline's thread between two batches (a config reload, a pause).
+        self._between: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._running = False
+        self._running_lock = threading.Lock()
 
     @property
     def paused(self) -> bool:
@@ -369,6 +377,31 @@ class Pipeline:
     def owned(self) -> dict[TP, int]:
         """The partitions this pipeline owns (read or stopped), with their owner epochs."""
         return self.ownership.epochs()
+
+    def positions(self) -> dict[TP, int | None]:
+        """Each partition claimed here with the offset its next batch starts at (None:
+        nothing of it checkpointed yet). On the pipeline's thread, between two batches."""
+        return {tp: mine.next_offset for tp, mine in sorted(self._owned.items())}
+
+    def between_batches(self, work: Callable[[], Any]) -> Future[Any]:
+        """Run ``work`` on the pipeline's thread before its next batch (at once, in the
+        calling thread, when the pipeline is not running); the future holds its result or
+        its exception. So a batch is evaluated wholly before or wholly after it."""
+        future: Future[Any] = Future()
+        with self._running_lock:
+            if self._running:
+                self._between.put((work, future))
+                return future
+        _settle(future, work)
+        return future
+
+    def _run_between(self) -> None:
+        while True:
+            try:
+                work, future = self._between.get_nowait()
+            except queue.Empty:
+                return
+            _settle(future, work)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -433,8 +466,19 @@ class Pipeline:
         logged in one line and raised: the process stops.
         """
         self.start()
+        with self._running_lock:
+            self._running = True
+        try:
+            self._loop(stop)
+        finally:
+            with self._running_lock:
+                self._running = False
+            self._run_between()  # asked while it stopped: nothing is evaluated any more
+
+    def _loop(self, stop: threading.Event) -> None:
         pause = 0.5
         while not stop.is_set():
+            self._run_between()
             self._apply_backpressure()
             try:
                 self._housekeeping()
@@ -1350,6 +1394,17 @@ class Pipeline:
             running = [p for p in consumer.assignment() if (p.topic, p.partition) in reading]
             consumer.resume(running)
             log.info("%d actions wait for delivery: resuming partitions", pending)
+
+
+def _settle(future: Future[Any], work: Callable[[], Any]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # its caller gave up waiting and cancelled it
+    try:
+        result = work()
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class _RulesFailed(Exception):

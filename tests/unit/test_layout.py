@@ -29,6 +29,8 @@ TOP_LEVEL = {
     "assembly": "the one place the application is put together",
     "service": "the running connector: the pipeline, the dispatcher and their companions",
     "lifecycle": "services stopped in reverse order, each stop guarded",
+    "control": "changing a running connector (config reload, pause and resume): what "
+    "SIGHUP and the admin API act on, for a service or a supervisor",
     "supervisor": "pipeline.processes: N services in child processes, watched as one "
     "instance (the service's sibling one level up)",
     "topics": "the connector's topics (names, creation): used by run, the gateway, the "
