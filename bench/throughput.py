@@ -5,6 +5,7 @@ one topic of N small keyed events:
 
 (a) raw: a confluent-kafka consumer, manual synchronous commit per batch — the ceiling;
 (b) the connector end to end, exactly-once, SQLite store, ``log`` target to a file;
+(b0) the same with ``checkpoint.lineage: false``: what lineage costs (``trace``);
 (c) the same with PostgreSQL;
 (d) per-event mode (batch of 1), on fewer events: bounded by the disk's fsync rate;
 (e) the connector, SQLite, one action per event to a Kafka topic (``kafka`` target), and
@@ -147,7 +148,13 @@ def run_raw(bootstrap: str, topic: str, count: int, batch: int) -> Row:
 
 @contextmanager
 def running_connector(
-    bootstrap: str, topic: str, store_url: str, target: Target, batch: int, linger_ms: int
+    bootstrap: str,
+    topic: str,
+    store_url: str,
+    target: Target,
+    batch: int,
+    linger_ms: int,
+    lineage: bool = True,
 ) -> Iterator[ConnectorService]:
     settings = PipelineSettings(
         bootstrap_servers=bootstrap,
@@ -156,9 +163,9 @@ def running_connector(
         batch_size=batch,
         linger_ms=linger_ms,
     )
-    service = ConnectorService(
-        settings, open_store(store_url), NotifyAll(target.name), {target.name: target}
-    )
+    store = open_store(store_url)
+    store.lineage = lineage  # checkpoint.lineage
+    service = ConnectorService(settings, store, NotifyAll(target.name), {target.name: target})
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -197,10 +204,13 @@ def run_connector(
     batch: int,
     linger_ms: int,
     target: Target | None = None,
+    lineage: bool = True,
 ) -> Row:
     if target is None:
         target = LogTarget("log", workdir / f"actions-{uuid.uuid4().hex[:6]}.jsonl")
-    with running_connector(bootstrap, topic, store_url, target, batch, linger_ms) as service:
+    with running_connector(
+        bootstrap, topic, store_url, target, batch, linger_ms, lineage
+    ) as service:
         _wait(
             lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
             120,
@@ -524,6 +534,20 @@ def main(argv: list[str] | None = None) -> int:
                 workdir,
                 args.batch,
                 args.linger_ms,
+            )
+        )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        rows.append(
+            run_connector(
+                "(b0) (b) with checkpoint.lineage: false",
+                bootstrap,
+                topic,
+                args.events,
+                f"sqlite:///{workdir / 'b0.db'}",
+                workdir,
+                args.batch,
+                args.linger_ms,
+                lineage=False,
             )
         )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
