@@ -24,8 +24,11 @@ the names callers annotate with (``Consumer``, ``Producer``, ``Message``...).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -211,18 +214,43 @@ def reach(
             first_definite = now
         every = servers <= {c.broker for c in definite}
         if every and first_definite is not None and now - first_definite >= settle:
-            raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {definite[-1]}")
+            why = str(_diagnosed(definite[-1], config))
+            raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
         if now - started >= within:
             break
     if stop is not None and stop.is_set():
         return
     definite = [c for c in causes if c.definite]
     if definite:
-        why = str(definite[-1])
+        why = str(_diagnosed(definite[-1], config))
     else:
         why = f"no broker answered within {time.monotonic() - started:.0f}s"
         why += f" ({causes[-1].detail})" if causes else ""
     raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
+
+
+def _diagnosed(cause: Unreachable, config: Mapping[str, Any]) -> Unreachable:
+    """``cause``, with OpenSSL's own reason when a TLS handshake failed verifying the
+    broker's certificate: librdkafka says only that it could not be verified, which reads
+    the same for an untrusted CA and for a certificate of another host name. One
+    handshake of our own, with the same CA file, against the same broker, tells them apart."""
+    if cause.cause != "tls" or "verif" not in cause.detail or ":" not in cause.broker:
+        return cause
+    if str(config.get("ssl.endpoint.identification.algorithm", "https")).lower() == "none":
+        return cause
+    host, _, port = cause.broker.rpartition(":")
+    context = ssl.create_default_context(cafile=config.get("ssl.ca.location"))
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=3) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")),
+        ):
+            return cause  # it verifies here: nothing to add
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or str(exc)
+        return dataclasses.replace(cause, detail=f"{cause.detail}; OpenSSL: {reason}")
+    except (OSError, ValueError):
+        return cause
 
 
 def retried(

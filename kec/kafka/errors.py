@@ -101,6 +101,18 @@ def not_authorized(what: str, error: KafkaError, principal: str) -> KafkaNotAuth
     )
 
 
+def _tls_hint(detail: str) -> str:
+    """The setting to look at for a failed TLS handshake, from OpenSSL's reason."""
+    if "mismatch" in detail:  # "Hostname mismatch", "IP address mismatch"
+        return (
+            "the broker's certificate does not name the host connected to: check "
+            "bootstrap_servers, or kafka.ssl_endpoint_identification on a test cluster only"
+        )
+    if "local issuer" in detail or "self-signed" in detail or "self signed" in detail:
+        return "the broker's certificate is signed by a CA not trusted here: check ssl_ca_location"
+    return "check security_protocol and the SSL settings"
+
+
 def transient(exc: BaseException) -> bool:
     """Whether trying the same Kafka call again later may succeed."""
     if isinstance(exc, TimeoutError):
@@ -233,10 +245,7 @@ class Unreachable:
             case "auth":
                 return f"authentication failed at {where}: {self.detail} (check the SASL settings)"
             case "tls":
-                return (
-                    f"TLS failed with {where}: {self.detail} (check security_protocol and the "
-                    "SSL settings)"
-                )
+                return f"TLS failed with {where}: {self.detail} ({_tls_hint(self.detail)})"
             case "not-kafka":
                 if _HTTP_AS_SIZE in self.detail:
                     return f"{where} is not a Kafka broker: it answers like an HTTP server"

@@ -10,12 +10,15 @@ exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,7 +244,71 @@ def test_a_broker_certificate_from_an_unknown_ca_exits_1_naming_the_ssl_settings
     assert code == 1, text
     [line] = [ln for ln in text.splitlines() if ln.startswith("error:")]
     assert "TLS failed" in line and "certificate verify failed" in line
-    assert line.endswith("(check security_protocol and the SSL settings)")
+    # librdkafka only says it could not verify; OpenSSL's own reason names the CA.
+    assert "OpenSSL: self-signed certificate in certificate chain" in line, line
+    assert line.endswith("signed by a CA not trusted here: check ssl_ca_location)"), line
+
+
+@contextlib.contextmanager
+def forwarded(to: str, host: str) -> Iterator[str]:
+    """A plain TCP forwarder listening on ``host`` (a loopback address the broker's
+    certificate does not name) to the broker at ``to``: a real second name for it."""
+    target_host, target_port = to.rsplit(":", 1)
+    listener = socket.create_server((host, 0))
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+    pumps: list[threading.Thread] = []
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client_sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection((target_host, int(target_port)))
+            opened.extend((client_sock, upstream))
+            for a, b in ((client_sock, upstream), (upstream, client_sock)):
+                pumps.append(threading.Thread(target=pump, args=(a, b), daemon=True))
+                pumps[-1].start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"{host}:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for pumping in pumps:
+            pumping.join(5)
+        for sock in opened:
+            sock.close()
+
+
+def test_a_broker_certificate_for_another_host_exits_1_naming_the_host_check(
+    sasl_ssl_broker: KafkaCluster, tmp_path: Path
+) -> None:
+    config = client(sasl_ssl_broker, "SCRAM-SHA-512")
+    with forwarded(config["bootstrap.servers"], "127.0.0.2") as elsewhere:
+        code, text = refused_run(tmp_path, {**config, "bootstrap.servers": elsewhere})
+    assert code == 1, text
+    [line] = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: cannot reach Kafka at {elsewhere}: TLS failed"), line
+    assert "mismatch" in line, line
+    assert line.endswith("check bootstrap_servers, or kafka.ssl_endpoint_identification on a "
+                         "test cluster only)"), line  # fmt: skip
 
 
 def test_a_client_without_a_certificate_is_refused_by_the_mtls_broker(
