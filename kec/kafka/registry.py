@@ -154,7 +154,13 @@ class RegistryDecoder:
         if kind == "JSON":
             from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 
-            json_schema = JSONDeserializer(None, schema_registry_client=self._client)
+            # The default subject strategy needs the topic, which this decoder is not
+            # given; no subject is wanted anyway: the record is read with the writer's schema.
+            json_schema = JSONDeserializer(
+                None,
+                schema_registry_client=self._client,
+                conf={"subject.name.strategy": _no_subject},
+            )
             return _Schema(kind, lambda data: json_schema(data, None))
         if kind == "PROTOBUF":
             message_of = self._protobuf(registered, schema_id, what)
@@ -217,6 +223,10 @@ class RegistryDecoder:
 
     def _referenced(self, subject: str, version: int) -> Any:
         return self._client.get_version(subject, version).schema
+
+
+def _no_subject(ctx: Any, record_name: Any) -> None:
+    return None
 
 
 def _file_proto(schema_str: str, name: str) -> Any:
