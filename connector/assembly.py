@@ -348,7 +348,8 @@ def record_formats(cfg: ConnectorConfig) -> RecordFormats | None:
         return None
     from kec.kafka.registry import RecordFormats, RegistryDecoder, registry_client
 
-    decoder = RegistryDecoder(registry_client(cfg.schema_registry.client_conf()))
+    conf = cfg.schema_registry.client_conf()
+    decoder = RegistryDecoder(registry_client(conf), registry_client(conf))
     return RecordFormats(decoder, keys=keys, values=values)
 
 

@@ -68,9 +68,13 @@ class _Schema:
 class RegistryDecoder:
     """Decodes wire-format bytes with the registered writer schema (see the module)."""
 
-    def __init__(self, client: Any) -> None:
-        """``client``: a confluent-kafka ``SchemaRegistryClient`` (:func:`registry_client`)."""
+    def __init__(self, client: Any, descriptors: Any = None) -> None:
+        """``client``: a confluent-kafka ``SchemaRegistryClient`` (:func:`registry_client`);
+        ``descriptors``: another one, used only to ask for Protobuf schemas as serialized
+        descriptors (``format=serialized``: Confluent's registry hands out ``.proto`` text
+        otherwise, and the client caches a schema whatever its format, hence its own)."""
         self._client = client
+        self._descriptors = descriptors
         self._schemas: dict[int, _Schema] = {}
         self._unknown: dict[int, tuple[float, str]] = {}
         self._lock = threading.Lock()  # the pipeline and the tools may share one decoder
@@ -97,9 +101,10 @@ class RegistryDecoder:
         return as_text(decoded)
 
     def close(self) -> None:
-        close = getattr(self._client, "close", None)
-        if close is not None:
-            close()
+        for client in (self._client, self._descriptors):
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
 
     # -- schemas ------------------------------------------------------------------------
 
@@ -172,6 +177,10 @@ class RegistryDecoder:
         indexes point at, built from the schema's descriptor (no generated code needed)."""
         from google.protobuf import descriptor_pool, json_format, message_factory
 
+        if self._descriptors is not None:
+            registered = self._fetch(
+                partial(self._descriptors.get_schema, schema_id, fmt="serialized"), schema_id, what
+            )
         pool = descriptor_pool.DescriptorPool()
         main = self._add_file(pool, registered, f"schema-{schema_id}.proto", schema_id, set())
         top = [
@@ -222,6 +231,8 @@ class RegistryDecoder:
         return proto
 
     def _referenced(self, subject: str, version: int) -> Any:
+        if self._descriptors is not None:
+            return self._descriptors.get_version(subject, version, fmt="serialized").schema
         return self._client.get_version(subject, version).schema
 
 

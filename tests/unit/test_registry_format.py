@@ -169,3 +169,44 @@ def test_a_registry_url_must_be_http(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigFileError, match=r":4 schema_registry.url"):
         load_config(path)
+
+
+class _Registered:
+    """What a registry answers for one Protobuf schema, by the format asked for."""
+
+    def __init__(self, text: str, serialized: str) -> None:
+        self.by_format = {None: text, "serialized": serialized}
+        self.asked: list[str | None] = []
+
+    def get_schema(self, schema_id: int, *args: Any, fmt: str | None = None, **kw: Any) -> Any:
+        from confluent_kafka.schema_registry import Schema
+
+        self.asked.append(fmt)
+        return Schema(self.by_format[fmt], "PROTOBUF")
+
+
+def test_protobuf_schemas_are_asked_for_as_serialized_descriptors() -> None:
+    """Confluent's registry answers .proto text unless asked for format=serialized: the
+    decoder asks its descriptors client so, and reads the message the indexes name."""
+    import base64
+
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    file = descriptor_pb2.FileDescriptorProto(name="shop.proto", package="shop", syntax="proto3")
+    first = file.message_type.add(name="Order")
+    first.field.add(name="id", number=1, type=9, label=1)
+    second = file.message_type.add(name="Refund")
+    second.field.add(name="amount", number=1, type=3, label=1)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    refund = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Refund"))(amount=7)
+    serialized = base64.b64encode(file.SerializeToString()).decode()
+    text = 'syntax = "proto3"; package shop; message Order {...}'  # text: not readable here
+    main, descriptors = _Registered(text, serialized), _Registered(text, serialized)
+    decoder = RegistryDecoder(main, descriptors)
+    # indexes: count 1 (zigzag 2), index 1 (zigzag 2): the second top-level message
+    framed = b"\x00" + (9).to_bytes(4, "big") + b"\x02\x02" + refund.SerializeToString()
+    assert decoder.decode(framed) == '{"amount":"7"}'  # int64 as text: Protobuf's JSON form
+    assert descriptors.asked == ["serialized"] and main.asked == [None]
+    with pytest.raises(DecodeError, match="not a serialized descriptor"):
+        RegistryDecoder(_Registered(text, serialized)).decode(framed)
