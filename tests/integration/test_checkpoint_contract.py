@@ -1,4 +1,5 @@
-"""One contract, three backends: memory, sqlite and postgres pass the same tests.
+"""One contract, three backends: memory, sqlite and postgres (also over verify-full TLS with
+a SCRAM password) pass the same tests.
 
 Most tests take ``store`` (parametrized over the backends); persistence takes
 ``durable_url`` (sqlite and postgres only). Backend-specific refusals (corrupt file, newer
@@ -119,16 +120,18 @@ def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "memory://"
     if kind == "sqlite":
         return f"sqlite://{tmp_path / 'store.db'}"
-    new_database: Callable[[], str] = request.getfixturevalue("pg_store_url")
+    # postgres-tls: verify-full TLS and a SCRAM password, as production databases want.
+    factory = "pg_store_url" if kind == "postgres" else "tls_pg_store_url"
+    new_database: Callable[[], str] = request.getfixturevalue(factory)
     return new_database()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "postgres-tls"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres-tls"])
 def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _url(request.param, request, tmp_path)
 

@@ -13,7 +13,7 @@ import json
 import signal
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -23,26 +23,11 @@ from confluent_kafka import Producer
 from checkpoint import open_store
 from devkit.postgres import DevPostgres
 from kec.errors import StoreRefused
+from tests.integration import secure_postgres
 from tests.support import start_run, wait_for
 
-PASSWORD = "scram-pw-4f1c"
-
-
-@pytest.fixture(scope="module")
-def secure_pg() -> Iterator[DevPostgres]:
-    server = DevPostgres(tls=True)
-    server.start()
-    try:
-        server.create_user("connector", PASSWORD, database="kec")
-        yield server
-    finally:
-        server.close()
-
-
-def _url(server: DevPostgres, *, password: str = PASSWORD, tls: str | None = None) -> str:
-    port = server.dsn.rsplit(":", 1)[1].split("/", 1)[0]
-    tls = tls if tls is not None else f"sslmode=verify-full&sslrootcert={server.ca}"
-    return f"postgresql://connector:{password}@localhost:{port}/kec?{tls}"
+PASSWORD = secure_postgres.PASSWORD
+_url = secure_postgres.tls_url  # secure_pg: the session's server (tests/integration/conftest.py)
 
 
 def test_the_store_works_over_verified_tls_with_a_scram_password(secure_pg: DevPostgres) -> None:
