@@ -106,6 +106,8 @@ def test_the_overview_shows_the_partitions_of_the_running_connector(
                  interval=1, what="samples for the charts")  # fmt: skip
         chrome.refresh()
         _shot(chrome, "console-overview")
+        chrome.get(run.url + "/rules")
+        _shot(chrome, "console-rules")
 
 
 def test_replaying_a_dead_action_from_the_page_delivers_it_once(
