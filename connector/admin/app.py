@@ -62,6 +62,16 @@ CONSOLE_HEADER = "x-kec-console"
 MAX_BODY_BYTES = 16_384  # the login form is the only body
 Handler = Callable[[Request], Awaitable[Response]]
 _STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+# The console's pages load nothing from elsewhere, run no inline script and are never
+# framed (so no other page can overlay its buttons).
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _error(status: int, error: str, detail: Any, **headers: str) -> JSONResponse:
@@ -126,8 +136,9 @@ def build_admin_app(source: AdminSource, *, token: str | None = None) -> Starlet
             try:
                 text = await run_in_threadpool(render, request)
             except AdminError as exc:
-                return HTMLResponse(console.error_page(exc.status, exc.detail), exc.status)
-            return HTMLResponse(text, headers={"Cache-Control": "no-store"})
+                page = console.error_page(exc.status, exc.detail)
+                return HTMLResponse(page, exc.status, headers=PAGE_HEADERS)
+            return HTMLResponse(text, headers=PAGE_HEADERS)
 
         return show
 
@@ -153,7 +164,7 @@ def build_admin_app(source: AdminSource, *, token: str | None = None) -> Starlet
     async def login_form(request: Request) -> Response:
         if session is None:
             return RedirectResponse("/", status_code=303)
-        return HTMLResponse(console.login_page())
+        return HTMLResponse(console.login_page(), headers=PAGE_HEADERS)
 
     async def login(request: Request) -> Response:
         if session is None:
@@ -161,7 +172,8 @@ def build_admin_app(source: AdminSource, *, token: str | None = None) -> Starlet
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
         given = (fields.get("token") or [""])[0]
         if not hmac.compare_digest(given.encode(), (token or "").encode()):
-            return HTMLResponse(console.login_page("That token is not the admin token."), 401)
+            problem = console.login_page("That token is not the admin token.")
+            return HTMLResponse(problem, 401, headers=PAGE_HEADERS)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, session.decode(), httponly=True, samesite="strict", path="/")
         return response

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from openapi_spec_validator import validate
 
@@ -191,7 +192,12 @@ def test_requests_without_the_token_are_refused(run: AdminRun) -> None:
         assert login.status_code == 303
         cookie = login.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN not in cookie
-        assert browser.get("/").status_code == 200
+        page = browser.get("/")
+        assert page.status_code == 200 and "<h1>Overview</h1>" in page.text
+        # Never framed, nothing loaded from elsewhere, no inline script.
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "<script>" not in page.text
         assert browser.get("/api/v1/status").status_code == 200
         # A POST with the session alone needs the console's header (no cross-site forms).
         _json_error(browser.post("/api/v1/reload"), 403, "forbidden")
@@ -246,3 +252,17 @@ def test_a_supervisor_of_two_processes_serves_the_admin_api(
             what="the children's numbers merged",
         )
     admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def test_a_dead_record_is_listed(run: AdminRun, bootstrap: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(run.topic, value=b"a record without a key", partition=0)
+    assert producer.flush(30) == 0
+
+    def listed() -> list[dict[str, object]]:
+        records = run.get("/api/v1/dead-letters").json()["records"]
+        return [r for r in records if r["value"] == "a record without a key"]
+
+    (record,) = wait_for(listed, timeout=60, what="the dead record")
+    assert record["topic"] == run.topic and record["partition"] == 0
+    assert record["error"] and record["key"] is None
