@@ -24,7 +24,7 @@ from checkpoint.base import ActionState
 from connector.admin.history import History
 from connector.metrics.core import Health, Snapshot, health_body
 from connector.ops.dlq import action_dict, not_dead, record_dict, replay_actions
-from kec.errors import ConnectorError
+from kec.errors import ConfigError, ConnectorError
 
 if TYPE_CHECKING:
     from checkpoint.base import CheckpointStore
@@ -216,7 +216,7 @@ class AdminSource:
             ) from exc
         try:
             found = trace_module.trace(self.store, trace_module.TraceQuery(**given), limit=limit)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ConfigError) as exc:  # not a query trace() takes
             raise AdminError(400, "invalid_query", str(exc)) from exc
         return {"query": given, "traces": [t.to_dict() for t in found]}
 

@@ -168,3 +168,56 @@ def test_the_lineage_page_escapes_what_it_echoes(tmp_path: Path) -> None:
     page = lineage_page(_source(tmp_path), {"by": "key", "q": '"><script>x</script>'})
     assert "<script>x</script>" not in page
     assert "&lt;script&gt;" in page
+
+
+class _Trace:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
+
+
+def test_lineage_calls_trace_with_the_one_query_and_renders_its_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the documented contract of connector.ops.trace (a stand-in module here:
+    the real one is exercised by the integration and browser tests once it is built)."""
+    import types
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class TraceQuery:
+        event_id: str | None = None
+        coordinates: str | None = None
+        action_id: str | None = None
+        key: str | None = None
+        context: str | None = None
+
+    calls: list[tuple[object, TraceQuery, int]] = []
+    found = {
+        "event": {"event_id": "e-1", "topic": "t", "partition": 0, "offset": 7, "key": "k"},
+        "actions": [
+            {"action_id": "a-1", "rule": "orders", "kind": "notify", "target": "audit",
+             "state": "done", "attempts": [{"at": 1.5, "outcome": "delivered", "detail": None}]},
+        ],
+    }  # fmt: skip
+
+    def trace(store: object, query: TraceQuery, *, limit: int = 50) -> list[_Trace]:
+        calls.append((store, query, limit))
+        return [_Trace(found)]
+
+    module = types.ModuleType("connector.ops.trace")
+    module.TraceQuery = TraceQuery  # type: ignore[attr-defined]
+    module.trace = trace  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "connector.ops.trace", module)
+    source = _source(tmp_path)
+    body = source.lineage({"coordinates": "t/0/7", "ignored": "x"}, 5)
+    assert body == {"query": {"coordinates": "t/0/7"}, "traces": [found]}
+    assert calls == [(None, TraceQuery(coordinates="t/0/7"), 5)]
+    with pytest.raises(AdminError) as info:
+        source.lineage({}, 5)
+    assert info.value.status == 400
+    page = lineage_page(source, {"by": "coordinates", "q": "t/0/7"})
+    assert "<code>e-1</code>" in page and "<code>a-1</code>" in page
+    assert "delivered" in page and "audit" in page and "t/0/7" in page
