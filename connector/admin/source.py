@@ -86,6 +86,16 @@ class AdminSource:
     def __post_init__(self) -> None:
         self.history = History(self.snapshot)
 
+    def running_config(self) -> ConnectorConfig:
+        """The config running now: the control's after a reload, else the one run began
+        with."""
+        try:
+            control = self.control()
+        except Exception:
+            control = None
+        current = getattr(control, "config", None) if control is not None else None
+        return current if current is not None else self.config
+
     # -- reads -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -145,8 +155,9 @@ class AdminSource:
         fired = self.store.count_actions_by_rule()
         this_run = self.snapshot().queued_by_rule
         paused = self._paused("rules")
+        config = self.running_config()
         rows: list[dict[str, Any]] = []
-        for rule in self.config.rules:
+        for rule in config.rules:
             rows.append(
                 {
                     "name": rule.name,
@@ -159,7 +170,7 @@ class AdminSource:
                     "configured": True,
                 }
             )
-        known = {r.name for r in self.config.rules}
+        known = {r.name for r in config.rules}
         for name in sorted(set(fired) - known):
             rows.append(
                 {"name": name, "namespace": None, "target": None, "action": None,
@@ -181,7 +192,7 @@ class AdminSource:
                 "dead": snap.dead_by_target.get(name, 0),
                 "paused": name in paused,
             }
-            for name, spec in self.config.targets.items()
+            for name, spec in self.running_config().targets.items()
         ]
 
     def dead_letters(self, offset: int, limit: int) -> dict[str, Any]:
@@ -266,9 +277,8 @@ class AdminSource:
         return control
 
     def _known(self, kind: str, name: str) -> None:
-        names: Iterable[str] = (
-            [r.name for r in self.config.rules] if kind == "rules" else self.config.targets
-        )
+        config = self.running_config()
+        names: Iterable[str] = [r.name for r in config.rules] if kind == "rules" else config.targets
         if name not in names:
             raise AdminError(404, "not_found", f"no {kind[:-1]} {name!r} is configured")
 
