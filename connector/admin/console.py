@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -292,7 +293,7 @@ def _traces(traces: Sequence[Mapping[str, Any]]) -> str:
                     _e(a.get("kind")),
                     _e(a.get("target")),
                     _badge(str(a.get("state")), a.get("state") in ("done", "delivered")),
-                    _attempts(a.get("attempts") or []),
+                    _attempts(a),
                 )
                 for a in trace.get("actions") or []
             ),
@@ -305,13 +306,28 @@ def _traces(traces: Sequence[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
-def _attempts(attempts: Sequence[Mapping[str, Any]]) -> str:
-    if not attempts:
-        return "none yet"
+def _attempts(action: Mapping[str, Any]) -> str:
+    """Its attempts worth telling (failures, and the delivery after one); a first-try
+    delivery keeps none, only when it was settled."""
+    attempts: Sequence[Mapping[str, Any]] = action.get("attempts") or []
     items = "".join(
-        f"<li>{_e(a.get('at'))}: <b>{_e(a.get('outcome'))}</b>"
+        f"<li>{_e(_when(a.get('at')))}: <b>{_e(a.get('outcome'))}</b>"
         + (f" {_e(a.get('detail'))}" if a.get("detail") else "")
         + "</li>"
         for a in attempts
     )
-    return f'<ol class="attempts">{items}</ol>'
+    if action.get("state") == "done" and not attempts:
+        settled = _e(_when(action.get("settled_by")))
+        items = f"<li>delivered at the first attempt, settled {settled}</li>"
+    if action.get("engine_ref"):
+        items += f"<li>run in its engine: <code>{_e(action['engine_ref'])}</code></li>"
+    if action.get("last_error") and action.get("state") != "done":
+        items += f"<li>last error: {_e(action['last_error'])}</li>"
+    return f'<ol class="attempts">{items}</ol>' if items else "none yet"
+
+
+def _when(at: Any) -> str:
+    """Epoch seconds as UTC time; anything else as it is."""
+    if isinstance(at, int | float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + " UTC"
+    return "–" if at is None else str(at)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["API_PREFIX", "openapi_document"]
+__all__ = ["API_PREFIX", "LINEAGE_PARAMS", "openapi_document"]
 
 API_PREFIX = "/api/v1"
+# The lineage query's keys, one per request (``namespace`` may narrow any of them).
+LINEAGE_PARAMS = ("event_id", "coordinates", "action_id", "key", "context")
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -114,13 +116,18 @@ def openapi_document() -> dict[str, Any]:
         dead={"type": "integer"},
         paused={"type": "boolean"},
     )
-    attempt = _obj(at={}, outcome={"type": "string"}, detail={})
+    attempt = _obj(
+        n={"type": "integer"}, at={}, target=_NULL_STR, outcome={"type": "string"}, detail={}
+    )
     trace_action = _obj(
         action_id={"type": "string"},
         rule={"type": "string"},
         kind={"type": "string"},
         target={"type": "string"},
-        state={"type": "string"},
+        state={"type": "string", "enum": ["pending", "done", "dead"]},
+        settled_by={},
+        last_error=_NULL_STR,
+        engine_ref=_NULL_STR,
         attempts={"type": "array", "items": attempt},
     )
     lineage = {
@@ -217,10 +224,7 @@ def openapi_document() -> dict[str, Any]:
             422,
             501,
             parameters=[
-                *(
-                    {**lineage, "name": key}
-                    for key in ("event_id", "coordinates", "action_id", "key", "context")
-                ),
+                *({**lineage, "name": key} for key in (*LINEAGE_PARAMS, "namespace")),
                 {
                     "name": "limit",
                     "in": "query",

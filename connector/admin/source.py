@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from checkpoint.base import ActionState
 from connector.admin.history import History
+from connector.admin.openapi import LINEAGE_PARAMS as LINEAGE_KEYS
 from connector.metrics.core import Health, Snapshot, health_body
 from connector.ops.dlq import action_dict, not_dead, record_dict, replay_actions
 from kec.errors import ConfigError, ConnectorError
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "LINEAGE_KEYS", "AdminError", "AdminSource"]
 
 MAX_PAGE = 500
-LINEAGE_KEYS = ("event_id", "coordinates", "action_id", "key", "context")
 KINDS = ("rules", "targets")  # what pause/resume names (singular: rule, target)
 _COUNT_CAP = 100_000  # dead records counted up to this many
 
@@ -212,24 +212,31 @@ class AdminSource:
         return self.history.series()
 
     def lineage(self, query: Mapping[str, str], limit: int) -> dict[str, Any]:
-        """``connector.ops.trace.trace`` for one of :data:`LINEAGE_KEYS` (501 while this
-        build has no trace module)."""
+        """``connector.ops.trace.trace`` for exactly one of :data:`LINEAGE_KEYS`
+        (``coordinates``, ``topic/partition/offset``, is asked as an event id; ``namespace``
+        narrows the others); 501 while this build has no trace module."""
         given = {k: v for k, v in query.items() if k in LINEAGE_KEYS and v}
-        if not given:
-            raise AdminError(
-                400, "invalid_query", f"give one of {', '.join(LINEAGE_KEYS)} (non-empty)"
-            )
+        if len(given) != 1:
+            raise AdminError(400, "invalid_query", f"give exactly one of {', '.join(LINEAGE_KEYS)}")
         try:
             trace_module = importlib.import_module("connector.ops.trace")
         except ImportError as exc:
             raise AdminError(
                 501, "not_implemented", "lineage queries need connector.ops.trace"
             ) from exc
+        ((field_, value),) = given.items()
+        asked = {"event_id" if field_ == "coordinates" else field_: value}
+        if query.get("namespace"):
+            asked["namespace"] = query["namespace"]
+        options: dict[str, Any] = {"limit": limit}
+        engine_refs = getattr(trace_module, "engine_refs", None)
+        if engine_refs is not None:  # the engine's id of the run an action started
+            options["engine_ref"] = engine_refs(self.running_config().targets)
         try:
-            found = trace_module.trace(self.store, trace_module.TraceQuery(**given), limit=limit)
+            found = trace_module.trace(self.store, trace_module.TraceQuery(**asked), **options)
         except (TypeError, ValueError, ConfigError) as exc:  # not a query trace() takes
             raise AdminError(400, "invalid_query", str(exc)) from exc
-        return {"query": given, "traces": [t.to_dict() for t in found]}
+        return {"query": {**given, **asked}, "traces": [t.to_dict() for t in found]}
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -189,17 +189,21 @@ def test_lineage_calls_trace_with_the_one_query_and_renders_its_json(
     @dataclass(frozen=True)
     class TraceQuery:
         event_id: str | None = None
-        coordinates: str | None = None
         action_id: str | None = None
         key: str | None = None
         context: str | None = None
+        namespace: str | None = None
 
     calls: list[tuple[object, TraceQuery, int]] = []
     found = {
         "event": {"event_id": "e-1", "topic": "t", "partition": 0, "offset": 7, "key": "k"},
         "actions": [
             {"action_id": "a-1", "rule": "orders", "kind": "notify", "target": "audit",
-             "state": "done", "attempts": [{"at": 1.5, "outcome": "delivered", "detail": None}]},
+             "state": "done", "settled_by": 1.5, "last_error": None, "engine_ref": None,
+             "attempts": [{"n": 1, "at": 1.0, "target": "audit", "outcome": "failed",
+                           "detail": "HTTP 503"},
+                          {"n": 2, "at": 1.5, "target": "audit", "outcome": "delivered",
+                           "detail": None}]},
         ],
     }  # fmt: skip
 
@@ -213,11 +217,14 @@ def test_lineage_calls_trace_with_the_one_query_and_renders_its_json(
     monkeypatch.setitem(__import__("sys").modules, "connector.ops.trace", module)
     source = _source(tmp_path)
     body = source.lineage({"coordinates": "t/0/7", "ignored": "x"}, 5)
-    assert body == {"query": {"coordinates": "t/0/7"}, "traces": [found]}
-    assert calls == [(None, TraceQuery(coordinates="t/0/7"), 5)]
-    with pytest.raises(AdminError) as info:
-        source.lineage({}, 5)
-    assert info.value.status == 400
+    assert body["traces"] == [found]
+    assert calls == [(None, TraceQuery(event_id="t/0/7"), 5)]  # coordinates: an event id
+    source.lineage({"key": "k", "namespace": "shop"}, 5)
+    assert calls[-1][1] == TraceQuery(key="k", namespace="shop")
+    for wrong in ({}, {"key": "k", "context": "c"}, {"namespace": "shop"}):
+        with pytest.raises(AdminError) as info:
+            source.lineage(wrong, 5)
+        assert info.value.status == 400
     page = lineage_page(source, {"by": "coordinates", "q": "t/0/7"})
     assert "<code>e-1</code>" in page and "<code>a-1</code>" in page
-    assert "delivered" in page and "audit" in page and "t/0/7" in page
+    assert "HTTP 503" in page and "delivered" in page and "audit" in page and "t/0/7" in page
