@@ -122,6 +122,9 @@ def build_admin_app(source: AdminSource, *, token: str | None = None) -> Starlet
             except ConnectorError as exc:
                 log.exception("admin request failed")
                 return _error(500, "internal_error", str(exc))
+            except Exception:  # a bug: logged with its traceback, answered JSON all the same
+                log.exception("admin request failed")
+                return _error(500, "internal_error", "the request failed (see the log)")
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
         return check

@@ -13,6 +13,7 @@ raise :class:`AdminError` with the HTTP status and short code to answer.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import time
@@ -46,6 +47,23 @@ class AdminError(ConnectorError):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A reload's result as JSON: its ``to_dict()``, else its dataclass fields, and its
+    one-line ``summary()`` when it has one."""
+    if hasattr(result, "to_dict"):
+        body: dict[str, Any] = dict(result.to_dict())
+    elif dataclasses.is_dataclass(result) and not isinstance(result, type):
+        body = {
+            f.name: list(v) if isinstance(v := getattr(result, f.name), tuple) else v
+            for f in dataclasses.fields(result)
+        }
+    else:
+        body = {}
+    if callable(getattr(result, "summary", None)):
+        body.setdefault("summary", result.summary())
+    return body
 
 
 def version() -> str:
@@ -266,8 +284,7 @@ class AdminSource:
             result = control.reload()
         except ConnectorError as exc:
             raise AdminError(400, "reload_failed", str(exc)) from exc
-        body: dict[str, Any] = result.to_dict()
-        return body
+        return result_dict(result)
 
     # -- helpers ---------------------------------------------------------------------------
 

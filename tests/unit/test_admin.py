@@ -164,10 +164,19 @@ def test_a_sparkline_is_inline_svg_with_its_last_value_and_escaped_label() -> No
     assert "<polyline" not in sparkline([], label="empty")
 
 
-def test_the_lineage_page_escapes_what_it_echoes(tmp_path: Path) -> None:
+def test_the_lineage_page_escapes_what_it_echoes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    module = types.ModuleType("connector.ops.trace")
+    module.TraceQuery = lambda **query: query  # type: ignore[attr-defined]
+    module.trace = lambda store, query, limit: []  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "connector.ops.trace", module)
     page = lineage_page(_source(tmp_path), {"by": "key", "q": '"><script>x</script>'})
     assert "<script>x</script>" not in page
-    assert "&lt;script&gt;" in page
+    assert "&lt;script&gt;" in page and "Nothing found." in page
 
 
 class _Trace:
@@ -228,3 +237,24 @@ def test_lineage_calls_trace_with_the_one_query_and_renders_its_json(
     page = lineage_page(source, {"by": "coordinates", "q": "t/0/7"})
     assert "<code>e-1</code>" in page and "<code>a-1</code>" in page
     assert "HTTP 503" in page and "delivered" in page and "audit" in page and "t/0/7" in page
+
+
+def test_a_reload_result_becomes_json() -> None:
+    from dataclasses import dataclass
+
+    from connector.admin.source import result_dict
+
+    @dataclass(frozen=True)
+    class Result:
+        rules_version: int
+        rules_added: tuple[str, ...] = ()
+
+        def summary(self) -> str:
+            return f"rules added: {', '.join(self.rules_added)}"
+
+    assert result_dict(Result(2, ("r",))) == {
+        "rules_version": 2,
+        "rules_added": ["r"],
+        "summary": "rules added: r",
+    }
+    assert result_dict(_Trace({"a": 1})) == {"a": 1}  # a to_dict() of its own wins
