@@ -265,6 +265,12 @@ def test_a_supervisor_of_two_processes_serves_the_admin_api(
             timeout=30,
             what="the children's numbers merged",
         )
+        if HAS_CONTROL:  # the supervisor's control tells every process
+            paused = running.post("/api/v1/targets/audit/pause")
+            assert paused.status_code == 200, paused.text
+            targets = {t["name"]: t for t in running.get("/api/v1/targets").json()["targets"]}
+            assert targets["audit"]["paused"] is True and targets["audit"]["health"] == "paused"
+            assert running.post("/api/v1/targets/audit/resume").status_code == 200
     admin.delete_topics([topic])[topic].result(timeout=30)
 
 
