@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 DEB_PACKAGES := openjdk-17-jre-headless maven postgresql
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps jars engines promtool demo test lint typecheck unit bench images k8s clean
+.PHONY: help setup system-deps browser jars engines promtool demo test lint typecheck unit bench images k8s clean
 
 help:
 	@echo "make demo   - start a real local Kafka and run the main job on embedded defaults"
@@ -32,6 +32,16 @@ system-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# The admin console's browser tests (tests/browser) drive Debian's chromium through its
+# chromium-driver (Selenium, pinned in constraints.txt): no browser download of its own.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 && \
+	  { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || { \
+	  echo "installing Debian packages: chromium chromium-driver"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,8 +84,8 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-test: jars engines promtool lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: jars engines promtool browser lint typecheck
+	$(BIN)/pytest --require-browser $(PYTEST_ARGS)
 
 # The local base image is made with debootstrap: no image registry is needed.
 images: jars

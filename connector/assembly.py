@@ -36,7 +36,7 @@ from connector.common.ownership import Ownership
 from connector.common.redaction import redact_logs
 from connector.lifecycle import Services
 from connector.pipeline import PipelineSettings
-from connector.service import ConnectorService
+from connector.service import Companion, ConnectorService
 
 if TYPE_CHECKING:
     from connector.config import ConnectorConfig
@@ -172,7 +172,8 @@ def build_service(
     ``http.namespace``: the same rules, and the waiters' queue rows), and the gateway is
     served beside it unless ``serve_gateway`` is false (``run --no-gateway``: replicas
     that checkpoint the topic while a standalone ``event-connector gateway`` serves HTTP);
-    with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`. A
+    with ``metrics:`` a Prometheus endpoint serves :meth:`ConnectorService.snapshot`, with
+    ``admin:`` the admin API and console (:mod:`connector.admin`). A
     :class:`~connector.ops.retention.Pruner` deletes expired rule state, and with
     ``checkpoint.retention_days`` everything else older than that. ``source``: where
     ``cfg`` came from, which ``service.control`` reloads.
@@ -197,7 +198,25 @@ def build_service(
             service.snapshot, service.health, host=cfg.metrics.host, port=cfg.metrics.port
         )
         service.attach(metrics, "metrics endpoint")
+    if cfg.admin is not None:
+        service.attach(_admin_server(cfg, store, service, service.instance_id), "admin server")
     return service
+
+
+def _admin_server(
+    cfg: ConnectorConfig, store: CheckpointStore, numbers: Any, instance: str
+) -> Companion:
+    """The admin API and console of ``cfg.admin`` on ``store``; ``numbers``: the service
+    or the supervisor (its ``snapshot``, ``health``, and ``control`` when it has one)."""
+    from connector.admin.server import AdminServer
+    from connector.admin.source import AdminSource
+
+    assert cfg.admin is not None
+    source = AdminSource(
+        cfg, store, numbers.snapshot, numbers.health, instance,
+        control=lambda: getattr(numbers, "control", None),
+    )  # fmt: skip
+    return AdminServer.from_config(source, cfg.admin)
 
 
 def build_child_service(
@@ -430,6 +449,9 @@ def supervise(
             supervisor.snapshot, supervisor.health, host=cfg.metrics.host, port=cfg.metrics.port
         )
         companions.append(("metrics endpoint", server))
+    if cfg.admin is not None:
+        base = specs[0].instance_id if specs else "supervisor"
+        companions.append(("admin server", _admin_server(cfg, store, supervisor, base)))
     if not open_retrying(store, stop):
         return
     with Services() as services:

@@ -296,7 +296,8 @@ def _supervise(
 
 
 def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:
-    """Before the service starts: the gateway's port is free, every topic exists."""
+    """Before the service starts: the gateway's and admin API's ports are free, every topic
+    exists."""
     from connector.commands.ports import check_listen, url_of
     from connector.topics import ensure_config_topics
 
@@ -305,6 +306,12 @@ def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool
         check_listen(
             http.host, http.port, what="the HTTP gateway", setting=f"http.host/http.port in {path}"
         )
+    if cfg.admin is not None:
+        admin = cfg.admin
+        check_listen(
+            admin.host, admin.port, what="the admin API", setting=f"admin.host/admin.port in {path}"
+        )
+        log.info("admin API and console on %s (/api/v1/, /)", url_of(admin.host, admin.port))
     ensure_config_topics(cfg, source=f"-c {path}")
     if http is not None:
         log.info(

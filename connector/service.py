@@ -139,6 +139,11 @@ class ConnectorService:
         return self._store
 
     @property
+    def instance_id(self) -> str:
+        """This instance's name: the owner the store records for its partitions."""
+        return self._settings.instance_id
+
+    @property
     def companions(self) -> tuple[Companion, ...]:
         return tuple(companion for _, companion in self._companions)
 

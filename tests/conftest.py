@@ -24,6 +24,7 @@ _SUITES = {
     "chaos": "chaos",
     "engines": "engines",
     "containers": "containers",
+    "browser": "browser",
 }
 
 
@@ -41,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Fail, rather than skip, when tests/containers cannot run (no Docker engine or "
         "no images): what CI runs with.",
+    )
+    parser.addoption(
+        "--require-browser",
+        action="store_true",
+        help="Fail, rather than skip, when tests/browser has no chromium and chromium-driver "
+        "(make test installs them and passes it).",
     )
     parser.addoption(
         "--nemesis-seeds",

@@ -36,6 +36,7 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
            max_connections: 1000, header_timeout_seconds: 20}
                                            # HTTPS: tls_cert_file, tls_key_file (PEM)
     metrics: {host: 0.0.0.0, port: 9464}
+    admin: {host: 0.0.0.0, port: 8081, token: "${ADMIN_TOKEN}"}   # the admin API and console
 
 ``${NAME}`` and ``${NAME:-default}`` are replaced in string values before validation.
 """
@@ -43,6 +44,7 @@ A file, with every section (only ``kafka`` and ``namespaces`` are required)::
 from connector.config.loader import ConfigFileError, load_config
 from connector.config.models import (
     DEFAULT_TARGET,
+    AdminConfig,
     CheckpointConfig,
     ConnectorConfig,
     HttpConfig,
@@ -56,6 +58,7 @@ from connector.config.models import (
 
 __all__ = [
     "DEFAULT_TARGET",
+    "AdminConfig",
     "CheckpointConfig",
     "ConfigFileError",
     "ConnectorConfig",

@@ -52,6 +52,7 @@ from kec.kafka.settings import PIPELINE_FIXED, PRODUCER_FIXED, Connection, fixed
 
 __all__ = [
     "DEFAULT_TARGET",
+    "AdminConfig",
     "CheckpointConfig",
     "ConnectorConfig",
     "HttpConfig",
@@ -506,6 +507,37 @@ class MetricsConfig(ConfigModel):
     """The port to serve GET /metrics on."""
 
 
+class AdminConfig(ConfigModel):
+    """The admin HTTP API (/api/v1/, its OpenAPI document at /api/v1/openapi.json) and
+    the web console on it (/), served by run: status, partitions, lag, lineage, dead
+    letters and their replay, pause/resume of rules and targets, config reload. Listening
+    beyond loopback requires ``token``; on loopback without one it is open to this host."""
+
+    host: NonEmpty = "127.0.0.1"
+    """The address to listen on: loopback by default (this host only); 0.0.0.0 for every
+    interface (then token is required)."""
+    port: Port = 8081
+    """The port to listen on; 0 for any free one."""
+    token: SecretStr | None = Field(default=None, validate_default=True)
+    """Require `Authorization: Bearer TOKEN` on the API (the console asks for it once, on
+    its login page); a secret, never printed. Required beyond loopback."""
+
+    @field_validator("token")
+    @classmethod
+    def _token_beyond_loopback(
+        cls, token: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if token is not None and not token.get_secret_value():
+            raise ValueError("is empty: give a token, or leave it out on a loopback host")
+        host = info.data.get("host")
+        if token is None and isinstance(host, str) and not is_loopback_host(host):
+            raise ValueError(
+                f"required: the admin API listens on {host}, beyond loopback, and would let"
+                ' anyone replay and pause (e.g. token: "${file:admin-token}")'
+            )
+        return token
+
+
 class ConnectorConfig(ConfigModel):
     """One connector: what it reads, where it checkpoints, its rules and their targets."""
 
@@ -563,6 +595,8 @@ class ConnectorConfig(ConfigModel):
     and serves it beside the pipeline (unless --no-gateway)."""
     metrics: MetricsConfig | None = None
     """Serve Prometheus metrics (GET /metrics)."""
+    admin: AdminConfig | None = None
+    """Serve the admin HTTP API and its web console."""
     schema_registry: SchemaRegistryConfig | None = None
     """The schema registry of the namespaces whose value_format or key_format is
     registry."""

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
 
@@ -37,7 +37,7 @@ from kec.errors import ConfigError, ConnectorError
 if TYPE_CHECKING:
     from connector.config.models import HttpConfig
 
-__all__ = ["GatewayServer", "TlsFiles", "parse_listen", "serving_options"]
+__all__ = ["AppServer", "GatewayServer", "TlsFiles", "parse_listen", "serving_options"]
 
 
 @dataclass(frozen=True)
@@ -80,38 +80,45 @@ def serving_options(http: HttpConfig) -> dict[str, Any]:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
         super().__init__(config)
-        self._gateway = gateway
+        self._on_shutdown = on_shutdown
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._gateway.drain()
+        if self._on_shutdown is not None:
+            self._on_shutdown()
         await super().shutdown(sockets)
 
 
-class GatewayServer:
-    """One uvicorn server for one :class:`Gateway`; nothing happens before run()/start()."""
+class AppServer:
+    """One uvicorn server for one ASGI app, nothing served before run()/start(): refused
+    beyond loopback without a token, TLS from :class:`TlsFiles`, the connection and
+    header-time :class:`GatewayLimits`, clean shutdown in the foreground (:meth:`run`) or
+    in a thread (:meth:`start`, :meth:`stop`). ``what`` names it in errors and the
+    thread; ``on_shutdown`` runs once it stops accepting connections."""
 
     def __init__(
         self,
-        gateway: Gateway,
+        app: Any,
         *,
+        what: str,
         host: str = "127.0.0.1",
         port: int = 8000,
         token: str | None = None,
+        token_hint: str = "",
         graceful: float = 5.0,
         log_level: str = "warning",
         limits: GatewayLimits | None = None,
         tls: TlsFiles | None = None,
-        health: Callable[[], Health] | None = None,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         if not token and not is_loopback_host(host):
+            hint = f" ({token_hint})" if token_hint else ""
             raise ConfigError(
-                f"the gateway listens on {host}, beyond loopback: it needs a token"
-                " (http.token in the config, --token or KEC_GATEWAY_TOKEN)"
+                f"the {what} listens on {host}, beyond loopback: it needs a token{hint}"
             )
         limits = limits or GatewayLimits()
-        self._gateway = gateway
+        self._what = what
         self._host = host
         self._tls = tls
         ssl: dict[str, Any] = {}
@@ -122,7 +129,7 @@ class GatewayServer:
                 "ssl_keyfile_password": tls.key_password,
             }
         config = uvicorn.Config(
-            build_app(gateway, token=token, limits=limits, health=health),
+            app,
             host=host,
             port=port,
             lifespan="on",
@@ -134,21 +141,10 @@ class GatewayServer:
             limit_concurrency=limits.max_connections + 1,
             **ssl,
         )
-        self._server = _Server(config, gateway)
+        self._server = _Server(config, on_shutdown)
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._port: int | None = None
-
-    @classmethod
-    def from_config(cls, gateway: Gateway, http: HttpConfig, **options: Any) -> GatewayServer:
-        """The server an ``http:`` config section describes; ``options`` as for __init__."""
-        settings: dict[str, Any] = {
-            "host": http.host,
-            "port": http.port,
-            "token": http.token.get_secret_value() if http.token is not None else None,
-            **serving_options(http),
-        }
-        return cls(gateway, **{**settings, **options})
 
     @property
     def port(self) -> int:
@@ -158,7 +154,7 @@ class GatewayServer:
                 for sock in server.sockets:
                     self._port = int(sock.getsockname()[1])
                     return self._port
-            raise ConnectorError("the gateway server is not listening")
+            raise ConnectorError(f"the {self._what} is not listening")
         return self._port
 
     @property
@@ -177,12 +173,12 @@ class GatewayServer:
         try:
             self._server.run()
         except SystemExit as exc:  # uvicorn exits when startup (bind, lifespan) fails
-            raise ConnectorError(f"the gateway did not start (exit {exc.code})") from exc
+            raise ConnectorError(f"the {self._what} did not start (exit {exc.code})") from exc
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if not self._server.started:
-            raise ConnectorError("the gateway did not start (see the log above)")
+            raise ConnectorError(f"the {self._what} did not start (see the log above)")
 
     def _on_signal(self, _sig: int, _frame: FrameType | None) -> None:
         self._server.should_exit = True
@@ -191,14 +187,15 @@ class GatewayServer:
         """Serve in a background thread; return once it accepts connections."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._serve, name="kec-gateway", daemon=True)
+        name = "kec-" + self._what.replace(" ", "-")
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started and self._thread_alive() and time.monotonic() < deadline:
             time.sleep(0.02)  # uvicorn offers no "started" event to wait on
         if not self._server.started:
             self.stop()
-            raise ConnectorError(f"the gateway did not start: {self._failure or 'timed out'}")
+            raise ConnectorError(f"the {self._what} did not start: {self._failure or 'timed out'}")
         _ = self.port  # remember the bound port for url after stop
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -208,7 +205,7 @@ class GatewayServer:
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                raise ConnectorError(f"the gateway did not stop within {timeout:g}s")
+                raise ConnectorError(f"the {self._what} did not stop within {timeout:g}s")
 
     def _thread_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -219,7 +216,7 @@ class GatewayServer:
         except BaseException as exc:  # SystemExit from uvicorn included: report, not raise
             self._failure = exc
 
-    def __enter__(self) -> GatewayServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -230,3 +227,48 @@ class GatewayServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class GatewayServer(AppServer):
+    """One uvicorn server for one :class:`Gateway` (:class:`AppServer`); open long polls
+    are answered 204 when it stops accepting connections."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        token: str | None = None,
+        graceful: float = 5.0,
+        log_level: str = "warning",
+        limits: GatewayLimits | None = None,
+        tls: TlsFiles | None = None,
+        health: Callable[[], Health] | None = None,
+    ) -> None:
+        limits = limits or GatewayLimits()
+        super().__init__(
+            build_app(gateway, token=token, limits=limits, health=health),
+            what="gateway",
+            host=host,
+            port=port,
+            token=token,
+            token_hint="http.token in the config, --token or KEC_GATEWAY_TOKEN",
+            graceful=graceful,
+            log_level=log_level,
+            limits=limits,
+            tls=tls,
+            on_shutdown=gateway.drain,
+        )
+        self._gateway = gateway
+
+    @classmethod
+    def from_config(cls, gateway: Gateway, http: HttpConfig, **options: Any) -> GatewayServer:
+        """The server an ``http:`` config section describes; ``options`` as for __init__."""
+        settings: dict[str, Any] = {
+            "host": http.host,
+            "port": http.port,
+            "token": http.token.get_secret_value() if http.token is not None else None,
+            **serving_options(http),
+        }
+        return cls(gateway, **{**settings, **options})

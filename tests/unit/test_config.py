@@ -535,7 +535,8 @@ def test_the_documented_example_file_loads(tmp_path: Path) -> None:
     example = textwrap.dedent(doc.split("::\n\n", 1)[1].split("\n\n", 1)[0])
     path = tmp_path / "example.yaml"
     path.write_text(example)
-    config = load_config(path, env={"KAFKA_PASSWORD": "pw", "GATEWAY_TOKEN": "tok"})
+    env = {"KAFKA_PASSWORD": "pw", "GATEWAY_TOKEN": "tok", "ADMIN_TOKEN": "adm"}
+    config = load_config(path, env=env)
     assert config.topics() == {
         "events.default": "default",
         "orders": "orders",

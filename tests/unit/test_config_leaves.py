@@ -73,6 +73,7 @@ rules:
   - {name: r3, key: k, value: {regex: "^x"}, action: START, workflow: w, task: t}
 http: {port: 0, strict: true}
 metrics: {port: 0}
+admin: {port: 0, token: t}
 """
 
 CHILD = textwrap.dedent(

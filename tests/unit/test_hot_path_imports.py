@@ -62,6 +62,7 @@ def test_the_service_loads_prometheus_only_for_a_metrics_endpoint(
         "rules: [{name: r, namespace: orders, key: k, action: start, workflow: w, "
         "target: out}]\n"
         "http: {host: 127.0.0.1, port: 0}\n"
+        "admin: {host: 127.0.0.1, port: 0}\n"
         + ("metrics: {host: 127.0.0.1, port: 0}\n" if metrics else "")
     )
     done = run_in_repo("-c", BUILD, str(config))
