@@ -19,7 +19,8 @@ else is global: outside a ``with`` block pass ``workflow=`` or call
 
 Rules are built (and validated) when declared. Default rule names:
 ``{workflow}:{task}:{ACTION}:{keys}`` for task rules, ``{workflow}:{action}:{keys}`` for
-workflow triggers, where ``keys`` is the event key or the ``all_of`` keys joined by ``+``;
+workflow triggers, where ``keys`` is the event key, the ``all_of`` keys joined by ``+`` or the
+``sequence`` keys joined by ``>``;
 pass ``name=`` to choose another. Names must be unique within the workflow (and, in a
 config, across all rules).
 """
@@ -33,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connector.rules import AllOf, Rule, ValueMatch
+from connector.rules import AllOf, Correlate, KeySequence, Rule, ValueMatch
 from kec.action import ActionKind
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE
@@ -66,9 +67,13 @@ def _build_rule(**fields: Any) -> Rule:
         raise ConfigError(f"invalid rule {fields.get('name')!r}: {exc}") from exc
 
 
-def _keys_label(event_key: str | None, all_of: AllOf | None) -> str:
+def _keys_label(
+    event_key: str | None, all_of: AllOf | None, sequence: KeySequence | None = None
+) -> str:
     if all_of is not None:
         return "+".join(all_of.keys)
+    if sequence is not None:
+        return ">".join(sequence.keys)
     return event_key or ""
 
 
@@ -127,21 +132,26 @@ class Workflow:
         event_key: str | None = None,
         *,
         all_of: AllOf | None = None,
+        sequence: KeySequence | None = None,
+        correlate: Correlate | None = None,
         value: ValueMatch | None = None,
         action: WorkflowAction = WorkflowAction.START,
         name: str | None = None,
         target: str | None = None,
     ) -> Rule:
-        """Start (or stop) this workflow when ``event_key`` (or all of ``all_of``) arrives.
+        """Start (or stop) this workflow when ``event_key`` (or all of ``all_of``, or the
+        keys of ``sequence`` in order) arrives; ``correlate`` joins them per business key.
 
         A workflow trigger sees every event of the namespace, whatever its execution.
         """
         action = WorkflowAction(action)
         rule = _build_rule(
-            name=name or f"{self.name}:{action.value}:{_keys_label(event_key, all_of)}",
+            name=name or f"{self.name}:{action.value}:{_keys_label(event_key, all_of, sequence)}",
             namespace=self.namespace,
             key=event_key,
             all_of=all_of,
+            sequence=sequence,
+            correlate=correlate,
             value=value,
             action=ActionKind(action.value),
             workflow=self.name,
@@ -179,23 +189,28 @@ class Task:
         event_key: str | None = None,
         *,
         all_of: AllOf | None = None,
+        sequence: KeySequence | None = None,
+        correlate: Correlate | None = None,
         value: ValueMatch | None = None,
         name: str | None = None,
         target: str | None = None,
     ) -> Rule:
-        """Apply ``action`` to this task when ``event_key`` (or all of ``all_of``) arrives.
+        """Apply ``action`` to this task when ``event_key`` (or all of ``all_of``, or the
+        keys of ``sequence`` in order) arrives; ``correlate`` joins them per business key.
 
         As in AIFlow, only events sent from the same workflow execution (their ``context``)
         act on the task; events without a context never do.
         """
         action = TaskAction(action)
         wf = self.workflow
-        label = _keys_label(event_key, all_of)
+        label = _keys_label(event_key, all_of, sequence)
         rule = _build_rule(
             name=name or f"{wf.name}:{self.name}:{action.value}:{label}",
             namespace=wf.namespace,
             key=event_key,
             all_of=all_of,
+            sequence=sequence,
+            correlate=correlate,
             value=value,
             action=ActionKind(action.value),
             workflow=wf.name,

@@ -78,15 +78,16 @@ class ReplayReport:
 
 
 def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
-    """``evaluator`` without its ``all_of`` rules, and their names (none: as it is)."""
+    """``evaluator`` without its ``all_of`` and ``sequence`` rules (the rules that keep
+    sets), and their names (none: as it is)."""
     from connector.rules.trigger import TriggerEngine
 
     if not isinstance(evaluator, TriggerEngine):
         return evaluator, ()
-    sets = tuple(r.name for r in evaluator.rules if r.all_of is not None)
+    sets = tuple(r.name for r in evaluator.rules if r.patterns != (r.key,))
     if not sets:
         return evaluator, ()
-    kept = [r for r in evaluator.rules if r.all_of is None]
+    kept = [r for r in evaluator.rules if r.patterns == (r.key,)]
     return TriggerEngine(kept, limits=evaluator.limits), sets
 
 

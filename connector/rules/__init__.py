@@ -1,7 +1,10 @@
 """Trigger rules: events → actions, a pure function (docs/architecture.md, "Rules").
 
 * :mod:`~connector.rules.models`: the rules as the config file states them (:class:`Rule`,
-  :class:`AllOf`, :class:`ValueMatch`, :class:`JsonPredicate`), re-exported here;
+  :class:`AllOf`, :class:`KeySequence`, :class:`Correlate`, :class:`ValueMatch`,
+  :class:`JsonPredicate`), re-exported here;
+* :mod:`~connector.rules.join`: sets per correlation value and sequences, evaluated by
+  the engine;
 * :mod:`~connector.rules.trigger`: :class:`~connector.rules.trigger.TriggerEngine`, the
   pure evaluation ``(rules, state, event) -> (actions, state updates)``;
 * :mod:`~connector.rules.limits`: how much of a value conditions look at
@@ -19,7 +22,9 @@ from connector.rules.models import (
     TASK_ACTIONS,
     WORKFLOW_ACTIONS,
     AllOf,
+    Correlate,
     JsonPredicate,
+    KeySequence,
     Rule,
     RuleList,
     ValueMatch,
@@ -31,7 +36,9 @@ __all__ = [
     "TASK_ACTIONS",
     "WORKFLOW_ACTIONS",
     "AllOf",
+    "Correlate",
     "JsonPredicate",
+    "KeySequence",
     "Rule",
     "RuleList",
     "ValueMatch",

@@ -63,6 +63,7 @@ from pydantic import (
 )
 
 from connector.common.model_base import ConfigModel, NonEmpty
+from connector.rules.correlation import Correlate, KeySequence
 from connector.rules.linear_regex import LinearRegex
 from kec.action import ActionKind
 from kec.event import DEFAULT_NAMESPACE
@@ -71,7 +72,9 @@ __all__ = [
     "TASK_ACTIONS",
     "WORKFLOW_ACTIONS",
     "AllOf",
+    "Correlate",
     "JsonPredicate",
+    "KeySequence",
     "Rule",
     "RuleList",
     "ValueMatch",
@@ -205,8 +208,15 @@ class Rule(ConfigModel):
     key: NonEmpty | None = None
     """The event key to match: exact, or a glob when it holds * ? or [ (give key or
     all_of)."""
+    # Before all_of: its validator reads whether a sequence was given.
+    sequence: KeySequence | None = None
+    """Fire once when these keys have arrived in this order of event time (give key,
+    all_of or sequence); see connector/rules/correlation.py."""
     all_of: AllOf | None = Field(default=None, validate_default=True)
     """Fire once when events of all these keys have arrived (give key or all_of)."""
+    correlate: Correlate | None = None
+    """all_of and sequence only: one set per correlation value taken from each event (a
+    JSON path, a header or the context); see connector/rules/correlation.py."""
     value: ValueMatch | None = None
     """Conditions on the event's value; all must hold."""
     context: NonEmpty | None = None
@@ -226,12 +236,33 @@ class Rule(ConfigModel):
     @field_validator("all_of")
     @classmethod
     def _key_or_all_of(cls, all_of: AllOf | None, info: ValidationInfo) -> AllOf | None:
-        has_key = info.data.get("key") is not None
-        if all_of is None and not has_key:
-            raise ValueError("a rule needs `key` or `all_of`")
-        if all_of is not None and has_key:
+        present = {
+            "key": info.data.get("key"),
+            "all_of": all_of,
+            "sequence": info.data.get("sequence"),
+        }
+        given = [name for name, value in present.items() if value is not None]
+        if not given:
+            raise ValueError("a rule needs `key` or `all_of` (or `sequence`)")
+        if given == ["key", "all_of"]:
             raise ValueError("give either `key` or `all_of`, not both")
+        if len(given) > 1:
+            raise ValueError(f"give one of `key`, `all_of`, `sequence`, not {' and '.join(given)}")
         return all_of
+
+    @model_validator(mode="after")
+    def _correlation(self) -> Rule:
+        if self.correlate is None:
+            return self
+        if self.all_of is None and self.sequence is None:
+            raise ValueError("`correlate` needs `all_of` or `sequence`")
+        # A sequence always has a window.
+        if self.correlate.ttl is None and self.all_of is not None and self.all_of.window is None:
+            raise ValueError(
+                "a correlated all_of needs `window` or `correlate.ttl`: each correlation "
+                "value keeps a set until it completes"
+            )
+        return self
 
     @field_validator("workflow")
     @classmethod
@@ -268,9 +299,12 @@ class Rule(ConfigModel):
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        """The key patterns this rule listens to: its ``key``, or its ``all_of`` keys."""
+        """The key patterns this rule listens to: its ``key``, or its ``all_of`` or
+        ``sequence`` keys."""
         if self.all_of is not None:
             return self.all_of.keys
+        if self.sequence is not None:
+            return self.sequence.keys
         assert self.key is not None  # the validator guarantees one of the two
         return (self.key,)
 

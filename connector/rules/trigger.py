@@ -48,6 +48,7 @@ from fnmatch import translate
 from typing import Any, Final
 
 from connector.common.json_depth import json_too_deep
+from connector.rules.join import Join
 from connector.rules.limits import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_LENGTH,
@@ -234,6 +235,7 @@ class _Compiled:
     latest: bool
     window_ms: float | None
     key_prefix: str  # of its state keys, so a key costs one concatenation
+    join: Join | None  # correlate or sequence: sets per correlation value (rules.join)
 
     def state_key(self, context: str | None) -> str:
         """Equal to :func:`state_key` for this rule (the context only if scoped)."""
@@ -274,10 +276,11 @@ def _compile(position: int, rule: Rule) -> _Compiled:
         rule=rule,
         scoped=rule.is_task_rule,
         check=_both(_compile_context(rule.context), _compile_value(rule.value)),
-        slots=all_of.keys if all_of is not None else (),
+        slots=rule.patterns if rule.key is None else (),
         latest=all_of is None or all_of.policy == "latest",
         window_ms=all_of.window * 1000 if all_of is not None and all_of.window else None,
         key_prefix=state_key(rule.name, None)[: -len("null]")],
+        join=Join(rule) if rule.correlate is not None or rule.sequence is not None else None,
     )
 
 
@@ -389,7 +392,32 @@ class TriggerEngine:
         Decided by namespace, key and context only: an event that later fails a value
         condition still names its keys (one cheap read) rather than parsing its value twice.
         """
-        return [c.state_key(event.context) for c, _ in self._hits(event) if c.slots]
+        keys: list[str] = []
+        subject: _Subject | None = None
+        for c, _ in self._hits(event):
+            if not c.slots:
+                continue
+            if c.join is None:
+                keys.append(c.state_key(event.context))
+                continue
+            subject = subject or _Subject(event, self._limits.max_json_depth)
+            joined = self._join_key(c, subject)
+            if joined is not None:
+                keys.append(joined[0])
+        return keys
+
+    def _join_key(self, c: _Compiled, subject: _Subject) -> tuple[str, str | None] | None:
+        """The row of the event's set for a correlation rule, and its correlation value;
+        ``None`` when the rule is correlated and the event carries no value."""
+        assert c.join is not None
+        event = subject.event
+        too_long = len(event.value) > self._limits.max_value_length
+        value = c.join.value(
+            event.context, event.headers, lambda: _NOT_JSON if too_long else subject.doc
+        )
+        if value is None and c.join.correlated:
+            return None
+        return c.join.state_key(event.context if c.scoped else None, value), value
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
         """Actions and state updates for one event; ``state`` holds :meth:`state_keys`.
@@ -411,6 +439,26 @@ class TriggerEngine:
                 actions.append(self._action(c, event, (event.event_id,), _event_payload(event)))
                 continue
             context = event.context if c.scoped else None
+            if c.join is not None:
+                joined = self._join_key(c, subject)
+                if joined is None:
+                    continue
+                key, value = joined
+                arrival = c.join.arrive(state.get(key), _event_payload(event), slots)
+                if arrival.changed:
+                    updates[key] = arrival.update
+                    if arrival.update is not None and arrival.expires is not None:
+                        expiry[key] = arrival.expires
+                if arrival.fired is not None:
+                    ids = tuple(e["event_id"] for e in arrival.fired.values())
+                    payload = {
+                        "namespace": event.namespace,
+                        "context": context,
+                        "correlation": value,
+                        "events": arrival.fired,
+                    }
+                    actions.append(self._action(c, event, ids, payload))
+                continue
             key = c.state_key(context)
             changed, update, fired, oldest = _arrive(c, state.get(key), event, slots)
             if changed:
