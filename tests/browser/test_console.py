@@ -109,9 +109,7 @@ def test_the_overview_shows_the_partitions_of_the_running_connector(
         _shot(chrome, "console-rules")
 
 
-def test_replaying_a_dead_action_from_the_page_delivers_it_once(
-    chrome: Any, run: AdminRun
-) -> None:
+def test_replaying_a_dead_action_from_the_page_delivers_it_once(chrome: Any, run: AdminRun) -> None:
     _login(chrome, run)
     before = len(run.hook.requests)
     run.hook.answer(Reply(status=400, body=b"refused"))

@@ -16,6 +16,7 @@ And two instances completing one ``all_of`` set from two partitions: it fires on
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -302,3 +303,64 @@ def test_two_owners_complete_an_all_of_set_once(
     )
     assert fired == {"join": sets}, "every set fired exactly once"
     assert set(contexts) == {f"run-{i}" for i in range(sets)}
+
+
+def test_two_owners_join_sets_on_a_business_key_once(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+) -> None:
+    """The same with a business key: each order's payment and shipment, on two
+    partitions owned by two processes, carry the order id in their JSON values (no
+    context); the set is one row per order, locked by whichever owner writes it."""
+    topic, dsn, orders = new_topic(2), pg_store_url(), 300
+    log = tmp_path / "actions.jsonl"
+    config = _config(
+        tmp_path, bootstrap, topic, dsn,
+        rules="  - {name: join, namespace: shop, all_of: {keys: [payment, shipment],"
+        " window: 600, policy: first}, correlate: {json: order.id, ttl: 3600},"
+        " action: start, workflow: ship}",
+        target=f'  log: {{type: log, path: "{log}"}}',
+    )  # fmt: skip
+    fleet = Fleet(config, tmp_path)
+    fleet.start("m0")
+    fleet.start("m1")
+    try:
+        with open_store(dsn) as store:
+
+            def split() -> bool:
+                fleet.alive()
+                owners = {p.owner for p in store.partitions() if p.tp[0] == topic}
+                return len(owners) == 2
+
+            wait_for(split, timeout=90, interval=0.2, what="one partition for each process")
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        for i in range(orders):
+            for partition, key in enumerate(("payment", "shipment")):
+                event = Event(key=key, value=f'{{"order": {{"id": {i}}}}}', namespace="shop")
+                producer.produce(
+                    topic,
+                    key=key,
+                    value=record_value(event),
+                    headers=list(record_headers(event)),
+                    partition=partition,
+                )
+        assert producer.flush(30) == 0
+        with open_store(dsn) as store:
+            wait_for(
+                lambda: store.count_events() == 2 * orders and store.count_actions_by_rule(),
+                timeout=120,
+                what="every event",
+            )
+            wait_for(lambda: log.exists() and log.read_text().count("\n") >= orders, timeout=60)
+            fired = store.count_actions_by_rule()
+    finally:
+        fleet.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    joined = Counter(line["payload"]["correlation"] for line in lines)
+    assert fired == {"join": orders}, "every order's set fired exactly once"
+    assert joined == {str(i): 1 for i in range(orders)}
+    for line in lines:
+        events = line["payload"]["events"]
+        assert events["payment"]["value"] == events["shipment"]["value"]

@@ -172,9 +172,7 @@ def test_task_actions_reach_the_dag_run_named_by_the_context(
     assert three_run["state"] == "failed", (three_run, api.tasks(three))
     # RESTART cleared extract of run one only, and left its action id as the note.
     assert one_tasks["extract"]["note"].startswith(f"kafka-event-connector action {redo}")
-    wait_for(
-        lambda: api.tasks(one)["extract"]["try_number"] == 2, timeout=180, what="a new try"
-    )
+    wait_for(lambda: api.tasks(one)["extract"]["try_number"] == 2, timeout=180, what="a new try")
     assert two_tasks["extract"]["try_number"] == 1
 
     dead = run.dead_letters()

@@ -294,9 +294,10 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_applied_once(
     connection drop. Retrying it must not pair b1 again (a later a2 would fire (a2, b1),
     an action no live run had), and the batch's actions must reach the dispatcher."""
     topic = new_topic(1)
-    with open_store(pg_proxy.dsn(pg_store_url())) as store, _running(
-        bootstrap, group_id, topic, store, _JOIN_RULES
-    ) as (pipeline, dispatcher, target):
+    with (
+        open_store(pg_proxy.dsn(pg_store_url())) as store,
+        _running(bootstrap, group_id, topic, store, _JOIN_RULES) as (pipeline, dispatcher, target),
+    ):
         _produce_events(bootstrap, topic, [Event(key="a", value="0", namespace="shop")])
         wait_for(lambda: store.count_events() == 1, timeout=60, what="a0")
         pg_proxy.swallow_commit_acks(1)
@@ -339,9 +340,10 @@ def test_a_lost_commit_answer_whose_actions_cannot_be_loaded_yet_is_caught_up_la
             {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "w"}
         )
     ]
-    with open_store(pg_proxy.dsn(pg_store_url())) as store, _running(
-        bootstrap, group_id, topic, store, rules
-    ) as (pipeline, dispatcher, target):
+    with (
+        open_store(pg_proxy.dsn(pg_store_url())) as store,
+        _running(bootstrap, group_id, topic, store, rules) as (pipeline, dispatcher, target),
+    ):
         _produce_events(bootstrap, topic, [Event(key="a", value="0", namespace="shop")])
         # a0 delivered and settled: the next COMMIT is the next batch's.
         wait_for(

@@ -92,9 +92,7 @@ def test_an_unreachable_cluster_is_named_within_the_bound() -> None:
     port = free_port()  # nothing listens there
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable, match=f"cannot reach Kafka at 127.0.0.1:{port}"):
-        ensure_topics(
-            Connection(f"127.0.0.1:{port}"), ["x"], TopicPolicy(request_timeout=2)
-        )
+        ensure_topics(Connection(f"127.0.0.1:{port}"), ["x"], TopicPolicy(request_timeout=2))
     assert time.monotonic() - started < 30
 
 
