@@ -18,6 +18,10 @@ one topic of N small keyed events:
     in this process; every row's "vs (h)" is its ratio to it;
 (i) ``event-connector run -c FILE`` as a user starts it (SQLite, ``log`` target) with
     ``pipeline.processes`` 1 and 2 (``--processes``): what more cores give;
+(j0) a plain rule (a key glob, one action per event) over two topics of orders, and
+(j) beside it, a correlation rule on the same records: ``all_of`` payment and shipment
+    joined on the order id in their JSON values (``correlate``, a window), one action per
+    order; SQLite, ``log`` target (``--correlation-only`` runs (a), (j0) and (j) alone);
 then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s),
 beside what a raw consumer sees of the same load on the same machine (the latency floor).
 
@@ -52,7 +56,7 @@ from connector.service import ConnectorService
 from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
 from devkit.broker import KafkaCluster, provide_kafka
 from kec.codec import record_headers, record_value
-from kec.evaluation import NotifyAll
+from kec.evaluation import Evaluator, NotifyAll
 from kec.event import Event
 
 
@@ -155,17 +159,20 @@ def running_connector(
     batch: int,
     linger_ms: int,
     lineage: bool = True,
+    evaluator: Evaluator | None = None,
+    topics: tuple[str, ...] = (),
 ) -> Iterator[ConnectorService]:
     settings = PipelineSettings(
         bootstrap_servers=bootstrap,
         group_id=f"conn-{uuid.uuid4().hex[:8]}",
-        topics={topic: "bench"},
+        topics={t: "bench" for t in (topic, *topics)},
         batch_size=batch,
         linger_ms=linger_ms,
     )
     store = open_store(store_url)
     store.lineage = lineage  # checkpoint.lineage
-    service = ConnectorService(settings, store, NotifyAll(target.name), {target.name: target})
+    rules = evaluator or NotifyAll(target.name)
+    service = ConnectorService(settings, store, rules, {target.name: target})
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -226,6 +233,99 @@ def run_connector(
         elapsed = time.perf_counter() - started
     # The clock started after the first batch: count only what came after it.
     return Row(name, count - first, elapsed)
+
+
+def produce_orders(bootstrap: str, count: int, partitions: int, keys: int) -> tuple[str, str]:
+    """``count`` events for (j0)/(j): order i's payment to one topic and its shipment to
+    another, keys ``payment-K``/``shipment-K`` (spread over the partitions), the order id
+    in the JSON value (~150 B, as the other rows' events)."""
+    payments, shipments = create_topic(bootstrap, partitions), create_topic(bootstrap, partitions)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+    )
+    for i in range(count):
+        order, shipped = divmod(i, 2)
+        kind, topic = ("shipment", shipments) if shipped else ("payment", payments)
+        value = json.dumps({"order": order, "status": kind, "pad": "x" * 100})
+        while True:
+            try:
+                producer.produce(
+                    topic, key=f"{kind}-{order % keys:05d}", value=value, headers=PLAIN_HEADERS
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError("benchmark events were not acknowledged")
+    return payments, shipments
+
+
+def run_rules(
+    name: str,
+    bootstrap: str,
+    topics: tuple[str, str],
+    count: int,
+    actions: int,
+    rules: list[dict[str, object]],
+    workdir: Path,
+    batch: int,
+    linger_ms: int,
+) -> Row:
+    """The connector with a rule set (not NotifyAll) over two topics, SQLite, ``log``
+    target: events/s from the first batch until ``actions`` are delivered."""
+    from connector.rules import Rule
+    from connector.rules.trigger import TriggerEngine
+
+    engine = TriggerEngine([Rule.model_validate(r) for r in rules])
+    target = LogTarget("log", workdir / f"actions-{uuid.uuid4().hex[:6]}.jsonl")
+    store_url = f"sqlite:///{workdir / f'rules-{uuid.uuid4().hex[:6]}.db'}"
+    with running_connector(
+        bootstrap, topics[0], store_url, target, batch, linger_ms,
+        evaluator=engine, topics=topics[1:],
+    ) as service:  # fmt: skip
+        _wait(
+            lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
+            120,
+            "the first batch",
+        )
+        started = time.perf_counter()
+        first = service.pipeline.stats.records if service.pipeline else 0
+        _wait(
+            lambda: service.dispatcher.stats.delivered >= actions,
+            1800,
+            f"{actions} actions delivered",
+        )
+        elapsed = time.perf_counter() - started
+    return Row(name, count - first, elapsed)
+
+
+PLAIN_RULE: dict[str, object] = {
+    "name": "plain", "namespace": "bench", "key": "*", "action": "notify",
+}  # fmt: skip
+JOIN_RULE: dict[str, object] = {
+    "name": "join", "namespace": "bench", "action": "notify",
+    "all_of": {"keys": ["payment-*", "shipment-*"], "window": 600, "policy": "latest"},
+    "correlate": {"json": "order"},
+}  # fmt: skip
+
+
+def correlation_rows(
+    bootstrap: str, count: int, partitions: int, keys: int, workdir: Path, batch: int,
+    linger_ms: int,
+) -> list[Row]:  # fmt: skip
+    """(j0) and (j) on the same ``count`` order events."""
+    count -= count % 2
+    topics = produce_orders(bootstrap, count, partitions, keys)
+    rows = []
+    for name, rule, actions in (
+        ("(j0) rules: plain key glob, 2 topics, SQLite", PLAIN_RULE, count),
+        ("(j) rules: all_of on a business key, 2 topics", JOIN_RULE, count // 2),
+    ):
+        rows.append(
+            run_rules(name, bootstrap, topics, count, actions, [rule], workdir, batch, linger_ms)
+        )
+        print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+    return rows
 
 
 def run_cli(
@@ -488,6 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-concurrency", type=int, default=96)
     parser.add_argument("--no-postgres", action="store_true", help="skip (c)")
     parser.add_argument(
+        "--correlation-events", type=int, default=100_000, help="events for (j0) and (j)"
+    )
+    parser.add_argument(
+        "--correlation-only", action="store_true", help="run (a), (j0) and (j) only"
+    )
+    parser.add_argument(
         "--no-floor",
         action="store_true",
         help="skip (h), the floor: a minimal Python loop doing (e)'s durable work on the same "
@@ -511,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster: KafkaCluster = stack.enter_context(provide_kafka())
         bootstrap = cluster.bootstrap_servers
         print(f"broker: Apache Kafka {cluster.version} ({cluster.kind}) at {bootstrap}")
+        if args.correlation_only:
+            return _correlation_only(bootstrap, workdir, args)
         pg_dsn = None
         if not args.no_postgres:
             from devkit.postgres import provide_postgres, scratch_database
@@ -630,6 +738,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        rows.extend(
+            correlation_rows(
+                bootstrap, args.correlation_events, args.partitions, args.keys, workdir,
+                args.batch, args.linger_ms,
+            )
+        )  # fmt: skip
         if not args.no_floor:
             rows.append(
                 run_floor_row(bootstrap, topic, args.events, workdir, args.batch, args.linger_ms)
@@ -712,6 +826,25 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     print(f"JSON: {args.json}")
+    return 0
+
+
+def _correlation_only(bootstrap: str, workdir: Path, args: argparse.Namespace) -> int:
+    """``--correlation-only``: (a) on the same number of plain events, then (j0) and (j)."""
+    topic = create_topic(bootstrap, args.partitions)
+    produce(bootstrap, topic, args.correlation_events, args.keys)
+    rows = [run_raw(bootstrap, topic, args.correlation_events, args.batch)]
+    rows += correlation_rows(
+        bootstrap, args.correlation_events, args.partitions, args.keys, workdir, args.batch,
+        args.linger_ms,
+    )  # fmt: skip
+    print()
+    print(f"{'run':<48} {'events':>8} {'seconds':>8} {'events/s':>10} {'vs (a)':>7}")
+    for row in rows:
+        print(
+            f"{row.name:<48} {row.events:>8} {row.seconds:>8.2f} {row.rate:>10,.0f} "
+            f"{row.rate / rows[0].rate:>7.3f}"
+        )
     return 0
 
 
