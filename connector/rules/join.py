@@ -4,7 +4,7 @@
 ``correlate`` or ``sequence`` (:mod:`connector.rules.correlation` says what they mean).
 No I/O: a set is one rule-state row of JSON text, read and locked in the batch's store
 transaction and written back in it, like an ``all_of`` set (docs/architecture.md,
-"Correlation").
+"Rules", its part on correlation).
 
 * **The row.** ``["join", rule, context, value]`` for a correlated ``all_of``,
   ``["sequence", rule, context, value]`` for a sequence (``context`` only for task
