@@ -85,6 +85,14 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
         return no(f"key {event.key!r} does not match {which} {shown}")
     if rule.is_task_rule and event.context is None:
         return no("a task rule acts in the event's workflow execution: the event has no context")
+    correlation: str | None = None
+    if rule.correlate is not None:
+        correlation = _correlation(rule, event)
+        if correlation is None:
+            return no(
+                f"the event carries no correlation value ({rule.correlate.source}): it does "
+                "not count for this rule"
+            )
     bare = rule.model_copy(update={"value": None})
     fired, waiting = _fires(bare, event, limits)
     if not fired and not waiting:
@@ -93,10 +101,26 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
         failed = _failed_condition(rule, event, limits)
         if failed is not None:
             return no(failed)
+    if rule.sequence is not None and not fired:
+        keys = list(rule.sequence.keys)
+        at = keys.index(matched[0]) if matched[0] in keys else 0
+        before, after = keys[:at], keys[at + 1 :]
+        scope = f" for {rule.correlate.source} {correlation!r}" if rule.correlate else ""
+        needs = [f"{', then '.join(map(repr, before))} came before it"] if before else []
+        needs += [f"{', then '.join(map(repr, after))} follow(s)"] if after else []
+        return Verdict(
+            rule.name,
+            WAITS,
+            f"takes {event.key!r} as step {at + 1} of its sequence{scope}; fires once "
+            f"{' and '.join(needs)} in event time, within {rule.sequence.window:g}s",
+            _action(rule),
+        )
     if rule.all_of is not None and not fired:
         others = [k for k in rule.all_of.keys if k not in matched]
         window = f" within {rule.all_of.window:g}s" if rule.all_of.window else ""
         scope = f" of context {event.context!r}" if rule.is_task_rule else ""
+        if rule.correlate is not None:
+            scope += f" for {rule.correlate.source} {correlation!r}"
         return Verdict(
             rule.name,
             WAITS,
@@ -105,6 +129,14 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
             _action(rule),
         )
     return Verdict(rule.name, FIRES, "every condition holds", _action(rule))
+
+
+def _correlation(rule: Rule, event: Event) -> str | None:
+    """The event's correlation value for ``rule`` (None: it carries none)."""
+    from connector.rules.join import Join
+    from kec.evaluation import event_value
+
+    return Join(rule).value(event.context, event.headers, lambda: event_value(event))
 
 
 def _failed_condition(rule: Rule, event: Event, limits: MatchLimits) -> str | None:

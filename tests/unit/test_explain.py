@@ -98,3 +98,38 @@ def test_version() -> None:
     shown = CliRunner().invoke(cli, ["--version"])
     assert shown.exit_code == 0
     assert shown.output.startswith("event-connector 0.")
+
+
+def test_sequences_and_correlation_values_are_explained() -> None:
+    rules = [
+        Rule.model_validate(
+            {"name": "paid-then-shipped", "namespace": "orders", "action": "notify",
+             "sequence": {"keys": ["payment", "shipment"], "window": 3600},
+             "correlate": {"json": "order.id"}}
+        ),
+        Rule.model_validate(
+            {"name": "ship", "namespace": "orders", "action": "start", "workflow": "ship",
+             "all_of": {"keys": ["payment", "shipment"], "window": 600, "policy": "latest"},
+             "correlate": {"json": "order.id", "ttl": 86400}}
+        ),
+    ]  # fmt: skip
+
+    def verdicts(key: str, value: str) -> dict[str, tuple[str, str]]:
+        event = Event(key=key, value=value, namespace="orders")
+        return {v.rule: (v.verdict, v.reason) for v in explain(rules, event)}
+
+    first = verdicts("payment", '{"order": {"id": 7}}')
+    assert first["paid-then-shipped"] == (
+        WAITS,
+        "takes 'payment' as step 1 of its sequence for json:order.id '7'; fires once "
+        "'shipment' follow(s) in event time, within 3600s",
+    )
+    assert first["ship"][0] == WAITS and "for json:order.id '7'" in first["ship"][1]
+    last = verdicts("shipment", '{"order": {"id": 7}}')
+    assert last["paid-then-shipped"][1].endswith("'payment' came before it in event time, "
+                                                  "within 3600s")  # fmt: skip
+    for verdict, reason in verdicts("payment", '{"no": "order"}').values():
+        assert verdict == NO and "carries no correlation value (json:order.id)" in reason
+    # The verdicts agree with the engine: a lone step makes no action.
+    event = Event(key="payment", value='{"order": {"id": 7}}', namespace="orders")
+    assert TriggerEngine(rules).evaluate(event, {}).actions == []
