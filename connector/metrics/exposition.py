@@ -105,6 +105,23 @@ class _Collector(Collector):
             for key, n in sorted(values.items()):
                 family.add_metric([key], n)
             yield family
+        throttled = CounterMetricFamily(
+            "kec_target_throttled_seconds",
+            "Seconds a target had actions due that it could not take yet (its max_in_flight, "
+            "concurrency or rate): they waited in the outbox.",
+            labels=["target"],
+        )
+        for key, seconds in sorted(s.throttled_seconds_by_target.items()):
+            throttled.add_metric([key], seconds)
+        yield throttled
+        in_flight = GaugeMetricFamily(
+            "kec_target_in_flight",
+            "Actions handed to a target and not answered yet.",
+            labels=["target"],
+        )
+        for key, n in sorted(s.in_flight_by_target.items()):
+            in_flight.add_metric([key], n)
+        yield in_flight
         lag = GaugeMetricFamily(
             "kec_consumer_lag",
             "Records not read yet, per partition.",
