@@ -16,7 +16,9 @@ starving the probes::
 
 Metrics (all ``kec_``): counters of the pipeline (records, events, duplicates, dead
 records, batches), actions queued per ``rule``, delivered / failed / dead per ``target``,
-gauges of the actions waiting for delivery and the paused flag, the consumer lag per
+gauges of the actions waiting for delivery and the paused flag, the pauses for
+backpressure and the time spent paused, per ``target`` the actions in flight and the
+time its flow limits held actions back, the consumer lag per
 ``topic`` and ``partition``, each topic's partitions and those this replica reads, whether
 Kafka and the store are reachable, and histograms of the time from
 checkpoint to delivery and of the store's batch transaction.
