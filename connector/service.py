@@ -166,6 +166,8 @@ class ConnectorService:
             delivered_by_target=dict(d.delivered_by_target),
             failed_by_target=dict(d.failed_by_target),
             dead_by_target=dict(d.dead_by_target),
+            throttled_seconds_by_target=self.dispatcher.throttled_seconds(),
+            in_flight_by_target=self.dispatcher.in_flight(),
             delivery_seconds=d.delivery,
         )
         pipeline = self.pipeline
@@ -180,6 +182,8 @@ class ConnectorService:
                 dead_records=s.dead_records,
                 actions_queued=s.actions,
                 paused=int(pipeline.paused),
+                backpressure_pauses=s.backpressure_pauses,
+                backpressure_seconds=s.paused_seconds(time.monotonic()),
                 kafka_connected=int(s.kafka_connected),
                 store_up=int(s.store_ok and d.store_ok),
             )

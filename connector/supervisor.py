@@ -76,7 +76,13 @@ RELOAD_TIMEOUT = 150.0  # seconds a child has to apply a reload (it waits for it
 _PR_SET_PDEATHSIG = 1
 _MAX_GAUGES = ("paused",)  # 0/1 per process: the instance is paused if one is
 _MIN_GAUGES = ("kafka_connected", "store_up")  # up only if every process says so
-_BY_NAME = ("queued_by_rule", "delivered_by_target", "failed_by_target", "dead_by_target")
+_BY_NAME = (
+    "queued_by_rule",
+    "delivered_by_target",
+    "failed_by_target",
+    "dead_by_target",
+    "throttled_seconds_by_target",
+)  # counters per name, summed; in_flight_by_target is a gauge, summed but not kept
 
 
 class SupervisorError(ConnectorError):
@@ -119,7 +125,7 @@ def merge_snapshots(snapshots: Sequence[Snapshot]) -> Snapshot:
     """One instance's numbers from its processes': counters and gauges summed (``paused``
     the largest, ``kafka_connected`` and ``store_up`` the smallest), histograms added
     bucket by bucket, lag per partition (a partition moving between children: the larger),
-    partitions read per topic summed."""
+    partitions read per topic summed, actions in flight per target summed."""
     merged = Snapshot()
     for snap in snapshots:
         for key, value in snap.values.items():
@@ -135,6 +141,8 @@ def merge_snapshots(snapshots: Sequence[Snapshot]) -> Snapshot:
             into: dict[str, int] = getattr(merged, name)
             for key, count in getattr(snap, name).items():
                 into[key] = into.get(key, 0) + count
+        for name, n in snap.in_flight_by_target.items():
+            merged.in_flight_by_target[name] = merged.in_flight_by_target.get(name, 0) + n
         for tp, lag in snap.lag.items():
             merged.lag[tp] = max(lag, merged.lag.get(tp, 0))
         for topic, n in snap.partitions_by_topic.items():  # every child sees the same

@@ -24,6 +24,13 @@ from its settings. A config file's targets, chosen by ``type``::
 The engine targets (``temporal``, ``airflow``, ``prefect``) take ``concurrency``: how many
 actions (of different keys) may be in flight to the engine at once.
 
+Every target takes flow control: ``max_in_flight`` (actions in flight across its calls,
+never above) and ``rate: {per_second, burst, per_key}`` (a token bucket for the target,
+or one per event key); the actions held back wait in the outbox::
+
+      slow:    {type: webhook, url: "https://slow.example/hook", max_in_flight: 4,
+                rate: {per_second: 50, burst: 10}}
+
 Values of ``headers``, ``env`` and ``properties`` whose names say they are secrets
 (password, secret, token, key, auth…: :mod:`connector.common.redaction`) are kept as
 :class:`~pydantic.SecretStr` and never printed; the registry reveals them to the target.
@@ -67,6 +74,7 @@ __all__ = [
     "LogSpec",
     "PrefectSpec",
     "PythonSpec",
+    "RateSpec",
     "TargetSpec",
     "TemporalSpec",
     "WebhookSpec",
@@ -90,9 +98,29 @@ def _check_object_template(source: JsonValue) -> JsonValue:
     return _check_template(source)
 
 
+class RateSpec(ConfigModel):
+    """A token bucket: ``per_second`` actions a second on average, ``burst`` at once."""
+
+    per_second: PositiveFloat
+    """Actions a second the target is given, on average."""
+    burst: Annotated[float, Field(ge=1)] | None = None
+    """Actions that may go at once after a quiet spell (the bucket's size); default
+    per_second, at least 1."""
+    per_key: bool = False
+    """One bucket per event key of the target instead of one for the whole target."""
+
+
 class _Spec(ConfigModel):
     # Action kinds the target cannot carry out at all, with why: refused at config time.
     refuses: ClassVar[dict[ActionKind, str]] = {}
+
+    max_in_flight: PositiveInt | None = None
+    """Actions handed to the target and not answered yet, across its calls, never more
+    than this (default: concurrency x batch size). Actions held back wait in the outbox
+    and count towards pipeline.outbox_max_pending (backpressure)."""
+    rate: RateSpec | None = None
+    """A rate limit, {per_second, burst, per_key}: actions beyond it wait in the outbox
+    (backpressure), none is dropped."""
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # A URL may hold a secret (its path, query or user:password@): shown redacted.

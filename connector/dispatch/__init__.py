@@ -15,8 +15,10 @@ memory (:meth:`Dispatcher.queue`); the store is read only when a partition is as
   watermark, parked rows (pure);
 * :mod:`~connector.dispatch.schedule`: which lane heads go out now, as far as the
   targets have room;
-* :mod:`~connector.dispatch.delivery`: each target's worker threads and the retries in
-  place of a transient failure;
+* :mod:`~connector.dispatch.delivery`: each target's worker threads, the cap on its
+  actions in flight (``max_in_flight``) and the retries in place of a transient failure;
+* :mod:`~connector.dispatch.flow`: the targets' rate limits (token buckets, per target
+  or key) and the time each was held back;
 * :mod:`~connector.dispatch.outcomes`: a target's answers recorded in the books
   (delivered, to retry, dead) and the dispatcher's counters;
 * :mod:`~connector.dispatch.settlement`: the dispatcher's side of the store: loads,

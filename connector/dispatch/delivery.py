@@ -119,6 +119,7 @@ class TargetWorkers:
         self._calls: dict[str, queue.SimpleQueue[Call | None]] = {}
         self._threads: dict[str, list[threading.Thread]] = {}
         self.in_flight: dict[str, int] = {}  # target -> calls in flight
+        self.actions_in_flight: dict[str, int] = {}  # target -> actions in those calls
 
     @property
     def busy(self) -> bool:
@@ -126,11 +127,16 @@ class TargetWorkers:
         return any(self.in_flight.values())
 
     def room(self) -> dict[str, int]:
-        """How many actions each target can take now."""
-        return {
-            name: (max(1, t.concurrency) - self.in_flight[name]) * max(1, t.batch_size)
-            for name, t in self._targets.items()
-        }
+        """How many actions each target can take now: free calls times ``batch_size``,
+        and never more than its ``flow.max_in_flight`` less the actions in flight."""
+        room: dict[str, int] = {}
+        for name, t in self._targets.items():
+            free = (max(1, t.concurrency) - self.in_flight[name]) * max(1, t.batch_size)
+            cap = t.flow.max_in_flight
+            if cap is not None:
+                free = min(free, cap - self.actions_in_flight[name])
+            room[name] = max(0, free)
+        return room
 
     def open(self) -> None:
         """``concurrency`` threads per target not open yet."""
@@ -140,6 +146,7 @@ class TargetWorkers:
             calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
             self._calls[name] = calls
             self.in_flight.setdefault(name, 0)  # a replaced target's calls may be in flight
+            self.actions_in_flight.setdefault(name, 0)
             threads = self._threads[name] = []
             for i in range(max(1, target.concurrency)):
                 worker = threading.Thread(
@@ -184,13 +191,16 @@ class TargetWorkers:
         """Hand ``entries`` to target ``name``'s workers, ``batch_size`` per call."""
         size = max(1, self._targets[name].batch_size)
         for i in range(0, len(entries), size):
+            chunk = entries[i : i + size]
             self.in_flight[name] += 1
-            self._calls[name].put(Call(name, entries[i : i + size]))
+            self.actions_in_flight[name] += len(chunk)
+            self._calls[name].put(Call(name, chunk))
 
     def answered(self, answer: Answer) -> None:
         """``answer`` reached the coordinator: its call is no longer in flight."""
         if answer.called:
             self.in_flight[answer.target] -= 1
+            self.actions_in_flight[answer.target] -= len(answer.entries)
 
     def _work(self, target: Target, calls: queue.SimpleQueue[Call | None]) -> None:
         while (call := calls.get()) is not None:

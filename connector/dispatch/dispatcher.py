@@ -8,7 +8,9 @@ A round:
    actions of different (target, key) lanes go out concurrently, one lane's in order;
 2. hand them to their target's workers
    (:class:`~connector.dispatch.delivery.TargetWorkers`): up to ``target.concurrency``
-   calls of ``deliver_many`` at once, ``target.batch_size`` actions each. A transient
+   calls of ``deliver_many`` at once, ``target.batch_size`` actions each, never more
+   than ``max_in_flight`` actions in flight nor faster than its ``rate``
+   (:mod:`~connector.dispatch.flow`; held back, they wait in their lanes). A transient
    failure is retried in place a few times (tenacity) before the call reports it;
 3. record each answer in the book (:class:`~connector.dispatch.outcomes.Outcomes`):
    delivered; or failed, with a retry at ``next_delay(attempts)``, or dead after the
@@ -47,6 +49,7 @@ from connector.common.ownership import Ownership
 from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.delivery import Answer, TargetWorkers
+from connector.dispatch.flow import FlowControl
 from connector.dispatch.lanes import Entry, PartitionBook
 from connector.dispatch.outcomes import DispatchStats, Outcomes
 from connector.dispatch.schedule import take_due
@@ -108,6 +111,7 @@ class Dispatcher:
         self.ownership = ownership if ownership is not None else Ownership()
         self._books = OwnedBooks(self.ownership)
         self._workers = TargetWorkers(targets, policy, self._answered)
+        self._flow = FlowControl()
         self._outcomes = Outcomes(self._books, policy, self.stats, clock)
         self._store_outage = Outage("checkpoint store (dispatcher)", log)
         self._settler = Settler(store, self._books, self.ownership, self.stats, self._store_outage)
@@ -150,6 +154,15 @@ class Dispatcher:
     def pending(self) -> int:
         """Actions of owned partitions not settled yet (for backpressure and metrics)."""
         return self._books.pending
+
+    def in_flight(self) -> dict[str, int]:
+        """Per target, the actions handed to it and not answered yet (metrics)."""
+        return dict(self._workers.actions_in_flight)
+
+    def throttled_seconds(self) -> dict[str, float]:
+        """Per target, the seconds it had actions due that it could not take yet (its
+        ``max_in_flight``, ``concurrency`` or ``rate``; metrics)."""
+        return dict(self._flow.throttled_seconds)
 
     # -- from the pipeline ---------------------------------------------------------------
 
@@ -259,6 +272,7 @@ class Dispatcher:
                 self._workers.policy = policy
                 self._outcomes.policy = policy
             retired.extend(self._workers.replace(targets))
+            self._flow.forget(set(self._targets) - set(targets))
             self._targets = targets
             self._paused = self._paused & set(targets)
 
@@ -336,7 +350,11 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch round failed; trying again in 1s")
                 self._stop.wait(1.0)
-            self._wake.wait(self._settle_interval)
+            # A rate-limited target's next token may come sooner than the next round.
+            wake_in = self._flow.wake_in()
+            self._wake.wait(
+                self._settle_interval if wake_in is None else min(wake_in, self._settle_interval)
+            )
 
     def _drain(self) -> None:
         while True:
@@ -383,9 +401,11 @@ class Dispatcher:
 
     def _dispatch(self) -> int:
         """Hand out what is due, as far as the targets have room; return how many."""
+        room = self._workers.room()
+        self._flow.begin(self._targets, room, time.monotonic())
         taken = take_due(
-            self._books.books(), self._targets, self._workers.room(), self._clock(), self._refuse,
-            self._paused,
+            self._books.books(), self._targets, room, self._clock(), self._refuse,
+            self._paused, self._flow,
         )  # fmt: skip
         for name, entries in taken.items():
             self._workers.submit(name, entries)

@@ -120,6 +120,7 @@ class PartitionBook:
         # Lanes whose head may go now, and lanes whose head waits for a retry time.
         self._ready: deque[LaneKey] = deque()
         self._in_ready: set[LaneKey] = set()
+        self._not_now: list[LaneKey] = []  # turns handed back this round, in order
         self._later: list[tuple[float, int, LaneKey]] = []  # heap: (when, aseq, lane)
         self.size = 0  # entries not settled
         self.closing = False  # being released: nothing more is handed out
@@ -220,6 +221,9 @@ class PartitionBook:
         """Lane heads that may be handed to their target now, each once: give each one
         to :meth:`sent`, or back with :meth:`not_now`."""
         later, ready, in_ready = self._later, self._ready, self._in_ready
+        if self._not_now:  # the heads that could not go last round go first
+            ready.extendleft(reversed(self._not_now))
+            self._not_now.clear()
         while later and later[0][0] <= now:
             key = heapq.heappop(later)[2]
             if key not in in_ready:
@@ -247,7 +251,9 @@ class PartitionBook:
         """A head :meth:`ready` gave that could not go this round: next round first."""
         if entry.lane not in self._in_ready:
             self._in_ready.add(entry.lane)
-            self._ready.appendleft(entry.lane)
+            # Not back into the queue being walked: this round's other lanes still get
+            # their turn (a target without room must not hide another's actions).
+            self._not_now.append(entry.lane)
 
     def followers(self, head: Entry, limit: int, now: float) -> list[Entry]:
         """Up to ``limit`` waiting actions right behind ``head`` in its lane, for a target

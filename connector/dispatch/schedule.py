@@ -8,10 +8,14 @@ target that keeps order (``target.ordered``) takes a lane's followers in the sam
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from connector.dispatch.lanes import Entry, PartitionBook
 from connector.targets.base import Target
 from kec.errors import TargetError
+
+if TYPE_CHECKING:
+    from connector.dispatch.flow import FlowControl
 
 __all__ = ["Taken", "take_due"]
 
@@ -25,11 +29,13 @@ def take_due(
     now: float,
     refuse: Callable[[PartitionBook, Entry, TargetError], None],
     paused: Collection[str] = (),
+    flow: FlowControl | None = None,
 ) -> Taken:
     """Mark sent and return, per target, the due actions it has ``room`` for (counted
     down); an action whose target is not configured goes to ``refuse`` at once. The lanes
     of a ``paused`` target lose their turn (no attempt is counted): resuming it gives
-    them one again (:meth:`PartitionBook.wake`)."""
+    them one again (:meth:`PartitionBook.wake`). ``flow``: the rate limits per key (the
+    target-wide ones are in ``room`` already), told what went and what was held back."""
     taken: Taken = {}
     for book in books:
         if book.closing:
@@ -43,14 +49,27 @@ def take_due(
                 refuse(book, entry, TargetError(f"no target named {name!r} is configured"))
                 continue
             if room[name] <= 0:
+                if flow is not None:
+                    flow.held(name, target)
                 book.not_now(entry)
-                if not any(room.values()):
+                if not any(n > 0 for n in room.values()):
                     break
                 continue
+            allowed = room[name]
+            if flow is not None:
+                key_room = flow.key_room(target, entry.lane)
+                if key_room is not None:
+                    if key_room <= 0:
+                        flow.held(name, target, entry.lane)
+                        book.not_now(entry)
+                        continue
+                    allowed = min(allowed, key_room)
             lane = [entry]
             if target.ordered:
-                lane += book.followers(entry, room[name] - 1, now)
+                lane += book.followers(entry, allowed - 1, now)
             room[name] -= len(lane)
+            if flow is not None:
+                flow.took(target, entry.lane, len(lane))
             for e in lane:
                 book.sent(e)
             taken.setdefault(name, []).extend((book, e) for e in lane)

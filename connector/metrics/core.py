@@ -37,6 +37,10 @@ COUNTERS = {
     "actions_delivered": "Actions delivered to their target.",
     "actions_failed": "Failed delivery attempts (retried later).",
     "actions_dead": "Actions moved to the dead-letter table after their last attempt.",
+    "backpressure_pauses": "Times the partitions were paused because too many actions "
+    "waited for delivery (pipeline.outbox_max_pending).",
+    "backpressure_seconds": "Seconds the partitions spent paused because too many actions "
+    "waited for delivery.",
 }
 GAUGES = {
     "outbox_pending": "Actions waiting for delivery (owned partitions).",
@@ -88,6 +92,10 @@ class Snapshot:
     delivered_by_target: dict[str, int] = field(default_factory=dict)
     failed_by_target: dict[str, int] = field(default_factory=dict)
     dead_by_target: dict[str, int] = field(default_factory=dict)
+    # Seconds each target had actions due that it could not take (max_in_flight,
+    # concurrency, rate), a counter; and its actions in flight now, a gauge.
+    throttled_seconds_by_target: dict[str, float] = field(default_factory=dict)
+    in_flight_by_target: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     partitions_by_topic: dict[str, int] = field(default_factory=dict)  # in Kafka's metadata
     owned_by_topic: dict[str, int] = field(default_factory=dict)  # read here

@@ -16,7 +16,9 @@ starving the probes::
 
 Metrics (all ``kec_``): counters of the pipeline (records, events, duplicates, dead
 records, batches), actions queued per ``rule``, delivered / failed / dead per ``target``,
-gauges of the actions waiting for delivery and the paused flag, the consumer lag per
+gauges of the actions waiting for delivery and the paused flag, the pauses for
+backpressure and the time spent paused, per ``target`` the actions in flight and the
+time its flow limits held actions back, the consumer lag per
 ``topic`` and ``partition``, each topic's partitions and those this replica reads, whether
 Kafka and the store are reachable, and histograms of the time from
 checkpoint to delivery and of the store's batch transaction.
@@ -105,6 +107,23 @@ class _Collector(Collector):
             for key, n in sorted(values.items()):
                 family.add_metric([key], n)
             yield family
+        throttled = CounterMetricFamily(
+            "kec_target_throttled_seconds",
+            "Seconds a target had actions due that it could not take yet (its max_in_flight, "
+            "concurrency or rate): they waited in the outbox.",
+            labels=["target"],
+        )
+        for key, seconds in sorted(s.throttled_seconds_by_target.items()):
+            throttled.add_metric([key], seconds)
+        yield throttled
+        in_flight = GaugeMetricFamily(
+            "kec_target_in_flight",
+            "Actions handed to a target and not answered yet.",
+            labels=["target"],
+        )
+        for key, n in sorted(s.in_flight_by_target.items()):
+            in_flight.add_metric([key], n)
+        yield in_flight
         lag = GaugeMetricFamily(
             "kec_consumer_lag",
             "Records not read yet, per partition.",

@@ -287,6 +287,14 @@ class PipelineStats:
     store_ok: bool = True  # the last batch transaction went through
     stopped: dict[TP, str] = field(default_factory=dict)  # partitions stopped, and why
     claiming: int = 0  # partitions assigned by Kafka that the store could not claim yet
+    backpressure_pauses: int = 0  # times the partitions were paused for backpressure
+    backpressure_seconds: float = 0.0  # time they spent paused so, up to the last resume
+    paused_since: float | None = None  # monotonic time of the current pause, if paused
+
+    def paused_seconds(self, now: float) -> float:
+        """The time spent paused for backpressure, the current pause included."""
+        since = self.paused_since
+        return self.backpressure_seconds + (max(0.0, now - since) if since is not None else 0.0)
 
 
 @dataclass
@@ -355,6 +363,7 @@ class Pipeline:
         self._last_commit = 0.0
         self._last_check = self._last_stopped_check = time.monotonic()
         self._paused = False
+        self._pause_log = _PauseLog()
         self._fatal: KafkaError | None = None
         self._unreachable_logged = 0.0
         self._kafka_down_since: float | None = None
@@ -1384,16 +1393,54 @@ class Pipeline:
         pending = self._sink.pending
         if not self._paused and pending >= limit:
             self._paused = True
-            consumer.pause(consumer.assignment())
-            log.warning(
-                "%d actions wait for delivery (limit %d): pausing partitions", pending, limit
-            )
+            assigned = consumer.assignment()
+            consumer.pause(assigned)
+            now = time.monotonic()
+            self.stats.paused_since = now
+            self.stats.backpressure_pauses += 1
+            self._pause_log.paused(now, pending, limit, len(assigned))
         elif self._paused and pending < limit * 0.8:
             self._paused = False
             reading = self.ownership.epochs(State.OWNED)
             running = [p for p in consumer.assignment() if (p.topic, p.partition) in reading]
             consumer.resume(running)
-            log.info("%d actions wait for delivery: resuming partitions", pending)
+            now = time.monotonic()
+            since, self.stats.paused_since = self.stats.paused_since, None
+            spent = now - since if since is not None else 0.0
+            self.stats.backpressure_seconds += spent
+            self._pause_log.resumed(now, pending, spent)
+
+
+class _PauseLog:
+    """The backpressure lines, at most a pause and its resume every ``interval``
+    seconds: a small ``outbox_max_pending`` against a slow target pauses and resumes
+    many times a second. The next line says how many went unlogged."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self._interval = interval
+        self._last: float | None = None
+        self._logged = False  # the current pause was logged: log its resume
+        self._quiet = 0  # pauses since the last line
+
+    def paused(self, now: float, pending: int, limit: int, partitions: int) -> None:
+        if self._last is not None and now - self._last < self._interval:
+            self._logged = False
+            self._quiet += 1
+            return
+        more = f"; {self._quiet} more pause(s) since the last line" if self._quiet else ""
+        log.warning(
+            "backpressure: %d actions wait for delivery (limit %d): pausing %d partition(s)%s",
+            pending, limit, partitions, more,
+        )  # fmt: skip
+        self._last, self._logged, self._quiet = now, True, 0
+
+    def resumed(self, now: float, pending: int, spent: float) -> None:
+        if self._logged:
+            log.info(
+                "backpressure: %d actions wait for delivery: resuming partitions after %.1fs",
+                pending, spent,
+            )  # fmt: skip
+            self._logged = False
 
 
 def _settle(future: Future[Any], work: Callable[[], Any]) -> None:

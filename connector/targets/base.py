@@ -9,9 +9,35 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from kec.action import Action
 from kec.resource import Resource
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """How fast the dispatcher may hand actions to one target (a config's
+    ``max_in_flight`` and ``rate``); the defaults limit nothing beyond ``concurrency``.
+
+    ``max_in_flight``: actions handed to the target and not answered yet, across all its
+    calls, never above this (``concurrency`` bounds the calls, ``batch_size`` the actions
+    a call). ``per_second``/``burst``: a token bucket, one token an action, refilled at
+    ``per_second`` up to ``burst``; ``per_key``: one bucket per event key of the target
+    instead of one for the target. Actions held back wait in the outbox, counted as
+    pending (backpressure)."""
+
+    max_in_flight: int | None = None
+    per_second: float | None = None
+    burst: float | None = None  # None: max(1, per_second)
+    per_key: bool = False
+
+    @property
+    def capacity(self) -> float:
+        """The bucket's size in tokens (meaningless without ``per_second``)."""
+        if self.burst is not None:
+            return self.burst
+        return max(1.0, self.per_second or 1.0)
 
 
 class Target(Resource, abc.ABC):
@@ -29,6 +55,7 @@ class Target(Resource, abc.ABC):
     concurrency: int = 1  # calls of deliver_many in flight at once
     batch_size: int = 1  # actions per call
     ordered: bool = False  # one call applies its actions in their order
+    flow: FlowLimits = FlowLimits()  # the dispatcher's limits (build_target sets them)
 
     @abc.abstractmethod
     def deliver(self, action: Action) -> None:

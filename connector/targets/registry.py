@@ -27,7 +27,7 @@ from connector.config.targets import (
     WebhookSpec,
     parse_target,
 )
-from connector.targets.base import Target
+from connector.targets.base import FlowLimits, Target
 from connector.targets.command import CommandTarget
 from connector.targets.kafka import KafkaTarget
 from connector.targets.log import LogTarget
@@ -51,6 +51,18 @@ def build_target(
     :class:`~kec.errors.ConfigError` naming the target and each field path).
     """
     settings = parse_target(name, spec) if isinstance(spec, Mapping) else spec
+    target = _build(name, settings, connection)
+    rate = settings.rate
+    target.flow = FlowLimits(
+        max_in_flight=settings.max_in_flight,
+        per_second=rate.per_second if rate is not None else None,
+        burst=rate.burst if rate is not None else None,
+        per_key=rate.per_key if rate is not None else False,
+    )
+    return target
+
+
+def _build(name: str, settings: AnyTargetSpec, connection: Connection | None) -> Target:
     match settings:
         case LogSpec():
             return LogTarget(name, settings.path, fsync=settings.fsync)

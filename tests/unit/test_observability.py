@@ -49,6 +49,8 @@ def _everything() -> Snapshot:
         delivered_by_target={"hook": 1},
         failed_by_target={"hook": 1},
         dead_by_target={"hook": 1},
+        throttled_seconds_by_target={"hook": 1.0},
+        in_flight_by_target={"hook": 1},
         lag={("events.default", 0): 1},
         partitions_by_topic={"events.default": 1},
         owned_by_topic={"events.default": 1},
