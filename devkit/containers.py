@@ -229,8 +229,12 @@ def reap_orphans() -> int:
     client = _client()
     removed = 0
     try:
-        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-            if not _owner_alive(container.labels.get(OWNER_LABEL, "")):
+        # Sparse: no inspection per container, which fails with 404 for one that another
+        # process removes between the listing and its inspection.
+        listed = client.containers.list(all=True, filters={"label": OWNER_LABEL}, sparse=True)
+        for container in listed:
+            labels = container.attrs.get("Labels") or {}
+            if not _owner_alive(labels.get(OWNER_LABEL, "")):
                 with contextlib.suppress(Exception):  # already being removed
                     container.remove(force=True, v=True)
                     removed += 1

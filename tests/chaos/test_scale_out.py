@@ -223,7 +223,12 @@ def test_two_instances_of_two_processes_with_kills_of_either_lose_nothing(
             if abort.is_set():
                 break
             member = rng.choice(list(fleet.procs))
+            # A supervisor just started spawns its processes in a moment (longer on a
+            # loaded machine): wait for them rather than kill the instance instead.
             children = fleet.children(member)
+            deadline = time.monotonic() + 30
+            while not children and time.monotonic() < deadline and not abort.wait(0.2):
+                children = fleet.children(member)
             if round_ == 4 or not children:
                 fleet.signal(member, signal.SIGKILL)
                 kills.append(f"SIGKILL instance {member}")
