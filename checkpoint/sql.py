@@ -268,6 +268,13 @@ class _Batch(BatchTransaction):
                     [time.time(), *self._d.rows_params(kept, types)],
                 )
 
+    def event_time_watermark(self) -> int:
+        with self._use() as sql:
+            (watermark,) = sql.one(
+                "SELECT coalesce(min(coalesce(event_time, 0)), 0) FROM kec_partitions"
+            )
+        return int(watermark)
+
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
         if not records:
             return
