@@ -45,7 +45,8 @@ def fire_due(
     more = [k for tp, at in now.items() for k in evaluator.due_keys(tp, state, at)]
     watermark = None
     if more:
-        watermark = tx.event_time_watermark()  # first: the rows read after it are as new
+        # First: the rows read after it are at least as new as the times it saw.
+        watermark = tx.event_time_watermark(now)
         state.update(tx.read_rule_state(more))
     fired: dict[TP, list[Action]] = {}
     dirty: set[str] = set()

@@ -318,21 +318,19 @@ class Timed:
         row = _load(_current(key, state, out))
         now = event.create_time
         within = int(a.within * 1000)
-        if "a" in row:
-            return  # one pending A per group: later ones wait with it
         b = row.get("b")
         if isinstance(b, int) and now <= b <= now + within:
             return  # its B was read first
+        pending: list[dict[str, Any]] = row.get("a", [])
+        if any(p["e"]["event_id"] == event.event_id for p in pending):
+            return  # the same event again (a replay of its record): taken once
         tp = _tp(event)
         due = now + within
-        row = {"v": _V, "a": event_payload(event), "due": due, "tp": list(tp)}
-        if isinstance(b, int):
-            row["b"] = b
-        out.updates[key] = _dump(row)
-        out.expiry.pop(key, None)
+        pending.append({"e": event_payload(event), "due": due, "tp": list(tp)})
+        self._write_pending(a, key, {**row, "a": pending}, out)
         timers_key = _dump_key("absence-timers", self.rule.name, *tp)
         timers = _load(_current(timers_key, state, out)).get("due", {})
-        timers[group] = due
+        timers[group] = min(due, timers.get(group, due))
         out.updates[timers_key] = _dump({"v": _V, "due": timers})
 
     def _absence_b(
@@ -342,14 +340,27 @@ class Timed:
         row = _load(_current(key, state, out))
         now = event.create_time
         b = max(now, row["b"]) if isinstance(row.get("b"), int) else now
-        if "a" in row and row["a"]["create_time"] <= now <= row["due"]:
-            row = {"v": _V, "b": b}  # answered in time: only B's time stays
-        else:
-            row = {**row, "v": _V, "b": b}
-        out.updates[key] = _dump(row)
-        if "a" not in row:  # kept for an A read later; pruned once time has passed it
+        # Every pending A this B follows in time is answered; the others still wait.
+        pending = [p for p in row.get("a", []) if not p["e"]["create_time"] <= now <= p["due"]]
+        self._write_pending(a, key, {"a": pending, "b": b}, out)
+
+    @staticmethod
+    def _write_pending(a: Absence, key: str, row: dict[str, Any], out: Out) -> None:
+        """A group's row: pending As (no expiry: they fire), else the latest B alone, kept
+        for an A read later and pruned once event time has passed it."""
+        pending = row.get("a") or []
+        b = row.get("b")
+        if pending:
+            data: dict[str, Any] = {"v": _V, "a": pending}
+            if isinstance(b, int):
+                data["b"] = b
+            out.updates[key] = _dump(data)
+            out.expiry.pop(key, None)
+        elif isinstance(b, int):
+            out.updates[key] = _dump({"v": _V, "b": b})
             out.expiry[key] = b / 1000 + a.within
         else:
+            out.updates[key] = None
             out.expiry.pop(key, None)
 
     # -- time --------------------------------------------------------------------------
@@ -406,6 +417,8 @@ class Timed:
         state: Mapping[str, str | None],
         out: Out,
     ) -> None:
+        timing = self.timing
+        assert isinstance(timing, Absence)
         timers: dict[str, int] = _load(raw).get("due", {})
         changed = False
         for group, due in sorted(timers.items()):
@@ -413,22 +426,21 @@ class Timed:
                 continue
             pending_key = self._pending_key(group)
             row = _load(_current(pending_key, state, out))
-            if "a" in row and row.get("tp") == list(tp):
-                if row["due"] > watermark:
-                    if row["due"] != due:
-                        timers[group], changed = row["due"], True
+            left: list[dict[str, Any]] = []
+            for p in sorted(row.get("a", []), key=lambda p: (p["due"], p["e"]["event_id"])):
+                if p["tp"] != list(tp) or p["due"] > watermark:
+                    left.append(p)  # another partition's, or not due yet
                     continue
-                timing = self.timing
-                assert isinstance(timing, Absence)
-                carried = row["a"]
-                payload = {"event": carried, "deadline": row["due"], "then": timing.then}
+                carried = p["e"]
+                payload = {"event": carried, "deadline": p["due"], "then": timing.then}
                 out.actions.append(self._action(carried, (carried["event_id"],), payload))
-                if isinstance(row.get("b"), int):
-                    out.updates[pending_key] = _dump({"v": _V, "b": row["b"]})
-                    out.expiry[pending_key] = row["b"] / 1000 + timing.within
-                else:
-                    out.updates[pending_key] = None
-            del timers[group]
+            if len(left) != len(row.get("a", [])):
+                self._write_pending(timing, pending_key, {**row, "a": left}, out)
+            mine = [p["due"] for p in left if p["tp"] == list(tp)]
+            if mine:
+                timers[group] = min(mine)
+            else:
+                del timers[group]
             changed = True
         if changed:
             out.updates[key] = _dump({"v": _V, "due": timers}) if timers else None
