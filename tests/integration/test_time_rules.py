@@ -1,0 +1,293 @@
+"""Time-driven rules (debounce, batch, absence) end to end: ``event-connector run`` as a
+real process on a real broker and a SQLite store, records produced with explicit
+timestamps (event time), the process SIGKILLed while a window is open (its state is in
+the store, its action not made yet: checked before the kill), then restarted: every
+expected action is made once, with the id derived from the events it closes.
+
+The idle rule fires what the restart finds due: ``pipeline.idle_interval: 1`` moves an
+idle partition's event time to the present every second (docs/architecture.md,
+"Time-driven rules").
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from checkpoint import open_store
+from kec.action import action_id
+from tests.support import start_run, wait_for
+
+
+def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, rule: str) -> Path:
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            kafka:
+              bootstrap_servers: "{bootstrap}"
+              properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
+            group_id: {group_id}
+            namespaces:
+              shop: {{topics: [{topic}]}}
+            checkpoint: {{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}
+            pipeline: {{idle_interval: 1, linger_ms: 50}}
+            targets:
+              log: {{type: log, path: {tmp_path}/actions.jsonl}}
+            rules:
+            """
+        )
+        + textwrap.indent(textwrap.dedent(rule), "  ")
+    )
+    return path
+
+
+def _produce(bootstrap: str, topic: str, records: Sequence[tuple[str, Any, int]]) -> list[str]:
+    """Send (key, JSON value, timestamp ms) in order, one partition per key as the
+    connector's producers do; return each record's event id (``topic/partition/offset``)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    ids: dict[int, str] = {}
+
+    def delivered(i: int) -> Callable[[Any, Any], None]:
+        def done(err: Any, msg: Any) -> None:
+            assert err is None, err
+            ids[i] = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
+
+        return done
+
+    for i, (key, value, timestamp) in enumerate(records):
+        producer.produce(
+            topic, key=key, value=json.dumps(value), timestamp=timestamp, on_delivery=delivered(i)
+        )
+    assert producer.flush(30) == 0
+    return [ids[i] for i in range(len(records))]
+
+
+def _actions(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _state(url: str, prefix: str) -> dict[str, Any]:
+    """The committed rule-state rows whose keys start with ``prefix``, parsed."""
+    if not Path(url.removeprefix("sqlite://")).exists():
+        return {}
+    with open_store(url, create=False) as store:
+        return {k: json.loads(v) for k, v in store.read_rule_state_range(prefix, 100)}
+
+
+def _events(url: str) -> int:
+    if not Path(url.removeprefix("sqlite://")).exists():
+        return 0
+    with open_store(url, create=False) as store:
+        return store.count_events()
+
+
+@contextmanager
+def _running(config: Path, log: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The ``run`` processes started in the block (a list: the test restarts it); each
+    is killed at the end if still running."""
+    processes = [start_run(config, log)]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+def _claimed(url: str, topic: str, partitions: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until ``run`` owns the topic's partitions (it reads them from then on)."""
+
+    def owned() -> bool:
+        assert process.poll() is None, "run exited"
+        if not Path(url.removeprefix("sqlite://")).exists():
+            return False
+        with open_store(url, create=False) as store:
+            return (
+                len([p for p in store.partitions() if p.tp[0] == topic and p.owner]) == partitions
+            )
+
+    wait_for(owned, timeout=90, interval=0.2, what="the partitions claimed")
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
+def _finish(process: subprocess.Popen[bytes], log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0, log.read_text()[-3000:]
+
+
+def _by_id(path: Path) -> dict[str, dict[str, Any]]:
+    """The actions delivered, by id; a line repeated after the kill has the same id."""
+    return {str(a["idempotency_key"]): a for a in _actions(path)}
+
+
+def test_debounce_sigkilled_mid_burst_fires_each_burst_once(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    rule = """\
+    - name: settle
+      namespace: shop
+      key: "item-*"
+      action: notify
+      debounce: {quiet: 12, carry: last}
+    """
+    config, log = _config(tmp_path, bootstrap, topic, group_id, rule), tmp_path / "run.log"
+    url, actions = f"sqlite://{tmp_path}/state/checkpoints.db", tmp_path / "actions.jsonl"
+    with _running(config, log) as processes:
+        _claimed(url, topic, 2, processes[-1])
+        base = int(time.time() * 1000)
+        burst = [("item-1", {"n": i}, base + 100 * i) for i in range(3)]
+        burst += [("item-2", {"n": i}, base + 50 * i) for i in range(2)]
+        first_ids = _produce(bootstrap, topic, burst)
+
+        def open_groups() -> int:
+            ended = processes[-1].poll()  # only by the test's SIGKILL or SIGTERM
+            assert ended in (None, 0, -signal.SIGKILL), log.read_text()[-3000:]
+            rows = _state(url, '["timed","settle"')
+            return sum(row["groups"][g]["n"] for row in rows.values() for g in row["groups"])
+
+        wait_for(lambda: open_groups() == 5, timeout=90, what="both bursts checkpointed")
+        killed_at = int(time.time() * 1000)
+        _kill(processes[-1])
+        # The kill fell inside the window: both bursts open in the store, nothing made, and
+        # the quiet period (12 s after each burst's last event) not over yet.
+        assert killed_at < base + 12_000, "the burst was closed before the kill"
+        assert _actions(actions) == []
+        assert open_groups() == 5
+
+        processes.append(start_run(config, log))
+        wait_for(lambda: len(_by_id(actions)) == 2, timeout=90, what="two bursts fired")
+        second = _produce(bootstrap, topic, [("item-1", {"n": 9}, int(time.time() * 1000))])
+        wait_for(lambda: len(_by_id(actions)) == 3, timeout=90, what="the third burst")
+        _finish(processes[-1], log)
+
+    expected = {
+        action_id("settle", (first_ids[0], first_ids[2])): ("item-1", 3, first_ids[2]),
+        action_id("settle", (first_ids[3], first_ids[4])): ("item-2", 2, first_ids[4]),
+        action_id("settle", (second[0],)): ("item-1", 1, second[0]),
+    }
+    made = _by_id(actions)
+    assert set(made) == set(expected)
+    for key, (item, count, last) in expected.items():
+        assert made[key]["event_key"] == item
+        assert made[key]["payload"]["count"] == count
+        assert made[key]["payload"]["event"]["event_id"] == last
+    with open_store(url, create=False) as store:
+        assert store.count_actions_by_rule() == {"settle": 3}, "each queued once"
+    assert _state(url, '["timed"') == {}, "no burst left open"
+
+
+def test_batch_sigkilled_with_a_batch_open_fires_it_once_after_the_restart(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic = new_topic(1)
+    rule = """\
+    - name: bulk
+      namespace: shop
+      key: "row-*"
+      action: start
+      workflow: loader
+      batch: {size: 5, within: 12}
+    """
+    config, log = _config(tmp_path, bootstrap, topic, group_id, rule), tmp_path / "run.log"
+    url, actions = f"sqlite://{tmp_path}/state/checkpoints.db", tmp_path / "actions.jsonl"
+    with _running(config, log) as processes:
+        _claimed(url, topic, 1, processes[-1])
+        base = int(time.time() * 1000)
+        ids = _produce(bootstrap, topic, [(f"row-{i}", {"i": i}, base + i) for i in range(12)])
+
+        def held() -> int:
+            ended = processes[-1].poll()  # only by the test's SIGKILL or SIGTERM
+            assert ended in (None, 0, -signal.SIGKILL), log.read_text()[-3000:]
+            rows = _state(url, '["timed","bulk"')
+            return sum(len(g["events"]) for row in rows.values() for g in row["groups"].values())
+
+        wait_for(lambda: _events(url) == 12 and held() == 2, timeout=90, what="12 checkpointed")
+        wait_for(lambda: len(_by_id(actions)) == 2, timeout=30, what="the two full batches")
+        killed_at = int(time.time() * 1000)
+        _kill(processes[-1])
+        assert killed_at < base + 12_000, "the open batch's time was up before the kill"
+        assert held() == 2 and len(_by_id(actions)) == 2
+
+        processes.append(start_run(config, log))
+        wait_for(lambda: len(_by_id(actions)) == 3, timeout=90, what="the open batch fired")
+        _finish(processes[-1], log)
+
+    made = _by_id(actions)
+    expected = [tuple(ids[0:5]), tuple(ids[5:10]), tuple(ids[10:12])]
+    assert set(made) == {action_id("bulk", group) for group in expected}
+    for group in expected:
+        action = made[action_id("bulk", group)]
+        assert [e["event_id"] for e in action["payload"]["events"]] == list(group)
+        assert [e["value"]["i"] for e in action["payload"]["events"]] == [
+            int(i.rsplit("/", 1)[1]) for i in group
+        ]
+    reasons = Counter(a["payload"]["reason"] for a in made.values())
+    assert reasons == {"size": 2, "time": 1}
+    with open_store(url, create=False) as store:
+        assert store.count_actions_by_rule() == {"bulk": 3}
+
+
+def test_absence_sigkilled_before_the_deadline_times_out_the_unanswered_once(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic = new_topic(2)
+    rule = """\
+    - name: unpaid
+      namespace: shop
+      key: order-created
+      action: notify
+      absence: {then: order-paid, within: 12, by: value.order}
+    """
+    config, log = _config(tmp_path, bootstrap, topic, group_id, rule), tmp_path / "run.log"
+    url, actions = f"sqlite://{tmp_path}/state/checkpoints.db", tmp_path / "actions.jsonl"
+    with _running(config, log) as processes:
+        _claimed(url, topic, 2, processes[-1])
+        base = int(time.time() * 1000)
+        created = _produce(
+            bootstrap, topic, [("order-created", {"order": n}, base + n) for n in (1, 2, 3)]
+        )
+        _produce(bootstrap, topic, [("order-paid", {"order": 2}, base + 1_000)])
+
+        def pending() -> int:
+            ended = processes[-1].poll()  # only by the test's SIGKILL or SIGTERM
+            assert ended in (None, 0, -signal.SIGKILL), log.read_text()[-3000:]
+            return sum(len(row.get("a", [])) for row in _state(url, '["absence"').values())
+
+        wait_for(lambda: _events(url) == 4 and pending() == 2, timeout=90, what="A, A, A, B")
+        killed_at = int(time.time() * 1000)
+        _kill(processes[-1])
+        assert killed_at < base + 12_000, "the deadline passed before the kill"
+        assert _actions(actions) == [] and pending() == 2
+
+        processes.append(start_run(config, log))
+        wait_for(lambda: len(_by_id(actions)) == 2, timeout=90, what="two timeouts")
+        _finish(processes[-1], log)
+
+    made = _by_id(actions)
+    assert set(made) == {action_id("unpaid", (created[0],)), action_id("unpaid", (created[2],))}
+    assert sorted(a["payload"]["event"]["value"]["order"] for a in made.values()) == [1, 3]
+    assert all(a["payload"]["deadline"] == a["payload"]["event"]["create_time"] + 12_000
+               for a in made.values())  # fmt: skip
+    with open_store(url, create=False) as store:
+        assert store.count_actions_by_rule() == {"unpaid": 2}
+    rows = _state(url, '["absence"')
+    assert all("a" not in row for row in rows.values()), "no A left pending"
