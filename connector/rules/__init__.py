@@ -2,6 +2,9 @@
 
 * :mod:`~connector.rules.models`: the rules as the config file states them (:class:`Rule`,
   :class:`AllOf`, :class:`ValueMatch`, :class:`JsonPredicate`), re-exported here;
+* :mod:`~connector.rules.timing`: the time-driven features (:class:`Debounce`,
+  :class:`Throttle`, :class:`Batch`, :class:`Absence`), evaluated by
+  :mod:`~connector.rules.windows`;
 * :mod:`~connector.rules.trigger`: :class:`~connector.rules.trigger.TriggerEngine`, the
   pure evaluation ``(rules, state, event) -> (actions, state updates)``;
 * :mod:`~connector.rules.limits`: how much of a value conditions look at
@@ -26,14 +29,19 @@ from connector.rules.models import (
     check_unique_names,
     is_glob,
 )
+from connector.rules.timing import Absence, Batch, Debounce, Throttle
 
 __all__ = [
     "TASK_ACTIONS",
     "WORKFLOW_ACTIONS",
+    "Absence",
     "AllOf",
+    "Batch",
+    "Debounce",
     "JsonPredicate",
     "Rule",
     "RuleList",
+    "Throttle",
     "ValueMatch",
     "check_unique_names",
     "is_glob",

@@ -380,3 +380,26 @@ def test_a_rule_takes_one_time_feature_with_key_only() -> None:
         )
     with pytest.raises(ValidationError, match=r"value\.PATH"):
         Rule.model_validate({**base, "key": "k", "debounce": {"quiet": 1, "by": "value."}})
+
+
+def test_the_python_rule_api_compiles_to_the_same_time_driven_rules() -> None:
+    from connector.rules import Absence, Debounce
+    from connector.workflow import Task, TaskAction, Workflow
+
+    with Workflow(name="shop", namespace="shop") as wf:
+        remind = Task("remind")
+        by_task = remind.action_on_event_received(
+            TaskAction.START,
+            "order-created",
+            name="unpaid",
+            absence=Absence(then="order-paid", within=900, by="value.order"),
+        )
+    by_wf = wf.trigger_on_event("item-*", name="reprice", debounce=Debounce(quiet=10))
+    assert by_wf == Rule.model_validate(
+        {"name": "reprice", "namespace": "shop", "key": "item-*", "action": "start",
+         "workflow": "shop", "debounce": {"quiet": 10}}
+    )  # fmt: skip
+    assert by_task.absence == Absence.model_validate(
+        {"then": "order-paid", "within": 900, "by": "value.order"}
+    )
+    assert by_task.patterns == ("order-created", "order-paid")
