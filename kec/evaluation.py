@@ -65,6 +65,10 @@ class Timers(Protocol):
     time in ms; ``watermark`` is the store's least partition event time (read only when
     :meth:`due_keys` named rows, else None)."""
 
+    def has_timers(self) -> bool:
+        """Whether any rule may fire because time passed (else the due pass is skipped)."""
+        ...
+
     def timer_keys(self, tp: TP) -> Sequence[str]: ...
 
     def due_keys(self, tp: TP, state: Mapping[str, str | None], now: int) -> Sequence[str]: ...

@@ -105,6 +105,9 @@ class HttpIndex:
 
     # The due pass of time-driven rules is the inner rules' (kec.evaluation.Timers).
 
+    def has_timers(self) -> bool:
+        return isinstance(self._inner, Timers) and self._inner.has_timers()
+
     def timer_keys(self, tp: TP) -> Sequence[str]:
         return self._inner.timer_keys(tp) if isinstance(self._inner, Timers) else ()
 

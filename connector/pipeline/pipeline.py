@@ -1343,11 +1343,16 @@ class Pipeline:
         """Partitions read to their end (``at_end``: this poll found their end; ``read``:
         this batch read records of them), with nothing uncheckpointed: their event time
         moves to the present (the idle rule: no record still to read can be older), at
-        most every ``idle_interval`` seconds and for as long as nothing comes, so
-        ``all_of`` sets that no event can complete any more are pruned and time-driven
-        rules fire (:meth:`_tick`) even when some partitions see no traffic."""
-        self._at_end.difference_update(read)
-        self._at_end.update(at_end)
+        most every ``idle_interval`` seconds, so ``all_of`` sets that no event can
+        complete any more are pruned even when some partitions see no traffic. With
+        time-driven rules it moves for as long as nothing comes, and they fire
+        (:meth:`_tick`); without, only when a poll finds the end (a write per partition
+        every ``idle_interval`` would cost a fsync each for nothing)."""
+        if has_timers(self._evaluator):
+            self._at_end.difference_update(read)
+            self._at_end.update(at_end)
+        else:  # nothing fires by time: a move when a poll finds the end is enough
+            self._at_end = set(at_end)
         if not self._at_end:
             return
         now = time.monotonic()

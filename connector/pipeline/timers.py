@@ -25,7 +25,7 @@ __all__ = ["fire_due", "has_timers"]
 
 def has_timers(evaluator: Evaluator) -> bool:
     """Whether ``evaluator``'s rules may fire because time passed."""
-    return isinstance(evaluator, Timers)
+    return isinstance(evaluator, Timers) and evaluator.has_timers()
 
 
 def fire_due(
@@ -34,7 +34,7 @@ def fire_due(
     """Run the due pass of each partition of ``now`` (its event time, ms) inside ``tx``:
     two reads of rule state (the timer rows, then the rows due), the watermark when an
     ``absence`` may be due, one write. Returns the actions fired, per partition."""
-    if not isinstance(evaluator, Timers) or not now:
+    if not isinstance(evaluator, Timers) or not now or not evaluator.has_timers():
         return {}
     keys = [k for tp in now for k in evaluator.timer_keys(tp)]
     if not keys:

@@ -48,6 +48,9 @@ class RuleSwitch:
 
     # The due pass of time-driven rules (kec.evaluation.Timers), paused rules dropped too.
 
+    def has_timers(self) -> bool:
+        return isinstance(self.engine, Timers) and self.engine.has_timers()
+
     def timer_keys(self, tp: TP) -> Sequence[str]:
         return self.engine.timer_keys(tp) if isinstance(self.engine, Timers) else ()
 

@@ -445,6 +445,10 @@ class TriggerEngine:
 
     # -- time-driven rules: the due pass (connector/rules/windows.py) ----------------------
 
+    def has_timers(self) -> bool:
+        """Whether any rule is time-driven."""
+        return bool(self._timed)
+
     def timer_keys(self, tp: TP) -> list[str]:
         """The rows the due pass of partition ``tp`` reads first."""
         return [k for t in self._timed if (k := t.timer_key(tp)) is not None]

@@ -291,3 +291,46 @@ def test_absence_sigkilled_before_the_deadline_times_out_the_unanswered_once(
         assert store.count_actions_by_rule() == {"unpaid": 2}
     rows = _state(url, '["absence"')
     assert all("a" not in row for row in rows.values()), "no A left pending"
+
+
+def test_throttle_sigkilled_within_a_period_counts_the_rest_in_the_next_action(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    topic = new_topic(1)
+    rule = """\
+    - name: page
+      namespace: shop
+      key: "sensor-*"
+      action: notify
+      throttle: {period: 60}
+    """
+    config, log = _config(tmp_path, bootstrap, topic, group_id, rule), tmp_path / "run.log"
+    url, actions = f"sqlite://{tmp_path}/state/checkpoints.db", tmp_path / "actions.jsonl"
+    with _running(config, log) as processes:
+        _claimed(url, topic, 1, processes[-1])
+        base = int(time.time() * 1000)
+        first = _produce(bootstrap, topic, [("sensor-1", {"t": i}, base + i) for i in range(4)])
+
+        def counted() -> int:
+            ended = processes[-1].poll()  # only by the test's SIGKILL or SIGTERM
+            assert ended in (None, 0, -signal.SIGKILL), log.read_text()[-3000:]
+            rows = _state(url, '["timed","page"')
+            return sum(g["n"] for row in rows.values() for g in row["groups"].values())
+
+        wait_for(lambda: _events(url) == 4 and counted() == 3, timeout=90, what="3 counted")
+        wait_for(lambda: len(_by_id(actions)) == 1, timeout=30, what="the first page")
+        _kill(processes[-1])
+        assert counted() == 3 and len(_by_id(actions)) == 1, "the kill fell inside the period"
+
+        processes.append(start_run(config, log))
+        # The next period (event time: the record's timestamp, a minute on).
+        later = _produce(bootstrap, topic, [("sensor-1", {"t": 9}, base + 61_000)])
+        wait_for(lambda: len(_by_id(actions)) == 2, timeout=90, what="the next page")
+        _finish(processes[-1], log)
+
+    made = _by_id(actions)
+    assert set(made) == {action_id("page", (first[0],)), action_id("page", (later[0],))}
+    assert made[action_id("page", (first[0],))]["payload"]["suppressed"] == 0
+    assert made[action_id("page", (later[0],))]["payload"]["suppressed"] == 3
+    with open_store(url, create=False) as store:
+        assert store.count_actions_by_rule() == {"page": 2}

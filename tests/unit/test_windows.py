@@ -26,6 +26,7 @@ from connector.pipeline.timers import fire_due
 from connector.rules import Rule
 from connector.rules.trigger import TriggerEngine
 from kec.action import Action, action_id
+from kec.errors import Fenced
 from kec.event import TP, Event
 
 TOPIC = "events.default"
@@ -403,3 +404,27 @@ def test_the_python_rule_api_compiles_to_the_same_time_driven_rules() -> None:
         {"then": "order-paid", "within": 900, "by": "value.order"}
     )
     assert by_task.patterns == ("order-created", "order-paid")
+
+
+def test_only_the_partitions_owner_fires_a_stale_epochs_tick_changes_nothing() -> None:
+    rule = {"name": "d", "key": "k", "action": "notify", "debounce": {"quiet": 10}}
+    h = Harness([rule])
+    try:
+        h.batch(P0, [h.event(P0, "k", T0)])
+        stale = h.epoch[P0]
+        h.store.claim("another", [P0])  # another instance took the partition over
+        keys = h.engine.timer_keys(P0)
+        before = h.store.read_rule_state(keys)
+        fired: list[Action] = []
+
+        def tick() -> None:
+            with h.store.batch() as tx:
+                fired.extend(fire_due(tx, h.engine, {P0: T0 + 60_000}).get(P0, []))
+                tx.append(P0, stale, 1, 1, [], fired, T0 + 60_000)
+
+        with pytest.raises(Fenced):
+            tick()
+        assert len(fired) == 1, "it was due, but its transaction is refused whole"
+        assert h.store.read_rule_state(keys) == before, "the burst is still open"
+    finally:
+        h.close()
