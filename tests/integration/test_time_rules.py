@@ -26,11 +26,23 @@ from confluent_kafka import Producer
 
 from checkpoint import open_store
 from kec.action import action_id
+from kec.errors import StoreMissing
 from tests.support import start_run, wait_for
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, rule: str) -> Path:
-    path = tmp_path / "connector.yaml"
+def _config(
+    tmp_path: Path,
+    bootstrap: str,
+    topic: str,
+    group_id: str,
+    rule: str,
+    *,
+    store: str = "",
+    name: str = "connector",
+    actions: str = "actions.jsonl",
+) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    store = store or f"{{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}"
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -40,10 +52,10 @@ def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, rule: str
             group_id: {group_id}
             namespaces:
               shop: {{topics: [{topic}]}}
-            checkpoint: {{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}
+            checkpoint: {store}
             pipeline: {{idle_interval: 1, linger_ms: 50}}
             targets:
-              log: {{type: log, path: {tmp_path}/actions.jsonl}}
+              log: {{type: log, path: {tmp_path}/{actions}}}
             rules:
             """
         )
@@ -52,9 +64,12 @@ def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, rule: str
     return path
 
 
-def _produce(bootstrap: str, topic: str, records: Sequence[tuple[str, Any, int]]) -> list[str]:
+def _produce(
+    bootstrap: str, topic: str, records: Sequence[tuple[str, Any, int]], partition: int = -1
+) -> list[str]:
     """Send (key, JSON value, timestamp ms) in order, one partition per key as the
-    connector's producers do; return each record's event id (``topic/partition/offset``)."""
+    connector's producers do (or all to ``partition``); return each record's event id
+    (``topic/partition/offset``)."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     ids: dict[int, str] = {}
 
@@ -67,8 +82,9 @@ def _produce(bootstrap: str, topic: str, records: Sequence[tuple[str, Any, int]]
 
     for i, (key, value, timestamp) in enumerate(records):
         producer.produce(
-            topic, key=key, value=json.dumps(value), timestamp=timestamp, on_delivery=delivered(i)
-        )
+            topic, key=key, value=json.dumps(value), timestamp=timestamp,
+            on_delivery=delivered(i), partition=partition,
+        )  # fmt: skip
     assert producer.flush(30) == 0
     return [ids[i] for i in range(len(records))]
 
@@ -79,16 +95,20 @@ def _actions(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+def _missing(url: str) -> bool:
+    return url.startswith("sqlite://") and not Path(url.removeprefix("sqlite://")).exists()
+
+
 def _state(url: str, prefix: str) -> dict[str, Any]:
     """The committed rule-state rows whose keys start with ``prefix``, parsed."""
-    if not Path(url.removeprefix("sqlite://")).exists():
+    if _missing(url):
         return {}
     with open_store(url, create=False) as store:
         return {k: json.loads(v) for k, v in store.read_rule_state_range(prefix, 100)}
 
 
 def _events(url: str) -> int:
-    if not Path(url.removeprefix("sqlite://")).exists():
+    if _missing(url):
         return 0
     with open_store(url, create=False) as store:
         return store.count_events()
@@ -113,12 +133,14 @@ def _claimed(url: str, topic: str, partitions: int, process: subprocess.Popen[by
 
     def owned() -> bool:
         assert process.poll() is None, "run exited"
-        if not Path(url.removeprefix("sqlite://")).exists():
+        if _missing(url):
             return False
-        with open_store(url, create=False) as store:
-            return (
-                len([p for p in store.partitions() if p.tp[0] == topic and p.owner]) == partitions
-            )
+        try:
+            with open_store(url, create=False) as store:
+                owned = [p for p in store.partitions() if p.tp[0] == topic and p.owner]
+        except StoreMissing:  # run has not created it yet
+            return False
+        return len(owned) == partitions
 
     wait_for(owned, timeout=90, interval=0.2, what="the partitions claimed")
 
@@ -334,3 +356,94 @@ def test_throttle_sigkilled_within_a_period_counts_the_rest_in_the_next_action(
     assert made[action_id("page", (later[0],))]["payload"]["suppressed"] == 3
     with open_store(url, create=False) as store:
         assert store.count_actions_by_rule() == {"page": 2}
+
+
+def test_absence_across_partitions_of_two_instances_on_postgresql_one_sigkilled(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+    pg_store_url: Callable[[], str],
+) -> None:
+    """Two instances share a PostgreSQL store and the topic's four partitions; A and B of
+    one order live on different partitions. One instance is SIGKILLed with every deadline
+    ahead; the other takes its partitions over and fires each unanswered A once, from
+    the partition A came from."""
+    topic, url = new_topic(4), pg_store_url()
+    rule = """\
+    - name: unpaid
+      namespace: shop
+      key: "created-*"
+      action: notify
+      absence: {then: "paid-*", within: 15, by: value.order}
+    """
+    store = f'{{backend: postgres, dsn: "{url}"}}'
+    configs = [
+        _config(tmp_path, bootstrap, topic, group_id, rule, store=store, name=f"m{i}",
+                actions=f"actions-{i}.jsonl")
+        for i in (0, 1)
+    ]  # fmt: skip
+    logs = [tmp_path / "m0.log", tmp_path / "m1.log"]
+    outputs = [tmp_path / "actions-0.jsonl", tmp_path / "actions-1.jsonl"]
+
+    def made() -> dict[str, dict[str, Any]]:
+        return {k: v for path in outputs for k, v in _by_id(path).items()}
+
+    def owners() -> dict[int, str]:
+        with open_store(url, create=False) as opened:
+            return {p.tp[1]: p.owner for p in opened.partitions() if p.tp[0] == topic and p.owner}
+
+    def split() -> bool:
+        return len(set(owners().values())) == 2
+
+    first, second = start_run(configs[0], logs[0]), start_run(configs[1], logs[1])
+    processes = [first, second]
+    try:
+        _claimed(url, topic, 4, first)
+        wait_for(split, timeout=90, interval=0.3, what="each instance owning some")
+        # The instance to be killed (its owner id holds its pid) owns `doomed`.
+        doomed = min(p for p, owner in owners().items() if f"-{first.pid}-" in owner)
+        kept = min(p for p, owner in owners().items() if f"-{first.pid}-" not in owner)
+        base = int(time.time() * 1000)
+        created = [
+            _produce(bootstrap, topic, [(f"created-{n}", {"order": n}, base + n)],
+                     doomed if n % 2 else kept)[0]
+            for n in range(1, 9)
+        ]  # fmt: skip
+        for n in (2, 4, 6, 8):  # B on the other instance's partition, or on A's own
+            _produce(bootstrap, topic, [(f"paid-{n}", {"order": n}, base + 2_000)],
+                     doomed if n % 4 else kept)  # fmt: skip
+
+        def pending() -> int:
+            return sum(len(row.get("a", [])) for row in _state(url, '["absence"').values())
+
+        wait_for(lambda: _events(url) == 12 and pending() == 4, timeout=90, what="8 A, 4 B")
+        killed_at = int(time.time() * 1000)
+        _kill(first)
+        assert killed_at < base + 15_000, "a deadline passed before the kill"
+        assert made() == {} and pending() == 4, "the kill fell inside the window"
+
+        def fired() -> bool:
+            assert second.poll() is None, logs[1].read_text()[-3000:]
+            return len(made()) == 4
+
+        wait_for(fired, timeout=120, interval=0.3, what="the four timeouts, after the takeover")
+        restarted = start_run(configs[0], logs[0])  # a rebalance again: nothing more fires
+        processes.append(restarted)
+        wait_for(split, timeout=90, interval=0.3, what="each instance owning some")
+        _finish(restarted, logs[0])
+        _finish(second, logs[1])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+    assert set(made()) == {action_id("unpaid", (created[n - 1],)) for n in (1, 3, 5, 7)}
+    # The unanswered As were all on the killed instance's partition: the survivor fired
+    # them, and the killed one, restarted, fired nothing again.
+    assert {e.split("/")[1] for e in created[0::2]} == {str(doomed)}
+    assert set(_by_id(outputs[1])) == set(made()) and _by_id(outputs[0]) == {}
+    with open_store(url, create=False) as opened:
+        assert opened.count_actions_by_rule() == {"unpaid": 4}, "each queued once"
+    assert pending() == 0
