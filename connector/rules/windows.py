@@ -28,6 +28,12 @@ whose create time is at or past a group's deadline closes that group first. ``ab
 fires when the store's event-time watermark (the least event time of all partitions)
 reaches A's deadline, since B may come on any partition.
 
+**Payloads.** ``debounce``, ``throttle`` and ``absence`` carry one event as a plain rule
+does (``event_id``, ``key``, ``value``...: templates read ``{{ value.x }}`` alike), with
+``count``, ``first_time`` and ``last_time`` (debounce), ``suppressed`` (throttle) or
+``deadline`` and ``then`` (absence) beside it; ``batch`` carries ``events`` (a list),
+``count``, ``values_dropped`` and ``reason`` (``size`` or ``time``).
+
 **Ids.** An action's id derives from the events it closes: a burst's first and last ids,
 a batch's ids, A's id, the throttled event's id. A crash before the transaction commits
 loses nothing (the state and the records are read again); after, the state is gone and
@@ -247,7 +253,7 @@ class Timed:
             first["event_id"], last["event_id"])  # fmt: skip
         carried = last if d.carry == "last" else first
         payload = {
-            "event": carried,
+            **carried,
             "count": burst["n"],
             "first_time": burst["t0"],
             "last_time": burst["t1"],
@@ -267,7 +273,7 @@ class Timed:
         suppressed = held["n"] if held is not None else 0
         entry = event_payload(event)
         out.actions.append(
-            self._action(entry, (event.event_id,), {"event": entry, "suppressed": suppressed})
+            self._action(entry, (event.event_id,), {**entry, "suppressed": suppressed})
         )
         groups[group] = {"until": now + int(t.period * 1000), "n": 0}
 
@@ -432,7 +438,7 @@ class Timed:
                     left.append(p)  # another partition's, or not due yet
                     continue
                 carried = p["e"]
-                payload = {"event": carried, "deadline": p["due"], "then": timing.then}
+                payload = {**carried, "deadline": p["due"], "then": timing.then}
                 out.actions.append(self._action(carried, (carried["event_id"],), payload))
             if len(left) != len(row.get("a", [])):
                 self._write_pending(timing, pending_key, {**row, "a": left}, out)

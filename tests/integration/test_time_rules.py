@@ -211,7 +211,7 @@ def test_debounce_sigkilled_mid_burst_fires_each_burst_once(
     for key, (item, count, last) in expected.items():
         assert made[key]["event_key"] == item
         assert made[key]["payload"]["count"] == count
-        assert made[key]["payload"]["event"]["event_id"] == last
+        assert made[key]["payload"]["event_id"] == last
     with open_store(url, create=False) as store:
         assert store.count_actions_by_rule() == {"settle": 3}, "each queued once"
     assert _state(url, '["timed"') == {}, "no burst left open"
@@ -306,8 +306,8 @@ def test_absence_sigkilled_before_the_deadline_times_out_the_unanswered_once(
 
     made = _by_id(actions)
     assert set(made) == {action_id("unpaid", (created[0],)), action_id("unpaid", (created[2],))}
-    assert sorted(a["payload"]["event"]["value"]["order"] for a in made.values()) == [1, 3]
-    assert all(a["payload"]["deadline"] == a["payload"]["event"]["create_time"] + 12_000
+    assert sorted(a["payload"]["value"]["order"] for a in made.values()) == [1, 3]
+    assert all(a["payload"]["deadline"] == a["payload"]["create_time"] + 12_000
                for a in made.values())  # fmt: skip
     with open_store(url, create=False) as store:
         assert store.count_actions_by_rule() == {"unpaid": 2}

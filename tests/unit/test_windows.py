@@ -174,7 +174,7 @@ def test_debounce_one_action_per_burst_whatever_the_batches_ticks_and_crashes(
         for a in h.actions:
             count, carried = expected[a.action_id]
             assert a.payload["count"] == count
-            assert a.payload["event"]["event_id"] == carried
+            assert a.payload["event_id"] == carried
         assert h.engine.timer_keys(P0)
         assert h.store.read_rule_state(h.engine.timer_keys(P0)) == {}, "no burst left open"
     finally:
@@ -193,7 +193,7 @@ def test_debounce_late_event_joins_the_open_burst_and_after_it_starts_a_new_one(
         h.tick(P0, T0 + 15_000)
         (fired,) = h.actions
         assert fired.payload["count"] == 2
-        assert fired.payload["event"]["event_id"] == a.event_id, "the last by create time"
+        assert fired.payload["event_id"] == a.event_id, "the last by create time"
         assert fired.event_ids == (b.event_id, a.event_id), "first and last by create time"
         late = h.event(P0, "k", T0 + 1_000)  # after its burst fired: a burst of its own
         h.batch(P0, [late])
