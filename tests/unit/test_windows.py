@@ -428,3 +428,23 @@ def test_only_the_partitions_owner_fires_a_stale_epochs_tick_changes_nothing() -
         assert h.store.read_rule_state(keys) == before, "the burst is still open"
     finally:
         h.close()
+
+
+def test_a_task_rules_groups_are_per_execution_and_its_action_carries_the_context() -> None:
+    rule = {
+        "name": "d", "key": "k", "action": "START", "workflow": "wf", "task": "t",
+        "debounce": {"quiet": 10},
+    }  # fmt: skip
+    h = Harness([rule])
+    try:
+        events = [
+            Event(key="k", value="{}", context=ctx, create_time=T0 + i, topic=TOPIC,
+                  partition=0, offset=i)
+            for i, ctx in enumerate(["x", "y", "x", None])
+        ]  # fmt: skip
+        h.offset[P0] = len(events)
+        h.batch(P0, events)
+        h.tick(P0, T0 + 20_000)
+        assert sorted((a.context, a.payload["count"]) for a in h.actions) == [("x", 2), ("y", 1)]
+    finally:
+        h.close()
