@@ -58,6 +58,8 @@ __all__ = ["Out", "Timed", "event_payload"]
 
 _V: Final = 1
 _MISSING: Final = object()
+# What a row of the right version but the wrong shape raises (corrupt, or hand-edited).
+_UNREADABLE: Final = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def event_payload(event: Event) -> dict[str, Any]:
@@ -82,6 +84,17 @@ class Out:
     actions: list[Action] = field(default_factory=list)
     updates: dict[str, str | None] = field(default_factory=dict)
     expiry: dict[str, float] = field(default_factory=dict)
+
+    def mark(self) -> tuple[int, dict[str, str | None], dict[str, float]]:
+        return len(self.actions), dict(self.updates), dict(self.expiry)
+
+    def rewind(self, mark: tuple[int, dict[str, str | None], dict[str, float]]) -> None:
+        """Back to :meth:`mark` (in place: the lists and dicts may be the caller's)."""
+        del self.actions[mark[0] :]
+        self.updates.clear()
+        self.updates.update(mark[1])
+        self.expiry.clear()
+        self.expiry.update(mark[2])
 
 
 def _dump(data: dict[str, Any]) -> str:
@@ -198,7 +211,25 @@ class Timed:
     ) -> None:
         """Take ``event`` in; ``passes``: whether the rule's value and context conditions
         hold for it (for ``absence`` they are A's); ``state`` holds (at least)
-        :meth:`keys`, as earlier events of the batch left them."""
+        :meth:`keys`, as earlier events of the batch left them. A row that cannot be read
+        counts as none (and is replaced), as an ``all_of`` set's is."""
+        mark = out.mark()
+        try:
+            self._arrive(event, slots, passes, state, out)
+        except _UNREADABLE:
+            out.rewind(mark)
+            for key in self.keys(event, slots):
+                out.updates[key] = None
+            self._arrive(event, slots, passes, state, out)
+
+    def _arrive(
+        self,
+        event: Event,
+        slots: Sequence[int],
+        passes: bool,
+        state: Mapping[str, str | None],
+        out: Out,
+    ) -> None:
         if self.scoped and event.context is None:
             return
         group = self.group(event)
@@ -215,9 +246,7 @@ class Timed:
             return
         key = self._row_key(_tp(event))
         row = _load(_current(key, state, out))
-        groups: dict[str, Any] = (
-            row.get("groups", {}) if isinstance(row.get("groups"), dict) else {}
-        )
+        groups = self._groups(row)
         if isinstance(timing, Debounce):
             self._debounce(timing, event, group, groups, out)
         elif isinstance(timing, Throttle):
@@ -225,6 +254,18 @@ class Timed:
         else:
             self._batch(timing, event, group, groups, out)
         out.updates[key] = _dump({"v": _V, "groups": groups}) if groups else None
+
+    def _groups(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A partition row's groups, those of the wrong shape left out (they count as none)."""
+        groups = row.get("groups")
+        if not isinstance(groups, dict):
+            return {}
+        fields = _GROUP_FIELDS[type(self.timing)]
+        return {
+            g: held
+            for g, held in groups.items()
+            if isinstance(held, dict) and all(isinstance(held.get(f), t) for f, t in fields)
+        }
 
     def _debounce(
         self, d: Debounce, event: Event, group: str, groups: dict[str, Any], out: Out
@@ -379,13 +420,30 @@ class Timed:
         key = self.timer_key(tp)
         assert key is not None
         timers = _load(state.get(key)).get("due", {})
-        return [self._pending_key(g) for g, due in timers.items() if due <= now]
+        if not isinstance(timers, dict):
+            return []  # unreadable: the due pass deletes it
+        return [
+            self._pending_key(g) for g, due in timers.items() if isinstance(due, int) and due <= now
+        ]
 
     def due(
         self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None], out: Out
     ) -> None:
         """Fire what is due on partition ``tp`` at event time ``now`` (ms); ``absence`` at
-        the store's ``watermark`` (ms; None: not read, nothing of it is due)."""
+        the store's ``watermark`` (ms; None: not read, nothing of it is due). A timer row
+        that cannot be read is deleted."""
+        mark = out.mark()
+        try:
+            self._due(tp, now, watermark, state, out)
+        except _UNREADABLE:
+            out.rewind(mark)
+            key = self.timer_key(tp)
+            assert key is not None
+            out.updates[key] = None
+
+    def _due(
+        self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None], out: Out
+    ) -> None:
         timing = self.timing
         key = self.timer_key(tp)
         if key is None:
@@ -398,9 +456,7 @@ class Timed:
                 self._absence_due(tp, key, raw, watermark, state, out)
             return
         row = _load(raw)
-        groups: dict[str, Any] = (
-            row.get("groups", {}) if isinstance(row.get("groups"), dict) else {}
-        )
+        groups = self._groups(row)
         fired = False
         for group, held in sorted(groups.items()):
             if isinstance(timing, Debounce) and now >= held["t1"] + int(timing.quiet * 1000):
@@ -469,6 +525,14 @@ class Timed:
             context=carried.get("context") if self.scoped else None,
             payload=payload,
         )
+
+
+# The fields a group of each feature must have, with their types (see _groups).
+_GROUP_FIELDS: Final[dict[type, tuple[tuple[str, type | tuple[type, ...]], ...]]] = {
+    Debounce: (("first", dict), ("last", dict), ("n", int), ("t0", int), ("t1", int)),
+    Throttle: (("until", int), ("n", int)),
+    Batch: (("events", list), ("t0", int), ("chars", int), ("dropped", int)),
+}
 
 
 def _dump_key(*parts: object) -> str:

@@ -448,3 +448,30 @@ def test_a_task_rules_groups_are_per_execution_and_its_action_carries_the_contex
         assert sorted((a.context, a.payload["count"]) for a in h.actions) == [("x", 2), ("y", 1)]
     finally:
         h.close()
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "d", "key": "k", "action": "notify", "debounce": {"quiet": 10}},
+        {"name": "d", "key": "k", "action": "notify", "batch": {"size": 9, "within": 10}},
+        {"name": "d", "key": "k", "action": "notify", "throttle": {"period": 10}},
+        {"name": "d", "key": "k", "action": "notify", "absence": {"then": "b", "within": 10}},
+    ],
+    ids=["debounce", "batch", "throttle", "absence"],
+)
+def test_an_unreadable_row_counts_as_none_and_is_replaced(rule: dict[str, Any]) -> None:
+    """A row of the right version but the wrong shape (hand-edited, corrupt) neither
+    fails the event nor blocks the partition's due pass."""
+    h = Harness([rule])
+    try:
+        event = h.event(P0, "k", T0)
+        bad = json.dumps({"v": 1, "groups": {'[null, "k"]': {"x": 1}}, "a": [{}], "due": 5})
+        with h.store.batch() as tx:
+            tx.write_rule_state(dict.fromkeys(h.engine.state_keys(event), bad))
+            tx.write_rule_state(dict.fromkeys(h.engine.timer_keys(P0), bad))
+        h.batch(P0, [event])
+        h.tick(P0, T0 + 60_000)
+        assert [a.event_ids for a in h.actions] == [(event.event_id,)]
+    finally:
+        h.close()
