@@ -475,3 +475,47 @@ def test_an_unreadable_row_counts_as_none_and_is_replaced(rule: dict[str, Any]) 
         assert [a.event_ids for a in h.actions] == [(event.event_id,)]
     finally:
         h.close()
+
+
+@st.composite
+def shuffled(draw: st.DrawFn, quiet: int) -> list[tuple[str, int]]:
+    """Events in any order of create time: late ones (older than some read before) too."""
+    plan = draw(schedules(["k1", "k2"], quiet))
+    return draw(st.permutations(plan))
+
+
+@modest
+@given(st.data(), st.integers(1, 5))
+def test_late_events_each_is_in_exactly_one_batch_or_one_burst(
+    data: st.DataObject, size: int
+) -> None:
+    """Whatever the order of create times (late events), batching, ticks and crashes:
+    every event is counted in exactly one action, none is made twice, no batch is larger
+    than its size, and nothing is left open once time has passed every window."""
+    quiet = 10_000
+    rules = [
+        {"name": "d", "key": "k*", "action": "notify", "debounce": {"quiet": 10}},
+        {"name": "b", "key": "k*", "action": "notify", "batch": {"size": size, "within": 10}},
+    ]
+    h = Harness(rules)
+    try:
+        plan = data.draw(shuffled(quiet))
+        events = [h.event(P0, k, t) for k, t in plan]
+        i = 0
+        while i < len(events):
+            n = data.draw(st.integers(1, 4))
+            h.batch(P0, events[i : i + n], crash=data.draw(st.booleans()))
+            i += n
+            if data.draw(st.booleans()):  # an idle tick at any time: makes later events late
+                h.tick(P0, data.draw(st.integers(T0, T0 + 100 * quiet)))
+        h.tick(P0, max(t for _, t in plan) + 100 * quiet)
+        assert len(set(h.ids())) == len(h.ids()), "no action twice"
+        bursts = [a for a in h.actions if a.rule == "d"]
+        batches = [a for a in h.actions if a.rule == "b"]
+        assert sum(a.payload["count"] for a in bursts) == len(events)
+        counted = [eid for a in batches for eid in a.event_ids]
+        assert sorted(counted) == sorted(e.event_id for e in events), "each in one batch"
+        assert all(len(a.event_ids) <= size for a in batches)
+        assert h.store.read_rule_state(h.engine.timer_keys(P0)) == {}, "nothing left open"
+    finally:
+        h.close()
