@@ -271,6 +271,13 @@ class BatchTransaction(abc.ABC):
         (see :meth:`CheckpointStore.prune`), never by the wall clock."""
 
     @abc.abstractmethod
+    def event_time_watermark(self, moving: Mapping[TP, int] | None = None) -> int:
+        """The store's event-time watermark (ms): the least event time of its partitions,
+        one never checkpointed counting as 0, as last committed, with the event times this
+        transaction moves ``moving`` on to (``absence`` timeouts fire by it:
+        docs/architecture.md, "Time-driven rules")."""
+
+    @abc.abstractmethod
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
         """Record poison records (already on the dead-letter topic)."""
 

@@ -268,6 +268,14 @@ class _Batch(BatchTransaction):
                     [time.time(), *self._d.rows_params(kept, types)],
                 )
 
+    def event_time_watermark(self, moving: Mapping[TP, int] | None = None) -> int:
+        with self._use() as sql:
+            rows = sql.all("SELECT topic, partition, coalesce(event_time, 0) FROM kec_partitions")
+        times = {(t, p): int(at) for t, p, at in rows}
+        for tp, at in (moving or {}).items():
+            times[tp] = max(times.get(tp, 0), at)
+        return min(times.values(), default=0)
+
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
         if not records:
             return

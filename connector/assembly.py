@@ -90,6 +90,7 @@ def pipeline_settings(cfg: ConnectorConfig, *, instance_id: str | None = None) -
         max_event_bytes=cfg.pipeline.max_event_bytes,
         kafka_properties=dict(connection.properties),
         group_instance_id=instance_id or cfg.pipeline.instance_id,
+        idle_interval=cfg.pipeline.idle_interval,
     )
 
 

@@ -17,6 +17,9 @@ per thread and per asyncio task, and nested blocks restore the outer workflow. N
 else is global: outside a ``with`` block pass ``workflow=`` or call
 :meth:`Workflow.task`, and every rule lives on its workflow object.
 
+A rule may be time-driven (``debounce=Debounce(quiet=30)``, ``throttle=``, ``batch=``,
+``absence=``: :mod:`connector.rules.timing`), as in YAML.
+
 Rules are built (and validated) when declared. Default rule names:
 ``{workflow}:{task}:{ACTION}:{keys}`` for task rules, ``{workflow}:{action}:{keys}`` for
 workflow triggers, where ``keys`` is the event key, the ``all_of`` keys joined by ``+`` or the
@@ -35,6 +38,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from connector.rules import AllOf, Correlate, KeySequence, Rule, ValueMatch
+from connector.rules.timing import Absence, Batch, Debounce, Throttle
 from kec.action import ActionKind
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE
@@ -138,11 +142,17 @@ class Workflow:
         action: WorkflowAction = WorkflowAction.START,
         name: str | None = None,
         target: str | None = None,
+        debounce: Debounce | None = None,
+        throttle: Throttle | None = None,
+        batch: Batch | None = None,
+        absence: Absence | None = None,
     ) -> Rule:
         """Start (or stop) this workflow when ``event_key`` (or all of ``all_of``, or the
         keys of ``sequence`` in order) arrives; ``correlate`` joins them per business key.
 
         A workflow trigger sees every event of the namespace, whatever its execution.
+        ``debounce``, ``throttle``, ``batch`` or ``absence`` (one, with ``event_key``)
+        makes it time-driven (docs/architecture.md, "Time-driven rules").
         """
         action = WorkflowAction(action)
         rule = _build_rule(
@@ -156,6 +166,10 @@ class Workflow:
             action=ActionKind(action.value),
             workflow=self.name,
             target=target or self.target,
+            debounce=debounce,
+            throttle=throttle,
+            batch=batch,
+            absence=absence,
         )
         return self._add_rule(rule)
 
@@ -194,6 +208,10 @@ class Task:
         value: ValueMatch | None = None,
         name: str | None = None,
         target: str | None = None,
+        debounce: Debounce | None = None,
+        throttle: Throttle | None = None,
+        batch: Batch | None = None,
+        absence: Absence | None = None,
     ) -> Rule:
         """Apply ``action`` to this task when ``event_key`` (or all of ``all_of``, or the
         keys of ``sequence`` in order) arrives; ``correlate`` joins them per business key.
@@ -216,5 +234,9 @@ class Task:
             workflow=wf.name,
             task=self.name,
             target=target or wf.target,
+            debounce=debounce,
+            throttle=throttle,
+            batch=batch,
+            absence=absence,
         )
         return wf._add_rule(rule)

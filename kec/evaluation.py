@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kec.action import Action, ActionKind
-from kec.event import Event
+from kec.event import TP, Event
 from kec.jsontext import document
 
-__all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result", "event_value"]
+__all__ = ["Evaluation", "Evaluator", "NotifyAll", "Result", "Timers", "event_value"]
 
 
 def event_value(event: Event) -> Any:
@@ -54,6 +54,28 @@ class Evaluator(Protocol):
     def state_keys(self, event: Event) -> Sequence[str]: ...
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation: ...
+
+
+@runtime_checkable
+class Timers(Protocol):
+    """An evaluator whose rules also fire because time passed (``debounce``, ``batch``,
+    ``absence``): the pipeline runs its *due pass* per partition inside the store
+    transaction that moves the partition's event time (a batch, or an idle tick), reading
+    :meth:`timer_keys`, then :meth:`due_keys`, then calling :meth:`due`. Times are event
+    time in ms; ``watermark`` is the store's least partition event time (read only when
+    :meth:`due_keys` named rows, else None)."""
+
+    def has_timers(self) -> bool:
+        """Whether any rule may fire because time passed (else the due pass is skipped)."""
+        ...
+
+    def timer_keys(self, tp: TP) -> Sequence[str]: ...
+
+    def due_keys(self, tp: TP, state: Mapping[str, str | None], now: int) -> Sequence[str]: ...
+
+    def due(
+        self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None]
+    ) -> Evaluation: ...
 
 
 class Result(NamedTuple):

@@ -15,7 +15,8 @@ lists by index (``events.paid.value.amount``, ``value.items.0.sku``):
   ``event_key``, ``event_ids``, ``workflow``, ``task``, ``context``;
 * ``payload``, the event(s) as the action carries them, and two shortcuts into it:
   ``value`` (``payload.value``: the event's value, a JSON object when it is one) and
-  ``events`` (``payload.events``: an ``all_of`` action's events by key).
+  ``events`` (``payload.events``: an ``all_of`` action's events by key, a ``batch``
+  action's as a list: ``events.0.value``).
 
 A template is compiled when the config is loaded, so ``validate`` names a placeholder
 that is malformed or has an unknown root, with its line.

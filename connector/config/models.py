@@ -363,6 +363,9 @@ class PipelineConfig(ConfigModel):
     condition (connector.rules.limits.MatchLimits)."""
     match_max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = DEFAULT_MAX_JSON_DEPTH
     """JSON nested deeper is not JSON to rules' `json` predicates."""
+    idle_interval: PositiveFloat = 10.0
+    """Seconds between two moves of an idle partition's event time to the present (the
+    idle rule: time-driven rules fire and all_of sets are pruned without traffic)."""
     instance_id: NonEmpty | None = None
     """A stable id for this instance (Kafka static membership): a restart with the same
     id gets its partitions back at once instead of after the session timeout."""

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kec.action import Action
-from kec.evaluation import Evaluation, Evaluator, Result
-from kec.event import Event
+from kec.evaluation import Evaluation, Evaluator, Result, Timers
+from kec.event import TP, Event
 
 QUEUE_PREFIX = "http-gateway/queue/"
 CONSUMED_PREFIX = "http-gateway/consumed/"
@@ -102,6 +102,24 @@ class HttpIndex:
         actions: Sequence[Action] = inner.actions
         updates = {**inner.state_updates, row: event.event_id}
         return Result(actions, updates, dict(inner.state_expiry))
+
+    # The due pass of time-driven rules is the inner rules' (kec.evaluation.Timers).
+
+    def has_timers(self) -> bool:
+        return isinstance(self._inner, Timers) and self._inner.has_timers()
+
+    def timer_keys(self, tp: TP) -> Sequence[str]:
+        return self._inner.timer_keys(tp) if isinstance(self._inner, Timers) else ()
+
+    def due_keys(self, tp: TP, state: Mapping[str, str | None], now: int) -> Sequence[str]:
+        return self._inner.due_keys(tp, state, now) if isinstance(self._inner, Timers) else ()
+
+    def due(
+        self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None]
+    ) -> Evaluation:
+        if not isinstance(self._inner, Timers):
+            return Result((), {})
+        return self._inner.due(tp, now, watermark, state)
 
 
 @dataclass

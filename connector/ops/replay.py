@@ -17,11 +17,12 @@ delivers them within a second or so, or the next owner does. The checkpoint's of
 never move. Undecodable records are counted, not dead-lettered again (the pipeline did
 that).
 
-``all_of`` rules are not replayed (:func:`without_sets`), and the replay says which it
-left out: what such a rule fires depends on the set as it stood when each event arrived
-(which events came before it, which set had just fired and started over), and today's
-set is not that. Evaluating old events against it would invent actions a live run never
-fired: a range processed once, with unchanged rules, replayed, would queue new ones.
+``all_of`` and time-driven rules are not replayed (:func:`without_sets`), and the replay
+says which it left out: what such a rule fires depends on the set (or the burst, the
+batch) as it stood when each event arrived (which events came before it, which set had
+just fired and started over), and today's set is not that. Evaluating old events
+against it would invent actions a live run never fired: a range processed once, with
+unchanged rules, replayed, would queue new ones.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
 
     if not isinstance(evaluator, TriggerEngine):
         return evaluator, ()
-    sets = tuple(r.name for r in evaluator.rules if r.patterns != (r.key,))
+    # Stateful rules: all_of sets, sequences, correlation joins (their key is not their one
+    # pattern) and the time-driven ones (debounce, throttle, batch, absence).
+    sets = tuple(
+        r.name for r in evaluator.rules if r.patterns != (r.key,) or r.timing is not None
+    )
     if not sets:
         return evaluator, ()
-    kept = [r for r in evaluator.rules if r.patterns == (r.key,)]
+    kept = [r for r in evaluator.rules if r.name not in sets]
     return TriggerEngine(kept, limits=evaluator.limits), sets
 
 

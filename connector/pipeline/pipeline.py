@@ -61,6 +61,7 @@ from connector.common.outage import Outage, cause_of
 from connector.common.ownership import Ownership, State
 from connector.metrics.core import LATENCY_BUCKETS, Histogram
 from connector.pipeline.deadletter import DeadLetters, Poison
+from connector.pipeline.timers import fire_due, has_timers
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
@@ -202,6 +203,8 @@ def apply_events(
         if result.state_updates:
             state.update(result.state_updates)
             dirty.update(result.state_updates)
+            for row in result.state_updates:  # the last write of a row says when it expires
+                expiry.pop(row, None)
             expiry.update(result.state_expiry)
     applied.new = new
     if dirty:
@@ -354,6 +357,7 @@ class Pipeline:
         self._dead_letters = DeadLetters(None, None)
         self.ownership = ownership if ownership is not None else Ownership()
         self._owned: dict[TP, _Reading] = {}  # claimed here (owned or stopped)
+        self._at_end: set[TP] = set()  # read to their end, nothing read since
         self._claim_retry = 0.0  # monotonic time of the next claim attempt
         self._claim_pause = 0.5
         self._resync: dict[TP, int] = {}
@@ -541,6 +545,7 @@ class Pipeline:
             self._commit_resync()
         if not messages:
             self._commit()
+            self._idle(set())
             return 0
         self.stats.kafka_connected = True
         if self._kafka_down_since is not None:
@@ -578,7 +583,7 @@ class Pipeline:
         self._uncommitted.update(batch.next)
         self._commit()
         crash_point("after_commit")
-        self._idle(batch.at_end)
+        self._idle(batch.at_end, batch.next)
         stats = self.stats
         stats.batches += 1
         stats.records += len(messages)
@@ -726,6 +731,10 @@ class Pipeline:
                 by_tp[(event.topic, event.partition)][0].append(event)  # type: ignore[index]
             for event, action in applied.actions:
                 by_tp[(event.topic, event.partition)][1].append(action)  # type: ignore[index]
+            # Time-driven rules due now that these partitions' event time moved on.
+            now = {tp: t for tp, t in batch.event_time.items() if tp in by_tp and t > 0}
+            for tp, fired in fire_due(tx, self._evaluator, now).items():
+                by_tp[tp][1].extend(fired)
             if batch.poison:
                 tx.add_dead_records([p.stored() for p in batch.poison])
             queued: dict[TP, tuple[int, list[Action]]] = {}
@@ -1339,26 +1348,53 @@ class Pipeline:
                 self._consumer.resume([kafka_tp(tp)])
             self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left - 1)
 
-    def _idle(self, at_end: set[TP]) -> None:
-        """Partitions read to their end, with nothing uncheckpointed: their event time may
-        move to the present (no record still to read can be older), at most every
-        ``idle_interval`` seconds, so ``all_of`` sets that no event can complete any more
-        are pruned even when some partitions see no traffic."""
-        if not at_end:
+    def _idle(self, at_end: Collection[TP], read: Collection[TP] = ()) -> None:
+        """Partitions read to their end (``at_end``: this poll found their end; ``read``:
+        this batch read records of them), with nothing uncheckpointed: their event time
+        moves to the present (the idle rule: no record still to read can be older), at
+        most every ``idle_interval`` seconds, so ``all_of`` sets that no event can
+        complete any more are pruned even when some partitions see no traffic. With
+        time-driven rules it moves for as long as nothing comes, and they fire
+        (:meth:`_tick`); without, only when a poll finds the end (a write per partition
+        every ``idle_interval`` would cost a fsync each for nothing)."""
+        if has_timers(self._evaluator):
+            self._at_end.difference_update(read)
+            self._at_end.update(at_end)
+        else:  # nothing fires by time: a move when a poll finds the end is enough
+            self._at_end = set(at_end)
+        if not self._at_end:
             return
         now = time.monotonic()
         reading = self.ownership.epochs(State.OWNED)
-        for tp in at_end:
+        for tp in sorted(self._at_end):
             mine = self._owned.get(tp)
             if mine is None or tp not in reading:
+                self._at_end.discard(tp)
                 continue
             if now - mine.idle_marked < self._settings.idle_interval:
                 continue
             mine.idle_marked = now
             try:
-                self._store.mark_partition(tp, reading[tp], event_time=int(time.time() * 1000))
-            except CheckpointError as exc:
+                self._tick(tp, mine, reading[tp], int(time.time() * 1000))
+            except (CheckpointError, OffsetConflict) as exc:
+                # A fence or a conflict is found again by the partition's next batch.
                 log.debug("%s[%d]: could not move its event time: %s", tp[0], tp[1], exc)
+
+    def _tick(self, tp: TP, mine: _Reading, epoch: int, now: int) -> None:
+        """An idle partition's event time moves to ``now`` (ms); with time-driven rules,
+        in one transaction with their due pass, whose actions are queued as a batch of no
+        records would queue them (docs/architecture.md, "Time-driven rules")."""
+        if mine.next_offset is None or not has_timers(self._evaluator):
+            self._store.mark_partition(tp, epoch, event_time=now)
+            return
+        offset = mine.next_offset
+        with self._store.batch() as tx:
+            fired = fire_due(tx, self._evaluator, {tp: now}).get(tp, [])
+            first_aseq = tx.append(tp, epoch, offset, offset, [], fired, now)
+        if fired:
+            self.stats.actions += len(fired)
+            self.stats.by_rule.update(a.rule for a in fired)
+            self._sink.queue(tp, first_aseq, fired)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

@@ -5,6 +5,9 @@
   :class:`JsonPredicate`), re-exported here;
 * :mod:`~connector.rules.join`: sets per correlation value and sequences, evaluated by
   the engine;
+* :mod:`~connector.rules.timing`: the time-driven features (:class:`Debounce`,
+  :class:`Throttle`, :class:`Batch`, :class:`Absence`), evaluated by
+  :mod:`~connector.rules.windows`;
 * :mod:`~connector.rules.trigger`: :class:`~connector.rules.trigger.TriggerEngine`, the
   pure evaluation ``(rules, state, event) -> (actions, state updates)``;
 * :mod:`~connector.rules.limits`: how much of a value conditions look at
@@ -31,16 +34,21 @@ from connector.rules.models import (
     check_unique_names,
     is_glob,
 )
+from connector.rules.timing import Absence, Batch, Debounce, Throttle
 
 __all__ = [
     "TASK_ACTIONS",
     "WORKFLOW_ACTIONS",
+    "Absence",
     "AllOf",
+    "Batch",
     "Correlate",
+    "Debounce",
     "JsonPredicate",
     "KeySequence",
     "Rule",
     "RuleList",
+    "Throttle",
     "ValueMatch",
     "check_unique_names",
     "is_glob",

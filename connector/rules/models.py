@@ -65,6 +65,7 @@ from pydantic import (
 from connector.common.model_base import ConfigModel, NonEmpty
 from connector.rules.correlation import Correlate, KeySequence
 from connector.rules.linear_regex import LinearRegex
+from connector.rules.timing import Absence, Batch, Debounce, Throttle
 from kec.action import ActionKind
 from kec.event import DEFAULT_NAMESPACE
 
@@ -86,6 +87,7 @@ TASK_ACTIONS = frozenset({ActionKind.START_TASK, ActionKind.STOP_TASK, ActionKin
 WORKFLOW_ACTIONS = frozenset({ActionKind.START_WORKFLOW, ActionKind.STOP_WORKFLOW})
 
 _GLOB_CHARS = frozenset("*?[")
+_TIMINGS = ("debounce", "throttle", "batch", "absence")
 
 
 def is_glob(pattern: str) -> bool:
@@ -232,6 +234,15 @@ class Rule(ConfigModel):
     """The task acted on (task actions only)."""
     target: NonEmpty = "log"
     """The target (under targets:) that receives the action."""
+    # Time-driven features (connector/rules/timing.py): at most one, with `key` only.
+    debounce: Debounce | None = None
+    """One action per burst of a group, once its events stop for a quiet period."""
+    throttle: Throttle | None = None
+    """At most one action per period per group; the others counted in the next."""
+    batch: Batch | None = None
+    """One action per N events or T seconds of a group, carrying the events."""
+    absence: Absence | None = None
+    """A timeout action when no `then` event of the group follows within a period."""
 
     @field_validator("all_of")
     @classmethod
@@ -292,6 +303,20 @@ class Rule(ConfigModel):
             raise ValueError(f"action `{action.value}` takes no task{hint}")
         return task
 
+    @model_validator(mode="after")
+    def _one_timing(self) -> Rule:
+        given = [name for name in _TIMINGS if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of {', '.join(_TIMINGS)}; got {', '.join(given)}")
+        if given and self.all_of is not None:
+            raise ValueError(f"`{given[0]}` takes `key`, not `all_of`")
+        return self
+
+    @property
+    def timing(self) -> Debounce | Throttle | Batch | Absence | None:
+        """The rule's time-driven feature, if it has one."""
+        return self.debounce or self.throttle or self.batch or self.absence
+
     @property
     def is_task_rule(self) -> bool:
         """Task rules act on the event's workflow execution only (AIFlow)."""
@@ -306,6 +331,8 @@ class Rule(ConfigModel):
         if self.sequence is not None:
             return self.sequence.keys
         assert self.key is not None  # the validator guarantees one of the two
+        if self.absence is not None:  # A's key, then B's
+            return (self.key, self.absence.then)
         return (self.key,)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from kec.evaluation import Evaluation, Evaluator, Result
-from kec.event import Event
+from kec.evaluation import Evaluation, Evaluator, Result, Timers
+from kec.event import TP, Event
 
 __all__ = ["RuleSwitch"]
 
@@ -44,4 +44,26 @@ class RuleSwitch:
         kept = [a for a in result.actions if a.rule not in paused]
         if len(kept) == len(result.actions):
             return result
+        return Result(kept, result.state_updates, result.state_expiry)
+
+    # The due pass of time-driven rules (kec.evaluation.Timers), paused rules dropped too.
+
+    def has_timers(self) -> bool:
+        return isinstance(self.engine, Timers) and self.engine.has_timers()
+
+    def timer_keys(self, tp: TP) -> Sequence[str]:
+        return self.engine.timer_keys(tp) if isinstance(self.engine, Timers) else ()
+
+    def due_keys(self, tp: TP, state: Mapping[str, str | None], now: int) -> Sequence[str]:
+        return self.engine.due_keys(tp, state, now) if isinstance(self.engine, Timers) else ()
+
+    def due(
+        self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None]
+    ) -> Evaluation:
+        if not isinstance(self.engine, Timers):
+            return Result((), {})
+        result = self.engine.due(tp, now, watermark, state)
+        if not self.paused or not result.actions:
+            return result
+        kept = [a for a in result.actions if a.rule not in self.paused]
         return Result(kept, result.state_updates, result.state_expiry)

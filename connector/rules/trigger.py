@@ -57,10 +57,11 @@ from connector.rules.limits import (
 )
 from connector.rules.linear_regex import LinearRegex
 from connector.rules.models import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
+from connector.rules.windows import Out, Timed
 from kec.action import Action
 from kec.errors import ConfigError
 from kec.evaluation import Evaluation, Result, event_value
-from kec.event import Event
+from kec.event import TP, Event
 
 __all__ = [
     "DEFAULT_MAX_JSON_DEPTH",
@@ -236,6 +237,7 @@ class _Compiled:
     window_ms: float | None
     key_prefix: str  # of its state keys, so a key costs one concatenation
     join: Join | None  # correlate or sequence: sets per correlation value (rules.join)
+    timed: Timed | None = None  # debounce, throttle, batch or absence (windows.py)
 
     def state_key(self, context: str | None) -> str:
         """Equal to :func:`state_key` for this rule (the context only if scoped)."""
@@ -281,7 +283,12 @@ def _compile(position: int, rule: Rule) -> _Compiled:
         window_ms=all_of.window * 1000 if all_of is not None and all_of.window else None,
         key_prefix=state_key(rule.name, None)[: -len("null]")],
         join=Join(rule) if rule.correlate is not None or rule.sequence is not None else None,
+        timed=_timed(rule),
     )
+
+
+def _timed(rule: Rule) -> Timed | None:
+    return None if rule.timing is None else Timed(rule, rule.is_task_rule)
 
 
 def _merge(hits: Iterable[tuple[_Compiled, int]]) -> tuple[_Hit, ...]:
@@ -359,7 +366,9 @@ class TriggerEngine:
             raise ConfigError(str(exc)) from exc
         self._rules = tuple(rules)
         self._limits = limits or MatchLimits()
-        self._index = _index([_compile(i, r) for i, r in enumerate(self._rules)])
+        compiled = [_compile(i, r) for i, r in enumerate(self._rules)]
+        self._index = _index(compiled)
+        self._timed = tuple(c.timed for c in compiled if c.timed is not None)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -394,7 +403,10 @@ class TriggerEngine:
         """
         keys: list[str] = []
         subject: _Subject | None = None
-        for c, _ in self._hits(event):
+        for c, slots in self._hits(event):
+            if c.timed is not None:
+                keys.extend(c.timed.keys(event, slots))
+                continue
             if not c.slots:
                 continue
             if c.join is None:
@@ -433,6 +445,11 @@ class TriggerEngine:
         subject = _Subject(event, self._limits.max_json_depth)
         too_long = len(event.value) > self._limits.max_value_length
         for c, slots in hits:
+            if c.timed is not None:
+                # The conditions hold for the events that count (absence: for A only).
+                passes = c.check is None or (not too_long and c.check(subject))
+                c.timed.arrive(event, slots, passes, state, Out(actions, updates, expiry))
+                continue
             if c.check is not None and (too_long or not c.check(subject)):
                 continue
             if not c.slots:
@@ -470,6 +487,30 @@ class TriggerEngine:
                 payload = {"namespace": event.namespace, "context": context, "events": fired}
                 actions.append(self._action(c, event, ids, payload))
         return Result(actions, updates, expiry)
+
+    # -- time-driven rules: the due pass (connector/rules/windows.py) ----------------------
+
+    def has_timers(self) -> bool:
+        """Whether any rule is time-driven."""
+        return bool(self._timed)
+
+    def timer_keys(self, tp: TP) -> list[str]:
+        """The rows the due pass of partition ``tp`` reads first."""
+        return [k for t in self._timed if (k := t.timer_key(tp)) is not None]
+
+    def due_keys(self, tp: TP, state: Mapping[str, str | None], now: int) -> list[str]:
+        """The rows the due pass also reads, given :meth:`timer_keys`' rows in ``state``."""
+        return [k for t in self._timed for k in t.due_keys(tp, state, now)]
+
+    def due(
+        self, tp: TP, now: int, watermark: int | None, state: Mapping[str, str | None]
+    ) -> Evaluation:
+        """What time-driven rules fire on partition ``tp`` at event time ``now`` (ms);
+        ``absence`` fires by the store's event-time ``watermark`` (ms)."""
+        out = Out()
+        for t in self._timed:
+            t.due(tp, now, watermark, state, out)
+        return Result(out.actions, out.updates, out.expiry)
 
     @staticmethod
     def _action(

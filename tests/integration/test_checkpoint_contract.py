@@ -626,6 +626,33 @@ def test_rule_state_read_write_delete_and_expiry(store: CheckpointStore) -> None
     assert store.read_rule_state(["b", "c"]) == {"c": "5"}
 
 
+def test_event_time_watermark_and_a_batch_of_no_records_with_actions(
+    store: CheckpointStore, epoch: int
+) -> None:
+    """The idle rule's tick with time-driven rules: a batch of no records (from the
+    partition's own next offset to itself) numbers and queues its actions, moves the
+    partition's event time, and the watermark is the least partition event time (one
+    never checkpointed counting as 0), with the times the transaction moves to."""
+    with store.batch() as tx:
+        assert tx.event_time_watermark() == 0
+        assert tx.event_time_watermark({TP: 5_000}) == 0, "TP1 has no event time yet"
+        assert tx.event_time_watermark({TP: 5_000, TP1: 7_000}) == 5_000
+    append(store, [make_event(0), make_event(1)], epoch=epoch)
+    fired = [make_action(make_event(1), rule="due")]
+    epoch1 = store.epochs([TP1])[TP1]
+    with store.batch() as tx:
+        first_aseq = tx.append(TP, epoch, 2, 2, [], fired, 9_000)
+        tx.append(TP1, epoch1, 0, 0, [], [], 8_000)
+    assert first_aseq == 0
+    assert [q.action.action_id for q in store.pending(TP).queued] == [fired[0].action_id]
+    assert store.next_offsets()[TP] == 2
+    with store.batch() as tx:
+        assert tx.event_time_watermark() == 8_000
+        assert tx.event_time_watermark({TP1: 10_000}) == 9_000
+    with pytest.raises(Fenced), store.batch() as tx:
+        tx.append(TP, epoch + 1, 2, 2, [], fired, 10_000)
+
+
 def test_rule_state_range_is_a_prefix_in_code_point_order(store: CheckpointStore) -> None:
     inside = ["q/a/0", "q/a/1", "q/a/10", "q/a/2", "q/a/Z", "q/a/~", "q/a/é", "q/a/\U0001f600"]
     outside = ["q/", "q/Z", "q/a", "q/b", "q/b/0", "q0", "p/a/0", "r"]

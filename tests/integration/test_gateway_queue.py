@@ -60,6 +60,9 @@ class Recording(BatchTransaction):
         self.written.append(dict(updates))
         self._tx.write_rule_state(updates, expires)
 
+    def event_time_watermark(self, moving: Mapping[TopicPartition, int] | None = None) -> int:
+        return self._tx.event_time_watermark(moving)
+
     def add_dead_records(self, records: Sequence[DeadRecord]) -> None:
         self._tx.add_dead_records(records)
 
