@@ -81,7 +81,7 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
     matched = [p for p in rule.patterns if _matches(event.key, p)]
     if not matched:
         shown = ", ".join(repr(p) for p in rule.patterns)
-        which = "any of the keys" if rule.all_of is not None else "the key"
+        which = "any of the keys" if len(rule.patterns) > 1 else "the key"
         return no(f"key {event.key!r} does not match {which} {shown}")
     if rule.is_task_rule and event.context is None:
         return no("a task rule acts in the event's workflow execution: the event has no context")
@@ -93,6 +93,12 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
                 f"the event carries no correlation value ({rule.correlate.source}): it does "
                 "not count for this rule"
             )
+    timing = rule.timing
+    if timing is not None and getattr(timing, "by", None) not in (None, "key"):
+        from connector.rules.windows import Timed
+
+        if Timed(rule, rule.is_task_rule).group(event) is None:
+            return no(f"the event has no {timing.by} (the rule's group): it does not count")
     bare = rule.model_copy(update={"value": None})
     fired, waiting = _fires(bare, event, limits)
     if not fired and not waiting:
@@ -101,6 +107,8 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
         failed = _failed_condition(rule, event, limits)
         if failed is not None:
             return no(failed)
+    if rule.timing is not None and not fired:
+        return Verdict(rule.name, WAITS, _timed_reason(rule), _action(rule))
     if rule.sequence is not None and not fired:
         keys = list(rule.sequence.keys)
         at = keys.index(matched[0]) if matched[0] in keys else 0
@@ -129,6 +137,26 @@ def _judge(rule: Rule, event: Event, limits: MatchLimits) -> Verdict:
             _action(rule),
         )
     return Verdict(rule.name, FIRES, "every condition holds", _action(rule))
+
+
+def _timed_reason(rule: Rule) -> str:
+    """What a time-driven rule does with a matching event instead of firing at once."""
+    if rule.debounce is not None:
+        d = rule.debounce
+        return (f"joins the burst of its {d.by}; fires once no event of it comes for "
+                f"{d.quiet:g}s of event time, carrying the burst's {d.carry} event")  # fmt: skip
+    if rule.batch is not None:
+        b = rule.batch
+        group = f"its {b.by}'s batch" if b.by else "the partition's batch"
+        return (f"joins {group}; fires at {b.size} events or {b.within:g}s of event time "
+                "after the first, whichever comes first")  # fmt: skip
+    if rule.absence is not None:
+        a = rule.absence
+        return (f"starts a timeout of its {a.by}: fires unless an event of {a.then!r} is "
+                f"created within {a.within:g}s of event time")  # fmt: skip
+    assert rule.throttle is not None
+    return (f"throttled: another action of its {rule.throttle.by} fired less than "
+            f"{rule.throttle.period:g}s ago; counted in the next one")  # fmt: skip
 
 
 def _correlation(rule: Rule, event: Event) -> str | None:

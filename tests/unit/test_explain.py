@@ -133,3 +133,43 @@ def test_sequences_and_correlation_values_are_explained() -> None:
     # The verdicts agree with the engine: a lone step makes no action.
     event = Event(key="payment", value='{"order": {"id": 7}}', namespace="orders")
     assert TriggerEngine(rules).evaluate(event, {}).actions == []
+
+
+def test_time_driven_rules_wait_and_say_for_what(tmp_path: Path) -> None:
+    rules = [
+        Rule.model_validate(
+            {"name": "reprice", "namespace": "shop", "key": "item-*", "action": "start",
+             "workflow": "reprice", "debounce": {"quiet": 10}}
+        ),
+        Rule.model_validate(
+            {"name": "load", "namespace": "shop", "key": "row-*", "action": "start",
+             "workflow": "load", "batch": {"size": 100, "within": 30}}
+        ),
+        Rule.model_validate(
+            {"name": "unpaid", "namespace": "shop", "key": "order-created", "action": "start",
+             "workflow": "remind", "absence": {"then": "order-paid", "within": 900,
+                                               "by": "value.order"}}
+        ),
+    ]  # fmt: skip
+
+    def verdict(key: str, value: str, rule: str) -> tuple[str, str]:
+        event = Event(key=key, value=value, namespace="shop")
+        (found,) = [v for v in explain(rules, event) if v.rule == rule]
+        return found.verdict, found.reason
+
+    assert verdict("item-1", "{}", "reprice") == (
+        WAITS,
+        "joins the burst of its key; fires once no event of it comes for 10s of event "
+        "time, carrying the burst's last event",
+    )
+    assert verdict("row-1", "{}", "load")[1].startswith("joins the partition's batch; fires at "
+                                                         "100 events or 30s")  # fmt: skip
+    assert verdict("order-created", '{"order": 5}', "unpaid")[0] == WAITS
+    assert verdict("order-created", '{"v": 1}', "unpaid") == (
+        NO,
+        "the event has no value.order (the rule's group): it does not count",
+    )
+    # As the engine: none of them makes an action for its first event.
+    for key, value in (("item-1", "{}"), ("row-1", "{}"), ("order-created", '{"order": 5}')):
+        event = Event(key=key, value=value, namespace="shop")
+        assert TriggerEngine(rules).evaluate(event, {}).actions == []
