@@ -264,3 +264,28 @@ def test_a_template_shapes_the_dag_runs_conf(airflow: AirflowServer, api: Api) -
         _deliver(target, start)
         conf = api.get(f"{DAG_RUNS}/{target.run_id(start)}")["conf"]
     assert conf == {"order": "k", "source": dict(start.payload), "id": start.action_id}
+
+
+def test_a_batch_starts_one_dag_run_with_its_events(
+    airflow: AirflowServer,
+    api: Api,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    """A time-driven rule's action reaches the engine like any other: three events, one
+    batch, one DAG run whose conf carries the three."""
+    prefix = f"kec_{uuid.uuid4().hex[:8]}__"
+    rules = [{**rule("load-lines", "line-*", "start"), "batch": {"size": 3, "within": 3600}}]
+    with connector_run(
+        tmp_path, bootstrap, new_topic(1), group_id, target_yaml(airflow, prefix), rules
+    ) as run:
+        run.start()
+        sent = [run.send(f"line-{i}", f"row {i}") for i in range(3)]
+        (run_id,) = wait_for(lambda: api.run_ids(prefix), timeout=120, what="a DAG run")
+        assert run.stop() == 0
+    conf = api.get(f"{DAG_RUNS}/{run_id}")["conf"]
+    assert conf["rule"] == "load-lines" and conf["event_ids"] == sent
+    assert conf["event"]["count"] == 3
+    assert [e["value"] for e in conf["event"]["events"]] == ["row 0", "row 1", "row 2"]

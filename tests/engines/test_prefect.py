@@ -228,3 +228,28 @@ def test_a_template_shapes_the_flow_runs_parameters(prefect: PrefectServer) -> N
             "by": "rule direct",
         }
     }
+
+
+def test_a_batch_starts_one_flow_run_with_its_events(
+    prefect: PrefectServer,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    """A time-driven rule's action reaches the engine like any other: three events, one
+    batch, one flow run whose parameter carries the three (the example flow itself reads
+    one event's key: what it makes of a batch is not the connector's part)."""
+    key_prefix = f"kec-{uuid.uuid4().hex[:8]}:"
+    rules = [{**rule("load-lines", "line-*", "start"), "batch": {"size": 3, "within": 3600}}]
+    with connector_run(
+        tmp_path, bootstrap, new_topic(1), group_id, target_yaml(prefect, key_prefix), rules
+    ) as run:
+        run.start()
+        sent = [run.send(f"line-{i}", f"row {i}") for i in range(3)]
+        (only,) = wait_for(lambda: flow_runs(prefect, key_prefix), timeout=120, what="a flow run")
+        assert run.stop() == 0
+    trigger = only["parameters"]["trigger"]
+    assert trigger["rule"] == "load-lines" and trigger["event_ids"] == sent
+    assert trigger["event"]["count"] == 3
+    assert [e["value"] for e in trigger["event"]["events"]] == ["row 0", "row 1", "row 2"]

@@ -231,3 +231,33 @@ def test_a_template_shapes_the_workflows_argument(
         workflow_id = target.workflow_id(start)
     got = wait_for(lambda: state(temporal, workflow_id)["input"] or None, timeout=60)
     assert got == {"order": "k", "ids": list(start.event_ids), "note": "from direct"}
+
+
+def test_a_batch_starts_one_workflow_with_its_events(
+    temporal: TemporalServer,
+    temporal_worker: str,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    group_id: str,
+    tmp_path: Path,
+) -> None:
+    """A time-driven rule's action reaches the engine like any other: three events, one
+    batch, one workflow whose input carries the three."""
+    prefix = f"kec-{uuid.uuid4().hex[:8]}-"
+    rules = [{**rule("load-lines", "line-*", "start"), "batch": {"size": 3, "within": 3600}}]
+    with connector_run(
+        tmp_path, bootstrap, new_topic(1), group_id, target_yaml(temporal, temporal_worker, prefix),
+        rules,
+    ) as run:  # fmt: skip
+        run.start()
+        sent = [run.send(f"line-{i}", f"row {i}") for i in range(3)]
+        wait_for(lambda: len(workflow_ids(temporal, prefix)) == 1, timeout=120, what="a workflow")
+        assert run.stop() == 0
+    (workflow_id,) = workflow_ids(temporal, prefix)
+    started_with = wait_for(lambda: state(temporal, workflow_id)["input"] or None, timeout=60)
+    assert started_with["rule"] == "load-lines" and started_with["event_ids"] == sent
+    batch = started_with["event"]
+    assert (batch["count"], batch["reason"]) == (3, "size")
+    assert [(e["event_id"], e["value"]) for e in batch["events"]] == [
+        (sent[i], f"row {i}") for i in range(3)
+    ]
