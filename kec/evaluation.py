@@ -31,6 +31,20 @@ def event_value(event: Event) -> Any:
     return event.text
 
 
+def event_payload(event: Event) -> dict[str, Any]:
+    """The event as an action carries it: its identity, metadata and :func:`event_value`."""
+    return {
+        "event_id": event.event_id,
+        "key": event.key,
+        "value": event_value(event),
+        "namespace": event.namespace,
+        "sender": event.sender,
+        "context": event.context,
+        "event_type": event.event_type,
+        "create_time": event.create_time,
+    }
+
+
 class Evaluation(Protocol):
     """What one event caused: actions to queue, rule-state updates (``None`` deletes) and,
     for updated states that expire (an ``all_of`` set with a window), the *event time*

@@ -480,15 +480,9 @@ class HttpConfig(ConfigModel):
     def _token_beyond_loopback(
         cls, token: SecretStr | None, info: ValidationInfo
     ) -> SecretStr | None:
-        if token is not None and not token.get_secret_value():
-            raise ValueError("is empty: give a token, or leave it out on a loopback host")
-        host = info.data.get("host")
-        if token is None and isinstance(host, str) and not is_loopback_host(host):
-            raise ValueError(
-                f"required: the gateway listens on {host}, beyond loopback, and would take"
-                ' events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
-            )
-        return token
+        return _token_checked(
+            token, info, 'the gateway', 'take events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
+        )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> HttpConfig:
@@ -497,6 +491,21 @@ class HttpConfig(ConfigModel):
         if self.tls_key_password is not None and self.tls_key_file is None:
             raise ValueError("tls_key_password without tls_key_file")
         return self
+
+
+def _token_checked(
+    token: SecretStr | None, info: ValidationInfo, server: str, otherwise: str
+) -> SecretStr | None:
+    """A server's ``token``: not empty, and required when ``host`` is beyond loopback
+    (``otherwise``: what the server would allow without one)."""
+    if token is not None and not token.get_secret_value():
+        raise ValueError("is empty: give a token, or leave it out on a loopback host")
+    host = info.data.get("host")
+    if token is None and isinstance(host, str) and not is_loopback_host(host):
+        raise ValueError(
+            f"required: {server} listens on {host}, beyond loopback, and would {otherwise}"
+        )
+    return token
 
 
 class MetricsConfig(ConfigModel):
@@ -530,15 +539,10 @@ class AdminConfig(ConfigModel):
     def _token_beyond_loopback(
         cls, token: SecretStr | None, info: ValidationInfo
     ) -> SecretStr | None:
-        if token is not None and not token.get_secret_value():
-            raise ValueError("is empty: give a token, or leave it out on a loopback host")
-        host = info.data.get("host")
-        if token is None and isinstance(host, str) and not is_loopback_host(host):
-            raise ValueError(
-                f"required: the admin API listens on {host}, beyond loopback, and would let"
-                ' anyone replay and pause (e.g. token: "${file:admin-token}")'
-            )
-        return token
+        return _token_checked(
+            token, info, "the admin API",
+            'let anyone replay and pause (e.g. token: "${file:admin-token}")',
+        )  # fmt: skip
 
 
 class ConnectorConfig(ConfigModel):

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 from connector.rules.correlation import Correlate
 from connector.rules.models import Rule
+from connector.rules.paths import compile_path, resolve
 
 __all__ = ["MAX_PENDING", "Arrival", "Join", "correlation_text"]
 
@@ -51,7 +52,6 @@ MAX_PENDING: Final = 64
 """Events a sequence keeps per step: the earliest by create time."""
 
 _Entry = dict[str, Any]
-_MISSING: Final = object()
 
 
 def correlation_text(value: object) -> str | None:
@@ -67,26 +67,6 @@ def correlation_text(value: object) -> str | None:
             return None
         return str(int(value)) if value.is_integer() else repr(value)
     return None
-
-
-def _path(path: str) -> tuple[tuple[str, int | None], ...]:
-    return tuple(
-        (seg, int(seg) if seg.isascii() and seg.isdigit() else None) for seg in path.split(".")
-    )
-
-
-def _resolve(doc: object, path: tuple[tuple[str, int | None], ...]) -> object:
-    current = doc
-    for name, index in path:
-        if isinstance(current, dict):
-            current = current.get(name, _MISSING)
-            if current is _MISSING:
-                return _MISSING
-        elif isinstance(current, list) and index is not None and index < len(current):
-            current = current[index]
-        else:
-            return _MISSING
-    return current
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +92,7 @@ class Join:
     def __init__(self, rule: Rule) -> None:
         self._correlate: Correlate | None = rule.correlate
         self._path = (
-            _path(rule.correlate.json_)
+            compile_path(rule.correlate.json_)
             if rule.correlate is not None and rule.correlate.json_ is not None
             else None
         )
@@ -154,7 +134,7 @@ class Join:
         if correlate is None:
             return None
         if self._path is not None:
-            text = correlation_text(_resolve(doc(), self._path))
+            text = correlation_text(resolve(doc(), self._path))
         elif correlate.header is not None:
             text = None
             for name, raw in headers:

@@ -57,10 +57,12 @@ from connector.rules.limits import (
 )
 from connector.rules.linear_regex import LinearRegex
 from connector.rules.models import JsonPredicate, Rule, ValueMatch, check_unique_names, is_glob
+from connector.rules.paths import MISSING as _MISSING
+from connector.rules.paths import compile_path, resolve
 from connector.rules.windows import Out, Timed
 from kec.action import Action
 from kec.errors import ConfigError
-from kec.evaluation import Evaluation, Result, event_value
+from kec.evaluation import Evaluation, Result, event_payload
 from kec.event import TP, Event
 
 __all__ = [
@@ -85,7 +87,6 @@ class _Sentinel:
         return self._name
 
 
-_MISSING: Final = _Sentinel("<missing>")  # a JSON path that leads nowhere
 _UNPARSED: Final = _Sentinel("<unparsed>")
 _NOT_JSON: Final = _Sentinel("<not json>")
 
@@ -150,24 +151,8 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _resolve(doc: object, path: tuple[tuple[str, int | None], ...]) -> object:
-    current = doc
-    for name, index in path:
-        if isinstance(current, dict):
-            current = current.get(name, _MISSING)
-            if current is _MISSING:
-                return _MISSING
-        elif isinstance(current, list) and index is not None and index < len(current):
-            current = current[index]
-        else:
-            return _MISSING
-    return current
-
-
 def _compile_predicate(pred: JsonPredicate) -> _Check:
-    path = tuple(
-        (seg, int(seg) if seg.isascii() and seg.isdigit() else None) for seg in pred.path.split(".")
-    )
+    path = compile_path(pred.path)
     tests: list[Callable[[object], bool]] = []
     if pred.exists is not None:
         wanted = pred.exists
@@ -195,7 +180,7 @@ def _compile_predicate(pred: JsonPredicate) -> _Check:
         doc = subject.doc
         if doc is _NOT_JSON:
             return False
-        value = _resolve(doc, path)
+        value = resolve(doc, path)
         return all(test(value) for test in tests)
 
     return check
@@ -337,19 +322,6 @@ def _index(compiled: Sequence[_Compiled]) -> dict[str, _NamespaceIndex]:
 # -- the engine ---------------------------------------------------------------------------
 
 
-def _event_payload(event: Event) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "key": event.key,
-        "value": event_value(event),
-        "namespace": event.namespace,
-        "sender": event.sender,
-        "context": event.context,
-        "event_type": event.event_type,
-        "create_time": event.create_time,
-    }
-
-
 class TriggerEngine:
     """Compiled rules: globs and regexes compiled, rules indexed by namespace and key.
 
@@ -453,7 +425,7 @@ class TriggerEngine:
             if c.check is not None and (too_long or not c.check(subject)):
                 continue
             if not c.slots:
-                actions.append(self._action(c, event, (event.event_id,), _event_payload(event)))
+                actions.append(self._action(c, event, (event.event_id,), event_payload(event)))
                 continue
             context = event.context if c.scoped else None
             if c.join is not None:
@@ -461,7 +433,7 @@ class TriggerEngine:
                 if joined is None:
                     continue
                 key, value = joined
-                arrival = c.join.arrive(state.get(key), _event_payload(event), slots)
+                arrival = c.join.arrive(state.get(key), event_payload(event), slots)
                 if arrival.changed:
                     updates[key] = arrival.update
                     if arrival.update is not None and arrival.expires is not None:
@@ -575,7 +547,7 @@ def _arrive(
         if len(kept) != len(entries):
             entries, changed = kept, True
     if take:
-        entry = _event_payload(event)
+        entry = event_payload(event)
         for i in slots:
             slot = c.slots[i]
             held = entries.get(slot)

@@ -48,32 +48,19 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from connector.rules.models import Rule
+from connector.rules.paths import MISSING as _MISSING
+from connector.rules.paths import compile_path, resolve
 from connector.rules.timing import Absence, Batch, Debounce, Throttle
 from kec.action import Action
-from kec.evaluation import event_value
+from kec.evaluation import event_payload, event_value
 from kec.event import TP, Event
 from kec.jsontext import document
 
-__all__ = ["Out", "Timed", "event_payload"]
+__all__ = ["Out", "Timed"]
 
 _V: Final = 1
-_MISSING: Final = object()
 # What a row of the right version but the wrong shape raises (corrupt, or hand-edited).
 _UNREADABLE: Final = (KeyError, TypeError, ValueError, AttributeError, IndexError)
-
-
-def event_payload(event: Event) -> dict[str, Any]:
-    """The event as an action carries it (as :mod:`connector.rules.trigger` does)."""
-    return {
-        "event_id": event.event_id,
-        "key": event.key,
-        "value": event_value(event),
-        "namespace": event.namespace,
-        "sender": event.sender,
-        "context": event.context,
-        "event_type": event.event_type,
-        "create_time": event.create_time,
-    }
 
 
 @dataclass
@@ -122,20 +109,13 @@ def _group_of(by: str | None) -> Callable[[Event], object]:
         return lambda e: e.key
     if by == "context":
         return lambda e: _MISSING if e.context is None else e.context
-    path = [(s, int(s) if s.isascii() and s.isdigit() else None) for s in by[6:].split(".")]
+    path = compile_path(by[6:])
 
     def group(event: Event) -> object:
         current: object = document(event.value) if isinstance(event.value, str) else None
         if current is None:
             return _MISSING
-        for name, index in path:
-            if isinstance(current, dict) and name in current:
-                current = current[name]
-            elif isinstance(current, list) and index is not None and index < len(current):
-                current = current[index]
-            else:
-                return _MISSING
-        return current
+        return resolve(current, path)
 
     return group
 
