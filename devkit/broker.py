@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import logging
 import os
@@ -30,7 +29,6 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from string import Template
 from devkit import containers
 from devkit import security as modes
 from devkit.errors import DevBrokerError, DockerUnavailable
-from devkit.project import cache_root, kafka_image, kafka_version, manifest_dir
+from devkit.project import cache_root, kafka_image, kafka_version, made_once, manifest_dir
 from devkit.security import Material, Security
 from devkit.server import LocalServer, free_port
 from kec.kafka.settings import Connection
@@ -85,46 +83,31 @@ def resolve_jars(manifest: Path | None = None, *, timeout: float = 900.0) -> Pat
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
     root = cache_root()
     target = root / f"kafka-{kafka_version(pom)}-{digest}" / "libs"
-    if _has_jars(target):
-        return target
     mvn = shutil.which("mvn")
-    if mvn is None:
+    if mvn is None and not _has_jars(target):
         raise DevBrokerError(
             "Maven (mvn) not found on PATH: it resolves the Kafka broker's jars. Install it "
             "(apt-get install maven), run 'make test' which installs it, or point "
             "KAFKA_BOOTSTRAP_SERVERS at a running cluster"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".resolve.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _has_jars(target):
-            return target
-        scratch = Path(tempfile.mkdtemp(prefix="resolve-", dir=root))
+
+    def resolve(scratch: Path) -> Path:
+        assert mvn is not None
         log.info("resolving Apache Kafka jars from %s into %s", pom, target)
-        cmd = [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={scratch}",
-            "-DincludeScope=runtime",
-        ]
+        cmd = [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+               f"-DoutputDirectory={scratch}", "-DincludeScope=runtime"]  # fmt: skip
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
             raise DevBrokerError(f"jar resolution did not finish in {timeout:.0f}s") from exc
         if done.returncode != 0 or not _has_jars(scratch):
-            shutil.rmtree(scratch, ignore_errors=True)
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise DevBrokerError(
                 f"jar resolution failed (mvn exit {done.returncode}) for {pom}:\n{tail}"
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(scratch, target)
-    return target
+        return scratch
+
+    return made_once(target, _has_jars, resolve, "resolve-")
 
 
 def _has_jars(folder: Path) -> bool:

@@ -8,9 +8,13 @@ ask here. ``KEC_KAFKA_IMAGE``, ``KEC_POSTGRES_IMAGE``, ``KEC_CONNECTOR_IMAGE`` a
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
+import tempfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from devkit.errors import DevBrokerError, ImageBuildError
@@ -93,3 +97,29 @@ def cache_root() -> Path:
         return Path(base)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "kafka-event-connector"
+
+
+def made_once(
+    target: Path, ready: Callable[[Path], bool], make: Callable[[Path], Path], prefix: str
+) -> Path:
+    """``target`` in the cache, made the first time by ``make(scratch)``, which fills a
+    scratch folder of the cache and returns the folder to rename into place (``ready`` says
+    whether a folder is complete). Whatever ``make`` raises leaves no scratch behind, an
+    interrupted run is never taken for a complete one, and a file lock serialises
+    concurrent callers (tests in several processes, ``make jars``)."""
+    if ready(target):
+        return target
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".resolve.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready(target):
+            return target
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        try:
+            made = make(scratch)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(made, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target

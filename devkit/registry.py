@@ -12,7 +12,6 @@ at interpreter exit, and with its owner).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -20,13 +19,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from devkit.errors import DevRegistryError
-from devkit.project import DOCKER_DIR, cache_root
+from devkit.project import DOCKER_DIR, cache_root, made_once
 from devkit.server import LocalServer, free_port
 
 log = logging.getLogger(__name__)
@@ -63,23 +61,18 @@ def build_registry(manifest: Path | None = None, *, timeout: float = 1500.0) -> 
     digest = hashlib.sha256(pom.read_bytes() + settings.read_bytes()).hexdigest()[:12]
     root = cache_root()
     target = root / f"apicurio-{apicurio_version(pom)}-{digest}"
-    if _built(target):
-        return target
     mvn = shutil.which("mvn")
-    if mvn is None:
+    if mvn is None and not _built(target):
         raise DevRegistryError(
             "Maven (mvn) not found on PATH: it builds the schema registry. Install it "
             "(apt-get install maven) or run 'make jars', which installs it"
         )
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".resolve.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _built(target):
-            return target
-        scratch = Path(tempfile.mkdtemp(prefix="registry-build-", dir=root))
+    build_log = root / "registry-build.log"
+
+    def build(scratch: Path) -> Path:
+        assert mvn is not None
         shutil.copy(pom, scratch / "pom.xml")
         shutil.copy(settings, scratch / "settings.xml")
-        build_log = root / "registry-build.log"
         log.info("building Apicurio Registry from %s into %s (once)", pom, target)
         cmd = [mvn, "-B", "-s", str(scratch / "settings.xml"), "-f", str(scratch / "pom.xml"),
                "package", "-Dquarkus.package.type=fast-jar"]  # fmt: skip
@@ -89,13 +82,11 @@ def build_registry(manifest: Path | None = None, *, timeout: float = 1500.0) -> 
                     cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
                 )
         except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
             raise DevRegistryError(
                 f"the registry build did not finish in {timeout:.0f}s (log: {build_log})"
             ) from exc
         built = scratch / "target" / "quarkus-app"
         if done.returncode != 0 or not _built(built):
-            shutil.rmtree(scratch, ignore_errors=True)
             lines = build_log.read_text(errors="replace").strip().splitlines()
             tail = "\n".join(line for line in lines if "Download" not in line)
             tail = "\n".join(tail.splitlines()[-20:])
@@ -103,9 +94,9 @@ def build_registry(manifest: Path | None = None, *, timeout: float = 1500.0) -> 
                 f"the registry build failed (mvn exit {done.returncode}) for {pom} "
                 f"(log: {build_log}):\n{tail}"
             )
-        os.rename(built, target)
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+        return built
+
+    return made_once(target, _built, build, "registry-build-")
 
 
 def _built(folder: Path) -> bool:
