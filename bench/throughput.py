@@ -218,21 +218,26 @@ def run_connector(
     with running_connector(
         bootstrap, topic, store_url, target, batch, linger_ms, lineage
     ) as service:
-        _wait(
-            lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
-            120,
-            "the first batch",
-        )
-        started = time.perf_counter()
-        first = service.pipeline.stats.records if service.pipeline else 0
-        _wait(
-            lambda: service.dispatcher.stats.delivered >= count,
-            1800,
-            f"{count} actions delivered",
-        )
-        elapsed = time.perf_counter() - started
-    # The clock started after the first batch: count only what came after it.
-    return Row(name, count - first, elapsed)
+        return _timed(name, service, count, count)
+
+
+def _timed(name: str, service: ConnectorService, count: int, actions: int) -> Row:
+    """Events/s of ``service`` over ``count`` events: from its first batch until
+    ``actions`` are delivered (the clock starts after the first batch, so only what came
+    after it counts)."""
+    _wait(
+        lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
+        120,
+        "the first batch",
+    )
+    started = time.perf_counter()
+    first = service.pipeline.stats.records if service.pipeline else 0
+    _wait(
+        lambda: service.dispatcher.stats.delivered >= actions,
+        1800,
+        f"{actions} actions delivered",
+    )
+    return Row(name, count - first, time.perf_counter() - started)
 
 
 def produce_orders(bootstrap: str, count: int, partitions: int, keys: int) -> tuple[str, str]:
@@ -283,20 +288,7 @@ def run_rules(
         bootstrap, topics[0], store_url, target, batch, linger_ms,
         evaluator=engine, topics=topics[1:],
     ) as service:  # fmt: skip
-        _wait(
-            lambda: service.pipeline is not None and service.pipeline.stats.records > 0,
-            120,
-            "the first batch",
-        )
-        started = time.perf_counter()
-        first = service.pipeline.stats.records if service.pipeline else 0
-        _wait(
-            lambda: service.dispatcher.stats.delivered >= actions,
-            1800,
-            f"{actions} actions delivered",
-        )
-        elapsed = time.perf_counter() - started
-    return Row(name, count - first, elapsed)
+        return _timed(name, service, count, actions)
 
 
 PLAIN_RULE: dict[str, object] = {

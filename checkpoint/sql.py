@@ -798,22 +798,23 @@ class SqlStore(CheckpointStore):
     # -- lineage (OperationsStore) ---------------------------------------------------------
 
     def batch_at(self, tp: TP, offset: int) -> StoredBatch | None:
-        with self._d.reading(Role.OPS, "reading a batch") as sql:
-            row = sql.one(
-                f"SELECT {_BATCH_COLUMNS} FROM kec_batches WHERE topic = ? AND partition = ? "
-                "AND first_offset <= ? AND next_offset > ? AND n_events > 0 "
-                "ORDER BY first_offset DESC LIMIT 1",
-                (*tp, offset, offset),
-            )
-        return _stored_batch(row) if row is not None else None
+        return self._batch_holding(
+            tp, offset, "first_offset <= ? AND next_offset > ? AND n_events > 0", "first_offset"
+        )
 
     def batch_of_action(self, tp: TP, aseq: int) -> StoredBatch | None:
+        return self._batch_holding(
+            tp, aseq, "first_aseq <= ? AND first_aseq + n_actions > ?", "first_aseq"
+        )
+
+    def _batch_holding(self, tp: TP, at: int, span: str, order: str) -> StoredBatch | None:
+        """The newest batch of ``tp`` whose ``span`` (two placeholders, both ``at``) holds
+        ``at``, by ``order``."""
         with self._d.reading(Role.OPS, "reading a batch") as sql:
             row = sql.one(
                 f"SELECT {_BATCH_COLUMNS} FROM kec_batches WHERE topic = ? AND partition = ? "
-                "AND first_aseq <= ? AND first_aseq + n_actions > ? "
-                "ORDER BY first_aseq DESC LIMIT 1",
-                (*tp, aseq, aseq),
+                f"AND {span} ORDER BY {order} DESC LIMIT 1",
+                (*tp, at, at),
             )
         return _stored_batch(row) if row is not None else None
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kec.action import Action
-from kec.evaluation import Evaluation, Evaluator, Result, Timers
+from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers
 from kec.event import TP, Event
 
 QUEUE_PREFIX = "http-gateway/queue/"
@@ -106,7 +106,7 @@ class HttpIndex:
     # The due pass of time-driven rules is the inner rules' (kec.evaluation.Timers).
 
     def has_timers(self) -> bool:
-        return isinstance(self._inner, Timers) and self._inner.has_timers()
+        return has_timers(self._inner)
 
     def timer_keys(self, tp: TP) -> Sequence[str]:
         return self._inner.timer_keys(tp) if isinstance(self._inner, Timers) else ()

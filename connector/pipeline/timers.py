@@ -14,18 +14,14 @@ and the actions queued, so each fires once, and only the partition's owner fires
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from checkpoint.base import BatchTransaction
 from kec.action import Action
-from kec.evaluation import Evaluator, Timers
+from kec.evaluation import Evaluator, Timers, has_timers
 from kec.event import TP
 
 __all__ = ["fire_due", "has_timers"]
-
-
-def has_timers(evaluator: Evaluator) -> bool:
-    """Whether ``evaluator``'s rules may fire because time passed."""
-    return isinstance(evaluator, Timers) and evaluator.has_timers()
 
 
 def fire_due(
@@ -34,15 +30,16 @@ def fire_due(
     """Run the due pass of each partition of ``now`` (its event time, ms) inside ``tx``:
     two reads of rule state (the timer rows, then the rows due), the watermark when an
     ``absence`` may be due, one write. Returns the actions fired, per partition."""
-    if not isinstance(evaluator, Timers) or not now or not evaluator.has_timers():
+    if not now or not has_timers(evaluator):
         return {}
-    keys = [k for tp in now for k in evaluator.timer_keys(tp)]
+    timers = cast(Timers, evaluator)
+    keys = [k for tp in now for k in timers.timer_keys(tp)]
     if not keys:
         return {}
     state: dict[str, str | None] = dict(tx.read_rule_state(keys))
     if not state:
         return {}
-    more = [k for tp, at in now.items() for k in evaluator.due_keys(tp, state, at)]
+    more = [k for tp, at in now.items() for k in timers.due_keys(tp, state, at)]
     watermark = None
     if more:
         # First: the rows read after it are at least as new as the times it saw.
@@ -52,7 +49,7 @@ def fire_due(
     dirty: set[str] = set()
     expiry: dict[str, float] = {}
     for tp, at in sorted(now.items()):
-        result = evaluator.due(tp, at, watermark, state)
+        result = timers.due(tp, at, watermark, state)
         if result.actions:
             fired[tp] = list(result.actions)
         state.update(result.state_updates)

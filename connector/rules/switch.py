@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from kec.evaluation import Evaluation, Evaluator, Result, Timers
+from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers
 from kec.event import TP, Event
 
 __all__ = ["RuleSwitch"]
@@ -49,7 +49,7 @@ class RuleSwitch:
     # The due pass of time-driven rules (kec.evaluation.Timers), paused rules dropped too.
 
     def has_timers(self) -> bool:
-        return isinstance(self.engine, Timers) and self.engine.has_timers()
+        return has_timers(self.engine)
 
     def timer_keys(self, tp: TP) -> Sequence[str]:
         return self.engine.timer_keys(tp) if isinstance(self.engine, Timers) else ()

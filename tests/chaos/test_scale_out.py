@@ -254,19 +254,22 @@ def test_two_instances_of_two_processes_with_kills_of_either_lose_nothing(
     assert any(k.startswith("SIGSTOP") for k in kills)
 
 
-def test_two_owners_complete_an_all_of_set_once(
+def _sets_across_two_owners(
     tmp_path: Path,
     bootstrap: str,
-    new_topic: Callable[..., str],
-    pg_store_url: Callable[[], str],
-) -> None:
-    """Each set's two keys arrive at once on two partitions owned by two processes."""
-    topic, dsn, sets = new_topic(2), pg_store_url(), 300
+    topic: str,
+    dsn: str,
+    rule: str,
+    keys: tuple[str, str],
+    event_of: Callable[[str, int], Event],
+    sets: int,
+) -> tuple[dict[str, int], list[str]]:
+    """Two processes each owning one of ``topic``'s two partitions; for each of ``sets``
+    sets, the event of ``keys[0]`` on partition 0 and of ``keys[1]`` on partition 1, at
+    once. Returns the actions per rule and the log target's lines."""
     log = tmp_path / "actions.jsonl"
     config = _config(
-        tmp_path, bootstrap, topic, dsn,
-        rules="  - {name: join, namespace: shop, all_of: {keys: [left, right], policy: first},"
-        " action: START, workflow: wf, task: t}",
+        tmp_path, bootstrap, topic, dsn, rules=rule,
         target=f'  log: {{type: log, path: "{log}"}}',
     )  # fmt: skip
     fleet = Fleet(config, tmp_path)
@@ -283,8 +286,8 @@ def test_two_owners_complete_an_all_of_set_once(
             wait_for(split, timeout=90, interval=0.2, what="one partition for each process")
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
         for i in range(sets):
-            for partition, key in enumerate(("left", "right")):
-                event = Event(key=key, value=str(i), namespace="shop", context=f"run-{i}")
+            for partition, key in enumerate(keys):
+                event = event_of(key, i)
                 producer.produce(
                     topic,
                     key=key,
@@ -303,9 +306,26 @@ def test_two_owners_complete_an_all_of_set_once(
             fired = store.count_actions_by_rule()
     finally:
         fleet.stop()
-    contexts = Counter(
-        line.split('"context":"', 1)[1].split('"', 1)[0] for line in log.read_text().splitlines()
-    )
+    return fired, log.read_text().splitlines()
+
+
+def test_two_owners_complete_an_all_of_set_once(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+) -> None:
+    """Each set's two keys arrive at once on two partitions owned by two processes."""
+    sets = 300
+    fired, lines = _sets_across_two_owners(
+        tmp_path, bootstrap, new_topic(2), pg_store_url(),
+        "  - {name: join, namespace: shop, all_of: {keys: [left, right], policy: first},"
+        " action: START, workflow: wf, task: t}",
+        ("left", "right"),
+        lambda key, i: Event(key=key, value=str(i), namespace="shop", context=f"run-{i}"),
+        sets,
+    )  # fmt: skip
+    contexts = Counter(line.split('"context":"', 1)[1].split('"', 1)[0] for line in lines)
     assert fired == {"join": sets}, "every set fired exactly once"
     assert set(contexts) == {f"run-{i}" for i in range(sets)}
 
@@ -319,50 +339,17 @@ def test_two_owners_join_sets_on_a_business_key_once(
     """The same with a business key: each order's payment and shipment, on two
     partitions owned by two processes, carry the order id in their JSON values (no
     context); the set is one row per order, locked by whichever owner writes it."""
-    topic, dsn, orders = new_topic(2), pg_store_url(), 300
-    log = tmp_path / "actions.jsonl"
-    config = _config(
-        tmp_path, bootstrap, topic, dsn,
-        rules="  - {name: join, namespace: shop, all_of: {keys: [payment, shipment],"
+    orders = 300
+    fired, text = _sets_across_two_owners(
+        tmp_path, bootstrap, new_topic(2), pg_store_url(),
+        "  - {name: join, namespace: shop, all_of: {keys: [payment, shipment],"
         " window: 600, policy: first}, correlate: {json: order.id, ttl: 3600},"
         " action: start, workflow: ship}",
-        target=f'  log: {{type: log, path: "{log}"}}',
+        ("payment", "shipment"),
+        lambda key, i: Event(key=key, value=f'{{"order": {{"id": {i}}}}}', namespace="shop"),
+        orders,
     )  # fmt: skip
-    fleet = Fleet(config, tmp_path)
-    fleet.start("m0")
-    fleet.start("m1")
-    try:
-        with open_store(dsn) as store:
-
-            def split() -> bool:
-                fleet.alive()
-                owners = {p.owner for p in store.partitions() if p.tp[0] == topic}
-                return len(owners) == 2
-
-            wait_for(split, timeout=90, interval=0.2, what="one partition for each process")
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
-        for i in range(orders):
-            for partition, key in enumerate(("payment", "shipment")):
-                event = Event(key=key, value=f'{{"order": {{"id": {i}}}}}', namespace="shop")
-                producer.produce(
-                    topic,
-                    key=key,
-                    value=record_value(event),
-                    headers=list(record_headers(event)),
-                    partition=partition,
-                )
-        assert producer.flush(30) == 0
-        with open_store(dsn) as store:
-            wait_for(
-                lambda: store.count_events() == 2 * orders and store.count_actions_by_rule(),
-                timeout=120,
-                what="every event",
-            )
-            wait_for(lambda: log.exists() and log.read_text().count("\n") >= orders, timeout=60)
-            fired = store.count_actions_by_rule()
-    finally:
-        fleet.stop()
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = [json.loads(line) for line in text]
     joined = Counter(line["payload"]["correlation"] for line in lines)
     assert fired == {"join": orders}, "every order's set fired exactly once"
     assert joined == {str(i): 1 for i in range(orders)}
