@@ -132,9 +132,13 @@ def new_topic(admin: AdminClient) -> Iterator[Callable[..., str]]:
 
     def make(partitions: int = 3, *, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[
-            name
-        ].result(timeout=30)
+        # No time retention: tests write records stamped long ago (event time), and the
+        # broker's retention check (every 5 minutes) deletes a segment whose records are
+        # all older than retention.ms, even the active one, before the test reads them.
+        topic = NewTopic(
+            name, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"}
+        )
+        admin.create_topics([topic])[name].result(timeout=30)
         created.append(name)
         return name
 

@@ -95,12 +95,14 @@ def test_prometheus_scrapes_both_replicas_and_evaluates_the_alert_rules(
         def every_partition_read_by_both() -> bool:
             # The first replica up reads every partition until the second joins the group
             # and the next rebalance gives it its share: wait for that, not only the sum.
+            # A balanced share may give one replica all of one topic and the other all of
+            # the other, so each replica's share is counted over both topics.
             total = prometheus.query("max by (topic) (kec_topic_partitions)")
             owned = prometheus.query("sum by (topic) (kec_partitions_owned)")
-            readers = prometheus.query('kec_partitions_owned{topic="events.default"}')
+            shares = prometheus.query("sum by (instance) (kec_partitions_owned)")
             return (
                 bool(total) and "events.default" in total and owned == total
-                and set(readers) == REPLICAS and all(n > 0 for n in readers.values())
+                and set(shares) == REPLICAS and all(n > 0 for n in shares.values())
             )  # fmt: skip
 
         wait_for(every_partition_read_by_both, timeout=120, interval=1,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -100,17 +101,25 @@ rules:
     try:
         wait_for(lambda: store_path.exists(), timeout=60, what="the store")
         with open_store(f"sqlite:///{store_path}") as store:
-            wait_for(
-                lambda: first.poll() is None and store.count_events() == ORDERS + EARLY,
-                timeout=90,
-                what="the first events checkpointed",
-            )
+
+            def checkpointed() -> bool:
+                assert first.poll() is None, stderr.read_text()[-3000:]
+                return store.count_events() == ORDERS + EARLY
+
+            try:
+                wait_for(checkpointed, timeout=90, what="the first events checkpointed")
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}: {store.count_events()} of {ORDERS + EARLY}; "
+                    f"log: {stderr.read_text()[-3000:]}"
+                ) from None
             open_sets = store.read_rule_state_range('["join","join",', 1000)
         first.send_signal(signal.SIGKILL)
         assert first.wait(30) == -signal.SIGKILL
     finally:
         if first.poll() is None:
             first.kill()
+            first.wait(30)
     # Inside the windows: the orders whose shipment is still to come have open sets.
     assert {json.loads(k)[3] for k, _ in open_sets} == {str(i) for i in range(EARLY, ORDERS)}
 
@@ -145,7 +154,11 @@ rules:
             left = store.read_rule_state_range('["join","join",', 1000)
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(60)
+        try:
+            second.wait(60)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            second.wait(30)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert {line["action_id"] for line in lines} == expected, "stable ids, nothing else"
     assert by_rule == {"join": ORDERS, "seq": ORDERS - ORDERS // 4}, "each action once"
