@@ -198,8 +198,9 @@ class CommandSpec(_Spec):
 
 
 class WebhookSpec(_Spec):
-    """HTTP POST to ``url`` with ``headers``; ``timeout`` bounds each request phase;
-    ``concurrency`` requests at once (actions of different keys)."""
+    """HTTP POST to ``url`` with ``headers``; ``timeout`` bounds connecting, then sending
+    and reading the answer; ``concurrency`` requests in flight at once (actions of
+    different keys)."""
 
     type: Literal["webhook"]
     """webhook: an HTTP POST per action, with an Idempotency-Key header."""
@@ -208,11 +209,12 @@ class WebhookSpec(_Spec):
     headers: HiddenStrings = Field(default_factory=dict)
     """Extra request headers (e.g. Authorization; secret-looking ones are never printed)."""
     timeout: PositiveFloat = 10.0
-    """Seconds each phase of a request (connect, send, read) may take."""
+    """Seconds to connect, and then to send a request and read its answer."""
     verify: bool = True
     """Check the server's TLS certificate."""
     concurrency: PositiveInt = 16
-    """How many requests may be in flight at once (for actions of different keys)."""
+    """How many requests may be in flight at once (actions of different keys), on one
+    event loop: for a receiver answering in T seconds, at most concurrency / T a second."""
     template: Annotated[JsonValue, AfterValidator(_check_template)] = None
     """The body to POST instead of the action: JSON whose strings may hold {{ PATH }}
     placeholders (value.order_id, event_key, action_id, context, events.paid.value...)."""
@@ -323,7 +325,8 @@ class AirflowSpec(_Spec):
     verify: bool = True
     """Check the server's TLS certificate."""
     concurrency: Concurrency = 8
-    """How many requests may be in flight at once (for actions of different keys)."""
+    """How many requests may be in flight at once (actions of different keys), on one
+    event loop: for a receiver answering in T seconds, at most concurrency / T a second."""
 
     refuses: ClassVar[dict[ActionKind, str]] = {ActionKind.NOTIFY: _NOTIFY}
 
@@ -370,7 +373,8 @@ class PrefectSpec(_Spec):
     verify: bool = True
     """Check the server's TLS certificate."""
     concurrency: Concurrency = 8
-    """How many requests may be in flight at once (for actions of different keys)."""
+    """How many requests may be in flight at once (actions of different keys), on one
+    event loop: for a receiver answering in T seconds, at most concurrency / T a second."""
 
     refuses: ClassVar[dict[ActionKind, str]] = {
         ActionKind.START_TASK: _NO_TASKS,

@@ -14,12 +14,14 @@ or the query. Text quoted from elsewhere (an answer's body, a socket error) has 
 secret parts starred. Of an answer at most :data:`MAX_BODY` bytes are read: the rest of a
 larger body is never loaded, and its connection is closed rather than drained.
 
-Concurrency: up to ``concurrency`` requests at once (actions of different keys; the
-dispatcher keeps one key's in order), each worker thread over its own keep-alive HTTP/1.1
-connection (the standard library's ``http.client``: a fraction of the CPU of a
-general-purpose client, which matters at thousands of actions a second). A kept-alive
-connection the server closed meanwhile is reopened and the request sent once more, as
-browsers do; that is safe because the request carries its idempotency key.
+Concurrency: up to ``concurrency`` requests in flight (actions of different keys; the
+dispatcher keeps one key's in order), all on one event loop over a pool of keep-alive
+HTTP/1.1 connections (:mod:`connector.targets.http1`): a request in flight costs a
+coroutine, not a thread, so a slow receiver is met with hundreds in flight. The
+dispatcher hands the target calls of several actions (``batch_size``), whose requests go
+out at once. A kept-alive connection the server closed meanwhile is reopened and the
+request sent once more, as browsers do; that is safe because the request carries its
+idempotency key.
 
 Outcome by response:
 
@@ -47,18 +49,25 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import http.client
+import math
 import os
 import socket
 import ssl
-import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from connector.common.redaction import redact, redact_url, url_secrets
 from connector.common.template import Template
 from connector.targets.base import Target
+from connector.targets.http1 import (
+    ConnectTimeout,
+    Http1Pool,
+    ProtocolError,
+    Request,
+    Response,
+    header_block,
+)
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
 
@@ -70,9 +79,10 @@ _MEANING = {
     409: "a request with this Idempotency-Key is in progress",
     425: "too early",
 }
-_OWN_HEADERS = frozenset({"content-type", "idempotency-key"})
-# A reused connection the server closed while idle: reopen it and send again.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_OWN_HEADERS = frozenset({"content-type", "idempotency-key", "host", "content-length"})
+# Calls of deliver_many in flight at once; the requests in flight (``concurrency``) are
+# shared among them, so a call carries several.
+_CALLS = 8
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -91,7 +101,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 def _kind(exc: BaseException) -> str:
     """A short name for a failure without a response (as an HTTP client would call it)."""
-    if isinstance(exc, TimeoutError | socket.timeout):
+    if isinstance(exc, ConnectTimeout):
+        return "ConnectTimeout"
+    if isinstance(exc, TimeoutError):
         return "ReadTimeout"
     if isinstance(exc, ConnectionRefusedError | socket.gaierror):
         return "ConnectError"
@@ -99,7 +111,7 @@ def _kind(exc: BaseException) -> str:
 
 
 class WebhookTarget(Target):
-    """POSTs actions to ``url``; connections are made per worker thread after ``open()``."""
+    """POSTs actions to ``url``; its event loop and connections start at ``open()``."""
 
     def __init__(
         self,
@@ -131,12 +143,18 @@ class WebhookTarget(Target):
         clash = sorted(h for h in headers or {} if h.lower() in _OWN_HEADERS)
         if clash:
             raise ConfigError(f"webhook target {name!r}: headers {clash} are set by the target")
+        try:
+            header_block(headers or {})
+        except ValueError as exc:
+            raise ConfigError(f"webhook target {name!r}: {exc}") from None
         self.name = name
-        self.concurrency = concurrency
+        self.requests = concurrency  # in flight at once
+        self.concurrency = min(concurrency, _CALLS)
+        self.batch_size = math.ceil(concurrency / self.concurrency)
         self._template = template
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
-        self._port = port
+        self._port = port if port is not None else (443 if self._https else 80)
         self._path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         self._shown = shown
         self._secrets = url_secrets(url)
@@ -148,88 +166,61 @@ class WebhookTarget(Target):
             self._headers.setdefault("Authorization", f"Basic {token}")
         self._timeout = timeout
         self._verify = verify
-        self._ssl: ssl.SSLContext | None = None
-        self._local: threading.local | None = None
-        self._connections: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._pool: Http1Pool | None = None
 
     def open(self) -> None:
-        if self._local is not None:
+        if self._pool is not None:
             return
+        context = None
         if self._https:
             context = ssl.create_default_context()
             if not self._verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            self._ssl = context
-        self._headers["User-Agent"] = (
-            f"kafka-event-connector ({socket.gethostname()}; pid {os.getpid()})"
-        )
-        self._local = threading.local()
+        agent = f"kafka-event-connector ({socket.gethostname()}; pid {os.getpid()})"
+        pool = Http1Pool(
+            self._host, self._port, self._path,
+            headers={**self._headers, "User-Agent": agent},
+            ssl_context=context, timeout=self._timeout, max_connections=self.requests,
+            max_body=MAX_BODY, name=self.name,
+        )  # fmt: skip
+        pool.open()
+        self._pool = pool
 
     def close(self) -> None:
-        self._local = None
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
-
-    def _connection(self, local: threading.local) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
-        if conn is None:
-            if self._https:
-                conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=self._ssl
-                )
-            else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-            local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    def _drop(
-        self, local: threading.local, response: http.client.HTTPResponse | None = None
-    ) -> None:
-        if response is not None:
-            response.close()  # it holds the socket when the server said it closes
-        conn = getattr(local, "conn", None)
-        local.conn = None
-        if conn is not None:
-            conn.close()
-            with self._lock:
-                if conn in self._connections:
-                    self._connections.remove(conn)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def deliver(self, action: Action) -> None:
-        local = self._local
-        if local is None:
+        failure = self.deliver_many([action]).get(action.action_id)
+        if failure is not None:
+            raise failure
+
+    def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
+        """POST every action at once (up to ``concurrency`` in flight); each action's
+        outcome is its own."""
+        pool = self._pool
+        if pool is None:
             raise TargetError(f"webhook target {self.name} is not open")
         template = self._template
-        body = template.render_bytes(action) if template else action.to_json().encode()
-        headers = {**self._headers, "Idempotency-Key": action.action_id}
-        for attempt in (1, 2):
-            conn = self._connection(local)
-            reused = conn.sock is not None
-            response: http.client.HTTPResponse | None = None
-            try:
-                conn.request("POST", self._path, body=body, headers=headers)
-                response = conn.getresponse()
-                # One byte more than is kept tells a complete body from a cut one.
-                text = response.read(MAX_BODY + 1)
-            except _STALE as exc:
-                self._drop(local, response)
-                if reused and attempt == 1:
-                    continue  # the server closed the idle connection: a fresh one
-                raise self._failure(action, exc) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(local, response)
-                raise self._failure(action, exc) from exc
-            if response.will_close or len(text) > MAX_BODY:
-                # Closed by the server, or the rest of a huge body is never read.
-                self._drop(local, response)
-            self._check(response, text[:MAX_BODY], action)
-            return
+        requests = [
+            Request(
+                template.render_bytes(a) if template else a.to_json().encode(),
+                {"Idempotency-Key": a.action_id},
+            )
+            for a in actions
+        ]
+        failures: dict[str, BaseException] = {}
+        for action, answer in zip(actions, pool.post_all(requests), strict=True):
+            if isinstance(answer, Response):
+                if not 200 <= answer.status < 300:
+                    failures[action.action_id] = self._refusal(answer, action)
+            elif isinstance(answer, OSError | ProtocolError):
+                failures[action.action_id] = self._failure(action, answer)
+            else:
+                failures[action.action_id] = answer
+        return failures
 
     def _failure(self, action: Action, exc: BaseException) -> TargetError:
         return TargetError(
@@ -237,10 +228,8 @@ class WebhookTarget(Target):
             f" (action {action.action_id}): {_kind(exc)}: {redact(str(exc), self._secrets)}"
         )
 
-    def _check(self, response: http.client.HTTPResponse, body: bytes, action: Action) -> None:
+    def _refusal(self, response: Response, action: Action) -> TargetError:
         status = response.status
-        if 200 <= status < 300:
-            return
         message = (
             f"webhook target {self.name}: POST {self._shown} answered {status}"
             f" {response.reason} (action {action.action_id})"
@@ -248,17 +237,18 @@ class WebhookTarget(Target):
         retriable = status in RETRIABLE_STATUS or status >= 500
         if status in _MEANING:
             message += f": {_MEANING[status]}"
-        raw = response.getheader("Retry-After")
+        raw = response.header("Retry-After")
         if retriable and raw is not None:
             delay = retry_after_seconds(raw)
             message += f"; Retry-After: {raw if delay is None else f'{delay:g}s'}"
         if 300 <= status < 400:
-            location = response.getheader("Location")
+            location = response.header("Location")
             message += f"; Location: {'-' if location is None else redact_url(location)}"
+        body = response.body[:MAX_BODY]
         text = redact(body.decode(errors="replace").strip(), self._secrets)
         if text:
             more = "…" if len(text) > BODY_TAIL else ""
             message += f"; body: {text[:BODY_TAIL]}{more}"
         if not retriable and 300 <= status < 500:
-            raise TargetRejected(message)
-        raise TargetError(message)
+            return TargetRejected(message)
+        return TargetError(message)
