@@ -22,6 +22,9 @@ one topic of N small keyed events:
 (j) beside it, a correlation rule on the same records: ``all_of`` payment and shipment
     joined on the order id in their JSON values (``correlate``, a window), one action per
     order; SQLite, ``log`` target (``--correlation-only`` runs (a), (j0) and (j) alone);
+the scale row: 1, 2 and 3 ``run -c`` instances on one PostgreSQL store, events/s and
+CPU-seconds per 1,000 events each; the memory row: one instance's RSS after 100,000 and
+after 1,000,000 events (bench/fleet.py);
 then p50/p99 event→action latency of (b) at a fixed offered load (default 5,000 events/s),
 beside what a raw consumer sees of the same load on the same machine (the latency floor).
 
@@ -49,12 +52,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from bench import fleet
 from bench.floor import run_floor
 from checkpoint import open_store
 from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
 from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
 from devkit.broker import KafkaCluster, provide_kafka
+from devkit.postgres import provide_postgres, scratch_database
 from kec.codec import record_headers, record_value
 from kec.evaluation import Evaluator, NotifyAll
 from kec.event import Event
@@ -599,6 +604,21 @@ def main(argv: list[str] | None = None) -> int:
         help="rows (i): `run -c` with each pipeline.processes given (none: skip them)",
     )
     parser.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=[1, 2, 3],
+        help="the scale row: that many `run -c` instances on one PostgreSQL store, in turn, "
+        "each on --events new records: events/s and CPU-seconds per 1,000 events (none: skip)",
+    )
+    parser.add_argument(
+        "--memory-events",
+        type=int,
+        default=1_000_000,
+        help="the memory row: one `run -c` over this many events, its RSS after a tenth "
+        "and at the end (0: skip it)",
+    )
+    parser.add_argument(
         "--event-ids", action="store_true", help="records carry an event-id header (dedup by id)"
     )
     parser.add_argument("--json", type=Path, default=Path("bench/out/throughput.json"))
@@ -613,8 +633,6 @@ def main(argv: list[str] | None = None) -> int:
             return _correlation_only(bootstrap, workdir, args)
         pg_dsn = None
         if not args.no_postgres:
-            from devkit.postgres import provide_postgres, scratch_database
-
             server = stack.enter_context(provide_postgres())
             pg_dsn = stack.enter_context(scratch_database(server.dsn, prefix="bench_"))
         topic = create_topic(bootstrap, args.partitions)
@@ -741,6 +759,28 @@ def main(argv: list[str] | None = None) -> int:
                 run_floor_row(bootstrap, topic, args.events, workdir, args.batch, args.linger_ms)
             )
             print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        scale: list[fleet.ScaleRow] = []
+        if pg_dsn:
+            for instances in args.scale:
+                with scratch_database(server.dsn, prefix="bench_scale_") as store_url:
+                    scale.append(fleet.run_scale(
+                        instances, bootstrap, args.events, store_url, workdir,
+                        partitions=args.partitions, keys=args.keys, batch=args.batch,
+                        linger_ms=args.linger_ms,
+                    ))  # fmt: skip
+                r = scale[-1]
+                print(f"  scale, {instances} instance(s), PostgreSQL: {r.rate:,.0f} events/s, "
+                      f"{r.cpu_per_1000:.3f} CPU-s per 1,000 events")  # fmt: skip
+        memory = None
+        if args.memory_events:
+            big = create_topic(bootstrap, args.partitions)
+            produce(bootstrap, big, args.memory_events, args.keys)
+            memory = fleet.run_memory(
+                bootstrap, big, args.memory_events, workdir, args.batch, args.linger_ms
+            )
+            print(f"  memory: RSS {memory.rss_early_mib:.0f} MiB after "
+                  f"{args.memory_events // 10:,} events, {memory.rss_end_mib:.0f} MiB after "
+                  f"{args.memory_events:,}")  # fmt: skip
         fsyncs = fsync_rate(workdir)
         floor = run_raw_latency(bootstrap, args.latency_rate, args.latency_seconds, args.keys)
         latency = run_latency(
@@ -786,6 +826,16 @@ def main(argv: list[str] | None = None) -> int:
         if "(f)" in by_name:
             print(f"quixstreams (f) / the floor (h): {by_name['(f)'].rate / floor_rate:.2f}x")
     print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
+    for r in scale:
+        print(
+            f"scale, {r.instances} instance(s) on one PostgreSQL store: {r.rate:,.0f} events/s, "
+            f"{r.cpu_per_1000:.3f} CPU-seconds per 1,000 events"
+        )
+    if memory is not None:
+        print(
+            f"memory: RSS {memory.rss_early_mib:.0f} MiB after {memory.events // 10:,} events, "
+            f"{memory.rss_end_mib:.0f} MiB after {memory.events:,} ({memory.growth:+.0%})"
+        )
     print(
         f"latency at {latency['offered_rate']:,} events/s offered, {latency['events']} events: "
         f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
@@ -810,6 +860,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
         "fsync_per_s": fsyncs,
+        "scale": [
+            {**asdict(r), "events_per_s": r.rate, "cpu_seconds_per_1000": r.cpu_per_1000}
+            for r in scale
+        ],
+        "memory": None if memory is None else {**asdict(memory), "growth": memory.growth},
         "connector_vs_quixstreams": peer_ratio,
         "floor_per_s": floor_rate,
         "latency": latency,

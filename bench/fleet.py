@@ -1,0 +1,202 @@
+"""Rows that run ``event-connector run -c FILE`` processes as a user starts them and watch
+them from outside (``/proc``): the scale row and the memory row of ``make bench``.
+
+* **Scale** (``--scale 1 2 3``): N instances in one consumer group on one PostgreSQL
+  store, each with its own ``log`` target file, reading a topic empty at first. The clock
+  starts once the store names N owners (the group has settled), the events are produced
+  then (a producer outruns the instances many times over, so the row measures them), and
+  it stops when the action lines of all N files reach the events' count; beside
+  events/s, the CPU-seconds the instances used per 1,000 events (user + system of every
+  instance process, from ``/proc/PID/stat``, over the same window): what one more
+  instance costs and gives.
+* **Memory** (``--memory-events``): one instance, SQLite, ``log`` target, on a topic of
+  that many events; its resident set (``VmRSS``) once a tenth of them is delivered and
+  again at the end. Flat memory is the claim: nothing per event is kept once settled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from checkpoint import open_store
+
+_ROOT = Path(__file__).resolve().parents[1]
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class ScaleRow:
+    instances: int
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return 1000 * self.cpu_seconds / self.events if self.events else 0.0
+
+
+@dataclass
+class MemoryRow:
+    events: int
+    rss_early_mib: float  # after a tenth of the events
+    rss_end_mib: float
+
+    @property
+    def growth(self) -> float:
+        return self.rss_end_mib / self.rss_early_mib - 1 if self.rss_early_mib else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far (its threads included, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _config(run_dir: Path, bootstrap: str, topic: str, group: str, store: str, batch: int,
+            linger_ms: int) -> Path:  # fmt: skip
+    config = run_dir / "connector.yaml"
+    config.write_text(
+        f"""
+kafka: {{bootstrap_servers: "{bootstrap}"}}
+group_id: {group}
+namespaces:
+  bench: {{topics: [{topic}]}}
+checkpoint: {store}
+pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}}}
+targets:
+  log: {{type: log, path: {run_dir}/actions.jsonl}}
+rules:
+  - {{name: all, namespace: bench, key: "*", action: notify, target: log}}
+"""
+    )
+    return config
+
+
+class _Lines:
+    """Counts the lines a process appends to a file, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.count, self._position = path, 0, 0
+
+    def poll(self) -> int:
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                f.seek(self._position)
+                data = f.read()
+            self._position += len(data)
+            self.count += data.count(b"\n")
+        return self.count
+
+
+@contextmanager
+def _running(configs: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    processes = []
+    try:
+        for config in configs:
+            with open(config.parent / "run.log", "wb") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "connector", "run", "-c", str(config)],
+                    stderr=log, env=env,
+                ))  # fmt: skip
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+
+
+def _check(processes: list[subprocess.Popen[bytes]], deadline: float, what: str) -> None:
+    for process in processes:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what}: an instance exited {process.returncode}")
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"{what}: timed out")
+
+
+def _owners(store_url: str) -> int:
+    try:
+        with open_store(store_url, create=False) as store:
+            return len({p.owner for p in store.partitions() if p.owner})
+    except Exception:  # not created yet
+        return 0
+
+
+def run_scale(
+    instances: int, bootstrap: str, count: int, store_url: str, workdir: Path, *,
+    partitions: int, keys: int, batch: int, linger_ms: int,
+) -> ScaleRow:  # fmt: skip
+    """``instances`` × ``run -c`` on one PostgreSQL store ``store_url`` (fresh), one group,
+    a new topic of ``count`` events produced once the group has settled."""
+    from bench.throughput import create_topic, produce
+
+    topic = create_topic(bootstrap, partitions)
+    group = f"scale-{uuid.uuid4().hex[:8]}"
+    store = f'{{backend: postgres, dsn: "{store_url}"}}'
+    dirs = [workdir / f"scale-{instances}-{i}-{uuid.uuid4().hex[:4]}" for i in range(instances)]
+    for d in dirs:
+        d.mkdir()
+    lines = [_Lines(d / "actions.jsonl") for d in dirs]
+    what = f"scale row, {instances} instance(s)"
+    deadline = time.monotonic() + 1800
+    configs = [_config(d, bootstrap, topic, group, store, batch, linger_ms) for d in dirs]
+    with _running(configs) as ps:
+        while _owners(store_url) < instances:
+            _check(ps, deadline, what)
+            time.sleep(0.05)  # polling the store another process writes
+        started, cpu0 = time.perf_counter(), sum(cpu_seconds(p.pid) for p in ps)
+        produce(bootstrap, topic, count, keys)
+        while sum(f.poll() for f in lines) < count:
+            _check(ps, deadline, what)
+            time.sleep(0.02)  # polling files other processes write
+        elapsed = time.perf_counter() - started
+        cpu = sum(cpu_seconds(p.pid) for p in ps) - cpu0
+    return ScaleRow(instances, count, elapsed, cpu)
+
+
+def run_memory(
+    bootstrap: str, topic: str, count: int, workdir: Path, batch: int, linger_ms: int
+) -> MemoryRow:
+    """One ``run -c`` (SQLite, ``log`` target) over ``count`` events; its RSS after
+    ``count // 10`` actions and after all."""
+    run_dir = workdir / f"memory-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir()
+    store = f"{{backend: sqlite, path: {run_dir}/checkpoints.db}}"
+    config = _config(run_dir, bootstrap, topic, f"mem-{uuid.uuid4().hex[:8]}", store, batch,
+                     linger_ms)  # fmt: skip
+    lines = _Lines(run_dir / "actions.jsonl")
+    deadline = time.monotonic() + 3600
+    early: float | None = None
+    with _running([config]) as (process,):
+        while lines.poll() < count:
+            _check([process], deadline, "memory row")
+            if early is None and lines.count >= count // 10:
+                early = rss_mib(process.pid)
+            time.sleep(0.05)  # polling a file another process writes
+        end = rss_mib(process.pid)
+    return MemoryRow(count, early or end, end)
