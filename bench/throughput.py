@@ -8,6 +8,8 @@ one topic of N small keyed events:
 (b0) the same with ``checkpoint.lineage: false``: what lineage costs (``trace``);
 (c) the same with PostgreSQL;
 (d) per-event mode (batch of 1), on fewer events: bounded by the disk's fsync rate;
+(d2) durable ``wait_for_event`` steps, 64 awaited at once, as many as (d) (bench/steps.py):
+    steps recorded meanwhile share a transaction (group commit);
 (e) the connector, SQLite, one action per event to a Kafka topic (``kafka`` target), and
 (f) the peer on the same records: quixstreams, exactly-once, one action per event to a
     Kafka topic (in its own venv, see bench/peer/; skipped when that venv is missing);
@@ -52,7 +54,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench import fleet
+from bench import fleet, steps
 from bench.floor import run_floor
 from checkpoint import open_store
 from connector.pipeline import PipelineSettings
@@ -698,6 +700,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
+        step_rate, step_transactions = steps.run_steps(
+            f"sqlite:///{workdir / 'steps.db'}", args.per_event, 64
+        )
+        print(f"  (d2) durable steps, 64 at once: {step_rate:,.0f} steps/s "
+              f"in {step_transactions} transactions")  # fmt: skip
         actions_topic = create_topic(bootstrap, args.partitions)
         rows.append(
             run_connector(
@@ -826,6 +833,13 @@ def main(argv: list[str] | None = None) -> int:
         if "(f)" in by_name:
             print(f"quixstreams (f) / the floor (h): {by_name['(f)'].rate / floor_rate:.2f}x")
     print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
+    if "(d)" in by_name:
+        print(f"per-event (d) / the fsync rate: {by_name['(d)'].rate / fsyncs:.2f}x")
+    print(
+        f"(d2) durable steps (wait_for_event, 64 at once, group commit): {step_rate:,.0f}/s in "
+        f"{step_transactions} transactions for {args.per_event}; "
+        f"/ the fsync rate: {step_rate / fsyncs:.2f}x"
+    )
     for r in scale:
         print(
             f"scale, {r.instances} instance(s) on one PostgreSQL store: {r.rate:,.0f} events/s, "
@@ -860,6 +874,13 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
         "fsync_per_s": fsyncs,
+        "durable_steps": {
+            "steps": args.per_event,
+            "concurrency": 64,
+            "per_s": step_rate,
+            "transactions": step_transactions,
+            "ratio_to_fsync": step_rate / fsyncs,
+        },
         "scale": [
             {**asdict(r), "events_per_s": r.rate, "cpu_seconds_per_1000": r.cpu_per_1000}
             for r in scale

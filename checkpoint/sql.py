@@ -59,6 +59,7 @@ from checkpoint.base import (
     StoredBatch,
     Tried,
 )
+from checkpoint.group_commit import GroupCommit
 from checkpoint.records import (
     decode_action,
     decode_actions,
@@ -396,6 +397,8 @@ class SqlStore(CheckpointStore):
         self._lock = threading.Lock()
         self.lineage = True
         self._marks: dict[TP, tuple[float, int]] = {}  # last settle mark: (when, upto)
+        # Steps recorded at once by concurrent callers share a transaction and its fsync.
+        self.steps: GroupCommit[tuple[str, str], str] = GroupCommit(self._put_steps)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._d.describe()})"
@@ -1079,16 +1082,29 @@ class SqlStore(CheckpointStore):
         return Event.from_json(row[0]) if row else None
 
     def put_step(self, step_id: str, event: Event) -> Event:
-        with self._d.transaction(Role.OPS, "recording a step") as sql:
-            sql.execute(
-                "INSERT INTO kec_steps (step_id, event, stored_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (step_id) DO NOTHING",
-                (step_id, event.to_json(), time.time()),
-            )
-            row = sql.one("SELECT event FROM kec_steps WHERE step_id = ?", (step_id,))
-        if row is None:  # pragma: no cover - the row was just written
-            raise CheckpointError(f"step {step_id!r} vanished after it was recorded")
-        return Event.from_json(row[0])
+        """Group commit (:mod:`checkpoint.group_commit`): steps that callers in other
+        threads record meanwhile go in the same transaction; each returns once it is
+        durable."""
+        return Event.from_json(self.steps.submit((step_id, event.to_json())))
+
+    def _put_steps(self, steps: Sequence[tuple[str, str]]) -> list[str]:
+        """Record ``(step id, event JSON)`` pairs in one transaction, the first writer of
+        a step winning; each step's stored JSON."""
+        now = time.time()
+        with self._d.transaction(Role.OPS, "recording steps") as sql:
+            for step_id, text in steps:
+                sql.execute(
+                    "INSERT INTO kec_steps (step_id, event, stored_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (step_id) DO NOTHING",
+                    (step_id, text, now),
+                )
+            stored = []
+            for step_id, _ in steps:
+                row = sql.one("SELECT event FROM kec_steps WHERE step_id = ?", (step_id,))
+                if row is None:  # pragma: no cover - the row was just written
+                    raise CheckpointError(f"step {step_id!r} vanished after it was recorded")
+                stored.append(str(row[0]))
+        return stored
 
 
 _PARTITION_COLUMNS = (

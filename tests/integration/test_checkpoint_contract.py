@@ -689,6 +689,35 @@ def test_put_step_keeps_the_first_event(store: CheckpointStore) -> None:
     assert store.get_step("wf-1/step-1") == first
 
 
+def test_steps_recorded_at_once_are_each_durable_and_the_first_writer_wins(
+    store: CheckpointStore,
+) -> None:
+    """Concurrent callers share transactions (group commit); each gets its own step back,
+    and callers racing on one step all get the event of the one that won."""
+    events = {f"wf-{n}/step": make_event(n, eid=f"g{n}") for n in range(24)}
+    rivals = [make_event(100 + n, eid=f"r{n}") for n in range(8)]
+    got: dict[str, Event] = {}
+    raced: list[Event] = []
+    start = threading.Barrier(len(events) + len(rivals))
+
+    def put(step_id: str, event: Event, into: Callable[[Event], None]) -> None:
+        start.wait(10)
+        into(store.put_step(step_id, event))
+
+    threads = [
+        threading.Thread(target=put, args=(s, e, lambda r, s=s: got.__setitem__(s, r)))
+        for s, e in events.items()
+    ] + [threading.Thread(target=put, args=("shared", e, raced.append)) for e in rivals]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == events
+    assert len(raced) == len(rivals) and len({e.event_id for e in raced}) == 1
+    assert raced[0] in rivals and store.get_step("shared") == raced[0]
+    assert all(store.get_step(s) == e for s, e in events.items())
+
+
 def test_prune_deletes_what_is_old_and_settled_only(store: CheckpointStore, epoch: int) -> None:
     old = [make_event(n, eid=f"old-{n}") for n in range(3)]
     with store.batch() as tx:
