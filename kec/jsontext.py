@@ -6,10 +6,11 @@ faster than :mod:`json`. Where the two differ, :mod:`json` decides, so what is w
 reads back (with ``json.loads``) as the value given, and what is accepted is what
 ``json.loads`` accepts:
 
-* writing: orjson refuses lone surrogates and integers past 64 bits and would write NaN
-  and +-Infinity as ``null`` (so the parts that may hold floats are checked first); those
-  values are written by :mod:`json`, ASCII-only so that a lone surrogate is an escape,
-  not a character no UTF-8 encoder takes;
+* writing: orjson refuses lone surrogates and integers past 64 bits and writes NaN and
+  +-Infinity as ``null``, so text with a ``null`` in it has the parts of the value that
+  may hold floats checked (a value without one had no NaN: the common case costs no
+  walk); those values are written by :mod:`json`, ASCII-only so that a lone surrogate is
+  an escape, not a character no UTF-8 encoder takes;
 * checking: a value orjson refuses (NaN, huge exponents, very deep nesting, lone
   surrogates) is checked again by :mod:`json`, which has the last word.
 
@@ -49,12 +50,16 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None) -> str:
     ``floats_in`` names the parts of ``obj`` that may hold floats (an action's payload,
     say) so only those are checked for NaN and infinities; ``None`` checks all of ``obj``.
     """
-    if all(map(finite, floats_in)) if floats_in is not None else finite(obj):
-        try:
-            return orjson.dumps(obj).decode()
-        except orjson.JSONEncodeError:
-            pass  # a lone surrogate or an integer past 64 bits
-    return _std_dumps(obj)
+    try:
+        out = orjson.dumps(obj)
+    except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
+        return _std_dumps(obj)
+    # orjson wrote any NaN or infinity as null: only then can one be there.
+    if b"null" in out and not (
+        all(map(finite, floats_in)) if floats_in is not None else finite(obj)
+    ):
+        return _std_dumps(obj)
+    return out.decode()
 
 
 DOCUMENT_DEPTH = 64
@@ -71,12 +76,14 @@ def document(text: str, max_depth: int = DOCUMENT_DEPTH) -> dict[str, Any] | lis
         return None
     try:
         # orjson would read an integer past 64 bits as a float: json keeps it exact.
-        doc = json.loads(text) if _LONG_NUMBER.search(text) else orjson.loads(text)
+        doc_from_json = _LONG_NUMBER.search(text) is not None
+        doc = json.loads(text) if doc_from_json else orjson.loads(text)
     except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
         return None
     if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
         return None
-    if not finite(doc):  # after the depth check: finite() recurses
+    # orjson reads no NaN or infinity (it refuses them, and 1e400); json reads them.
+    if doc_from_json and not finite(doc):  # after the depth check: finite() recurses
         return None
     return doc  # type: ignore[no-any-return]
 

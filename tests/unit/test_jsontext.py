@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kec.jsontext import check, dumps, finite
+from kec.jsontext import check, document, dumps, finite
 
 _scalars = (
     st.none()
@@ -41,6 +41,22 @@ def test_nan_and_infinities_are_written_as_json_writes_them_not_as_null(special:
     assert "null" not in text
     back = json.loads(text)[1]["x"][1]["y"]
     assert (math.isnan(back) and math.isnan(special)) or back == special
+
+
+def test_a_null_beside_a_nan_does_not_hide_it() -> None:
+    # orjson writes NaN as null: a real null elsewhere must not pass for the proof.
+    payload = {"x": None, "y": math.inf}
+    text = dumps({"payload": payload, "z": None}, floats_in=(payload,))
+    assert json.loads(text)["payload"]["y"] == math.inf
+    assert dumps({"a": None, "b": 1.5}) == '{"a":null,"b":1.5}'
+
+
+@pytest.mark.parametrize(
+    "text", ["[1e400]", '{"a": -1e400}', "[12345678901234567890, NaN]", '{"big": 1e999}']
+)
+def test_documents_hold_no_nan_or_infinity_whichever_parser_read_them(text: str) -> None:
+    assert document(text) is None
+    assert document("[12345678901234567890, 1.5]") == [12345678901234567890, 1.5]
 
 
 def test_finite_walks_dicts_lists_and_tuples() -> None:
