@@ -584,7 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--webhook-events", type=int, default=30_000, help="events for (g)")
     parser.add_argument("--webhook-delay-ms", type=float, default=10.0)
-    parser.add_argument("--webhook-concurrency", type=int, default=96)
+    parser.add_argument(
+        "--webhook-concurrency", type=int, default=256, help="(g): requests in flight"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip (c)")
     parser.add_argument(
         "--correlation-events", type=int, default=100_000, help="events for (j0) and (j)"
