@@ -115,6 +115,19 @@ def _keep_alive(answer: bytes) -> Callable[[socket.socket, ScriptedServer], None
     return handler
 
 
+def _held_until_released(conn: socket.socket, server: ScriptedServer) -> None:
+    """Answers 200 once the test releases the server, counting requests held meanwhile."""
+    buffer = bytearray()
+    while server.read(conn, buffer) is not None:
+        with server.lock:
+            server.in_flight += 1
+            server.most_in_flight = max(server.most_in_flight, server.in_flight)
+        server.release.wait(10)
+        with server.lock:
+            server.in_flight -= 1
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
 def test_a_request_carries_host_length_and_the_pools_headers() -> None:
     created = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
     with serving(_keep_alive(created)) as server, _pool(server.port) as pool:
@@ -173,18 +186,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
 
 
 def test_requests_in_flight_never_exceed_the_pool_and_all_are_answered() -> None:
-    def handler(conn: socket.socket, server: ScriptedServer) -> None:
-        buffer = bytearray()
-        while server.read(conn, buffer) is not None:
-            with server.lock:
-                server.in_flight += 1
-                server.most_in_flight = max(server.most_in_flight, server.in_flight)
-            server.release.wait(10)
-            with server.lock:
-                server.in_flight -= 1
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-
-    with serving(handler) as server, _pool(server.port, connections=5) as pool:
+    with serving(_held_until_released) as server, _pool(server.port, connections=5) as pool:
         answers: list[Response | BaseException] = []
         caller = threading.Thread(
             target=lambda: answers.extend(pool.post_all([Request(b"{}", {})] * 40))
@@ -238,18 +240,7 @@ def test_the_webhook_refuses_headers_that_would_split_the_request() -> None:
 
 
 def test_the_webhook_posts_a_call_of_many_actions_at_once() -> None:
-    def handler(conn: socket.socket, server: ScriptedServer) -> None:
-        buffer = bytearray()
-        while server.read(conn, buffer) is not None:
-            with server.lock:
-                server.in_flight += 1
-                server.most_in_flight = max(server.most_in_flight, server.in_flight)
-            server.release.wait(10)
-            with server.lock:
-                server.in_flight -= 1
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-
-    with serving(handler) as server:
+    with serving(_held_until_released) as server:
         target = WebhookTarget("w", f"http://127.0.0.1:{server.port}/", concurrency=24)
         assert (target.concurrency, target.batch_size) == (8, 3)
         with target:

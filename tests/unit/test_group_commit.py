@@ -4,7 +4,7 @@ another write was in progress; each caller gets its own result or the group's er
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
@@ -33,6 +33,24 @@ class Writer:
         return [f"r{i}" for i in items]
 
 
+def _during_the_first_write(
+    commit: GroupCommit[int, str], writer: Writer, submit: Callable[[int], None],
+    items: Iterable[int],
+) -> None:  # fmt: skip
+    """``submit(0)`` in a thread; while its write is held, ``submit`` each of ``items`` in
+    a thread of its own; release the write once they are all queued; join them all."""
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert writer.entered.wait(10)
+    others = [threading.Thread(target=submit, args=(i,)) for i in items]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(commit._queue) == len(others), timeout=10, what="the callers queued")
+    writer.release.set()
+    for t in [first, *others]:
+        t.join(10)
+
+
 def test_a_lone_caller_writes_at_once() -> None:
     writer = Writer()
     writer.release.set()
@@ -51,16 +69,7 @@ def test_callers_arriving_during_a_write_share_the_next_one() -> None:
     def submit(i: int) -> None:
         results[i] = commit.submit(i)
 
-    first = threading.Thread(target=submit, args=(0,))
-    first.start()
-    assert writer.entered.wait(10)
-    others = [threading.Thread(target=submit, args=(i,)) for i in range(1, 11)]
-    for t in others:
-        t.start()
-    wait_for(lambda: len(commit._queue) == 10, timeout=10, what="ten callers queued")
-    writer.release.set()
-    for t in [first, *others]:
-        t.join(10)
+    _during_the_first_write(commit, writer, submit, range(1, 11))
     assert results == {i: f"r{i}" for i in range(11)}
     assert writer.groups[0] == [0]
     assert sorted(writer.groups[1]) == list(range(1, 11)), "one write for the ten"
@@ -80,16 +89,7 @@ def test_a_failed_write_fails_its_group_only() -> None:
         except OSError as exc:
             errors[i] = exc
 
-    first = threading.Thread(target=submit, args=(0,))
-    first.start()
-    assert writer.entered.wait(10)
-    group = [threading.Thread(target=submit, args=(i,)) for i in (2, 3)]
-    for t in group:
-        t.start()
-    wait_for(lambda: len(commit._queue) == 2, timeout=10, what="two callers queued")
-    writer.release.set()
-    for t in [first, *group]:
-        t.join(10)
+    _during_the_first_write(commit, writer, submit, (2, 3))
     assert results == {0: "r0"}
     assert set(errors) == {2, 3} and "disk full" in str(errors[2])
     assert commit.submit(4) == "r4", "the next group is written as usual"
