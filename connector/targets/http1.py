@@ -115,17 +115,17 @@ class Http1Pool(Resource):
         max_body: int,
         name: str = "http",
     ) -> None:
-        """``headers``: sent with every request (``Host`` and ``Content-Length`` are the
-        pool's). ``timeout`` bounds connecting, and then sending a request and reading
-        its answer."""
+        """``headers``: sent with every request (``Content-Length`` is the pool's, and so
+        is ``Host`` unless they give one). ``timeout`` bounds connecting, and then sending
+        a request and reading its answer."""
         self._host, self._port, self._ssl = host, port, ssl_context
         default_port = 443 if ssl_context is not None else 80
         authority = host if ":" not in host else f"[{host}]"
         if port != default_port:
             authority += f":{port}"
-        self._head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n".encode(
-            "latin-1"
-        ) + header_block(headers)
+        if not any(name.lower() == "host" for name in headers):
+            headers = {"Host": authority, **headers}
+        self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_block(headers)
         self._timeout = timeout
         self._max_connections = max_connections
         self._max_body = max_body

@@ -3,10 +3,10 @@
 Request: ``POST {url}``, body ``Action.to_json()``, headers ``Content-Type:
 application/json``, ``Idempotency-Key: <action id>``, ``User-Agent:
 kafka-event-connector (<host>; pid <pid>)`` (so a receiver can tell which instance sent
-it) and the configured extra headers (``Authorization`` and the like; they cannot replace
-the first two). Credentials in the URL (``https://user:pass@host/``) become Basic auth. A
-resend after a crash carries the same key, so a receiver that honours it applies the
-action once.
+it) and the configured extra headers (``Authorization``, ``Host`` and the like; they
+cannot replace the first two, nor ``Content-Length``). Credentials in the URL
+(``https://user:pass@host/``) become Basic auth. A resend after a crash carries the same
+key, so a receiver that honours it applies the action once.
 
 Errors and logs show the URL only as ``scheme://host[:port]/…?name=…``
 (:func:`~connector.common.redaction.redact_url`): hosted webhooks carry their secret in the path
@@ -79,7 +79,7 @@ _MEANING = {
     409: "a request with this Idempotency-Key is in progress",
     425: "too early",
 }
-_OWN_HEADERS = frozenset({"content-type", "idempotency-key", "host", "content-length"})
+_OWN_HEADERS = frozenset({"content-type", "idempotency-key", "content-length"})
 # Calls of deliver_many in flight at once; the requests in flight (``concurrency``) are
 # shared among them, so a call carries several.
 _CALLS = 8

@@ -236,7 +236,18 @@ def test_the_webhook_refuses_headers_that_would_split_the_request() -> None:
     with pytest.raises(ConfigError, match="invalid header"):
         WebhookTarget("w", "http://127.0.0.1:1/", headers={"X-A": "1\r\nX-Injected: 2"})
     with pytest.raises(ConfigError, match="set by the target"):
-        WebhookTarget("w", "http://127.0.0.1:1/", headers={"Host": "elsewhere"})
+        WebhookTarget("w", "http://127.0.0.1:1/", headers={"Content-Length": "3"})
+
+
+def test_a_configured_host_header_replaces_the_urls() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    with serving(_keep_alive(answer)) as server:
+        url = f"http://127.0.0.1:{server.port}/"
+        with WebhookTarget("w", url, headers={"host": "hooks.example"}) as target:
+            target.deliver(make_action(1))
+    [sent] = server.requests
+    hosts = [line for line in sent.split(b"\r\n") if line.lower().startswith(b"host:")]
+    assert hosts == [b"host: hooks.example"]
 
 
 def test_the_webhook_posts_a_call_of_many_actions_at_once() -> None:
