@@ -73,7 +73,7 @@ def rss_mib(pid: int) -> float:
 
 
 def _config(run_dir: Path, bootstrap: str, topic: str, group: str, store: str, batch: int,
-            linger_ms: int) -> Path:  # fmt: skip
+            linger_ms: int, processes: int = 1) -> Path:  # fmt: skip
     config = run_dir / "connector.yaml"
     config.write_text(
         f"""
@@ -82,7 +82,7 @@ group_id: {group}
 namespaces:
   bench: {{topics: [{topic}]}}
 checkpoint: {store}
-pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}}}
+pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}, processes: {processes}}}
 targets:
   log: {{type: log, path: {run_dir}/actions.jsonl}}
 rules:
@@ -177,6 +177,37 @@ def run_scale(
         elapsed = time.perf_counter() - started
         cpu = sum(cpu_seconds(p.pid) for p in ps) - cpu0
     return ScaleRow(instances, count, elapsed, cpu)
+
+
+def run_processes(
+    processes: int, bootstrap: str, count: int, workdir: Path, *, partitions: int, keys: int,
+    batch: int, linger_ms: int,
+) -> float:  # fmt: skip
+    """One ``run -c`` with ``pipeline.processes`` on SQLite, ``log`` target, a new topic of
+    ``count`` events produced once every process owns partitions (as the scale row does);
+    events/s from then to the last action line."""
+    from bench.throughput import create_topic, produce
+
+    topic = create_topic(bootstrap, partitions)
+    run_dir = workdir / f"processes-{processes}-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir()
+    store_url = f"sqlite:///{run_dir}/checkpoints.db"
+    store = f"{{backend: sqlite, path: {run_dir}/checkpoints.db}}"
+    config = _config(run_dir, bootstrap, topic, f"proc-{uuid.uuid4().hex[:8]}", store, batch,
+                     linger_ms, processes)  # fmt: skip
+    lines = _Lines(run_dir / "actions.jsonl")
+    what = f"processes {processes}"
+    deadline = time.monotonic() + 1800
+    with _running([config]) as ps:
+        while _owners(store_url) < processes:
+            _check(ps, deadline, what)
+            time.sleep(0.05)  # polling the store another process writes
+        started = time.perf_counter()
+        produce(bootstrap, topic, count, keys)
+        while lines.poll() < count:
+            _check(ps, deadline, what)
+            time.sleep(0.02)  # polling a file another process writes
+        return count / (time.perf_counter() - started)
 
 
 def run_memory(

@@ -19,7 +19,9 @@ one topic of N small keyed events:
     ``synchronous=FULL`` transaction per batch, idempotent producer, async offset commit),
     in this process; every row's "vs (h)" is its ratio to it;
 (i) ``event-connector run -c FILE`` as a user starts it (SQLite, ``log`` target) with
-    ``pipeline.processes`` 1 and 2 (``--processes``): what more cores give;
+    ``pipeline.processes`` 1 and 2 (``--processes``), each on a new topic of ``--events``
+    records produced once every process owns partitions (bench/fleet.py): what more
+    cores give;
 (j0) a plain rule (a key glob, one action per event) over two topics of orders, and
 (j) beside it, a correlation rule on the same records: ``all_of`` payment and shipment
     joined on the order id in their JSON values (``correlate``, a window), one action per
@@ -325,74 +327,6 @@ def correlation_rows(
         )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
     return rows
-
-
-def run_cli(
-    name: str,
-    bootstrap: str,
-    topic: str,
-    count: int,
-    workdir: Path,
-    batch: int,
-    linger_ms: int,
-    processes: int,
-) -> Row:
-    """``event-connector run -c FILE`` as a user starts it, SQLite and the ``log`` target,
-    with ``pipeline.processes``. The clock starts once every process owns partitions (the
-    group has settled: start-up and the first rebalance are not counted, as the other rows
-    do not count theirs) and stops at the last action line."""
-    run_dir = workdir / f"cli-{uuid.uuid4().hex[:6]}"
-    run_dir.mkdir()
-    config = run_dir / "connector.yaml"
-    config.write_text(
-        f"""
-kafka: {{bootstrap_servers: "{bootstrap}"}}
-group_id: cli-{uuid.uuid4().hex[:8]}
-namespaces:
-  bench: {{topics: [{topic}]}}
-checkpoint: {{backend: sqlite, path: {run_dir}/checkpoints.db}}
-pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}, processes: {processes}}}
-targets:
-  log: {{type: log, path: {run_dir}/actions.jsonl}}
-rules:
-  - {{name: all, namespace: bench, key: "*", action: notify, target: log}}
-"""
-    )
-    actions = run_dir / "actions.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    with open(run_dir / "run.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "run", "-c", str(config)], stderr=log, env=env
-        )
-    lines = first = position = 0
-    started = 0.0
-    deadline = time.monotonic() + 1800
-    try:
-        while lines < count:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name}: run exited {process.returncode}, see {run_dir}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: timed out at {lines} of {count} actions")
-            if actions.exists():
-                with open(actions, "rb") as f:
-                    f.seek(position)
-                    data = f.read()
-                position += len(data)
-                lines += data.count(b"\n")
-                if lines and not started and _owners(run_dir / "checkpoints.db") >= processes:
-                    started, first = time.perf_counter(), lines
-            time.sleep(0.02)  # polling a file another process writes
-        elapsed = time.perf_counter() - started
-    finally:
-        process.terminate()
-        process.wait(120)
-    return Row(name, count - first, elapsed)
-
-
-def _owners(path: Path) -> int:
-    """How many owners the partitions in a SQLite store have now."""
-    with open_store(f"sqlite:///{path}", create=False) as store:
-        return len({p.owner for p in store.partitions() if p.owner})
 
 
 def run_latency(
@@ -744,18 +678,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         for processes in args.processes:
-            rows.append(
-                run_cli(
-                    f"(i) run -c, SQLite, log target, processes {processes}",
-                    bootstrap,
-                    topic,
-                    args.events,
-                    workdir,
-                    args.batch,
-                    args.linger_ms,
-                    processes,
-                )
-            )
+            rate = fleet.run_processes(
+                processes, bootstrap, args.events, workdir, partitions=args.partitions,
+                keys=args.keys, batch=args.batch, linger_ms=args.linger_ms,
+            )  # fmt: skip
+            name = f"(i) run -c, SQLite, log target, processes {processes}"
+            rows.append(Row(name, args.events, args.events / rate))
             print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         rows.extend(
             correlation_rows(
