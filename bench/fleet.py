@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkpoint import open_store
+from kec.errors import CheckpointError
 
 _ROOT = Path(__file__).resolve().parents[1]
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -143,8 +144,32 @@ def _owners(store_url: str) -> int:
     try:
         with open_store(store_url, create=False) as store:
             return len({p.owner for p in store.partitions() if p.owner})
-    except Exception:  # not created yet
+    except CheckpointError:  # not created yet
         return 0
+
+
+def _settled_then_fed(
+    configs: list[Path], store_url: str, owners: int, bootstrap: str, topic: str, count: int,
+    keys: int, what: str,
+) -> tuple[float, float]:  # fmt: skip
+    """Start ``run -c`` on each config; once the store names ``owners`` owners, produce
+    ``count`` events to ``topic`` and wait for that many action lines in the configs'
+    folders. Seconds from the produce to the last line, and the CPU-seconds the processes
+    used meanwhile."""
+    from bench.throughput import produce
+
+    lines = [_Lines(c.parent / "actions.jsonl") for c in configs]
+    deadline = time.monotonic() + 1800
+    with _running(configs) as ps:
+        while _owners(store_url) < owners:
+            _check(ps, deadline, what)
+            time.sleep(0.05)  # polling the store another process writes
+        started, cpu0 = time.perf_counter(), sum(cpu_seconds(p.pid) for p in ps)
+        produce(bootstrap, topic, count, keys)
+        while sum(f.poll() for f in lines) < count:
+            _check(ps, deadline, what)
+            time.sleep(0.02)  # polling files other processes write
+        return time.perf_counter() - started, sum(cpu_seconds(p.pid) for p in ps) - cpu0
 
 
 def run_scale(
@@ -153,7 +178,7 @@ def run_scale(
 ) -> ScaleRow:  # fmt: skip
     """``instances`` × ``run -c`` on one PostgreSQL store ``store_url`` (fresh), one group,
     a new topic of ``count`` events produced once the group has settled."""
-    from bench.throughput import create_topic, produce
+    from bench.throughput import create_topic
 
     topic = create_topic(bootstrap, partitions)
     group = f"scale-{uuid.uuid4().hex[:8]}"
@@ -161,21 +186,11 @@ def run_scale(
     dirs = [workdir / f"scale-{instances}-{i}-{uuid.uuid4().hex[:4]}" for i in range(instances)]
     for d in dirs:
         d.mkdir()
-    lines = [_Lines(d / "actions.jsonl") for d in dirs]
-    what = f"scale row, {instances} instance(s)"
-    deadline = time.monotonic() + 1800
     configs = [_config(d, bootstrap, topic, group, store, batch, linger_ms) for d in dirs]
-    with _running(configs) as ps:
-        while _owners(store_url) < instances:
-            _check(ps, deadline, what)
-            time.sleep(0.05)  # polling the store another process writes
-        started, cpu0 = time.perf_counter(), sum(cpu_seconds(p.pid) for p in ps)
-        produce(bootstrap, topic, count, keys)
-        while sum(f.poll() for f in lines) < count:
-            _check(ps, deadline, what)
-            time.sleep(0.02)  # polling files other processes write
-        elapsed = time.perf_counter() - started
-        cpu = sum(cpu_seconds(p.pid) for p in ps) - cpu0
+    elapsed, cpu = _settled_then_fed(
+        configs, store_url, instances, bootstrap, topic, count, keys,
+        f"scale row, {instances} instance(s)",
+    )  # fmt: skip
     return ScaleRow(instances, count, elapsed, cpu)
 
 
@@ -185,29 +200,20 @@ def run_processes(
 ) -> float:  # fmt: skip
     """One ``run -c`` with ``pipeline.processes`` on SQLite, ``log`` target, a new topic of
     ``count`` events produced once every process owns partitions (as the scale row does);
-    events/s from then to the last action line."""
-    from bench.throughput import create_topic, produce
+    the seconds from then to the last action line."""
+    from bench.throughput import create_topic
 
     topic = create_topic(bootstrap, partitions)
     run_dir = workdir / f"processes-{processes}-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
-    store_url = f"sqlite:///{run_dir}/checkpoints.db"
     store = f"{{backend: sqlite, path: {run_dir}/checkpoints.db}}"
     config = _config(run_dir, bootstrap, topic, f"proc-{uuid.uuid4().hex[:8]}", store, batch,
                      linger_ms, processes)  # fmt: skip
-    lines = _Lines(run_dir / "actions.jsonl")
-    what = f"processes {processes}"
-    deadline = time.monotonic() + 1800
-    with _running([config]) as ps:
-        while _owners(store_url) < processes:
-            _check(ps, deadline, what)
-            time.sleep(0.05)  # polling the store another process writes
-        started = time.perf_counter()
-        produce(bootstrap, topic, count, keys)
-        while lines.poll() < count:
-            _check(ps, deadline, what)
-            time.sleep(0.02)  # polling a file another process writes
-        return count / (time.perf_counter() - started)
+    elapsed, _ = _settled_then_fed(
+        [config], f"sqlite:///{run_dir}/checkpoints.db", processes, bootstrap, topic, count,
+        keys, f"processes {processes}",
+    )  # fmt: skip
+    return elapsed
 
 
 def run_memory(

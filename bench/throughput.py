@@ -678,12 +678,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         for processes in args.processes:
-            rate = fleet.run_processes(
+            seconds = fleet.run_processes(
                 processes, bootstrap, args.events, workdir, partitions=args.partitions,
                 keys=args.keys, batch=args.batch, linger_ms=args.linger_ms,
             )  # fmt: skip
-            name = f"(i) run -c, SQLite, log target, processes {processes}"
-            rows.append(Row(name, args.events, args.events / rate))
+            rows.append(Row(f"(i) run -c, SQLite, log target, processes {processes}",
+                            args.events, seconds))  # fmt: skip
             print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         rows.extend(
             correlation_rows(
