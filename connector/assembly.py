@@ -76,7 +76,9 @@ QUICK_TARGET = "log"
 # -- the steps -------------------------------------------------------------------------
 
 
-def pipeline_settings(cfg: ConnectorConfig, *, instance_id: str | None = None) -> PipelineSettings:
+def pipeline_settings(
+    cfg: ConnectorConfig, *, instance_id: str | None = None, session_timeout_ms: int | None = None
+) -> PipelineSettings:
     """The pipeline of a config file; ``instance_id`` overrides ``pipeline.instance_id``."""
     connection = cfg.kafka.connection()
     return PipelineSettings(
@@ -90,6 +92,7 @@ def pipeline_settings(cfg: ConnectorConfig, *, instance_id: str | None = None) -
         max_event_bytes=cfg.pipeline.max_event_bytes,
         kafka_properties=dict(connection.properties),
         group_instance_id=instance_id or cfg.pipeline.instance_id,
+        session_timeout_ms=session_timeout_ms,
         idle_interval=cfg.pipeline.idle_interval,
     )
 
@@ -227,6 +230,7 @@ def build_child_service(
     *,
     source: ConfigSource | None = None,
     version: int = 1,
+    session_timeout_ms: int | None = None,
 ) -> ConnectorService:
     """Pipeline process ``index`` (1..N) of a supervised instance
     (:mod:`connector.supervisor`), as consumer group member ``member``: the pipeline,
@@ -235,7 +239,10 @@ def build_child_service(
     endpoint and the progress line are the supervisor's; process 1 runs the pruner."""
     store = open_store(cfg.checkpoint.url(), create=False)
     store.lineage = cfg.checkpoint.lineage
-    service, _ = _service(cfg, store, member, serve_gateway=False, version=version)
+    service, _ = _service(
+        cfg, store, member, serve_gateway=False, version=version,
+        session_timeout_ms=session_timeout_ms,
+    )  # fmt: skip
     _attach_control(service, cfg, source, version)
     if index == 1:
         _attach_pruner(service, cfg, store)
@@ -249,6 +256,7 @@ def _service(
     *,
     serve_gateway: bool,
     version: int = 1,
+    session_timeout_ms: int | None = None,
 ) -> tuple[ConnectorService, Gateway | None]:
     """The pipeline and dispatcher of ``cfg`` on ``store``; with ``http:`` and
     ``serve_gateway``, the gateway to serve beside them (woken after each batch that
@@ -256,7 +264,9 @@ def _service(
     change (:mod:`connector.control`), inside the gateway's index."""
     from connector.rules.switch import RuleSwitch
 
-    settings = pipeline_settings(cfg, instance_id=instance_id)
+    settings = pipeline_settings(
+        cfg, instance_id=instance_id, session_timeout_ms=session_timeout_ms
+    )
     switch = RuleSwitch(build_evaluator(cfg.rules, cfg.pipeline.match_limits()), version)
     evaluator: Evaluator = switch
     gateway: Gateway | None = None
@@ -393,7 +403,7 @@ def _child_service(spec: ChildSpec) -> ConnectorService:
     redact_logs(cfg.secrets())
     service = build_child_service(
         cfg, member_id(spec.instance_id, spec.index), spec.index,
-        source=source, version=spec.rules_version,
+        source=source, version=spec.rules_version, session_timeout_ms=spec.session_timeout_ms,
     )  # fmt: skip
     if (spec.paused_rules or spec.paused_targets) and service.control is not None:
         service.control.set_paused(spec.paused_rules, spec.paused_targets)

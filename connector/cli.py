@@ -283,11 +283,16 @@ def _supervise(
     """``run`` as the supervisor of ``count`` pipeline processes (connector.supervisor);
     SIGHUP reloads for all of them."""
     from connector.assembly import supervise
-    from connector.supervisor import ChildSpec, default_base
+    from connector.supervisor import GENERATED_MEMBER_SESSION_MS, ChildSpec, default_base
 
-    base = instance_id or cfg.pipeline.instance_id or default_base()
+    configured = instance_id or cfg.pipeline.instance_id
+    base = configured or default_base()
+    session = None if configured else GENERATED_MEMBER_SESSION_MS
     verbose = bool(ctx.find_root().params.get("verbose"))
-    specs = [ChildSpec(source.path, source.data_dir, base, i, verbose) for i in range(1, count + 1)]
+    specs = [
+        ChildSpec(source.path, source.data_dir, base, i, verbose, session_timeout_ms=session)
+        for i in range(1, count + 1)
+    ]
 
     def expose(control: Control) -> None:
         reload_on_hup.control = control

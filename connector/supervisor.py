@@ -98,6 +98,8 @@ class ChildSpec:
     instance_id: str
     index: int  # 1..N
     verbose: bool
+    # The consumers' session.timeout.ms unless kafka.properties sets one (None: Kafka's).
+    session_timeout_ms: int | None = None
     # The instance's state when the child starts (connector.control): the config text as
     # last validated (None: read the file), its rules version, what is paused.
     config_text: str | None = None
@@ -109,6 +111,12 @@ class ChildSpec:
 def member_id(base: str, index: int) -> str:
     """The static member id (``group.instance.id``) of child ``index``."""
     return f"{base}-p{index}"
+
+
+# With member ids of this supervisor's own (no instance id configured), a stopped instance's
+# static members are never seen again: the group holds their partitions for a session,
+# which must outlast a child's restart (~2 s), not a deploy (Kafka's default is 45 s).
+GENERATED_MEMBER_SESSION_MS = 10_000
 
 
 def default_base() -> str:

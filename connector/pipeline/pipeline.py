@@ -30,10 +30,12 @@ what is pending for it, and the consumer seeks to the store's next offset when i
 one, else to the committed Kafka offset. When the store is ahead of Kafka's committed
 offset (a stop between steps 2 and 3) that offset is committed before the next batch.
 On revoke the dispatcher finishes the partition's deliveries in flight and settles it
-before the partition is let go. Each partition's state (claiming, owned, stopped,
-fenced) and claim epoch live in the :class:`~connector.common.ownership.Ownership` registry
-shared with the dispatcher: a partition the dispatcher finds fenced is let go at the
-next batch, as one a batch found fenced. When ``outbox_max_pending`` actions are not delivered
+before the partition is let go; a stop waits at most ``LEAVE_TIMEOUT`` for the group
+beyond that revoke (everything is committed by then). Each partition's state (claiming,
+owned, stopped, fenced) and claim epoch live in the
+:class:`~connector.common.ownership.Ownership` registry shared with the dispatcher: a
+partition the dispatcher finds fenced is let go at the next batch, as one a batch found
+fenced. When ``outbox_max_pending`` actions are not delivered
 yet the partitions are paused until they drain (backpressure).
 
 A batch that fails as a whole (store, dead-letter topic) rewinds its partitions and is
@@ -100,6 +102,11 @@ STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
 RESET_CHECK_AFTER = 5.0  # seconds after a reset to look that the partition reads again
 RESET_CHECKS = 2  # seeks at most, one RESET_CHECK_AFTER apart, before the client is given up
 MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
+# Seconds a deliberate stop waits for the consumer to leave its group, outside our own
+# revoke. A static member caught in a rebalance whose other member stopped too waits out
+# that member's session (45 s by default) before close() returns; by then all it had is
+# committed and checkpointed, so it need not wait.
+LEAVE_TIMEOUT = 5.0
 
 
 class ActionSink(Protocol):
@@ -235,6 +242,7 @@ class PipelineSettings:
     # Kafka static membership: a restarted process with the same id gets its partitions
     # back at once instead of waiting out the dead member's session timeout.
     group_instance_id: str | None = None
+    session_timeout_ms: int | None = None  # None: Kafka's (a kafka property wins over both)
     # A partition fenced by another owner yet still assigned here after this long: stop.
     fenced_grace: float = 60.0
     commit_interval: float = 0.1  # seconds between two Kafka offset commits (step 3)
@@ -262,6 +270,8 @@ class PipelineSettings:
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
+        if self.session_timeout_ms is not None:
+            config["session.timeout.ms"] = self.session_timeout_ms
         return {**config, **self.kafka_properties}
 
     def producer_config(self) -> dict[str, Any]:
@@ -380,6 +390,10 @@ class Pipeline:
         )
         self._running = False
         self._running_lock = threading.Lock()
+        # A close that outlived LEAVE_TIMEOUT is abandoned: a revoke it runs later is skipped.
+        self._leave_lock = threading.Lock()
+        self._revoking = False
+        self._left = False
 
     @property
     def paused(self) -> bool:
@@ -462,11 +476,43 @@ class Pipeline:
             self._commit(now=True)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.close()  # runs on_revoke: the dispatcher settles what it delivered
+            self._leave(consumer)
         dlq, self._dlq = self._dlq, None
         if dlq is not None:
             dlq.flush(10)
         self._admin = None
+
+    def _leave(self, consumer: Consumer) -> None:
+        """``consumer.close()``, which runs the last revoke (the dispatcher settles what it
+        delivered), bounded by :data:`LEAVE_TIMEOUT` outside that revoke.
+
+        Past the bound the close goes on in its thread and any revoke it still runs is
+        skipped: offsets and checkpoints are already level, so this ends like a crash after
+        a clean commit (what was delivered and not settled is delivered again, same ids).
+        """
+        done = threading.Event()
+
+        def close() -> None:
+            try:
+                consumer.close()
+            except Exception as exc:  # the process is leaving: say so, do not fail the stop
+                log.warning("closing the Kafka consumer failed: %s", cause_of(exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=close, name="kafka-leave", daemon=True).start()
+        timeout = LEAVE_TIMEOUT
+        while not done.wait(timeout):
+            with self._leave_lock:
+                if not self._revoking:
+                    self._left = True
+                    log.warning(
+                        "the consumer did not leave group %s within %gs (a rebalance is "
+                        "waiting for a member that stopped); stopping without it: offsets "
+                        "and checkpoints are complete",
+                        self._settings.group_id, timeout,
+                    )  # fmt: skip
+                    return
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in progress is finished first.
@@ -1397,6 +1443,16 @@ class Pipeline:
             self._sink.queue(tp, first_aseq, fired)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        with self._leave_lock:
+            if self._left:
+                return  # an abandoned close: the service and its store are gone
+            self._revoking = True
+        try:
+            self._revoke(consumer, partitions)
+        finally:
+            self._revoking = False
+
+    def _revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         if self._consumer is not None:
             self._commit(now=True, only=tps)  # Kafka's view level with the store before hand-over
