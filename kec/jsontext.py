@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 _std_dumps = json.JSONEncoder(separators=(",", ":")).encode
-_LONG_NUMBER = re.compile(r"[0-9]{19}")
+# orjson reads an integer past 64 bits as a float, of at least this size: only such a
+# float can stand for an integer that json would keep exact.
+_ROUNDED_FROM = 2.0**63
 
 
 def finite(obj: Any) -> bool:
@@ -75,17 +76,43 @@ def document(text: str, max_depth: int = DOCUMENT_DEPTH) -> dict[str, Any] | lis
     if start != "{" and start != "[":
         return None
     try:
-        # orjson would read an integer past 64 bits as a float: json keeps it exact.
-        doc_from_json = _LONG_NUMBER.search(text) is not None
-        doc = json.loads(text) if doc_from_json else orjson.loads(text)
-    except (ValueError, RecursionError):  # orjson's JSONDecodeError is a ValueError
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses what json reads (NaN, 1e400): json says whether it is JSON.
+        return _from_json(text, max_depth)
+    if _too_deep(text, doc, max_depth):
         return None
-    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
+    if _holds_rounded(doc):  # after the depth check: it recurses
+        return _from_json(text, max_depth)  # maybe an integer past 64 bits: json keeps it
+    return doc  # type: ignore[no-any-return]
+
+
+def _from_json(text: str, max_depth: int) -> dict[str, Any] | list[Any] | None:
+    """:func:`document` by the standard library's parser."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
         return None
-    # orjson reads no NaN or infinity (it refuses them, and 1e400); json reads them.
-    if doc_from_json and not finite(doc):  # after the depth check: finite() recurses
+    if _too_deep(text, doc, max_depth) or not finite(doc):  # finite() recurses: after
         return None
     return doc  # type: ignore[no-any-return]
+
+
+def _too_deep(text: str, doc: Any, max_depth: int) -> bool:
+    return text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth)
+
+
+def _holds_rounded(obj: Any) -> bool:
+    """Whether ``obj`` (as orjson parsed it) holds a float of :data:`_ROUNDED_FROM` or more
+    in size: a large float literal, or an integer past 64 bits."""
+    kind = type(obj)
+    if kind is float:
+        return not -_ROUNDED_FROM < obj < _ROUNDED_FROM
+    if kind is dict:
+        return any(map(_holds_rounded, obj.values()))
+    if kind is list:
+        return any(map(_holds_rounded, obj))
+    return False
 
 
 def _deeper(doc: Any, limit: int) -> bool:

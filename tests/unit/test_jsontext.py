@@ -59,6 +59,21 @@ def test_documents_hold_no_nan_or_infinity_whichever_parser_read_them(text: str)
     assert document("[12345678901234567890, 1.5]") == [12345678901234567890, 1.5]
 
 
+@given(st.lists(_values, max_size=4) | st.dictionaries(st.text(), _values, max_size=4))
+def test_a_document_reads_as_json_reads_it_integers_past_64_bits_exact(value: Any) -> None:
+    text = json.dumps(value)
+    doc = document(text)
+    assert doc == json.loads(text)
+    assert json.dumps(doc) == text  # same types too: an integer stays one
+
+
+@pytest.mark.parametrize(
+    "text", ["[-9223372036854775809]", "[18446744073709551616]", "[1e19, 2]", '{"f": -1.5e300}']
+)
+def test_near_the_64_bit_edge_numbers_keep_their_type(text: str) -> None:
+    assert json.dumps(document(text)) == json.dumps(json.loads(text))
+
+
 def test_finite_walks_dicts_lists_and_tuples() -> None:
     assert finite({"a": [1, 2.5, (3, "x")], "b": None})
     assert not finite({"a": [1, (2, math.nan)]})
