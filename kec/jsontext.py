@@ -55,11 +55,17 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None) -> str:
         out = orjson.dumps(obj)
     except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
         return _std_dumps(obj)
-    # orjson wrote any NaN or infinity as null: only then can one be there.
-    if b"null" in out and not (
-        all(map(finite, floats_in)) if floats_in is not None else finite(obj)
-    ):
-        return _std_dumps(obj)
+    # orjson wrote any NaN or infinity as null: only then can one be there. The parts
+    # that may hold floats are written once more on their own (in C, cheaper than walking
+    # them in Python) so that a null elsewhere (a None field) does not cost the walk.
+    if b"null" in out:
+        if floats_in is None:
+            suspect = not finite(obj)
+        else:
+            parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
+            suspect = b"null" in orjson.dumps(parts) and not all(map(finite, parts))
+        if suspect:
+            return _std_dumps(obj)
     return out.decode()
 
 
