@@ -35,20 +35,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, group_id: str, port: int) -> Path:
+def _config(
+    tmp_path: Path,
+    bootstrap: str,
+    topic: str,
+    group_id: str,
+    port: int | None = None,
+    *,
+    session: bool = True,
+    instance_id: str | None = None,
+) -> Path:
+    """Two processes, every event one action on the log target. ``session``: the
+    consumers' session in ``kafka.properties`` (6 s) rather than the connector's own."""
+    properties = "{session.timeout.ms: 6000, heartbeat.interval.ms: 500}" if session else "{}"
+    pipeline = "batch_size: 200, linger_ms: 10, processes: 2"
+    if instance_id:
+        pipeline += f", instance_id: {instance_id}"
     path = tmp_path / "connector.yaml"
     path.write_text(
         textwrap.dedent(
             f"""\
             kafka:
               bootstrap_servers: "{bootstrap}"
-              properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
+              properties: {properties}
             group_id: {group_id}
             namespaces:
               shop: {{topics: [{topic}]}}
             checkpoint: {{backend: sqlite, path: {tmp_path}/state/checkpoints.db}}
-            pipeline: {{batch_size: 200, linger_ms: 10, processes: 2}}
-            metrics: {{port: {port}}}
+            pipeline: {{{pipeline}}}
+            {f"metrics: {{port: {port}}}" if port else ""}
             targets:
               log: {{type: log, path: {tmp_path}/actions.jsonl}}
             rules:
@@ -199,28 +214,6 @@ def test_a_sigkilled_supervisor_takes_its_processes_with_it(
     assert process.returncode == 0, log.read_text()
 
 
-def _two_process_config(
-    run: Path, bootstrap: str, topic: str, group: str, instance_id: str | None = None
-) -> Path:
-    config = run / "connector.yaml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            kafka: {{bootstrap_servers: "{bootstrap}"}}
-            group_id: {group}
-            namespaces: {{shop: {{topics: [{topic}]}}}}
-            checkpoint: {{backend: sqlite, path: {run}/checkpoints.db}}
-            pipeline: {{processes: 2{f", instance_id: {instance_id}" if instance_id else ""}}}
-            targets:
-              log: {{type: log, path: {run}/actions.jsonl}}
-            rules:
-              - {{name: all, namespace: shop, key: "*", action: notify, target: log}}
-            """
-        )
-    )
-    return config
-
-
 def _group_formed(process: subprocess.Popen[bytes], log: Path) -> Callable[[], bool]:
     """Whether both processes of the run logging to ``log`` were assigned partitions."""
 
@@ -245,7 +238,7 @@ def test_a_restarted_instance_gets_the_partitions_of_its_stopped_members_in_seco
     Kafka's 45 s. With it, the new run's members are the old ones and take them back.
     Nothing is lost or doubled across the restart."""
     topic, log = new_topic(4), tmp_path / "run.log"
-    config = _two_process_config(tmp_path, bootstrap, topic, group_id, instance_id)
+    config = _config(tmp_path, bootstrap, topic, group_id, session=False, instance_id=instance_id)
     actions = tmp_path / "actions.jsonl"
     process = _start(config, log)
     try:
@@ -274,7 +267,7 @@ def test_a_restarted_instance_gets_the_partitions_of_its_stopped_members_in_seco
     # Kafka's 45 s session would be waited out without the one fix or the other.
     bound = 35 if instance_id is None else 20  # a 10 s session, or none at all
     assert took < bound, f"the restart read its partitions after {took:.1f}s"
-    with open_store(f"sqlite:///{tmp_path}/checkpoints.db", create=False) as store:
+    with open_store(f"sqlite:///{tmp_path}/state/checkpoints.db", create=False) as store:
         assert store.count_events() == 400
         assert store.count_actions_by_rule() == {"all": 400}
     assert set(_delivered(actions).values()) == {1}
