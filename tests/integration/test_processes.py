@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,13 +25,8 @@ import pytest
 from confluent_kafka import Producer
 
 from checkpoint import open_store
+from devkit.server import free_port
 from tests.support import ROOT, pipeline_processes, start_run, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(
@@ -115,7 +109,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 def test_two_processes_share_the_partitions_and_a_killed_one_is_restarted(
     bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
 ) -> None:
-    topic, port = new_topic(6), _free_port()
+    topic, port = new_topic(6), free_port()
     config = _config(tmp_path, bootstrap, topic, group_id, port)
     log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
     url = f"sqlite:///{tmp_path}/state/checkpoints.db"
@@ -184,7 +178,7 @@ def test_a_sigkilled_supervisor_takes_its_processes_with_it(
     bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
 ) -> None:
     topic = new_topic(2)
-    config = _config(tmp_path, bootstrap, topic, group_id, _free_port())
+    config = _config(tmp_path, bootstrap, topic, group_id, free_port())
     log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
     process = _start(config, log)
     try:
@@ -302,7 +296,7 @@ def test_the_supervisor_serves_the_gateway_its_processes_confirm(
 ) -> None:
     """With ``http:``: one gateway for the instance, in the supervisor; the pipeline
     processes read its topic and their checkpoints confirm each send."""
-    http_topic, port = new_topic(3), _free_port()
+    http_topic, port = new_topic(3), free_port()
     config = tmp_path / "connector.yaml"
     config.write_text(
         textwrap.dedent(
