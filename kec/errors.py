@@ -72,6 +72,13 @@ class KafkaNotAuthorized(KafkaClientError):
     retriable = False
 
 
+class KafkaSettingRefused(KafkaClientError):
+    """The cluster refuses a client setting (a session timeout outside the broker's
+    range, say): no retry helps until the setting changes, so the process stops."""
+
+    retriable = False
+
+
 class KafkaFatal(KafkaClientError):
     """A fatal librdkafka error (e.g. a fenced idempotent producer): the client is unusable."""
 

@@ -666,8 +666,11 @@ class Pipeline:
                     )
                 if is_eof(err):
                     batch.at_end.add((msg.topic(), msg.partition()))
-                else:
-                    log.warning("consumer error: %s", err)
+                    continue
+                refused = kafka.refused_setting(err, self._settings.consumer_config())
+                if refused is not None:  # the group is never joined: a person must act
+                    raise refused
+                log.warning("consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             tp = (topic, partition)

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from kec.kafka.errors import is_fatal as is_fatal
     from kec.kafka.errors import not_authorized as not_authorized
     from kec.kafka.errors import refused_resource as refused_resource
+    from kec.kafka.errors import refused_setting as refused_setting
     from kec.kafka.errors import rejected as rejected
     from kec.kafka.errors import transient as transient
     from kec.kafka.errors import unknown_topic as unknown_topic

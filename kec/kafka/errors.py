@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from kec.errors import BrokerUnavailable, KafkaClientError, KafkaNotAuthorized
+from kec.errors import BrokerUnavailable, KafkaClientError, KafkaNotAuthorized, KafkaSettingRefused
 
 __all__ = [
     "CAUSES",
@@ -40,6 +40,7 @@ __all__ = [
     "is_fatal",
     "not_authorized",
     "refused_resource",
+    "refused_setting",
     "rejected",
     "transient",
     "unknown_topic",
@@ -89,6 +90,20 @@ def refused_resource(error: KafkaError | None) -> str | None:
     """What an ACL is missing on (``topic``, ``consumer group``...), when ``error`` is an
     authorization failure; else None."""
     return _AUTHORIZATION.get(error.code()) if error is not None else None
+
+
+def refused_setting(error: KafkaError, config: dict[str, Any]) -> KafkaSettingRefused | None:
+    """One line for a consumer setting the group coordinator refuses, naming the setting
+    and its value in ``config`` (the consumer's); None for any other error."""
+    if error.code() != KafkaError.INVALID_SESSION_TIMEOUT:
+        return None
+    value = config.get("session.timeout.ms", "45000 (Kafka's default)")
+    return KafkaSettingRefused(
+        f"the group coordinator refuses session.timeout.ms={value} ({error.str()}): set "
+        "kafka.properties session.timeout.ms within the broker's "
+        "group.min.session.timeout.ms and group.max.session.timeout.ms (6000 to 1800000 "
+        "unless the cluster changed them)"
+    )
 
 
 def not_authorized(what: str, error: KafkaError, principal: str) -> KafkaNotAuthorized:

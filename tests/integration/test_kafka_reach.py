@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,24 @@ def test_a_broker_that_answers_is_reached_at_once(bootstrap: str) -> None:
     started = time.monotonic()
     reach({"bootstrap.servers": bootstrap})
     assert time.monotonic() - started < 5
+
+
+def test_a_session_timeout_the_broker_refuses_stops_run_with_one_line(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    """The group coordinator refuses to let the consumer join (the broker's range is
+    6 to 1800 s by default): run says which setting, not "consumer error" for ever."""
+    path = tmp_path / "connector.yaml"
+    path.write_text(
+        f"kafka:\n  bootstrap_servers: {bootstrap}\n"
+        "  properties: {session.timeout.ms: 1000, heartbeat.interval.ms: 300}\n"
+        f"group_id: {group_id}\nnamespaces: {{shop: {{topics: [{new_topic(1)}]}}}}\n"
+        f"checkpoint: {{backend: sqlite, path: {tmp_path}/checkpoints.db}}\n"
+        f"targets: {{log: {{type: log, path: {tmp_path}/actions.jsonl}}}}\n"
+        'rules: [{name: all, namespace: shop, key: "*", action: notify, target: log}]\n'
+    )
+    result, _ = connector("run", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith("error: the group coordinator refuses session.timeout.ms=1000 ("), line
+    assert "group.min.session.timeout.ms" in line, line
