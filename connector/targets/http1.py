@@ -123,7 +123,7 @@ class Http1Pool(Resource):
         authority = host if ":" not in host else f"[{host}]"
         if port != default_port:
             authority += f":{port}"
-        if not any(name.lower() == "host" for name in headers):
+        if not any(header.lower() == "host" for header in headers):
             headers = {"Host": authority, **headers}
         self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_block(headers)
         self._timeout = timeout
