@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import enum
 import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,12 @@ LaneKey = tuple[str, str, str]  # (target, namespace, event key)
 class Stage(enum.Enum):
     WAITING = "waiting"  # in its lane, not handed to a target
     IN_FLIGHT = "in flight"  # handed to its target, no answer yet
+
+
+# Module names for the members: a class attribute of an Enum costs ~10x a global's, and
+# the book asks for them several times per action.
+_WAITING = Stage.WAITING
+_IN_FLIGHT = Stage.IN_FLIGHT
 
 
 class Entry:
@@ -79,7 +86,7 @@ class Entry:
         self.action = action
         # Its lane, worked out once: the book asks for it at every step.
         self.lane: LaneKey = (action.target, action.namespace, action.event_key)
-        self.stage = Stage.WAITING
+        self.stage = _WAITING
         self.attempts = attempts  # failed attempts so far
         self.next_attempt_at = next_attempt_at
         self.last_error = last_error
@@ -146,7 +153,38 @@ class PartitionBook:
     def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
         """Actions just checkpointed, numbered from ``first_aseq``."""
         now = time.monotonic()
-        self._add([Entry(first_aseq + i, a, arrived=now) for i, a in enumerate(actions)])
+        if first_aseq < self._end:  # below what the book knows (never, unless replayed)
+            self._add([Entry(first_aseq + i, a, arrived=now) for i, a in enumerate(actions)])
+            return
+        # The common case, once per action of every batch: :meth:`_add` for entries that
+        # come after every entry the book holds, none parked, none waiting for a time.
+        lanes, holding = self._lanes, self._holding
+        ready, in_ready = self._ready, self._in_ready
+        aseq = first_aseq
+        for action in actions:
+            entry = Entry(aseq, action, arrived=now)
+            key = entry.lane
+            lane = lanes.get(key)
+            if lane is None:
+                lane = lanes[key] = _Lane()
+                lane.entries.append(entry)
+                if key not in in_ready:
+                    in_ready.add(key)
+                    ready.append(key)
+            elif lane.blocked:
+                lane.entries.append(entry)
+                self._park(entry, Parking.HELD)
+                aseq += 1
+                continue
+            else:
+                lane.entries.append(entry)
+                if len(lane.entries) == 1:
+                    self._schedule(entry)
+            holding.append(aseq)
+            entry.holding = True
+            aseq += 1
+        self.size += aseq - first_aseq
+        self._end = max(self._end, aseq)
 
     def catch_up(self, pending: Pending) -> int:
         """Actions the store holds for this partition that the book never got (a batch
@@ -188,11 +226,11 @@ class PartitionBook:
                 # call): their outcome expects them at the front. A catch-up can load an
                 # older action while a newer one of its key is out already; it goes next.
                 busy = 0
-                while busy < len(lane.entries) and lane.entries[busy].stage is not Stage.WAITING:
+                while busy < len(lane.entries) and lane.entries[busy].stage is not _WAITING:
                     busy += 1
                 at = max(at, busy)
                 lane.entries.insert(at, entry)
-                if at == 0 and lane.entries[1].stage is Stage.WAITING:
+                if at == 0 and lane.entries[1].stage is _WAITING:
                     self._schedule(entry)  # the new head; the old one's turn is ignored
             else:
                 lane.entries.append(entry)
@@ -236,7 +274,7 @@ class PartitionBook:
             if lane is None or not lane.entries:
                 continue
             head = lane.entries[0]
-            if head.stage is Stage.WAITING and head.next_attempt_at <= now:
+            if head.stage is _WAITING and head.next_attempt_at <= now:
                 yield head
             # else: a stale turn (the head changed, or it waits for a later retry)
 
@@ -244,7 +282,7 @@ class PartitionBook:
         """Give every lane of ``target`` a turn again (it was paused: its heads lost
         theirs); a head waiting for its retry time keeps that time."""
         for key, lane in self._lanes.items():
-            if key[0] == target and lane.entries and lane.entries[0].stage is Stage.WAITING:
+            if key[0] == target and lane.entries and lane.entries[0].stage is _WAITING:
                 self._schedule(lane.entries[0])
 
     def not_now(self, entry: Entry) -> None:
@@ -260,20 +298,20 @@ class PartitionBook:
         that keeps the order of one call (they then share ``head``'s call)."""
         found: list[Entry] = []
         lane = self._lanes[head.lane]
-        for entry in list(lane.entries)[1 : limit + 1]:
-            if entry.stage is not Stage.WAITING or entry.next_attempt_at > now:
+        for entry in itertools.islice(lane.entries, 1, limit + 1):
+            if entry.stage is not _WAITING or entry.next_attempt_at > now:
                 break
             found.append(entry)
         return found
 
     def sent(self, entry: Entry) -> None:
-        entry.stage = Stage.IN_FLIGHT
+        entry.stage = _IN_FLIGHT
 
     def returned(self, entry: Entry) -> None:
         """An action that shared a call with an earlier action of its lane that failed:
         not counted as delivered whatever the target said, so the lane keeps its order
         (it is delivered again, after the failed one)."""
-        entry.stage = Stage.WAITING
+        entry.stage = _WAITING
 
     def delivered(self, entry: Entry) -> None:
         lane = self._lanes[entry.lane]
@@ -288,7 +326,7 @@ class PartitionBook:
 
     def failed(self, entry: Entry, error: str, *, retry_at: float | None) -> None:
         """The head of its lane failed: retry at ``retry_at``, or give up (None: dead)."""
-        entry.stage = Stage.WAITING
+        entry.stage = _WAITING
         entry.attempts += 1
         entry.last_error = error
         lane = self._lanes[entry.lane]
@@ -343,7 +381,7 @@ class PartitionBook:
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for lane in self._lanes.values() if lane.entries[0].stage is Stage.IN_FLIGHT)
+        return sum(1 for lane in self._lanes.values() if lane.entries[0].stage is _IN_FLIGHT)
 
     @property
     def watermark(self) -> int:

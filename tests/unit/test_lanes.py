@@ -3,6 +3,8 @@ parked rows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -253,3 +255,62 @@ def test_actions_parked_as_they_come_leave_nothing_behind_once_delivered() -> No
     assert last is not None
     assert (last.watermark, list(last.done), sorted(last.unpark)) == (5, [], [0, 2, 4])
     assert book._released == set()
+
+
+class _GeneralBook(PartitionBook):
+    """A book that queues through the general path (:meth:`PartitionBook._add`), to check
+    :meth:`PartitionBook.queue`'s fast path against."""
+
+    def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
+        self._add([Entry(first_aseq + i, a, arrived=0.0) for i, a in enumerate(actions)])
+
+
+def _settle(book: PartitionBook) -> tuple[object, ...] | None:
+    settlement = book.settlement()
+    if settlement is None:
+        return None
+    book.settled(settlement)
+    parked = sorted((p.aseq, p.state.value, p.attempts) for p in settlement.park)
+    return (settlement.watermark, parked, sorted(settlement.unpark), settlement.done)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.sampled_from("abcde"), min_size=1, max_size=12), min_size=1, max_size=8
+    ),
+    outcomes=st.lists(st.sampled_from(["ok", "ok", "retry", "dead", "hold"]), max_size=120),
+)
+def test_queueing_a_batch_does_what_adding_its_entries_one_by_one_does(
+    batches: list[list[str]], outcomes: list[str]
+) -> None:
+    """Batches queued between rounds of outcomes (lanes busy, blocked by a retry, emptied):
+    the same heads handed out, the same settlements, the same watermark."""
+    fast, general = PartitionBook(TP, 1, 0, 0), _GeneralBook(TP, 1, 0, 0)
+    step = iter(outcomes)
+    aseq, now = 0, 0.0
+    pending = list(batches)
+    while pending or fast.size:
+        if pending:
+            keys = pending.pop(0)
+            for book in (fast, general):
+                book.queue(aseq, [action(k, aseq + i) for i, k in enumerate(keys)])
+            aseq += len(keys)
+        heads = [take(fast, now), take(general, now)]
+        assert [e.aseq for e in heads[0]] == [e.aseq for e in heads[1]]
+        for e_fast, e_general in zip(*heads, strict=True):
+            outcome = next(step, "ok")
+            for book, entry in ((fast, e_fast), (general, e_general)):
+                if outcome == "ok":
+                    book.delivered(entry)
+                elif outcome == "dead":
+                    book.failed(entry, "TargetRejected: no", retry_at=None)
+                elif outcome == "retry":
+                    book.failed(entry, "TargetError: later", retry_at=now + 2)
+                else:
+                    book.returned(entry)
+                    book.not_now(entry)
+        assert _settle(fast) == _settle(general)
+        assert (fast.size, fast.watermark) == (general.size, general.watermark)
+        now += 1
+    assert fast.watermark == general.watermark == aseq
