@@ -88,7 +88,7 @@ def decode_events(blob: bytes | memoryview, topic: str, partition: int) -> list[
 
 def action_row(a: Action) -> list[Any]:
     return [
-        a.action_id, a.rule, a.kind.value, a.target, a.namespace, list(a.event_ids),
+        a.action_id, a.rule, a.kind._value_, a.target, a.namespace, list(a.event_ids),
         a.event_key, a.workflow, a.task, a.context, a.payload or None,
     ]  # fmt: skip
 

@@ -86,7 +86,7 @@ class Action:
         # Field by field: dataclasses.asdict deep-copies and was the dispatcher's top cost.
         return {
             "rule": self.rule,
-            "kind": self.kind.value,
+            "kind": self.kind._value_,  # not .value: an Enum property, ~10x the cost
             "target": self.target,
             "namespace": self.namespace,
             "event_ids": list(self.event_ids),

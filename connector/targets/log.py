@@ -29,7 +29,7 @@ def action_line(action: Action, delivered_at: float | None = None) -> str:
     a = action
     body = {
         "rule": a.rule,
-        "kind": a.kind.value,
+        "kind": a.kind._value_,  # not .value: an Enum property, ~10x the cost
         "target": a.target,
         "namespace": a.namespace,
         "event_ids": a.event_ids,
