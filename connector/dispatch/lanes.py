@@ -298,6 +298,8 @@ class PartitionBook:
         that keeps the order of one call (they then share ``head``'s call)."""
         found: list[Entry] = []
         lane = self._lanes[head.lane]
+        if len(lane.entries) < 2:  # the common case: a lane of one
+            return found
         for entry in itertools.islice(lane.entries, 1, limit + 1):
             if entry.stage is not _WAITING or entry.next_attempt_at > now:
                 break

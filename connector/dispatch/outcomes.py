@@ -64,8 +64,12 @@ class Outcomes:
         # histogram gets one observation per distinct arrival, weighted.
         delivered: dict[float, int] = {}
         retried = answer.retried
+        last: PartitionBook | None = None  # a call's entries come in runs of one book
+        held = False
         for i, (book, entry) in enumerate(answer.entries):
-            if not holds(book):
+            if book is not last:
+                last, held = book, holds(book)
+            if not held:
                 continue  # the partition was dropped (fenced) meanwhile
             exc = failures.get(entry.action.action_id) if failures else None
             again = retried.get(entry.action.action_id) if retried else None

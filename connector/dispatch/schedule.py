@@ -56,21 +56,28 @@ def take_due(
                     break
                 continue
             allowed = room[name]
-            if flow is not None:
-                key_room = flow.key_room(target, entry.lane)
+            # Only a target with a rate has tokens to count (asked here, once an action).
+            rated = flow if flow is not None and target.flow.per_second is not None else None
+            if rated is not None:
+                key_room = rated.key_room(target, entry.lane)
                 if key_room is not None:
                     if key_room <= 0:
-                        flow.held(name, target, entry.lane)
+                        rated.held(name, target, entry.lane)
                         book.not_now(entry)
                         continue
                     allowed = min(allowed, key_room)
-            lane = [entry]
-            if target.ordered:
-                lane += book.followers(entry, allowed - 1, now)
-            room[name] -= len(lane)
-            if flow is not None:
-                flow.took(target, entry.lane, len(lane))
-            for e in lane:
-                book.sent(e)
-            taken.setdefault(name, []).extend((book, e) for e in lane)
+            out = taken.get(name)
+            if out is None:
+                out = taken[name] = []
+            book.sent(entry)
+            out.append((book, entry))
+            sent = 1
+            if target.ordered and allowed > 1:
+                for e in book.followers(entry, allowed - 1, now):
+                    book.sent(e)
+                    out.append((book, e))
+                    sent += 1
+            room[name] -= sent
+            if rated is not None:
+                rated.took(target, entry.lane, sent)
     return taken
