@@ -187,7 +187,7 @@ def apply_events(
     needs: list[Sequence[str]] = []
     for event in applied.new:
         try:
-            wanted = () if event.coordinates in skip else evaluator.state_keys(event)
+            wanted = () if skip and event.coordinates in skip else evaluator.state_keys(event)
         except Exception:  # evaluated below, where the failure is recorded
             wanted = ()
         needs.append(wanted)
@@ -197,7 +197,7 @@ def apply_events(
     expiry: dict[str, float] = {}
     new: list[Event] = []
     for event, wanted in zip(applied.new, needs, strict=True):
-        if event.coordinates in skip:
+        if skip and event.coordinates in skip:  # a property making a tuple: asked only then
             applied.skipped += 1
             continue
         try:
@@ -206,7 +206,10 @@ def apply_events(
             applied.failed.append((event, exc))
             continue
         new.append(event)
-        applied.actions.extend((event, a) for a in result.actions)
+        if len(result.actions) == 1:  # the common case, without a generator
+            applied.actions.append((event, result.actions[0]))
+        else:
+            applied.actions.extend((event, a) for a in result.actions)
         if result.state_updates:
             state.update(result.state_updates)
             dirty.update(result.state_updates)
