@@ -25,6 +25,7 @@ from kec.event import (
     H_SENDER,
     Event,
     parse_coordinates,
+    read_event,
 )
 
 _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT_TYPE}
@@ -148,19 +149,19 @@ def event_from_message(
             except RecursionError as exc:
                 raise DecodeError(f"value declared {CONTENT_JSON} nests too deep") from exc
     _, timestamp = msg.timestamp()
-    return Event(
-        key=key,
-        value=value,
-        namespace=namespace,
-        sender=meta.get(H_SENDER) or None,
-        context=meta.get(H_CONTEXT) or None,
-        event_type=meta.get(H_EVENT_TYPE) or None,
-        create_time=timestamp if timestamp and timestamp > 0 else 0,
-        headers=tuple(extra),
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
-        event_id=event_id,
+    return read_event(
+        key,
+        value,
+        namespace,
+        meta.get(H_SENDER) or None,
+        meta.get(H_CONTEXT) or None,
+        meta.get(H_EVENT_TYPE) or None,
+        timestamp or 0,
+        tuple(extra),
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        event_id,
     )
 
 

@@ -194,3 +194,44 @@ _set_partition = Event.__dict__["partition"].__set__
 _set_offset = Event.__dict__["offset"].__set__
 _set_event_id = Event.__dict__["event_id"].__set__
 _set_explicit = Event.__dict__["_explicit"].__set__
+
+
+def read_event(
+    key: str,
+    value: str | bytes,
+    namespace: str,
+    sender: str | None,
+    context: str | None,
+    event_type: str | None,
+    create_time: int,
+    headers: Headers,
+    topic: str,
+    partition: int,
+    offset: int,
+    event_id: str,
+) -> Event:
+    """The Event of a Kafka record, as ``Event(...)`` builds it, for the codec: once per
+    record, so without the type call and its keywords (about 40% of the cost). An
+    ``event_id`` given is explicit: the codec refuses ids that name a record."""
+    event = _new(Event)
+    if event_id:
+        explicit = True
+    else:
+        event_id, explicit = f"{topic}/{partition}/{offset}", False
+    _set_key(event, key)
+    _set_value(event, value)
+    _set_namespace(event, namespace)
+    _set_sender(event, sender)
+    _set_context(event, context)
+    _set_event_type(event, event_type)
+    _set_create_time(event, create_time if create_time > 0 else int(time.time() * 1000))
+    _set_headers(event, headers)
+    _set_topic(event, topic)
+    _set_partition(event, partition)
+    _set_offset(event, offset)
+    _set_event_id(event, event_id)
+    _set_explicit(event, explicit)
+    return event
+
+
+_new = object.__new__

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from dataclasses import dataclass, replace
 
 import pytest
@@ -26,6 +27,7 @@ from kec.event import (
     H_NAMESPACE,
     H_SENDER,
     Event,
+    read_event,
 )
 
 RawHeaders = list[tuple[str, bytes | None]]
@@ -289,3 +291,46 @@ def test_record_round_trip(
     record = Record(key.encode(), record_value(sent), list(record_headers(sent)))
     received = event_from_message(record)
     assert received == replace(sent, topic="orders", partition=2, offset=41)
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    key=_text,
+    value=st.one_of(_text, st.binary(max_size=12)),
+    metadata=st.tuples(*[st.one_of(st.none(), _text.filter(bool))] * 3),
+    create_time=st.sampled_from([-1, 0, 1, 1_700_000_000_123]),
+    headers=st.lists(st.tuples(_text, st.binary(max_size=4)), max_size=2).map(tuple),
+    where=st.tuples(st.sampled_from(["orders", "a.b-c_d"]), st.integers(0, 2**31 - 1),
+                    st.integers(0, 2**63 - 1)),
+    event_id=st.sampled_from(["", "e-123", "order-7/created"]),
+)  # fmt: skip
+def test_read_event_builds_what_the_constructor_builds(
+    key: str,
+    value: str | bytes,
+    metadata: tuple[str | None, str | None, str | None],
+    create_time: int,
+    headers: tuple[tuple[str, bytes], ...],
+    where: tuple[str, int, int],
+    event_id: str,
+) -> None:
+    """The codec's shortcut (:func:`kec.event.read_event`) and ``Event(...)`` agree on
+    every field, the id's explicitness and the create time (none given: now)."""
+    sender, context, event_type = metadata
+    topic, partition, offset = where
+    before = int(time.time() * 1000)
+    fast = read_event(key, value, "shop", sender, context, event_type, create_time, headers,
+                      topic, partition, offset, event_id)  # fmt: skip
+    slow = Event(
+        key=key, value=value, namespace="shop", sender=sender, context=context,
+        event_type=event_type, create_time=max(create_time, 0), headers=headers, topic=topic,
+        partition=partition, offset=offset, event_id=event_id,
+    )  # fmt: skip
+    after = int(time.time() * 1000)
+    if create_time <= 0:  # each took "now": compare the rest, and "now" by its bounds
+        assert before <= fast.create_time <= after and before <= slow.create_time <= after
+        fast = replace(fast, create_time=slow.create_time)
+    assert fast == slow
+    assert fast.explicit_id is slow.explicit_id is bool(event_id)
+    assert fast.event_id == (event_id or f"{topic}/{partition}/{offset}")
