@@ -44,6 +44,7 @@ from typing import Any, Final
 from connector.rules.correlation import Correlate
 from connector.rules.models import Rule
 from connector.rules.paths import compile_path, resolve
+from kec import jsontext
 
 __all__ = ["MAX_PENDING", "Arrival", "Join", "correlation_text"]
 
@@ -293,7 +294,7 @@ class Join:
         if raw is None:
             return empty, None, True
         try:
-            data = json.loads(raw)
+            data = jsontext.loads(raw)
             steps = data["steps"] if data.get("v") == _VERSION else None
             opened = data.get("opened")
         except (ValueError, TypeError, AttributeError, KeyError, RecursionError):

@@ -60,6 +60,7 @@ from connector.rules.models import JsonPredicate, Rule, ValueMatch, check_unique
 from connector.rules.paths import MISSING as _MISSING
 from connector.rules.paths import compile_path, resolve
 from connector.rules.windows import Out, Timed
+from kec import jsontext
 from kec.action import Action
 from kec.errors import ConfigError
 from kec.evaluation import Evaluation, Result, event_payload
@@ -123,7 +124,7 @@ class _Subject:
                 self._doc = _NOT_JSON
                 return self._doc
             try:
-                self._doc = json.loads(self.event.value)
+                self._doc = jsontext.loads(self.event.value)
             # RecursionError too: the depth check makes it unreachable, but it must never
             # escape evaluation, whatever the caller's own stack depth.
             except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
@@ -513,7 +514,7 @@ def _load(raw: str | None, slots: tuple[str, ...]) -> tuple[_Entries, bool]:
     if raw is None:
         return {}, True
     try:
-        data = json.loads(raw)
+        data = jsontext.loads(raw)
         events = data["events"] if data.get("v") == _STATE_VERSION else None
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
         events = None

@@ -51,6 +51,7 @@ from connector.rules.models import Rule
 from connector.rules.paths import MISSING as _MISSING
 from connector.rules.paths import compile_path, resolve
 from connector.rules.timing import Absence, Batch, Debounce, Throttle
+from kec import jsontext
 from kec.action import Action
 from kec.evaluation import event_payload, event_value
 from kec.event import TP, Event
@@ -93,7 +94,7 @@ def _load(raw: str | None) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        data = json.loads(raw)
+        data = jsontext.loads(raw)
     except (ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("v") != _V:

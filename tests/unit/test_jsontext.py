@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kec.jsontext import check, document, dumps, finite
+from kec.jsontext import check, document, dumps, finite, loads
 
 _scalars = (
     st.none()
@@ -119,3 +119,38 @@ def test_check_keeps_what_orjson_refuses_but_json_accepts(text: str) -> None:
 def test_check_refuses_deep_nesting_as_json_does() -> None:
     with pytest.raises((ValueError, RecursionError)):
         check("[" * 100_000 + "]" * 100_000)
+
+
+@given(_values)
+def test_loads_reads_what_json_reads_types_included(value: Any) -> None:
+    text = json.dumps(value)
+    doc = loads(text)
+    assert doc == json.loads(text)
+    assert json.dumps(doc) == text  # an integer past 64 bits stays an exact integer
+    assert loads(text.encode()) == doc
+
+
+@settings(max_examples=3000)
+@given(_JSONISH)
+def test_loads_refuses_exactly_what_json_loads_refuses(text: str) -> None:
+    refusal = _refusal(text)
+    if refusal is None:
+        assert json.dumps(loads(text)) == json.dumps(json.loads(text))
+    else:
+        with pytest.raises(json.JSONDecodeError, match=f"^{re.escape(refusal)}$"):
+            loads(text)
+
+
+@pytest.mark.parametrize(
+    "data", ['{"a": 1, "a": 2}', "[NaN, Infinity]", "1e400", "[-9223372036854775809]",
+             '"\\ud800"', "\ufeff[1]", '{"u": 18446744073709551615}']
+)  # fmt: skip
+def test_loads_agrees_with_json_where_the_parsers_differ(data: str) -> None:
+    for text in (data, data.encode("utf-8", "surrogatepass"), data.encode("utf-16")):
+        try:
+            expected = json.dumps(json.loads(text))
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                loads(text)
+        else:
+            assert json.dumps(loads(text)) == expected
