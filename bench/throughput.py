@@ -59,6 +59,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench import fleet, steps
 from bench.floor import run_floor
 from checkpoint import open_store
+from connector.common.heap import settle_for_service
 from connector.pipeline import PipelineSettings
 from connector.service import ConnectorService
 from connector.targets import KafkaTarget, LogTarget, Target, WebhookTarget
@@ -182,6 +183,7 @@ def running_connector(
     store.lineage = lineage  # checkpoint.lineage
     rules = evaluator or NotifyAll(target.name)
     service = ConnectorService(settings, store, rules, {target.name: target})
+    settle_for_service()  # as `run` does: the rows measure the connector's process
     stop = threading.Event()
     errors: list[BaseException] = []
 

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from connector.commands import data_dir_option, refuse_data_dir_without_config
 from connector.commands.plugins import PluginGroup
+from connector.common.heap import settle_for_service
 from connector.common.redaction import redact_known, redact_logs
 from kec.errors import ConfigError, ConnectorError
 
@@ -233,6 +234,7 @@ def run(
         return
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     reload_on_hup.control = service.control
+    settle_for_service()
     service.run(stop)
 
 

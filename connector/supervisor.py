@@ -48,6 +48,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector.common.heap import settle_for_service
 from connector.metrics.core import COUNTERS, Health, Histogram, Snapshot
 from kec.errors import ConnectorError
 
@@ -298,6 +299,7 @@ def serve_child(
         threading.Thread(
             target=_answer, args=(conn, service, stop), name="kec-control", daemon=True
         ).start()
+        settle_for_service()
         service.run(stop)
     except ConnectorError as exc:
         log.error("%s", exc)

@@ -14,4 +14,6 @@ the dispatcher, the targets and the gateway can all use them without importing e
   (the pipeline, the dispatcher, the service);
 * :mod:`~connector.common.json_depth`: how deep a JSON text nests, found without parsing
   it (rule conditions, the HTTP gateway).
+* :mod:`~connector.common.heap`: the garbage collector's settings for a process the
+  connector owns (``run`` and its children).
 """
