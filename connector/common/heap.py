@@ -2,14 +2,16 @@
 its ``pipeline.processes`` children, and the benchmark's connector rows. Never applied
 to a library user's process (its collector is its own business).
 
-A batch of 2,000 events allocates a few hundred thousand objects, nearly all freed by
-their reference counts at once. The cyclic collector still counts them: at Python's
-default thresholds it ran a young pass every 700 allocations, and every few hundred
-thousand a full pass that walks every object alive, most of them the modules,
-configuration and clients built at start-up, which never become garbage. Measured on
-row (b) of the benchmark (bench/RESULTS.md), the process's CPU time per event fell by
-about a fifth with :func:`gc.freeze` after start-up (those objects are left out of every
-pass) and young passes every :data:`YOUNG_PASS_EVERY` allocations.
+A batch holds thousands of events, actions and their dicts alive at once, and the
+dispatcher holds every action not settled yet. Python's collector counts the objects
+allocated and not yet freed: at its default thresholds it ran a young pass every 700 of
+them, carried the batch's objects into the older generations while they were in use,
+and ran full passes that walk every object alive, most of them the modules,
+configuration and clients built at start-up, which never become garbage. On row (b) of
+the benchmark, py-spy put 15% of the pipeline thread's samples in the collector; with
+:func:`gc.freeze` after start-up (those objects are left out of every pass) and young
+passes every :data:`YOUNG_PASS_EVERY` allocations, the process's CPU time per event fell
+by about a quarter (bench/RESULTS.md).
 """
 
 from __future__ import annotations
