@@ -116,19 +116,8 @@ class Event:
             explicit = event_id != f"{topic}/{partition}/{offset}"
         else:
             explicit = True
-        _set_key(self, key)
-        _set_value(self, value)
-        _set_namespace(self, namespace)
-        _set_sender(self, sender)
-        _set_context(self, context)
-        _set_event_type(self, event_type)
-        _set_create_time(self, create_time)
-        _set_headers(self, headers)
-        _set_topic(self, topic)
-        _set_partition(self, partition)
-        _set_offset(self, offset)
-        _set_event_id(self, event_id)
-        _set_explicit(self, explicit)
+        _fill(self, key, value, namespace, sender, context, event_type, create_time, headers,
+              topic, partition, offset, event_id, explicit)  # fmt: skip
 
     @property
     def coordinates(self) -> tuple[str, int, int] | None:
@@ -218,20 +207,43 @@ def read_event(
         explicit = True
     else:
         event_id, explicit = f"{topic}/{partition}/{offset}", False
+    if create_time <= 0:
+        create_time = int(time.time() * 1000)
+    _fill(event, key, value, namespace, sender, context, event_type, create_time, headers,
+          topic, partition, offset, event_id, explicit)  # fmt: skip
+    return event
+
+
+_new = object.__new__
+
+
+def _fill(
+    event: Event,
+    key: str,
+    value: str | bytes,
+    namespace: str,
+    sender: str | None,
+    context: str | None,
+    event_type: str | None,
+    create_time: int,
+    headers: Headers,
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    event_id: str,
+    explicit: bool,
+) -> None:
+    """Every slot of a new ``event``: the one place both constructors set them."""
     _set_key(event, key)
     _set_value(event, value)
     _set_namespace(event, namespace)
     _set_sender(event, sender)
     _set_context(event, context)
     _set_event_type(event, event_type)
-    _set_create_time(event, create_time if create_time > 0 else int(time.time() * 1000))
+    _set_create_time(event, create_time)
     _set_headers(event, headers)
     _set_topic(event, topic)
     _set_partition(event, partition)
     _set_offset(event, offset)
     _set_event_id(event, event_id)
     _set_explicit(event, explicit)
-    return event
-
-
-_new = object.__new__
