@@ -13,6 +13,8 @@ from enum import StrEnum
 from hashlib import blake2b as _blake2b
 from typing import Any
 
+from kec.jsontext import dumps
+
 
 class ActionKind(StrEnum):
     """What to do. Lower case: a workflow; upper case: a task (AIFlow's ``TaskAction``)."""
@@ -99,7 +101,10 @@ class Action:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        """Compact JSON, keys sorted (what a ``webhook``, ``kafka`` or ``command`` target
+        sends). Written by orjson (:func:`kec.jsontext.dumps`, 15x faster than
+        :mod:`json`): non-ASCII characters as UTF-8, not ``\\u`` escapes."""
+        return dumps(self.to_dict(), floats_in=(self.payload,), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Action:

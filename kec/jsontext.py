@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 _std_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_std_dumps_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 # orjson reads an integer past 64 bits as a float, of at least this size: only such a
 # float can stand for an integer that json would keep exact.
 _ROUNDED_FROM = 2.0**63
@@ -46,16 +47,17 @@ def finite(obj: Any) -> bool:
     return True
 
 
-def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None) -> str:
+def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False) -> str:
     """Compact JSON text, UTF-8 safe (``str.encode()`` never fails on it).
 
     ``floats_in`` names the parts of ``obj`` that may hold floats (an action's payload,
     say) so only those are checked for NaN and infinities; ``None`` checks all of ``obj``.
+    ``sort_keys`` sorts every object's keys, as ``json.dumps(sort_keys=True)`` does.
     """
     try:
-        out = orjson.dumps(obj)
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) if sort_keys else orjson.dumps(obj)
     except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
-        return _std_dumps(obj)
+        return _std_dumps_sorted(obj) if sort_keys else _std_dumps(obj)
     # orjson wrote any NaN or infinity as null: only then can one be there. The parts
     # that may hold floats are written once more on their own (in C, cheaper than walking
     # them in Python) so that a null elsewhere (a None field) does not cost the walk.
@@ -66,7 +68,7 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None) -> str:
             parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
             suspect = b"null" in orjson.dumps(parts) and not all(map(finite, parts))
         if suspect:
-            return _std_dumps(obj)
+            return _std_dumps_sorted(obj) if sort_keys else _std_dumps(obj)
     return out.decode()
 
 

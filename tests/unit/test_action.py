@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 from kec.action import Action, ActionKind, action_id
@@ -39,6 +40,15 @@ def test_dict_form_has_every_field_and_round_trips() -> None:
     assert data["kind"] == "START" and data["event_ids"] == ["e1", "e2"]
     assert Action.from_dict(data) == a
     assert Action.from_json(a.to_json()) == a
+
+
+def test_json_form_is_compact_with_every_objects_keys_sorted() -> None:
+    a = _action(payload={"z": {"b": 1, "a": "\u00e9\U0001f600"}, "value": 2.5})
+    text = a.to_json()
+    assert json.loads(text) == json.loads(json.dumps(a.to_dict(), sort_keys=True))
+    assert text.startswith('{"action_id":') and ", " not in text and '": ' not in text
+    assert '"payload":{"value":2.5,"z":{"a":"\u00e9\U0001f600","b":1}}' in text
+    assert Action.from_json(text.encode()) == a
 
 
 def test_dict_form_does_not_share_the_payload() -> None:

@@ -34,6 +34,35 @@ def test_what_is_written_reads_back_as_the_value(value: Any) -> None:
     assert json.loads(text) == value
 
 
+def _keys_sorted(text: str) -> bool:
+    """Whether every object in ``text`` lists its keys in sorted order."""
+    orders: list[list[str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        orders.append([k for k, _ in items])
+        return dict(items)
+
+    json.loads(text, object_pairs_hook=pairs)
+    return all(keys == sorted(keys) for keys in orders)
+
+
+@given(_values)
+def test_sorted_keys_are_written_as_json_sorts_them_and_read_back_as_the_value(
+    value: Any,
+) -> None:
+    text = dumps(value, sort_keys=True)
+    assert json.loads(text) == value
+    assert _keys_sorted(text)
+
+
+@pytest.mark.parametrize("odd", ["\ud800", 2**70, math.inf], ids=["surrogate", "int", "inf"])
+def test_sorted_keys_hold_where_json_writes_instead_of_orjson(odd: object) -> None:
+    value = {"z": 1, "b": {"y": odd, "a": None}}
+    text = dumps(value, floats_in=(value,), sort_keys=True)
+    assert text == json.dumps(value, separators=(",", ":"), sort_keys=True)
+    assert _keys_sorted(text)
+
+
 @pytest.mark.parametrize("special", [math.nan, math.inf, -math.inf])
 def test_nan_and_infinities_are_written_as_json_writes_them_not_as_null(special: float) -> None:
     payload = {"x": [1, {"y": special}]}
