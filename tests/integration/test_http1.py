@@ -145,6 +145,15 @@ def test_a_request_carries_host_length_and_the_pools_headers() -> None:
     assert body == b'{"a":1}'
 
 
+def test_the_pool_runs_on_uvloop_where_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")  # a dependency except on Windows
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    with serving(_keep_alive(ok)) as server, _pool(server.port) as pool:
+        assert isinstance(pool._loop, uvloop.Loop)
+        [answer] = pool.post_all([Request(b"{}", {})])
+    assert isinstance(answer, Response) and answer.status == 200
+
+
 def test_chunked_answers_with_trailers_keep_the_connection() -> None:
     chunked = (
         b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
