@@ -268,8 +268,9 @@ class PipelineSettings:
             # Fetch in larger bites: a batch is one store transaction, fewer is faster.
             "fetch.wait.max.ms": max(1, min(self.linger_ms, 100)),
             # queued.min.messages stays librdkafka's (100,000 a partition, the prefetch
-            # bounded by queued.max.messages.kbytes): at twice the batch the pipeline
-            # waited in consume() for fetches ~16% of its time, and row (b) ran 35% slower.
+            # bounded by queued.max.messages.kbytes): at twice the batch the queue ran dry,
+            # the pipeline spent 27-29% of its time in consume() waiting for fetches, and
+            # row (b) of the benchmark ran at 0.76x (bench/RESULTS.md).
             # The end of a partition is news: its event time may move on (idle partitions).
             "enable.partition.eof": True,
         }

@@ -84,7 +84,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
 def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop where it is installed (a dependency except on Windows), else
     asyncio's: most of the pool's Python per request is the loop's own work, and uvloop
-    made row (g) of the benchmark 23% faster (bench/RESULTS.md)."""
+    made row (g) of the benchmark 18% faster (bench/RESULTS.md)."""
     try:
         import uvloop
     except ImportError:
