@@ -31,6 +31,7 @@ from checkpoint import open_store
 from connector.assembly import build_service
 from connector.control import ConfigSource
 from connector.service import ConnectorService
+from kec.errors import StoreMissing
 from tests.support import pipeline_processes, start_run, wait_for
 
 APPLIED = re.compile(r"rules version (\d+) applied between batches; .* starts at (.*)$")
@@ -122,8 +123,11 @@ def _wait_running(process: subprocess.Popen[bytes], log: Path, url: str, topic: 
         _alive(process, log)
         if not Path(url.removeprefix("sqlite://")).exists():
             return False
-        with open_store(url, create=False) as store:
-            return len([p for p in store.partitions() if p.tp[0] == topic and p.owner]) == 3
+        try:
+            with open_store(url, create=False) as store:
+                return len([p for p in store.partitions() if p.tp[0] == topic and p.owner]) == 3
+        except StoreMissing:  # the file exists, its schema not written yet
+            return False
 
     wait_for(owned, timeout=60, interval=0.2, what="the partitions claimed")
 
