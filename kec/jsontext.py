@@ -54,10 +54,11 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
     say) so only those are checked for NaN and infinities; ``None`` checks all of ``obj``.
     ``sort_keys`` sorts every object's keys, as ``json.dumps(sort_keys=True)`` does.
     """
+    std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
     try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) if sort_keys else orjson.dumps(obj)
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
-        return _std_dumps_sorted(obj) if sort_keys else _std_dumps(obj)
+        return std_dumps(obj)
     # orjson wrote any NaN or infinity as null: only then can one be there. The parts
     # that may hold floats are written once more on their own (in C, cheaper than walking
     # them in Python) so that a null elsewhere (a None field) does not cost the walk.
@@ -68,7 +69,7 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
             parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
             suspect = b"null" in orjson.dumps(parts) and not all(map(finite, parts))
         if suspect:
-            return _std_dumps_sorted(obj) if sort_keys else _std_dumps(obj)
+            return std_dumps(obj)
     return out.decode()
 
 

@@ -121,12 +121,10 @@ def _alive(process: subprocess.Popen[bytes], log: Path) -> None:
 def _wait_running(process: subprocess.Popen[bytes], log: Path, url: str, topic: str) -> None:
     def owned() -> bool:
         _alive(process, log)
-        if not Path(url.removeprefix("sqlite://")).exists():
-            return False
         try:
             with open_store(url, create=False) as store:
                 return len([p for p in store.partitions() if p.tp[0] == topic and p.owner]) == 3
-        except StoreMissing:  # the file exists, its schema not written yet
+        except StoreMissing:  # no file yet, or its schema not written yet
             return False
 
     wait_for(owned, timeout=60, interval=0.2, what="the partitions claimed")
