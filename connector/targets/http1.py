@@ -10,7 +10,9 @@ Why not threads or a general-purpose client: a thread per request in flight cost
 context switch per request and one stack each, and the general-purpose async clients
 spend several times the Python per request that this one does; at thousands of requests
 a second with a 10 ms receiver, in-flight requests are hundreds and Python per request is
-what limits (bench/RESULTS.md).
+what limits (bench/RESULTS.md). For the same reason each connection is an
+``asyncio.Protocol`` that parses its answer as the bytes arrive and settles the request
+from the loop's callback: no task, stream or awaited future per request.
 
 What it does not do, on purpose: redirects (the webhook target refuses 3xx), cookies,
 proxies, compression, ``Expect: 100-continue``, HTTP/2.
@@ -29,12 +31,14 @@ an idempotency key).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from kec.resource import Resource
 
@@ -92,22 +96,232 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class _Stale(Exception):
-    """A reused connection ended before any byte of the answer: the server had closed it."""
+class _Batch:
+    """One ``post_all`` call: its answers, in order, and the caller's future."""
+
+    __slots__ = ("answers", "future", "left")
+
+    def __init__(self, size: int) -> None:
+        self.answers: list[Response | BaseException | None] = [None] * size
+        self.left = size
+        self.future: concurrent.futures.Future[list[Response | BaseException]] = (
+            concurrent.futures.Future()
+        )
+
+    def settle(self, index: int, answer: Response | BaseException) -> None:
+        self.answers[index] = answer
+        self.left -= 1
+        if self.left == 0:
+            self.future.set_result(self.answers)  # type: ignore[arg-type]  # all set now
 
 
-class _Connection:
-    __slots__ = ("reader", "writer")
+class _Call:
+    """One request of a batch, as bytes ready to write."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    __slots__ = ("batch", "data", "index")
+
+    def __init__(self, data: bytes, batch: _Batch, index: int) -> None:
+        self.data, self.batch, self.index = data, batch, index
+
+    def settle(self, answer: Response | BaseException) -> None:
+        self.batch.settle(self.index, answer)
+
+
+# Where a connection's reader is in the answer.
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _TO_EOF = range(7)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: writes a request, parses its answer as bytes arrive.
+
+    A protocol rather than a stream reader and a task per request: the answer is parsed in
+    ``data_received`` and settles the request there, so a request costs a write, a timer
+    and a parse, not a task, its futures and the stream's."""
+
+    def __init__(self, pool: Http1Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.call: _Call | None = None
+        self.used = False  # answered a request before: it may have gone stale while idle
+        self.lost = False
+        self.counted = True  # in the pool's count of connections open or opening
+        self.timer: asyncio.TimerHandle | None = None
+        self.buffer = bytearray()
+        self.got = False  # a byte of the current answer has arrived
+        self.state = _HEAD
+        self.head: tuple[int, str, Mapping[str, str], bool] = (0, "", {}, False)
+        self.need = 0  # _LENGTH: body bytes to read; _CHUNK_DATA: left of the chunk
+        self.cut = False  # _LENGTH: the body is longer than the pool keeps
+        self.body = bytearray()
+
+    # -- the pool's side -----------------------------------------------------------------
 
     def usable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.is_closing()
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
 
-    def close(self) -> None:
-        self.writer.close()
+    def send(self, call: _Call) -> None:
+        assert self.transport is not None
+        self.call, self.got, self.state = call, False, _HEAD
+        self.timer = self.pool.loop_now().call_later(self.pool.timeout, self._timed_out)
+        self.transport.write(call.data)
+
+    def abort(self, answer: BaseException) -> None:
+        """End the connection now; the request on it, if any, gets ``answer``."""
+        call = self._take_call()
+        if self.transport is not None:
+            self.transport.abort()
+        if call is not None:
+            call.settle(answer)
+
+    def _take_call(self) -> _Call | None:
+        call, self.call = self.call, None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return call
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self.abort(TimeoutError(f"no answer within {self.pool.timeout:g}s"))
+
+    # -- the loop's callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.call is None:  # bytes nobody asked for: the connection cannot be trusted
+            self.pool.drop(self)
+            return
+        self.got = True
+        self.buffer += data
+        try:
+            self._parse()
+        except ProtocolError as exc:
+            call = self._take_call()
+            self.pool.drop(self)
+            if call is not None:
+                call.settle(exc)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost settles what is open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        call = self._take_call()
+        stale = call is not None and self.state == _HEAD and not self.got
+        if call is not None and stale and self.used:
+            self.pool.resend(self, call)  # closed by the server while idle: a new connection
+            return
+        self.pool.drop(self)
+        if call is None:
+            return
+        if stale:
+            call.settle(ConnectionResetError("the server closed the connection unanswered"))
+        elif self.state == _TO_EOF:
+            status, reason, headers, _ = self.head
+            call.settle(Response(status, reason, headers, bytes(self.buffer), True))
+        elif self.state == _HEAD:
+            call.settle(ProtocolError("the answer ended inside its headers"))
+        else:
+            call.settle(ProtocolError("the answer ended inside its body"))
+
+    # -- reading an answer ---------------------------------------------------------------
+
+    def _parse(self) -> None:
+        buf, limit = self.buffer, self.pool.max_body + 1
+        while True:
+            state = self.state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0 or end + 4 > _HEAD_LIMIT:
+                    if len(buf) > _HEAD_LIMIT:
+                        raise ProtocolError(f"answer headers longer than {_HEAD_LIMIT} bytes")
+                    return
+                head = bytes(buf[: end + 4])
+                del buf[: end + 4]
+                status, reason, version, headers = _parse_head(head)
+                if 100 <= status < 200 and status != 101:
+                    continue  # an interim answer; the final one follows
+                connection = headers.get("connection", "").lower()
+                close = "close" in connection or (
+                    version == "HTTP/1.0" and "keep-alive" not in connection
+                )
+                self.head = (status, reason, headers, close)
+                if status in (204, 304) or 100 <= status < 200:
+                    self._done(b"", close)
+                    return
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    self.body = bytearray()
+                    self.state = _CHUNK_SIZE
+                    continue
+                length = headers.get("content-length")
+                if length is None:
+                    self.state = _TO_EOF
+                    continue
+                try:
+                    size = int(length)
+                except ValueError:
+                    raise ProtocolError(f"bad Content-Length {length!r}") from None
+                self.need, self.cut, self.state = min(size, limit), size >= limit, _LENGTH
+            elif state == _LENGTH:
+                if len(buf) < self.need:
+                    return
+                body = bytes(buf[: self.need])
+                del buf[: self.need]
+                self._done(body, self.head[3] or self.cut)
+                return
+            elif state in (_CHUNK_SIZE, _TRAILERS):
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > _HEAD_LIMIT:
+                        raise ProtocolError("malformed chunked body")
+                    return
+                line = bytes(buf[:end])
+                del buf[: end + 2]
+                if state == _TRAILERS:
+                    if not line:
+                        self._done(bytes(self.body), self.head[3])
+                        return
+                    continue  # a trailer, ignored
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size {line[:40]!r}") from None
+                self.need, self.state = size, _CHUNK_DATA if size else _TRAILERS
+            elif state == _CHUNK_DATA:
+                take = min(self.need, len(buf), limit - len(self.body))
+                self.body += buf[:take]
+                del buf[:take]
+                self.need -= take
+                if len(self.body) >= limit:
+                    self._done(bytes(self.body), True)  # cut: the rest is never read
+                    return
+                if self.need:
+                    return
+                self.state = _CHUNK_END
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError("malformed chunked body")
+                del buf[:2]
+                self.state = _CHUNK_SIZE
+            else:  # _TO_EOF: the body ends with the connection (connection_lost)
+                if len(buf) >= limit:
+                    self._done(bytes(buf[:limit]), True)
+                return
+
+    def _done(self, body: bytes, close: bool) -> None:
+        call = self._take_call()
+        status, reason, headers, _ = self.head
+        self.state, self.used = _HEAD, True
+        # Bytes past the answer were never asked for (no pipelining): do not reuse.
+        close = close or bool(self.buffer)
+        self.pool.release(self, keep=not close)
+        if call is not None:
+            call.settle(Response(status, reason, headers, body, close))
 
 
 class Http1Pool(Resource):
@@ -137,15 +351,20 @@ class Http1Pool(Resource):
         if not any(header.lower() == "host" for header in headers):
             headers = {"Host": authority, **headers}
         self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_block(headers)
-        self._timeout = timeout
+        self.timeout = timeout
+        self.max_body = max_body
         self._max_connections = max_connections
-        self._max_body = max_body
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._idle: list[_Connection] = []  # the loop's only: LIFO, the warmest first
-        self._slots: asyncio.Semaphore | None = None
-        self._busy: set[_Connection] = set()
+        self._waiting: set[concurrent.futures.Future[list[Response | BaseException]]] = set()
+        # The loop's only:
+        self._idle: list[_Connection] = []  # LIFO, the warmest first
+        self._connections: set[_Connection] = set()  # connected, idle or busy
+        self._open = 0  # connections open or opening, at most max_connections
+        self._queue: collections.deque[_Call] = collections.deque()  # for a connection
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -153,18 +372,12 @@ class Http1Pool(Resource):
         if self._loop is not None:
             return
         loop = _new_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self._slots = asyncio.Semaphore(self._max_connections)
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name=f"kec-{self._name}-loop", daemon=True)
+        self._closing = False
+        self._thread = threading.Thread(
+            target=loop.run_forever, name=f"kec-{self._name}-loop", daemon=True
+        )
         self._loop = loop
         self._thread.start()
-        ready.wait()
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
@@ -173,13 +386,16 @@ class Http1Pool(Resource):
         self._loop = self._thread = None
 
         async def shut() -> None:
-            # Requests in flight end now (their callers get an error, not a hang).
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
+            # Requests in flight or waiting end now (their callers get an error, not a hang).
+            self._closing = True
+            aborted = ConnectionAbortedError("the HTTP pool was closed")
+            for task in self._connecting:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for conn in [*self._idle, *self._busy]:
-                conn.close()
+            await asyncio.gather(*self._connecting, return_exceptions=True)
+            while self._queue:
+                self._queue.popleft().settle(aborted)
+            for conn in list(self._connections):
+                conn.abort(aborted)
             self._idle.clear()
 
         with contextlib.suppress(RuntimeError, TimeoutError):
@@ -188,6 +404,14 @@ class Http1Pool(Resource):
         thread.join(timeout=5)
         if not thread.is_alive():
             loop.close()
+        for future in list(self._waiting):  # handed over after the loop stopped
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(ConnectionAbortedError("the HTTP pool was closed"))
+
+    def loop_now(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        assert loop is not None
+        return loop
 
     # -- requests ------------------------------------------------------------------------
 
@@ -198,115 +422,114 @@ class Http1Pool(Resource):
         loop = self._loop
         if loop is None:
             raise RuntimeError("the HTTP pool is not open")
-        future = asyncio.run_coroutine_threadsafe(self._all(requests), loop)
+        batch = _Batch(len(requests))
+        calls = []
+        for index, request in enumerate(requests):
+            try:
+                data = b"".join((
+                    self._head,
+                    header_block(request.headers),
+                    b"Content-Length: %d\r\n\r\n" % len(request.body),
+                    request.body,
+                ))  # fmt: skip
+            except ValueError as exc:
+                batch.settle(index, exc)
+                continue
+            calls.append(_Call(data, batch, index))
+        if not calls:
+            return batch.future.result()
+        future = batch.future
+        self._waiting.add(future)
         try:
+            loop.call_soon_threadsafe(self._submit_all, calls)
             return future.result()
-        except concurrent.futures.CancelledError:  # closed meanwhile
+        except (RuntimeError, ConnectionAbortedError):  # closed meanwhile
             return [ConnectionAbortedError("the HTTP pool was closed")] * len(requests)
+        finally:
+            self._waiting.discard(future)
 
-    async def _all(self, requests: Sequence[Request]) -> list[Response | BaseException]:
-        if len(requests) == 1:
-            try:
-                return [await self._post(requests[0])]
-            except Exception as exc:
-                return [exc]
-        return list(await asyncio.gather(*map(self._post, requests), return_exceptions=True))
+    def _submit_all(self, calls: list[_Call]) -> None:
+        for call in calls:
+            self._submit(call)
 
-    async def _post(self, request: Request) -> Response:
-        slots = self._slots
-        assert slots is not None
-        async with slots:
-            data = b"".join((
-                self._head,
-                header_block(request.headers),
-                b"Content-Length: %d\r\n\r\n" % len(request.body),
-                request.body,
-            ))  # fmt: skip
-            conn = self._take_idle()
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, data)
-                except _Stale:
-                    pass  # closed by the server while idle: once more on a new connection
-            conn = await self._connect()
-            try:
-                return await self._exchange(conn, data)
-            except _Stale as exc:
-                raise ConnectionResetError("the server closed the connection unanswered") from exc
-
-    def _take_idle(self) -> _Connection | None:
+    def _submit(self, call: _Call) -> None:
+        if self._closing:
+            call.settle(ConnectionAbortedError("the HTTP pool was closed"))
+            return
         while self._idle:
             conn = self._idle.pop()
             if conn.usable():
-                return conn
-            conn.close()
-        return None
+                conn.send(call)
+                return
+            self.drop(conn, pump=False)
+        if self._open < self._max_connections:
+            self._connect(call)
+        else:
+            self._queue.append(call)
 
-    async def _connect(self) -> _Connection:
+    def _pump(self) -> None:
+        """Hand waiting requests to idle connections, or to new ones while there is room."""
+        while self._queue and (self._idle or self._open < self._max_connections):
+            self._submit(self._queue.popleft())
+
+    def _connect(self, call: _Call) -> None:
+        self._open += 1
+        task = self.loop_now().create_task(self._connected(call))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connected(self, call: _Call) -> None:
+        loop = self.loop_now()
         try:
-            async with asyncio.timeout(self._timeout):
-                reader, writer = await asyncio.open_connection(
-                    self._host, self._port, ssl=self._ssl, limit=_HEAD_LIMIT,
+            async with asyncio.timeout(self.timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self), self._host, self._port, ssl=self._ssl,
                     server_hostname=self._host if self._ssl is not None else None,
                 )  # fmt: skip
-        except TimeoutError:
-            raise ConnectTimeout(f"no connection within {self._timeout:g}s") from None
-        return _Connection(reader, writer)
+        except BaseException as exc:
+            self._open -= 1
+            if isinstance(exc, asyncio.CancelledError):
+                call.settle(ConnectionAbortedError("the HTTP pool was closed"))
+                raise
+            if isinstance(exc, TimeoutError):
+                exc = ConnectTimeout(f"no connection within {self.timeout:g}s")
+            call.settle(exc)
+            self._pump()
+            return
+        self._connections.add(conn)
+        if self._closing:  # closed while connecting
+            conn.abort(ConnectionAbortedError("the HTTP pool was closed"))
+            return
+        conn.send(call)
 
-    async def _exchange(self, conn: _Connection, data: bytes) -> Response:
-        """Send one request on ``conn`` and read its answer; ``conn`` goes back to the pool
-        or is closed."""
-        self._busy.add(conn)
-        kept = False
-        try:
-            async with asyncio.timeout(self._timeout):
-                conn.writer.write(data)
-                response = await self._read(conn.reader)
-            kept = not response.will_close
-            return response
-        finally:
-            self._busy.discard(conn)
-            if kept and self._loop is not None:
-                self._idle.append(conn)
-            else:
-                conn.close()
+    def release(self, conn: _Connection, *, keep: bool) -> None:
+        """``conn`` answered its request: the next waiting request, idle, or closed."""
+        if not keep or self._closing or not conn.usable():
+            self.drop(conn)
+        elif self._queue:
+            conn.send(self._queue.popleft())
+        else:
+            self._idle.append(conn)
 
-    async def _read(self, reader: asyncio.StreamReader) -> Response:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial:
-                    raise _Stale() from None
-                raise ProtocolError("the answer ended inside its headers") from None
-            except asyncio.LimitOverrunError:
-                raise ProtocolError(f"answer headers longer than {_HEAD_LIMIT} bytes") from None
-            except ConnectionResetError as exc:
-                raise _Stale() from exc
-            status, reason, version, headers = _parse_head(head)
-            if status >= 200 or status == 101:
-                break  # 1xx: an interim answer; the final one follows
-        close = "close" in headers.get("connection", "").lower() or (
-            version == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower()
-        )
-        limit = self._max_body + 1
-        if status in (204, 304) or 100 <= status < 200:
-            return Response(status, reason, headers, b"", close)
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body, complete = await _read_chunked(reader, limit)
-            return Response(status, reason, headers, body, close or not complete)
-        length = headers.get("content-length")
-        if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise ProtocolError(f"bad Content-Length {length!r}") from None
-            body = await _read_exactly(reader, min(size, limit))
-            return Response(status, reason, headers, body, close or size >= limit)
-        body = await reader.read(limit)  # until the end of the connection
-        while len(body) < limit and (more := await reader.read(limit - len(body))):
-            body += more
-        return Response(status, reason, headers, body, True)
+    def drop(self, conn: _Connection, *, pump: bool = True) -> None:
+        """Close ``conn`` and free its place (once)."""
+        self._connections.discard(conn)
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.close()
+        if conn.counted:
+            conn.counted = False
+            self._open -= 1
+            if pump:
+                self._pump()
+
+    def resend(self, conn: _Connection, call: _Call) -> None:
+        """``conn`` went stale under ``call``: send it once more, on a new connection."""
+        self.drop(conn, pump=False)
+        if self._closing:
+            call.settle(ConnectionAbortedError("the HTTP pool was closed"))
+            return
+        self._connect(call)
+        self._pump()
 
 
 def _parse_head(head: bytes) -> tuple[int, str, str, dict[str, str]]:
@@ -324,37 +547,3 @@ def _parse_head(head: bytes) -> tuple[int, str, str, dict[str, str]]:
         key, value = name.strip().lower(), value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return int(parts[1]), parts[2] if len(parts) > 2 else "", parts[0], headers
-
-
-async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
-    try:
-        return await reader.readexactly(n)
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("the answer ended inside its body") from None
-
-
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """The body of a chunked answer, up to ``limit`` bytes; whether it was read to its end
-    (a cut one leaves the connection unusable)."""
-    body = bytearray()
-    while True:
-        try:
-            line = await reader.readuntil(b"\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            raise ProtocolError("malformed chunked body") from None
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ProtocolError(f"bad chunk size {line[:40]!r}") from None
-        if size == 0:
-            try:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass  # trailers, ignored
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                raise ProtocolError("malformed chunked body") from None
-            return bytes(body), True
-        take = min(size, limit - len(body))
-        body += await _read_exactly(reader, take)
-        if len(body) >= limit:
-            return bytes(body), False
-        await _read_exactly(reader, 2)  # the chunk's CRLF
