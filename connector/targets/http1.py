@@ -135,8 +135,9 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection: writes a request, parses its answer as bytes arrive.
 
     A protocol rather than a stream reader and a task per request: the answer is parsed in
-    ``data_received`` and settles the request there, so a request costs a write, a timer
-    and a parse, not a task, its futures and the stream's."""
+    ``data_received`` and settles the request there, so a request costs a write and a
+    parse, not a task, its futures and the stream's. Its deadline is a number the pool's
+    sweep reads, not a timer of its own (uvloop makes a libuv timer of each)."""
 
     def __init__(self, pool: Http1Pool) -> None:
         self.pool = pool
@@ -145,7 +146,7 @@ class _Connection(asyncio.Protocol):
         self.used = False  # answered a request before: it may have gone stale while idle
         self.lost = False
         self.counted = True  # in the pool's count of connections open or opening
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the current request must be answered
         self.buffer = bytearray()
         self.got = False  # a byte of the current answer has arrived
         self.state = _HEAD
@@ -162,7 +163,7 @@ class _Connection(asyncio.Protocol):
     def send(self, call: _Call) -> None:
         assert self.transport is not None
         self.call, self.got, self.state = call, False, _HEAD
-        self.timer = self.pool.loop_now().call_later(self.pool.timeout, self._timed_out)
+        self.deadline = self.pool.io_loop.time() + self.pool.timeout
         self.transport.write(call.data)
 
     def abort(self, answer: BaseException) -> None:
@@ -175,13 +176,9 @@ class _Connection(asyncio.Protocol):
 
     def _take_call(self) -> _Call | None:
         call, self.call = self.call, None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         return call
 
-    def _timed_out(self) -> None:
-        self.timer = None
+    def timed_out(self) -> None:
         self.abort(TimeoutError(f"no answer within {self.pool.timeout:g}s"))
 
     # -- the loop's callbacks ------------------------------------------------------------
@@ -356,6 +353,7 @@ class Http1Pool(Resource):
         self._max_connections = max_connections
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.io_loop: asyncio.AbstractEventLoop  # set by open()
         self._thread: threading.Thread | None = None
         self._waiting: set[concurrent.futures.Future[list[Response | BaseException]]] = set()
         # The loop's only:
@@ -365,6 +363,7 @@ class Http1Pool(Resource):
         self._queue: collections.deque[_Call] = collections.deque()  # for a connection
         self._connecting: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._sweep_every = max(0.005, min(timeout / 10, 0.25))
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -376,8 +375,11 @@ class Http1Pool(Resource):
         self._thread = threading.Thread(
             target=loop.run_forever, name=f"kec-{self._name}-loop", daemon=True
         )
-        self._loop = loop
+        # The loop's own reference: ``_loop`` goes None when close() begins, while the
+        # loop still runs callbacks that connect and send.
+        self.io_loop = self._loop = loop
         self._thread.start()
+        loop.call_soon_threadsafe(self._sweep)
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
@@ -408,10 +410,15 @@ class Http1Pool(Resource):
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 future.set_exception(ConnectionAbortedError("the HTTP pool was closed"))
 
-    def loop_now(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        assert loop is not None
-        return loop
+    def _sweep(self) -> None:
+        """Time out the requests past their deadline, then again in ``_sweep_every``:
+        a request's timeout fires up to a tenth of it late (a quarter second at most)."""
+        if self._closing:
+            return
+        now = self.io_loop.time()
+        for conn in [c for c in self._connections if c.call is not None and c.deadline <= now]:
+            conn.timed_out()
+        self.io_loop.call_later(self._sweep_every, self._sweep)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -474,12 +481,12 @@ class Http1Pool(Resource):
 
     def _connect(self, call: _Call) -> None:
         self._open += 1
-        task = self.loop_now().create_task(self._connected(call))
+        task = self.io_loop.create_task(self._connected(call))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
     async def _connected(self, call: _Call) -> None:
-        loop = self.loop_now()
+        loop = self.io_loop
         try:
             async with asyncio.timeout(self.timeout):
                 _, conn = await loop.create_connection(
