@@ -488,6 +488,8 @@ def receiver(delay_ms: float) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def fsync_rate(workdir: Path, seconds: float = 2.0) -> float:

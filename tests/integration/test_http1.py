@@ -273,3 +273,29 @@ def test_the_webhook_posts_a_call_of_many_actions_at_once() -> None:
             caller.join(30)
     assert failures == [{}]
     assert server.most_in_flight == 3
+
+
+def test_the_benchmarks_receiver_answers_each_request_once_in_pieces_or_back_to_back() -> None:
+    """bench/receiver.py parses requests as bytes arrive: what row (g) measures is one
+    answer a request, whatever the header's spelling or how the bytes are cut."""
+    from bench.throughput import receiver
+
+    with receiver(1.0) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        with _pool(port, connections=8) as pool:
+            answers = pool.post_all([Request(b"x" * i, {}) for i in range(200)])
+        assert [a.status for a in answers if isinstance(a, Response)] == [200] * 200
+        first = b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello"
+        second = b"POST / HTTP/1.1\r\nCONTENT-LENGTH: 3\r\n\r\nabc"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            for piece in (first[:7], first[7:30], first[30:] + second):
+                conn.sendall(piece)
+            got = b""
+            while got.count(b"HTTP/1.1 200") < 2:
+                data = conn.recv(65536)
+                assert data, f"the receiver closed after {got!r}"
+                got += data
+            conn.settimeout(0.3)
+            with suppress(TimeoutError):
+                got += conn.recv(65536)  # a third answer would be a request invented
+    assert got.count(b"HTTP/1.1 200") == 2
