@@ -5,6 +5,12 @@ a call costs a put and a get, not a future and a thread-pool submission per acti
 call is one ``deliver_many`` of up to ``batch_size`` actions; the actions that failed
 transiently are tried again in place a few times (:func:`deliver`, tenacity) before the
 call reports them. The answer goes back to the coordinator (:class:`Answer`).
+
+An ``asynchronous`` target (the webhook's event loop) is called from the coordinator's
+thread with :meth:`~connector.targets.base.Target.deliver_async` and answers from its
+own; its threads only take the calls with transient failures, to try those again in
+place as above. Its room is counted in actions (``concurrency * batch_size`` in flight),
+not in calls: a call of a few actions does not hold a place worth ``batch_size``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class Call:
 
     target: str
     entries: list[tuple[PartitionBook, Entry]]
+    # An asynchronous target's first answer, already had: the worker tries again from it.
+    first: Mapping[str, BaseException] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,12 @@ def deliver(
     actions: list[Action],
     policy: RetryPolicy,
     retried: dict[str, list[tuple[float, str]]] | None = None,
+    answered: Mapping[str, BaseException] | None = None,
 ) -> dict[str, BaseException]:
     """Deliver, retrying in place (tenacity) the actions that failed transiently; each
-    failure that was tried again is noted in ``retried`` (for lineage)."""
-    result0 = dict(target.deliver_many(actions))
+    failure that was tried again is noted in ``retried`` (for lineage). ``answered``: the
+    failures of a first attempt made already (an asynchronous target's)."""
+    result0 = dict(target.deliver_many(actions) if answered is None else answered)
     failures: dict[str, BaseException] = dict(result0)
     first: dict[str, BaseException] | None = result0
     pending = [a for a in actions if transient(failures.get(a.action_id))]
@@ -131,7 +141,10 @@ class TargetWorkers:
         and never more than its ``flow.max_in_flight`` less the actions in flight."""
         room: dict[str, int] = {}
         for name, t in self._targets.items():
-            free = (max(1, t.concurrency) - self.in_flight[name]) * max(1, t.batch_size)
+            if t.asynchronous:
+                free = max(1, t.concurrency) * max(1, t.batch_size) - self.actions_in_flight[name]
+            else:
+                free = (max(1, t.concurrency) - self.in_flight[name]) * max(1, t.batch_size)
             cap = t.flow.max_in_flight
             if cap is not None:
                 free = min(free, cap - self.actions_in_flight[name])
@@ -188,13 +201,36 @@ class TargetWorkers:
         self._threads.clear()
 
     def submit(self, name: str, entries: list[tuple[PartitionBook, Entry]]) -> None:
-        """Hand ``entries`` to target ``name``'s workers, ``batch_size`` per call."""
-        size = max(1, self._targets[name].batch_size)
+        """Hand ``entries`` to target ``name``, ``batch_size`` per call: to its workers,
+        or straight to an asynchronous target."""
+        target = self._targets[name]
+        size = max(1, target.batch_size)
         for i in range(0, len(entries), size):
             chunk = entries[i : i + size]
             self.in_flight[name] += 1
             self.actions_in_flight[name] += len(chunk)
-            self._calls[name].put(Call(name, chunk))
+            if target.asynchronous:
+                self._start(target, Call(name, chunk))
+            else:
+                self._calls[name].put(Call(name, chunk))
+
+    def _start(self, target: Target, call: Call) -> None:
+        """An asynchronous target's call: answered from its thread, or, when some of it
+        failed transiently, by a worker that tries those again in place first."""
+        calls = self._calls[call.target]
+
+        def done(failures: dict[str, BaseException]) -> None:
+            # A retired target's workers are gone: its answer goes back as it is.
+            if self._calls.get(call.target) is calls and any(map(transient, failures.values())):
+                calls.put(Call(call.target, call.entries, failures))
+                return
+            self._answer(Answer(call.target, call.entries, failures, called=True))
+
+        try:
+            target.deliver_async([e.action for _, e in call.entries], done)
+        except BaseException as exc:  # nothing was sent
+            failures = {e.action.action_id: exc for _, e in call.entries}
+            self._answer(Answer(call.target, call.entries, failures, called=True))
 
     def answered(self, answer: Answer) -> None:
         """``answer`` reached the coordinator: its call is no longer in flight."""
@@ -207,7 +243,7 @@ class TargetWorkers:
             retried: dict[str, list[tuple[float, str]]] = {}
             try:
                 actions = [e.action for _, e in call.entries]
-                failures = deliver(target, actions, self.policy, retried)
+                failures = deliver(target, actions, self.policy, retried, call.first)
             except BaseException as exc:  # deliver_many itself broke
                 failures = {e.action.action_id: exc for _, e in call.entries}
             self._answer(Answer(call.target, call.entries, failures, called=True, retried=retried))

@@ -8,7 +8,7 @@ target that honours idempotency keys applies it once.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kec.action import Action
@@ -49,17 +49,30 @@ class Target(Resource, abc.ABC):
     then one call may hold several actions of a lane, in their order, and the target
     applies them in that order (a Kafka producer with idempotence, one write to a file).
     Actions of different lanes are independent: their order does not matter.
+
+    An ``asynchronous`` target answers a call without holding a thread for it
+    (:meth:`deliver_async`): the dispatcher then keeps up to ``concurrency * batch_size``
+    actions in flight, in calls of up to ``batch_size``, however many calls that takes,
+    and its ``concurrency`` threads only try again, in place, what failed transiently.
     """
 
     name: str
     concurrency: int = 1  # calls of deliver_many in flight at once
     batch_size: int = 1  # actions per call
     ordered: bool = False  # one call applies its actions in their order
+    asynchronous: bool = False  # deliver_async answers from a thread of the target's own
     flow: FlowLimits = FlowLimits()  # the dispatcher's limits (build_target sets them)
 
     @abc.abstractmethod
     def deliver(self, action: Action) -> None:
         """Deliver one action; raise TargetError (retriable) or TargetRejected (final)."""
+
+    def deliver_async(
+        self, actions: Sequence[Action], done: Callable[[dict[str, BaseException]], None]
+    ) -> None:
+        """:meth:`deliver_many` without waiting, for an ``asynchronous`` target: ``done``
+        gets the failures once, from any thread; raising instead means none was sent."""
+        raise NotImplementedError(f"target {self.name} is not asynchronous")
 
     def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
         """Deliver actions of different lanes; return the failures by action id (empty:

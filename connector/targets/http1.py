@@ -4,7 +4,9 @@ The webhook target's transport. One asyncio event loop, in a thread of its own, 
 to ``max_connections`` connections to one origin; each carries one request at a time
 (no pipelining) and goes back to the pool when its answer has been read, unless the
 server said it closes. Callers in other threads hand over a list of requests with
-:meth:`Http1Pool.post_all` and get one answer (or one exception) per request, in order.
+:meth:`Http1Pool.post_all` and get one answer (or one exception) per request, in order;
+:meth:`Http1Pool.post_all_then` hands the answers to a callback instead, on the loop's
+thread, so that no caller's thread waits for them.
 
 Why not threads or a general-purpose client: a thread per request in flight costs a
 context switch per request and one stack each, and the general-purpose async clients
@@ -34,15 +36,18 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from kec.resource import Resource
 
-__all__ = ["ConnectTimeout", "Http1Pool", "ProtocolError", "Request", "Response"]
+__all__ = ["Answers", "ConnectTimeout", "Http1Pool", "ProtocolError", "Request", "Response"]
+
+log = logging.getLogger(__name__)
 
 _HEAD_LIMIT = 64 * 1024  # bytes of status line and headers at most
 
@@ -96,23 +101,51 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+Answers = list[Response | BaseException]
+
+
 class _Batch:
-    """One ``post_all`` call: its answers, in order, and the caller's future."""
+    """One ``post_all`` or ``post_all_then`` call: its answers, in order, and the caller's
+    future or callback."""
 
-    __slots__ = ("answers", "future", "left")
+    __slots__ = ("answers", "done", "future", "left", "waiting")
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        waiting: set[_Batch],
+        done: Callable[[Answers], None] | None = None,
+    ) -> None:
         self.answers: list[Response | BaseException | None] = [None] * size
         self.left = size
-        self.future: concurrent.futures.Future[list[Response | BaseException]] = (
-            concurrent.futures.Future()
+        self.done = done
+        self.future: concurrent.futures.Future[Answers] | None = (
+            concurrent.futures.Future() if done is None else None
         )
+        self.waiting = waiting  # the pool's unanswered batches, for close()
+        waiting.add(self)
 
     def settle(self, index: int, answer: Response | BaseException) -> None:
         self.answers[index] = answer
         self.left -= 1
-        if self.left == 0:
-            self.future.set_result(self.answers)  # type: ignore[arg-type]  # all set now
+        if self.left:
+            return
+        self.waiting.discard(self)
+        answers: Answers = self.answers  # type: ignore[assignment]  # all set now
+        if self.future is not None:
+            self.future.set_result(answers)
+            return
+        assert self.done is not None
+        try:
+            self.done(answers)
+        except Exception:  # the caller's bug must not stop the loop answering the others
+            log.exception("an HTTP answer callback failed")
+
+    def abandon(self, answer: BaseException) -> None:
+        """Give ``answer`` to every request still unanswered (the pool is closing)."""
+        for index, got in enumerate(self.answers):
+            if got is None and self.left:
+                self.settle(index, answer)
 
 
 class _Call:
@@ -355,7 +388,7 @@ class Http1Pool(Resource):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.io_loop: asyncio.AbstractEventLoop  # set by open()
         self._thread: threading.Thread | None = None
-        self._waiting: set[concurrent.futures.Future[list[Response | BaseException]]] = set()
+        self._waiting: set[_Batch] = set()  # unanswered, across threads (set ops are atomic)
         # The loop's only:
         self._idle: list[_Connection] = []  # LIFO, the warmest first
         self._connections: set[_Connection] = set()  # connected, idle or busy
@@ -406,9 +439,9 @@ class Http1Pool(Resource):
         thread.join(timeout=5)
         if not thread.is_alive():
             loop.close()
-        for future in list(self._waiting):  # handed over after the loop stopped
+        for batch in list(self._waiting):  # handed over after the loop stopped
             with contextlib.suppress(concurrent.futures.InvalidStateError):
-                future.set_exception(ConnectionAbortedError("the HTTP pool was closed"))
+                batch.abandon(ConnectionAbortedError("the HTTP pool was closed"))
 
     def _sweep(self) -> None:
         """Time out the requests past their deadline, then again in ``_sweep_every``:
@@ -422,14 +455,30 @@ class Http1Pool(Resource):
 
     # -- requests ------------------------------------------------------------------------
 
-    def post_all(self, requests: Sequence[Request]) -> list[Response | BaseException]:
+    def post_all(self, requests: Sequence[Request]) -> Answers:
         """Send ``requests`` at once (up to ``max_connections`` in flight; the rest wait
         for a connection) and return each one's answer or exception, in their order.
         Called from any thread but the loop's."""
+        batch = _Batch(len(requests), self._waiting)
+        self._hand_over(batch, requests)
+        assert batch.future is not None
+        try:
+            return batch.future.result()
+        except ConnectionAbortedError:  # closed meanwhile
+            return [ConnectionAbortedError("the HTTP pool was closed")] * len(requests)
+
+    def post_all_then(self, requests: Sequence[Request], done: Callable[[Answers], None]) -> None:
+        """:meth:`post_all` without waiting: ``done`` gets the answers, once, from the
+        loop's thread (from this one when none of the requests could be sent, and from
+        :meth:`close`'s when the pool closes under them). ``done`` must be quick: the
+        loop answers nothing else meanwhile."""
+        self._hand_over(_Batch(len(requests), self._waiting, done), requests)
+
+    def _hand_over(self, batch: _Batch, requests: Sequence[Request]) -> None:
         loop = self._loop
         if loop is None:
+            batch.waiting.discard(batch)
             raise RuntimeError("the HTTP pool is not open")
-        batch = _Batch(len(requests))
         calls = []
         for index, request in enumerate(requests):
             try:
@@ -444,16 +493,11 @@ class Http1Pool(Resource):
                 continue
             calls.append(_Call(data, batch, index))
         if not calls:
-            return batch.future.result()
-        future = batch.future
-        self._waiting.add(future)
+            return
         try:
             loop.call_soon_threadsafe(self._submit_all, calls)
-            return future.result()
-        except (RuntimeError, ConnectionAbortedError):  # closed meanwhile
-            return [ConnectionAbortedError("the HTTP pool was closed")] * len(requests)
-        finally:
-            self._waiting.discard(future)
+        except RuntimeError:  # the loop closed meanwhile
+            batch.abandon(ConnectionAbortedError("the HTTP pool was closed"))
 
     def _submit_all(self, calls: list[_Call]) -> None:
         for call in calls:

@@ -17,11 +17,12 @@ larger body is never loaded, and its connection is closed rather than drained.
 Concurrency: up to ``concurrency`` requests in flight (actions of different keys; the
 dispatcher keeps one key's in order), all on one event loop over a pool of keep-alive
 HTTP/1.1 connections (:mod:`connector.targets.http1`): a request in flight costs a
-coroutine, not a thread, so a slow receiver is met with hundreds in flight. The
-dispatcher hands the target calls of several actions (``batch_size``), whose requests go
-out at once. A kept-alive connection the server closed meanwhile is reopened and the
-request sent once more, as browsers do; that is safe because the request carries its
-idempotency key.
+connection's place, not a thread, so a slow receiver is met with hundreds in flight. The
+target is ``asynchronous``: the dispatcher hands it calls of several actions
+(``batch_size``), whose requests go out at once, and is answered from the loop, so the
+requests in flight stay near ``concurrency`` whether the calls are full or not. A
+kept-alive connection the server closed meanwhile is reopened and the request sent once
+more, as browsers do; that is safe because the request carries its idempotency key.
 
 Outcome by response:
 
@@ -55,12 +56,13 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from connector.common.redaction import redact, redact_url, url_secrets
 from connector.common.template import Template
 from connector.targets.base import Target
 from connector.targets.http1 import (
+    Answers,
     ConnectTimeout,
     Http1Pool,
     ProtocolError,
@@ -80,8 +82,9 @@ _MEANING = {
     425: "too early",
 }
 _OWN_HEADERS = frozenset({"content-type", "idempotency-key", "content-length"})
-# Calls of deliver_many in flight at once; the requests in flight (``concurrency``) are
-# shared among them, so a call carries several.
+# The requests in flight (``concurrency``) are handed out in calls of ``concurrency /
+# _CALLS`` actions (deliver_async: as many calls as fit); the target's _CALLS threads only
+# try again what failed transiently.
 _CALLS = 8
 
 
@@ -112,6 +115,8 @@ def _kind(exc: BaseException) -> str:
 
 class WebhookTarget(Target):
     """POSTs actions to ``url``; its event loop and connections start at ``open()``."""
+
+    asynchronous = True
 
     def __init__(
         self,
@@ -200,19 +205,42 @@ class WebhookTarget(Target):
     def deliver_many(self, actions: Sequence[Action]) -> dict[str, BaseException]:
         """POST every action at once (up to ``concurrency`` in flight); each action's
         outcome is its own."""
+        return self._failures(actions, self._open_pool().post_all(self._requests(actions)))
+
+    def deliver_async(
+        self, actions: Sequence[Action], done: Callable[[dict[str, BaseException]], None]
+    ) -> None:
+        """:meth:`deliver_many` answered on the pool's loop, no thread waiting."""
+        pool, requests = self._open_pool(), self._requests(actions)
+
+        def answered(answers: Answers) -> None:
+            try:
+                failures = self._failures(actions, answers)
+            except Exception as exc:  # never leave the dispatcher without an answer
+                failures = {a.action_id: exc for a in actions}
+            done(failures)
+
+        pool.post_all_then(requests, answered)
+
+    def _open_pool(self) -> Http1Pool:
         pool = self._pool
         if pool is None:
             raise TargetError(f"webhook target {self.name} is not open")
+        return pool
+
+    def _requests(self, actions: Sequence[Action]) -> list[Request]:
         template = self._template
-        requests = [
+        return [
             Request(
                 template.render_bytes(a) if template else a.to_json().encode(),
                 {"Idempotency-Key": a.action_id},
             )
             for a in actions
         ]
+
+    def _failures(self, actions: Sequence[Action], answers: Answers) -> dict[str, BaseException]:
         failures: dict[str, BaseException] = {}
-        for action, answer in zip(actions, pool.post_all(requests), strict=True):
+        for action, answer in zip(actions, answers, strict=True):
             if isinstance(answer, Response):
                 if not 200 <= answer.status < 300:
                     failures[action.action_id] = self._refusal(answer, action)
