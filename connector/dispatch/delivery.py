@@ -44,7 +44,7 @@ class Call:
     target: str
     entries: list[tuple[PartitionBook, Entry]]
     # An asynchronous target's first answer, already had: the worker tries again from it.
-    first: Mapping[str, BaseException] | None = None
+    answered: Mapping[str, BaseException] | None = None
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ class TargetWorkers:
             retried: dict[str, list[tuple[float, str]]] = {}
             try:
                 actions = [e.action for _, e in call.entries]
-                failures = deliver(target, actions, self.policy, retried, call.first)
+                failures = deliver(target, actions, self.policy, retried, call.answered)
             except BaseException as exc:  # deliver_many itself broke
                 failures = {e.action.action_id: exc for _, e in call.entries}
             self._answer(Answer(call.target, call.entries, failures, called=True, retried=retried))
