@@ -462,10 +462,7 @@ class Http1Pool(Resource):
         batch = _Batch(len(requests), self._waiting)
         self._hand_over(batch, requests)
         assert batch.future is not None
-        try:
-            return batch.future.result()
-        except ConnectionAbortedError:  # closed meanwhile
-            return [ConnectionAbortedError("the HTTP pool was closed")] * len(requests)
+        return batch.future.result()  # closing the pool answers what it leaves
 
     def post_all_then(self, requests: Sequence[Request], done: Callable[[Answers], None]) -> None:
         """:meth:`post_all` without waiting: ``done`` gets the answers, once, from the

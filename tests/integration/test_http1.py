@@ -241,6 +241,37 @@ def test_closing_the_pool_ends_the_requests_in_flight() -> None:
     assert len(answers) == 1 and isinstance(answers[0], ConnectionAbortedError)
 
 
+def test_post_all_then_answers_from_the_loop_once_and_closing_answers_what_it_leaves() -> None:
+    got: list[tuple[str, list[Response | BaseException]]] = []
+
+    def done(answers: list[Response | BaseException]) -> None:
+        got.append((threading.current_thread().name, answers))
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    with serving(_keep_alive(ok)) as server, _pool(server.port) as pool:
+        pool.post_all_then([Request(b"a", {}), Request(b"b", {"X-Bad": "1\r\n2"})], done)
+        wait_for(lambda: got, timeout=10, what="the callback")
+    [(thread, answers)] = got  # once, for the whole call
+    assert thread.endswith("-loop")  # the pool's loop, not a caller waiting
+    assert isinstance(answers[0], Response) and answers[0].status == 200
+    assert isinstance(answers[1], ValueError)  # refused before sending, in its place
+    assert len(server.requests) == 1
+
+    def held(conn: socket.socket, server: ScriptedServer) -> None:
+        if server.read(conn, bytearray()) is not None:
+            server.release.wait(10)
+
+    got.clear()
+    with serving(held) as server:
+        pool = _pool(server.port, timeout=30)
+        pool.open()
+        pool.post_all_then([Request(b"", {}), Request(b"", {})], done)
+        wait_for(lambda: len(server.requests) == 2, timeout=10, what="both requests sent")
+        pool.close()
+    [(_, answers)] = got
+    assert [type(a) for a in answers] == [ConnectionAbortedError] * 2
+
+
 def test_the_webhook_refuses_headers_that_would_split_the_request() -> None:
     with pytest.raises(ConfigError, match="invalid header"):
         WebhookTarget("w", "http://127.0.0.1:1/", headers={"X-A": "1\r\nX-Injected: 2"})
