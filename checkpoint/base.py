@@ -55,6 +55,7 @@ watermark and parked rows in one fenced transaction.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -387,6 +388,12 @@ class StepStore(abc.ABC):
     @abc.abstractmethod
     def put_step(self, step_id: str, event: Event) -> Event:
         """Record a step's event durably; if one is already stored, keep and return it."""
+
+    async def put_step_async(self, step_id: str, event: Event) -> Event:
+        """:meth:`put_step` for a caller on an event loop, which it does not block.
+        This default runs it in a thread; a store that groups steps into shared
+        transactions answers from its writer instead."""
+        return await asyncio.to_thread(self.put_step, step_id, event)
 
 
 class OperationsStore(PartitionsView):

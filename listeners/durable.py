@@ -127,7 +127,7 @@ async def wait_for_event(
         raise TypeError(
             f"{listener_cls.__name__}.poll_for_event returned {type(event).__name__}, not an Event"
         )
-    stored = await asyncio.to_thread(target.put_step, step_id, event)
+    stored = await target.put_step_async(step_id, event)
     if stored.event_id != event.event_id:
         log.warning(
             "step %s was checkpointed by another run meanwhile (event %s); event %s that "

@@ -316,7 +316,7 @@ class Gateway:
         event = await self._stored(event_id)
         if event is None:
             return None
-        await asyncio.to_thread(self._store.put_step, consumed_step(event_id), event)
+        await self._store.put_step_async(consumed_step(event_id), event)
         row = queue_row_of(event)
         if row is not None:
             await asyncio.to_thread(self._drop_row, row)

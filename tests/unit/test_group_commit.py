@@ -99,3 +99,90 @@ def test_a_write_that_returns_the_wrong_number_of_results_is_an_error() -> None:
     commit: GroupCommit[int, str] = GroupCommit(lambda items: [])
     with pytest.raises(RuntimeError, match="0 results for 1 items"):
         commit.submit(1)
+
+
+# -- submit_later: callers that must not block ---------------------------------------------
+
+
+def test_submit_later_alone_is_written_by_the_writer_thread() -> None:
+    threads: list[str] = []
+
+    def write(items: Sequence[int]) -> list[str]:
+        threads.append(threading.current_thread().name)
+        return [f"r{i}" for i in items]
+
+    commit = GroupCommit(write)
+    try:
+        assert commit.submit_later(1).result(10) == "r1"
+        assert threads and threads[0].startswith("kec-group-commit")
+    finally:
+        commit.close()
+
+
+def test_items_queued_later_during_a_blocking_write_share_the_next_group() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer)
+    try:
+        first = threading.Thread(target=commit.submit, args=(0,))
+        first.start()
+        assert writer.entered.wait(10)
+        futures = [commit.submit_later(i) for i in range(1, 21)]
+        assert not any(f.done() for f in futures), "nothing is durable before its group"
+        writer.release.set()
+        assert [f.result(10) for f in futures] == [f"r{i}" for i in range(1, 21)]
+        first.join(10)
+        assert writer.groups == [[0], list(range(1, 21))], "no thread per item: one group"
+    finally:
+        commit.close()
+
+
+def test_a_blocking_caller_queued_behind_the_writer_is_answered() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer)
+    results: dict[int, str] = {}
+    try:
+        held = commit.submit_later(0)
+        assert writer.entered.wait(10)
+        later = commit.submit_later(1)
+        blocking = threading.Thread(target=lambda: results.update({2: commit.submit(2)}))
+        blocking.start()
+        wait_for(lambda: len(commit._queue) == 2, timeout=10, what="both queued")
+        writer.release.set()
+        blocking.join(10)
+        assert not blocking.is_alive()
+        assert (held.result(10), later.result(10), results) == ("r0", "r1", {2: "r2"})
+        assert writer.groups == [[0], [1, 2]]
+    finally:
+        commit.close()
+
+
+def test_a_failed_group_fails_its_futures_and_the_next_is_written() -> None:
+    writer = Writer()
+    writer.fail_on = {3}
+    commit = GroupCommit(writer)
+    try:
+        first = commit.submit_later(0)
+        assert writer.entered.wait(10)
+        failing = [commit.submit_later(i) for i in (2, 3)]
+        writer.release.set()
+        assert first.result(10) == "r0"
+        for f in failing:
+            with pytest.raises(OSError, match="disk full"):
+                f.result(10)
+        assert commit.submit_later(4).result(10) == "r4"
+    finally:
+        commit.close()
+
+
+def test_close_writes_what_is_queued_first() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer)
+    held = commit.submit_later(0)
+    assert writer.entered.wait(10)
+    queued = commit.submit_later(1)
+    closing = threading.Thread(target=commit.close)
+    closing.start()
+    writer.release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert (held.result(0), queued.result(0)) == ("r0", "r1")
