@@ -65,7 +65,7 @@ class GroupCommit(Generic[T, R]):
                 self._changed.wait()
             if not slot.done:
                 self._leading = True
-                group, self._queue = self._queue, []
+                group = self._take()
         if not slot.done:
             self._lead(group)
         if slot.error is not None:
@@ -108,8 +108,14 @@ class GroupCommit(Generic[T, R]):
                     self._leading = False  # a blocking caller leads them all
                     self._changed.notify_all()
                     return
-                group, self._queue = self._queue, []
+                group = self._take()
             self._write_group(group)
+
+    def _take(self) -> list[_Slot[T, R]]:
+        """The queue as the next group (under the lock), less the items whose callers
+        cancelled their future; the others can no longer be cancelled: they are written."""
+        group, self._queue = self._queue, []
+        return [s for s in group if s.future is None or s.future.set_running_or_notify_cancel()]
 
     def _lead(self, group: list[_Slot[T, R]]) -> None:
         self._write_group(group)
@@ -129,6 +135,8 @@ class GroupCommit(Generic[T, R]):
             self._drain()
 
     def _write_group(self, group: list[_Slot[T, R]]) -> None:
+        if not group:
+            return
         error: BaseException | None = None
         results: Sequence[R] = ()
         try:

@@ -7,8 +7,10 @@ Kafka commit) is in tests/chaos/test_step_crash.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,15 @@ from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
 from checkpoint import open_store
 from checkpoint.base import CheckpointStore
+from checkpoint.group_commit import GroupCommit
+from checkpoint.sql import SqlStore
 from kec.codec import record_headers, record_value
 from kec.event import Event
 from listeners import durable, kafka
+from listeners.base import EventListener
 from listeners.kafka import QueueEventListener
 from listeners.timer import TimerListener
+from tests.support import wait_for
 
 WAIT = 60.0  # bound on any single wait; never reached when things work
 
@@ -162,3 +168,46 @@ async def test_a_step_whose_poll_times_out_stores_and_commits_nothing(
         )
     assert store.get_step("empty") is None
     assert committed(bootstrap, configured.group_id, topic) == OFFSET_INVALID
+
+
+class _Numbered(EventListener):
+    """An event at once, numbered by the step's argument."""
+
+    async def poll_for_event(self, n: int) -> Event:  # type: ignore[override]
+        return Event(key=f"k-{n}", value=f'{{"n": {n}}}')
+
+
+async def test_steps_awaited_during_a_transaction_all_share_the_next(
+    store: CheckpointStore,
+) -> None:
+    """Far more steps than the event loop's thread pool has threads, on the real SQLite
+    store, the first step's transaction held until the others have queued (or 20 s): the
+    rest go in one more transaction, each step stored once with its own event. With a
+    thread per waiting step, no more than the pool's size could queue."""
+    assert isinstance(store, SqlStore)
+    steps = 300
+    write = store._put_steps
+    first = threading.Event()
+
+    def held_first(items: Sequence[tuple[str, str]]) -> list[str]:
+        if not first.is_set():
+            first.set()
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: len(store.steps._queue) == steps - 1, timeout=20,
+                         what="the other steps queued")  # fmt: skip
+        return write(items)
+
+    store.steps = GroupCommit(held_first)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(durable.wait_for_event(_Numbered, n, step_id=f"many/{n}", store=store)
+                  for n in range(steps))
+            ),
+            WAIT,
+        )  # fmt: skip
+    finally:
+        store.steps.close()
+    assert [e.json_value() for e in results] == [{"n": n} for n in range(steps)]
+    assert all(store.get_step(f"many/{n}") == results[n] for n in range(steps))
+    assert (store.steps.transactions, store.steps.items) == (2, steps)

@@ -186,3 +186,19 @@ def test_close_writes_what_is_queued_first() -> None:
     closing.join(10)
     assert not closing.is_alive()
     assert (held.result(0), queued.result(0)) == ("r0", "r1")
+
+
+def test_an_item_cancelled_before_its_group_is_not_written_and_the_rest_are() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer)
+    try:
+        held = commit.submit_later(0)
+        assert writer.entered.wait(10)
+        cancelled, kept = commit.submit_later(1), commit.submit_later(2)
+        assert cancelled.cancel()
+        writer.release.set()
+        assert (held.result(10), kept.result(10)) == ("r0", "r2")
+        assert writer.groups == [[0], [2]]
+        assert not held.cancel(), "an item in a group is written: too late to cancel"
+    finally:
+        commit.close()
