@@ -9,21 +9,23 @@ returns that item's result (or raises the transaction's exception, which was all
 theirs), and one of those still queued leads the next. Alone, a caller writes at once:
 grouping never adds a wait, it only fills the time a transaction already takes.
 
-Callers that must not block (an event loop's, :mod:`listeners.durable`) use
-``submit_later``: their item is queued the same way and a future answers it. No thread
+Callers that must not block use ``submit_later`` (a future) or ``submit_async`` (awaited
+on an event loop, :mod:`listeners.durable`): their item is queued the same way. No thread
 waits for such an item, so whoever finishes a group with only those left in the queue
 hands them to one writer thread, which drains the queue group by group until it is empty
 or a blocking caller is there to lead. A thread per waiting step would cap the group at
 the thread pool's size (six threads on two cores); one writer puts every step queued
-during a transaction into the next.
+during a transaction into the next, and wakes each event loop once per group.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 
@@ -34,7 +36,7 @@ R = TypeVar("R")
 class _Slot(Generic[T, R]):
     __slots__ = ("done", "error", "future", "item", "result")
 
-    def __init__(self, item: T, future: Future[R] | None = None) -> None:
+    def __init__(self, item: T, future: Future[R] | asyncio.Future[R] | None = None) -> None:
         self.item = item
         self.future = future  # None: a blocking caller waits on the condition
         self.done = False
@@ -45,8 +47,9 @@ class _Slot(Generic[T, R]):
 class GroupCommit(Generic[T, R]):
     """``submit(item)`` calls ``write(items)`` for a group of items from concurrent
     callers; ``write`` returns one result per item, in their order, or raises for all.
-    ``submit_later(item)`` is the same without blocking; ``close()`` stops the writer
-    thread that ``submit_later`` may have started."""
+    ``submit_later(item)`` is the same without blocking, and ``submit_async(item)`` for a
+    caller on an event loop; ``close()`` stops the writer thread that they may have
+    started."""
 
     def __init__(self, write: Callable[[Sequence[T]], Sequence[R]]) -> None:
         self._write = write
@@ -75,15 +78,25 @@ class GroupCommit(Generic[T, R]):
     def submit_later(self, item: T) -> Future[R]:
         """Queue ``item`` for the next group; the future holds its result or the group's
         exception once the group is durable."""
-        slot: _Slot[T, R] = _Slot(item, Future())
+        future: Future[R] = Future()
+        self._queue_later(_Slot(item, future))
+        return future
+
+    async def submit_async(self, item: T) -> R:
+        """:meth:`submit_later` awaited on the running loop. The writer wakes each loop
+        once per group, not once per item: a wake-up is a write to the loop's pipe."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue_later(_Slot(item, future))
+        return await future
+
+    def _queue_later(self, slot: _Slot[T, R]) -> None:
         with self._changed:
             self._queue.append(slot)
             if self._leading:
-                return slot.future  # type: ignore[return-value]
+                return
             self._leading = True
             writer = self._writer_thread()
         self._hand_to(writer)
-        return slot.future  # type: ignore[return-value]
 
     def close(self) -> None:
         """Wait for the writer thread to finish what is queued, then stop it."""
@@ -115,7 +128,7 @@ class GroupCommit(Generic[T, R]):
         """The queue as the next group (under the lock), less the items whose callers
         cancelled their future; the others can no longer be cancelled: they are written."""
         group, self._queue = self._queue, []
-        return [s for s in group if s.future is None or s.future.set_running_or_notify_cancel()]
+        return [s for s in group if _still_wanted(s.future)]
 
     def _lead(self, group: list[_Slot[T, R]]) -> None:
         self._write_group(group)
@@ -153,10 +166,39 @@ class GroupCommit(Generic[T, R]):
             self.transactions += 1
             self.items += len(group)
             self._changed.notify_all()
+        loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | None]]] = {}
         for i, s in enumerate(group):
-            if s.future is None:
+            future = s.future
+            if future is None:
                 continue
-            if error is not None:
-                s.future.set_exception(error)
+            if isinstance(future, asyncio.Future):
+                loops.setdefault(future.get_loop(), []).append((future, s.result))
+            elif error is not None:
+                future.set_exception(error)
             else:
-                s.future.set_result(results[i])
+                future.set_result(results[i])
+        for loop, answers in loops.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these
+                loop.call_soon_threadsafe(_answer, answers, error)
+
+
+def _still_wanted(future: Future[Any] | asyncio.Future[Any] | None) -> bool:
+    """Whether an item goes in the group being taken: not if its caller cancelled it.
+    A concurrent future taken can no longer be cancelled; an asyncio one cancelled later
+    (its loop's thread decides) finds its item written anyway, which a step allows."""
+    if future is None:
+        return True
+    if isinstance(future, asyncio.Future):
+        return not future.cancelled()
+    return future.set_running_or_notify_cancel()
+
+
+def _answer(answers: list[tuple[asyncio.Future[R], R | None]], error: BaseException | None) -> None:
+    """On the loop's thread: answer a group's futures there, skipping cancelled ones."""
+    for future, result in answers:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]

@@ -29,7 +29,6 @@ ordered before or after any such write, never in between.
 from __future__ import annotations
 
 import abc
-import asyncio
 import bisect
 import contextlib
 import json
@@ -1092,8 +1091,7 @@ class SqlStore(CheckpointStore):
     async def put_step_async(self, step_id: str, event: Event) -> Event:
         """As :meth:`put_step`, its group written by the group commit's writer thread: no
         thread waits per step, so every step queued during a transaction joins the next."""
-        text: str = await asyncio.wrap_future(self.steps.submit_later((step_id, event.to_json())))
-        return Event.from_json(text)
+        return Event.from_json(await self.steps.submit_async((step_id, event.to_json())))
 
     def _put_steps(self, steps: Sequence[tuple[str, str]]) -> list[str]:
         """Record ``(step id, event JSON)`` pairs in one transaction, the first writer of

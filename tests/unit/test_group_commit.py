@@ -3,6 +3,7 @@ another write was in progress; each caller gets its own result or the group's er
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
@@ -200,5 +201,46 @@ def test_an_item_cancelled_before_its_group_is_not_written_and_the_rest_are() ->
         assert (held.result(10), kept.result(10)) == ("r0", "r2")
         assert writer.groups == [[0], [2]]
         assert not held.cancel(), "an item in a group is written: too late to cancel"
+    finally:
+        commit.close()
+
+
+# -- submit_async: callers on an event loop ------------------------------------------------
+
+
+def test_submit_async_answers_a_group_on_its_loop_and_skips_a_cancelled_item() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer)
+
+    async def main() -> tuple[list[str], bool]:
+        first = asyncio.ensure_future(commit.submit_async(0))
+        assert await asyncio.to_thread(writer.entered.wait, 10)
+        rest = [asyncio.ensure_future(commit.submit_async(i)) for i in range(1, 11)]
+        await asyncio.to_thread(
+            wait_for, lambda: len(commit._queue) == 10, timeout=10, what="the items queued"
+        )
+        rest[0].cancel()  # cancels the future it awaits at once
+        writer.release.set()
+        answers = await asyncio.gather(first, *rest[1:])
+        return answers, rest[0].cancelled()
+
+    try:
+        answers, cancelled = asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        commit.close()
+    assert answers == [f"r{i}" for i in (0, *range(2, 11))]
+    assert cancelled
+    assert writer.groups == [[0], list(range(2, 11))], "the cancelled item was not written"
+
+
+def test_submit_async_raises_the_groups_error() -> None:
+    writer = Writer()
+    writer.release.set()
+    writer.fail_on = {1}
+    commit = GroupCommit(writer)
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            asyncio.run(asyncio.wait_for(commit.submit_async(1), 10))
+        assert asyncio.run(asyncio.wait_for(commit.submit_async(2), 10)) == "r2"
     finally:
         commit.close()
