@@ -132,8 +132,21 @@ _QUICK_OPTIONS = (
     default=None,
     help="Without -c: where the log target writes actions as JSON lines (default: stdout).",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--linger-ms", type=click.IntRange(0), default=10, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Most records checkpointed in one store transaction (one fsync).",
+)
+@click.option(
+    "--linger-ms",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="How long a poll waits for a record when none is fetched; fetched records are "
+    "checkpointed at once.",
+)
 @click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
 @click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)
 @click.option(

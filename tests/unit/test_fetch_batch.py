@@ -1,0 +1,57 @@
+"""Step 1's batch (connector.pipeline.pipeline.fetch_batch): what the client holds at once;
+a wait, bounded by the linger, only when it holds nothing. The consumer here is a script
+of what librdkafka's calls return (pure logic: which calls, in which order)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from connector.pipeline.pipeline import fetch_batch
+
+pytestmark = pytest.mark.unit
+
+
+class Scripted:
+    """Answers ``consume`` and ``poll`` from lists, recording each call."""
+
+    def __init__(self, consumed: list[list[str]], polled: list[str | None]) -> None:
+        self.consumed, self.polled = consumed, polled
+        self.calls: list[tuple[Any, ...]] = []
+
+    def consume(self, size: int, timeout: float) -> list[str]:
+        self.calls.append(("consume", size, timeout))
+        return self.consumed.pop(0)[:size]
+
+    def poll(self, timeout: float) -> str | None:
+        self.calls.append(("poll", timeout))
+        return self.polled.pop(0)
+
+
+def batch(consumer: Scripted, size: int, linger_ms: int) -> list[Any]:
+    return list(fetch_batch(cast(Any, consumer), size, linger_ms))
+
+
+def test_records_the_client_holds_are_taken_at_once() -> None:
+    consumer = Scripted([["r1", "r2", "r3"]], [])
+    assert batch(consumer, 1000, 10) == ["r1", "r2", "r3"]
+    assert consumer.calls == [("consume", 1000, 0)], "no wait when records are there"
+
+
+def test_with_none_held_the_first_to_arrive_and_what_came_with_it_make_the_batch() -> None:
+    consumer = Scripted([[], ["r2", "r3"]], ["r1"])
+    assert batch(consumer, 1000, 25) == ["r1", "r2", "r3"]
+    assert consumer.calls == [("consume", 1000, 0), ("poll", 0.025), ("consume", 999, 0)]
+
+
+def test_nothing_within_the_linger_is_an_empty_batch() -> None:
+    consumer = Scripted([[]], [None])
+    assert batch(consumer, 1000, 10) == []
+    assert consumer.calls == [("consume", 1000, 0), ("poll", 0.01)]
+
+
+def test_a_batch_of_one_takes_the_polled_record_alone() -> None:
+    consumer = Scripted([[]], ["r1"])
+    assert batch(consumer, 1, 0) == ["r1"]
+    assert consumer.calls == [("consume", 1, 0), ("poll", 0.0)]
