@@ -56,7 +56,7 @@ class GroupCommit(Generic[T, R]):
         self._changed = threading.Condition()
         self._queue: list[_Slot[T, R]] = []
         self._leading = False
-        self._writer: ThreadPoolExecutor | None = None  # started by the first submit_later
+        self._writer: ThreadPoolExecutor | None = None  # started for the first non-blocking item
         self.transactions = 0  # groups written (for tests and metrics)
         self.items = 0
 
