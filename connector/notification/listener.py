@@ -6,8 +6,9 @@ glob) and whose ``namespace`` header is the listener's (a record without that he
 belongs to the topic's namespace, or to none when several namespaces share the topic).
 Per batch, in this order:
 
-1. ``consume`` up to ``max_batch`` records; undecodable records are logged with their
-   ``topic[partition]@offset`` and skipped;
+1. ``consume`` up to ``max_batch`` records (those already fetched at once, else the
+   first within ``poll_timeout`` and what came with it: :func:`kec.kafka.fetch_batch`);
+   undecodable records are logged with their ``topic[partition]@offset`` and skipped;
 2. ``process(events)``; when it raises, the error is logged and the *same* batch is
    retried with exponential backoff (each wait at most ``retry_backoff_max`` seconds) until
    it succeeds or the listener is stopped — at-least-once to the processor;
@@ -39,7 +40,16 @@ from tenacity import (
 from kec.codec import event_from_message
 from kec.errors import DecodeError
 from kec.event import H_NAMESPACE, Event
-from kec.kafka import KafkaException, checked, is_eof, is_fatal, kafka_tp, retried, watermarks
+from kec.kafka import (
+    KafkaException,
+    checked,
+    fetch_batch,
+    is_eof,
+    is_fatal,
+    kafka_tp,
+    retried,
+    watermarks,
+)
 
 __all__ = ["KeyFilter", "ListenerProcessor", "ListenerThread", "derived_group", "start_offsets"]
 
@@ -203,7 +213,7 @@ class ListenerThread:
     def _consume(self) -> tuple[list[Event], dict[int, int]] | None:
         """Step 1: the next batch of matching events and the offsets it moves past."""
         try:
-            messages = self._consumer.consume(self._max_batch, self._poll_timeout)
+            messages = fetch_batch(self._consumer, self._max_batch, self._poll_timeout * 1000)
         except KafkaException as exc:
             log.error("listener %s: consumer failed, stopping: %s", self.listener_id, exc)
             return None
@@ -220,7 +230,10 @@ class ListenerThread:
                 if not is_eof(error):
                     log.warning("listener %s: %s", self.listener_id, error.str())
                 continue
-            offsets[msg.partition()] = msg.offset() + 1
+            partition, offset = msg.partition(), msg.offset()
+            if partition is None or offset is None:  # only error events lack them
+                continue
+            offsets[partition] = offset + 1
             if self._header_required and not _has_namespace(msg):
                 log.warning(
                     "listener %s: skipping record %s[%d]@%d without a namespace header on a "

@@ -4,7 +4,7 @@
 
 1. **poll** — up to ``batch_size`` records the client already holds, at once; when it
    holds none, the first to arrive within ``linger_ms`` and what came with it
-   (:func:`fetch_batch`); auto-commit and auto offset store are off, ``read_committed``,
+   (:func:`kec.kafka.fetch_batch`); auto-commit and auto offset store are off, ``read_committed``,
    cooperative-sticky assignment. Each record becomes an event, or is *poison*: any
    exception raised by one record while it is decoded (no key, not UTF-8, too large, a
    namespace header that is not its topic's, ...) or while the rules evaluate it is that
@@ -88,8 +88,8 @@ from kec.kafka import (
     KafkaError,
     KafkaException,
     KafkaTopicPartition,
-    Message,
     Producer,
+    fetch_batch,
     is_eof,
     is_fatal,
     kafka_tp,
@@ -228,22 +228,6 @@ def apply_events(
 
 def _instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def fetch_batch(consumer: Consumer, size: int, linger_ms: int) -> list[Message]:
-    """Step 1's records: what the client already holds, at once (up to ``size``); only
-    when it holds none, the first record to arrive within ``linger_ms`` and what came with
-    it. A batch is then what arrived while the last one was being made durable: small and
-    quick under light load, full under heavy load, and no record waits for a linger that
-    cannot fill the batch (at 5,000 records/s a 10 ms linger added about 10 ms to the
-    median latency)."""
-    messages = consumer.consume(size, 0)
-    if messages:
-        return messages
-    first = consumer.poll(linger_ms / 1000)
-    if first is None:
-        return []
-    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from kec.kafka.clients import Producer as Producer
     from kec.kafka.clients import admin as admin
     from kec.kafka.clients import consumer as consumer
+    from kec.kafka.clients import fetch_batch as fetch_batch
     from kec.kafka.clients import kafka_new as kafka_new
     from kec.kafka.clients import producer as producer
     from kec.kafka.clients import reach as reach

@@ -59,6 +59,7 @@ __all__ = [
     "Producer",
     "admin",
     "consumer",
+    "fetch_batch",
     "kafka_new",
     "producer",
     "reach",
@@ -273,3 +274,19 @@ def retried(
         raise BrokerUnavailable(f"{what}: no answer within {within:.0f}s") from exc
     except KafkaException as exc:
         raise wrapped(what, exc) from exc
+
+
+def fetch_batch(consumer: Consumer, size: int, linger_ms: float) -> list[Message]:
+    """A consumer's next batch: the records the client already holds, at once (up to
+    ``size``); only when it holds none, the first record to arrive within ``linger_ms``
+    and what came with it. ``consume(size, timeout)`` would wait the whole timeout unless
+    the batch filled: at 5,000 records/s a 10 ms linger added about 10 ms to the median
+    latency of the pipeline. A batch is then what arrived while the last one was being
+    handled: small and quick under light load, full under heavy load."""
+    messages = consumer.consume(size, 0)
+    if messages:
+        return messages
+    first = consumer.poll(linger_ms / 1000)
+    if first is None:
+        return []
+    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]

@@ -1,6 +1,7 @@
-"""Step 1's batch (connector.pipeline.pipeline.fetch_batch): what the client holds at once;
-a wait, bounded by the linger, only when it holds nothing. The consumer here is a script
-of what librdkafka's calls return (pure logic: which calls, in which order)."""
+"""A consumer's next batch (kec.kafka.fetch_batch, the pipeline's step 1): what the client
+holds, at once; a wait, bounded by the linger, only when it holds nothing. The consumer
+here is a script of what librdkafka's calls return (pure logic: which calls, in which
+order)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from connector.pipeline.pipeline import fetch_batch
+from kec.kafka import fetch_batch
 
 pytestmark = pytest.mark.unit
 
