@@ -20,7 +20,7 @@ from kec import kafka
 from kec.codec import event_from_message
 from kec.errors import DecodeError, KafkaClientError
 from kec.event import Event
-from kec.kafka import is_eof, is_fatal, kafka_tp
+from kec.kafka import fetch_batch, is_eof, is_fatal, kafka_tp
 from kec.kafka.registry import RecordFormats
 
 POLL_SECONDS = 0.2
@@ -74,7 +74,7 @@ def tail_events(
             on_ready()
         emitted = 0
         while not stop.is_set():
-            for msg in consumer.consume(100, POLL_SECONDS):
+            for msg in fetch_batch(consumer, 100, POLL_SECONDS * 1000):
                 err = msg.error()
                 if err is not None:
                     if is_fatal(err):
