@@ -144,8 +144,8 @@ _QUICK_OPTIONS = (
     type=click.IntRange(0),
     default=10,
     show_default=True,
-    help="How long a poll waits for a record when none is fetched; fetched records are "
-    "checkpointed at once.",
+    help="How long a poll waits for a record when none is fetched (at least 10 ms; it ends "
+    "when one arrives); fetched records are checkpointed at once.",
 )
 @click.option("--dlq-topic", default=None, help="Dead-letter topic for undecodable records.")
 @click.option("--outbox-max", type=click.IntRange(1), default=100_000, show_default=True)

@@ -353,10 +353,10 @@ class PipelineConfig(ConfigModel):
     batch_size: PositiveInt = 1000
     """The most records checkpointed in one store transaction (one fsync)."""
     linger_ms: NonNegativeInt = 10
-    """How long a poll waits for a record when none has been fetched. Records already
-    fetched are checkpointed at once (up to batch_size): a batch is what arrived while
-    the last one was being made durable, so light load gets small quick batches and
-    heavy load full ones."""
+    """How long a poll waits for a record when none has been fetched (at least 10 ms;
+    the wait ends when one arrives). Records already fetched are checkpointed at once
+    (up to batch_size): a batch is what arrived while the last one was being made
+    durable, so light load gets small quick batches and heavy load full ones."""
     outbox_max_pending: PositiveInt = 100_000
     """Actions waiting for delivery beyond which consumption pauses (backpressure)."""
     max_event_bytes: PositiveInt = 1_048_576

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from kec.kafka import fetch_batch
+from kec.kafka.clients import IDLE_WAIT_MIN_MS, fetch_batch
 
 pytestmark = pytest.mark.unit
 
@@ -54,5 +54,13 @@ def test_nothing_within_the_linger_is_an_empty_batch() -> None:
 
 def test_a_batch_of_one_takes_the_polled_record_alone() -> None:
     consumer = Scripted([[]], ["r1"])
-    assert batch(consumer, 1, 0) == ["r1"]
-    assert consumer.calls == [("consume", 1, 0), ("poll", 0.0)]
+    assert batch(consumer, 1, 50) == ["r1"]
+    assert consumer.calls == [("consume", 1, 0), ("poll", 0.05)]
+
+
+@pytest.mark.parametrize("linger_ms", [0, 1, IDLE_WAIT_MIN_MS])
+def test_an_idle_wait_is_never_shorter_than_the_floor(linger_ms: int) -> None:
+    """A linger of 0 would make an idle loop spin; the poll ends on a record anyway."""
+    consumer = Scripted([[]], [None])
+    assert batch(consumer, 1000, linger_ms) == []
+    assert consumer.calls == [("consume", 1000, 0), ("poll", IDLE_WAIT_MIN_MS / 1000)]
