@@ -114,12 +114,7 @@ class GroupCommit(Generic[T, R]):
         """The writer thread: lead groups while only non-blocking callers' items wait."""
         while True:
             with self._changed:
-                if not self._queue:
-                    self._leading = False
-                    return
-                if any(s.future is None for s in self._queue):
-                    self._leading = False  # a blocking caller leads them all
-                    self._changed.notify_all()
+                if not self._writer_leads():
                     return
                 group = self._take()
             self._write_group(group)
@@ -130,15 +125,22 @@ class GroupCommit(Generic[T, R]):
         group, self._queue = self._queue, []
         return [s for s in group if _still_wanted(s.future)]
 
+    def _writer_leads(self) -> bool:
+        """Under the lock, after a group: whether the writer thread leads the next one.
+        Only when every queued item is a non-blocking caller's (no thread waits to lead
+        them); otherwise nobody leads and a waiting blocking caller takes them all."""
+        if self._queue and all(s.future is not None for s in self._queue):
+            return True
+        self._leading = False
+        self._changed.notify_all()
+        return False
+
     def _lead(self, group: list[_Slot[T, R]]) -> None:
         self._write_group(group)
         with self._changed:
-            if self._queue and all(s.future is not None for s in self._queue):
-                writer = self._writer_thread()  # nobody waits to lead these: the writer does
-            else:
-                self._leading = False
-                self._changed.notify_all()
+            if not self._writer_leads():
                 return
+            writer = self._writer_thread()
         self._hand_to(writer)
 
     def _hand_to(self, writer: ThreadPoolExecutor) -> None:
