@@ -21,6 +21,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from kec.action import Action, ActionKind
 from kec.event import Event, Headers
 from kec.jsontext import dumps
@@ -103,8 +105,23 @@ def action_from_row(row: Sequence[Any]) -> Action:
 
 
 def encode_actions(actions: Sequence[Action]) -> bytes:
-    rows = [action_row(a) for a in actions]
-    return dumps(rows, floats_in=[a.payload for a in actions]).encode()
+    fragment = orjson.Fragment
+    try:
+        # Each payload as its action's JSON (Action.payload_json: written once, checked
+        # for NaN there, and read again by the targets); nothing else holds a float.
+        return orjson.dumps(
+            [
+                [
+                    a.action_id, a.rule, a.kind._value_, a.target, a.namespace, a.event_ids,
+                    a.event_key, a.workflow, a.task, a.context,
+                    fragment(a.payload_json()) if a.payload else None,
+                ]
+                for a in actions
+            ]
+        )  # fmt: skip
+    except orjson.JSONEncodeError:  # a lone surrogate in a name, say: json writes it
+        rows = [action_row(a) for a in actions]
+        return dumps(rows, floats_in=[a.payload for a in actions]).encode()
 
 
 def decode_actions(blob: bytes | memoryview) -> list[Action]:

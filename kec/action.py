@@ -13,6 +13,8 @@ from enum import StrEnum
 from hashlib import blake2b as _blake2b
 from typing import Any
 
+import orjson
+
 from kec.jsontext import dumps
 
 
@@ -55,6 +57,9 @@ class Action:
     context: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     action_id: str = ""
+    # The payload as JSON once it was written (see payload_json): not a field of the
+    # action's value, so neither compared nor given to a copy.
+    _payload_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -83,10 +88,12 @@ class Action:
         _set_context(self, context)
         _set_payload(self, {} if payload is None else payload)
         _set_action_id(self, action_id or _action_id(rule, event_ids))
+        _set_payload_json(self, None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, payload: bool = True) -> dict[str, Any]:
+        """The fields as plain data (``payload=False``: without the payload)."""
         # Field by field: dataclasses.asdict deep-copies and was the dispatcher's top cost.
-        return {
+        data: dict[str, Any] = {
             "rule": self.rule,
             "kind": self.kind._value_,  # not .value: an Enum property, ~10x the cost
             "target": self.target,
@@ -96,15 +103,38 @@ class Action:
             "workflow": self.workflow,
             "task": self.task,
             "context": self.context,
-            "payload": dict(self.payload),
-            "action_id": self.action_id,
         }
+        if payload:
+            data["payload"] = dict(self.payload)
+        data["action_id"] = self.action_id
+        return data
+
+    def payload_json(self) -> bytes:
+        """The payload as compact JSON, keys sorted (:func:`kec.jsontext.dumps`), written
+        once per action: the batch record, the ``log`` line and a target's body each
+        embed these bytes instead of walking the payload again. An action's payload is
+        not changed once the action is made (the action is frozen; so is what it carries)."""
+        cached = self._payload_json
+        if cached is None:
+            cached = dumps(self.payload, sort_keys=True).encode()
+            _set_payload_json(self, cached)  # two threads may both write it: the same bytes
+        return cached
 
     def to_json(self) -> str:
         """Compact JSON, keys sorted (what a ``webhook``, ``kafka`` or ``command`` target
         sends). Written by orjson (:func:`kec.jsontext.dumps`, 15x faster than
         :mod:`json`): non-ASCII characters as UTF-8, not ``\\u`` escapes."""
-        return dumps(self.to_dict(), floats_in=(self.payload,), sort_keys=True)
+        return self.to_json_bytes().decode()
+
+    def to_json_bytes(self) -> bytes:
+        """:meth:`to_json` as UTF-8 bytes, the payload's part from :meth:`payload_json`."""
+        body = self.to_dict(payload=False)
+        body["payload"] = orjson.Fragment(self.payload_json())
+        try:
+            # Only the payload may hold floats (checked by payload_json): no NaN check.
+            return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate in a name, say: json writes it
+            return dumps(self.to_dict(), floats_in=(self.payload,), sort_keys=True).encode()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Action:
@@ -131,3 +161,4 @@ _set_task = Action.__dict__["task"].__set__
 _set_context = Action.__dict__["context"].__set__
 _set_payload = Action.__dict__["payload"].__set__
 _set_action_id = Action.__dict__["action_id"].__set__
+_set_payload_json = Action.__dict__["_payload_json"].__set__

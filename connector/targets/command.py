@@ -173,7 +173,7 @@ class CommandTarget(Target):
         if self._executable is None:
             raise TargetError(f"command target {self.name} is not open")
         env = {**self._base_env, **action_environment(action, with_json=not self._stdin)}
-        data = action.to_json().encode() if self._stdin else None
+        data = action.to_json_bytes() if self._stdin else None
         with tempfile.TemporaryFile() as err:
             code = self._run(env, data, err, action)
             if code == 0:

@@ -180,7 +180,7 @@ class KafkaTarget(Target):
         record: dict[str, Any] = {
             "key": action.event_key.encode(),
             "value": (
-                self._template.render_bytes(action) if self._template else action.to_json().encode()
+                self._template.render_bytes(action) if self._template else action.to_json_bytes()
             ),
             "headers": [
                 ("action-id", action.action_id.encode()),

@@ -232,7 +232,7 @@ class WebhookTarget(Target):
         template = self._template
         return [
             Request(
-                template.render_bytes(a) if template else a.to_json().encode(),
+                template.render_bytes(a) if template else a.to_json_bytes(),
                 {"Idempotency-Key": a.action_id},
             )
             for a in actions

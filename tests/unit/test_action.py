@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields
 
@@ -36,10 +37,32 @@ def test_id_depends_on_rule_and_event_ids_only() -> None:
 def test_dict_form_has_every_field_and_round_trips() -> None:
     a = _action()
     data = a.to_dict()
-    assert set(data) == {f.name for f in fields(Action)}
+    # Every field of the action's value (not the cache of its payload's JSON).
+    assert set(data) == {f.name for f in fields(Action) if f.compare}
     assert data["kind"] == "START" and data["event_ids"] == ["e1", "e2"]
     assert Action.from_dict(data) == a
     assert Action.from_json(a.to_json()) == a
+
+
+def test_json_form_writes_the_payload_once_and_the_same_with_or_without_it() -> None:
+    a = _action(payload={"b": [1.5, None], "a": {"z": 1, "y": "\u00e9"}})
+    first = a.to_json_bytes()
+    assert a.payload_json() == b'{"a":{"y":"\xc3\xa9","z":1},"b":[1.5,null]}'
+    assert a.to_json_bytes() == first and a.to_json() == first.decode()
+    assert json.loads(first) == {**a.to_dict(), "payload": a.payload}
+    # A copy with another payload does not keep the first one's JSON.
+    other = dataclasses.replace(a, payload={"c": 2})
+    assert json.loads(other.to_json())["payload"] == {"c": 2}
+
+
+def test_json_form_of_a_payload_json_cannot_write_is_still_read_back() -> None:
+    # NaN (orjson would write null) and an integer past 64 bits: json writes the payload.
+    a = _action(payload={"n": float("nan"), "big": 2**70})
+    back = json.loads(a.to_json())["payload"]
+    assert back["big"] == 2**70 and back["n"] != back["n"]
+    # A lone surrogate in the key: the whole action is written by json.
+    b = _action(event_key="k\ud800")
+    assert json.loads(b.to_json())["event_key"] == "k\ud800"
 
 
 def test_json_form_is_compact_with_every_objects_keys_sorted() -> None:
