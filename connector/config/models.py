@@ -484,7 +484,7 @@ class HttpConfig(ConfigModel):
         cls, token: SecretStr | None, info: ValidationInfo
     ) -> SecretStr | None:
         return _token_checked(
-            token, info, 'the gateway', 'take events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
+            token, info, "the gateway", 'take events from anyone (e.g. token: "${GATEWAY_TOKEN}")'
         )
 
     @model_validator(mode="after")

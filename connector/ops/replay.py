@@ -87,9 +87,7 @@ def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
         return evaluator, ()
     # Stateful rules: all_of sets, sequences, correlation joins (their key is not their one
     # pattern) and the time-driven ones (debounce, throttle, batch, absence).
-    sets = tuple(
-        r.name for r in evaluator.rules if r.patterns != (r.key,) or r.timing is not None
-    )
+    sets = tuple(r.name for r in evaluator.rules if r.patterns != (r.key,) or r.timing is not None)
     if not sets:
         return evaluator, ()
     kept = [r for r in evaluator.rules if r.name not in sets]
