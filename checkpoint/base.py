@@ -389,6 +389,12 @@ class StepStore(abc.ABC):
     def put_step(self, step_id: str, event: Event) -> Event:
         """Record a step's event durably; if one is already stored, keep and return it."""
 
+    async def get_step_async(self, step_id: str) -> Event | None:
+        """:meth:`get_step` for a caller on an event loop, which it does not block.
+        This default runs it in a thread; a store that reads the steps asked for
+        meanwhile with one query answers from its reader thread instead."""
+        return await asyncio.to_thread(self.get_step, step_id)
+
     async def put_step_async(self, step_id: str, event: Event) -> Event:
         """:meth:`put_step` for a caller on an event loop, which it does not block.
         This default runs it in a thread; a store that groups steps into shared

@@ -399,6 +399,8 @@ class SqlStore(CheckpointStore):
         self._marks: dict[TP, tuple[float, int]] = {}  # last settle mark: (when, upto)
         # Steps recorded at once by concurrent callers share a transaction and its fsync.
         self.steps: GroupCommit[tuple[str, str], str] = GroupCommit(self._put_steps)
+        # Steps looked up at once (before each is polled) share a query the same way.
+        self.step_reads: GroupCommit[str, str | None] = GroupCommit(self._get_steps)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._d.describe()})"
@@ -415,6 +417,7 @@ class SqlStore(CheckpointStore):
 
     def close(self) -> None:
         self.steps.close()  # the steps queued before close are written first
+        self.step_reads.close()
         with self._lock:
             self._opened = False
             self._d.close()
@@ -1082,6 +1085,14 @@ class SqlStore(CheckpointStore):
             row = sql.one("SELECT event FROM kec_steps WHERE step_id = ?", (step_id,))
         return Event.from_json(row[0]) if row else None
 
+    async def get_step_async(self, step_id: str) -> Event | None:
+        """As :meth:`get_step`, read by one reader thread with every step asked for
+        meanwhile in one query: steps awaited together (Ray's ``wait_for_event`` in many
+        coroutines) neither take a pool thread each nor queue one by one for the store's
+        reader connection."""
+        text = await self.step_reads.submit_async(step_id)
+        return Event.from_json(text) if text is not None else None
+
     def put_step(self, step_id: str, event: Event) -> Event:
         """Group commit (:mod:`checkpoint.group_commit`): steps that callers in other
         threads record meanwhile go in the same transaction; each returns once it is
@@ -1092,6 +1103,21 @@ class SqlStore(CheckpointStore):
         """As :meth:`put_step`, its group written by the group commit's writer thread: no
         thread waits per step, so every step queued during a transaction joins the next."""
         return Event.from_json(await self.steps.submit_async((step_id, event.to_json())))
+
+    def _get_steps(self, step_ids: Sequence[str]) -> list[str | None]:
+        """Each step's stored event JSON (None: not recorded), read in queries of up to
+        :data:`_STEPS_PER_QUERY` ids."""
+        found: dict[str, str] = {}
+        wanted = list(dict.fromkeys(step_ids))
+        with self._d.reading(Role.OPS, "reading steps") as sql:
+            for start in range(0, len(wanted), _STEPS_PER_QUERY):
+                chunk = wanted[start : start + _STEPS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                for step_id, text in sql.all(
+                    f"SELECT step_id, event FROM kec_steps WHERE step_id IN ({marks})", chunk
+                ):
+                    found[str(step_id)] = str(text)
+        return [found.get(step_id) for step_id in step_ids]
 
     def _put_steps(self, steps: Sequence[tuple[str, str]]) -> list[str]:
         """Record ``(step id, event JSON)`` pairs in one transaction, the first writer of
@@ -1112,6 +1138,8 @@ class SqlStore(CheckpointStore):
                 stored.append(str(row[0]))
         return stored
 
+
+_STEPS_PER_QUERY = 500  # well under SQLite's and PostgreSQL's limits on parameters
 
 _PARTITION_COLUMNS = (
     "topic, partition, owner, epoch, next_offset, next_aseq, watermark, "

@@ -24,7 +24,6 @@ arguments, so a listener's ``poll_for_event`` cannot take arguments of those nam
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from typing import Any
@@ -114,9 +113,9 @@ async def wait_for_event(
         raise ValueError(f"step_id must be a non-empty string, not {step_id!r}")
     target = store if store is not None else default_store()
 
-    # The store is synchronous (sqlite fsyncs, postgres talks to a server): run it off the
-    # event loop so that steps awaited together do not stall each other.
-    stored = await asyncio.to_thread(target.get_step, step_id)
+    # Off the event loop (the store is synchronous), with the steps awaited together read
+    # in one query (StepStore.get_step_async).
+    stored = await target.get_step_async(step_id)
     if stored is not None:
         log.debug("step %s: resumed from its checkpoint (event %s)", step_id, stored.event_id)
         await listener_cls().event_checkpointed(stored)

@@ -9,6 +9,7 @@ the migration from schema 3 and the SIGKILL durability test come last.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -687,6 +688,20 @@ def test_put_step_keeps_the_first_event(store: CheckpointStore) -> None:
     assert store.put_step("wf-1/step-1", first) == first
     assert store.put_step("wf-1/step-1", second) == first
     assert store.get_step("wf-1/step-1") == first
+
+
+def test_steps_looked_up_on_an_event_loop_find_what_is_stored(store: CheckpointStore) -> None:
+    """``get_step_async`` for many steps at once (a store may read them in one query):
+    each gets its own stored event, or None."""
+    stored = {f"wf-{n}/look": make_event(n, eid=f"l{n}") for n in range(0, 40, 3)}
+    for step_id, event in stored.items():
+        store.put_step(step_id, event)
+
+    async def look() -> list[Event | None]:
+        return await asyncio.gather(*(store.get_step_async(f"wf-{n}/look") for n in range(40)))
+
+    found = asyncio.run(look())
+    assert found == [stored.get(f"wf-{n}/look") for n in range(40)]
 
 
 def test_steps_recorded_at_once_are_each_durable_and_the_first_writer_wins(

@@ -211,3 +211,55 @@ async def test_steps_awaited_during_a_transaction_all_share_the_next(
     assert [e.json_value() for e in results] == [{"n": n} for n in range(steps)]
     assert all(store.get_step(f"many/{n}") == results[n] for n in range(steps))
     assert (store.steps.transactions, store.steps.items) == (2, steps)
+
+
+async def test_steps_looked_up_together_are_read_in_one_query(
+    store: CheckpointStore,
+) -> None:
+    """Steps awaited at once, half of them recorded before (a resumed run): the first
+    lookup held until the others have queued (or 20 s), the rest are read with one more
+    query; a recorded step returns its stored event without polling, a new one polls."""
+    assert isinstance(store, SqlStore)
+    steps = 200
+    for n in range(0, steps, 2):
+        store.put_step(f"again/{n}", Event(key=f"k-{n}", value=f'{{"stored": {n}}}'))
+    read = store._get_steps
+    first = threading.Event()
+
+    def held_first(ids: Sequence[str]) -> list[str | None]:
+        if not first.is_set():
+            first.set()
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: len(store.step_reads._queue) == steps - 1, timeout=20,
+                         what="the other lookups queued")  # fmt: skip
+        return read(ids)
+
+    store.step_reads = GroupCommit(held_first)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(durable.wait_for_event(_Numbered, n, step_id=f"again/{n}", store=store)
+                  for n in range(steps))
+            ),
+            WAIT,
+        )  # fmt: skip
+    finally:
+        store.step_reads.close()
+    assert [e.json_value() for e in results] == [
+        {"stored": n} if n % 2 == 0 else {"n": n} for n in range(steps)
+    ]
+    assert (store.step_reads.transactions, store.step_reads.items) == (2, steps)
+
+
+def test_a_group_of_lookups_larger_than_one_query_finds_each_step(
+    store: CheckpointStore,
+) -> None:
+    assert isinstance(store, SqlStore)
+    for n in (3, 700, 1199):
+        store.put_step(f"s/{n}", Event(key="k", value=str(n)))
+    ids = [f"s/{n}" for n in range(1200)] + ["s/700", "s/missing"]
+    found = store._get_steps(ids)
+    assert len(found) == len(ids)
+    hits = {i: Event.from_json(t).value for i, t in zip(ids, found, strict=True) if t is not None}
+    assert hits == {"s/3": "3", "s/700": "700", "s/1199": "1199"}
+    assert found[-2] == found[700] and found[-1] is None
