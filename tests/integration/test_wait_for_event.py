@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
@@ -27,6 +28,9 @@ from listeners.base import EventListener
 from listeners.kafka import QueueEventListener
 from listeners.timer import TimerListener
 from tests.support import wait_for
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 WAIT = 60.0  # bound on any single wait; never reached when things work
 
@@ -177,35 +181,45 @@ class _Numbered(EventListener):
         return Event(key=f"k-{n}", value=f'{{"n": {n}}}')
 
 
+def _first_group_held(
+    run: Callable[[Sequence[T]], list[R]], queued: Callable[[], int], others: int
+) -> GroupCommit[T, R]:
+    """A group commit whose first group waits until ``others`` items have queued behind
+    it (or 20 s), so that all of them make the second group."""
+    first = threading.Event()
+
+    def held_first(items: Sequence[T]) -> list[R]:
+        if not first.is_set():
+            first.set()
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: queued() == others, timeout=20, what="the others queued")
+        return run(items)
+
+    return GroupCommit(held_first)
+
+
+async def _steps(store: SqlStore, prefix: str, count: int) -> list[Event]:
+    return await asyncio.wait_for(
+        asyncio.gather(
+            *(durable.wait_for_event(_Numbered, n, step_id=f"{prefix}/{n}", store=store)
+              for n in range(count))
+        ),
+        WAIT,
+    )  # fmt: skip
+
+
 async def test_steps_awaited_during_a_transaction_all_share_the_next(
     store: CheckpointStore,
 ) -> None:
     """Far more steps than the event loop's thread pool has threads, on the real SQLite
-    store, the first step's transaction held until the others have queued (or 20 s): the
-    rest go in one more transaction, each step stored once with its own event. With a
-    thread per waiting step, no more than the pool's size could queue."""
+    store, the first step's transaction held until the others have queued: the rest go
+    in one more transaction, each step stored once with its own event. With a thread per
+    waiting step, no more than the pool's size could queue."""
     assert isinstance(store, SqlStore)
     steps = 300
-    write = store._put_steps
-    first = threading.Event()
-
-    def held_first(items: Sequence[tuple[str, str]]) -> list[str]:
-        if not first.is_set():
-            first.set()
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: len(store.steps._queue) == steps - 1, timeout=20,
-                         what="the other steps queued")  # fmt: skip
-        return write(items)
-
-    store.steps = GroupCommit(held_first)
+    store.steps = _first_group_held(store._put_steps, lambda: len(store.steps._queue), steps - 1)
     try:
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(durable.wait_for_event(_Numbered, n, step_id=f"many/{n}", store=store)
-                  for n in range(steps))
-            ),
-            WAIT,
-        )  # fmt: skip
+        results = await _steps(store, "many", steps)
     finally:
         store.steps.close()
     assert [e.json_value() for e in results] == [{"n": n} for n in range(steps)]
@@ -217,32 +231,17 @@ async def test_steps_looked_up_together_are_read_in_one_query(
     store: CheckpointStore,
 ) -> None:
     """Steps awaited at once, half of them recorded before (a resumed run): the first
-    lookup held until the others have queued (or 20 s), the rest are read with one more
-    query; a recorded step returns its stored event without polling, a new one polls."""
+    lookup held until the others have queued, the rest are read with one more query; a
+    recorded step returns its stored event without polling, a new one polls."""
     assert isinstance(store, SqlStore)
     steps = 200
     for n in range(0, steps, 2):
         store.put_step(f"again/{n}", Event(key=f"k-{n}", value=f'{{"stored": {n}}}'))
-    read = store._get_steps
-    first = threading.Event()
-
-    def held_first(ids: Sequence[str]) -> list[str | None]:
-        if not first.is_set():
-            first.set()
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: len(store.step_reads._queue) == steps - 1, timeout=20,
-                         what="the other lookups queued")  # fmt: skip
-        return read(ids)
-
-    store.step_reads = GroupCommit(held_first)
+    store.step_reads = _first_group_held(
+        store._get_steps, lambda: len(store.step_reads._queue), steps - 1
+    )
     try:
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(durable.wait_for_event(_Numbered, n, step_id=f"again/{n}", store=store)
-                  for n in range(steps))
-            ),
-            WAIT,
-        )  # fmt: skip
+        results = await _steps(store, "again", steps)
     finally:
         store.step_reads.close()
     assert [e.json_value() for e in results] == [
