@@ -4,13 +4,16 @@ Each action becomes one record: key = the action's ``event_key`` (so one key's a
 stay in order on one partition), value = ``Action.to_json()``, headers ``action-id`` (the
 idempotency key) and ``content-type: application/json``.
 
-A batch is produced whole, then flushed for at most ``flush_timeout`` seconds, and each
-record's delivery report decides its action's fate: acknowledged (``acks=all``) is
-delivered, anything else is a retriable :class:`~kec.errors.TargetError` for that
-action. ``message.timeout.ms`` defaults to the flush timeout so librdkafka gives up on a
-record about when we stop waiting for it. A record reported as failed may still have been
-written (a lost acknowledgement): the resend then duplicates it with the same
-``action-id``, which consumers deduplicate on.
+A batch is produced whole, then flushed for at most ``flush_timeout`` seconds. Only failed
+records are reported (``delivery.report.only.error``: a report per acknowledged record
+cost a message object and a Python call each): once the flush has emptied the queue,
+every record without a failure report was acknowledged (``acks=all``) and its action is
+delivered; a failed one is a retriable :class:`~kec.errors.TargetError` for its action,
+and when the flush times out with records still queued, every action not reported
+acknowledged is one too (resent under the same id). ``message.timeout.ms`` defaults to
+the flush timeout so librdkafka gives up on a record about when we stop waiting for it.
+A record reported as failed may still have been written (a lost acknowledgement): the
+resend then duplicates it with the same ``action-id``, which consumers deduplicate on.
 
 Order: the producer is idempotent (``enable.idempotence=true`` with ``acks=all``), so its
 internal retries neither duplicate nor reorder records within a partition. A record that
@@ -40,6 +43,8 @@ from kec.errors import ConfigError, TargetError, TargetRejected
 from kec.kafka import KafkaError, KafkaException, Message, Producer, error_of, is_fatal, rejected
 
 log = logging.getLogger(__name__)
+
+_UNREPORTED: Any = object()  # no delivery report: acknowledged once the queue is empty
 
 
 class KafkaTarget(Target):
@@ -78,6 +83,8 @@ class KafkaTarget(Target):
         self._conf: dict[str, Any] = {
             "client.id": f"kafka-event-connector-{name}",
             "message.timeout.ms": int(flush_timeout * 1000),
+            # Reports of failures only (see above); a property may ask for every report.
+            "delivery.report.only.error": True,
             **(properties or {}),
             "bootstrap.servers": bootstrap_servers,
         }
@@ -147,14 +154,17 @@ class KafkaTarget(Target):
                 break
             produced.append(action)
         left = producer.flush(self._flush_timeout)
+        if not reports and not left:  # the common case: every record acknowledged
+            return failures
         for action in produced:
-            if action.action_id not in reports:
-                failures[action.action_id] = TargetError(
-                    f"kafka target {self.name}: no acknowledgement from {self._topic} within"
-                    f" {self._flush_timeout:g}s (action {action.action_id};"
-                    f" {left} record(s) still queued)"
-                )
-            elif (err := reports[action.action_id]) is not None:
+            if (err := reports.get(action.action_id, _UNREPORTED)) is _UNREPORTED:
+                if left:  # still queued or acknowledged: which is not known, so resent
+                    failures[action.action_id] = TargetError(
+                        f"kafka target {self.name}: no acknowledgement from {self._topic}"
+                        f" within {self._flush_timeout:g}s (action {action.action_id};"
+                        f" {left} record(s) still queued)"
+                    )
+            elif err is not None:
                 failures[action.action_id] = TargetError(
                     f"kafka target {self.name}: delivery to {self._topic} failed"
                     f" (action {action.action_id}): {err.str()}"

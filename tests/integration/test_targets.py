@@ -15,6 +15,7 @@ import shlex
 import socket
 import sys
 import threading
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
@@ -470,6 +472,34 @@ def test_kafka_target_rejects_an_oversized_action_and_delivers_the_rest(
     assert "MSG_SIZE_TOO_LARGE" in str(failures[big.action_id])
     values = [m.value() for m in _read(bootstrap, topic, 1, 2)]
     assert values == [small.to_json().encode(), after.to_json().encode()]
+
+
+def test_kafka_target_delivers_exactly_what_the_broker_acknowledged(
+    bootstrap: str, admin: AdminClient
+) -> None:
+    """Only failures are reported: an action counts as delivered when the flush emptied
+    the queue without a failure report for its record. The broker refuses the records
+    over the topic's max.message.bytes (and whatever shared their produce request): what
+    deliver_many calls delivered is exactly what the topic holds."""
+    topic = f"small-{uuid.uuid4().hex[:12]}"
+    config = {"retention.ms": "-1", "max.message.bytes": "2048"}
+    admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(timeout=30)
+    try:
+        actions = [make_action(i) for i in range(6)]
+        actions[3] = Action.from_dict({**actions[3].to_dict(), "payload": {"blob": "x" * 5000}})
+        with KafkaTarget("actions", topic, bootstrap, flush_timeout=30) as target:
+            failures = target.deliver_many(actions)
+            later = target.deliver_many([make_action(10)])
+        assert actions[3].action_id in failures
+        assert all(isinstance(e, TargetError) and e.retriable for e in failures.values())
+        delivered = [a.action_id for a in actions if a.action_id not in failures]
+        if not later:
+            delivered.append(make_action(10).action_id)
+        records = _read(bootstrap, topic, 1, len(delivered)) if delivered else []
+        assert [dict(m.headers() or [])["action-id"].decode() for m in records] == delivered
+    finally:
+        for future in admin.delete_topics([topic]).values():
+            future.result(timeout=30)
 
 
 def test_kafka_target_unreachable_broker_fails_each_action_retriably() -> None:
