@@ -88,10 +88,13 @@ def decode_events(blob: bytes | memoryview, topic: str, partition: int) -> list[
     return [_event(row, topic, partition) for row in rows]
 
 
-def action_row(a: Action) -> list[Any]:
+def action_row(a: Action, payload: Any = None) -> list[Any]:
+    """The action's row; ``payload``: what to write for a payload (default: the payload
+    itself, None when empty)."""
     return [
         a.action_id, a.rule, a.kind._value_, a.target, a.namespace, list(a.event_ids),
-        a.event_key, a.workflow, a.task, a.context, a.payload or None,
+        a.event_key, a.workflow, a.task, a.context,
+        (a.payload or None) if payload is None else payload,
     ]  # fmt: skip
 
 
@@ -110,15 +113,8 @@ def encode_actions(actions: Sequence[Action]) -> bytes:
         # Each payload as its action's JSON (Action.payload_json: written once, checked
         # for NaN there, and read again by the targets); nothing else holds a float.
         return orjson.dumps(
-            [
-                [
-                    a.action_id, a.rule, a.kind._value_, a.target, a.namespace, a.event_ids,
-                    a.event_key, a.workflow, a.task, a.context,
-                    fragment(a.payload_json()) if a.payload else None,
-                ]
-                for a in actions
-            ]
-        )  # fmt: skip
+            [action_row(a, fragment(a.payload_json()) if a.payload else None) for a in actions]
+        )
     except orjson.JSONEncodeError:  # a lone surrogate in a name, say: json writes it
         rows = [action_row(a) for a in actions]
         return dumps(rows, floats_in=[a.payload for a in actions]).encode()

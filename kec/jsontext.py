@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -37,26 +37,34 @@ _ROUNDED_FROM = 2.0**63
 
 def finite(obj: Any) -> bool:
     """True when no float in ``obj`` (dicts, lists and tuples walked) is NaN or infinite."""
+    return not _any_float(obj, _not_finite)
+
+
+def _not_finite(value: float) -> bool:
+    return not math.isfinite(value)
+
+
+def _any_float(obj: Any, bad: Callable[[float], bool]) -> bool:
+    """Whether a float in ``obj`` (dicts, lists and tuples walked) is ``bad``."""
     kind = type(obj)
     if kind is dict:
         values: Iterable[Any] = obj.values()
     elif kind is list or kind is tuple:
         values = obj
     elif kind is float:
-        return math.isfinite(obj)
+        return bad(obj)
     else:
-        return True
-    # Scalars are looked at here, not in a call each (a payload with a None in it is
-    # walked once per action: half the cost).
-    isfinite = math.isfinite
+        return False
+    # Scalars are looked at here, not in a call each (once per event or action: half
+    # the cost of a call per node).
     for value in values:
         kind = type(value)
         if kind is float:
-            if not isfinite(value):
-                return False
-        elif (kind is dict or kind is list or kind is tuple) and not finite(value):
-            return False
-    return True
+            if bad(value):
+                return True
+        elif (kind is dict or kind is list or kind is tuple) and _any_float(value, bad):
+            return True
+    return False
 
 
 def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False) -> str:
@@ -127,24 +135,11 @@ def _too_deep(text: str, doc: Any, max_depth: int) -> bool:
 def _holds_rounded(obj: Any) -> bool:
     """Whether ``obj`` (as orjson parsed it) holds a float of :data:`_ROUNDED_FROM` or more
     in size: a large float literal, or an integer past 64 bits."""
-    kind = type(obj)
-    if kind is dict:
-        values: Iterable[Any] = obj.values()
-    elif kind is list:
-        values = obj
-    elif kind is float:
-        return not -_ROUNDED_FROM < obj < _ROUNDED_FROM
-    else:
-        return False
-    # Scalars are looked at here, not in a call each: once per event, half the cost.
-    for value in values:
-        kind = type(value)
-        if kind is float:
-            if not -_ROUNDED_FROM < value < _ROUNDED_FROM:
-                return True
-        elif (kind is dict or kind is list) and _holds_rounded(value):
-            return True
-    return False
+    return _any_float(obj, _rounded)
+
+
+def _rounded(value: float) -> bool:
+    return not -_ROUNDED_FROM < value < _ROUNDED_FROM
 
 
 def _deeper(doc: Any, limit: int) -> bool:

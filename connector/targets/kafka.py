@@ -44,8 +44,6 @@ from kec.kafka import KafkaError, KafkaException, Message, Producer, error_of, i
 
 log = logging.getLogger(__name__)
 
-_UNREPORTED: Any = object()  # no delivery report: acknowledged once the queue is empty
-
 
 class KafkaTarget(Target):
     """Produces actions to ``topic``; ``properties`` are extra librdkafka settings."""
@@ -157,14 +155,15 @@ class KafkaTarget(Target):
         if not reports and not left:  # the common case: every record acknowledged
             return failures
         for action in produced:
-            if (err := reports.get(action.action_id, _UNREPORTED)) is _UNREPORTED:
-                if left:  # still queued or acknowledged: which is not known, so resent
-                    failures[action.action_id] = TargetError(
-                        f"kafka target {self.name}: no acknowledgement from {self._topic}"
-                        f" within {self._flush_timeout:g}s (action {action.action_id};"
-                        f" {left} record(s) still queued)"
-                    )
-            elif err is not None:
+            # No report: acknowledged once the queue is empty; with records still queued,
+            # which were acknowledged is not known, so each is resent.
+            if left and action.action_id not in reports:
+                failures[action.action_id] = TargetError(
+                    f"kafka target {self.name}: no acknowledgement from {self._topic}"
+                    f" within {self._flush_timeout:g}s (action {action.action_id};"
+                    f" {left} record(s) still queued)"
+                )
+            elif (err := reports.get(action.action_id)) is not None:
                 failures[action.action_id] = TargetError(
                     f"kafka target {self.name}: delivery to {self._topic} failed"
                     f" (action {action.action_id}): {err.str()}"
