@@ -131,19 +131,21 @@ def event_from_message(
             "another id or none"
         )
     value: str | bytes = raw_value
+    parsed: tuple[Any] | None = None
     content_type = meta.get(H_CONTENT_TYPE, "")
     if value_decoder is not None:
         value = value_decoder(raw_value)
     elif content_type != CONTENT_BINARY:
         try:
-            value = raw_value.decode()
+            text = raw_value.decode()
         except UnicodeDecodeError as exc:
             raise DecodeError(
                 f"value is not UTF-8 text and content-type is not {CONTENT_BINARY}"
             ) from exc
+        value = text
         if content_type.startswith(CONTENT_JSON):
             try:
-                jsontext.check(value)
+                parsed = (jsontext.checked_document(text),)
             except ValueError as exc:
                 raise DecodeError(f"value declared {CONTENT_JSON} is not JSON: {exc}") from exc
             except RecursionError as exc:
@@ -162,6 +164,7 @@ def event_from_message(
         msg.partition(),
         msg.offset(),
         event_id,
+        parsed,
     )
 
 

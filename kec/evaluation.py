@@ -15,7 +15,6 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from kec.action import Action, ActionKind
 from kec.event import TP, Event
-from kec.jsontext import document
 
 __all__ = [
     "Evaluation", "Evaluator", "NotifyAll", "Result", "Timers", "event_payload", "event_value",
@@ -26,12 +25,9 @@ __all__ = [
 def event_value(event: Event) -> Any:
     """The event's value as an action carries it: a JSON object or array as itself (so a
     receiver reads ``{"order": 1}``, not the string ``"{\\"order\\": 1}"``), anything
-    else (text, scalars, binary) as text (:func:`kec.jsontext.document` says which)."""
-    if isinstance(event.value, str):
-        doc = document(event.value)
-        if doc is not None:
-            return doc
-    return event.text
+    else (text, scalars, binary) as text (:meth:`Event.document` says which)."""
+    doc = event.document()
+    return event.text if doc is None else doc
 
 
 def event_payload(event: Event) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from kec.jsontext import document
+
 DEFAULT_NAMESPACE = "default"
 # Namespace N lives in topic f"{DEFAULT_TOPIC_PREFIX}{N}" unless configured otherwise (§3).
 DEFAULT_TOPIC_PREFIX = "events."
@@ -87,6 +89,8 @@ class Event:
     event_id: str = ""
     # Worked out once here: the hot path asks several times per event.
     _explicit: bool = field(default=True, init=False, repr=False, compare=False)
+    # The value as a JSON document, ``(doc,)`` once parsed (see document()).
+    _document: tuple[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -137,6 +141,16 @@ class Event:
         """The value as text (binary values decoded as UTF-8, invalid bytes replaced)."""
         return self.value if isinstance(self.value, str) else self.value.decode(errors="replace")
 
+    def document(self) -> dict[str, Any] | list[Any] | None:
+        """The value parsed when it is a JSON object or array, None for any other value
+        (:func:`kec.jsontext.document`). Parsed once per event (the codec's JSON check
+        gives it), however many rules and actions ask; callers do not change it."""
+        known = self._document
+        if known is None:
+            known = (document(self.value) if isinstance(self.value, str) else None,)
+            _set_document(self, known)  # two threads may both parse it: the same document
+        return known[0]
+
     def json_value(self) -> Any:
         """The value parsed as JSON; raises ``ValueError`` when it is not JSON."""
         return json.loads(self.value)
@@ -146,7 +160,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["_explicit"]
+        del data["_explicit"], data["_document"]
         if isinstance(self.value, bytes):
             data["value"] = {"b64": base64.b64encode(self.value).decode()}
         data["headers"] = [[k, base64.b64encode(v).decode()] for k, v in self.headers]
@@ -183,6 +197,7 @@ _set_partition = Event.__dict__["partition"].__set__
 _set_offset = Event.__dict__["offset"].__set__
 _set_event_id = Event.__dict__["event_id"].__set__
 _set_explicit = Event.__dict__["_explicit"].__set__
+_set_document = Event.__dict__["_document"].__set__
 
 
 def read_event(
@@ -198,10 +213,12 @@ def read_event(
     partition: int,
     offset: int,
     event_id: str,
+    parsed: tuple[Any] | None = None,
 ) -> Event:
     """The Event of a Kafka record, as ``Event(...)`` builds it, for the codec: once per
     record, so without the type call and its keywords (about 40% of the cost). An
-    ``event_id`` given is explicit: the codec refuses ids that name a record."""
+    ``event_id`` given is explicit: the codec refuses ids that name a record.
+    ``parsed``: ``(doc,)``, the value's :meth:`Event.document` if the codec parsed it."""
     event = _new(Event)
     if event_id:
         explicit = True
@@ -211,6 +228,8 @@ def read_event(
         create_time = int(time.time() * 1000)
     _fill(event, key, value, namespace, sender, context, event_type, create_time, headers,
           topic, partition, offset, event_id, explicit)  # fmt: skip
+    if parsed is not None:
+        _set_document(event, parsed)
     return event
 
 
@@ -247,3 +266,4 @@ def _fill(
     _set_offset(event, offset)
     _set_event_id(event, event_id)
     _set_explicit(event, explicit)
+    _set_document(event, None)

@@ -102,14 +102,39 @@ def document(text: str, max_depth: int = DOCUMENT_DEPTH) -> dict[str, Any] | lis
     rather than as a string); None for any other text: a scalar (``123``, ``"x"``, which
     stay text), not JSON, nesting deeper than ``max_depth``, or holding NaN or infinities
     (not JSON to a receiver). Integers of any size are kept exact."""
-    start = text[:1] if text[:1] not in " \t\r\n" else text.lstrip()[:1]
-    if start != "{" and start != "[":
+    if not _opens_container(text):
         return None
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
         # orjson refuses what json reads (NaN, 1e400): json says whether it is JSON.
         return _from_json(text, max_depth)
+    return _accepted(text, doc, max_depth)
+
+
+def checked_document(
+    text: str, max_depth: int = DOCUMENT_DEPTH
+) -> dict[str, Any] | list[Any] | None:
+    """:func:`check` and then :func:`document` with one parse, for a value declared JSON:
+    raise what :func:`check` raises when ``text`` is not JSON, else return what
+    :func:`document` returns."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        json.loads(text)  # not JSON: raises ValueError (or RecursionError)
+        return document(text, max_depth)  # JSON orjson refuses (NaN, 1e400): rare
+    if not _opens_container(text):
+        return None
+    return _accepted(text, doc, max_depth)
+
+
+def _opens_container(text: str) -> bool:
+    start = text[:1] if text[:1] not in " \t\r\n" else text.lstrip()[:1]
+    return start == "{" or start == "["
+
+
+def _accepted(text: str, doc: Any, max_depth: int) -> dict[str, Any] | list[Any] | None:
+    """:func:`document`'s answer for a container orjson parsed from ``text``."""
     if _too_deep(text, doc, max_depth):
         return None
     if _holds_rounded(doc):  # after the depth check: it recurses

@@ -55,7 +55,6 @@ from kec import jsontext
 from kec.action import Action
 from kec.evaluation import event_payload, event_value
 from kec.event import TP, Event
-from kec.jsontext import document
 
 __all__ = ["Out", "Timed"]
 
@@ -113,7 +112,7 @@ def _group_of(by: str | None) -> Callable[[Event], object]:
     path = compile_path(by[6:])
 
     def group(event: Event) -> object:
-        current: object = document(event.value) if isinstance(event.value, str) else None
+        current: object = event.document()
         if current is None:
             return _MISSING
         return resolve(current, path)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kec.codec import event_from_message, record_headers, record_value
 from kec.errors import DecodeError
+from kec.evaluation import event_value
 from kec.event import (
     CONTENT_BINARY,
     CONTENT_JSON,
@@ -29,6 +30,7 @@ from kec.event import (
     Event,
     read_event,
 )
+from kec.jsontext import document
 
 RawHeaders = list[tuple[str, bytes | None]]
 
@@ -218,6 +220,31 @@ def test_codec_rejects_declared_json_that_is_not_json() -> None:
     assert event_from_message(good).json_value() == {"a": 1}
     # Without the declaration, text is text: no JSON check.
     assert event_from_message(Record(b"k", b"{not json")).value == "{not json"
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [(b'{"a": [1, 2.5], "big": 123456789012345678901}', CONTENT_JSON), (b"[1, {}]", None),
+     (b'"just text"', CONTENT_JSON), (b"[NaN]", CONTENT_JSON), (b"{not json", None),
+     (b"\xff{}", CONTENT_BINARY)],
+)  # fmt: skip
+def test_the_value_is_parsed_once_and_read_as_documents_are(
+    raw: bytes, content_type: str | None
+) -> None:
+    """The codec's JSON check parses the value; every later reader gets that parse, and
+    an event copied, pickled or sent as JSON reads the same document."""
+    headers = None if content_type is None else [(H_CONTENT_TYPE, content_type.encode())]
+    event = event_from_message(Record(b"k", raw, headers))
+    expected = None if content_type == CONTENT_BINARY else document(raw.decode())
+    assert json.dumps(event.document()) == json.dumps(expected)
+    assert event.document() is event.document()  # one parse, however often asked
+    if expected is not None:
+        assert event_value(event) is event.document()
+    for other in (replace(event, event_id="e-1"), pickle.loads(pickle.dumps(event)),
+                  Event.from_json(event.to_json())):  # fmt: skip
+        assert other == event or other.event_id == "e-1"
+        assert json.dumps(other.document()) == json.dumps(expected)
+    assert "_document" not in event.to_dict() and "_document" not in repr(event)
 
 
 def test_codec_rejects_declared_json_nested_too_deep() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kec.jsontext import check, document, dumps, finite, loads
+from kec.jsontext import check, checked_document, document, dumps, finite, loads
 
 _scalars = (
     st.none()
@@ -148,6 +148,39 @@ def test_check_keeps_what_orjson_refuses_but_json_accepts(text: str) -> None:
 def test_check_refuses_deep_nesting_as_json_does() -> None:
     with pytest.raises((ValueError, RecursionError)):
         check("[" * 100_000 + "]" * 100_000)
+
+
+@settings(max_examples=3000)
+@given(_JSONISH | _values.map(json.dumps))
+def test_checked_document_refuses_what_check_refuses_and_else_answers_as_document(
+    text: str,
+) -> None:
+    refusal = _refusal(text)
+    if refusal is None:
+        assert _same(checked_document(text), document(text))
+    else:
+        with pytest.raises(json.JSONDecodeError, match=f"^{re.escape(refusal)}$"):
+            checked_document(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[1e400]", '{"a": NaN}', " [12345678901234567890, 1.5]", "\t{}", "[" * 70 + "]" * 70,
+     '"x"', "123", "null", "NaN"],
+)  # fmt: skip
+def test_checked_document_where_one_parser_is_not_enough(text: str) -> None:
+    assert _same(checked_document(text), document(text))
+    assert checked_document(text, max_depth=2) == document(text, max_depth=2)
+
+
+def test_checked_document_refuses_deep_nesting_as_check_does() -> None:
+    with pytest.raises((ValueError, RecursionError)):
+        checked_document("[" * 100_000 + "]" * 100_000)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as JSON reads them, types included (an exact integer stays one)."""
+    return json.dumps(a) == json.dumps(b)
 
 
 @given(_values)
