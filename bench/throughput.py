@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,16 +102,32 @@ def _event(i: int, keys: int) -> Event:
 PLAIN_HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
 
 
-def produce(bootstrap: str, topic: str, count: int, keys: int, event_ids: bool = False) -> None:
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
-    )
+Record = tuple[str, bytes, list[tuple[str, str | bytes | None]]]
+
+
+def build_records(count: int, keys: int, event_ids: bool = False) -> list[Record]:
+    """The benchmark's records (key, value, headers), built before a clock starts where
+    the connector reads them while they are produced (rows (i), the scale row)."""
+    built: list[Record] = []
     for i in range(count):
         event = _event(i, keys)
         headers = list(record_headers(event)) if event_ids else PLAIN_HEADERS
+        built.append((event.key, record_value(event), headers))
+    return built
+
+
+def produce(bootstrap: str, topic: str, count: int, keys: int, event_ids: bool = False) -> None:
+    send_records(bootstrap, topic, build_records(count, keys, event_ids))
+
+
+def send_records(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+    )
+    for i, (key, value, headers) in enumerate(records):
         while True:
             try:
-                producer.produce(topic, key=event.key, value=record_value(event), headers=headers)
+                producer.produce(topic, key=key, value=value, headers=headers)
                 break
             except BufferError:
                 producer.poll(0.05)
