@@ -60,6 +60,8 @@ class Action:
     # The payload as JSON once it was written (see payload_json): not a field of the
     # action's value, so neither compared nor given to a copy.
     _payload_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # Whether whoever made the action vouched for the payload's floats (``finite``).
+    _finite: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -74,7 +76,13 @@ class Action:
         context: str | None = None,
         payload: dict[str, Any] | None = None,
         action_id: str = "",
+        *,
+        finite: bool = False,
     ) -> None:
+        """``finite``: the caller knows no float in ``payload`` is NaN or infinite (an
+        :func:`~kec.evaluation.event_payload`, whose value is an
+        :meth:`~kec.event.Event.document`, finite by construction), so
+        :meth:`payload_json` need not look; a copy (``dataclasses.replace``) looks again."""
         # Through the slots' setters, as Event.__init__ (the generated frozen one is ~3x
         # slower, and one action per event is built on the hot path).
         _set_rule(self, rule)
@@ -89,6 +97,7 @@ class Action:
         _set_payload(self, {} if payload is None else payload)
         _set_action_id(self, action_id or _action_id(rule, event_ids))
         _set_payload_json(self, None)
+        _set_finite(self, finite)
 
     def to_dict(self, *, payload: bool = True) -> dict[str, Any]:
         """The fields as plain data (``payload=False``: without the payload)."""
@@ -116,7 +125,10 @@ class Action:
         not changed once the action is made (the action is frozen; so is what it carries)."""
         cached = self._payload_json
         if cached is None:
-            cached = dumps(self.payload, sort_keys=True).encode()
+            # A None in the payload writes null, as NaN would: the floats are looked at
+            # unless the maker vouched for them.
+            text = dumps(self.payload, sort_keys=True, floats_in=() if self._finite else None)
+            cached = text.encode()
             _set_payload_json(self, cached)  # two threads may both write it: the same bytes
         return cached
 
@@ -162,3 +174,4 @@ _set_context = Action.__dict__["context"].__set__
 _set_payload = Action.__dict__["payload"].__set__
 _set_action_id = Action.__dict__["action_id"].__set__
 _set_payload_json = Action.__dict__["_payload_json"].__set__
+_set_finite = Action.__dict__["_finite"].__set__

@@ -31,7 +31,8 @@ def event_value(event: Event) -> Any:
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    """The event as an action carries it: its identity, metadata and :func:`event_value`."""
+    """The event as an action carries it: its identity, metadata and :func:`event_value`.
+    Its floats (in the value's document, if any) are finite: see ``Action(finite=...)``."""
     return {
         "event_id": event.event_id,
         "key": event.key,
@@ -136,6 +137,7 @@ class NotifyAll:
             None,
             event.context,
             {"value": event_value(event), "offset": event.offset, "partition": event.partition},
+            finite=True,  # a document's floats are finite; the rest are ints and text
         )
         # Result(...) through tuple.__new__: a NamedTuple's own __new__ is a Python
         # function, and this runs once per event.

@@ -71,7 +71,8 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
     """Compact JSON text, UTF-8 safe (``str.encode()`` never fails on it).
 
     ``floats_in`` names the parts of ``obj`` that may hold floats (an action's payload,
-    say) so only those are checked for NaN and infinities; ``None`` checks all of ``obj``.
+    say) so only those are checked for NaN and infinities (none: nothing is); ``None``
+    checks all of ``obj``.
     ``sort_keys`` sorts every object's keys, as ``json.dumps(sort_keys=True)`` does.
     """
     std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
@@ -87,7 +88,7 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
             suspect = not finite(obj)
         else:
             parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
-            suspect = b"null" in orjson.dumps(parts) and not all(map(finite, parts))
+            suspect = bool(parts) and b"null" in orjson.dumps(parts) and not all(map(finite, parts))
         if suspect:
             return std_dumps(obj)
     return out.decode()

@@ -426,7 +426,9 @@ class TriggerEngine:
             if c.check is not None and (too_long or not c.check(subject)):
                 continue
             if not c.slots:
-                actions.append(self._action(c, event, (event.event_id,), event_payload(event)))
+                actions.append(
+                    self._action(c, event, (event.event_id,), event_payload(event), finite=True)
+                )
                 continue
             context = event.context if c.scoped else None
             if c.join is not None:
@@ -487,7 +489,12 @@ class TriggerEngine:
 
     @staticmethod
     def _action(
-        c: _Compiled, event: Event, event_ids: tuple[str, ...], payload: dict[str, Any]
+        c: _Compiled,
+        event: Event,
+        event_ids: tuple[str, ...],
+        payload: dict[str, Any],
+        *,
+        finite: bool = False,
     ) -> Action:
         rule = c.rule
         return Action(
@@ -501,6 +508,7 @@ class TriggerEngine:
             task=rule.task,
             context=event.context if c.scoped else None,
             payload=payload,
+            finite=finite,
         )
 
 

@@ -6,7 +6,14 @@ import dataclasses
 import json
 from dataclasses import fields
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kec import jsontext
 from kec.action import Action, ActionKind, action_id
+from kec.evaluation import event_payload
+from kec.event import Event
 
 
 def _action(**overrides: object) -> Action:
@@ -78,3 +85,42 @@ def test_dict_form_does_not_share_the_payload() -> None:
     a = _action()
     a.to_dict()["payload"]["value"] = "changed"
     assert a.payload["value"] == "x"
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@given(_json_values, st.sampled_from([None, "billing"]))
+def test_an_event_payload_vouched_finite_is_written_as_one_looked_at(
+    value: object, sender: str | None
+) -> None:
+    """What the rules vouch for (an event's payload: its floats come from a parsed
+    document, never NaN) is written as it would be had the floats been looked at."""
+    event = Event(key="k", value=json.dumps(value), sender=sender, topic="t", partition=0,
+                  offset=7)  # fmt: skip
+    payload = event_payload(event)
+    vouched = _action(payload=payload, finite=True).payload_json()
+    assert vouched == _action(payload=dict(payload)).payload_json()
+    assert json.loads(vouched) == json.loads(json.dumps(payload))
+
+
+def test_a_vouched_payload_is_not_looked_at_and_a_copy_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walked: list[object] = []
+    real = jsontext.finite
+    monkeypatch.setattr(jsontext, "finite", lambda obj: walked.append(obj) or real(obj))
+    vouched = _action(payload={"v": [1.5, None]}, finite=True)
+    assert vouched.payload_json() == b'{"v":[1.5,null]}' and walked == []
+    # A copy made by dataclasses.replace is not vouched for: its NaN is kept.
+    copy = dataclasses.replace(vouched, payload={"v": [float("nan"), None]})
+    assert json.loads(copy.payload_json())["v"][0] != json.loads(copy.payload_json())["v"][0]
+    assert walked
