@@ -16,8 +16,14 @@ what limits (bench/RESULTS.md). For the same reason each connection is an
 ``asyncio.Protocol`` that parses its answer as the bytes arrive and settles the request
 from the loop's callback: no task, stream or awaited future per request.
 
+HTTP/2 where a TLS server offers it (``http2=True``): the pool then offers ``h2`` in the
+handshake (ALPN), and a connection on which the server chose it carries many requests at
+once (:mod:`connector.targets.http2`). Until the first connection has said which protocol
+the server speaks, the other requests wait for it rather than open connections of their
+own.
+
 What it does not do, on purpose: redirects (the webhook target refuses 3xx), cookies,
-proxies, compression, ``Expect: 100-continue``, HTTP/2.
+proxies, compression, ``Expect: 100-continue``, HTTP/2 without TLS.
 
 Reading an answer: the status line and headers (64 KiB at most), then a body delimited
 by ``Content-Length``, by chunked transfer coding, or by the end of the connection. At
@@ -40,44 +46,17 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import cast
 
+from connector.targets.http2 import MAX_STREAMS, H2Connection, request_headers
+from connector.targets.httpwire import ConnectTimeout, ProtocolError, Request, Response
 from kec.resource import Resource
 
-__all__ = ["Answers", "ConnectTimeout", "Http1Pool", "ProtocolError", "Request", "Response"]
+__all__ = ["Answers", "ConnectTimeout", "HttpPool", "ProtocolError", "Request", "Response"]
 
 log = logging.getLogger(__name__)
 
 _HEAD_LIMIT = 64 * 1024  # bytes of status line and headers at most
-
-
-class ProtocolError(Exception):
-    """The server's answer is not HTTP/1.x as this client reads it."""
-
-
-class ConnectTimeout(TimeoutError):
-    """No connection within the timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A POST of ``body`` with ``headers`` (beside the pool's own) to the pool's path."""
-
-    body: bytes
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    reason: str
-    headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
-    body: bytes  # at most ``max_body + 1`` bytes: one more than kept tells a cut body
-    will_close: bool
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
@@ -149,12 +128,14 @@ class _Batch:
 
 
 class _Call:
-    """One request of a batch, as bytes ready to write."""
+    """One request of a batch: as bytes ready to write on an HTTP/1.1 connection, and as
+    given (an HTTP/2 connection sends its headers and body apart)."""
 
-    __slots__ = ("batch", "data", "index")
+    __slots__ = ("batch", "data", "index", "request", "resent")
 
-    def __init__(self, data: bytes, batch: _Batch, index: int) -> None:
-        self.data, self.batch, self.index = data, batch, index
+    def __init__(self, data: bytes, batch: _Batch, index: int, request: Request) -> None:
+        self.data, self.batch, self.index, self.request = data, batch, index, request
+        self.resent = 0  # times an HTTP/2 server refused it unprocessed
 
     def settle(self, answer: Response | BaseException) -> None:
         self.batch.settle(self.index, answer)
@@ -172,7 +153,7 @@ class _Connection(asyncio.Protocol):
     parse, not a task, its futures and the stream's. Its deadline is a number the pool's
     sweep reads, not a timer of its own (uvloop makes a libuv timer of each)."""
 
-    def __init__(self, pool: Http1Pool) -> None:
+    def __init__(self, pool: HttpPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.call: _Call | None = None
@@ -187,6 +168,7 @@ class _Connection(asyncio.Protocol):
         self.need = 0  # _LENGTH: body bytes to read; _CHUNK_DATA: left of the chunk
         self.cut = False  # _LENGTH: the body is longer than the pool keeps
         self.body = bytearray()
+        self.h2: H2Connection | None = None  # what the connection became if ALPN chose h2
 
     # -- the pool's side -----------------------------------------------------------------
 
@@ -219,6 +201,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
+        if self.pool.offers_h2:  # here, before any byte of the server's reaches this one
+            tls = transport.get_extra_info("ssl_object")
+            if tls is not None and tls.selected_alpn_protocol() == "h2":
+                self.h2 = self.pool.h2_connection(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.call is None:  # bytes nobody asked for: the connection cannot be trusted
@@ -354,7 +340,7 @@ class _Connection(asyncio.Protocol):
             call.settle(Response(status, reason, headers, body, close))
 
 
-class Http1Pool(Resource):
+class HttpPool(Resource):
     """POSTs to ``https?://host:port/path``; ``open()`` starts the loop's thread."""
 
     def __init__(
@@ -369,10 +355,13 @@ class Http1Pool(Resource):
         max_connections: int,
         max_body: int,
         name: str = "http",
+        http2: bool = False,
     ) -> None:
         """``headers``: sent with every request (``Content-Length`` is the pool's, and so
         is ``Host`` unless they give one). ``timeout`` bounds connecting, and then sending
-        a request and reading its answer."""
+        a request and reading its answer. ``http2``: offer HTTP/2 to a TLS server (its
+        ``max_connections`` requests in flight then share connections of up to
+        :data:`~connector.targets.http2.MAX_STREAMS` each)."""
         self._host, self._port, self._ssl = host, port, ssl_context
         default_port = 443 if ssl_context is not None else 80
         authority = host if ":" not in host else f"[{host}]"
@@ -381,6 +370,21 @@ class Http1Pool(Resource):
         if not any(header.lower() == "host" for header in headers):
             headers = {"Host": authority, **headers}
         self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + header_block(headers)
+        # Which protocol the server speaks: known at once without TLS or without the
+        # offer, else from the first connection's handshake (None until then).
+        self.offers_h2 = http2 and ssl_context is not None
+        self._protocol: str | None = None if self.offers_h2 else "http/1.1"
+        self.h2_headers: list[tuple[str, str]] = []
+        self._h2: list[H2Connection] = []
+        self._max_h2 = 1  # HTTP/2 connections at most
+        self.h2_streams = max_connections  # streams a connection carries at most
+        if self.offers_h2:
+            assert ssl_context is not None
+            ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+            given = next(v for k, v in headers.items() if k.lower() == "host")
+            self.h2_headers = request_headers(given, path, dict(headers))
+            self.h2_streams = min(max_connections, MAX_STREAMS)
+            self._max_h2 = -(-max_connections // self.h2_streams)
         self.timeout = timeout
         self.max_body = max_body
         self._max_connections = max_connections
@@ -391,7 +395,7 @@ class Http1Pool(Resource):
         self._waiting: set[_Batch] = set()  # unanswered, across threads (set ops are atomic)
         # The loop's only:
         self._idle: list[_Connection] = []  # LIFO, the warmest first
-        self._connections: set[_Connection] = set()  # connected, idle or busy
+        self._connections: set[_Connection | H2Connection] = set()  # connected, idle or busy
         self._open = 0  # connections open or opening, at most max_connections
         self._queue: collections.deque[_Call] = collections.deque()  # for a connection
         self._connecting: set[asyncio.Task[None]] = set()
@@ -432,6 +436,7 @@ class Http1Pool(Resource):
             for conn in list(self._connections):
                 conn.abort(aborted)
             self._idle.clear()
+            self._h2.clear()
 
         with contextlib.suppress(RuntimeError, TimeoutError):
             asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=5)
@@ -449,8 +454,15 @@ class Http1Pool(Resource):
         if self._closing:
             return
         now = self.io_loop.time()
-        for conn in [c for c in self._connections if c.call is not None and c.deadline <= now]:
+        late = [
+            c
+            for c in self._connections
+            if isinstance(c, _Connection) and c.call is not None and c.deadline <= now
+        ]
+        for conn in late:
             conn.timed_out()
+        for h2conn in list(self._h2):
+            h2conn.expire(now)
         self.io_loop.call_later(self._sweep_every, self._sweep)
 
     # -- requests ------------------------------------------------------------------------
@@ -488,7 +500,7 @@ class Http1Pool(Resource):
             except ValueError as exc:
                 batch.settle(index, exc)
                 continue
-            calls.append(_Call(data, batch, index))
+            calls.append(_Call(data, batch, index, request))
         if not calls:
             return
         try:
@@ -504,6 +516,11 @@ class Http1Pool(Resource):
         if self._closing:
             call.settle(ConnectionAbortedError("the HTTP pool was closed"))
             return
+        if self._protocol == "h2" or (self._protocol is None and self._open):
+            # HTTP/2, or not known yet while the first connection is being made.
+            self._queue.append(call)
+            self._pump()
+            return
         while self._idle:
             conn = self._idle.pop()
             if conn.usable():
@@ -516,9 +533,28 @@ class Http1Pool(Resource):
             self._queue.append(call)
 
     def _pump(self) -> None:
-        """Hand waiting requests to idle connections, or to new ones while there is room."""
-        while self._queue and (self._idle or self._open < self._max_connections):
-            self._submit(self._queue.popleft())
+        """Hand waiting requests to idle connections (HTTP/2: connections with a stream
+        free), or to new ones while there is room."""
+        queue = self._queue
+        if self._protocol == "http/1.1":
+            while queue and (self._idle or self._open < self._max_connections):
+                self._submit(queue.popleft())
+            return
+        while queue and not self._closing:
+            if self._protocol is None:  # not known yet: one connection at a time tells
+                if self._open:
+                    return
+                self._connect(queue.popleft())
+                continue
+            if sum(len(c.streams) for c in self._h2) >= self._max_connections:
+                return  # as many in flight as HTTP/1.1 would have
+            conn = next((c for c in self._h2 if c.room() > 0), None)
+            if conn is not None:
+                conn.send(queue.popleft())
+            elif self._open < self._max_h2:
+                self._connect(queue.popleft())
+            else:
+                return
 
     def _connect(self, call: _Call) -> None:
         self._open += 1
@@ -542,13 +578,39 @@ class Http1Pool(Resource):
             if isinstance(exc, TimeoutError):
                 exc = ConnectTimeout(f"no connection within {self.timeout:g}s")
             call.settle(exc)
+            if self._protocol != "http/1.1" and not any(c.usable() for c in self._h2):
+                # The requests waiting for this connection (the first, or the only HTTP/2
+                # one) fail with it, rather than one connection attempt after another.
+                while self._queue:
+                    self._queue.popleft().settle(exc)
             self._pump()
             return
+        deciding = self._protocol is None
+        h2conn = conn.h2
+        if h2conn is not None:  # the server chose HTTP/2 (see _Connection.connection_made)
+            self._protocol = "h2"
+            if not h2conn.usable():  # closed, or going away, before it was ever used
+                self.drop(h2conn, pump=False)
+                call.settle(ConnectionResetError("the server closed the new connection"))
+                self._pump()
+                return
+            self._connections.add(h2conn)
+            self._h2.append(h2conn)
+            if self._closing:
+                h2conn.abort(ConnectionAbortedError("the HTTP pool was closed"))
+                return
+            h2conn.send(call)
+            self._pump()
+            return
+        if deciding:
+            self._protocol = "http/1.1"
         self._connections.add(conn)
         if self._closing:  # closed while connecting
             conn.abort(ConnectionAbortedError("the HTTP pool was closed"))
             return
         conn.send(call)
+        if deciding:
+            self._pump()  # the requests that waited for the answer
 
     def release(self, conn: _Connection, *, keep: bool) -> None:
         """``conn`` answered its request: the next waiting request, idle, or closed."""
@@ -559,9 +621,11 @@ class Http1Pool(Resource):
         else:
             self._idle.append(conn)
 
-    def drop(self, conn: _Connection, *, pump: bool = True) -> None:
+    def drop(self, conn: _Connection | H2Connection, *, pump: bool = True) -> None:
         """Close ``conn`` and free its place (once)."""
         self._connections.discard(conn)
+        if conn in self._h2:
+            self._h2.remove(conn)
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.close()
         if conn.counted:
@@ -578,6 +642,33 @@ class Http1Pool(Resource):
             return
         self._connect(call)
         self._pump()
+
+    # -- HTTP/2 (connector/targets/http2.py) ---------------------------------------------
+
+    def h2_connection(self, transport: asyncio.Transport) -> H2Connection:
+        """The HTTP/2 protocol that takes ``transport`` over (its handshake chose h2)."""
+        conn = H2Connection(self, transport)
+        transport.set_protocol(conn)
+        conn.start()
+        return conn
+
+    def h2_room(self, conn: H2Connection) -> None:
+        """A stream of ``conn`` is free (or the server allows more): send what waits."""
+        if self._queue:
+            self._pump()
+
+    def h2_resend(self, call: _Call) -> None:
+        """The server did not process ``call`` (refused, or going away): send it again,
+        at the front of the queue, a few times at most."""
+        call.resent += 1
+        if call.resent > _MAX_RESENDS or self._closing:
+            call.settle(ConnectionResetError("the server refused the request unprocessed"))
+            return
+        self._queue.appendleft(call)
+        self.io_loop.call_soon(self._pump)  # after the event being handled
+
+
+_MAX_RESENDS = 3
 
 
 def _parse_head(head: bytes) -> tuple[int, str, str, dict[str, str]]:

@@ -77,6 +77,7 @@ def _build(name: str, settings: AnyTargetSpec, connection: Connection | None) ->
                 verify=settings.verify,
                 concurrency=settings.concurrency,
                 template=_template(settings.template),
+                http2=settings.http2,
             )
         case KafkaSpec():
             servers, properties = settings.bootstrap_servers, reveal(settings.properties)

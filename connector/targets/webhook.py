@@ -17,7 +17,10 @@ larger body is never loaded, and its connection is closed rather than drained.
 Concurrency: up to ``concurrency`` requests in flight (actions of different keys; the
 dispatcher keeps one key's in order), all on one event loop over a pool of keep-alive
 HTTP/1.1 connections (:mod:`connector.targets.http1`): a request in flight costs a
-connection's place, not a thread, so a slow receiver is met with hundreds in flight. The
+connection's place, not a thread, so a slow receiver is met with hundreds in flight. An
+``https`` receiver that offers HTTP/2 in its TLS handshake gets it (``http2``, on by
+default): up to 100 requests in flight share one connection
+(:mod:`connector.targets.http2`). The
 target is ``asynchronous``: the dispatcher hands it calls of several actions
 (``batch_size``), whose requests go out at once, and is answered from the loop, so the
 requests in flight stay near ``concurrency`` whether the calls are full or not. A
@@ -64,7 +67,7 @@ from connector.targets.base import Target
 from connector.targets.http1 import (
     Answers,
     ConnectTimeout,
-    Http1Pool,
+    HttpPool,
     ProtocolError,
     Request,
     Response,
@@ -128,9 +131,11 @@ class WebhookTarget(Target):
         verify: bool = True,
         concurrency: int = 16,
         template: Template | None = None,
+        http2: bool = True,
     ) -> None:
         """``template``: the body to send instead of the action
-        (:mod:`connector.common.template`)."""
+        (:mod:`connector.common.template`). ``http2``: offer HTTP/2 to an ``https``
+        receiver (it is used where the receiver accepts it; HTTP/1.1 otherwise)."""
         # Errors end up in logs and the dead-letter table: never quote the URL's secrets.
         shown = redact_url(url)
         try:
@@ -171,7 +176,8 @@ class WebhookTarget(Target):
             self._headers.setdefault("Authorization", f"Basic {token}")
         self._timeout = timeout
         self._verify = verify
-        self._pool: Http1Pool | None = None
+        self._http2 = http2
+        self._pool: HttpPool | None = None
 
     def open(self) -> None:
         if self._pool is not None:
@@ -183,11 +189,11 @@ class WebhookTarget(Target):
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
         agent = f"kafka-event-connector ({socket.gethostname()}; pid {os.getpid()})"
-        pool = Http1Pool(
+        pool = HttpPool(
             self._host, self._port, self._path,
             headers={**self._headers, "User-Agent": agent},
             ssl_context=context, timeout=self._timeout, max_connections=self.requests,
-            max_body=MAX_BODY, name=self.name,
+            max_body=MAX_BODY, name=self.name, http2=self._http2,
         )  # fmt: skip
         pool.open()
         self._pool = pool
@@ -222,7 +228,7 @@ class WebhookTarget(Target):
 
         pool.post_all_then(requests, answered)
 
-    def _open_pool(self) -> Http1Pool:
+    def _open_pool(self) -> HttpPool:
         pool = self._pool
         if pool is None:
             raise TargetError(f"webhook target {self.name} is not open")

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 
 import pytest
 
-from connector.targets.http1 import Http1Pool, ProtocolError, Request, Response
+from connector.targets.http1 import HttpPool, ProtocolError, Request, Response
 from connector.targets.webhook import WebhookTarget
 from kec.action import Action, ActionKind
 from kec.errors import ConfigError
@@ -99,8 +99,8 @@ def make_action(i: int) -> Action:
     )  # fmt: skip
 
 
-def _pool(port: int, *, connections: int = 4, timeout: float = 5.0) -> Http1Pool:
-    return Http1Pool(
+def _pool(port: int, *, connections: int = 4, timeout: float = 5.0) -> HttpPool:
+    return HttpPool(
         "127.0.0.1", port, "/hook", headers={"Content-Type": "application/json"},
         ssl_context=None, timeout=timeout, max_connections=connections, max_body=1024,
     )  # fmt: skip
