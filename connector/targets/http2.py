@@ -61,7 +61,7 @@ def request_headers(authority: str, path: str, headers: dict[str, str]) -> list[
 class _Stream:
     """One request on the connection: its call, deadline, body left to send, answer."""
 
-    __slots__ = ("body", "call", "cut", "deadline", "got", "headers", "sent", "status")
+    __slots__ = ("body", "call", "deadline", "got", "headers", "sent", "status")
 
     def __init__(self, call: _Call, deadline: float) -> None:
         self.call = call
@@ -71,7 +71,6 @@ class _Stream:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.got = bytearray()
-        self.cut = False
 
 
 class H2Connection(asyncio.Protocol):
@@ -190,7 +189,6 @@ class H2Connection(asyncio.Protocol):
                 stream.got += event.data
                 if len(stream.got) > self.pool.max_body:  # cut: the rest is never read
                     del stream.got[self.pool.max_body + 1 :]
-                    stream.cut = True
                     self._reset(event.stream_id)
                     self._answered(event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
