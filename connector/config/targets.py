@@ -218,9 +218,10 @@ class WebhookSpec(_Spec):
     template: Annotated[JsonValue, AfterValidator(_check_template)] = None
     """The body to POST instead of the action: JSON whose strings may hold {{ PATH }}
     placeholders (value.order_id, event_key, action_id, context, events.paid.value...)."""
-    http2: bool = True
+    http2: bool = False
     """Offer HTTP/2 to an https receiver (TLS ALPN): where it accepts, up to 100 requests
-    in flight share a connection. false: HTTP/1.1 only. Plain http is always HTTP/1.1."""
+    in flight share a connection, for receivers that limit connections; it costs the
+    connector more CPU a request than HTTP/1.1. Plain http is always HTTP/1.1."""
 
 
 class KafkaSpec(_Spec):

@@ -551,8 +551,8 @@ class HttpPool(Resource):
             conn = next((c for c in self._h2 if c.room() > 0), None)
             if conn is not None:
                 conn.send(queue.popleft())
-            elif self._open < self._max_h2:
-                self._connect(queue.popleft())
+            elif self._open - sum(not c.usable() for c in self._h2) < self._max_h2:
+                self._connect(queue.popleft())  # one going away does not count
             else:
                 return
 

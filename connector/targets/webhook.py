@@ -17,10 +17,12 @@ larger body is never loaded, and its connection is closed rather than drained.
 Concurrency: up to ``concurrency`` requests in flight (actions of different keys; the
 dispatcher keeps one key's in order), all on one event loop over a pool of keep-alive
 HTTP/1.1 connections (:mod:`connector.targets.http1`): a request in flight costs a
-connection's place, not a thread, so a slow receiver is met with hundreds in flight. An
-``https`` receiver that offers HTTP/2 in its TLS handshake gets it (``http2``, on by
-default): up to 100 requests in flight share one connection
-(:mod:`connector.targets.http2`). The
+connection's place, not a thread, so a slow receiver is met with hundreds in flight.
+With ``http2``, an ``https`` receiver that offers HTTP/2 in its TLS handshake gets it: up
+to 100 requests in flight share one connection (:mod:`connector.targets.http2`). Off by
+default: HTTP/2's framing in Python (the h2 library) costs the connector about 2.7 times
+the CPU of an HTTP/1.1 request (bench/RESULTS.md); it is for receivers that limit
+connections, not for speed. The
 target is ``asynchronous``: the dispatcher hands it calls of several actions
 (``batch_size``), whose requests go out at once, and is answered from the loop, so the
 requests in flight stay near ``concurrency`` whether the calls are full or not. A
@@ -131,7 +133,7 @@ class WebhookTarget(Target):
         verify: bool = True,
         concurrency: int = 16,
         template: Template | None = None,
-        http2: bool = True,
+        http2: bool = False,
     ) -> None:
         """``template``: the body to send instead of the action
         (:mod:`connector.common.template`). ``http2``: offer HTTP/2 to an ``https``

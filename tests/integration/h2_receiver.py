@@ -79,12 +79,14 @@ def main() -> None:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--alpn", default="h2,http/1.1")
+    parser.add_argument("--max-requests", type=int, default=1000, help="a connection's")
     args = parser.parse_args()
     config = Config()
     config.bind = [f"fd://{args.fd}"]
     config.certfile, config.keyfile = args.cert, args.key
     config.alpn_protocols = args.alpn.split(",")
     config.loglevel = "WARNING"
+    config.keep_alive_max_requests = args.max_requests  # then GOAWAY and a new connection
     config.graceful_timeout = 10  # SIGTERM: GOAWAY, then the requests in hand are answered
     socket.socket(fileno=args.fd).detach()  # inherited, listening: hypercorn takes it
     asyncio.run(serve(app, config))  # type: ignore[arg-type]
