@@ -652,8 +652,9 @@ class HttpPool(Resource):
         conn.start()
         return conn
 
-    def h2_room(self, conn: H2Connection) -> None:
-        """A stream of ``conn`` is free (or the server allows more): send what waits."""
+    def h2_room(self) -> None:
+        """A stream of an HTTP/2 connection is free (or its server allows more): send
+        what waits."""
         if self._queue:
             self._pump()
 

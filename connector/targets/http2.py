@@ -143,7 +143,7 @@ class H2Connection(asyncio.Protocol):
             stream.call.settle(TimeoutError(f"no answer within {self.pool.timeout:g}s"))
         if late:
             self._flush()
-            self.pool.h2_room(self)
+            self.pool.h2_room()
 
     def abort(self, answer: BaseException) -> None:
         """End the connection now; every request on it gets ``answer``."""
@@ -238,7 +238,7 @@ class H2Connection(asyncio.Protocol):
                 if stream is not None and stream.sent < len(stream.body):
                     self._send_body(stream_id, stream)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self.pool.h2_room(self)
+            self.pool.h2_room()
 
     def _answered(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
@@ -249,7 +249,7 @@ class H2Connection(asyncio.Protocol):
         else:
             body = bytes(stream.got)
             stream.call.settle(Response(stream.status, "", stream.headers, body, False))
-        self.pool.h2_room(self)
+        self.pool.h2_room()
 
     def _reset_by_server(self, event: h2.events.StreamReset) -> None:
         stream = self.streams.pop(event.stream_id, None)
@@ -260,7 +260,7 @@ class H2Connection(asyncio.Protocol):
         else:
             code = _code_name(event.error_code)
             stream.call.settle(ConnectionResetError(f"the server reset the stream ({code})"))
-        self.pool.h2_room(self)
+        self.pool.h2_room()
 
     def _going_away(self, last_stream_id: int) -> None:
         """GOAWAY: the streams above ``last_stream_id`` were not processed and go to
