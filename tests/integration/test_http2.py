@@ -9,6 +9,7 @@ stream times out alone, and the outcomes by status are HTTP/1.1's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -317,6 +318,12 @@ def _scripted_h2(
                     _answer(conn, ended[0])
                     mine.append(keys[ended[0]])
                     tls.sendall(conn.data_to_send())
+                    # Closed by the client once its streams are done: closing here with
+                    # its bytes unread would reset the connection under the answer.
+                    tls.settimeout(10)
+                    with contextlib.suppress(OSError):
+                        while tls.recv(65536):
+                            pass
                     break
                 for stream_id in ended:
                     _answer(conn, stream_id)
