@@ -25,6 +25,7 @@ from kec.event import (
     H_SENDER,
     Event,
     parse_coordinates,
+    plain_event,
     read_event,
 )
 
@@ -166,6 +167,64 @@ def event_from_message(
         event_id,
         parsed,
     )
+
+
+def decode_record(msg: Any, namespace: str, max_bytes: int | None = None) -> Event:
+    """``event_from_message(msg, namespace, max_bytes=max_bytes, strict_namespace=True)``
+    in one call, for the pipeline's hot path (a topic without registered formats).
+
+    The common record (a key, a value, no header or only ``content-type``) is read here
+    without the general path's per-record calls, lists and dicts; any other record, and
+    any record the general path would refuse, goes to :func:`event_from_message`, so the
+    same records are refused with the same errors (``tests/unit/test_codec_fast.py``).
+    """
+    raw_key = msg.key()
+    raw_value = msg.value()
+    headers = msg.headers()
+    if (
+        raw_key.__class__ is not bytes
+        or raw_value.__class__ is not bytes
+        or len(raw_key) > MAX_KEY_BYTES
+        or (max_bytes is not None and len(raw_value) > max_bytes)
+    ):
+        return _general(msg, namespace, max_bytes)
+    content_type = ""
+    if headers is not None:
+        if len(headers) != 1:
+            return _general(msg, namespace, max_bytes)
+        name, raw_type = headers[0]
+        if name != H_CONTENT_TYPE or raw_type is None or raw_type == _BINARY:
+            return _general(msg, namespace, max_bytes)
+        try:
+            content_type = raw_type.decode()
+        except UnicodeDecodeError:
+            return _general(msg, namespace, max_bytes)
+        if len(raw_type) > MAX_KEY_BYTES or "\x00" in content_type:
+            return _general(msg, namespace, max_bytes)
+    try:
+        key = raw_key.decode()
+        text = raw_value.decode()
+    except UnicodeDecodeError:
+        return _general(msg, namespace, max_bytes)
+    if "\x00" in key:
+        return _general(msg, namespace, max_bytes)
+    parsed: tuple[Any] | None = None
+    if content_type.startswith(CONTENT_JSON):
+        try:
+            parsed = (jsontext.checked_document(text),)
+        except (ValueError, RecursionError):
+            return _general(msg, namespace, max_bytes)
+    _, timestamp = msg.timestamp()
+    return plain_event(
+        key, text, namespace, timestamp or 0, msg.topic(), msg.partition(), msg.offset(), parsed
+    )
+
+
+_BINARY = CONTENT_BINARY.encode()
+
+
+def _general(msg: Any, namespace: str, max_bytes: int | None) -> Event:
+    return event_from_message(msg, namespace, max_bytes=max_bytes, strict_namespace=True)
 
 
 def record_headers(event: Event) -> list[tuple[str, bytes]]:

@@ -236,6 +236,37 @@ def read_event(
 _new = object.__new__
 
 
+def plain_event(
+    key: str,
+    value: str,
+    namespace: str,
+    create_time: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    parsed: tuple[Any] | None,
+) -> Event:
+    """:func:`read_event` for a record with no header but its content type: no sender,
+    context, event type, other headers or explicit id. Its slots set here, without
+    :func:`_fill`'s call (the codec's hot path)."""
+    event = _new(Event)
+    _set_key(event, key)
+    _set_value(event, value)
+    _set_namespace(event, namespace)
+    _set_sender(event, None)
+    _set_context(event, None)
+    _set_event_type(event, None)
+    _set_create_time(event, create_time if create_time > 0 else int(time.time() * 1000))
+    _set_headers(event, ())
+    _set_topic(event, topic)
+    _set_partition(event, partition)
+    _set_offset(event, offset)
+    _set_event_id(event, f"{topic}/{partition}/{offset}")
+    _set_explicit(event, False)
+    _set_document(event, parsed)
+    return event
+
+
 def _fill(
     event: Event,
     key: str,

@@ -124,9 +124,15 @@ def checked_document(
     except orjson.JSONDecodeError:
         json.loads(text)  # not JSON: raises ValueError (or RecursionError)
         return document(text, max_depth)  # JSON orjson refuses (NaN, 1e400): rare
-    if not _opens_container(text):
+    # _accepted's steps written out: this runs once per record declared JSON.
+    kind = doc.__class__
+    if kind is not dict and kind is not list:
+        return None  # a scalar (orjson parses containers to these two only)
+    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
         return None
-    return _accepted(text, doc, max_depth)
+    if _any_float(doc, _rounded):  # after the depth check: it recurses
+        return _from_json(text, max_depth)  # maybe an integer past 64 bits: json keeps it
+    return doc  # type: ignore[no-any-return]
 
 
 def _opens_container(text: str) -> bool:

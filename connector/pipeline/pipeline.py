@@ -67,7 +67,7 @@ from connector.pipeline.deadletter import DeadLetters, Poison
 from connector.pipeline.timers import fire_due, has_timers
 from kec import kafka
 from kec.action import Action
-from kec.codec import event_from_message
+from kec.codec import decode_record, event_from_message
 from kec.errors import (
     CheckpointError,
     ClaimTimeout,
@@ -700,9 +700,7 @@ class Pipeline:
                 batch.event_time[tp] = timestamp
             try:
                 if formats is None:
-                    event = event_from_message(
-                        msg, topics[topic], max_bytes=limit, strict_namespace=True
-                    )
+                    event = decode_record(msg, topics[topic], limit)
                 else:
                     event = event_from_message(
                         msg,
@@ -722,6 +720,8 @@ class Pipeline:
                 # ones the same offsets had before (nor their actions' ids).
                 event = replace(event, event_id=f"{event.event_id}@{mine.generation}")
             batch.events.append(event)
+        if not batch.behind:
+            return
         for tp in batch.behind:  # the partition's records of this batch wait for the check
             for part in (batch.first, batch.start, batch.next, batch.event_time, batch.epoch):
                 part.pop(tp, None)

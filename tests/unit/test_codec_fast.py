@@ -1,0 +1,143 @@
+"""kec.codec.decode_record: the pipeline's one-call decode answers as event_from_message.
+
+Real confluent-kafka ``Message`` objects (the client builds them without a broker), so
+the methods the codec calls are the ones the pipeline's records have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kec.codec import MAX_KEY_BYTES, decode_record, event_from_message
+from kec.errors import DecodeError
+from kec.event import Event
+
+_texts = st.sampled_from(
+    [
+        b'{"order": 1, "status": "created"}',
+        b"[1, 2.5, -3e2]",
+        b'{"big": 123456789012345678901234567890}',
+        b'{"f": 1e300}',
+        b'{"nan": NaN}',
+        b"123",
+        b'"just a string"',
+        b"not json {",
+        b"",
+        b"  \t{}",
+        b"[" * 70 + b"]" * 70,
+        b"\xff\xfe not utf-8",
+        b'{"nul": "a\\u0000b"}',
+        b"caf\xc3\xa9",
+    ]
+)
+_content_types = st.sampled_from(
+    [
+        b"application/json",
+        b"application/json; charset=utf-8",
+        b"text/plain",
+        b"application/octet-stream",
+        b"\xff",
+        b"a\x00b",
+        b"x" * (MAX_KEY_BYTES + 1),
+        None,
+    ]
+)
+_other_headers = st.sampled_from(
+    [
+        ("namespace", b"orders"),
+        ("namespace", b"elsewhere"),
+        ("event-id", b"my-id-1"),
+        ("event-id", b"t/0/5"),
+        ("sender", b"svc"),
+        ("context", None),
+        ("trace", b"\x00\x01"),
+    ]
+)
+_headers = st.one_of(
+    st.none(),
+    st.just([]),
+    _content_types.map(lambda v: [("content-type", v)]),
+    st.lists(
+        st.one_of(_content_types.map(lambda v: ("content-type", v)), _other_headers),
+        max_size=3,
+    ),
+)
+_keys = st.one_of(
+    st.none(),
+    st.sampled_from([b"k-1", b"", b"a\x00b", b"\xc3", b"k" * (MAX_KEY_BYTES + 1), "str-key"]),
+    st.binary(max_size=8),
+)
+_values = st.one_of(st.none(), _texts, st.binary(max_size=16))
+
+
+def _message(key: Any, value: Any, headers: Any, timestamp: int) -> Message:
+    return Message(
+        topic="orders-topic",
+        partition=2,
+        offset=41,
+        key=key,
+        value=value,
+        headers=headers,
+        timestamp=(1, timestamp),
+    )
+
+
+def _answer(fn: Any, msg: Message, max_bytes: int | None) -> tuple[str, Any]:
+    try:
+        event = fn(msg, max_bytes)
+    except DecodeError as exc:
+        return "refused", str(exc)
+    assert isinstance(event, Event)
+    return "event", (event, event.document(), event.explicit_id)
+
+
+def _general(msg: Message, max_bytes: int | None) -> Event:
+    return event_from_message(msg, "orders", max_bytes=max_bytes, strict_namespace=True)
+
+
+def _fast(msg: Message, max_bytes: int | None) -> Event:
+    return decode_record(msg, "orders", max_bytes)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    _keys,
+    _values,
+    _headers,
+    st.sampled_from([None, 10, 4096]),
+    st.sampled_from([1_700_000_000_000, 1]),
+)
+def test_decode_record_answers_as_event_from_message(
+    key: Any, value: Any, headers: Any, max_bytes: int | None, timestamp: int
+) -> None:
+    msg = _message(key, value, headers, timestamp)
+    assert _answer(_fast, msg, max_bytes) == _answer(_general, msg, max_bytes)
+
+
+@pytest.mark.parametrize("headers", [[("content-type", b"application/json")], None])
+def test_the_common_record_is_read_by_the_one_call(headers: Any) -> None:
+    msg = _message(b"k-1", b'{"order": 1, "status": "created"}', headers, 1_700_000_000_000)
+    event = decode_record(msg, "orders", None)
+    assert event == Event(
+        key="k-1",
+        value='{"order": 1, "status": "created"}',
+        namespace="orders",
+        create_time=1_700_000_000_000,
+        topic="orders-topic",
+        partition=2,
+        offset=41,
+    )
+    assert event.event_id == "orders-topic/2/41" and not event.explicit_id
+    assert event.document() == {"order": 1, "status": "created"}
+
+
+def test_a_record_without_a_timestamp_gets_the_time_it_was_read() -> None:
+    event = decode_record(_message(b"k", b"v", None, -1), "orders", None)
+    general = _general(_message(b"k", b"v", None, -1), None)
+    assert abs(event.create_time - general.create_time) < 60_000
+    assert event.create_time > 1_700_000_000_000
