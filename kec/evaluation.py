@@ -18,7 +18,7 @@ from kec.event import TP, Event
 
 __all__ = [
     "Evaluation", "Evaluator", "NotifyAll", "Result", "Timers", "event_payload", "event_value",
-    "has_timers",
+    "has_timers", "reads_state",
 ]  # fmt: skip
 
 
@@ -101,6 +101,15 @@ def has_timers(evaluator: object) -> bool:
     return bool(check()) if check is not None else False
 
 
+def reads_state(evaluator: object) -> bool:
+    """Whether :meth:`Evaluator.state_keys` may name any row. An evaluator that says
+    otherwise (a ``reads_state()`` method answering False: every rule a single-key one)
+    is evaluated without it, one call and one dict less per event; one without the
+    method is asked for each event's keys, as the protocol says. Asked once a batch."""
+    check = getattr(evaluator, "reads_state", None)
+    return bool(check()) if check is not None else True
+
+
 class Result(NamedTuple):
     """A plain :class:`Evaluation` (a tuple: one is made per event, and a tuple is the
     cheapest immutable record to make)."""
@@ -124,6 +133,9 @@ class NotifyAll:
 
     def state_keys(self, event: Event) -> Sequence[str]:
         return ()
+
+    def reads_state(self) -> bool:
+        return False
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
         action = Action(

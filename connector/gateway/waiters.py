@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kec.action import Action
-from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers
+from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers, reads_state
 from kec.event import TP, Event
 
 QUEUE_PREFIX = "http-gateway/queue/"
@@ -92,6 +92,9 @@ class HttpIndex:
     def state_keys(self, event: Event) -> Sequence[str]:
         # A queue row is written, never read: nothing to read (or lock) for it.
         return self._inner.state_keys(event)
+
+    def reads_state(self) -> bool:
+        return reads_state(self._inner)
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
         inner = self._inner.evaluate(event, state)

@@ -57,6 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from checkpoint.base import BatchTransaction, Claim, PipelineStore
@@ -77,7 +78,7 @@ from kec.errors import (
     KafkaFatal,
     OffsetConflict,
 )
-from kec.evaluation import Evaluator
+from kec.evaluation import Evaluator, reads_state
 from kec.event import Event
 from kec.faults import crash_point
 from kec.kafka import (
@@ -187,13 +188,17 @@ def apply_events(
         applied.new.append(event)
     keys: list[str] = []
     needs: list[Sequence[str]] = []
-    for event in applied.new:
-        try:
-            wanted = () if skip and event.coordinates in skip else evaluator.state_keys(event)
-        except Exception:  # evaluated below, where the failure is recorded
-            wanted = ()
-        needs.append(wanted)
-        keys.extend(wanted)
+    reading = reads_state(evaluator)
+    if reading:
+        for event in applied.new:
+            try:
+                wanted = () if skip and event.coordinates in skip else evaluator.state_keys(event)
+            except Exception:  # evaluated below, where the failure is recorded
+                wanted = ()
+            needs.append(wanted)
+            keys.extend(wanted)
+    else:  # every rule a single-key one: no event names a row
+        needs = [()] * len(applied.new)
     state: dict[str, str | None] = dict(tx.read_rule_state(keys)) if keys else {}
     dirty: set[str] = set()
     expiry: dict[str, float] = {}
@@ -203,7 +208,9 @@ def apply_events(
             applied.skipped += 1
             continue
         try:
-            result = evaluator.evaluate(event, {k: state.get(k) for k in wanted})
+            result = evaluator.evaluate(
+                event, {k: state.get(k) for k in wanted} if reading else _NO_STATE
+            )
         except Exception as exc:
             applied.failed.append((event, exc))
             continue
@@ -224,6 +231,9 @@ def apply_events(
             {k: state[k] for k in dirty}, {k: expiry[k] for k in dirty if k in expiry}
         )
     return applied
+
+
+_NO_STATE: Mapping[str, str | None] = MappingProxyType({})
 
 
 def _instance_id() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers
+from kec.evaluation import Evaluation, Evaluator, Result, Timers, has_timers, reads_state
 from kec.event import TP, Event
 
 __all__ = ["RuleSwitch"]
@@ -35,6 +35,9 @@ class RuleSwitch:
 
     def state_keys(self, event: Event) -> Sequence[str]:
         return self.engine.state_keys(event)
+
+    def reads_state(self) -> bool:
+        return reads_state(self.engine)
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
         result = self.engine.evaluate(event, state)

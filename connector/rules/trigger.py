@@ -342,6 +342,8 @@ class TriggerEngine:
         compiled = [_compile(i, r) for i, r in enumerate(self._rules)]
         self._index = _index(compiled)
         self._timed = tuple(c.timed for c in compiled if c.timed is not None)
+        # state_keys names rows only for all_of sets and time-driven rules.
+        self._reads_state = any(c.slots or c.timed is not None for c in compiled)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -390,6 +392,10 @@ class TriggerEngine:
             if joined is not None:
                 keys.append(joined[0])
         return keys
+
+    def reads_state(self) -> bool:
+        """False when every rule is a single-key one: :meth:`state_keys` is always empty."""
+        return self._reads_state
 
     def _join_key(self, c: _Compiled, subject: _Subject) -> tuple[str, str | None] | None:
         """The row of the event's set for a correlation rule, and its correlation value;

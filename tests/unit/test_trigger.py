@@ -495,3 +495,41 @@ def test_missing_state_key_counts_as_no_state() -> None:
     engine = TriggerEngine([all_of_rule()])
     result = engine.evaluate(make_event("a"), {})
     assert list(result.state_updates) == [state_key("r", None)]
+
+
+# -- which engines read rule state ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "reads"),
+    [
+        (
+            [
+                make_rule(),
+                make_rule(name="g", key="k*", value={"json": [{"path": "x", "equals": 1}]}),
+            ],
+            False,
+        ),
+        ([make_rule(), all_of_rule(name="set")], True),
+        ([make_rule(name="d", debounce={"quiet": 10})], True),
+        (
+            [
+                make_rule(
+                    name="j",
+                    all_of={"keys": ["a", "b"], "window": 60, "policy": "latest"},
+                    correlate={"json": "id"},
+                )
+            ],
+            True,
+        ),
+        ([], False),
+    ],
+)
+def test_an_engine_says_whether_it_reads_rule_state(rules: list[Any], reads: bool) -> None:
+    engine = TriggerEngine(rules)
+    assert engine.reads_state() is reads
+    events = [make_event(k, '{"x": 1, "id": 7}', ctx="c") for k in ("k", "a", "b", "kx")]
+    if not reads:  # what lets the pipeline skip asking: no event names a row
+        assert all(engine.state_keys(e) == [] for e in events)
+    else:
+        assert any(engine.state_keys(e) for e in events)
