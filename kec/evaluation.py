@@ -17,8 +17,8 @@ from kec.action import Action, ActionKind
 from kec.event import TP, Event
 
 __all__ = [
-    "Evaluation", "Evaluator", "NotifyAll", "Result", "Timers", "event_payload", "event_value",
-    "has_timers", "reads_state",
+    "Evaluation", "Evaluator", "NotifyAll", "Result", "Timers", "actions_only", "event_payload",
+    "event_value", "has_timers", "reads_state",
 ]  # fmt: skip
 
 
@@ -160,3 +160,9 @@ _NOTIFY = ActionKind.NOTIFY  # a module name: an Enum class attribute costs ~10x
 _new_result = tuple.__new__
 _NO_UPDATES: Mapping[str, str | None] = MappingProxyType({})
 _NO_EXPIRY: Mapping[str, float] = MappingProxyType({})
+
+
+def actions_only(actions: Sequence[Action]) -> Result:
+    """``Result(actions, {})`` without the NamedTuple's Python ``__new__`` (once per event
+    on the hot path); its mappings are read-only."""
+    return _new_result(Result, (actions, _NO_UPDATES, _NO_EXPIRY))

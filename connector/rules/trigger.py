@@ -43,7 +43,7 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import translate
 from typing import Any, Final
 
@@ -63,7 +63,7 @@ from connector.rules.windows import Out, Timed
 from kec import jsontext
 from kec.action import Action
 from kec.errors import ConfigError
-from kec.evaluation import Evaluation, Result, event_payload
+from kec.evaluation import Evaluation, Result, actions_only, event_payload
 from kec.event import TP, Event
 
 __all__ = [
@@ -240,6 +240,12 @@ class _NamespaceIndex:
     globs: tuple[tuple[Callable[[str], object], _Compiled, int], ...]  # in rule order
     any_glob: Callable[[str], object] | None  # one regex for all: most keys match none
     has_scoped: bool
+    # Keys the globs were matched against, with their hits (all rules, before the context
+    # filter); cleared when full. Shared by threads: a lost race only matches again.
+    matched: dict[str, tuple[_Hit, ...]] = field(default_factory=dict)
+
+
+_MATCHED_KEYS = 16_384  # keys of at most 1 KiB (the codec's limit): a bounded cache
 
 
 def _compile_context(pattern: str | None) -> _Check | None:
@@ -320,6 +326,19 @@ def _index(compiled: Sequence[_Compiled]) -> dict[str, _NamespaceIndex]:
     return indexes
 
 
+def _match(index: _NamespaceIndex, key: str) -> tuple[_Hit, ...]:
+    """The rules of ``index`` whose keys match ``key``, exact and globs, in rule order."""
+    hits = index.exact.get(key, ())
+    if index.any_glob is not None and index.any_glob(key):
+        matched = [(c, slot) for match, c, slot in index.globs if match(key)]
+        if hits:
+            matched.extend((c, slot) for c, slots in hits for slot in slots)
+            hits = _merge(matched)
+        else:
+            hits = _group(matched)
+    return hits
+
+
 # -- the engine ---------------------------------------------------------------------------
 
 
@@ -327,9 +346,11 @@ class TriggerEngine:
     """Compiled rules: globs and regexes compiled, rules indexed by namespace and key.
 
     An event of a namespace without rules costs one dict lookup; otherwise one lookup by
-    exact key and one match of a regex that joins every glob of the namespace (each glob
-    is tried on its own only when that one matches). Immutable after construction, so one
-    engine may serve several threads.
+    exact key, and in a namespace with globs one match of a regex that joins them all
+    (each glob is tried on its own only when that one matches), remembered per key for
+    the next event of that key. The rules are immutable after construction and the
+    remembered matches are only ever added or cleared, so one engine may serve several
+    threads.
     """
 
     def __init__(self, rules: Sequence[Rule], *, limits: MatchLimits | None = None) -> None:
@@ -358,14 +379,16 @@ class TriggerEngine:
         if index is None:
             return ()
         key = event.key
-        hits = index.exact.get(key, ())
-        if index.any_glob is not None and index.any_glob(key):
-            matched = [(c, slot) for match, c, slot in index.globs if match(key)]
-            if hits:
-                matched.extend((c, slot) for c, slots in hits for slot in slots)
-                hits = _merge(matched)
-            else:
-                hits = _group(matched)
+        if index.any_glob is None:
+            hits = index.exact.get(key, ())
+        else:
+            cached = index.matched.get(key)
+            if cached is None:
+                cached = _match(index, key)
+                if len(index.matched) >= _MATCHED_KEYS:
+                    index.matched.clear()
+                index.matched[key] = cached
+            hits = cached
         if event.context is None and index.has_scoped:
             hits = tuple(hit for hit in hits if not hit[0].scoped)
         return hits
@@ -421,9 +444,17 @@ class TriggerEngine:
         actions: list[Action] = []
         updates: dict[str, str | None] = {}
         expiry: dict[str, float] = {}
-        subject = _Subject(event, self._limits.max_json_depth)
-        too_long = len(event.value) > self._limits.max_value_length
+        subject: _Subject | None = None
+        too_long = False
         for c, slots in hits:
+            if c.timed is None and c.check is None and not c.slots:  # a key, no condition
+                actions.append(
+                    self._action(c, event, (event.event_id,), event_payload(event), finite=True)
+                )
+                continue
+            if subject is None:  # the value is looked at only for rules with conditions
+                subject = _Subject(event, self._limits.max_json_depth)
+                too_long = len(event.value) > self._limits.max_value_length
             if c.timed is not None:
                 # The conditions hold for the events that count (absence: for A only).
                 passes = c.check is None or (not too_long and c.check(subject))
@@ -467,6 +498,8 @@ class TriggerEngine:
                 ids = tuple(fired[s]["event_id"] for s in c.slots)
                 payload = {"namespace": event.namespace, "context": context, "events": fired}
                 actions.append(self._action(c, event, ids, payload))
+        if not updates and not expiry:
+            return actions_only(actions)
         return Result(actions, updates, expiry)
 
     # -- time-driven rules: the due pass (connector/rules/windows.py) ----------------------
@@ -503,17 +536,17 @@ class TriggerEngine:
         finite: bool = False,
     ) -> Action:
         rule = c.rule
-        return Action(
-            rule=rule.name,
-            kind=rule.action,
-            target=rule.target,
-            namespace=event.namespace,
-            event_ids=event_ids,
-            event_key=event.key,
-            workflow=rule.workflow,
-            task=rule.task,
-            context=event.context if c.scoped else None,
-            payload=payload,
+        return Action(  # positional: one per event on the hot path
+            rule.name,
+            rule.action,
+            rule.target,
+            event.namespace,
+            event_ids,
+            event.key,
+            rule.workflow,
+            rule.task,
+            event.context if c.scoped else None,
+            payload,
             finite=finite,
         )
 

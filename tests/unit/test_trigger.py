@@ -533,3 +533,34 @@ def test_an_engine_says_whether_it_reads_rule_state(rules: list[Any], reads: boo
         assert all(engine.state_keys(e) == [] for e in events)
     else:
         assert any(engine.state_keys(e) for e in events)
+
+
+# -- glob matches remembered per key --------------------------------------------------------
+
+
+def test_a_remembered_glob_match_still_depends_on_the_event_context() -> None:
+    engine = TriggerEngine(
+        [make_rule(name="task", key="k-*", **TASK), make_rule(name="wf", key="k-*")]
+    )
+    for ctx in (None, "exec-1", None, "exec-2"):  # the same key, matched once
+        actions = engine.evaluate(make_event("k-1", ctx=ctx), {}).actions
+        assert [a.rule for a in actions] == (["wf"] if ctx is None else ["task", "wf"])
+
+
+def test_remembered_glob_matches_are_bounded_and_answer_as_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("connector.rules.trigger._MATCHED_KEYS", 4)
+    rules = [make_rule(name="odd", key="k-*[13579]"), make_rule(name="any", key="k-*")]
+    rules.append(make_rule(name="exact", key="k-7"))
+    engine = TriggerEngine(rules)
+    keys = [f"k-{i}" for i in range(10)] * 3 + ["x-1"]
+    for key in keys:
+        fresh = TriggerEngine(rules).evaluate(make_event(key), {}).actions
+        assert [a.rule for a in engine.evaluate(make_event(key), {}).actions] == [
+            a.rule for a in fresh
+        ]
+        assert len(engine._index["default"].matched) <= 4
+    assert [a.rule for a in engine.evaluate(make_event("k-7"), {}).actions] == [
+        "odd", "any", "exact",
+    ]  # fmt: skip
