@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from kec.jsontext import dumps
+from kec.jsontext import dumps, dumps_bytes
 
 
 class ActionKind(StrEnum):
@@ -127,8 +127,9 @@ class Action:
         if cached is None:
             # A None in the payload writes null, as NaN would: the floats are looked at
             # unless the maker vouched for them.
-            text = dumps(self.payload, sort_keys=True, floats_in=() if self._finite else None)
-            cached = text.encode()
+            cached = dumps_bytes(
+                self.payload, sort_keys=True, floats_in=() if self._finite else None
+            )
             _set_payload_json(self, cached)  # two threads may both write it: the same bytes
         return cached
 

@@ -80,18 +80,35 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
         return std_dumps(obj)
-    # orjson wrote any NaN or infinity as null: only then can one be there. The parts
-    # that may hold floats are written once more on their own (in C, cheaper than walking
-    # them in Python) so that a null elsewhere (a None field) does not cost the walk.
-    if b"null" in out:
-        if floats_in is None:
-            suspect = not finite(obj)
-        else:
-            parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
-            suspect = bool(parts) and b"null" in orjson.dumps(parts) and not all(map(finite, parts))
-        if suspect:
-            return std_dumps(obj)
+    if b"null" in out and _suspect(obj, floats_in):
+        return std_dumps(obj)
     return out.decode()
+
+
+def dumps_bytes(
+    obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False
+) -> bytes:
+    """:func:`dumps` as UTF-8 bytes, without decoding orjson's bytes and encoding them
+    again (an action's payload, once per action)."""
+    std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return std_dumps(obj).encode()
+    if b"null" in out and _suspect(obj, floats_in):
+        return std_dumps(obj).encode()
+    return out
+
+
+def _suspect(obj: Any, floats_in: Iterable[Any] | None) -> bool:
+    """Whether ``obj``, which orjson wrote with a null, may hold NaN or an infinity (which
+    orjson writes as null too). The parts that may hold floats are written once more on
+    their own (in C, cheaper than walking them in Python) so that a null elsewhere (a
+    None field) does not cost the walk."""
+    if floats_in is None:
+        return not finite(obj)
+    parts = floats_in if isinstance(floats_in, list | tuple) else list(floats_in)
+    return bool(parts) and b"null" in orjson.dumps(parts) and not all(map(finite, parts))
 
 
 DOCUMENT_DEPTH = 64

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kec.jsontext import check, checked_document, document, dumps, finite, loads
+from kec.jsontext import check, checked_document, document, dumps, dumps_bytes, finite, loads
 
 _scalars = (
     st.none()
@@ -53,6 +53,27 @@ def test_sorted_keys_are_written_as_json_sorts_them_and_read_back_as_the_value(
     text = dumps(value, sort_keys=True)
     assert json.loads(text) == value
     assert _keys_sorted(text)
+
+
+_with_odd = st.recursive(
+    _scalars | st.sampled_from([math.nan, math.inf, -math.inf, "\ud800", 2**70]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_with_odd, st.booleans(), st.sampled_from(["none", "tuple", "generator", "empty"]))
+def test_dumps_bytes_writes_what_dumps_writes(value: Any, sort_keys: bool, given_as: str) -> None:
+    def floats_in() -> Any:
+        return {
+            "none": None,
+            "tuple": (value,),
+            "generator": (v for v in [value]),  # read once: the fallback must not need it
+            "empty": (),
+        }[given_as]
+
+    expected = dumps(value, floats_in=floats_in(), sort_keys=sort_keys).encode()
+    assert dumps_bytes(value, floats_in=floats_in(), sort_keys=sort_keys) == expected
 
 
 @pytest.mark.parametrize("odd", ["\ud800", 2**70, math.inf], ids=["surrogate", "int", "inf"])
