@@ -672,6 +672,14 @@ class Pipeline:
         limit = self._settings.max_event_bytes
         owned = self._owned
         formats = self._formats
+        at_end, behind, first, next_ = batch.at_end, batch.behind, batch.first, batch.next
+        event_time, events = batch.event_time, batch.events
+        # Records come in runs of one partition: its lookups are made once a run.
+        run_topic: str | None = None
+        run_partition = -1
+        tp: TP = ("", -1)
+        mine: _Reading | None = None
+        namespace = ""
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -691,30 +699,34 @@ class Pipeline:
                 log.warning("consumer error: %s", err)
                 continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            tp = (topic, partition)
-            mine = owned.get(tp)
-            if mine is None or tp not in reading or tp in batch.behind:
+            if partition != run_partition or topic != run_topic:
+                run_topic, run_partition = topic, partition
+                tp = (topic, partition)
+                mine = owned.get(tp) if tp in reading else None
+                namespace = topics[topic] if mine is not None else ""  # owned: subscribed
+            if mine is None or tp in behind:
                 continue  # revoked, fenced or stopped since it was fetched
             stored = mine.next_offset
             if stored is not None and offset < stored:
-                batch.behind[tp] = offset
+                behind[tp] = offset
                 continue
-            if tp not in batch.first:
-                batch.first[tp] = offset
+            if tp not in first:
+                first[tp] = offset
                 batch.start[tp] = offset if stored is None else stored
                 batch.epoch[tp] = reading[tp]
-            batch.next[tp] = offset + 1
-            batch.at_end.discard(tp)
+            next_[tp] = offset + 1
+            if at_end:
+                at_end.discard(tp)
             _, timestamp = msg.timestamp()
-            if timestamp > batch.event_time.get(tp, 0):
-                batch.event_time[tp] = timestamp
+            if timestamp > event_time.get(tp, 0):
+                event_time[tp] = timestamp
             try:
                 if formats is None:
-                    event = decode_record(msg, topics[topic], limit)
+                    event = decode_record(msg, namespace, limit)
                 else:
                     event = event_from_message(
                         msg,
-                        topics[topic],
+                        namespace,
                         max_bytes=limit,
                         strict_namespace=True,
                         key_decoder=formats.key_decoder(topic),
@@ -729,8 +741,8 @@ class Pipeline:
                 # Offsets an operator's reset made count again: their ids must not be the
                 # ones the same offsets had before (nor their actions' ids).
                 event = replace(event, event_id=f"{event.event_id}@{mine.generation}")
-            batch.events.append(event)
-        if not batch.behind:
+            events.append(event)
+        if not behind:
             return
         for tp in batch.behind:  # the partition's records of this batch wait for the check
             for part in (batch.first, batch.start, batch.next, batch.event_time, batch.epoch):
