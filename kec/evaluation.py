@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from kec.action import Action, ActionKind
+from kec.action import Action, ActionKind, rule_action
 from kec.event import TP, Event
 
 __all__ = [
@@ -138,7 +138,7 @@ class NotifyAll:
         return False
 
     def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
-        action = Action(
+        action = rule_action(
             self._rule,
             _NOTIFY,
             self._target,
@@ -149,7 +149,7 @@ class NotifyAll:
             None,
             event.context,
             {"value": event_value(event), "offset": event.offset, "partition": event.partition},
-            finite=True,  # a document's floats are finite; the rest are ints and text
+            True,  # finite: a document's floats are finite; the rest are ints and text
         )
         # Result(...) through tuple.__new__: a NamedTuple's own __new__ is a Python
         # function, and this runs once per event.

@@ -61,7 +61,7 @@ from connector.rules.paths import MISSING as _MISSING
 from connector.rules.paths import compile_path, resolve
 from connector.rules.windows import Out, Timed
 from kec import jsontext
-from kec.action import Action
+from kec.action import Action, rule_action
 from kec.errors import ConfigError
 from kec.evaluation import Evaluation, Result, actions_only, event_payload
 from kec.event import TP, Event
@@ -536,7 +536,7 @@ class TriggerEngine:
         finite: bool = False,
     ) -> Action:
         rule = c.rule
-        return Action(  # positional: one per event on the hot path
+        return rule_action(
             rule.name,
             rule.action,
             rule.target,
@@ -547,7 +547,7 @@ class TriggerEngine:
             rule.task,
             event.context if c.scoped else None,
             payload,
-            finite=finite,
+            finite,
         )
 
 

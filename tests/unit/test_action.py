@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kec import jsontext
-from kec.action import Action, ActionKind, action_id
+from kec.action import Action, ActionKind, action_id, rule_action
 from kec.evaluation import event_payload
 from kec.event import Event
 
@@ -124,3 +124,24 @@ def test_a_vouched_payload_is_not_looked_at_and_a_copy_is(
     copy = dataclasses.replace(vouched, payload={"v": [float("nan"), None]})
     assert json.loads(copy.payload_json())["v"][0] != json.loads(copy.payload_json())["v"][0]
     assert walked
+
+
+@given(
+    st.booleans(),
+    st.sampled_from([None, "wf-1"]),
+    st.lists(st.text(max_size=5), min_size=1, max_size=3),
+)
+def test_an_action_the_rules_build_is_the_action_the_constructor_builds(
+    finite: bool, context: str | None, ids: list[str]
+) -> None:
+    args = ("r", ActionKind.START_TASK, "t", "ns", tuple(ids), "k", "wf", "task", context,
+            {"v": [1.5, None]})  # fmt: skip
+    fast = rule_action(*args, finite)
+    slow = Action(*args, finite=finite)
+    assert type(fast) is Action and fast == slow
+    assert fast.action_id == slow.action_id == action_id("r", tuple(ids))
+    assert fast._finite is slow._finite is finite
+    assert fast.payload_json() == slow.payload_json()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.rule = "other"  # type: ignore[misc]
+    assert Action.from_json(fast.to_json()) == fast

@@ -6,6 +6,7 @@ below has just those, which is enough for this pure logic (integration tests use
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import time
@@ -28,6 +29,7 @@ from kec.event import (
     H_NAMESPACE,
     H_SENDER,
     Event,
+    plain_event,
     read_event,
 )
 from kec.jsontext import document
@@ -361,3 +363,19 @@ def test_read_event_builds_what_the_constructor_builds(
     assert fast == slow
     assert fast.explicit_id is slow.explicit_id is bool(event_id)
     assert fast.event_id == (event_id or f"{topic}/{partition}/{offset}")
+    assert type(fast) is Event and hash(fast) == hash(slow)
+
+
+@pytest.mark.parametrize("build", ["read_event", "plain_event"])
+def test_an_event_the_codec_builds_is_a_frozen_event_like_any_other(build: str) -> None:
+    if build == "read_event":
+        event = read_event("k", "{}", "shop", None, None, None, 5, (), "t", 1, 2, "", ({},))
+    else:
+        event = plain_event("k", "{}", "shop", 5, "t", 1, 2, ({},))
+    assert type(event) is Event and isinstance(event, Event)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.key = "other"  # type: ignore[misc]
+    assert event == Event(key="k", value="{}", namespace="shop", create_time=5, topic="t",
+                          partition=1, offset=2)  # fmt: skip
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert replace(event, key="k2").key == "k2" and event.document() == {}
