@@ -141,11 +141,24 @@ class Action:
 
     def to_json_bytes(self) -> bytes:
         """:meth:`to_json` as UTF-8 bytes, the payload's part from :meth:`payload_json`."""
-        body = self.to_dict(payload=False)
-        body["payload"] = orjson.Fragment(self.payload_json())
+        # The keys written in sorted order (so orjson need not sort them), the payload's
+        # sorted already: once per action a target sends.
+        body = {
+            "action_id": self.action_id,
+            "context": self.context,
+            "event_ids": self.event_ids,
+            "event_key": self.event_key,
+            "kind": self.kind._value_,
+            "namespace": self.namespace,
+            "payload": orjson.Fragment(self.payload_json()),
+            "rule": self.rule,
+            "target": self.target,
+            "task": self.task,
+            "workflow": self.workflow,
+        }
         try:
             # Only the payload may hold floats (checked by payload_json): no NaN check.
-            return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+            return orjson.dumps(body)
         except orjson.JSONEncodeError:  # a lone surrogate in a name, say: json writes it
             return dumps(self.to_dict(), floats_in=(self.payload,), sort_keys=True).encode()
 
