@@ -33,12 +33,23 @@ def action_id(rule: str, event_ids: tuple[str, ...]) -> str:
     """Deterministic: the same rule and events give the same id (the idempotency key).
 
     128 bits of BLAKE2b over the rule and the ids, NUL-separated (neither holds a NUL:
-    the codec refuses them), as 32 hex digits: one hash call over one byte string."""
+    the codec refuses them), as 32 hex digits. For one event (once per event on the hot
+    path) the hash of ``rule`` and its NUL is kept per rule and copied, so only the id
+    is hashed: the same digest, for two thirds of the cost."""
     if len(event_ids) == 1:
-        data = f"{rule}\x00{event_ids[0]}".encode()
-    else:
-        data = "\x00".join((rule, *event_ids)).encode()
-    return _blake2b(data, digest_size=16).hexdigest()
+        prefix = _rule_prefixes.get(rule)
+        if prefix is None:
+            if len(_rule_prefixes) >= _RULE_PREFIXES:
+                _rule_prefixes.clear()
+            prefix = _rule_prefixes[rule] = _blake2b(f"{rule}\x00".encode(), digest_size=16)
+        digest = prefix.copy()  # copy() holds the object's lock: shared by threads
+        digest.update(event_ids[0].encode())
+        return digest.hexdigest()
+    return _blake2b("\x00".join((rule, *event_ids)).encode(), digest_size=16).hexdigest()
+
+
+_rule_prefixes: dict[str, Any] = {}
+_RULE_PREFIXES = 4096  # rule names a process hashes; any past that start a new cache
 
 
 @dataclass(frozen=True, slots=True, init=False)

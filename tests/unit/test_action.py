@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import fields
 
@@ -39,6 +40,29 @@ def test_id_depends_on_rule_and_event_ids_only() -> None:
     assert _action(target="other", payload={}).action_id == a.action_id
     assert _action(rule="other").action_id != a.action_id
     assert _action(event_ids=("e2", "e1")).action_id != a.action_id
+
+
+_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+
+
+@given(st.lists(st.tuples(_names, st.lists(_names, min_size=1, max_size=3)), max_size=12))
+def test_id_is_blake2b_of_the_rule_and_ids_nul_separated(
+    calls: list[tuple[str, list[str]]],
+) -> None:
+    """The documented formula, whatever the per-rule hashes kept (a small cache: cleared
+    between calls too)."""
+    for rule, ids in calls:
+        expected = hashlib.blake2b("\x00".join([rule, *ids]).encode(), digest_size=16)
+        assert action_id(rule, tuple(ids)) == expected.hexdigest()
+
+
+def test_id_of_many_rules_past_the_kept_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("kec.action._RULE_PREFIXES", 3)
+    monkeypatch.setattr("kec.action._rule_prefixes", {})
+    for n in range(10):
+        rule = f"rule-{n % 5}"
+        expected = hashlib.blake2b(f"{rule}\x00e{n}".encode(), digest_size=16).hexdigest()
+        assert action_id(rule, (f"e{n}",)) == expected
 
 
 def test_dict_form_has_every_field_and_round_trips() -> None:
