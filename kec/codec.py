@@ -25,7 +25,6 @@ from kec.event import (
     H_SENDER,
     Event,
     parse_coordinates,
-    plain_event,
     read_event,
 )
 
@@ -215,9 +214,10 @@ def decode_record(msg: Any, namespace: str, max_bytes: int | None = None) -> Eve
         except (ValueError, RecursionError):
             return _general(msg, namespace, max_bytes)
     _, timestamp = msg.timestamp()
-    return plain_event(
-        key, text, namespace, timestamp or 0, msg.topic(), msg.partition(), msg.offset(), parsed
-    )
+    return read_event(
+        key, text, namespace, None, None, None, timestamp or 0, (), msg.topic(),
+        msg.partition(), msg.offset(), "", parsed,
+    )  # fmt: skip
 
 
 _BINARY = CONTENT_BINARY.encode()

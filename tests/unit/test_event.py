@@ -29,7 +29,6 @@ from kec.event import (
     H_NAMESPACE,
     H_SENDER,
     Event,
-    plain_event,
     read_event,
 )
 from kec.jsontext import document
@@ -366,12 +365,8 @@ def test_read_event_builds_what_the_constructor_builds(
     assert type(fast) is Event and hash(fast) == hash(slow)
 
 
-@pytest.mark.parametrize("build", ["read_event", "plain_event"])
-def test_an_event_the_codec_builds_is_a_frozen_event_like_any_other(build: str) -> None:
-    if build == "read_event":
-        event = read_event("k", "{}", "shop", None, None, None, 5, (), "t", 1, 2, "", ({},))
-    else:
-        event = plain_event("k", "{}", "shop", 5, "t", 1, 2, ({},))
+def test_an_event_the_codec_builds_is_a_frozen_event_like_any_other() -> None:
+    event = read_event("k", "{}", "shop", None, None, None, 5, (), "t", 1, 2, "", ({},))
     assert type(event) is Event and isinstance(event, Event)
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.key = "other"  # type: ignore[misc]
