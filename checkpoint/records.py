@@ -59,18 +59,8 @@ def _event_row(e: Event) -> list[Any]:
 
 
 def encode_events(events: Sequence[Event]) -> bytes:
-    # An event row holds no float: nothing to check for NaN. The common row (a text
-    # value, no headers) is written out here, without _event_row's call per event.
-    rows = [
-        [
-            e.offset, e.event_id if e.explicit_id else None, e.key, e.value, e.namespace,
-            e.sender, e.context, e.event_type, e.create_time, None,
-        ]
-        if e.value.__class__ is str and not e.headers
-        else _event_row(e)
-        for e in events
-    ]  # fmt: skip
-    return dumps_bytes(rows, floats_in=())
+    # An event row holds no float: nothing to check for NaN.
+    return dumps_bytes([_event_row(e) for e in events], floats_in=())
 
 
 def _event(row: list[Any], topic: str, partition: int) -> Event:

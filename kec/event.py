@@ -271,7 +271,8 @@ def _fill(
     event_id: str,
     explicit: bool,
 ) -> None:
-    """Every slot of a new ``event``: the one place both constructors set them."""
+    """Every slot of a new ``event``, for ``Event(...)`` (:func:`read_event` fills the
+    codec's events by plain stores instead)."""
     _set_key(event, key)
     _set_value(event, value)
     _set_namespace(event, namespace)

@@ -141,15 +141,10 @@ def checked_document(
     except orjson.JSONDecodeError:
         json.loads(text)  # not JSON: raises ValueError (or RecursionError)
         return document(text, max_depth)  # JSON orjson refuses (NaN, 1e400): rare
-    # _accepted's steps written out: this runs once per record declared JSON.
-    kind = doc.__class__
+    kind = doc.__class__  # parsed: a container is one of these two, without a text scan
     if kind is not dict and kind is not list:
-        return None  # a scalar (orjson parses containers to these two only)
-    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
         return None
-    if _any_float(doc, _rounded):  # after the depth check: it recurses
-        return _from_json(text, max_depth)  # maybe an integer past 64 bits: json keeps it
-    return doc  # type: ignore[no-any-return]
+    return _accepted(text, doc, max_depth)
 
 
 def _opens_container(text: str) -> bool:
