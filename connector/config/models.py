@@ -129,7 +129,9 @@ class KafkaSettings(ConfigModel):
     ] = Field(default_factory=dict)
     """Further librdkafka properties passed to every client as they are (e.g.
     client.rack); settings with a field of their own must be set there. Values whose
-    names say secret, password, token or key are secrets: never printed."""
+    names say secret, password, token or key are secrets: never printed. The pipeline's
+    consumer heartbeats every second (heartbeat.interval.ms 1000, not Kafka's 3000, so
+    that a rebalance is noticed sooner); a property here overrides that too."""
 
     @field_validator("properties")
     @classmethod

@@ -240,6 +240,9 @@ def _instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+HEARTBEAT_MS = 1000  # the pipeline consumer's heartbeat.interval.ms (Kafka's: 3000)
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     bootstrap_servers: str
@@ -285,6 +288,10 @@ class PipelineSettings:
             # row (b) of the benchmark ran at 0.76x (bench/RESULTS.md).
             # The end of a partition is news: its event time may move on (idle partitions).
             "enable.partition.eof": True,
+            # A member learns of a rebalance at its next heartbeat, and a cooperative one
+            # takes two (revoke, then assign): at Kafka's 3 s, the second of N processes
+            # started together waited ~6 s for its partitions while the first read them all.
+            "heartbeat.interval.ms": HEARTBEAT_MS,
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
