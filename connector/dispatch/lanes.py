@@ -70,42 +70,43 @@ class Entry:
         "stored",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        aseq: int,
-        action: Action,
-        *,
-        attempts: int = 0,
-        next_attempt_at: float = 0.0,
-        last_error: str | None = None,
-        parked: Parking | None = None,
-        stored: bool = False,
-        arrived: float | None = None,
-    ) -> None:
+    def __init__(self, aseq: int, action: Action, arrived: float | None = None) -> None:
+        """A fresh action, never tried (positional: one is made per action queued, and
+        keyword arguments cost a third of the call; :meth:`from_row` for a stored one)."""
         self.aseq = aseq
         self.action = action
         # Its lane, worked out once: the book asks for it at every step.
         self.lane: LaneKey = (action.target, action.namespace, action.event_key)
         self.stage = _WAITING
-        self.attempts = attempts  # failed attempts so far
-        self.next_attempt_at = next_attempt_at
-        self.last_error = last_error
-        self.parked = parked  # the kind of row it has, or is to get (None: none)
-        self.stored = stored  # the store holds its row
+        self.attempts = 0  # failed attempts so far
+        self.next_attempt_at = 0.0
+        self.last_error: str | None = None
+        self.parked: Parking | None = None  # the kind of row it has, or is to get
+        self.stored = False  # the store holds its row
         self.holding = False  # it held the watermark back when it came (no row then)
         self.dirty = False  # its row must be (re)written at the next settlement
         self.arrived = time.monotonic() if arrived is None else arrived  # reached this book
+
+    @classmethod
+    def from_row(cls, row: Parked) -> Entry:
+        """An action the store holds a parked row for (retry, held or dead)."""
+        entry = cls(row.aseq, row.action)
+        entry.attempts = row.attempts
+        entry.next_attempt_at = row.next_attempt_at
+        entry.last_error = row.last_error
+        entry.parked = row.state
+        entry.stored = True
+        return entry
 
     def __repr__(self) -> str:
         return f"Entry({self.aseq}, {self.action.action_id}, {self.stage.name})"
 
 
-class _Lane:
-    __slots__ = ("blocked", "entries")
+class _Lane(deque[Entry]):
+    """One (target, key)'s actions in order: a deque, so that a lane costs one object
+    (most lanes hold one action, made and dropped once per action)."""
 
-    def __init__(self) -> None:
-        self.entries: deque[Entry] = deque()
-        self.blocked = False  # its head failed: what follows waits, with held rows
+    blocked = False  # its head failed: what follows waits, with held rows
 
 
 class PartitionBook:
@@ -136,13 +137,7 @@ class PartitionBook:
     def load(cls, tp: TP, epoch: int, pending: Pending) -> PartitionBook:
         """A book for a partition just claimed, from what the store still holds."""
         book = cls(tp, epoch, pending.watermark, pending.end)
-        merged: list[Entry] = [
-            Entry(
-                p.aseq, p.action, attempts=p.attempts, next_attempt_at=p.next_attempt_at,
-                last_error=p.last_error, parked=p.state, stored=True,
-            )
-            for p in pending.parked
-        ]  # fmt: skip
+        merged = [Entry.from_row(p) for p in pending.parked]
         merged.extend(Entry(q.aseq, q.action) for q in pending.queued)
         merged.sort(key=lambda e: e.aseq)
         book._add(merged)
@@ -154,7 +149,7 @@ class PartitionBook:
         """Actions just checkpointed, numbered from ``first_aseq``."""
         now = time.monotonic()
         if first_aseq < self._end:  # below what the book knows (never, unless replayed)
-            self._add([Entry(first_aseq + i, a, arrived=now) for i, a in enumerate(actions)])
+            self._add([Entry(first_aseq + i, a, now) for i, a in enumerate(actions)])
             return
         # The common case, once per action of every batch: :meth:`_add` for entries that
         # come after every entry the book holds, none parked, none waiting for a time.
@@ -162,23 +157,22 @@ class PartitionBook:
         ready, in_ready = self._ready, self._in_ready
         aseq = first_aseq
         for action in actions:
-            entry = Entry(aseq, action, arrived=now)
+            entry = Entry(aseq, action, now)
             key = entry.lane
             lane = lanes.get(key)
             if lane is None:
-                lane = lanes[key] = _Lane()
-                lane.entries.append(entry)
+                lane = lanes[key] = _Lane((entry,))
                 if key not in in_ready:
                     in_ready.add(key)
                     ready.append(key)
             elif lane.blocked:
-                lane.entries.append(entry)
+                lane.append(entry)
                 self._park(entry, Parking.HELD)
                 aseq += 1
                 continue
             else:
-                lane.entries.append(entry)
-                if len(lane.entries) == 1:
+                lane.append(entry)
+                if len(lane) == 1:
                     self._schedule(entry)
             holding.append(aseq)
             entry.holding = True
@@ -189,7 +183,7 @@ class PartitionBook:
     def catch_up(self, pending: Pending) -> int:
         """Actions the store holds for this partition that the book never got (a batch
         that committed while its caller saw the commit fail); return how many."""
-        known = {e.aseq for lane in self._lanes.values() for e in lane.entries}
+        known = {e.aseq for lane in self._lanes.values() for e in lane}
         mark = self.watermark
         fresh = [
             Entry(q.aseq, q.action)
@@ -202,14 +196,11 @@ class PartitionBook:
     def adopt(self, rows: Iterable[Parked]) -> int:
         """Retry rows found in the store that this book does not hold (``dlq replay``,
         ``replay``); return how many were taken."""
-        known = {e.aseq for lane in self._lanes.values() for e in lane.entries}
+        known = {e.aseq for lane in self._lanes.values() for e in lane}
         fresh: dict[int, Entry] = {}
         for p in rows:
             if p.aseq not in known and p.aseq not in fresh:
-                fresh[p.aseq] = Entry(
-                    p.aseq, p.action, attempts=p.attempts, parked=p.state, stored=True,
-                    next_attempt_at=p.next_attempt_at, last_error=p.last_error,
-                )  # fmt: skip
+                fresh[p.aseq] = Entry.from_row(p)
         self._add(sorted(fresh.values(), key=lambda e: e.aseq))
         return len(fresh)
 
@@ -218,26 +209,26 @@ class PartitionBook:
             lane = self._lanes.get(entry.lane)
             if lane is None:
                 lane = self._lanes[entry.lane] = _Lane()
-            if lane.entries and lane.entries[-1].aseq > entry.aseq:
+            if lane and lane[-1].aseq > entry.aseq:
                 # An older action arriving late (a replayed one): keep the lane in order.
-                keys = [e.aseq for e in lane.entries]
+                keys = [e.aseq for e in lane]
                 at = bisect.bisect(keys, entry.aseq)
                 # Never ahead of what is in flight (a head and the followers sharing its
                 # call): their outcome expects them at the front. A catch-up can load an
                 # older action while a newer one of its key is out already; it goes next.
                 busy = 0
-                while busy < len(lane.entries) and lane.entries[busy].stage is not _WAITING:
+                while busy < len(lane) and lane[busy].stage is not _WAITING:
                     busy += 1
                 at = max(at, busy)
-                lane.entries.insert(at, entry)
-                if at == 0 and lane.entries[1].stage is _WAITING:
+                lane.insert(at, entry)
+                if at == 0 and lane[1].stage is _WAITING:
                     self._schedule(entry)  # the new head; the old one's turn is ignored
             else:
-                lane.entries.append(entry)
-                if len(lane.entries) == 1:
+                lane.append(entry)
+                if len(lane) == 1:
                     self._schedule(entry)
             if entry.parked is Parking.RETRY:
-                lane.blocked = lane.blocked or lane.entries[0] is entry
+                lane.blocked = lane.blocked or lane[0] is entry
             elif lane.blocked and entry.parked is None:
                 self._park(entry, Parking.HELD)
             if entry.parked is None:
@@ -271,9 +262,9 @@ class PartitionBook:
             key = ready.popleft()
             in_ready.discard(key)
             lane = self._lanes.get(key)
-            if lane is None or not lane.entries:
+            if lane is None or not lane:
                 continue
-            head = lane.entries[0]
+            head = lane[0]
             if head.stage is _WAITING and head.next_attempt_at <= now:
                 yield head
             # else: a stale turn (the head changed, or it waits for a later retry)
@@ -282,8 +273,8 @@ class PartitionBook:
         """Give every lane of ``target`` a turn again (it was paused: its heads lost
         theirs); a head waiting for its retry time keeps that time."""
         for key, lane in self._lanes.items():
-            if key[0] == target and lane.entries and lane.entries[0].stage is _WAITING:
-                self._schedule(lane.entries[0])
+            if key[0] == target and lane and lane[0].stage is _WAITING:
+                self._schedule(lane[0])
 
     def not_now(self, entry: Entry) -> None:
         """A head :meth:`ready` gave that could not go this round: next round first."""
@@ -298,9 +289,9 @@ class PartitionBook:
         that keeps the order of one call (they then share ``head``'s call)."""
         found: list[Entry] = []
         lane = self._lanes[head.lane]
-        if len(lane.entries) < 2:  # the common case: a lane of one
+        if len(lane) < 2:  # the common case: a lane of one
             return found
-        for entry in itertools.islice(lane.entries, 1, limit + 1):
+        for entry in itertools.islice(lane, 1, limit + 1):
             if entry.stage is not _WAITING or entry.next_attempt_at > now:
                 break
             found.append(entry)
@@ -316,15 +307,21 @@ class PartitionBook:
         entry.stage = _WAITING
 
     def delivered(self, entry: Entry) -> None:
-        lane = self._lanes[entry.lane]
-        assert lane.entries and lane.entries[0] is entry, "only a lane's head is in flight"
-        lane.entries.popleft()
-        lane.blocked = False
-        if lane.entries:
-            self._schedule(lane.entries[0])
+        lanes = self._lanes
+        lane = lanes[entry.lane]
+        assert lane and lane[0] is entry, "only a lane's head is in flight"
+        lane.popleft()
+        if lane:
+            lane.blocked = False
+            self._schedule(lane[0])
         else:
-            del self._lanes[entry.lane]
-        self._settled(entry)
+            del lanes[entry.lane]
+        if entry.parked is None:  # the common case of :meth:`_settled`, inline
+            self.size -= 1
+            if entry.holding:
+                self._released.add(entry.aseq)
+        else:
+            self._settled(entry)
 
     def failed(self, entry: Entry, error: str, *, retry_at: float | None) -> None:
         """The head of its lane failed: retry at ``retry_at``, or give up (None: dead)."""
@@ -333,10 +330,10 @@ class PartitionBook:
         entry.last_error = error
         lane = self._lanes[entry.lane]
         if retry_at is None:
-            lane.entries.popleft()
-            lane.blocked = False
-            if lane.entries:
-                self._schedule(lane.entries[0])
+            lane.popleft()
+            if lane:
+                lane.blocked = False
+                self._schedule(lane[0])
             else:
                 del self._lanes[entry.lane]
             self._park(entry, Parking.DEAD)
@@ -346,7 +343,7 @@ class PartitionBook:
         self._schedule(entry)
         lane.blocked = True
         self._park(entry, Parking.RETRY)
-        for behind in list(lane.entries)[1:]:
+        for behind in list(lane)[1:]:
             if behind.parked is None:
                 self._park(behind, Parking.HELD)
 
@@ -383,7 +380,7 @@ class PartitionBook:
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for lane in self._lanes.values() if lane.entries[0].stage is _IN_FLIGHT)
+        return sum(1 for lane in self._lanes.values() if lane[0].stage is _IN_FLIGHT)
 
     @property
     def watermark(self) -> int:

@@ -56,15 +56,50 @@ class Outcomes:
         self._failures: dict[str, list[tuple[str, bool]]] = {}  # target -> (error, final)
 
     def record(self, answer: Answer) -> None:
+        # Counted per answer: the entries of one batch arrived together, so the latency
+        # histogram gets one observation per distinct arrival, weighted.
+        delivered: dict[float, int] = {}
+        if answer.failures or answer.retried:
+            self._each(answer, delivered)
+        else:
+            self._all_delivered(answer, delivered)
+        if delivered:
+            count = sum(delivered.values())
+            self._books.pending -= count
+            self._stats.delivered += count
+            self._stats.delivered_by_target[answer.target] += count
+            answered = time.monotonic()
+            for arrived, n in delivered.items():
+                self._stats.delivery.observe(answered - arrived, n)
+
+    def _all_delivered(self, answer: Answer, delivered: dict[float, int]) -> None:
+        """:meth:`_each` for the common answer: every action delivered at first try."""
+        holds = self._books.holds
+        last: PartitionBook | None = None  # a call's entries come in runs of one book
+        held = False
+        first = True
+        for book, entry in answer.entries:
+            if book is not last:
+                last, held = book, holds(book)
+            if held:  # else the partition was dropped (fenced) meanwhile
+                if entry.attempts:
+                    book.tried(entry, "delivered", time.time())
+                book.delivered(entry)
+                delivered[entry.arrived] = delivered.get(entry.arrived, 0) + 1
+            if first:
+                first = False
+                if len(answer.entries) > 1:
+                    crash_point("mid_dispatch")
+
+    def _each(self, answer: Answer, delivered: dict[float, int]) -> None:
+        """Each action of ``answer`` recorded: delivered, failed (retried or dead), or
+        returned to wait behind a failure earlier in its lane."""
         now = self._clock()
         broken: set[tuple[int, object]] = set()  # lanes with a failure earlier in this call
         holds = self._books.holds
         failures = answer.failures
-        # Counted per answer: the entries of one batch arrived together, so the latency
-        # histogram gets one observation per distinct arrival, weighted.
-        delivered: dict[float, int] = {}
         retried = answer.retried
-        last: PartitionBook | None = None  # a call's entries come in runs of one book
+        last: PartitionBook | None = None
         held = False
         for i, (book, entry) in enumerate(answer.entries):
             if book is not last:
@@ -88,14 +123,6 @@ class Outcomes:
                 self._failed(book, entry, exc, now)
             if i == 0 and len(answer.entries) > 1:
                 crash_point("mid_dispatch")
-        if delivered:
-            count = sum(delivered.values())
-            self._books.pending -= count
-            self._stats.delivered += count
-            self._stats.delivered_by_target[answer.target] += count
-            answered = time.monotonic()
-            for arrived, n in delivered.items():
-                self._stats.delivery.observe(answered - arrived, n)
 
     def _failed(self, book: PartitionBook, entry: Entry, exc: BaseException, now: float) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -262,7 +262,7 @@ class _GeneralBook(PartitionBook):
     :meth:`PartitionBook.queue`'s fast path against."""
 
     def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
-        self._add([Entry(first_aseq + i, a, arrived=0.0) for i, a in enumerate(actions)])
+        self._add([Entry(first_aseq + i, a, 0.0) for i, a in enumerate(actions)])
 
 
 def _settle(book: PartitionBook) -> tuple[object, ...] | None:
