@@ -61,6 +61,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from checkpoint.records import Encoded
 from kec.action import Action
 from kec.event import TP, Event
 from kec.resource import Resource
@@ -292,6 +293,7 @@ class BatchTransaction(abc.ABC):
         events: Sequence[Event],
         actions: Sequence[Action],
         event_time: int | None = None,
+        encoded: Encoded | None = None,
     ) -> int:
         """Store a partition's part of the batch; return the first action's number.
 
@@ -303,6 +305,8 @@ class BatchTransaction(abc.ABC):
         :class:`~kec.errors.Fenced` if ``epoch`` is not the partition's current one and
         :class:`~kec.errors.OffsetConflict` if ``first_offset`` is not its stored next
         offset (when one is stored): the transaction then changes nothing.
+        ``encoded``: the record encoded before the transaction, used when it is the
+        record of exactly ``events`` and ``actions`` (:meth:`Encoded.of`).
         """
 
 

@@ -107,6 +107,33 @@ def action_from_row(row: Sequence[Any]) -> Action:
     )  # fmt: skip
 
 
+class Encoded:
+    """A partition's batch record encoded before its transaction opened, from exactly
+    ``events`` and ``actions`` (the same objects, in order): a store takes the blobs only
+    for those (:meth:`of`), so nothing else can be written under them."""
+
+    __slots__ = ("actions", "actions_blob", "events", "events_blob")
+
+    def __init__(self, events: Sequence[Event], actions: Sequence[Action]) -> None:
+        self.events = events
+        self.actions = actions
+        self.events_blob = encode_events(events)
+        self.actions_blob = encode_actions(actions)
+
+    def of(self, events: Sequence[Event], actions: Sequence[Action]) -> bool:
+        """Whether these blobs are the record of ``events`` and ``actions``."""
+        return (
+            len(events) == len(self.events)
+            and len(actions) == len(self.actions)
+            and all(map(_same, events, self.events))
+            and all(map(_same, actions, self.actions))
+        )
+
+
+def _same(a: object, b: object) -> bool:
+    return a is b
+
+
 def encode_actions(actions: Sequence[Action]) -> bytes:
     fragment = orjson.Fragment
     try:

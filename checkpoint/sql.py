@@ -61,12 +61,11 @@ from checkpoint.base import (
 )
 from checkpoint.group_commit import GroupCommit
 from checkpoint.records import (
+    Encoded,
     decode_action,
     decode_actions,
     decode_events,
     encode_action,
-    encode_actions,
-    encode_events,
 )
 from kec.action import Action
 from kec.errors import CheckpointError, Fenced, OffsetConflict
@@ -301,6 +300,7 @@ class _Batch(BatchTransaction):
         events: Sequence[Event],
         actions: Sequence[Action],
         event_time: int | None = None,
+        encoded: Encoded | None = None,
     ) -> int:
         # Conditional on the epoch (fencing) and on the stored next offset: a batch that
         # committed already (its acknowledgement lost) is refused, not applied twice.
@@ -319,13 +319,15 @@ class _Batch(BatchTransaction):
                 raise _refused(sql, tp, epoch, first_offset)
             first_aseq = int(row[0]) - len(actions)
             if events or actions:
+                if encoded is None or not encoded.of(events, actions):
+                    encoded = Encoded(events, actions)
                 sql.execute(
                     "INSERT INTO kec_batches (topic, partition, first_offset, next_offset, "
                     "first_aseq, n_actions, n_events, stored_at, events, actions) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tp[0], tp[1], first_offset, next_offset, first_aseq, len(actions),
-                        len(events), time.time(), encode_events(events), encode_actions(actions),
+                        len(events), time.time(), encoded.events_blob, encoded.actions_blob,
                     ),
                 )  # fmt: skip
             self._rules.update(a.rule for a in actions)

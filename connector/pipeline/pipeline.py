@@ -16,7 +16,10 @@
    state, record poison records (already acknowledged by the dead-letter topic), and per
    partition append the batch's record (its new events and the actions born from them,
    numbered) and its next offset, under this instance's owner epoch (a stale epoch
-   aborts the whole transaction: fencing).
+   aborts the whole transaction: fencing). Rules that read no state (every rule a
+   single-key one) are evaluated, and the batch's record encoded, *before* the
+   transaction opens (:func:`evaluate_ahead`): the same results, with the store's write
+   lock (one per SQLite file, shared by ``processes: N``) held for the writes only.
 3. **event_checkpointed** — commit the batch's Kafka offsets, asynchronously: issued only
    now, so never ahead of the durable checkpoint, but the next poll does not wait for
    the group coordinator (the store, not Kafka, says where a partition resumes). Commits
@@ -61,6 +64,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from checkpoint.base import BatchTransaction, Claim, PipelineStore
+from checkpoint.records import Encoded
 from connector.common.outage import Outage, cause_of
 from connector.common.ownership import Ownership, State
 from connector.metrics.core import LATENCY_BUCKETS, Histogram
@@ -78,7 +82,7 @@ from kec.errors import (
     KafkaFatal,
     OffsetConflict,
 )
-from kec.evaluation import Evaluator, reads_state
+from kec.evaluation import Evaluation, Evaluator, reads_state
 from kec.event import Event
 from kec.faults import crash_point
 from kec.kafka import (
@@ -163,6 +167,7 @@ def apply_events(
     evaluator: Evaluator,
     events: Sequence[Event],
     skip: Collection[object] = (),
+    ahead: Mapping[int, Evaluation | Exception] | None = None,
 ) -> Applied:
     """Step 2's work on events, inside the caller's store transaction ``tx``.
 
@@ -174,7 +179,8 @@ def apply_events(
     on is that event's failure, not the batch's: it is returned in ``failed``, queues
     nothing and changes no state. Events whose ``coordinates`` are in ``skip`` (known to
     fail: already sent to the dead letters) are recorded like the others but not
-    evaluated.
+    evaluated. ``ahead``: the results of :func:`evaluate_ahead` for ``events`` (by the
+    event's ``id()``), taken instead of evaluating again.
     """
     explicit = [e for e in events if e.explicit_id]
     fresh = tx.claim_event_ids(explicit) if explicit else set()
@@ -188,7 +194,7 @@ def apply_events(
         applied.new.append(event)
     keys: list[str] = []
     needs: list[Sequence[str]] = []
-    reading = reads_state(evaluator)
+    reading = ahead is None and reads_state(evaluator)
     if reading:
         for event in applied.new:
             try:
@@ -207,13 +213,19 @@ def apply_events(
         if skip and event.coordinates in skip:  # a property making a tuple: asked only then
             applied.skipped += 1
             continue
-        try:
-            result = evaluator.evaluate(
-                event, {k: state.get(k) for k in wanted} if reading else _NO_STATE
-            )
-        except Exception as exc:
-            applied.failed.append((event, exc))
-            continue
+        if ahead is not None:
+            result = ahead[id(event)]
+            if isinstance(result, Exception):
+                applied.failed.append((event, result))
+                continue
+        else:
+            try:
+                result = evaluator.evaluate(
+                    event, {k: state.get(k) for k in wanted} if reading else _NO_STATE
+                )
+            except Exception as exc:
+                applied.failed.append((event, exc))
+                continue
         new.append(event)
         if len(result.actions) == 1:  # the common case, without a generator
             applied.actions.append((event, result.actions[0]))
@@ -234,6 +246,50 @@ def apply_events(
 
 
 _NO_STATE: Mapping[str, str | None] = MappingProxyType({})
+
+
+def _encode_ahead(batch: _Batch, ahead: Mapping[int, Evaluation | Exception]) -> dict[TP, Encoded]:
+    """Each partition's batch record as it will be if every event evaluated ahead is new
+    (no explicit id recorded before) and no timed rule fires: the transaction writes it
+    when that holds, and encodes again when not (:meth:`Encoded.of`)."""
+    parts: dict[TP, tuple[list[Event], list[Action]]] = {}
+    for event in batch.events:
+        result = ahead.get(id(event))
+        if result is None or isinstance(result, Exception):
+            continue
+        tp = (event.topic, event.partition)
+        part = parts.get(tp)  # type: ignore[arg-type]
+        if part is None:
+            part = parts[tp] = ([], [])  # type: ignore[index]
+        part[0].append(event)
+        part[1].extend(result.actions)
+    return {tp: Encoded(events, actions) for tp, (events, actions) in parts.items()}
+
+
+def evaluate_ahead(
+    evaluator: Evaluator, events: Sequence[Event], skip: Collection[object] = ()
+) -> dict[int, Evaluation | Exception] | None:
+    """Each event's result (or the exception the rules raised), by the event's ``id()``,
+    worked out before the store transaction opens: only for an evaluator that reads no
+    rule state (``reads_state()`` False), whose results cannot depend on the store. None
+    when it reads state, or when a result changes state after all: then only the
+    transaction may evaluate (:func:`apply_events`). Events in ``skip`` are left out."""
+    if reads_state(evaluator):
+        return None
+    results: dict[int, Evaluation | Exception] = {}
+    evaluate = evaluator.evaluate
+    for event in events:
+        if skip and event.coordinates in skip:
+            continue
+        try:
+            result = evaluate(event, _NO_STATE)
+        except Exception as exc:
+            results[id(event)] = exc
+            continue
+        if result.state_updates:
+            return None
+        results[id(event)] = result
+    return results
 
 
 def _instance_id() -> str:
@@ -808,9 +864,11 @@ class Pipeline:
     def _transaction(
         self, batch: _Batch, skip: set[object]
     ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
+        ahead = evaluate_ahead(self._evaluator, batch.events, skip)
+        encoded = _encode_ahead(batch, ahead) if ahead is not None else {}
         by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in batch.next}
         with self._store.batch() as tx:
-            applied = apply_events(tx, self._evaluator, batch.events, skip)
+            applied = apply_events(tx, self._evaluator, batch.events, skip, ahead)
             if applied.failed:
                 raise _RulesFailed(applied.failed)
             for event in applied.new:
@@ -827,7 +885,7 @@ class Pipeline:
             for tp, (new, actions) in sorted(by_tp.items()):
                 first_aseq = tx.append(
                     tp, batch.epoch[tp], batch.start[tp], batch.next[tp], new, actions,
-                    batch.event_time.get(tp),
+                    batch.event_time.get(tp), encoded.get(tp),
                 )  # fmt: skip
                 if actions:
                     queued[tp] = (first_aseq, actions)

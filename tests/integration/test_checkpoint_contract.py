@@ -41,6 +41,7 @@ from checkpoint.migrate import V3_TABLES
 from checkpoint.postgres import _TYPES as POSTGRES_TYPES
 from checkpoint.postgres import APPLICATION as POSTGRES_APPLICATION
 from checkpoint.postgres import PostgresStore
+from checkpoint.records import Encoded
 from checkpoint.sqlite import _TYPES as SQLITE_TYPES
 from checkpoint.sqlite import APPLICATION_ID as SQLITE_APPLICATION_ID
 from checkpoint.sqlite import MemoryStore, SqliteStore
@@ -162,6 +163,25 @@ def test_a_batch_keeps_its_events_in_checkpoint_order(store: CheckpointStore, ep
     assert store.count_events() == 5
     assert store.next_offsets() == {TP: 5}
     assert store.next_offsets("elsewhere") == {}
+
+
+def test_a_record_encoded_ahead_is_written_only_for_its_own_events(
+    store: CheckpointStore, epoch: int
+) -> None:
+    events = [make_event(n) for n in range(4)]
+    actions = [make_action(e) for e in events]
+    ahead = Encoded(events, actions)
+    with store.batch() as tx:  # its own events and actions: taken as they are
+        tx.append(TP, epoch, 0, 2, events[:2], actions[:2], None, Encoded(events[:2], actions[:2]))
+    # Equal in value is not enough: another list (one event dropped as a duplicate, say)
+    # is encoded again, whatever the blobs say.
+    stale = Encoded([make_event(2), make_event(3)], [make_action(make_event(2))] * 2)
+    with store.batch() as tx:
+        tx.append(TP, epoch, 2, 4, events[2:3], actions[2:3], None, ahead)
+        tx.append(TP1, epoch, 0, 1, [make_event(0, tp=TP1)], [], None, stale)
+    assert list(store.iter_events()) == [*events[:3], make_event(0, tp=TP1)]
+    assert [q.action for q in store.pending(TP).queued] == actions[:3]
+    assert store.pending(TP1).queued == []
 
 
 def test_explicit_ids_are_claimed_once_per_namespace(store: CheckpointStore, epoch: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from checkpoint import open_store
 from checkpoint.base import PipelineStore
-from connector.pipeline.pipeline import apply_events
+from connector.pipeline.pipeline import Applied, apply_events, evaluate_ahead
 from kec.evaluation import Evaluation, NotifyAll, Result
 from kec.event import Event
 
@@ -68,3 +68,65 @@ def test_state_is_asked_for_only_by_evaluators_that_read_it(
         assert evaluator.given[1] == {"row-stateful": None}
     else:
         assert all(dict(s) == {} for s in evaluator.given)
+
+
+class Raising(Counting):
+    """Reads no state; raises on the key "bad"."""
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
+        if event.key == "bad":
+            raise ValueError("no")
+        return super().evaluate(event, state)
+
+
+class Updating(Counting):
+    """Says it reads no state, yet a result writes some: it is not evaluated ahead."""
+
+    def evaluate(self, event: Event, state: Mapping[str, str | None]) -> Evaluation:
+        return Result(super().evaluate(event, state).actions, {"row": "x"})
+
+
+def _mixed() -> list[Event]:
+    events = _events(["a", "bad", "b", "c"])
+    # an explicit id sent twice: the second copy is a duplicate, its actions dropped
+    first = Event(key="d", value="{}", topic="t", partition=0, offset=4, event_id="order-1")
+    again = Event(key="d", value="{}", topic="t", partition=0, offset=5, event_id="order-1")
+    return [*events, first, again]
+
+
+def _summary(applied: Applied) -> tuple[object, ...]:
+    return (
+        [e.offset for e in applied.new],
+        [(e.offset, a.action_id) for e, a in applied.actions],
+        [(e.offset, str(exc)) for e, exc in applied.failed],
+        applied.skipped,
+    )
+
+
+def test_evaluated_ahead_is_what_the_transaction_would_have_made(store: PipelineStore) -> None:
+    events = _mixed()
+    skip = {events[3].coordinates}
+    inside = Raising(False)
+    with store.batch() as tx:
+        expected = apply_events(tx, inside, events, skip)
+    other = open_store("memory://")
+    other.open()
+    try:
+        evaluator = Raising(False)
+        ahead = evaluate_ahead(evaluator, events, skip)
+        assert ahead is not None
+        assert len(ahead) == len(events) - 1  # all but the skipped one, the duplicate too
+        assert isinstance(ahead[id(events[1])], ValueError)
+        calls = len(evaluator.given)
+        with other.batch() as tx:
+            applied = apply_events(tx, evaluator, events, skip, ahead)
+        assert len(evaluator.given) == calls  # nothing evaluated again inside
+    finally:
+        other.close()
+    assert _summary(applied) == _summary(expected)
+    assert _summary(applied)[0] == [0, 2, 4]  # "bad" failed, "c" skipped, the copy dropped
+
+
+@pytest.mark.parametrize("evaluator", [Counting(True), Unsaid(None), Updating(False)])
+def test_evaluators_that_touch_state_are_not_evaluated_ahead(evaluator: Counting) -> None:
+    assert evaluate_ahead(evaluator, _events(["a", "b"])) is None
