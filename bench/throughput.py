@@ -195,7 +195,7 @@ def running_connector(
         batch_size=batch,
         linger_ms=linger_ms,
     )
-    store = open_store(store_url)
+    store = open_store(store_url, exclusive=True)  # as `run` opens it: the only writer
     store.lineage = lineage  # checkpoint.lineage
     rules = evaluator or NotifyAll(target.name)
     service = ConnectorService(settings, store, rules, {target.name: target})

@@ -334,6 +334,13 @@ class PartitionsView(abc.ABC):
 class PipelineStore(PartitionsView):
     """The pipeline's part (the poll thread): claims, batches, what it learns of a partition."""
 
+    @property
+    def shared_write_lock(self) -> bool:
+        """Whether other processes' writes wait for this store's transactions (one SQLite
+        file opened by the processes of ``pipeline.processes: N``): the pipeline then
+        keeps its transactions to the writes, at some CPU cost (step 2)."""
+        return False
+
     @abc.abstractmethod
     def claim(self, owner: str, partitions: Iterable[TP]) -> dict[TP, Claim]:
         """Become the owner of ``partitions``: bump their epochs, say where they stand."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from operator import is_
 from typing import Any
 
 import orjson
@@ -125,13 +126,9 @@ class Encoded:
         return (
             len(events) == len(self.events)
             and len(actions) == len(self.actions)
-            and all(map(_same, events, self.events))
-            and all(map(_same, actions, self.actions))
+            and all(map(is_, events, self.events))
+            and all(map(is_, actions, self.actions))
         )
-
-
-def _same(a: object, b: object) -> bool:
-    return a is b
 
 
 def encode_actions(actions: Sequence[Action]) -> bytes:

@@ -139,6 +139,11 @@ class Dialect(abc.ABC):
     def reading(self, role: Role, doing: str) -> contextlib.AbstractContextManager[Sql]:
         """Reads of the last committed state."""
 
+    @property
+    def shared_write_lock(self) -> bool:
+        """Whether other processes' writes wait for this one's transactions."""
+        return False
+
     @abc.abstractmethod
     def rows(self, types: Sequence[str], alias: str = "r") -> str:
         """A table source ``alias`` of rows with columns ``c0, c1, ...`` of ``types``
@@ -406,6 +411,10 @@ class SqlStore(CheckpointStore):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._d.describe()})"
+
+    @property
+    def shared_write_lock(self) -> bool:
+        return self._d.shared_write_lock
 
     @property
     def dialect(self) -> Dialect:

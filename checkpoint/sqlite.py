@@ -110,6 +110,12 @@ class SqliteDialect(Dialect):
     def describe(self) -> str:
         return ":memory:" if self.memory else repr(str(self.path))
 
+    @property
+    def shared_write_lock(self) -> bool:
+        # Opened without the file lock: the processes of one instance, or tools, write
+        # too; a running connector alone holds it (exclusive).
+        return not self.memory and not self._exclusive
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> None:

@@ -16,10 +16,11 @@
    state, record poison records (already acknowledged by the dead-letter topic), and per
    partition append the batch's record (its new events and the actions born from them,
    numbered) and its next offset, under this instance's owner epoch (a stale epoch
-   aborts the whole transaction: fencing). Rules that read no state (every rule a
-   single-key one) are evaluated, and the batch's record encoded, *before* the
-   transaction opens (:func:`evaluate_ahead`): the same results, with the store's write
-   lock (one per SQLite file, shared by ``processes: N``) held for the writes only.
+   aborts the whole transaction: fencing). When the store's write lock is shared with
+   other processes (one SQLite file, ``processes: N``), rules that read no state (every
+   rule a single-key one) are evaluated, and the batch's record encoded, *before* the
+   transaction opens (:func:`evaluate_ahead`): the same results, with the lock held for
+   the writes only.
 3. **event_checkpointed** — commit the batch's Kafka offsets, asynchronously: issued only
    now, so never ahead of the durable checkpoint, but the next poll does not wait for
    the group coordinator (the store, not Kafka, says where a partition resumes). Commits
@@ -248,35 +249,34 @@ def apply_events(
 _NO_STATE: Mapping[str, str | None] = MappingProxyType({})
 
 
-def _encode_ahead(batch: _Batch, ahead: Mapping[int, Evaluation | Exception]) -> dict[TP, Encoded]:
-    """Each partition's batch record as it will be if every event evaluated ahead is new
-    (no explicit id recorded before) and no timed rule fires: the transaction writes it
-    when that holds, and encodes again when not (:meth:`Encoded.of`)."""
-    parts: dict[TP, tuple[list[Event], list[Action]]] = {}
-    for event in batch.events:
-        result = ahead.get(id(event))
-        if result is None or isinstance(result, Exception):
-            continue
-        tp = (event.topic, event.partition)
-        part = parts.get(tp)  # type: ignore[arg-type]
-        if part is None:
-            part = parts[tp] = ([], [])  # type: ignore[index]
-        part[0].append(event)
-        part[1].extend(result.actions)
-    return {tp: Encoded(events, actions) for tp, (events, actions) in parts.items()}
+class Ahead:
+    """Step 2's evaluation done before the transaction (:func:`evaluate_ahead`)."""
+
+    __slots__ = ("records", "results")
+
+    def __init__(
+        self, results: dict[int, Evaluation | Exception], records: dict[TP, Encoded]
+    ) -> None:
+        self.results = results  # each event's result, or what it raised, by its id()
+        # Each partition's batch record as it will be if every event evaluated is new (no
+        # explicit id recorded before) and no timed rule fires: the transaction writes it
+        # when that holds, and encodes again when not (:meth:`Encoded.of`).
+        self.records = records
 
 
 def evaluate_ahead(
     evaluator: Evaluator, events: Sequence[Event], skip: Collection[object] = ()
-) -> dict[int, Evaluation | Exception] | None:
-    """Each event's result (or the exception the rules raised), by the event's ``id()``,
-    worked out before the store transaction opens: only for an evaluator that reads no
-    rule state (``reads_state()`` False), whose results cannot depend on the store. None
-    when it reads state, or when a result changes state after all: then only the
-    transaction may evaluate (:func:`apply_events`). Events in ``skip`` are left out."""
+) -> Ahead | None:
+    """The rules' results for ``events`` (and what an event made them raise), worked out
+    before the store transaction opens, with the batch records they make: only for an
+    evaluator that reads no rule state (``reads_state()`` False), whose results cannot
+    depend on the store. None when it reads state, or when a result changes state after
+    all: then only the transaction may evaluate (:func:`apply_events`). Events in
+    ``skip`` are left out."""
     if reads_state(evaluator):
         return None
     results: dict[int, Evaluation | Exception] = {}
+    parts: dict[object, tuple[list[Event], list[Action]]] = {}
     evaluate = evaluator.evaluate
     for event in events:
         if skip and event.coordinates in skip:
@@ -289,7 +289,14 @@ def evaluate_ahead(
         if result.state_updates:
             return None
         results[id(event)] = result
-    return results
+        tp = (event.topic, event.partition)
+        part = parts.get(tp)
+        if part is None:
+            part = parts[tp] = ([], [])
+        part[0].append(event)
+        part[1].extend(result.actions)
+    records = {tp: Encoded(evs, actions) for tp, (evs, actions) in parts.items()}
+    return Ahead(results, records)  # type: ignore[arg-type]  # event tps are whole here
 
 
 def _instance_id() -> str:
@@ -864,11 +871,19 @@ class Pipeline:
     def _transaction(
         self, batch: _Batch, skip: set[object]
     ) -> tuple[dict[TP, tuple[int, list[Action]]], int, int]:
-        ahead = evaluate_ahead(self._evaluator, batch.events, skip)
-        encoded = _encode_ahead(batch, ahead) if ahead is not None else {}
+        # Only while other processes wait for this transaction's lock: ahead costs ~1 us
+        # an event more (one more pass; measured on PostgreSQL, where nothing waits).
+        ahead = (
+            evaluate_ahead(self._evaluator, batch.events, skip)
+            if self._store.shared_write_lock
+            else None
+        )
+        encoded = ahead.records if ahead is not None else {}
         by_tp: dict[TP, tuple[list[Event], list[Action]]] = {tp: ([], []) for tp in batch.next}
         with self._store.batch() as tx:
-            applied = apply_events(tx, self._evaluator, batch.events, skip, ahead)
+            applied = apply_events(
+                tx, self._evaluator, batch.events, skip, ahead.results if ahead else None
+            )
             if applied.failed:
                 raise _RulesFailed(applied.failed)
             for event in applied.new:

@@ -184,6 +184,20 @@ def test_a_record_encoded_ahead_is_written_only_for_its_own_events(
     assert store.pending(TP1).queued == []
 
 
+def test_only_a_sqlite_file_opened_without_its_lock_shares_its_write_lock(
+    store_url: str, tmp_path: Path
+) -> None:
+    # The processes of one instance open the file without the lock (their supervisor
+    # holds it): their transactions wait for each other's. A running connector alone
+    # holds it; PostgreSQL's locks are per row; :memory: is one process's.
+    shared = store_url.startswith("sqlite")
+    with open_store(store_url) as store:
+        assert store.shared_write_lock is shared
+    path = tmp_path / "own.db"
+    with open_store(f"sqlite://{path}", exclusive=True) as store:
+        assert store.shared_write_lock is False
+
+
 def test_explicit_ids_are_claimed_once_per_namespace(store: CheckpointStore, epoch: int) -> None:
     a = make_event(1, eid="order-1")
     again = make_event(2, eid="order-1")  # an application resend under another offset

@@ -115,11 +115,14 @@ def test_evaluated_ahead_is_what_the_transaction_would_have_made(store: Pipeline
         evaluator = Raising(False)
         ahead = evaluate_ahead(evaluator, events, skip)
         assert ahead is not None
-        assert len(ahead) == len(events) - 1  # all but the skipped one, the duplicate too
-        assert isinstance(ahead[id(events[1])], ValueError)
+        assert len(ahead.results) == len(events) - 1  # all but the skipped one
+        assert isinstance(ahead.results[id(events[1])], ValueError)
+        # the record as it would be: the events that did not fail, the duplicate too
+        (record,) = ahead.records.values()
+        assert [e.offset for e in record.events] == [0, 2, 4, 5]
         calls = len(evaluator.given)
         with other.batch() as tx:
-            applied = apply_events(tx, evaluator, events, skip, ahead)
+            applied = apply_events(tx, evaluator, events, skip, ahead.results)
         assert len(evaluator.given) == calls  # nothing evaluated again inside
     finally:
         other.close()
