@@ -49,6 +49,7 @@ tried again; what no retry can cure stops the pipeline with one line.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -70,6 +71,7 @@ from connector.common.outage import Outage, cause_of
 from connector.common.ownership import Ownership, State
 from connector.metrics.core import LATENCY_BUCKETS, Histogram
 from connector.pipeline.deadletter import DeadLetters, Poison
+from connector.pipeline.readwatch import FIRST_LOOK, ReadWatch, Verdict
 from connector.pipeline.timers import fire_due, has_timers
 from kec import kafka
 from kec.action import Action
@@ -107,8 +109,6 @@ log = logging.getLogger(__name__)
 STATISTICS_MS = 5000  # librdkafka's statistics (lag, broker states) this often
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between two "Kafka is unreachable" lines
 STOPPED_CHECK_EVERY = 2.0  # seconds between two looks for an operator's reset
-RESET_CHECK_AFTER = 5.0  # seconds after a reset to look that the partition reads again
-RESET_CHECKS = 2  # seeks at most, one RESET_CHECK_AFTER apart, before the client is given up
 MAX_RETRY_PAUSE = 10.0  # seconds: the longest pause before a failed batch is tried again
 # Seconds a deliberate stop waits for the consumer to leave its group, outside our own
 # revoke. A static member caught in a rebalance whose other member stopped too waits out
@@ -332,6 +332,9 @@ class PipelineSettings:
     claim_timeout: float = 300.0
     kafka_timeout: float = 10.0  # seconds for a watermark or topic request when checking
     check_interval: float = 30.0  # seconds between two checks of the topics' ids
+    # A partition that starts reading and reads nothing is looked at after this long
+    # (connector.pipeline.readwatch).
+    read_watch_after: float = FIRST_LOOK
     # A partition with nothing left to read moves its event time to the present this often.
     idle_interval: float = 10.0
 
@@ -459,8 +462,7 @@ class Pipeline:
         self._claim_retry = 0.0  # monotonic time of the next claim attempt
         self._claim_pause = 0.5
         self._resync: dict[TP, int] = {}
-        # Partitions an operator reset: (reset offset, when to look, looks left).
-        self._reset_watch: dict[TP, tuple[int, float, int]] = {}
+        self._read_watch = ReadWatch(settings.read_watch_after, settings.check_interval)
         self._uncommitted: dict[TP, int] = {}  # checkpointed, not committed to Kafka yet
         self._last_commit = 0.0
         self._last_check = self._last_stopped_check = time.monotonic()
@@ -1099,6 +1101,7 @@ class Pipeline:
             self._owned.pop(tp, None)
             self._resync.pop(tp, None)
             self.stats.stopped.pop(tp, None)
+            self._read_watch.drop(tp)
         if lost and self._consumer is not None:
             try:
                 self._consumer.pause([kafka_tp(tp) for tp in lost])
@@ -1228,6 +1231,7 @@ class Pipeline:
                 self.stats.stopped[tp] = stopped[tp]
                 continue
             self.stats.stopped.pop(tp, None)
+            self._read_watch.start(tp, claim.next_offset, "it was assigned", time.monotonic())
             if claim.next_offset is not None:
                 starts[tp] = claim.next_offset
                 self._resync[tp] = claim.next_offset
@@ -1356,8 +1360,8 @@ class Pipeline:
         elif self.stats.stopped and now - self._last_stopped_check >= STOPPED_CHECK_EVERY:
             self._last_stopped_check = now
             self._check_topics(ids=False)
-        if self._reset_watch:
-            self._watch_resets(now)
+        if self._read_watch:
+            self._watch_reading(now)
 
     def _retry_claims(self) -> None:
         consumer = self._consumer
@@ -1457,55 +1461,71 @@ class Pipeline:
         log.warning(
             "%s[%d]: reset by an operator; reading on from offset %s", tp[0], tp[1], next_offset
         )
-        if next_offset is not None:
-            due = time.monotonic() + RESET_CHECK_AFTER
-            self._reset_watch[tp] = (next_offset, due, RESET_CHECKS)
+        self._read_watch.start(tp, next_offset, "an operator reset it", time.monotonic())
 
-    def _watch_resets(self, now: float) -> None:
-        """A partition an operator reset must read again. A topic deleted and created again
-        under an assigned partition can leave librdkafka fetching it under the old topic's
-        id, silently: nothing arrives however often it is sought, and the partition would
-        wait for the next rebalance. While Kafka holds records from the reset offset and
-        none was checkpointed, seek there again a few times; then stop the process with a
-        fatal error (:class:`~kec.errors.KafkaFatal`), so that its supervisor starts a new
+    def _watch_reading(self, now: float) -> None:
+        """Partitions that started reading (assigned, or reset by an operator) and have
+        read nothing yet: see :mod:`connector.pipeline.readwatch`. Kafka holding records
+        from where one starts while none arrives means this client still fetches the topic
+        as it was before it was created again: seek again, then stop the process with a
+        fatal error (:class:`~kec.errors.KafkaFatal`) so that its supervisor starts a new
         client, which reads the topic as it is now (with static membership, at once)."""
-        for tp, (offset, due, left) in list(self._reset_watch.items()):
+        can_read = not (self._paused or self._store_outage.down or not self.stats.kafka_connected)
+        for tp, watched in self._read_watch.due(now):
             mine = self._owned.get(tp)
             if mine is None or self.ownership.state(tp) is not State.OWNED:
-                del self._reset_watch[tp]
+                self._read_watch.drop(tp)
                 continue
-            if now < due:
-                continue
-            if mine.next_offset != offset:
-                del self._reset_watch[tp]  # it reads
-                continue
-            if self._paused or self._store_outage.down or not self.stats.kafka_connected:
-                # Nothing can be read or checkpointed now anyway: look again later.
-                self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left)
-                continue
-            try:
-                _, high = self._watermarks(tp)
-            except ConnectorError as exc:
-                log.debug("%s[%d]: watermarks after a reset: %s", tp[0], tp[1], exc)
-                high = offset
-            if high <= offset:
-                self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left)  # nothing yet
-                continue
-            if left <= 0:
+            ends: list[tuple[int, int]] = []  # (first, high) once Kafka was asked
+            holds = functools.partial(self._holds_from, tp, watched.start, ends)
+            verdict = self._read_watch.look(
+                tp, now, mine.next_offset, can_read=can_read, holds=holds
+            )
+            if verdict is Verdict.GIVE_UP:
+                first, high = ends[-1]
                 raise KafkaFatal(
-                    f"fatal: nothing of {tp[0]}[{tp[1]}] read since an operator reset it "
-                    f"though Kafka holds offsets {offset}..{high - 1}: this Kafka client "
-                    "still fetches the topic as it was before it was created again; exiting "
-                    "so that a new client reads it"
+                    f"fatal: nothing of {tp[0]}[{tp[1]}] read since {watched.since} though "
+                    f"Kafka holds offsets {first}..{high - 1}: this Kafka client still "
+                    "fetches the topic as it was before it was created again; exiting so "
+                    "that a new client reads it"
                 )
-            log.warning(
-                "%s[%d]: nothing read since the reset though Kafka holds offsets %d..%d; "
-                "seeking to %d again", tp[0], tp[1], offset, high - 1, offset,
-            )  # fmt: skip
-            self._try_seek(tp, offset)
-            if self._consumer is not None and not self._paused:
-                self._consumer.resume([kafka_tp(tp)])
-            self._reset_watch[tp] = (offset, now + RESET_CHECK_AFTER, left - 1)
+            if verdict is Verdict.SEEK:
+                first, high = ends[-1]
+                log.warning(
+                    "%s[%d]: nothing read since %s though Kafka holds offsets %d..%d; "
+                    "seeking to %d again", tp[0], tp[1], watched.since, first, high - 1, first,
+                )  # fmt: skip
+                self._try_seek(tp, first)
+                if self._consumer is not None and not self._paused:
+                    self._consumer.resume([kafka_tp(tp)])
+
+    def _holds_from(self, tp: TP, start: int | None, ends: list[tuple[int, int]]) -> bool:
+        """Whether Kafka holds records of ``tp`` from where it starts reading (the store's
+        ``start``, else the committed offset or the beginning) that this client has not
+        fetched; appends the range to ``ends``."""
+        first = start if start is not None else self._committed_or_reset(tp)
+        if first == OFFSET_END:
+            return False  # it starts at the end: nothing before it is due
+        try:
+            low, high = self._watermarks(tp)
+        except ConnectorError as exc:
+            log.debug("%s[%d]: watermarks of a watched partition: %s", tp[0], tp[1], exc)
+            return False
+        first = low if first == OFFSET_BEGINNING else max(first, low)
+        ends.append((first, high))
+        # A client that fetches moves its position past what yields no event (transaction
+        # markers, aborted records under read_committed); a stale one stays where it was
+        # sought.
+        return high > max(first, self._position(tp))
+
+    def _position(self, tp: TP) -> int:
+        assert self._consumer is not None
+        try:
+            (found,) = self._consumer.position([kafka_tp(tp)])
+        except KafkaException as exc:
+            log.debug("%s[%d]: position of a watched partition: %s", tp[0], tp[1], exc)
+            return -1
+        return int(found.offset)
 
     def _idle(self, at_end: Collection[TP], read: Collection[TP] = ()) -> None:
         """Partitions read to their end (``at_end``: this poll found their end; ``read``:
@@ -1575,6 +1595,7 @@ class Pipeline:
             self._owned.pop(tp, None)
             self._resync.pop(tp, None)
             self.stats.stopped.pop(tp, None)
+            self._read_watch.drop(tp)
         if owned:
             try:
                 self._sink.release(owned)  # deliveries in flight finish, then the last settlement

@@ -11,7 +11,10 @@ Each test is one finding of a review, run the way a user meets it: ``event-conne
 * a COMMIT that PostgreSQL applied but whose answer was lost (the nemesis swallows it) is
   not applied twice, and its actions are still delivered;
 * a claim that fails while Kafka assigns a partition (the store refuses connections) is
-  retried with the partition paused, never leaving it assigned and unowned.
+  retried with the partition paused, never leaving it assigned and unowned;
+* a partition assigned to a client that fetches nothing of it (librdkafka still fetching
+  a recreated topic under its old id) is sought again, and one whose rest is transaction
+  markers and aborted records is not taken for such a client.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from checkpoint import ActionState, CheckpointStore, open_store
+from connector.common.ownership import State
 from connector.dispatch import Dispatcher
 from connector.pipeline import Pipeline, PipelineSettings
 from connector.rules import Rule
@@ -240,14 +244,16 @@ class Recorder(Target):
 
 @contextlib.contextmanager
 def _running(
-    bootstrap: str, group_id: str, topic: str, store: CheckpointStore, rules: list[Rule]
-) -> Iterator[tuple[Pipeline, Dispatcher, Recorder]]:
-    """The real pipeline and dispatcher in threads, as ``run`` wires them."""
+    bootstrap: str, group_id: str, topic: str, store: CheckpointStore, rules: list[Rule],
+    **more: Any,
+) -> Iterator[tuple[Pipeline, Dispatcher, Recorder]]:  # fmt: skip
+    """The real pipeline and dispatcher in threads, as ``run`` wires them (``more``:
+    further pipeline settings)."""
     target = Recorder()
     dispatcher = Dispatcher(store, {"log": target})
     # No idle marks of event time: the only writes are the batches' and settlements'.
     settings = PipelineSettings(
-        bootstrap, group_id, {topic: "shop"}, linger_ms=20, idle_interval=3600
+        bootstrap, group_id, {topic: "shop"}, linger_ms=20, idle_interval=3600, **more
     )
     pipeline = Pipeline(settings, store, TriggerEngine(rules), dispatcher)
     stop = threading.Event()
@@ -551,3 +557,81 @@ def test_a_member_fenced_by_its_own_instance_id_stops_instead_of_stalling(
         (error,) = outcome
         assert isinstance(error, KafkaFatal), error
         assert "fenced" in str(error).lower()
+
+
+# -- a partition that starts reading must read (connector.pipeline.readwatch) ------------
+
+EACH_RULE = [
+    Rule.model_validate(
+        {"name": "each", "namespace": "shop", "key": "*", "action": "start", "workflow": "wf"}
+    )
+]
+
+
+def test_an_assigned_partition_that_fetches_nothing_is_sought_again(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A client that fetches nothing of a partition Kafka holds records of (librdkafka
+    fetching a recreated topic under its old id does that silently; here the partition is
+    paused behind the pipeline's back) is sought again and reads."""
+    topic = new_topic(1)
+    with (
+        caplog.at_level("WARNING", "connector.pipeline.pipeline"),
+        open_store("memory://") as store,
+        _running(bootstrap, group_id, topic, store, EACH_RULE, read_watch_after=0.5) as (
+            pipeline, _, target,
+        ),
+    ):  # fmt: skip
+        tp = (topic, 0)
+        wait_for(lambda: tp in pipeline.ownership.epochs(), timeout=60, what="the assignment")
+        assert pipeline._consumer is not None
+        pipeline._consumer.pause([TopicPartition(topic, 0)])
+        _produce_events(
+            bootstrap, topic, [Event(key=f"k{i}", value=str(i), namespace="shop") for i in range(5)]
+        )
+        wait_for(lambda: store.count_events() == 5, timeout=90, what="the 5 events read")
+        wait_for(lambda: len(set(target.ids())) == 5, timeout=60, what="their 5 actions")
+    assert f"{topic}[0]: nothing read since it was assigned though Kafka holds offsets 0..4; " \
+        "seeking to 0 again" in caplog.text  # fmt: skip
+
+
+def test_a_partition_whose_rest_is_transaction_markers_is_not_taken_for_a_stale_client(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Under ``read_committed`` a partition can hold offsets that yield no event (commit and
+    abort markers, aborted records): assigned at the store's offset before them, it reads
+    nothing and must not be sought again or its client given up."""
+    topic = new_topic(1)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for commit, keys in ((True, ["a", "b", "c"]), (False, ["x", "y"])):
+        producer.begin_transaction()
+        for key in keys:
+            event = Event(key=key, value=key, namespace="shop")
+            producer.produce(
+                topic, key=key, value=record_value(event), headers=record_headers(event)
+            )
+        assert producer.flush(30) == 0
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    tp = (topic, 0)
+    with open_store("memory://") as store:
+        with _running(bootstrap, group_id, topic, store, EACH_RULE) as (pipeline, _, _):
+            wait_for(lambda: store.count_events() == 3, timeout=90, what="the 3 committed")
+        # Offsets 3..6: a commit marker, two aborted records, an abort marker.
+        with (
+            caplog.at_level("WARNING", "connector.pipeline.pipeline"),
+            _running(bootstrap, group_id, topic, store, EACH_RULE, read_watch_after=0.5) as (
+                pipeline, _, _,
+            ),
+        ):  # fmt: skip
+
+            def asked() -> int:
+                watched = pipeline._read_watch.get(tp)
+                return watched.asked if watched is not None else 0
+
+            wait_for(lambda: asked() >= 3, timeout=60, what="three looks at the partition")
+            assert pipeline.ownership.state(tp) is State.OWNED
+        assert store.count_events() == 3
+    assert "again" not in caplog.text and "fatal" not in caplog.text
