@@ -690,6 +690,8 @@ class Pipeline:
         batch = _Batch()
         try:
             self._decode(messages, batch, self.ownership.epochs(State.OWNED))
+            if self._read_watch:
+                self._read_watch.fetched(batch.first)  # these fetch: even a failed batch says so
             if batch.behind:
                 self._went_back(batch.behind)
             if not batch.next:
@@ -1465,7 +1467,7 @@ class Pipeline:
 
     def _watch_reading(self, now: float) -> None:
         """Partitions that started reading (assigned, or reset by an operator) and have
-        read nothing yet: see :mod:`connector.pipeline.readwatch`. Kafka holding records
+        fetched nothing yet: see :mod:`connector.pipeline.readwatch`. Kafka holding records
         from where one starts while none arrives means this client still fetches the topic
         as it was before it was created again: seek again, then stop the process with a
         fatal error (:class:`~kec.errors.KafkaFatal`) so that its supervisor starts a new

@@ -9,15 +9,17 @@ kill). Neither raises an error; the partition would wait for the next rebalance,
 records' actions with it.
 
 So every partition the pipeline starts reading (adopted at the store's next offset or at
-Kafka's committed one, or reset by an operator) is watched until it reads: once nothing of
-it was checkpointed ``FIRST_LOOK`` seconds after that start while Kafka holds records from
-where it starts that the client has not fetched (its position did not move past them: a
-client that fetches moves past transaction markers and aborted records, which yield no
-event), it is sought there again, ``SEEKS`` times ``FIRST_LOOK`` apart, and then
-the client is given up (a fatal error: the supervisor starts a new client, which reads
-the topic as it is now). While Kafka holds nothing to read, the looks space out up to the
-pipeline's topic check interval: an idle partition costs one offsets request per interval
-until it reads its first record.
+Kafka's committed one, or reset by an operator) is watched until it reads: until a batch
+holds a record of it (checkpointed or not: a batch that fails for want of the store or
+the dead-letter topic still proves that the client fetches) or the store's next offset
+moves. When nothing of it came ``FIRST_LOOK`` seconds after that start while Kafka holds
+records from where it starts that the client has not fetched (its position did not move
+past them: a client that fetches moves past transaction markers and aborted records,
+which yield no event), it is sought there again, ``SEEKS`` times ``FIRST_LOOK`` apart,
+and then the client is given up (a fatal error: the supervisor starts a new client, which
+reads the topic as it is now). While Kafka holds nothing to read, the looks space out up
+to the pipeline's topic check interval: an idle partition costs one offsets request per
+interval until it reads its first record.
 
 :class:`ReadWatch` decides; the pipeline asks Kafka and seeks.
 """
@@ -25,17 +27,17 @@ until it reads its first record.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kec.event import TP
 
-FIRST_LOOK = 5.0  # seconds after a start (or a seek) to look that the partition reads (default)
+FIRST_LOOK = 5.0  # default seconds after a start (or a seek) to look that it reads
 SEEKS = 2  # seeks at most, FIRST_LOOK apart, before the client is given up
 
 
 class Verdict(enum.Enum):
-    READS = "reads"  # something was checkpointed since the start: no longer watched
+    READS = "reads"  # the store's next offset moved since the start: no longer watched
     LATER = "later"  # not due, nothing to read yet, or nothing can be read now
     SEEK = "seek"  # Kafka holds records from the start and none came: seek again
     GIVE_UP = "give up"  # sought SEEKS times and still nothing: a new client is needed
@@ -72,6 +74,11 @@ class ReadWatch:
     def start(self, tp: TP, start: int | None, since: str, now: float) -> None:
         """``tp`` starts reading (again) where the store's next offset is ``start``."""
         self._watched[tp] = Watched(start, since, now + self._first, self._first)
+
+    def fetched(self, tps: Iterable[TP]) -> None:
+        """A batch held records of ``tps``: their client fetches them."""
+        for tp in tps:
+            self._watched.pop(tp, None)
 
     def get(self, tp: TP) -> Watched | None:
         return self._watched.get(tp)

@@ -86,3 +86,15 @@ def test_a_look_before_its_time_or_at_a_dropped_partition_decides_nothing() -> N
     # Started again (assigned back): a fresh watch with its own seeks.
     watch.start(TP, 5, "it was assigned", now=200.0)
     assert watch.look(TP, 200.0 + FIRST_LOOK, 5, can_read=True, holds=kafka) is Verdict.SEEK
+
+
+def test_a_partition_whose_records_came_in_a_batch_is_no_longer_watched() -> None:
+    """Even a batch that fails (the store or the dead-letter topic down) proves that the
+    client fetches the partition: it is not sought again."""
+    watch, kafka = ReadWatch(FIRST_LOOK, 30.0), Kafka(True)
+    watch.start(TP, 0, "it was assigned", now=0.0)
+    watch.start(("t", 1), 0, "it was assigned", now=0.0)
+    watch.fetched([TP])
+    assert TP not in watch and ("t", 1) in watch
+    assert watch.look(TP, FIRST_LOOK, 0, can_read=True, holds=kafka) is Verdict.LATER
+    assert kafka.asked == 0
