@@ -584,7 +584,12 @@ def test_an_assigned_partition_that_fetches_nothing_is_sought_again(
         ),
     ):  # fmt: skip
         tp = (topic, 0)
-        wait_for(lambda: tp in pipeline.ownership.epochs(), timeout=60, what="the assignment")
+
+        def looked() -> bool:  # Kafka held nothing yet; the assignment is long done
+            watched = pipeline._read_watch.get(tp)
+            return watched is not None and watched.asked >= 1
+
+        wait_for(looked, timeout=60, what="a first look at the assigned partition")
         assert pipeline._consumer is not None
         pipeline._consumer.pause([TopicPartition(topic, 0)])
         _produce_events(
