@@ -1103,7 +1103,6 @@ class Pipeline:
             self._owned.pop(tp, None)
             self._resync.pop(tp, None)
             self.stats.stopped.pop(tp, None)
-            self._read_watch.drop(tp)
         if lost and self._consumer is not None:
             try:
                 self._consumer.pause([kafka_tp(tp) for tp in lost])
@@ -1597,7 +1596,6 @@ class Pipeline:
             self._owned.pop(tp, None)
             self._resync.pop(tp, None)
             self.stats.stopped.pop(tp, None)
-            self._read_watch.drop(tp)
         if owned:
             try:
                 self._sink.release(owned)  # deliveries in flight finish, then the last settlement
