@@ -139,7 +139,7 @@ class Action:
             # A None in the payload writes null, as NaN would: the floats are looked at
             # unless the maker vouched for them.
             cached = dumps_bytes(
-                self.payload, sort_keys=True, floats_in=() if self._finite else None
+                self.payload, sort_keys=True, floats_in=() if self._finite else None, kept=True
             )
             _set_payload_json(self, cached)  # two threads may both write it: the same bytes
         return cached

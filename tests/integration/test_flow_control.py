@@ -35,13 +35,14 @@ MAX_IN_FLIGHT = 4
 MAX_PENDING = 200  # pipeline.outbox_max_pending: small, so the burst must pause
 BATCH = 100  # pipeline.batch_size: the most a batch adds beyond the bound
 VALUE_BYTES = 4_000  # each event's value: what an unbounded outbox would pile up
-# Resident memory the burst may add to the warmed-up process. What the run holds for it:
-# SQLite's page cache as the 40 MB of events are written (capped at 16 MiB by the
-# store's cache_size), librdkafka's prefetch (queued.max.messages.kbytes: 2 MiB a
-# partition, 3 partitions), at most MAX_PENDING + BATCH actions in the outbox (each
-# with its 4 KB event: about 2 MB) and the allocator's slack (~10 MB measured). Holding
-# the whole burst in memory instead would add 10,000 x (4 KB value + action, entry and
-# dict overhead): 66 MB in all (measured with outbox_max_pending: 100000).
+# Resident memory the burst may add to the warmed-up process. What the run holds for it
+# (measured: about 30 MiB in all): SQLite's page cache as the 40 MB of events are written
+# (capped at 16 MiB by the store's cache_size; 15 MiB less with a 2 MiB cache),
+# librdkafka's buffers (queued.max.messages.kbytes, fetch.max.bytes: about 7 MiB outside
+# the main heap), at most MAX_PENDING + BATCH actions in the outbox with their events and
+# the allocator's slack (about 8 MiB). Holding the whole burst instead (outbox_max_pending:
+# 100000) adds about 80 MiB. Before kec.jsontext.dumps_bytes copied what it keeps, each
+# waiting action held orjson's 32 KiB buffer for its 4 KB payload: 38-48 MiB in all.
 RSS_GROWTH_BOUND_KB = 40 * 1024
 
 

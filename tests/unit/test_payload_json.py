@@ -4,6 +4,7 @@ receiver decodes once; everything else stays text (kec.evaluation.event_value)."
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
@@ -57,3 +58,25 @@ def test_every_action_carries_the_document() -> None:
     (notified,) = NotifyAll().evaluate(event, {}).actions
     line = json.loads(action_line(notified))
     assert line["payload"]["value"] == {"total": 12}
+
+
+@pytest.mark.parametrize("pad", [10, 4_000])
+def test_a_cached_payload_holds_its_own_size_not_the_writers_buffer(pad: int) -> None:
+    """Actions wait in the outbox holding their payload's JSON: orjson's output buffer
+    (at least 4 KiB, 8x a 4 KB text) would be what each holds (kec.jsontext.dumps_bytes)."""
+    actions = [
+        a
+        for i in range(200)
+        for a in NotifyAll()
+        .evaluate(Event(key="k", value=json.dumps({"i": i, "p": "x" * pad})), {})
+        .actions
+    ]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        texts = [a.payload_json() for a in actions]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    written = sum(map(len, texts))
+    assert held < written + 100 * len(texts), (held, written)
