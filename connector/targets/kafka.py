@@ -42,6 +42,7 @@ from connector.targets.base import Target
 from kec import kafka
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
+from kec.jsontext import owned
 from kec.kafka import KafkaError, KafkaException, Message, Producer, error_of, is_fatal, rejected
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ class KafkaTarget(Target):
         values: list[bytes] = []
         for i, action in enumerate(actions):
             try:
-                values.append(self._produce(producer, action))
+                # Kept to match a failure report to its action: owned, not orjson's buffer.
+                values.append(owned(self._produce(producer, action)))
             except (BufferError, KafkaException) as exc:
                 if rejected(exc):
                     # This action can never be produced; it does not hold up the others.

@@ -77,6 +77,7 @@ from connector.targets.http1 import (
 )
 from kec.action import Action
 from kec.errors import ConfigError, TargetError, TargetRejected
+from kec.jsontext import owned
 
 BODY_TAIL = 500  # characters of a refusal's response body quoted in the error
 MAX_BODY = 64 * 1024  # bytes of an answer read at most
@@ -240,7 +241,8 @@ class WebhookTarget(Target):
         template = self._template
         return [
             Request(
-                template.render_bytes(a) if template else a.to_json_bytes(),
+                # Owned: held until the answer comes, not orjson's buffer of 4 KiB or more.
+                owned(template.render_bytes(a) if template else a.to_json_bytes()),
                 {"Idempotency-Key": a.action_id},
             )
             for a in actions
