@@ -141,19 +141,6 @@ def test_a_session_timeout_the_broker_refuses_stops_run_with_one_line(
     assert "group.min.session.timeout.ms" in line, line
 
 
-def _says_it_waits(proc: subprocess.Popen[bytes], log: Path, address: str) -> None:
-    waiting = f"waiting for Kafka: cannot reach Kafka at {address}: connection refused"
-    wait_for(lambda: waiting in log.read_text() or proc.poll() is not None, timeout=60,
-             what="the service to say it waits for Kafka")  # fmt: skip
-    assert proc.poll() is None, log.read_text()
-
-
-def _stopped(proc: subprocess.Popen[bytes], log: Path) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
-
-
 def test_run_waits_for_a_broker_that_is_not_up_yet_then_works(
     bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
 ) -> None:
@@ -176,7 +163,10 @@ def test_run_waits_for_a_broker_that_is_not_up_yet_then_works(
     log = tmp_path / "run.log"
     run = start_run(path, log)
     try:
-        _says_it_waits(run, log, address)
+        waiting = f"waiting for Kafka: cannot reach Kafka at {address}: connection refused"
+        wait_for(lambda: waiting in log.read_text() or run.poll() is not None, timeout=60,
+                 what="run to say it waits")  # fmt: skip
+        assert run.poll() is None, log.read_text()
         away.open()
         producer = Producer({"bootstrap.servers": bootstrap})
         for i in range(3):
@@ -191,7 +181,9 @@ def test_run_waits_for_a_broker_that_is_not_up_yet_then_works(
         assert run.poll() is None, log.read_text()
         assert "Kafka answers after" in log.read_text()
     finally:
-        _stopped(run, log)
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+            assert run.wait(60) == 0, log.read_text()[-3000:]
         away.shut()
     assert log.read_text().count("waiting for Kafka: ") == 1  # once, not each 2 s try
 
@@ -214,12 +206,17 @@ def test_the_gateway_waits_for_a_broker_that_is_not_up_yet_then_serves(
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     try:
-        _says_it_waits(gateway, log, address)
+        waiting = f"waiting for Kafka: cannot reach Kafka at {address}: connection refused"
+        wait_for(lambda: waiting in log.read_text() or gateway.poll() is not None, timeout=60,
+                 what="the gateway to say it waits")  # fmt: skip
+        assert gateway.poll() is None, log.read_text()
         away.open()
         wait_for(lambda: "HTTP gateway on " in log.read_text() or gateway.poll() is not None,
                  timeout=60, what="the gateway to serve")  # fmt: skip
         assert gateway.poll() is None, log.read_text()
         assert "Kafka answers after" in log.read_text()
     finally:
-        _stopped(gateway, log)
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            assert gateway.wait(60) == 0, log.read_text()[-3000:]
         away.shut()
