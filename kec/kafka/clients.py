@@ -228,11 +228,15 @@ def reach(
     raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
 
 
+# Causes that are the client's settings, not the broker's state: waiting cannot mend them.
+_MISCONFIGURED = frozenset({"auth", "tls", "not-kafka", "closed"})
+
+
 def _unavailable(
     bootstrap: str, cause: Unreachable, config: Mapping[str, Any]
 ) -> BrokerUnavailable:
     why = _diagnosed(cause, config)
-    kind = KafkaMisconfigured if why.misconfigured else BrokerUnavailable
+    kind = KafkaMisconfigured if why.cause in _MISCONFIGURED else BrokerUnavailable
     return kind(f"cannot reach Kafka at {bootstrap}: {why}")
 
 

@@ -247,13 +247,6 @@ class Unreachable:
         """Whether it says why (not only that no broker is up)."""
         return self.cause != "down"
 
-    @property
-    def misconfigured(self) -> bool:
-        """Whether the cause is the client's settings (TLS or SASL refused, a plaintext
-        client at a secured listener, not a Kafka port), which no wait mends; a refused
-        connection, a failed name lookup or a timeout may pass (a broker restarting)."""
-        return self.cause in ("auth", "tls", "not-kafka", "closed")
-
     def __str__(self) -> str:
         where = self.broker or "the broker"
         match self.cause:

@@ -94,8 +94,6 @@ def test_each_reason_is_one_line(code: int, text: str, cause: str, line: str) ->
     assert found.cause == cause
     assert str(found) == line
     assert found.definite == (cause != "down")
-    # What a service waits out at its start (a broker restarting) and what it does not.
-    assert found.misconfigured == (cause in ("auth", "tls", "not-kafka", "closed"))
 
 
 @pytest.mark.parametrize(
