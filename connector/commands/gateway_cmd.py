@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +106,7 @@ def gateway(
     store; HTTPListener long-polls GET /event/wait/WORKFLOW_ID/EVENT_KEY. The event's
     key is EVENT_KEY and its context WORKFLOW_ID, so a rule matches it with `key:` (and
     `context:` for one workflow). The topic is created when missing unless creation is
-    off; when no Kafka broker answers yet it waits (logging why every 30 s). Stop with
-    Ctrl-C or SIGTERM: open requests are finished first.
+    off. Stop with Ctrl-C or SIGTERM: open requests are finished first.
 
     The gateway only writes to Kafka: `event-connector run` with the same `http:`
     section (same topic) and the same store checkpoints the events and fires their
@@ -118,7 +115,6 @@ def gateway(
     """
     from checkpoint import open_store
     from connector.assembly import serve_gateway, standalone_gateway, written_by
-    from connector.commands.kafka_wait import once_kafka_answers
     from connector.commands.ports import check_listen, url_of
     from connector.config.paths import check_files
     from connector.gateway import GatewaySettings, parse_listen
@@ -182,20 +178,7 @@ def gateway(
     if create_topic is not None:
         policy = dataclasses.replace(policy, create=create_topic)
     source = f"-c {config}" if config is not None and not bootstrap else f"--bootstrap {servers}"
-    # Kafka waited for as run waits (connector.commands.kafka_wait); SIGTERM meanwhile
-    # stops the gateway before it serves.
-    stop = threading.Event()
-    before = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        once_kafka_answers(
-            lambda: ensure_topics(connection, [settings.topic], policy, source=source), stop
-        )
-    finally:
-        signal.signal(signal.SIGTERM, before)
-    if stop.is_set():
-        gateway_store.close()
-        log.info("stopped before the gateway started")
-        return
+    ensure_topics(connection, [settings.topic], policy, source=source)
     server = standalone_gateway(
         settings, gateway_store, host=host, port=port, token=token, options=options
     )

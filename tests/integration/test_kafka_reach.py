@@ -186,37 +186,3 @@ def test_run_waits_for_a_broker_that_is_not_up_yet_then_works(
             assert run.wait(60) == 0, log.read_text()[-3000:]
         away.shut()
     assert log.read_text().count("waiting for Kafka: ") == 1  # once, not each 2 s try
-
-
-def test_the_gateway_waits_for_a_broker_that_is_not_up_yet_then_serves(
-    bootstrap: str, new_topic: Callable[..., str], tmp_path: Path
-) -> None:
-    """The standalone gateway is a service too: it waits as ``run`` does, then serves."""
-    host, port = bootstrap.rsplit(":", 1)
-    away = Forwarder((host, int(port)))
-    address = f"127.0.0.1:{away.port}"
-    listen = f"127.0.0.1:{free_port()}"
-    log = tmp_path / "gateway.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "ab") as err:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "connector", "gateway", "--bootstrap", address,
-             "--store", f"sqlite://{tmp_path / 'gateway.db'}", "--listen", listen,
-             "--topic", new_topic(1)],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-    try:
-        waiting = f"waiting for Kafka: cannot reach Kafka at {address}: connection refused"
-        wait_for(lambda: waiting in log.read_text() or gateway.poll() is not None, timeout=60,
-                 what="the gateway to say it waits")  # fmt: skip
-        assert gateway.poll() is None, log.read_text()
-        away.open()
-        wait_for(lambda: "HTTP gateway on " in log.read_text() or gateway.poll() is not None,
-                 timeout=60, what="the gateway to serve")  # fmt: skip
-        assert gateway.poll() is None, log.read_text()
-        assert "Kafka answers after" in log.read_text()
-    finally:
-        if gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            assert gateway.wait(60) == 0, log.read_text()[-3000:]
-        away.shut()

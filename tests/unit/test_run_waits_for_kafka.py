@@ -1,6 +1,5 @@
-"""``run`` and ``gateway`` wait out a broker they cannot reach yet at their start, and not
-settings Kafka refuses (connector.commands.kafka_wait; with the real broker:
-tests/integration/test_kafka_reach.py)."""
+"""``run`` waits out a broker it cannot reach yet, and not settings Kafka refuses
+(connector.cli._once_kafka_answers; the real broker case: tests/integration/test_kafka_reach.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +8,13 @@ import threading
 
 import pytest
 
-from connector.commands import kafka_wait
+from connector import cli
 from kec.errors import BrokerUnavailable, KafkaMisconfigured
 
 
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka_wait, "KAFKA_RETRY_SECONDS", 0.001)
+    monkeypatch.setattr(cli, "KAFKA_RETRY_SECONDS", 0.001)
 
 
 def test_an_unreachable_broker_is_tried_again_until_it_answers(
@@ -28,8 +27,8 @@ def test_an_unreachable_broker_is_tried_again_until_it_answers(
         if len(tries) < 4:
             raise BrokerUnavailable("cannot reach Kafka at k:9092: connection refused by k:9092")
 
-    with caplog.at_level(logging.INFO, logger="connector.commands.kafka_wait"):
-        kafka_wait.once_kafka_answers(step, threading.Event())
+    with caplog.at_level(logging.INFO, logger="connector.cli"):
+        cli._once_kafka_answers(step, threading.Event())
     assert len(tries) == 4
     said = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("waiting for Kafka: cannot reach Kafka at k:9092") for m in said) == 1
@@ -44,7 +43,7 @@ def test_settings_kafka_refuses_are_not_waited_for() -> None:
         raise KafkaMisconfigured("cannot reach Kafka at k:9093: authentication failed")
 
     with pytest.raises(KafkaMisconfigured):
-        kafka_wait.once_kafka_answers(step, threading.Event())
+        cli._once_kafka_answers(step, threading.Event())
     assert len(tries) == 1
 
 
@@ -58,5 +57,5 @@ def test_a_stop_ends_the_wait() -> None:
             stop.set()  # SIGTERM while waiting
         raise BrokerUnavailable("cannot reach Kafka at k:9092: no broker answered within 30s")
 
-    kafka_wait.once_kafka_answers(step, stop)
+    cli._once_kafka_answers(step, stop)
     assert len(tries) == 3
