@@ -10,8 +10,6 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,9 +179,7 @@ def run(
     --topic becomes one `notify` action on the log target.
 
     Before it consumes anything it creates the topics it reads and writes when they are
-    missing (see `event-connector topics --help`), unless the file turns that off. When
-    no Kafka broker answers yet it waits (logging why every 30 s); settings Kafka refuses
-    (TLS, SASL) stop it with exit 1.
+    missing (see `event-connector topics --help`), unless the file turns that off.
 
     Stop with SIGTERM or Ctrl-C: the batch in progress is checkpointed and committed
     first; actions not yet delivered stay in the outbox for the next start.
@@ -230,10 +226,7 @@ def run(
             len(cfg.rules),
             ", ".join(cfg.targets),
         )
-        _prepare_config_run(cfg, config, stop, serve_gateway=serve_gateway)
-        if stop.is_set():
-            log.info("stopped before the connector started")
-            return
+        _prepare_config_run(cfg, config, serve_gateway=serve_gateway)
         source = ConfigSource(config.absolute(), data_dir and data_dir.absolute(), processes)
         count = _process_count(cfg)
         if count > 1:
@@ -248,7 +241,7 @@ def run(
         )
     else:
         service = _quick_service(instance_id=instance_id, **quick)
-        _prepare_quick_run(quick, create_topics, stop)
+        _prepare_quick_run(quick, create_topics)
     if stop.is_set():
         log.info("stopped before the connector started")
         return
@@ -322,45 +315,9 @@ def _supervise(
     supervise(cfg, specs, stop, serve_gateway=serve_gateway, source=source, on_control=expose)
 
 
-KAFKA_RETRY_SECONDS = 2.0  # between two tries to reach Kafka at the start of run
-KAFKA_WAIT_SAY_EVERY = 30.0  # seconds between two log lines while run waits for Kafka
-
-
-def _once_kafka_answers(step: Callable[[], object], stop: threading.Event) -> None:
-    """``step`` (the start's requests to Kafka), tried again while no broker can be reached
-    for a cause that may pass (connection refused, name lookup failed, timed out: a broker
-    restarting, a container not up yet) until it answers or ``stop`` is set; a warning the
-    first time and every 30 s. The settings refused (TLS, SASL, not a Kafka port) raise at
-    once: waiting cannot mend them. ``run`` is a service, which the broker's restarts do
-    not stop once it runs, so they do not stop it while it starts either."""
-    from kec.errors import BrokerUnavailable
-
-    waited_from: float | None = None
-    said = 0.0
-    while not stop.is_set():
-        try:
-            step()
-        except BrokerUnavailable as exc:
-            if not exc.retriable:
-                raise
-            now = time.monotonic()
-            if waited_from is None or now - said >= KAFKA_WAIT_SAY_EVERY:
-                waited_from = waited_from or now
-                said = now
-                log.warning("waiting for Kafka: %s; trying again every %gs (SIGTERM stops)",
-                            exc, KAFKA_RETRY_SECONDS)  # fmt: skip
-            stop.wait(KAFKA_RETRY_SECONDS)
-            continue
-        if waited_from is not None:
-            log.info("Kafka answers after %.0fs of waiting", time.monotonic() - waited_from)
-        return
-
-
-def _prepare_config_run(
-    cfg: ConnectorConfig, path: Path, stop: threading.Event, *, serve_gateway: bool
-) -> None:
+def _prepare_config_run(cfg: ConnectorConfig, path: Path, *, serve_gateway: bool) -> None:
     """Before the service starts: the gateway's and admin API's ports are free, every topic
-    exists (Kafka waited for, see :func:`_once_kafka_answers`)."""
+    exists."""
     from connector.commands.ports import check_listen, url_of
     from connector.topics import ensure_config_topics
 
@@ -375,9 +332,7 @@ def _prepare_config_run(
             admin.host, admin.port, what="the admin API", setting=f"admin.host/admin.port in {path}"
         )
         log.info("admin API and console on %s (/api/v1/, /)", url_of(admin.host, admin.port))
-    _once_kafka_answers(lambda: ensure_config_topics(cfg, source=f"-c {path}"), stop)
-    if stop.is_set():
-        return
+    ensure_config_topics(cfg, source=f"-c {path}")
     if http is not None:
         log.info(
             "HTTP gateway on %s: POST /event/send_event/WORKFLOW_ID -> topic %s (namespace %s)",
@@ -393,23 +348,19 @@ def _prepare_config_run(
         )
 
 
-def _prepare_quick_run(quick: dict[str, Any], create: bool, stop: threading.Event) -> None:
-    """Quick mode's topics (and dead-letter topic) exist before the service starts (Kafka
-    waited for, see :func:`_once_kafka_answers`)."""
+def _prepare_quick_run(quick: dict[str, Any], create: bool) -> None:
+    """Quick mode's topics (and dead-letter topic) exist before the service starts."""
     from connector.topics import TopicPolicy, ensure_topics
     from kec.kafka import Connection
 
     topics = [spec.partition("=")[0] for spec in quick["topics"]]
     if quick["dlq_topic"]:
         topics.append(quick["dlq_topic"])
-    _once_kafka_answers(
-        lambda: ensure_topics(
-            Connection(quick["bootstrap"]),
-            topics,
-            TopicPolicy(create=create),
-            source=f"--bootstrap {quick['bootstrap']}",
-        ),
-        stop,
+    ensure_topics(
+        Connection(quick["bootstrap"]),
+        topics,
+        TopicPolicy(create=create),
+        source=f"--bootstrap {quick['bootstrap']}",
     )
 
 

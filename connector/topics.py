@@ -212,7 +212,7 @@ def _ensure(
             _create(admin, missing, policy, source)
             found.update(_await_visible(admin, missing, policy.request_timeout))
     except BrokerUnavailable as exc:
-        raise type(exc)(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     return {name: info for name, info in found.items() if info is not None}, missing
 
 
@@ -234,7 +234,9 @@ def list_topics(connection: kafka.Connection, timeout: float = 30.0) -> dict[str
         listed = retried("listing topics", names, timeout)
         found = describe_topics(admin, listed, timeout)
     except BrokerUnavailable as exc:
-        raise type(exc)(f"cannot reach Kafka at {connection.bootstrap_servers}: {exc}") from exc
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {connection.bootstrap_servers}: {exc}"
+        ) from exc
     return {name: info for name, info in sorted(found.items()) if info is not None}
 
 

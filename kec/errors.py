@@ -65,15 +65,6 @@ class BrokerUnavailable(KafkaClientError):
     """No Kafka broker answered within the allowed time."""
 
 
-class KafkaMisconfigured(BrokerUnavailable):
-    """A broker was reached but cannot be used with the client's settings (TLS or SASL
-    refused, a plaintext client at a secured listener, not a Kafka port): waiting does not
-    mend it, where a refused connection or a failed name lookup may pass (a broker
-    restarting)."""
-
-    retriable = False
-
-
 class KafkaNotAuthorized(KafkaClientError):
     """The cluster refused an operation for want of an ACL (topic, group or cluster
     authorization failed): no retry helps until someone grants it, so the process stops."""

@@ -45,7 +45,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from kec.errors import BrokerUnavailable, ConfigError, KafkaMisconfigured
+from kec.errors import BrokerUnavailable, ConfigError
 from kec.kafka.errors import UNREACHABLE, Unreachable, code, transient, unreachable, wrapped
 from kec.kafka.settings import CONSUMER_FIXED, PRODUCER_FIXED, Connection, fixed
 
@@ -215,29 +215,19 @@ def reach(
             first_definite = now
         every = servers <= {c.broker for c in definite}
         if every and first_definite is not None and now - first_definite >= settle:
-            raise _unavailable(bootstrap, definite[-1], config)
+            why = str(_diagnosed(definite[-1], config))
+            raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
         if now - started >= within:
             break
     if stop is not None and stop.is_set():
         return
     definite = [c for c in causes if c.definite]
     if definite:
-        raise _unavailable(bootstrap, definite[-1], config)
-    why = f"no broker answered within {time.monotonic() - started:.0f}s"
-    why += f" ({causes[-1].detail})" if causes else ""
+        why = str(_diagnosed(definite[-1], config))
+    else:
+        why = f"no broker answered within {time.monotonic() - started:.0f}s"
+        why += f" ({causes[-1].detail})" if causes else ""
     raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {why}")
-
-
-# Causes that are the client's settings, not the broker's state: waiting cannot mend them.
-_MISCONFIGURED = frozenset({"auth", "tls", "not-kafka", "closed"})
-
-
-def _unavailable(
-    bootstrap: str, cause: Unreachable, config: Mapping[str, Any]
-) -> BrokerUnavailable:
-    why = _diagnosed(cause, config)
-    kind = KafkaMisconfigured if why.cause in _MISCONFIGURED else BrokerUnavailable
-    return kind(f"cannot reach Kafka at {bootstrap}: {why}")
 
 
 def _diagnosed(cause: Unreachable, config: Mapping[str, Any]) -> Unreachable:

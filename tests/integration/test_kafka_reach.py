@@ -9,7 +9,6 @@ the TLS and SASL cases talk to the real broker's plaintext listener.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,12 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from devkit.server import free_port
 from kec.kafka import reach
-from tests.forwarding import Forwarder
-from tests.support import ROOT, start_run, wait_for
+from tests.support import ROOT
 
 BOUND = 10.0  # seconds: "within a few seconds", with room for a loaded machine
 
@@ -139,50 +136,3 @@ def test_a_session_timeout_the_broker_refuses_stops_run_with_one_line(
     [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert line.startswith("error: the group coordinator refuses session.timeout.ms=1000 ("), line
     assert "group.min.session.timeout.ms" in line, line
-
-
-def test_run_waits_for_a_broker_that_is_not_up_yet_then_works(
-    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
-) -> None:
-    """A broker restarting, or the connector's container up before Kafka's: ``run`` is a
-    service, so a refused connection at its start is waited out (said every 30 s), not an
-    exit; the commands above still answer within seconds."""
-    host, port = bootstrap.rsplit(":", 1)
-    away = Forwarder((host, int(port)))  # refuses connections until opened
-    address = f"127.0.0.1:{away.port}"
-    topic = new_topic(1)
-    actions = tmp_path / "actions.jsonl"
-    path = tmp_path / "connector.yaml"
-    path.write_text(
-        f"kafka: {{bootstrap_servers: '{address}'}}\n"
-        f"group_id: {group_id}\nnamespaces: {{shop: {{topics: [{topic}]}}}}\n"
-        f"checkpoint: {{backend: sqlite, path: {tmp_path}/checkpoints.db}}\n"
-        f"targets: {{log: {{type: log, path: {actions}}}}}\n"
-        'rules: [{name: all, namespace: shop, key: "*", action: notify, target: log}]\n'
-    )
-    log = tmp_path / "run.log"
-    run = start_run(path, log)
-    try:
-        waiting = f"waiting for Kafka: cannot reach Kafka at {address}: connection refused"
-        wait_for(lambda: waiting in log.read_text() or run.poll() is not None, timeout=60,
-                 what="run to say it waits")  # fmt: skip
-        assert run.poll() is None, log.read_text()
-        away.open()
-        producer = Producer({"bootstrap.servers": bootstrap})
-        for i in range(3):
-            producer.produce(topic, key=f"k{i}", value=f'{{"n": {i}}}')
-        assert producer.flush(30) == 0
-
-        def delivered() -> int:
-            return len(actions.read_text().splitlines()) if actions.exists() else 0
-
-        wait_for(lambda: delivered() == 3 or run.poll() is not None, timeout=90,
-                 what="the three actions")  # fmt: skip
-        assert run.poll() is None, log.read_text()
-        assert "Kafka answers after" in log.read_text()
-    finally:
-        if run.poll() is None:
-            run.send_signal(signal.SIGTERM)
-            assert run.wait(60) == 0, log.read_text()[-3000:]
-        away.shut()
-    assert log.read_text().count("waiting for Kafka: ") == 1  # once, not each 2 s try

@@ -11,11 +11,14 @@ never dead-letters them; ``tail`` shows the decoded value.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
+import socket
 import struct
 import subprocess
 import textwrap
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -31,7 +34,6 @@ from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 
-from tests.forwarding import Forwarder
 from tests.integration.http_recorder import serving
 from tests.support import run_in_repo, start_run, wait_for
 
@@ -423,6 +425,77 @@ def test_bad_records_are_dead_letters_with_their_reason_and_the_next_is_processe
 # -- 5. a registry outage ---------------------------------------------------------------------
 
 
+class _Forwarder:
+    """A TCP forwarder to ``upstream`` on a fixed loopback port that can be shut (its port
+    then refuses connections, as a stopped registry's would) and opened again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        self._spawn(self._accept, listener)
+
+    def shut(self) -> None:
+        """Refuse new connections and cut the open ones; the threads are joined."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._open = self._open, []
+        for sock in [listener, *conns] if listener else conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(10)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # shut
+            try:
+                upstream = socket.create_connection(self._upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._open += [client, upstream]
+                self._spawn(self._pipe, client, upstream)
+                self._spawn(self._pipe, upstream, client)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
 def test_a_registry_outage_delays_good_records_and_dead_letters_none(
     bootstrap: str,
     new_topic: Callable[..., str],
@@ -437,7 +510,7 @@ def test_a_registry_outage_delays_good_records_and_dead_letters_none(
     # connector has never fetched.
     host_port = schema_registry.split("//", 1)[1].split("/", 1)
     host, port = host_port[0].rsplit(":", 1)
-    forwarder = Forwarder((host, int(port)))
+    forwarder = _Forwarder((host, int(port)))
     through = f"http://127.0.0.1:{forwarder.port}/{host_port[1]}"
     topic, dlq = new_topic(1), new_topic(1, prefix="dlq")
     config = _config(
