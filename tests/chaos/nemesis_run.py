@@ -353,6 +353,7 @@ class Applied:
     acks_windows: int = 0
     recreated: int = 0
     fatal_restarts: int = 0  # members started again after they stopped on a fatal error
+    unreached_restarts: int = 0  # ... after run exited 1 at its start, no broker answering
     log: list[str] = field(default_factory=list)
 
 
@@ -462,12 +463,21 @@ class Run:
 
     def _supervise(self, fleet: Fleet) -> None:
         """What a supervisor does: a member that stopped on a fatal Kafka error (its
-        consumer fenced for good, say) is started again, as the connector expects; any
-        other exit fails the run."""
+        consumer fenced for good, say) is started again, as the connector expects, and so
+        is one that exited 1 at its start because no broker answered (restarted while the
+        broker was down: run says so and exits rather than wait, so that a wrong address
+        is said at once; compose's restart policy starts it again); any other exit fails
+        the run."""
         for member, proc in list(fleet.procs.items()):
             if proc.poll() is None:
                 continue
             text = (self.tmp / f"{member}.log").read_text(errors="replace")
+            ending = text.rstrip().rpartition("\n")[2]
+            if proc.returncode == 1 and ending.startswith("error: cannot reach Kafka at "):
+                self.applied.unreached_restarts += 1
+                self.applied.log.append(f"restart {member} after: {ending}")
+                fleet.start(member)
+                continue
             last = [line for line in text.splitlines() if "stopping: " in line][-1:]
             if not (last and "stopping: fatal" in last[0]):
                 raise AssertionError(f"{member} exited {proc.returncode}:\n{text[-3000:]}")
@@ -725,6 +735,7 @@ class Run:
             "COMMIT-swallowing windows": a.acks_windows,
             "topic recreations": a.recreated,
             "restarts after a fatal exit": a.fatal_restarts,
+            "restarts after Kafka out of reach at start": a.unreached_restarts,
             "all_of halves on two owners at start": self.halves_apart,
         }
 
