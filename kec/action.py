@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from kec.jsontext import dumps, dumps_bytes
+from kec.jsontext import dumps, dumps_bytes, owned
 
 
 class ActionKind(StrEnum):
@@ -138,8 +138,9 @@ class Action:
         if cached is None:
             # A None in the payload writes null, as NaN would: the floats are looked at
             # unless the maker vouched for them.
-            cached = dumps_bytes(
-                self.payload, sort_keys=True, floats_in=() if self._finite else None, kept=True
+            # Owned: cached for as long as the action waits in the outbox.
+            cached = owned(
+                dumps_bytes(self.payload, sort_keys=True, floats_in=() if self._finite else None)
             )
             _set_payload_json(self, cached)  # two threads may both write it: the same bytes
         return cached

@@ -86,13 +86,11 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
 
 
 def dumps_bytes(
-    obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False, kept: bool = False
+    obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False
 ) -> bytes:
     """:func:`dumps` as UTF-8 bytes, without decoding orjson's bytes and encoding them
-    again (an action's payload, once per action).
-
-    ``kept``: the bytes outlive the call (cached on an object that waits in the outbox),
-    so they are :func:`owned`."""
+    again (an action's payload, once per action). Bytes kept beyond the call should be
+    :func:`owned`."""
     std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
     try:
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
@@ -100,7 +98,7 @@ def dumps_bytes(
         return std_dumps(obj).encode()
     if b"null" in out and _suspect(obj, floats_in):
         return std_dumps(obj).encode()
-    return owned(out) if kept else out
+    return out
 
 
 def owned(out: bytes) -> bytes:

@@ -149,8 +149,7 @@ class KafkaTarget(Target):
         values: list[bytes] = []
         for i, action in enumerate(actions):
             try:
-                # Kept to match a failure report to its action: owned, not orjson's buffer.
-                values.append(owned(self._produce(producer, action)))
+                values.append(self._produce(producer, action))
             except (BufferError, KafkaException) as exc:
                 if rejected(exc):
                     # This action can never be produced; it does not hold up the others.
@@ -206,8 +205,11 @@ class KafkaTarget(Target):
         return error
 
     def _produce(self, producer: Producer, action: Action) -> bytes:
-        """Produce ``action``'s record; its value."""
-        value = self._template.render_bytes(action) if self._template else action.to_json_bytes()
+        """Produce ``action``'s record; its value (kept by the caller to match a failure
+        report to its action: owned, not orjson's buffer)."""
+        value = (
+            self._template.render_bytes(action) if self._template else owned(action.to_json_bytes())
+        )
         key = action.event_key.encode()
         headers: list[tuple[str, str | bytes | None]] = [
             ("action-id", action.action_id.encode()),

@@ -241,8 +241,9 @@ class WebhookTarget(Target):
         template = self._template
         return [
             Request(
-                # Owned: held until the answer comes, not orjson's buffer of 4 KiB or more.
-                owned(template.render_bytes(a) if template else a.to_json_bytes()),
+                # Owned: held until the answer comes, not orjson's buffer of 4 KiB or more
+                # (a template's body is written by json, to its size).
+                template.render_bytes(a) if template else owned(a.to_json_bytes()),
                 {"Idempotency-Key": a.action_id},
             )
             for a in actions

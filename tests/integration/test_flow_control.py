@@ -41,7 +41,7 @@ VALUE_BYTES = 4_000  # each event's value: what an unbounded outbox would pile u
 # librdkafka's buffers (queued.max.messages.kbytes, fetch.max.bytes: about 7 MiB outside
 # the main heap), at most MAX_PENDING + BATCH actions in the outbox with their events and
 # the allocator's slack (about 8 MiB). Holding the whole burst instead (outbox_max_pending:
-# 100000) adds about 80 MiB. Before kec.jsontext.dumps_bytes copied what it keeps, each
+# 100000) adds about 80 MiB. Before kec.jsontext.owned copied what an action keeps, each
 # waiting action held orjson's 32 KiB buffer for its 4 KB payload: 36-47 MiB in all.
 RSS_GROWTH_BOUND_KB = 40 * 1024
 

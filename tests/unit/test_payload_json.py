@@ -63,7 +63,7 @@ def test_every_action_carries_the_document() -> None:
 @pytest.mark.parametrize("pad", [10, 4_000])
 def test_a_cached_payload_holds_its_own_size_not_the_writers_buffer(pad: int) -> None:
     """Actions wait in the outbox holding their payload's JSON: orjson's output buffer
-    (at least 4 KiB, 8x a 4 KB text) would be what each holds (kec.jsontext.dumps_bytes)."""
+    (at least 4 KiB, 8x a 4 KB text) would be what each holds (kec.jsontext.owned)."""
     actions = [
         a
         for i in range(200)
