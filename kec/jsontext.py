@@ -80,7 +80,7 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
         return std_dumps(obj)
-    if b"null" in out and _suspect(obj, floats_in):
+    if floats_in != () and b"null" in out and _suspect(obj, floats_in):
         return std_dumps(obj)
     return out.decode()
 
@@ -96,7 +96,9 @@ def dumps_bytes(
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:
         return std_dumps(obj).encode()
-    if b"null" in out and _suspect(obj, floats_in):
+    # No part may hold a float (``floats_in=()``): no scan for a null (about 0.25 us for
+    # an action's payload of 170 B without one, more than a third of writing it).
+    if floats_in != () and b"null" in out and _suspect(obj, floats_in):
         return std_dumps(obj).encode()
     return out
 
@@ -167,11 +169,21 @@ def _opens_container(text: str) -> bool:
 
 
 def _accepted(text: str, doc: Any, max_depth: int) -> dict[str, Any] | list[Any] | None:
-    """:func:`document`'s answer for a container orjson parsed from ``text``."""
-    if _too_deep(text, doc, max_depth):
+    """:func:`document`'s answer for a container orjson parsed from ``text``: None when it
+    nests too deep; :mod:`json`'s reading when it holds a float of :data:`_ROUNDED_FROM`
+    or more in size (maybe an integer past 64 bits, which json keeps exact)."""
+    # Once per event read: _too_deep and _holds_rounded written out, the top level's
+    # scalars looked at here (three calls fewer, about a fifth of the check's cost).
+    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
         return None
-    if _holds_rounded(doc):  # after the depth check: it recurses
-        return _from_json(text, max_depth)  # maybe an integer past 64 bits: json keeps it
+    # After the depth check: _any_float recurses.
+    for value in doc.values() if doc.__class__ is dict else doc:
+        kind = value.__class__
+        if kind is float:
+            if not -_ROUNDED_FROM < value < _ROUNDED_FROM:
+                return _from_json(text, max_depth)
+        elif (kind is dict or kind is list) and _any_float(value, _rounded):
+            return _from_json(text, max_depth)
     return doc  # type: ignore[no-any-return]
 
 
