@@ -45,17 +45,19 @@ def decode_headers(data: list[list[str]] | None) -> Headers:
 
 
 def _event_row(e: Event) -> list[Any]:
+    value = e.value
+    headers = e.headers
     return [
         e.offset,
         e.event_id if e.explicit_id else None,
         e.key,
-        e.value if isinstance(e.value, str) else {"b": _b64(e.value)},
+        value if isinstance(value, str) else {"b": _b64(value)},
         e.namespace,
         e.sender,
         e.context,
         e.event_type,
         e.create_time,
-        encode_headers(e.headers),
+        encode_headers(headers) if headers else None,  # once per event: no call if none
     ]
 
 
@@ -93,7 +95,7 @@ def action_row(a: Action, payload: Any = None) -> list[Any]:
     """The action's row; ``payload``: what to write for a payload (default: the payload
     itself, None when empty)."""
     return [
-        a.action_id, a.rule, a.kind._value_, a.target, a.namespace, list(a.event_ids),
+        a.action_id, a.rule, a.kind._value_, a.target, a.namespace, a.event_ids,  # an array
         a.event_key, a.workflow, a.task, a.context,
         (a.payload or None) if payload is None else payload,
     ]  # fmt: skip

@@ -184,15 +184,18 @@ def apply_events(
     event's ``id()``), taken instead of evaluating again.
     """
     explicit = [e for e in events if e.explicit_id]
-    fresh = tx.claim_event_ids(explicit) if explicit else set()
     applied = Applied()
-    for event in events:
-        if event.explicit_id:
-            key = (event.namespace, event.event_id)
-            if key not in fresh:
-                continue
-            fresh.discard(key)  # a second copy in this batch is a duplicate
-        applied.new.append(event)
+    if not explicit:  # the common case: every event known by its record, all new
+        applied.new = list(events)
+    else:
+        fresh = tx.claim_event_ids(explicit)
+        for event in events:
+            if event.explicit_id:
+                key = (event.namespace, event.event_id)
+                if key not in fresh:
+                    continue
+                fresh.discard(key)  # a second copy in this batch is a duplicate
+            applied.new.append(event)
     keys: list[str] = []
     needs: list[Sequence[str]] = []
     reading = ahead is None and reads_state(evaluator)
