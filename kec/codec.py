@@ -187,19 +187,19 @@ def decode_record(msg: Any, namespace: str, max_bytes: int | None = None) -> Eve
         or (max_bytes is not None and len(raw_value) > max_bytes)
     ):
         return _general(msg, namespace, max_bytes)
-    content_type = ""
+    declared_json = False
     if headers is not None:
         if len(headers) != 1:
             return _general(msg, namespace, max_bytes)
         name, raw_type = headers[0]
-        if name != H_CONTENT_TYPE or raw_type is None or raw_type == _BINARY:
+        if name != H_CONTENT_TYPE:
             return _general(msg, namespace, max_bytes)
-        try:
-            content_type = raw_type.decode()
-        except UnicodeDecodeError:
+        known = _content_types.get(raw_type)
+        if known is None:
+            known = _content_type(raw_type)
+        if known is _GENERAL:
             return _general(msg, namespace, max_bytes)
-        if len(raw_type) > MAX_KEY_BYTES or "\x00" in content_type:
-            return _general(msg, namespace, max_bytes)
+        declared_json = known is _JSON
     try:
         key = raw_key.decode()
         text = raw_value.decode()
@@ -208,7 +208,7 @@ def decode_record(msg: Any, namespace: str, max_bytes: int | None = None) -> Eve
     if "\x00" in key:
         return _general(msg, namespace, max_bytes)
     parsed: tuple[Any] | None = None
-    if content_type.startswith(CONTENT_JSON):
+    if declared_json:
         try:
             parsed = (jsontext.checked_document(text),)
         except (ValueError, RecursionError):
@@ -221,6 +221,27 @@ def decode_record(msg: Any, namespace: str, max_bytes: int | None = None) -> Eve
 
 
 _BINARY = CONTENT_BINARY.encode()
+# What decode_record makes of a content-type header's bytes: a JSON value, other text, or
+# a record for the general path (binary, not text, too long, a NUL). Kept for the first
+# few values seen (one or two in practice), so the common header costs one lookup.
+_JSON, _TEXT, _GENERAL = object(), object(), object()
+_content_types: dict[bytes | None, object] = {}
+_CONTENT_TYPES_KEPT = 64
+
+
+def _content_type(raw: bytes | None) -> object:
+    """:data:`_JSON`, :data:`_TEXT` or :data:`_GENERAL` for a content-type header's bytes."""
+    known = _GENERAL
+    if raw is not None and raw != _BINARY and len(raw) <= MAX_KEY_BYTES:
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            text = "\x00"  # not UTF-8: the general path says so
+        if "\x00" not in text:
+            known = _JSON if text.startswith(CONTENT_JSON) else _TEXT
+    if len(_content_types) < _CONTENT_TYPES_KEPT:  # hostile records cannot grow it
+        _content_types[raw] = known
+    return known
 
 
 def _general(msg: Any, namespace: str, max_bytes: int | None) -> Event:

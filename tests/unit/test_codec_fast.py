@@ -13,6 +13,7 @@ from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kec import codec
 from kec.codec import MAX_KEY_BYTES, decode_record, event_from_message
 from kec.errors import DecodeError
 from kec.event import Event
@@ -141,3 +142,14 @@ def test_a_record_without_a_timestamp_gets_the_time_it_was_read() -> None:
     general = _general(_message(b"k", b"v", None, -1), None)
     assert abs(event.create_time - general.create_time) < 60_000
     assert event.create_time > 1_700_000_000_000
+
+
+def test_content_types_seen_are_remembered_only_up_to_a_bound() -> None:
+    for i in range(200):  # a producer writing a new content type on every record
+        msg = _message(b"k-1", b'{"n": 1}', [("content-type", f"text/x-{i}".encode())], 1)
+        assert _answer(_fast, msg, None) == _answer(_general, msg, None)
+    assert len(codec._content_types) <= codec._CONTENT_TYPES_KEPT
+    # Past the bound a known type is still answered from the table, a new one worked out.
+    for raw in (b"application/json", b"text/x-199", b"application/octet-stream"):
+        msg = _message(b"k-1", b'{"n": 1}', [("content-type", raw)], 1)
+        assert _answer(_fast, msg, None) == _answer(_general, msg, None)
