@@ -95,7 +95,7 @@ def action_row(a: Action, payload: Any = None) -> list[Any]:
     """The action's row; ``payload``: what to write for a payload (default: the payload
     itself, None when empty)."""
     return [
-        a.action_id, a.rule, a.kind._value_, a.target, a.namespace, a.event_ids,  # an array
+        a.action_id, a.rule, a.kind._value_, a.target, a.namespace, a.event_ids,  # JSON array
         a.event_key, a.workflow, a.task, a.context,
         (a.payload or None) if payload is None else payload,
     ]  # fmt: skip
