@@ -264,7 +264,8 @@ class DevBroker(LocalServer[KafkaCluster]):
             # Kafka's operations guide runs G1 with large regions (16M for a 6 GB heap): a
             # produce request of a few hundred KiB is then not a humongous object. At this
             # heap's default (1M) a kafka target's bursts kept G1's concurrent marking
-            # busy: 1.4 s of the broker's CPU in a 300,000-event run of bench row (e).
+            # busy in the broker's worst runs (1.4 s of its CPU in one 300,000-event run
+            # of bench row (e)); the rows' rates stay within their noise either way.
             "-XX:G1HeapRegionSize=4m",
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={logs}",
