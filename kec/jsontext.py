@@ -75,22 +75,16 @@ def dumps(obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool =
     checks all of ``obj``.
     ``sort_keys`` sorts every object's keys, as ``json.dumps(sort_keys=True)`` does.
     """
-    std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
-    try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
-    except orjson.JSONEncodeError:  # a lone surrogate or an integer past 64 bits
-        return std_dumps(obj)
-    if floats_in != () and b"null" in out and _suspect(obj, floats_in):
-        return std_dumps(obj)
-    return out.decode()
+    # dumps_bytes' text, ASCII-only where json wrote it: decoding it cannot fail.
+    return dumps_bytes(obj, floats_in=floats_in, sort_keys=sort_keys).decode()
 
 
 def dumps_bytes(
     obj: Any, *, floats_in: Iterable[Any] | None = None, sort_keys: bool = False
 ) -> bytes:
-    """:func:`dumps` as UTF-8 bytes, without decoding orjson's bytes and encoding them
-    again (an action's payload, once per action). Bytes kept beyond the call should be
-    :func:`owned`."""
+    """:func:`dumps`' text as UTF-8 bytes, as orjson writes them (:func:`dumps` decodes
+    these): an action's payload, once per action, is not decoded and encoded again.
+    Bytes kept beyond the call should be :func:`owned`."""
     std_dumps = _std_dumps_sorted if sort_keys else _std_dumps
     try:
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
@@ -169,21 +163,11 @@ def _opens_container(text: str) -> bool:
 
 
 def _accepted(text: str, doc: Any, max_depth: int) -> dict[str, Any] | list[Any] | None:
-    """:func:`document`'s answer for a container orjson parsed from ``text``: None when it
-    nests too deep; :mod:`json`'s reading when it holds a float of :data:`_ROUNDED_FROM`
-    or more in size (maybe an integer past 64 bits, which json keeps exact)."""
-    # Once per event read: _too_deep and _holds_rounded written out, the top level's
-    # scalars looked at here (three calls fewer, about a fifth of the check's cost).
-    if text.count("{") + text.count("[") > max_depth and _deeper(doc, max_depth):
+    """:func:`document`'s answer for a container orjson parsed from ``text``."""
+    if _too_deep(text, doc, max_depth):
         return None
-    # After the depth check: _any_float recurses.
-    for value in doc.values() if doc.__class__ is dict else doc:
-        kind = value.__class__
-        if kind is float:
-            if not -_ROUNDED_FROM < value < _ROUNDED_FROM:
-                return _from_json(text, max_depth)
-        elif (kind is dict or kind is list) and _any_float(value, _rounded):
-            return _from_json(text, max_depth)
+    if _holds_rounded(doc):  # after the depth check: it recurses
+        return _from_json(text, max_depth)  # maybe an integer past 64 bits: json keeps it
     return doc  # type: ignore[no-any-return]
 
 
