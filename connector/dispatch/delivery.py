@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from connector.common.retry import RetryPolicy
-from connector.dispatch.lanes import Entry, PartitionBook
+from connector.dispatch.lanes import Entry, PartitionBook, Run
 from connector.targets.base import Target
 from kec.action import Action
 from kec.errors import TargetError
@@ -45,6 +45,15 @@ class Call:
     entries: list[tuple[PartitionBook, Entry]]
     # An asynchronous target's first answer, already had: the worker tries again from it.
     answered: Mapping[str, BaseException] | None = None
+    runs: list[tuple[PartitionBook, Run]] = field(default_factory=list)  # or whole runs
+
+    def actions(self) -> list[Action]:
+        if not self.runs:
+            return [e.action for _, e in self.entries]
+        actions: list[Action] = []
+        for _, run in self.runs:
+            actions.extend(run.actions)
+        return actions
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,12 @@ class Answer:
     called: bool = False  # a call to the target (counted in flight) rather than a refusal
     # action id -> the attempts that failed and were tried again in place: (when, why)
     retried: Mapping[str, list[tuple[float, str]]] = field(default_factory=dict)
+    runs: list[tuple[PartitionBook, Run]] = field(default_factory=list)  # whole runs called
+
+    @property
+    def size(self) -> int:
+        """How many actions the answer is about."""
+        return len(self.entries) + sum(len(run.actions) for _, run in self.runs)
 
 
 def deliver(
@@ -200,6 +215,28 @@ class TargetWorkers:
         self._calls.clear()
         self._threads.clear()
 
+    def submit_runs(self, name: str, runs: list[tuple[PartitionBook, Run]]) -> None:
+        """Hand ``runs`` to target ``name`` (which takes runs: ordered, synchronous), as
+        many a call as ``batch_size`` allows (each fits one: :func:`~connector.dispatch.
+        lanes.runnable`)."""
+        size = max(1, self._targets[name].batch_size)
+        call: list[tuple[PartitionBook, Run]] = []
+        count = 0
+        for item in runs:
+            n = len(item[1].actions)
+            if call and count + n > size:
+                self._put_runs(name, call, count)
+                call, count = [], 0
+            call.append(item)
+            count += n
+        if call:
+            self._put_runs(name, call, count)
+
+    def _put_runs(self, name: str, runs: list[tuple[PartitionBook, Run]], count: int) -> None:
+        self.in_flight[name] += 1
+        self.actions_in_flight[name] += count
+        self._calls[name].put(Call(name, [], runs=runs))
+
     def submit(self, name: str, entries: list[tuple[PartitionBook, Entry]]) -> None:
         """Hand ``entries`` to target ``name``, ``batch_size`` per call: to its workers,
         or straight to an asynchronous target."""
@@ -236,14 +273,14 @@ class TargetWorkers:
         """``answer`` reached the coordinator: its call is no longer in flight."""
         if answer.called:
             self.in_flight[answer.target] -= 1
-            self.actions_in_flight[answer.target] -= len(answer.entries)
+            self.actions_in_flight[answer.target] -= answer.size
 
     def _work(self, target: Target, calls: queue.SimpleQueue[Call | None]) -> None:
         while (call := calls.get()) is not None:
             retried: dict[str, list[tuple[float, str]]] = {}
+            actions = call.actions()
             try:
-                actions = [e.action for _, e in call.entries]
                 failures = deliver(target, actions, self.policy, retried, call.answered)
             except BaseException as exc:  # deliver_many itself broke
-                failures = {e.action.action_id: exc for _, e in call.entries}
-            self._answer(Answer(call.target, call.entries, failures, called=True, retried=retried))
+                failures = {a.action_id: exc for a in actions}
+            self._answer(Answer(call.target, call.entries, failures, True, retried, call.runs))

@@ -4,8 +4,10 @@ module does what).
 
 A round:
 
-1. take the lane heads that are due (:func:`~connector.dispatch.schedule.take_due`):
-   actions of different (target, key) lanes go out concurrently, one lane's in order;
+1. take what is due: each partition's next run, whole (a batch for a target that keeps
+   the order of a call: :func:`~connector.dispatch.schedule.take_runs`), then the lane
+   heads (:func:`~connector.dispatch.schedule.take_due`): actions of different (target,
+   key) lanes go out concurrently, one lane's in order;
 2. hand them to their target's workers
    (:class:`~connector.dispatch.delivery.TargetWorkers`): up to ``target.concurrency``
    calls of ``deliver_many`` at once, ``target.batch_size`` actions each, never more
@@ -50,9 +52,9 @@ from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
 from connector.dispatch.delivery import Answer, TargetWorkers
 from connector.dispatch.flow import FlowControl
-from connector.dispatch.lanes import Entry, PartitionBook
+from connector.dispatch.lanes import Entry, PartitionBook, runnable
 from connector.dispatch.outcomes import DispatchStats, Outcomes
-from connector.dispatch.schedule import take_due
+from connector.dispatch.schedule import take_due, take_runs
 from connector.dispatch.settlement import Settler
 from connector.targets.base import Target
 from kec.action import Action
@@ -112,6 +114,7 @@ class Dispatcher:
         self._books = OwnedBooks(self.ownership)
         self._workers = TargetWorkers(targets, policy, self._answered)
         self._flow = FlowControl()
+        self._turn = 0  # where the last round started among the books
         self._outcomes = Outcomes(self._books, policy, self.stats, clock)
         self._store_outage = Outage("checkpoint store (dispatcher)", log)
         self._settler = Settler(store, self._books, self.ownership, self.stats, self._store_outage)
@@ -196,10 +199,14 @@ class Dispatcher:
             book = self._books.get(tp)
             if book is None:  # released meanwhile: the next owner reads them from the store
                 return
-            book.queue(first_aseq, actions)
+            book.queue(first_aseq, actions, self._run_size)
             self._books.pending += len(actions)
 
         self._post(add)
+
+    def _run_size(self, name: str) -> int:
+        target = self._targets.get(name)
+        return 0 if target is None else runnable(target)
 
     def catch_up(self, tp: TP) -> None:
         """Load the actions of ``tp`` that the store holds and this dispatcher never got:
@@ -403,13 +410,21 @@ class Dispatcher:
         """Hand out what is due, as far as the targets have room; return how many."""
         room = self._workers.room()
         self._flow.begin(self._targets, room, time.monotonic())
+        books = self._books.books()
+        if len(books) > 1:  # each round starts at another book: none waits for the others'
+            self._turn = (self._turn + 1) % len(books)
+            books = books[self._turn :] + books[: self._turn]
+        runs = take_runs(books, self._targets, room, self._paused)
+        for name, taken_runs in runs.items():
+            self._workers.submit_runs(name, taken_runs)
         taken = take_due(
-            self._books.books(), self._targets, room, self._clock(), self._refuse,
-            self._paused, self._flow,
-        )  # fmt: skip
+            books, self._targets, room, self._clock(), self._refuse, self._paused, self._flow
+        )
         for name, entries in taken.items():
             self._workers.submit(name, entries)
-        return sum(len(entries) for entries in taken.values())
+        return sum(len(r.actions) for out in runs.values() for _, r in out) + sum(
+            len(entries) for entries in taken.values()
+        )
 
     def _finish(self) -> None:
         deadline = time.monotonic() + self._release_timeout

@@ -18,6 +18,16 @@ The book decides what the store must remember (:meth:`PartitionBook.settlement`)
 * **settled spans**: actions above the watermark delivered already (other keys went
   faster than an older action), so that the next owner does not send them again.
 
+**Runs.** A batch whose actions all go to one target that keeps the order of a call
+(``ordered``, without flow limits: :func:`runnable`) is kept as one :class:`Run` (or a few,
+``batch_size`` each) instead of an entry per action in a lane per key, as long as the book
+holds no lanes: a run is handed out whole, in one call, and its answer settles it whole.
+A book's runs go one at a time, oldest first, and its lanes of the same target (made while
+runs wait: a mixed batch, a catch-up, a replay) wait behind them, so one key's actions
+still go in their order; other targets' lanes go on. An answer with a failure turns the
+book's runs into entries (:meth:`PartitionBook.explode`), and from then on the book works
+by lanes until they are empty; the watermark treats a run's actions as it treats entries.
+
 After a crash, the next owner reloads the actions from the watermark on that are in no
 settled span, and the parked rows, and delivers them again with the same ids: only the
 actions in flight or delivered since the last settlement (a few tens of milliseconds)
@@ -32,7 +42,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from checkpoint.base import Parked, Parking, Pending, Settlement, Tried
 from kec.action import Action
@@ -102,6 +112,37 @@ class Entry:
         return f"Entry({self.aseq}, {self.action.action_id}, {self.stage.name})"
 
 
+class Run:
+    """Actions ``first``, ``first + 1``, ... of one batch, all for ``target``, handed out
+    together (see the module docstring)."""
+
+    __slots__ = ("actions", "arrived", "first", "in_flight", "target")
+
+    def __init__(self, first: int, actions: list[Action], target: str, arrived: float) -> None:
+        self.first = first
+        self.actions = actions
+        self.target = target
+        self.arrived = arrived
+        self.in_flight = False
+
+    def __repr__(self) -> str:
+        return f"Run({self.first}, {len(self.actions)} actions, {self.target})"
+
+
+def runnable(target: object) -> int:
+    """The size of the runs ``target`` takes (0: none, its actions go by lanes): a target
+    that keeps the order of a call, answers it in the calling thread and has no flow
+    limits (a run goes whole or not at all, so a cap below its size would hold it)."""
+    ordered = getattr(target, "ordered", False)
+    if not ordered or getattr(target, "asynchronous", True):
+        return 0
+    flow = getattr(target, "flow", None)
+    if flow is None or flow.max_in_flight is not None or flow.per_second is not None:
+        return 0
+    size: int = getattr(target, "batch_size", 1)
+    return size if size > 1 else 0
+
+
 class _Lane(deque[Entry]):
     """One (target, key)'s actions in order: a deque, so that a lane costs one object
     (most lanes hold one action, made and dropped once per action)."""
@@ -130,7 +171,8 @@ class PartitionBook:
         self._in_ready: set[LaneKey] = set()
         self._not_now: list[LaneKey] = []  # turns handed back this round, in order
         self._later: list[tuple[float, int, LaneKey]] = []  # heap: (when, aseq, lane)
-        self.size = 0  # entries not settled
+        self.runs: deque[Run] = deque()  # oldest first; only the first may be in flight
+        self.size = 0  # actions not settled (entries and runs)
         self.closing = False  # being released: nothing more is handed out
 
     @classmethod
@@ -145,9 +187,21 @@ class PartitionBook:
 
     # -- what comes in -------------------------------------------------------------------
 
-    def queue(self, first_aseq: int, actions: Iterable[Action]) -> None:
-        """Actions just checkpointed, numbered from ``first_aseq``."""
+    def queue(
+        self,
+        first_aseq: int,
+        actions: Sequence[Action],
+        run_size: Callable[[str], int] | None = None,
+    ) -> None:
+        """Actions just checkpointed, numbered from ``first_aseq``. ``run_size``: the size
+        of the runs a target takes (:func:`runnable`; 0: none); without it, lanes only."""
         now = time.monotonic()
+        if run_size is not None and actions and not self._lanes and first_aseq >= self._end:
+            target = actions[0].target
+            size = run_size(target)
+            if size and all(a.target == target for a in actions):
+                self._add_runs(first_aseq, actions, target, size, now)
+                return
         if first_aseq < self._end:  # below what the book knows (never, unless replayed)
             self._add([Entry(first_aseq + i, a, now) for i, a in enumerate(actions)])
             return
@@ -180,10 +234,27 @@ class PartitionBook:
         self.size += aseq - first_aseq
         self._end = max(self._end, aseq)
 
+    def _add_runs(
+        self, first: int, actions: Sequence[Action], target: str, size: int, now: float
+    ) -> None:
+        count = len(actions)
+        for at in range(0, count, size):
+            self.runs.append(Run(first + at, list(actions[at : at + size]), target, now))
+        self._holding.extend(range(first, first + count))  # all held, as fresh entries
+        self.size += count
+        self._end = first + count
+
+    def _known(self) -> set[int]:
+        """The aseqs this book holds (entries and runs)."""
+        known = {e.aseq for lane in self._lanes.values() for e in lane}
+        for run in self.runs:
+            known.update(range(run.first, run.first + len(run.actions)))
+        return known
+
     def catch_up(self, pending: Pending) -> int:
         """Actions the store holds for this partition that the book never got (a batch
         that committed while its caller saw the commit fail); return how many."""
-        known = {e.aseq for lane in self._lanes.values() for e in lane}
+        known = self._known()
         mark = self.watermark
         fresh = [
             Entry(q.aseq, q.action)
@@ -196,7 +267,7 @@ class PartitionBook:
     def adopt(self, rows: Iterable[Parked]) -> int:
         """Retry rows found in the store that this book does not hold (``dlq replay``,
         ``replay``); return how many were taken."""
-        known = {e.aseq for lane in self._lanes.values() for e in lane}
+        known = self._known()
         fresh: dict[int, Entry] = {}
         for p in rows:
             if p.aseq not in known and p.aseq not in fresh:
@@ -204,8 +275,12 @@ class PartitionBook:
         self._add(sorted(fresh.values(), key=lambda e: e.aseq))
         return len(fresh)
 
-    def _add(self, entries: list[Entry]) -> None:
+    def _add(self, entries: list[Entry], counted: bool = False) -> None:
+        """Put ``entries`` in their lanes. ``counted``: they are in the holding queue and
+        in ``size`` already (a run's, :meth:`explode`)."""
         for entry in entries:
+            if counted:  # before a blocked lane parks it: parking releases its place
+                entry.holding = True
             lane = self._lanes.get(entry.lane)
             if lane is None:
                 lane = self._lanes[entry.lane] = _Lane()
@@ -231,6 +306,8 @@ class PartitionBook:
                 lane.blocked = lane.blocked or lane[0] is entry
             elif lane.blocked and entry.parked is None:
                 self._park(entry, Parking.HELD)
+            if counted:
+                continue
             if entry.parked is None:
                 self._holding.append(entry.aseq)
                 entry.holding = True
@@ -248,7 +325,9 @@ class PartitionBook:
 
     def ready(self, now: float) -> Iterator[Entry]:
         """Lane heads that may be handed to their target now, each once: give each one
-        to :meth:`sent`, or back with :meth:`not_now`."""
+        to :meth:`sent`, or back with :meth:`not_now`. A lane of a target with runs waits
+        for them (it holds newer actions), its turn kept; other targets' lanes go."""
+        behind = {run.target for run in self.runs} if self.runs else None
         later, ready, in_ready = self._later, self._ready, self._in_ready
         if self._not_now:  # the heads that could not go last round go first
             ready.extendleft(reversed(self._not_now))
@@ -260,6 +339,9 @@ class PartitionBook:
                 ready.append(key)
         for _ in range(len(ready)):
             key = ready.popleft()
+            if behind and key[0] in behind:
+                ready.append(key)  # after this pass: the turn is kept for later
+                continue
             in_ready.discard(key)
             lane = self._lanes.get(key)
             if lane is None or not lane:
@@ -268,6 +350,53 @@ class PartitionBook:
             if head.stage is _WAITING and head.next_attempt_at <= now:
                 yield head
             # else: a stale turn (the head changed, or it waits for a later retry)
+
+    def due_run(self) -> Run | None:
+        """The run to hand out next: the oldest, unless a run is in flight already (one
+        call at a time: a second could be applied before the first failed)."""
+        if self.closing or not self.runs:
+            return None
+        run = self.runs[0]
+        return None if run.in_flight else run
+
+    def run_delivered(self, run: Run) -> None:
+        """Every action of ``run`` (the oldest, in flight) was delivered."""
+        assert self.runs and self.runs[0] is run, "only the oldest run is in flight"
+        self.runs.popleft()
+        count = len(run.actions)
+        self.size -= count
+        self._released.update(range(run.first, run.first + count))
+
+    def explode(self, run: Run | None = None) -> list[Entry]:
+        """Turn every run of the book into entries in their lanes (the book works by
+        lanes from now on), in order; return the entries of ``run`` (the oldest run, in
+        flight), to be recorded one by one (an answer with a failure)."""
+        assert run is None or (self.runs and self.runs[0] is run), "only the oldest is out"
+        runs, self.runs = self.runs, deque()
+        lanes = self._lanes
+        mine: list[Entry] = []
+        waiting: list[Entry] = []
+        placed: dict[LaneKey, int] = {}
+        for r in runs:
+            for i, action in enumerate(r.actions):
+                entry = Entry(r.first + i, action, r.arrived)
+                if not r.in_flight:
+                    waiting.append(entry)
+                    continue
+                # Out already, so first in its lane: while runs wait no lane goes out, so
+                # a lane's other entries (replayed, or newer) all wait.
+                entry.stage = _IN_FLIGHT
+                entry.holding = True
+                lane = lanes.get(entry.lane)
+                if lane is None:
+                    lane = lanes[entry.lane] = _Lane()
+                at = placed.get(entry.lane, 0)
+                lane.insert(at, entry)
+                placed[entry.lane] = at + 1
+                if r is run:
+                    mine.append(entry)
+        self._add(waiting, counted=True)
+        return mine
 
     def wake(self, target: str) -> None:
         """Give every lane of ``target`` a turn again (it was paused: its heads lost
@@ -380,7 +509,9 @@ class PartitionBook:
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for lane in self._lanes.values() if lane[0].stage is _IN_FLIGHT)
+        """Lanes and runs with actions handed out and not answered."""
+        runs = 1 if self.runs and self.runs[0].in_flight else 0
+        return runs + sum(1 for lane in self._lanes.values() if lane[0].stage is _IN_FLIGHT)
 
     @property
     def watermark(self) -> int:

@@ -4,6 +4,10 @@ An answer's actions are delivered; or failed, with a retry at
 ``policy.next_delay(attempts)``; or dead (a ``dead`` row, the dead-letter table) after
 the last attempt or a refusal for good. A failure holds back the rest of its lane in the
 same call, which goes back to wait. Failures are logged once per target and round.
+
+A call of whole runs is settled whole when every action was delivered at the first try;
+otherwise its runs become entries (:meth:`~connector.dispatch.lanes.PartitionBook.explode`)
+and each action is recorded as above.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from connector.common.retry import RetryPolicy
 from connector.dispatch.books import OwnedBooks
@@ -59,7 +63,13 @@ class Outcomes:
         # Counted per answer: the entries of one batch arrived together, so the latency
         # histogram gets one observation per distinct arrival, weighted.
         delivered: dict[float, int] = {}
-        if answer.failures or answer.retried:
+        if answer.runs:
+            if answer.failures or answer.retried:
+                answer = self._exploded(answer)
+                self._each(answer, delivered)
+            else:
+                self._runs_delivered(answer, delivered)
+        elif answer.failures or answer.retried:
             self._each(answer, delivered)
         else:
             self._all_delivered(answer, delivered)
@@ -71,6 +81,25 @@ class Outcomes:
             answered = time.monotonic()
             for arrived, n in delivered.items():
                 self._stats.delivery.observe(answered - arrived, n)
+
+    def _runs_delivered(self, answer: Answer, delivered: dict[float, int]) -> None:
+        """Every action of the answer's runs delivered at the first try."""
+        holds = self._books.holds
+        for i, (book, run) in enumerate(answer.runs):
+            if holds(book):  # else the partition was dropped (fenced) meanwhile
+                book.run_delivered(run)
+                delivered[run.arrived] = delivered.get(run.arrived, 0) + len(run.actions)
+            if i == 0 and answer.size > 1:
+                crash_point("mid_dispatch")
+
+    def _exploded(self, answer: Answer) -> Answer:
+        """``answer`` about the entries its runs became (their books work by lanes now)."""
+        entries: list[tuple[PartitionBook, Entry]] = []
+        holds = self._books.holds
+        for book, run in answer.runs:
+            if holds(book):
+                entries.extend((book, e) for e in book.explode(run))
+        return replace(answer, entries=entries, runs=[])
 
     def _all_delivered(self, answer: Answer, delivered: dict[float, int]) -> None:
         """:meth:`_each` for the common answer: every action delivered at first try."""

@@ -1,8 +1,10 @@
-"""Which actions go out now: the due lane heads of every owned partition, as far as
-their targets have room.
+"""Which actions go out now: the due runs and lane heads of every owned partition, as
+far as their targets have room.
 
-Actions of different (target, key) lanes go out concurrently, one lane's in order; a
-target that keeps order (``target.ordered``) takes a lane's followers in the same call.
+A book's runs go first, one at a time, whole (:func:`take_runs`); then the lanes of the
+books without runs: actions of different (target, key) lanes go out concurrently, one
+lane's in order; a target that keeps order (``target.ordered``) takes a lane's followers
+in the same call (:func:`take_due`).
 """
 
 from __future__ import annotations
@@ -10,16 +12,49 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from connector.dispatch.lanes import Entry, PartitionBook
+from connector.dispatch.lanes import Entry, PartitionBook, Run, runnable
 from connector.targets.base import Target
 from kec.errors import TargetError
 
 if TYPE_CHECKING:
     from connector.dispatch.flow import FlowControl
 
-__all__ = ["Taken", "take_due"]
+__all__ = ["Taken", "TakenRuns", "take_due", "take_runs"]
 
 Taken = dict[str, list[tuple[PartitionBook, Entry]]]  # target -> actions, in order
+TakenRuns = dict[str, list[tuple[PartitionBook, Run]]]  # target -> runs
+
+
+def take_runs(
+    books: Iterable[PartitionBook],
+    targets: Mapping[str, Target],
+    room: dict[str, int],
+    paused: Collection[str] = (),
+) -> TakenRuns:
+    """Mark in flight and return, per target, the books' next runs it has ``room`` for
+    (counted down). A run whose target is gone, or takes runs no more (a reload), is
+    turned into entries (:meth:`PartitionBook.explode`): :func:`take_due` hands those out."""
+    taken: TakenRuns = {}
+    for book in books:
+        run = book.due_run()
+        if run is None:
+            continue
+        name = run.target
+        if name in paused:
+            continue
+        target = targets.get(name)
+        if target is None or len(run.actions) > runnable(target):
+            book.explode()
+            continue
+        if room[name] < len(run.actions):
+            continue
+        run.in_flight = True
+        room[name] -= len(run.actions)
+        out = taken.get(name)
+        if out is None:
+            out = taken[name] = []
+        out.append((book, run))
+    return taken
 
 
 def take_due(
