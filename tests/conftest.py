@@ -55,6 +55,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run tests/chaos/test_nemesis.py's sweep: N for seeds 1..N, or a list A,B,... "
         "(without it the sweep is skipped).",
     )
+    parser.addoption(
+        "--nemesis-target",
+        default="webhook",
+        choices=("webhook", "kafka"),
+        help="The target of the nemesis sweep's runs: a webhook, or a kafka topic read back.",
+    )
 
 
 class _Unavailable(pytest.Package):

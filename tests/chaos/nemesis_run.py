@@ -23,6 +23,11 @@ The faults:
 A member that stops on a fatal Kafka error (its consumer fenced for good) is started
 again, as a supervisor would; any other exit fails the run. The report counts them.
 
+The target is a webhook (:class:`~tests.chaos.receiver.Receiver`, which refuses some first
+tries), or with ``target="kafka"`` a ``kafka`` target whose actions topic is read back
+(:class:`~tests.chaos.receiver.TopicReceiver`): its batches go out as whole runs, which a
+broker restart or a kill cuts.
+
 The workload, from plain confluent-kafka producers: the main topic's events (64 keys, no
 ``event-id`` header but for a share that has one, a few of those sent twice as an
 application retrying would), and ``left``/``right`` halves of one ``all_of`` set per
@@ -56,7 +61,7 @@ from devkit.broker import DevBroker, resolve_jars
 from devkit.postgres import DevPostgres, scratch_database
 from kec.action import action_id
 from tests.chaos.fleet import Fleet
-from tests.chaos.receiver import Receiver
+from tests.chaos.receiver import Receiver, TopicReceiver
 from tests.nemesis.pg import PgProxy
 from tests.support import run_in_repo, wait_for
 
@@ -293,7 +298,16 @@ class Producing:
 # -- the run -------------------------------------------------------------------------------
 
 
-def _config(path: Path, bootstrap: str, topics: list[str], dsn: str, url: str) -> Path:
+def _config(
+    path: Path, bootstrap: str, topics: list[str], dsn: str, url: str, actions: str | None
+) -> Path:
+    """The members' config; ``actions``: the topic of a ``kafka`` target (else a webhook
+    to ``url``), named ``hook`` either way."""
+    hook = (
+        f'{{type: webhook, url: "{url}", concurrency: 16, timeout: 5}}'
+        if actions is None
+        else f'{{type: kafka, topic: "{actions}", bootstrap_servers: "{bootstrap}"}}'
+    )
     path.write_text(
         f"""
 kafka:
@@ -310,7 +324,7 @@ checkpoint: {{backend: postgres, dsn: "{dsn}"}}
 pipeline: {{batch_size: 500, linger_ms: 20}}
 retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
 targets:
-  hook: {{type: webhook, url: "{url}", concurrency: 16, timeout: 5}}
+  hook: {hook}
 rules:
   - {{name: each, namespace: shop, key: "*", action: notify, target: hook}}
   - {{name: join, namespace: shop, all_of: {{keys: [left, right], policy: first}},
@@ -363,36 +377,41 @@ class Run:
 
     seed: int
     services: Services
-    receiver: Receiver
+    receiver: Receiver | TopicReceiver
     tmp: Path
     events: int = 15_000
     contexts: int = 200
     seconds: float = 100.0  # how long the main stream flows; the faults fall within it
     applied: Applied = field(default_factory=Applied)
     halves_apart: bool = False  # whether partitions 0 and 1 had two owners when the stream began
+    target: str = "webhook"  # or "kafka": the actions go to a topic, read back
 
     def go(self) -> dict[str, Any]:
         self.services.up()
         admin = AdminClient({"bootstrap.servers": self.services.bootstrap})
         main, second = f"main-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"
-        futures = admin.create_topics(
-            [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
-        )
+        topics = [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
+        actions = f"actions-{uuid.uuid4().hex[:8]}" if self.target == "kafka" else None
+        if actions is not None:  # one partition: its offsets are the order of arrival
+            topics.append(NewTopic(actions, 1, 1))
+        futures = admin.create_topics(topics)
         for future in futures.values():
             future.result(timeout=60)
         steps = plan(self.seed, self.seconds)
         print(f"\nnemesis seed {self.seed}: {describe(steps)}")
         with contextlib.ExitStack() as stack:
+            if actions is not None:
+                self.receiver = stack.enter_context(TopicReceiver(self.services.bootstrap, actions))
             url = stack.enter_context(scratch_database(self.services.pg_dsn))
             proxy = stack.enter_context(PgProxy(upstream=self.services.pg_address))
             config = _config(
                 self.tmp / "connector.yaml", self.services.bootstrap, [main, second],
-                proxy.dsn(url, sslmode="disable"), self.receiver.url,
+                proxy.dsn(url, sslmode="disable"), self.receiver.url, actions,
             )  # fmt: skip
             # The operator's tools reach the store directly: their answers are not lost.
             operator = _config(
                 self.tmp / "operator.yaml", self.services.bootstrap, [main, second], url,
-                self.receiver.url,
+                self.receiver.url, actions,
             )  # fmt: skip
             fleet = Fleet(config, self.tmp)
             stack.callback(fleet.stop)
@@ -721,13 +740,16 @@ class Run:
         a = self.applied
         return {
             "seed": self.seed,
+            "target": self.target,
             "events": len(wanted_ids),
             "actions": len(expected),
             "requests": self.receiver.requests,
             "refused (503)": self.receiver.refused,
             "repeated deliveries": repeated,
             "repeated %": round(100 * repeated / len(expected), 2),
-            "delivered by two processes": self.receiver.by_two_processes(),
+            "delivered by two processes": (
+                self.receiver.by_two_processes() if self.target == "webhook" else "not known"
+            ),
             "kills": a.kills,
             "zombies": a.zombies,
             "broker restarts": a.broker_restarts,

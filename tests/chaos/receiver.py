@@ -1,9 +1,14 @@
-"""A webhook endpoint for chaos tests: it counts deliveries per ``Idempotency-Key``.
+"""What chaos tests count deliveries with, per idempotency key.
 
-It answers 503 to the first request of about one key in twenty (chosen by the key's
-CRC32, so the same keys every run), and 200 otherwise. Per key it records which process
-(``User-Agent``: host and pid) delivered it each time it answered 200, the rank of its
-first 2xx among all keys', and the first accepted request's body (the action as JSON).
+:class:`Receiver`, a webhook endpoint: it answers 503 to the first request of about one
+key in twenty (chosen by the key's CRC32, so the same keys every run), and 200 otherwise.
+Per key it records which process (``User-Agent``: host and pid) delivered it each time it
+answered 200, the rank of its first 2xx among all keys', and the first accepted request's
+body (the action as JSON).
+
+:class:`TopicReceiver`, the same records for a ``kafka`` target: it reads the actions
+topic (one partition, so its offsets are the order of arrival) and keys each record by
+its ``action-id`` header. A record carries no process, so each is counted as from one.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -18,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 
 
 class Receiver:
@@ -89,6 +96,69 @@ class Receiver:
     def by_two_processes(self) -> int:
         with self.lock:
             return sum(1 for p in self.delivered.values() if len(set(p)) > 1)
+
+
+class TopicReceiver:
+    """:class:`Receiver`'s records, read from a ``kafka`` target's actions ``topic``."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.lock = threading.Lock()
+        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> one 0 per record
+        self.first: dict[str, int] = {}  # key -> offset of its first record
+        self.bodies: dict[str, dict[str, Any]] = {}
+        self.requests = 0  # records read
+        self.refused = 0  # a broker refuses no record the way the webhook does
+        self.url = f"kafka topic {topic}"
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"nemesis-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "reconnect.backoff.max.ms": 1000,
+                "log_level": 2,  # the broker's restarts are the test's own doing
+            }
+        )
+        self._topic = topic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> TopicReceiver:
+        self._consumer.subscribe([self._topic])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self._consumer.close()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(500, 0.2):
+                if msg.error() is not None:
+                    continue  # the broker restarting: the client reconnects
+                headers = dict(msg.headers() or [])
+                raw = headers.get("action-id")
+                key = raw.decode() if isinstance(raw, bytes) else ""
+                with self.lock:
+                    self.requests += 1
+                    self.delivered[key].append(0)
+                    if key not in self.first:
+                        self.first[key] = msg.offset()
+                        self.bodies[key] = json.loads(msg.value() or b"null")
+
+    def keys(self) -> set[str]:
+        with self.lock:
+            return set(self.delivered)
+
+    def repeated(self) -> int:
+        """Records beyond the first of each key."""
+        with self.lock:
+            return sum(len(p) - 1 for p in self.delivered.values())
+
+    def by_two_processes(self) -> int:
+        return 0  # not known: a record does not say which process produced it
 
 
 @pytest.fixture

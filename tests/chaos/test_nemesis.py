@@ -8,6 +8,9 @@ recreated under them (tests/chaos/nemesis_run.py says how). Afterwards:
 * per-key order: the first delivery of one key's actions follows its events' order;
 * nothing stalled: no pending or dead action, no partition left stopped.
 
+Seed 1 runs with a webhook target, seed 2 with a ``kafka`` target read back from its
+topic (whole runs of actions, cut by kills and broker restarts).
+
 Each run prints its fault schedule and a report line (repeated deliveries, the faults
 applied, the COMMIT answers swallowed).
 """
@@ -25,6 +28,7 @@ from tests.chaos.nemesis_run import Run, Services, own_services, report_line
 from tests.chaos.receiver import Receiver
 
 DEFAULT_SEED = 1
+KAFKA_SEED = 2
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         yield own
 
 
-def _run(seed: int, services: Services, receiver: Receiver, tmp_path: Path) -> None:
+def _run(
+    seed: int, services: Services, receiver: Receiver, tmp_path: Path, target: str = "webhook"
+) -> None:
     started = time.monotonic()
-    report = Run(seed, services, receiver, tmp_path).go()
+    report = Run(seed, services, receiver, tmp_path, target=target).go()
     print(report_line(report, time.monotonic() - started))
     assert report["kills"] >= 2 and report["zombies"] >= 1
     assert report["broker restarts"] >= 1 and report["PostgreSQL restarts"] >= 1
@@ -50,6 +56,13 @@ def _run(seed: int, services: Services, receiver: Receiver, tmp_path: Path) -> N
 def test_nemesis_run(services: Services, receiver: Receiver, tmp_path: Path) -> None:
     """Seed 1: ``pytest tests/chaos/test_nemesis.py -k nemesis_run -s`` shows its report."""
     _run(DEFAULT_SEED, services, receiver, tmp_path)
+
+
+def test_nemesis_run_with_a_kafka_target(
+    services: Services, receiver: Receiver, tmp_path: Path
+) -> None:
+    """Seed 2, its actions produced to a topic and read back by their ``action-id``."""
+    _run(KAFKA_SEED, services, receiver, tmp_path, target="kafka")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -65,7 +78,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.mark.nemesis_sweep
 def test_nemesis_sweep(
-    sweep_seed: int, services: Services, receiver: Receiver, tmp_path: Path
+    sweep_seed: int,
+    services: Services,
+    receiver: Receiver,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Many seeds, one run each; skipped unless seeds are given:
 
@@ -73,7 +90,9 @@ def test_nemesis_sweep(
 
     runs seeds 1 to 20 (``--nemesis-seeds=3,17`` runs those); each prints its schedule
     and its report line. A failing seed fails alone, with the members' notable log lines.
+    ``--nemesis-target=kafka`` runs them with a ``kafka`` target.
     """
     if not sweep_seed:
         pytest.skip("the nemesis sweep runs with --nemesis-seeds=N (seeds 1..N) or =A,B,...")
-    _run(sweep_seed, services, receiver, tmp_path)
+    target = request.config.getoption("--nemesis-target")
+    _run(sweep_seed, services, receiver, tmp_path, target)

@@ -80,6 +80,9 @@ def test_only_an_ordered_synchronous_target_without_flow_limits_takes_runs() -> 
     rated = FlowLimits(per_second=5.0)
     assert runnable(_Target("r", ordered=True, batch_size=2000, flow=rated)) == 0
     assert runnable(_Target("one", ordered=True, batch_size=1, flow=FlowLimits())) == 0
+    answering = _Target("a", ordered=True, batch_size=2000, flow=FlowLimits())
+    answering.asynchronous = True  # answers from a thread of its own: calls overlap
+    assert runnable(answering) == 0
 
 
 def test_a_batch_goes_out_whole_and_settles_whole() -> None:
