@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -46,20 +48,26 @@ def produce(
     keys: int,
     partitions: int,
     client: Mapping[str, str] | None = None,
+    seconds: float = 0.0,
 ) -> Workload:
     """``count`` events over ``keys`` keys; ``client``: more librdkafka properties (a
-    secured cluster's SASL and TLS settings)."""
+    secured cluster's SASL and TLS settings); ``seconds``: spread the sends evenly over
+    that long (a stream that a fast reader cannot finish at once)."""
     producer = Producer(
         {**(client or {}), "bootstrap.servers": bootstrap, "enable.idempotence": True}
     )
     events = []
+    pace = threading.Event()  # never set: its wait paces the stream
+    started = time.monotonic()
     for i in range(count):
         key = f"key-{i % keys}"
         event = Event(key=key, value=f"{key}:{i}")
         producer.produce(topic, key=key, value=record_value(event), headers=record_headers(event))
         events.append(event)
-        if i % 1000 == 999:
+        if i % 100 == 99:
             producer.poll(0)
+            if seconds:
+                pace.wait((i + 1) * seconds / count - (time.monotonic() - started))
     assert producer.flush(60) == 0
     return Workload(topic, events, partitions)
 

@@ -17,6 +17,7 @@ import pytest
 from kec.faults import CRASH_POINTS
 from tests.chaos.harness import (
     Connector,
+    Workload,
     assert_commit_not_ahead,
     check_invariants,
     delivered_ids,
@@ -40,6 +41,7 @@ CRASH_AT = {
 }
 # Points where the restarted process must deliver some actions a second time.
 REDELIVERS = {"mid_dispatch", "after_dispatch"}
+STREAM_SECONDS = 2.0  # how long their events take to be produced
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -69,11 +71,28 @@ def test_kill_at_crash_point(
     tmp_path: Path,
     connectors: list[Connector],
 ) -> None:
-    work = produce(bootstrap, new_topic(PARTITIONS), EVENTS, KEYS, PARTITIONS)
-    conn = Connector(bootstrap, work.topic, store_url, tmp_path / "actions.jsonl")
+    topic = new_topic(PARTITIONS)
+    conn = Connector(bootstrap, topic, store_url, tmp_path / "actions.jsonl")
     connectors.append(conn)
-
-    conn.start(crash_at=CRASH_AT[point])
+    if point in REDELIVERS:
+        # A settlement every 50 ms, and a batch handed out whole as a run: produced at
+        # once, 5,000 events could all be delivered before the third settlement. A tenth
+        # first, then, once the connector delivers, the rest over STREAM_SECONDS: they
+        # span many settlements, and the kill falls mid-stream.
+        proc = conn.start(crash_at=CRASH_AT[point])
+        first = produce(bootstrap, topic, EVENTS // 10, KEYS, PARTITIONS)
+        wait_for(
+            lambda: line_count(conn.log_file) > 0 or proc.poll() is not None,
+            timeout=120,
+            what="a first delivery",
+        )
+        rest = produce(
+            bootstrap, topic, EVENTS - EVENTS // 10, KEYS, PARTITIONS, seconds=STREAM_SECONDS
+        )
+        work = Workload(topic, first.events + rest.events, PARTITIONS)
+    else:
+        work = produce(bootstrap, topic, EVENTS, KEYS, PARTITIONS)
+        conn.start(crash_at=CRASH_AT[point])
     code = conn.wait_exit(timeout=180)
     assert code == -9, f"expected a SIGKILL at {point}, got exit {code}:\n{conn.stderr_tail()}"
     behind = assert_commit_not_ahead(conn, work)
