@@ -27,16 +27,36 @@ import pytest
 from confluent_kafka import Consumer
 
 
-class Receiver:
-    """A webhook endpoint that records (key, pid) of each delivery it accepts."""
+class _Deliveries:
+    """What a receiver recorded, per idempotency key (read under ``lock``)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> pids, 2xx only
-        self.first: dict[str, int] = {}  # key -> rank of its first 2xx among all keys
-        self.bodies: dict[str, dict[str, Any]] = {}  # key -> the first 2xx's action
+        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> pid of each
+        self.first: dict[str, int] = {}  # key -> rank of its first delivery
+        self.bodies: dict[str, dict[str, Any]] = {}  # key -> its first delivery's action
         self.requests = 0
         self.refused = 0
+
+    def keys(self) -> set[str]:
+        with self.lock:
+            return set(self.delivered)
+
+    def repeated(self) -> int:
+        """Deliveries beyond the first of each key."""
+        with self.lock:
+            return sum(len(p) - 1 for p in self.delivered.values())
+
+    def by_two_processes(self) -> int:
+        with self.lock:
+            return sum(1 for p in self.delivered.values() if len(set(p)) > 1)
+
+
+class Receiver(_Deliveries):
+    """A webhook endpoint that records (key, pid) of each delivery it accepts (2xx)."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._tries: Counter[str] = Counter()
         receiver = self
 
@@ -84,30 +104,14 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def keys(self) -> set[str]:
-        with self.lock:
-            return set(self.delivered)
 
-    def repeated(self) -> int:
-        """Deliveries beyond the first of each key."""
-        with self.lock:
-            return sum(len(p) - 1 for p in self.delivered.values())
-
-    def by_two_processes(self) -> int:
-        with self.lock:
-            return sum(1 for p in self.delivered.values() if len(set(p)) > 1)
-
-
-class TopicReceiver:
-    """:class:`Receiver`'s records, read from a ``kafka`` target's actions ``topic``."""
+class TopicReceiver(_Deliveries):
+    """:class:`Receiver`'s records, read from a ``kafka`` target's actions ``topic``: a
+    key's rank is its first record's offset, ``requests`` the records read, and each
+    record counts as from process 0 (a broker refuses none the way the webhook does)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.lock = threading.Lock()
-        self.delivered: dict[str, list[int]] = defaultdict(list)  # key -> one 0 per record
-        self.first: dict[str, int] = {}  # key -> offset of its first record
-        self.bodies: dict[str, dict[str, Any]] = {}
-        self.requests = 0  # records read
-        self.refused = 0  # a broker refuses no record the way the webhook does
+        super().__init__()
         self.url = f"kafka topic {topic}"
         self._consumer = Consumer(
             {
@@ -147,18 +151,6 @@ class TopicReceiver:
                     if key not in self.first:
                         self.first[key] = msg.offset()
                         self.bodies[key] = json.loads(msg.value() or b"null")
-
-    def keys(self) -> set[str]:
-        with self.lock:
-            return set(self.delivered)
-
-    def repeated(self) -> int:
-        """Records beyond the first of each key."""
-        with self.lock:
-            return sum(len(p) - 1 for p in self.delivered.values())
-
-    def by_two_processes(self) -> int:
-        return 0  # not known: a record does not say which process produced it
 
 
 @pytest.fixture
