@@ -9,6 +9,13 @@ them from outside (``/proc``): the scale row and the memory row of ``make bench`
   events/s, the CPU-seconds the instances used per 1,000 events (user + system of every
   instance process, from ``/proc/PID/stat``, over the same window): what one more
   instance costs and gives.
+* **Processes** (``--processes 1 2``, rows (i)): one instance with ``pipeline.processes``
+  N on SQLite, one action per event to a Kafka topic (``kafka`` target, as row (e)). It
+  starts on an empty topic; once every process owns partitions the instance's process
+  group is stopped (``SIGSTOP``), the events are produced, and the clock starts as the
+  group is continued (``SIGCONT``); it stops when the actions topic holds one record per
+  event. So, as (e) and (f), it reads records that were there before it started, with no
+  producer sharing the cores.
 * **Memory** (``--memory-events``): one instance, SQLite, ``log`` target, on a topic of
   that many events; its resident set (``VmRSS``) once a tenth of them is delivered and
   again at the end. Flat memory is the claim: nothing per event is kept once settled.
@@ -16,7 +23,9 @@ them from outside (``/proc``): the scale row and the memory row of ``make bench`
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
 
 from checkpoint import open_store
 from kec.errors import CheckpointError
@@ -74,7 +85,15 @@ def rss_mib(pid: int) -> float:
 
 
 def _config(run_dir: Path, bootstrap: str, topic: str, group: str, store: str, batch: int,
-            linger_ms: int, processes: int = 1) -> Path:  # fmt: skip
+            linger_ms: int, processes: int = 1,
+            actions_topic: str | None = None) -> Path:  # fmt: skip
+    """A config of one rule, an action per event, to a ``log`` file in ``run_dir`` (or, with
+    ``actions_topic``, to that topic by a ``kafka`` target)."""
+    target = (
+        f"{{type: kafka, topic: {actions_topic}}}"
+        if actions_topic
+        else f"{{type: log, path: {run_dir}/actions.jsonl}}"
+    )
     config = run_dir / "connector.yaml"
     config.write_text(
         f"""
@@ -85,9 +104,9 @@ namespaces:
 checkpoint: {store}
 pipeline: {{batch_size: {batch}, linger_ms: {linger_ms}, processes: {processes}}}
 targets:
-  log: {{type: log, path: {run_dir}/actions.jsonl}}
+  out: {target}
 rules:
-  - {{name: all, namespace: bench, key: "*", action: notify, target: log}}
+  - {{name: all, namespace: bench, key: "*", action: notify, target: out}}
 """
     )
     return config
@@ -116,13 +135,16 @@ def _running(configs: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         for config in configs:
             with open(config.parent / "run.log", "wb") as log:
+                # A session of its own: its process group (the processes of
+                # pipeline.processes) can be stopped and continued as one.
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", "connector", "run", "-c", str(config)],
-                    stderr=log, env=env,
+                    stderr=log, env=env, start_new_session=True,
                 ))  # fmt: skip
         yield processes
     finally:
         for process in processes:
+            _signal_group(process, signal.SIGCONT)  # a stopped process cannot stop
             process.terminate()
         for process in processes:
             try:
@@ -130,6 +152,28 @@ def _running(configs: list[Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(30)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # exited
+        os.killpg(process.pid, sig)
+
+
+class _TopicCount:
+    """Records in a topic: the sum of its partitions' high watermarks, asked of the broker."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-count"})
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def poll(self) -> int:
+        return sum(
+            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+            for tp in self._tps
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _check(processes: list[subprocess.Popen[bytes]], deadline: float, what: str) -> None:
@@ -200,22 +244,39 @@ def run_processes(
     processes: int, bootstrap: str, count: int, workdir: Path, *, partitions: int, keys: int,
     batch: int, linger_ms: int,
 ) -> float:  # fmt: skip
-    """One ``run -c`` with ``pipeline.processes`` on SQLite, ``log`` target, a new topic of
-    ``count`` events produced once every process owns partitions (as the scale row does);
-    the seconds from then to the last action line."""
-    from bench.throughput import create_topic
+    """One ``run -c`` with ``pipeline.processes`` on SQLite, a ``kafka`` target, on
+    ``count`` events produced while it was stopped (the module's docstring): the seconds
+    from its ``SIGCONT`` until the actions topic holds ``count`` records."""
+    from bench.throughput import build_records, create_topic, send_records
 
     topic = create_topic(bootstrap, partitions)
+    actions = create_topic(bootstrap, partitions)
     run_dir = workdir / f"processes-{processes}-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
+    store_url = f"sqlite:///{run_dir}/checkpoints.db"
     store = f"{{backend: sqlite, path: {run_dir}/checkpoints.db}}"
     config = _config(run_dir, bootstrap, topic, f"proc-{uuid.uuid4().hex[:8]}", store, batch,
-                     linger_ms, processes)  # fmt: skip
-    elapsed, _ = _settled_then_fed(
-        [config], f"sqlite:///{run_dir}/checkpoints.db", processes, bootstrap, topic, count,
-        keys, f"processes {processes}",
-    )  # fmt: skip
-    return elapsed
+                     linger_ms, processes, actions_topic=actions)  # fmt: skip
+    what = f"processes {processes}"
+    records = build_records(count, keys)
+    written = _TopicCount(bootstrap, actions, partitions)
+    deadline = time.monotonic() + 1800
+    try:
+        with _running([config]) as (process,):
+            while _owners(store_url) < processes:
+                _check([process], deadline, what)
+                time.sleep(0.05)  # polling the store another process writes
+            # Stopped well within the group's session timeout (45 s): a few seconds.
+            _signal_group(process, signal.SIGSTOP)
+            send_records(bootstrap, topic, records)
+            started = time.perf_counter()
+            _signal_group(process, signal.SIGCONT)
+            while written.poll() < count:
+                _check([process], deadline, what)
+                time.sleep(0.05)  # asking the broker: each poll costs it a request
+            return time.perf_counter() - started
+    finally:
+        written.close()
 
 
 def run_memory(

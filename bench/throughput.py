@@ -18,10 +18,11 @@ one topic of N small keyed events:
     (bench/floor.py: parse, rule by key, blake2b action id, one SQLite WAL
     ``synchronous=FULL`` transaction per batch, idempotent producer, async offset commit),
     in this process; every row's "vs (h)" is its ratio to it;
-(i) ``event-connector run -c FILE`` as a user starts it (SQLite, ``log`` target) with
-    ``pipeline.processes`` 1 and 2 (``--processes``), each on a new topic of ``--events``
-    records produced once every process owns partitions (bench/fleet.py): what more
-    cores give;
+(i) ``event-connector run -c FILE`` as a user starts it (SQLite, a YAML rule, one action
+    per event to a Kafka topic by a ``kafka`` target, as (e)) with ``pipeline.processes`` 1
+    and 2 (``--processes``), each on a new topic of ``--events`` records produced while it
+    was stopped once every process owned partitions (bench/fleet.py): what more cores
+    give, beside (f);
 (j0) a plain rule (a key glob, one action per event) over two topics of orders, and
 (j) beside it, a correlation rule on the same records: ``all_of`` payment and shipment
     joined on the order id in their JSON values (``correlate``, a window), one action per
@@ -107,7 +108,8 @@ Record = tuple[str, bytes, list[tuple[str, str | bytes | None]]]
 
 def build_records(count: int, keys: int, event_ids: bool = False) -> list[Record]:
     """The benchmark's records (key, value, headers), built before a clock starts where
-    the connector reads them while they are produced (rows (i), the scale row)."""
+    the connector reads them while they are produced (the scale row), or while it is
+    stopped (rows (i))."""
     built: list[Record] = []
     for i in range(count):
         event = _event(i, keys)
@@ -702,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 processes, bootstrap, args.events, workdir, partitions=args.partitions,
                 keys=args.keys, batch=args.batch, linger_ms=args.linger_ms,
             )  # fmt: skip
-            rows.append(Row(f"(i) run -c, SQLite, log target, processes {processes}",
+            rows.append(Row(f"(i) run -c, SQLite, kafka target, processes {processes}",
                             args.events, seconds))  # fmt: skip
             print(f"  {rows[-1].name}: {rows[-1].rate:,.0f} events/s")
         rows.extend(
@@ -787,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"connector {letter}, {what} / the floor (h): {ratio:.2f}x")
         if "(f)" in by_name:
             print(f"quixstreams (f) / the floor (h): {by_name['(f)'].rate / floor_rate:.2f}x")
+    if "(f)" in by_name:
+        for row in rows:
+            if row.name.startswith("(i)"):
+                print(f"{row.name} / quixstreams (f): {row.rate / by_name['(f)'].rate:.2f}x")
     print(f"disk fsync rate (128 B append + fsync): {fsyncs:,.0f}/s")
     if "(d)" in by_name:
         print(f"per-event (d) / the fsync rate: {by_name['(d)'].rate / fsyncs:.2f}x")
