@@ -1,5 +1,5 @@
 """Rows that run ``event-connector run -c FILE`` processes as a user starts them and watch
-them from outside (``/proc``): the scale row and the memory row of ``make bench``.
+them from outside (``/proc``): the scale row, rows (i) and the memory row of ``make bench``.
 
 * **Scale** (``--scale 1 2 3``): N instances in one consumer group on one PostgreSQL
   store, each with its own ``log`` target file, reading a topic empty at first. The clock
