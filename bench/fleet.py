@@ -41,6 +41,7 @@ from checkpoint import open_store
 from kec.errors import CheckpointError
 
 _ROOT = Path(__file__).resolve().parents[1]
+STOP_WARNING = 8.0  # seconds rows (i) may keep the instance stopped without a rebalance
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -266,11 +267,17 @@ def run_processes(
             while _owners(store_url) < processes:
                 _check([process], deadline, what)
                 time.sleep(0.05)  # polling the store another process writes
-            # Stopped well within the group's session timeout (45 s): a few seconds.
+            # Stopped for the produce only: a few seconds for the default --events, within
+            # the session timeout of a supervisor's members (10 s; Kafka's 45 s for one
+            # process). Longer, the group rebalances and the row says so.
+            stopped = time.perf_counter()
             _signal_group(process, signal.SIGSTOP)
             send_records(bootstrap, topic, records)
             started = time.perf_counter()
             _signal_group(process, signal.SIGCONT)
+            if started - stopped > STOP_WARNING:
+                print(f"  ({what}: stopped {started - stopped:.1f} s to produce, past a "
+                      "member's session timeout: the row includes a rebalance)")  # fmt: skip
             while written.poll() < count:
                 _check([process], deadline, what)
                 time.sleep(0.05)  # asking the broker: each poll costs it a request
