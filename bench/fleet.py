@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from checkpoint import open_store
 from kec.errors import CheckpointError
+from kec.kafka import watermarks
 
 _ROOT = Path(__file__).resolve().parents[1]
 STOP_WARNING = 8.0  # seconds rows (i) may keep the instance stopped without a rebalance
@@ -168,13 +169,20 @@ class _TopicCount:
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
 
     def poll(self) -> int:
-        return sum(
-            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
-            for tp in self._tps
-        )
+        return sum(watermarks(self._consumer, tp, timeout=10)[1] for tp in self._tps)
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _await_owners(
+    processes: list[subprocess.Popen[bytes]], store_url: str, owners: int, deadline: float,
+    what: str,
+) -> None:  # fmt: skip
+    """Until the store names ``owners`` owners (the group has settled)."""
+    while _owners(store_url) < owners:
+        _check(processes, deadline, what)
+        time.sleep(0.05)  # polling the store another process writes
 
 
 def _check(processes: list[subprocess.Popen[bytes]], deadline: float, what: str) -> None:
@@ -208,9 +216,7 @@ def _settled_then_fed(
     records = build_records(count, keys)
     deadline = time.monotonic() + 1800
     with _running(configs) as ps:
-        while _owners(store_url) < owners:
-            _check(ps, deadline, what)
-            time.sleep(0.05)  # polling the store another process writes
+        _await_owners(ps, store_url, owners, deadline, what)
         started, cpu0 = time.perf_counter(), sum(cpu_seconds(p.pid) for p in ps)
         send_records(bootstrap, topic, records)
         while sum(f.poll() for f in lines) < count:
@@ -264,9 +270,7 @@ def run_processes(
     deadline = time.monotonic() + 1800
     try:
         with _running([config]) as (process,):
-            while _owners(store_url) < processes:
-                _check([process], deadline, what)
-                time.sleep(0.05)  # polling the store another process writes
+            _await_owners([process], store_url, processes, deadline, what)
             # Stopped for the produce only: a few seconds for the default --events, within
             # the session timeout of a supervisor's members (10 s; Kafka's 45 s for one
             # process). Longer, the group rebalances and the row says so.
