@@ -19,21 +19,34 @@ class Fleet:
     config: Path
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Members run with ``--processes N`` (else the file's pipeline.processes).
+    processes: dict[str, int] = field(default_factory=dict)
 
     def start(self, member: str) -> None:
+        """Start ``member`` in a process group of its own (see :meth:`signal`)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("KEC_CRASH_AT", None)
+        n = self.processes.get(member)
+        more = ["--processes", str(n)] if n is not None else []
         with open(self.logs / f"{member}.log", "ab") as log:
             self.procs[member] = subprocess.Popen(
                 [sys.executable, "-m", "connector", "run", "-c", str(self.config),
-                 "--instance-id", member],
+                 "--instance-id", member, *more],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                start_new_session=True,
             )  # fmt: skip
 
-    def signal(self, member: str, sig: signal.Signals) -> None:
-        self.procs[member].send_signal(sig)
+    def signal(self, member: str, sig: signal.Signals, *, group: bool = False) -> None:
+        """``sig`` to ``member``'s process, or with ``group`` to its process group: a
+        supervisor and its pipeline processes at once, as a container's kill, pause or
+        the terminal's Ctrl-Z would."""
+        proc = self.procs[member]
+        if group and proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         if sig == signal.SIGKILL:
-            self.procs[member].wait(30)
+            proc.wait(30)
 
     def children(self, member: str) -> list[int]:
         """The pipeline processes of ``member`` when it runs ``pipeline.processes`` > 1."""
@@ -48,7 +61,7 @@ class Fleet:
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGCONT)  # a paused group's processes too
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import signal
@@ -52,7 +53,15 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg.conninfo import conninfo_to_dict
 
@@ -132,12 +141,21 @@ def _disjoint(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return kept
 
 
+def supervised(seed: int) -> str | None:
+    """The member of ``seed`` that runs ``pipeline.processes: 2`` (a supervisor and two
+    pipeline processes, each a member of the group), or None (three out of four seeds
+    have one). Drawn apart from :func:`plan`, whose schedules stay each seed's own."""
+    return random.Random(seed * 104_729 + 3).choice([None, *MEMBERS])
+
+
 def plan(seed: int, duration: float) -> list[Step]:
     """The fault schedule of ``seed`` over a stream of ``duration`` seconds: every kind of
     fault at least once, at random seconds, on random members. At most one member is a
     zombie at a time, PostgreSQL outages and COMMIT-swallowing windows do not overlap
     their own kind, and the recreated topic is not due while PostgreSQL is down (its
-    members must record the stop)."""
+    members must record the stop). With a :func:`supervised` member, one or two of its
+    pipeline processes are SIGKILLed alone too (``child``), for its supervisor to start
+    again; ``kill``, ``stop`` and ``cont`` signal a member's whole process group."""
     rng = random.Random(seed)
 
     def when(lo: float = 0.05, hi: float = 0.9) -> float:
@@ -164,6 +182,12 @@ def plan(seed: int, duration: float) -> list[Step]:
         if start <= recreate <= end:
             recreate = round(end + 0.5, 1)
     steps.append(Step(recreate, "recreate"))
+    two = supervised(seed)
+    if two is not None:
+        more = random.Random(seed * 104_729 + 4)
+        for _ in range(more.randint(1, 2)):
+            at = round(more.uniform(0.05 * duration, 0.9 * duration), 1)
+            steps.append(Step(at, "child", two, seed=more.randrange(2)))
     # Stable sort: a step planned for the same second as another keeps its kind's order.
     return sorted(steps, key=lambda s: s.at)
 
@@ -188,13 +212,15 @@ class Record:
     """One record to produce, and where Kafka put it."""
 
     topic: str
-    key: str
-    value: str
+    key: str | bytes | None
+    value: str | bytes | None
     partition: int | None = None  # None: the key's
     context: str | None = None
     event_id: str | None = None  # the event-id header
     resend: bool = False  # the same event-id as an earlier record: a duplicate
     placed: tuple[int, int] | None = None  # (partition, offset) once acknowledged
+    hostile: str = ""  # what makes it poison (:data:`HOSTILE`): no event, a dead letter
+    extra: tuple[tuple[str, bytes], ...] = ()  # more headers
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         headers: list[tuple[str, str | bytes | None]] = []
@@ -202,7 +228,13 @@ class Record:
             headers.append(("event-id", self.event_id.encode()))
         if self.context is not None:
             headers.append(("context", self.context.encode()))
+        headers.extend(self.extra)
         return headers
+
+    @property
+    def coordinates(self) -> tuple[str, int, int]:
+        assert self.placed is not None, f"{self} was never acknowledged"
+        return (self.topic, *self.placed)
 
     def event_id_in(self, generation: int = 0) -> str:
         """The id the connector gives the event (a reset partition's generation)."""
@@ -238,7 +270,47 @@ def workload(seed: int, topic: str, events: int, contexts: int) -> list[Record]:
             at = rng.randrange(len(out) + 1)
             half = Record(topic, key, f"ctx-{c}", partition=partition, context=f"ctx-{c}")
             out.insert(at, half)
+    # Poison, from a generator of its own: the records above are each seed's as before.
+    hostile = random.Random(seed * 7919 + 2)
+    for i in range(round(events * HOSTILE_SHARE)):
+        out.insert(hostile.randrange(len(out) + 1), _hostile(hostile, topic, i, contexts))
     return out
+
+
+HOSTILE_SHARE = 0.01  # main records that cannot become events
+MAX_EVENT_BYTES = 65_536  # the members' pipeline.max_event_bytes
+JSON = ("content-type", b"application/json")
+# What makes a record poison, by kind: (key, value, headers). Each is a reason the codec
+# gives (kec/codec.py); a half of an all_of set among them must not complete its set.
+HOSTILE: dict[str, Any] = {
+    "no key": lambda i, topic: (None, f"h{i}", ()),
+    "tombstone": lambda i, topic: (f"k{i % KEYS}", None, ()),
+    "not UTF-8": lambda i, topic: (f"k{i % KEYS}", b"\xff\xfe\x00" + bytes([i % 256]), ()),
+    "not JSON": lambda i, topic: (f"k{i % KEYS}", '{"n": ' + str(i), (JSON,)),
+    "too deep": lambda i, topic: (f"k{i % KEYS}", "[" * 20_000 + "]" * 20_000, (JSON,)),
+    "too large": lambda i, topic: (f"k{i % KEYS}", "x" * (MAX_EVENT_BYTES + 1 + i), ()),
+    "key too long": lambda i, topic: ("k" * 1025, f"h{i}", ()),
+    "NUL in key": lambda i, topic: (f"k{i % KEYS}\x00", f"h{i}", ()),
+    "key not UTF-8": lambda i, topic: (b"k\xc3(" + bytes([i % 256]), f"h{i}", ()),
+    "other namespace": lambda i, topic: (f"k{i % KEYS}", f"h{i}", (("namespace", b"ops"),)),
+    "a record's id": lambda i, topic: (
+        f"k{i % KEYS}",
+        f"h{i}",
+        (("event-id", f"{topic}/0/{i}".encode()),),
+    ),
+}
+
+
+def _hostile(rng: random.Random, topic: str, i: int, contexts: int) -> Record:
+    kind = rng.choice(sorted(HOSTILE))
+    key, value, extra = HOSTILE[kind](i, topic)
+    if kind == "not JSON" and rng.random() < 0.5:  # a set's half that is poison
+        c = rng.randrange(contexts)
+        partition, key = rng.choice([(0, "left"), (1, "right")])
+        return Record(
+            topic, key, value, partition=partition, context=f"ctx-{c}", hostile=kind, extra=extra
+        )
+    return Record(topic, key, value, hostile=kind, extra=tuple(extra))
 
 
 class Producing:
@@ -261,7 +333,7 @@ class Producing:
     def send(self, record: Record) -> None:
         def acked(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                self.errors.append(f"{record.key}={record.value}: {err}")
+                self.errors.append(f"{record.key!r}={str(record.value)[:40]}: {err}")
             else:
                 partition, offset = msg.partition(), msg.offset()
                 assert partition is not None and offset is not None
@@ -299,10 +371,11 @@ class Producing:
 
 
 def _config(
-    path: Path, bootstrap: str, topics: list[str], dsn: str, url: str, actions: str | None
-) -> Path:
+    path: Path, bootstrap: str, topics: list[str], dsn: str, url: str, actions: str | None,
+    dead: str,
+) -> Path:  # fmt: skip
     """The members' config; ``actions``: the topic of a ``kafka`` target (else a webhook
-    to ``url``), named ``hook`` either way."""
+    to ``url``), named ``hook`` either way; ``dead``: the dead-letter topic."""
     hook = (
         f'{{type: webhook, url: "{url}", concurrency: 16, timeout: 5}}'
         if actions is None
@@ -320,8 +393,9 @@ group_id: nemesis-{uuid.uuid4().hex[:10]}
 namespaces:
   shop: {{topics: {json.dumps(topics)}}}
 topic_creation: {{partitions: {RECREATED_PARTITIONS}, replication_factor: 1}}
+dead_letter_topic: "{dead}"
 checkpoint: {{backend: postgres, dsn: "{dsn}"}}
-pipeline: {{batch_size: 500, linger_ms: 20}}
+pipeline: {{batch_size: 500, linger_ms: 20, max_event_bytes: {MAX_EVENT_BYTES}}}
 retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
 targets:
   hook: {hook}
@@ -366,6 +440,7 @@ class Applied:
     pg_restarts: int = 0
     acks_windows: int = 0
     recreated: int = 0
+    child_kills: int = 0  # pipeline processes of a supervised member SIGKILLed alone
     fatal_restarts: int = 0  # members started again after they stopped on a fatal error
     unreached_restarts: int = 0  # ... after run exited 1 at its start, no broker answering
     log: list[str] = field(default_factory=list)
@@ -385,6 +460,7 @@ class Run:
     applied: Applied = field(default_factory=Applied)
     halves_apart: bool = False  # whether partitions 0 and 1 had two owners when the stream began
     target: str = "webhook"  # or "kafka": the actions go to a topic, read back
+    supervised: str | None = None  # the member with two pipeline processes (:func:`supervised`)
 
     def go(self) -> dict[str, Any]:
         self.services.up()
@@ -392,13 +468,19 @@ class Run:
         main, second = f"main-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"
         topics = [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
         actions = f"actions-{uuid.uuid4().hex[:8]}" if self.target == "kafka" else None
+        dead = f"dead-{uuid.uuid4().hex[:8]}"
         if actions is not None:  # one partition: its offsets are the order of arrival
             topics.append(NewTopic(actions, 1, 1))
         futures = admin.create_topics(topics)
         for future in futures.values():
             future.result(timeout=60)
         steps = plan(self.seed, self.seconds)
-        print(f"\nnemesis seed {self.seed}: {describe(steps)}")
+        self.supervised = supervised(self.seed)
+        print(
+            f"\nnemesis seed {self.seed}"
+            + (f" ({self.supervised} with 2 processes)" if self.supervised else "")
+            + f": {describe(steps)}"
+        )
         with contextlib.ExitStack() as stack:
             if actions is not None:
                 self.receiver = stack.enter_context(TopicReceiver(self.services.bootstrap, actions))
@@ -406,14 +488,16 @@ class Run:
             proxy = stack.enter_context(PgProxy(upstream=self.services.pg_address))
             config = _config(
                 self.tmp / "connector.yaml", self.services.bootstrap, [main, second],
-                proxy.dsn(url, sslmode="disable"), self.receiver.url, actions,
+                proxy.dsn(url, sslmode="disable"), self.receiver.url, actions, dead,
             )  # fmt: skip
             # The operator's tools reach the store directly: their answers are not lost.
             operator = _config(
                 self.tmp / "operator.yaml", self.services.bootstrap, [main, second], url,
-                self.receiver.url, actions,
+                self.receiver.url, actions, dead,
             )  # fmt: skip
             fleet = Fleet(config, self.tmp)
+            if self.supervised is not None:
+                fleet.processes[self.supervised] = 2
             stack.callback(fleet.stop)
             for member in MEMBERS:
                 fleet.start(member)
@@ -444,6 +528,7 @@ class Run:
             fleet.stop()
             try:
                 report = self._check(url, records, before, after, second, expected)
+                report.update(self._check_dead(url, records, dead))
             except AssertionError:
                 print(notable_lines(self.tmp))
                 raise
@@ -470,13 +555,14 @@ class Run:
         checkpointed and delivered (so its recreation cannot lose them)."""
         wanted = {action_id("each", (r.event_id_in(),)) for r in before}
         with open_store(url) as store:
+            consumers = len(MEMBERS) + (1 if self.supervised else 0)
 
             def ready() -> bool:
                 self._supervise(fleet)
                 owners = {p.owner for p in store.partitions()}
-                return len(owners) == len(MEMBERS) and wanted <= self.receiver.keys()
+                return len(owners) == consumers and wanted <= self.receiver.keys()
 
-            wait_for(ready, timeout=180, interval=0.5, what="three members at work")
+            wait_for(ready, timeout=180, interval=0.5, what=f"{consumers} consumers at work")
             owner = {p.tp: p.owner for p in store.partitions()}
         self.halves_apart = owner.get((main, 0)) != owner.get((main, 1))
 
@@ -529,17 +615,22 @@ class Run:
             self._supervise(fleet)
             a, now = self.applied, time.monotonic() - started
             if step.kind == "kill":
-                fleet.signal(step.member, signal.SIGKILL)
+                fleet.signal(step.member, signal.SIGKILL, group=True)
                 fleet.start(step.member)
                 stopped.discard(step.member)
                 a.kills += 1
             elif step.kind == "stop":
-                fleet.signal(step.member, signal.SIGSTOP)
+                fleet.signal(step.member, signal.SIGSTOP, group=True)
                 stopped.add(step.member)
                 a.zombies += 1
             elif step.kind == "cont":
-                fleet.signal(step.member, signal.SIGCONT)
+                fleet.signal(step.member, signal.SIGCONT, group=True)
                 stopped.discard(step.member)
+            elif step.kind == "child":
+                if not self._kill_child(fleet, step, stopped):
+                    a.log.append(f"{now:.0f}s child {step.member}: none running, skipped")
+                    continue
+                a.child_kills += 1
             elif step.kind == "broker":
                 self.services.broker.kill()
                 pace.wait(step.arg)
@@ -560,6 +651,27 @@ class Run:
                 a.recreated += 1
             a.log.append(f"{now:.0f}s {step.kind} {step.member}".rstrip())
         assert not stopped, f"members left stopped: {stopped}"
+
+    def _kill_child(self, fleet: Fleet, step: Step, stopped: set[str]) -> bool:
+        """SIGKILL one pipeline process of ``step.member`` (``step.seed`` picks which of
+        two), waiting a little for them to be there after a restart; False if none came
+        (or the member is paused: its supervisor could not restart it yet)."""
+        if step.member in stopped:
+            return False
+        children: list[int] = []
+
+        def spawned() -> bool:
+            nonlocal children
+            children = fleet.children(step.member)
+            return len(children) == 2
+
+        with contextlib.suppress(AssertionError):
+            wait_for(spawned, timeout=15, interval=0.2, what="two pipeline processes")
+        if not children:
+            return False
+        with contextlib.suppress(ProcessLookupError):  # it died meanwhile: as good
+            os.kill(children[step.seed % len(children)], signal.SIGKILL)
+        return True
 
     def _recreate(self, admin: AdminClient, topic: str, operator: Path, url: str) -> list[Record]:
         """Delete the second topic and create it again with fewer records; wait until the
@@ -619,10 +731,12 @@ class Run:
         expected: dict[str, Record] = {}
         halves: dict[str, dict[str, Record]] = defaultdict(dict)
         for r in [*records, *before]:
+            if r.hostile:
+                continue
             if not r.resend:
                 expected[action_id("each", (r.event_id_in(),))] = r
             if r.context is not None:
-                halves[r.context][r.key] = r
+                halves[r.context][str(r.key)] = r
         for r in after:
             expected[action_id("each", (r.event_id_in(1),))] = r
         for pair in halves.values():
@@ -695,7 +809,7 @@ class Run:
             pending = store.count_actions(ActionState.PENDING)
             dead = store.count_actions(ActionState.DEAD)
             stopped = [p.tp for p in store.partitions() if p.stopped]
-        events = [r for r in [*records, *before] if not r.resend]
+        events = [r for r in [*records, *before] if not r.resend and not r.hostile]
         wanted_ids = [r.event_id_in() for r in events] + [r.event_id_in(1) for r in after]
         # Nothing lost, nothing doubled: each event checkpointed once, under its id.
         assert len(stored) == len(set(stored)), (
@@ -725,7 +839,7 @@ class Run:
         for aid, r in expected.items():
             if self.receiver.bodies[aid]["rule"] == "each":
                 assert r.placed is not None
-                streams[(r.topic, r.key)].append((r.placed[1], self.receiver.first[aid]))
+                streams[(r.topic, str(r.key))].append((r.placed[1], self.receiver.first[aid]))
         late = [
             (stream, a, b)
             for stream, ranks in streams.items()
@@ -750,7 +864,9 @@ class Run:
             "delivered by two processes": (
                 self.receiver.by_two_processes() if self.target == "webhook" else "not known"
             ),
+            "supervised": self.supervised or "none",
             "kills": a.kills,
+            "child kills": a.child_kills,
             "zombies": a.zombies,
             "broker restarts": a.broker_restarts,
             "PostgreSQL restarts": a.pg_restarts,
@@ -760,6 +876,89 @@ class Run:
             "restarts after Kafka out of reach at start": a.unreached_restarts,
             "all_of halves on two owners at start": self.halves_apart,
         }
+
+    def _check_dead(self, url: str, records: list[Record], dead: str) -> dict[str, Any]:
+        """Every poison record recorded in the store once and none other, and on the
+        dead-letter topic as it came (at least once: a copy sent before a crash that undid
+        its batch is sent again), naming its source."""
+        hostile = {r.coordinates: r for r in records if r.hostile}
+        with open_store(url) as store:
+            rows = store.list_dead_records(limit=10 * len(hostile) + 100)
+        stored = Counter((r.topic, r.partition, r.offset) for r in rows)
+        assert set(stored) == set(hostile) and max(stored.values(), default=1) == 1, (
+            f"dead records: {len(set(hostile) - set(stored))} poison records not recorded "
+            f"({[hostile[c].hostile for c in set(hostile) - set(stored)][:10]}), "
+            f"{len(set(stored) - set(hostile))} recorded that are not poison, "
+            f"{sum(n > 1 for n in stored.values())} recorded twice"
+        )
+        copies = read_topic(self.services.bootstrap, dead)
+        sources: Counter[tuple[str, int, int]] = Counter()
+        for key, value, headers in copies:
+            source = (
+                headers["source-topic"].decode(),
+                int(headers["source-partition"]),
+                int(headers["source-offset"]),
+            )
+            sources[source] += 1
+            record = hostile.get(source)
+            assert record is not None, f"a dead letter for {source}, which is not poison"
+            assert (key, value) == (_raw(record.key), _raw(record.value)), (
+                f"the dead letter of {source} ({record.hostile}) is not the record as it came"
+            )
+            assert headers.get("error"), f"the dead letter of {source} gives no reason"
+        missing = set(hostile) - set(sources)
+        assert not missing, (
+            f"{len(missing)} poison records never reached {dead}: "
+            f"{sorted((c, hostile[c].hostile) for c in missing)[:10]}"
+        )
+        return {
+            "poison records": len(hostile),
+            "dead letters": len(copies),
+            "dead letters repeated": len(copies) - len(sources),
+        }
+
+
+def _raw(text: str | bytes | None) -> bytes | None:
+    return text.encode() if isinstance(text, str) else text
+
+
+def read_topic(
+    bootstrap: str, topic: str, timeout: float = 120.0
+) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+    """Every record of ``topic`` up to its high watermarks: (key, value, headers)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"nemesis-dead-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        reached: dict[int, int] = dict.fromkeys(partitions, 0)
+
+        def read_all() -> bool:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is not None:
+                    continue
+                headers = {k: _raw(v) or b"" for k, v in msg.headers() or []}
+                out.append((msg.key(), msg.value(), headers))
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None
+                reached[partition] = offset + 1
+            return all(reached[p] >= end for p, end in ends.items())
+
+        wait_for(read_all, timeout=timeout, interval=0.0, what=f"{topic} read to its end")
+        return out
+    finally:
+        consumer.close()
 
 
 def _topic_id(admin: AdminClient, topic: str) -> str | None:
