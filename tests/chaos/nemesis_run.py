@@ -28,10 +28,16 @@ tries), or with ``target="kafka"`` a ``kafka`` target whose actions topic is rea
 (:class:`~tests.chaos.receiver.TopicReceiver`): its batches go out as whole runs, which a
 broker restart or a kill cuts.
 
+Three seeds in four run one member with ``--processes 2`` (:func:`supervised`): a
+supervisor and two pipeline processes, each a member of the group; ``child`` SIGKILLs one
+of those alone, and ``kill``, ``stop`` and ``cont`` signal a member's process group.
+
 The workload, from plain confluent-kafka producers: the main topic's events (64 keys, no
 ``event-id`` header but for a share that has one, a few of those sent twice as an
-application retrying would), and ``left``/``right`` halves of one ``all_of`` set per
-context on partitions 0 and 1, interleaved with them.
+application retrying would), ``left``/``right`` halves of one ``all_of`` set per context on
+partitions 0 and 1, interleaved with them (two rules: ``join`` without a window, ``near``
+with a window of event time), and 1% poison records (:data:`HOSTILE`), which must reach
+the dead-letter topic and the store's dead records, and never an action.
 """
 
 from __future__ import annotations
@@ -219,6 +225,7 @@ class Record:
     event_id: str | None = None  # the event-id header
     resend: bool = False  # the same event-id as an earlier record: a duplicate
     placed: tuple[int, int] | None = None  # (partition, offset) once acknowledged
+    stamp: int = 0  # its Kafka timestamp (ms), the event's create time
     hostile: str = ""  # what makes it poison (:data:`HOSTILE`): no event, a dead letter
     extra: tuple[tuple[str, bytes], ...] = ()  # more headers
 
@@ -278,6 +285,7 @@ def workload(seed: int, topic: str, events: int, contexts: int) -> list[Record]:
 
 
 HOSTILE_SHARE = 0.01  # main records that cannot become events
+WINDOW_S = 10  # the ``near`` rule's window: halves at most this far apart in event time
 MAX_EVENT_BYTES = 65_536  # the members' pipeline.max_event_bytes
 JSON = ("content-type", b"application/json")
 # What makes a record poison, by kind: (key, value, headers). Each is a reason the codec
@@ -338,6 +346,7 @@ class Producing:
                 partition, offset = msg.partition(), msg.offset()
                 assert partition is not None and offset is not None
                 record.placed = (partition, offset)
+                record.stamp = msg.timestamp()[1]
 
         kwargs: dict[str, Any] = {} if record.partition is None else {"partition": record.partition}
         self.producer.produce(
@@ -403,6 +412,8 @@ rules:
   - {{name: each, namespace: shop, key: "*", action: notify, target: hook}}
   - {{name: join, namespace: shop, all_of: {{keys: [left, right], policy: first}},
      action: START, workflow: wf, task: t, target: hook}}
+  - {{name: near, namespace: shop, all_of: {{keys: [left, right], policy: first,
+     window: {WINDOW_S}}}, action: START, workflow: wf, task: n, target: hook}}
 """
     )
     return path
@@ -464,7 +475,10 @@ class Run:
 
     def go(self) -> dict[str, Any]:
         self.services.up()
-        admin = AdminClient({"bootstrap.servers": self.services.bootstrap})
+        # The broker's restarts are the run's own: the admin client's lines go to logging.
+        admin = AdminClient(
+            {"bootstrap.servers": self.services.bootstrap, "logger": logging.getLogger("nemesis")}
+        )
         main, second = f"main-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"
         topics = [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
         actions = f"actions-{uuid.uuid4().hex[:8]}" if self.target == "kafka" else None
@@ -742,6 +756,8 @@ class Run:
         for pair in halves.values():
             ids = (pair["left"].event_id_in(), pair["right"].event_id_in())
             expected[action_id("join", ids)] = pair["left"]
+            if _near(pair):
+                expected[action_id("near", ids)] = pair["left"]
         return expected
 
     def _drain(self, fleet: Fleet, url: str, expected: dict[str, Record]) -> None:
@@ -823,7 +839,14 @@ class Run:
         )
         assert count == len(wanted_ids)
         # One action per event, one per context's set, and no other.
-        assert by_rule == {"each": len(wanted_ids), "join": self.contexts}, by_rule
+        halves: dict[str, dict[str, Record]] = defaultdict(dict)
+        for r in events:
+            if r.context is not None:
+                halves[r.context][str(r.key)] = r
+        near = {c for c, pair in halves.items() if _near(pair)}
+        assert by_rule == {"each": len(wanted_ids), "join": self.contexts, "near": len(near)}, (
+            f"{by_rule}; near: {len(near)} of {self.contexts} sets within {WINDOW_S}s"
+        )
         keys = self.receiver.keys()
         assert keys == set(expected), (
             f"{len(set(expected) - keys)} actions never delivered, "
@@ -833,6 +856,14 @@ class Run:
         joins = Counter(b["context"] for b in self.receiver.bodies.values() if b["rule"] == "join")
         assert joins == Counter({f"ctx-{c}": 1 for c in range(self.contexts)}), (
             f"contexts fired other than once: {[c for c, n in joins.items() if n != 1][:10]}"
+        )
+        # The windowed set: fired once for each context whose halves are close enough in
+        # event time, whatever order the partitions were read in, and for no other.
+        fired = Counter(b["context"] for b in self.receiver.bodies.values() if b["rule"] == "near")
+        assert fired == Counter(dict.fromkeys(near, 1)), (
+            f"windowed sets: {sorted(near - set(fired))[:10]} not fired, "
+            f"{sorted(set(fired) - near)[:10]} fired out of their window, "
+            f"{[c for c, n in fired.items() if n > 1][:10]} fired twice"
         )
         # The first delivery of one key's actions follows its events' order in the log.
         streams: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
@@ -875,6 +906,7 @@ class Run:
             "restarts after a fatal exit": a.fatal_restarts,
             "restarts after Kafka out of reach at start": a.unreached_restarts,
             "all_of halves on two owners at start": self.halves_apart,
+            f"sets within {WINDOW_S}s": len(near),
         }
 
     def _check_dead(self, url: str, records: list[Record], dead: str) -> dict[str, Any]:
@@ -916,6 +948,11 @@ class Run:
             "dead letters": len(copies),
             "dead letters repeated": len(copies) - len(sources),
         }
+
+
+def _near(pair: dict[str, Record]) -> bool:
+    """Whether a context's halves are within the ``near`` rule's window of each other."""
+    return abs(pair["left"].stamp - pair["right"].stamp) <= WINDOW_S * 1000
 
 
 def _raw(text: str | bytes | None) -> bytes | None:

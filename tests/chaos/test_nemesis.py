@@ -1,10 +1,13 @@
-"""A seeded nemesis: three connector processes on one PostgreSQL store and one consumer
-group, while processes are SIGKILLed and paused past their session timeout, the broker
-and PostgreSQL are SIGKILLed and restarted, COMMIT answers are lost, and a topic is
-recreated under them (tests/chaos/nemesis_run.py says how). Afterwards:
+"""A seeded nemesis: three connector processes (one of them often with two pipeline
+processes) on one PostgreSQL store and one consumer group, while processes are SIGKILLed
+and paused past their session timeout, the broker and PostgreSQL are SIGKILLed and
+restarted, COMMIT answers are lost, a topic is recreated under them, and poison records
+come among the events (tests/chaos/nemesis_run.py says how). Afterwards:
 
 * nothing lost: every event produced is checkpointed once and its action delivered;
-* nothing doubled: one action per event and one per ``all_of`` context, none other;
+  every poison record is recorded once and reaches the dead-letter topic as it came;
+* nothing doubled: one action per event and one per ``all_of`` context (for the windowed
+  set, one per context whose halves are within its window), none other;
 * per-key order: the first delivery of one key's actions follows its events' order;
 * nothing stalled: no pending or dead action, no partition left stopped.
 
