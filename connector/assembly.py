@@ -542,11 +542,15 @@ def standalone_gateway(
     return GatewayServer(gateway, host=host, port=port, token=token, **dict(options or {}))
 
 
-def serve_gateway(server: GatewayServer, store: CheckpointStore) -> None:
-    """Open ``store``, serve until Ctrl-C or SIGTERM (open requests are finished and the
-    producer flushed), then close the store."""
+def serve_gateway(server: GatewayServer, store: CheckpointStore, stop: threading.Event) -> None:
+    """Open ``store``, retrying one that does not answer yet as ``run`` does (PostgreSQL
+    restarting, say; nothing if ``stop`` is set meanwhile), serve until Ctrl-C or SIGTERM
+    (open requests are finished and the producer flushed), then close the store."""
+    from connector.service import open_retrying
+
+    if not open_retrying(store, stop):
+        return
     with Services() as services:
-        store.open()
         services.push("checkpoint store", store.close)
         server.run()
 

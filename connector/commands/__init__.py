@@ -6,8 +6,12 @@ Each module imports its heavy dependencies inside the command body, so ``--help`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -36,3 +40,22 @@ def refuse_data_dir_without_config(ctx: click.Context, config: object) -> None:
     would be ignored, so it is refused (from the environment it is simply unused)."""
     if config is None and ctx.get_parameter_source("data_dir") is ParameterSource.COMMANDLINE:
         raise click.UsageError("--data-dir: only with -c (it places the config file's paths)")
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM; the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals only reach the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from connector.commands import data_dir_option, refuse_data_dir_without_config
+from connector.commands import data_dir_option, refuse_data_dir_without_config, stop_on_signals
 from connector.common.redaction import redact_logs
 
 _DEFAULT_STORE = "sqlite://checkpoints.db"
@@ -195,4 +195,5 @@ def gateway(
         settings.topic,
         settings.checkpoint_timeout,
     )
-    serve_gateway(server, gateway_store)
+    with stop_on_signals() as stop:  # while the store is opened; then the server's own
+        serve_gateway(server, gateway_store, stop)

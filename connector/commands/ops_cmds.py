@@ -13,19 +13,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from connector.commands import data_dir_option, refuse_data_dir_without_config
+from connector.commands import (
+    data_dir_option,
+    refuse_data_dir_without_config,
+    stop_on_signals,
+)
 from connector.common.redaction import redact_logs
 from connector.ops.context import OpsContext
 from connector.ops.trace import DEFAULT_SCAN
@@ -226,25 +227,6 @@ def _reach(ops: OpsContext) -> None:
     reach(ops.kafka())
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM; the previous handlers come back afterwards."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    if threading.current_thread() is not threading.main_thread():
-        yield stop  # signals only reach the main thread
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def _progress(enabled: bool | None) -> Progress | None:
     """A rich progress bar on stderr: when asked, or by default when stderr is a TTY."""
     if enabled is False or (enabled is None and not sys.stderr.isatty()):
@@ -318,7 +300,7 @@ def send(ctx: click.Context, /, key: str, value: str, **kwargs: Any) -> None:
         same_value=kwargs["same_value"],
     )
     progress = _progress(kwargs["progress"])
-    with _stop_on_signals() as stop, progress if progress is not None else contextlib.nullcontext():
+    with stop_on_signals() as stop, progress if progress is not None else contextlib.nullcontext():
         on_sent = None
         if progress is not None:
             task = progress.add_task(f"sending to {topic}", total=count)
@@ -381,7 +363,7 @@ def tail(ctx: click.Context, /, **kwargs: Any) -> None:
     fmt = format_json if kwargs["as_json"] else format_line
     _reach(ops)
     options = TailOptions(kwargs["key_glob"], kwargs["from_beginning"], kwargs["max_events"])
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         tail_events(
             ops.kafka(),
             topics,

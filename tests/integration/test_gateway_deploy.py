@@ -200,6 +200,44 @@ def test_standalone_gateway_and_two_replicas_fire_every_event_once(
     assert f"the gateway only writes topic {http_topic}" in gateway_log.read_text()
 
 
+def test_standalone_gateway_waits_for_a_store_that_does_not_answer_yet(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    processes: Callable[..., subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    """Started while PostgreSQL is down (restarting beside it, say), the gateway retries
+    the store as run does, saying so, rather than exit; SIGTERM still stops it at once."""
+    topic, http_topic = new_topic(partitions=1), new_topic(partitions=1)
+    port, nothing = free_port(), free_port()  # no PostgreSQL listens on the second
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        config_text(
+            bootstrap=bootstrap,
+            group=f"down-{http_topic}",
+            topic=topic,
+            store=json.dumps(
+                {"backend": "postgres", "dsn": f"postgresql://kec@127.0.0.1:{nothing}/kec"}
+            ),
+            log=tmp_path / "actions.jsonl",
+            port=port,
+            http_topic=http_topic,
+            timeout=5,
+        )
+    )
+    log = tmp_path / "gateway.log"
+    gateway = processes("gateway", "-c", str(config), log=log)
+
+    def retrying() -> bool:
+        assert gateway.poll() is None, f"the gateway exited:\n{log.read_text()}"
+        return "checkpoint store unavailable" in log.read_text()
+
+    wait_for(retrying, timeout=60, interval=0.2, what="the gateway's line about the store")
+    assert gateway.poll() is None
+    gateway.send_signal(signal.SIGTERM)
+    assert gateway.wait(30) == 0, log.read_text()
+
+
 def test_run_serves_the_gateway_and_wakes_its_sends_after_a_batch(
     bootstrap: str,
     new_topic: Callable[..., str],
