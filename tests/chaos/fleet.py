@@ -19,15 +19,14 @@ class Fleet:
     config: Path
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    # Members run with ``--processes N`` (else the file's pipeline.processes).
-    processes: dict[str, int] = field(default_factory=dict)
+    # More options of a member's ``run`` (``--processes 2``, ``--no-gateway``, ...).
+    options: dict[str, list[str]] = field(default_factory=dict)
 
     def start(self, member: str) -> None:
         """Start ``member`` in a process group of its own (see :meth:`signal`)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("KEC_CRASH_AT", None)
-        n = self.processes.get(member)
-        more = ["--processes", str(n)] if n is not None else []
+        more = self.options.get(member, [])
         with open(self.logs / f"{member}.log", "ab") as log:
             self.procs[member] = subprocess.Popen(
                 [sys.executable, "-m", "connector", "run", "-c", str(self.config),

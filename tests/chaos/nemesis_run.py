@@ -12,6 +12,8 @@ The faults:
 * ``stop`` / ``cont``: SIGSTOP one member past the group's session timeout, then SIGCONT:
   a zombie that wakes up without its partitions;
 * ``broker``: SIGKILL the Kafka JVM, wait, start it again on the same port and data;
+* ``gateway``: SIGKILL the standalone ``event-connector gateway``, wait, start it again
+  on the same port (the members run ``--no-gateway`` and read its topic);
 * ``pg_kill`` / ``pg_start``: SIGKILL PostgreSQL (postmaster and backends), then crash
   recovery on the same port and data;
 * ``acks_on`` / ``acks_off``: the members' PostgreSQL proxy swallows each COMMIT's answer
@@ -37,7 +39,9 @@ The workload, from plain confluent-kafka producers: the main topic's events (64 
 application retrying would), ``left``/``right`` halves of one ``all_of`` set per context on
 partitions 0 and 1, interleaved with them (two rules: ``join`` without a window, ``near``
 with a window of event time), and 1% poison records (:data:`HOSTILE`), which must reach
-the dead-letter topic and the store's dead records, and never an action.
+the dead-letter topic and the store's dead records, and never an action. Meanwhile HTTP
+clients send events through the gateway, each until it is answered 200
+(:mod:`tests.chaos.nemesis_http`): one event and one action for each.
 """
 
 from __future__ import annotations
@@ -74,8 +78,11 @@ from psycopg.conninfo import conninfo_to_dict
 from checkpoint import ActionState, open_store
 from devkit.broker import DevBroker, resolve_jars
 from devkit.postgres import DevPostgres, scratch_database
+from devkit.server import free_port
 from kec.action import action_id
+from tests.chaos import nemesis_http
 from tests.chaos.fleet import Fleet
+from tests.chaos.nemesis_http import Gateway, Senders
 from tests.chaos.receiver import Receiver, TopicReceiver
 from tests.nemesis.pg import PgProxy
 from tests.support import run_in_repo, wait_for
@@ -159,7 +166,8 @@ def plan(seed: int, duration: float) -> list[Step]:
     fault at least once, at random seconds, on random members. At most one member is a
     zombie at a time, PostgreSQL outages and COMMIT-swallowing windows do not overlap
     their own kind, and the recreated topic is not due while PostgreSQL is down (its
-    members must record the stop). With a :func:`supervised` member, one or two of its
+    members must record the stop). The standalone gateway is SIGKILLed and started
+    again once or twice (``gateway``). With a :func:`supervised` member, one or two of its
     pipeline processes are SIGKILLed alone too (``child``), for its supervisor to start
     again; ``kill``, ``stop`` and ``cont`` signal a member's whole process group."""
     rng = random.Random(seed)
@@ -194,6 +202,10 @@ def plan(seed: int, duration: float) -> list[Step]:
         for _ in range(more.randint(1, 2)):
             at = round(more.uniform(0.05 * duration, 0.9 * duration), 1)
             steps.append(Step(at, "child", two, seed=more.randrange(2)))
+    http = random.Random(seed * 104_729 + 5)
+    for _ in range(http.randint(1, 2)):
+        at = round(http.uniform(0.05 * duration, 0.9 * duration), 1)
+        steps.append(Step(at, "gateway", arg=round(http.uniform(0.5, 3), 1)))
     # Stable sort: a step planned for the same second as another keeps its kind's order.
     return sorted(steps, key=lambda s: s.at)
 
@@ -202,7 +214,7 @@ def describe(steps: list[Step]) -> str:
     parts = []
     for s in steps:
         what = s.kind + (f" {s.member}" if s.member else "")
-        if s.kind == "broker":
+        if s.kind in ("broker", "gateway"):
             what += f" (down {s.arg}s)"
         elif s.kind == "acks_on":
             what += f" p={s.arg}"
@@ -381,10 +393,11 @@ class Producing:
 
 def _config(
     path: Path, bootstrap: str, topics: list[str], dsn: str, url: str, actions: str | None,
-    dead: str,
+    dead: str, http: tuple[int, str],
 ) -> Path:  # fmt: skip
     """The members' config; ``actions``: the topic of a ``kafka`` target (else a webhook
-    to ``url``), named ``hook`` either way; ``dead``: the dead-letter topic."""
+    to ``url``), named ``hook`` either way; ``dead``: the dead-letter topic; ``http``: the
+    gateway's port and topic."""
     hook = (
         f'{{type: webhook, url: "{url}", concurrency: 16, timeout: 5}}'
         if actions is None
@@ -403,6 +416,7 @@ namespaces:
   shop: {{topics: {json.dumps(topics)}}}
 topic_creation: {{partitions: {RECREATED_PARTITIONS}, replication_factor: 1}}
 dead_letter_topic: "{dead}"
+http: {{port: {http[0]}, topic: "{http[1]}", namespace: {nemesis_http.NAMESPACE}}}
 checkpoint: {{backend: postgres, dsn: "{dsn}"}}
 pipeline: {{batch_size: 500, linger_ms: 20, max_event_bytes: {MAX_EVENT_BYTES}}}
 retry: {{max_attempts: 100, initial_backoff_seconds: 0.2, max_backoff_seconds: 1}}
@@ -412,6 +426,8 @@ rules:
   - {{name: each, namespace: shop, key: "*", action: notify, target: hook}}
   - {{name: join, namespace: shop, all_of: {{keys: [left, right], policy: first}},
      action: START, workflow: wf, task: t, target: hook}}
+  - {{name: {nemesis_http.RULE}, namespace: {nemesis_http.NAMESPACE}, key: "*", action: notify,
+     target: hook}}
   - {{name: near, namespace: shop, all_of: {{keys: [left, right], policy: first,
      window: {WINDOW_S}}}, action: START, workflow: wf, task: n, target: hook}}
 """
@@ -452,6 +468,7 @@ class Applied:
     acks_windows: int = 0
     recreated: int = 0
     child_kills: int = 0  # pipeline processes of a supervised member SIGKILLed alone
+    gateway_kills: int = 0
     fatal_restarts: int = 0  # members started again after they stopped on a fatal error
     unreached_restarts: int = 0  # ... after run exited 1 at its start, no broker answering
     log: list[str] = field(default_factory=list)
@@ -472,6 +489,10 @@ class Run:
     halves_apart: bool = False  # whether partitions 0 and 1 had two owners when the stream began
     target: str = "webhook"  # or "kafka": the actions go to a topic, read back
     supervised: str | None = None  # the member with two pipeline processes (:func:`supervised`)
+    http_events: int = 1_000  # sent through the standalone gateway
+    http_topic: str = ""
+    gateway: Gateway | None = None
+    senders: Senders | None = None
 
     def go(self) -> dict[str, Any]:
         self.services.up()
@@ -483,6 +504,8 @@ class Run:
         topics = [NewTopic(main, MAIN_PARTITIONS, 1), NewTopic(second, RECREATED_PARTITIONS, 1)]
         actions = f"actions-{uuid.uuid4().hex[:8]}" if self.target == "kafka" else None
         dead = f"dead-{uuid.uuid4().hex[:8]}"
+        http = (free_port(), f"http-{uuid.uuid4().hex[:8]}")
+        self.http_topic = http[1]
         if actions is not None:  # one partition: its offsets are the order of arrival
             topics.append(NewTopic(actions, 1, 1))
         futures = admin.create_topics(topics)
@@ -502,28 +525,36 @@ class Run:
             proxy = stack.enter_context(PgProxy(upstream=self.services.pg_address))
             config = _config(
                 self.tmp / "connector.yaml", self.services.bootstrap, [main, second],
-                proxy.dsn(url, sslmode="disable"), self.receiver.url, actions, dead,
+                proxy.dsn(url, sslmode="disable"), self.receiver.url, actions, dead, http,
             )  # fmt: skip
             # The operator's tools reach the store directly: their answers are not lost.
             operator = _config(
                 self.tmp / "operator.yaml", self.services.bootstrap, [main, second], url,
-                self.receiver.url, actions, dead,
+                self.receiver.url, actions, dead, http,
             )  # fmt: skip
             fleet = Fleet(config, self.tmp)
+            for member in MEMBERS:  # the standalone gateway below serves HTTP
+                fleet.options[member] = ["--no-gateway"]
             if self.supervised is not None:
-                fleet.processes[self.supervised] = 2
+                fleet.options[self.supervised] += ["--processes", "2"]
             stack.callback(fleet.stop)
             for member in MEMBERS:
                 fleet.start(member)
+            self.gateway = gateway = Gateway(config, http[0], self.tmp / "gateway.log")
+            stack.callback(gateway.stop)
+            gateway.start()
             records = workload(self.seed, main, self.events, self.contexts)
             before = self._second_topic(second, BEFORE_RECREATE, "r")
             self._wait_started(fleet, url, main, before)
+            gateway.up()
             stop = threading.Event()
             producing = Producing(self.services.bootstrap)
             stream = threading.Thread(
                 target=self._stream, args=(producing, records, stop), daemon=True
             )
             stream.start()
+            self.senders = senders = Senders(gateway, self.seed, self.http_events, self.seconds)
+            senders.start(stop)
             after: list[Record] = []
             try:
                 try:
@@ -533,6 +564,8 @@ class Run:
                 stream.join(900)
                 assert not stream.is_alive(), "the producer did not finish"
                 assert not producing.errors, f"records not produced: {producing.errors[:5]}"
+                senders.join(900)
+                assert not senders.failures, f"HTTP sends failed: {senders.failures[:5]}"
                 expected = self._expected(url, records, before, after, second)
                 self._drain(fleet, url, expected)
             except BaseException:
@@ -540,6 +573,7 @@ class Run:
                 print(notable_lines(self.tmp))
                 raise
             fleet.stop()
+            gateway.stop()
             try:
                 report = self._check(url, records, before, after, second, expected)
                 report.update(self._check_dead(url, records, dead))
@@ -586,7 +620,9 @@ class Run:
         is one that exited 1 at its start because no broker answered (restarted while the
         broker was down: run says so and exits rather than wait, so that a wrong address
         is said at once; compose's restart policy starts it again); any other exit fails
-        the run."""
+        the run, as does the gateway's."""
+        if self.gateway is not None:
+            self.gateway.check()
         for member, proc in list(fleet.procs.items()):
             if proc.poll() is None:
                 continue
@@ -650,6 +686,12 @@ class Run:
                 pace.wait(step.arg)
                 self.services.broker.start()
                 a.broker_restarts += 1
+            elif step.kind == "gateway":
+                assert self.gateway is not None
+                self.gateway.kill()
+                pace.wait(step.arg)
+                self.gateway.start()
+                a.gateway_kills += 1
             elif step.kind == "pg_kill":
                 self.services.postgres.kill()
             elif step.kind == "pg_start":
@@ -758,6 +800,11 @@ class Run:
             expected[action_id("join", ids)] = pair["left"]
             if _near(pair):
                 expected[action_id("near", ids)] = pair["left"]
+        assert self.senders is not None
+        for sent in self.senders.sent:  # its id is its Idempotency-Key
+            expected[action_id(nemesis_http.RULE, (sent.key,))] = Record(
+                self.http_topic, sent.event_key, "", event_id=sent.key, placed=sent.answered
+            )
         return expected
 
     def _drain(self, fleet: Fleet, url: str, expected: dict[str, Record]) -> None:
@@ -826,7 +873,13 @@ class Run:
             dead = store.count_actions(ActionState.DEAD)
             stopped = [p.tp for p in store.partitions() if p.stopped]
         events = [r for r in [*records, *before] if not r.resend and not r.hostile]
-        wanted_ids = [r.event_id_in() for r in events] + [r.event_id_in(1) for r in after]
+        assert self.senders is not None
+        sent = self.senders.sent
+        wanted_ids = [
+            *(r.event_id_in() for r in events),
+            *(r.event_id_in(1) for r in after),
+            *(s.key for s in sent),
+        ]
         # Nothing lost, nothing doubled: each event checkpointed once, under its id.
         assert len(stored) == len(set(stored)), (
             f"{len(stored) - len(set(stored))} events checkpointed twice: "
@@ -844,9 +897,12 @@ class Run:
             if r.context is not None:
                 halves[r.context][str(r.key)] = r
         near = {c for c, pair in halves.items() if _near(pair)}
-        assert by_rule == {"each": len(wanted_ids), "join": self.contexts, "near": len(near)}, (
-            f"{by_rule}; near: {len(near)} of {self.contexts} sets within {WINDOW_S}s"
-        )
+        assert by_rule == {
+            "each": len(wanted_ids) - len(sent),
+            "join": self.contexts,
+            "near": len(near),
+            nemesis_http.RULE: len(sent),
+        }, f"{by_rule}; near: {len(near)} of {self.contexts} sets within {WINDOW_S}s"
         keys = self.receiver.keys()
         assert keys == set(expected), (
             f"{len(set(expected) - keys)} actions never delivered, "
@@ -906,6 +962,10 @@ class Run:
             "restarts after a fatal exit": a.fatal_restarts,
             "restarts after Kafka out of reach at start": a.unreached_restarts,
             "all_of halves on two owners at start": self.halves_apart,
+            "HTTP events": len(sent),
+            "HTTP resends after a 200": self.senders.resent,
+            "HTTP answers": dict(sorted(self.senders.answers.items())),
+            "gateway kills": a.gateway_kills,
             f"sets within {WINDOW_S}s": len(near),
         }
 
