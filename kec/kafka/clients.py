@@ -101,7 +101,25 @@ class _Quieter(logging.Filter):
         return True
 
 
+class _SharedProperties(logging.Filter):
+    """``kafka.properties`` go to every client the connector makes, so a consumer's
+    setting there (``session.timeout.ms``) is right, and librdkafka's warning that a
+    producer or admin client ignores it is no news: such a line is logged at DEBUG."""
+
+    _IGNORED = re.compile(
+        r"CONFWARN .*Configuration property \S+ is a (consumer|producer) property and will "
+        r"be ignored by this (producer|consumer) instance"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG or not self._IGNORED.search(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 LIBRDKAFKA_LOG = logging.getLogger("kec.librdkafka")
+LIBRDKAFKA_LOG.addFilter(_SharedProperties())
 LIBRDKAFKA_LOG.addFilter(_Quieter())
 
 

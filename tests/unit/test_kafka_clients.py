@@ -50,6 +50,28 @@ def test_the_same_librdkafka_line_is_held_back_and_counted() -> None:
     assert again.getMessage().endswith("(49 more like it in 54s)")  # 49 x 0.5 s, then 30 s
 
 
+def test_a_consumer_property_is_no_warning_for_a_producer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kafka.properties reach every client: a real producer given a consumer's setting
+    says so at DEBUG only; librdkafka's other configuration warnings stay warnings."""
+    caplog.set_level(logging.INFO, logger="kec.librdkafka")
+    producer = kafka.producer({"bootstrap.servers": "127.0.0.1:9", "session.timeout.ms": 6000})
+    producer.poll(0)  # librdkafka's lines are served by poll
+    assert not [r for r in caplog.records if "session.timeout.ms" in r.getMessage()]
+    caplog.set_level(logging.DEBUG, logger="kec.librdkafka")
+    producer = kafka.producer({"bootstrap.servers": "127.0.0.1:9", "heartbeat.interval.ms": 500})
+    producer.poll(0)
+    said = [r for r in caplog.records if "heartbeat.interval.ms" in r.getMessage()]
+    assert said and {r.levelname for r in said} == {"DEBUG"}
+    other = logging.LogRecord(
+        "kec.librdkafka", logging.WARNING, __file__, 1,
+        "CONFWARN [rdkafka#producer-1] [thrd:app]: Configuration property x is deprecated",
+        (), None,
+    )  # fmt: skip
+    assert kafka.clients._SharedProperties().filter(other) and other.levelname == "WARNING"
+
+
 def test_a_connection_is_the_servers_and_the_other_properties() -> None:
     conn = kafka.Connection.of({"bootstrap.servers": "b:1", "sasl.password": "s3cret"})
     assert conn.bootstrap_servers == "b:1"
