@@ -47,6 +47,16 @@ class Fleet:
         if sig == signal.SIGKILL:
             proc.wait(30)
 
+    def catches(self, member: str, sig: signal.Signals) -> bool:
+        """Whether ``member``'s process has its own handler for ``sig`` yet (``SigCgt`` in
+        /proc): a process still starting dies of a SIGTERM instead of stopping cleanly."""
+        try:
+            status = Path(f"/proc/{self.procs[member].pid}/status").read_text()
+        except OSError:
+            return False
+        caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt"))
+        return bool(int(caught, 16) & (1 << (sig - 1)))
+
     def children(self, member: str) -> list[int]:
         """The pipeline processes of ``member`` when it runs ``pipeline.processes`` > 1."""
         return pipeline_processes(self.procs[member].pid)

@@ -11,6 +11,8 @@ The faults:
 * ``kill``: SIGKILL one member, then start it again under the same instance id;
 * ``stop`` / ``cont``: SIGSTOP one member past the group's session timeout, then SIGCONT:
   a zombie that wakes up without its partitions;
+* ``term``: SIGTERM one member, as ``docker stop`` or a rolling deploy does, which must
+  exit 0 within :data:`TERM_TIMEOUT` seconds; then start it again;
 * ``broker``: SIGKILL the Kafka JVM, wait, start it again on the same port and data;
 * ``gateway``: SIGKILL the standalone ``event-connector gateway``, wait, start it again
   on the same port (the members run ``--no-gateway`` and read its topic);
@@ -53,6 +55,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -88,6 +91,7 @@ from tests.nemesis.pg import PgProxy
 from tests.support import run_in_repo, wait_for
 
 SESSION_TIMEOUT_MS = 6000
+TERM_TIMEOUT = 60.0  # seconds a member has to stop cleanly after SIGTERM
 MEMBERS = ("m0", "m1", "m2")
 MAIN_PARTITIONS = 6
 KEYS = 64
@@ -166,7 +170,8 @@ def plan(seed: int, duration: float) -> list[Step]:
     fault at least once, at random seconds, on random members. At most one member is a
     zombie at a time, PostgreSQL outages and COMMIT-swallowing windows do not overlap
     their own kind, and the recreated topic is not due while PostgreSQL is down (its
-    members must record the stop). The standalone gateway is SIGKILLed and started
+    members must record the stop). A member is stopped with SIGTERM and started again once
+    or twice (``term``; skipped while it is paused). The standalone gateway is SIGKILLed and started
     again once or twice (``gateway``). With a :func:`supervised` member, one or two of its
     pipeline processes are SIGKILLed alone too (``child``), for its supervisor to start
     again; ``kill``, ``stop`` and ``cont`` signal a member's whole process group."""
@@ -202,6 +207,10 @@ def plan(seed: int, duration: float) -> list[Step]:
         for _ in range(more.randint(1, 2)):
             at = round(more.uniform(0.05 * duration, 0.9 * duration), 1)
             steps.append(Step(at, "child", two, seed=more.randrange(2)))
+    rolling = random.Random(seed * 104_729 + 6)
+    for _ in range(rolling.randint(1, 2)):
+        at = round(rolling.uniform(0.05 * duration, 0.9 * duration), 1)
+        steps.append(Step(at, "term", rolling.choice(MEMBERS)))
     http = random.Random(seed * 104_729 + 5)
     for _ in range(http.randint(1, 2)):
         at = round(http.uniform(0.05 * duration, 0.9 * duration), 1)
@@ -469,6 +478,7 @@ class Applied:
     recreated: int = 0
     child_kills: int = 0  # pipeline processes of a supervised member SIGKILLed alone
     gateway_kills: int = 0
+    terms: int = 0  # members stopped with SIGTERM and started again
     fatal_restarts: int = 0  # members started again after they stopped on a fatal error
     unreached_restarts: int = 0  # ... after run exited 1 at its start, no broker answering
     log: list[str] = field(default_factory=list)
@@ -676,6 +686,13 @@ class Run:
             elif step.kind == "cont":
                 fleet.signal(step.member, signal.SIGCONT, group=True)
                 stopped.discard(step.member)
+            elif step.kind == "term":
+                if step.member in stopped:
+                    a.log.append(f"{now:.0f}s term {step.member}: paused, skipped")
+                    continue
+                self._terminate(fleet, step.member)
+                fleet.start(step.member)
+                a.terms += 1
             elif step.kind == "child":
                 if not self._kill_child(fleet, step, stopped):
                     a.log.append(f"{now:.0f}s child {step.member}: none running, skipped")
@@ -707,6 +724,33 @@ class Run:
                 a.recreated += 1
             a.log.append(f"{now:.0f}s {step.kind} {step.member}".rstrip())
         assert not stopped, f"members left stopped: {stopped}"
+
+    def _terminate(self, fleet: Fleet, member: str) -> None:
+        """SIGTERM ``member`` (its main process, as a container runtime does) and wait for
+        it to exit 0: it checkpoints and commits its batch, settles its deliveries and
+        leaves the group, whatever else is failing at the time."""
+        proc = fleet.procs[member]
+        # Just started again (by a step a moment before), it may not handle SIGTERM yet;
+        # a deploy waits for a started instance too.
+        wait_for(
+            lambda: proc.poll() is not None or fleet.catches(member, signal.SIGTERM),
+            timeout=60, interval=0.1, what=f"{member} handling SIGTERM",
+        )  # fmt: skip
+        if proc.poll() is not None:
+            return  # exited meanwhile: _supervise has said why
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(TERM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            fleet.signal(member, signal.SIGKILL, group=True)
+            raise AssertionError(
+                f"{member} did not stop within {TERM_TIMEOUT}s of SIGTERM:\n"
+                + (self.tmp / f"{member}.log").read_text(errors="replace")[-3000:]
+            ) from None
+        assert code == 0, (
+            f"{member} exited {code} on SIGTERM:\n"
+            + (self.tmp / f"{member}.log").read_text(errors="replace")[-3000:]
+        )
 
     def _kill_child(self, fleet: Fleet, step: Step, stopped: set[str]) -> bool:
         """SIGKILL one pipeline process of ``step.member`` (``step.seed`` picks which of
@@ -954,6 +998,7 @@ class Run:
             "supervised": self.supervised or "none",
             "kills": a.kills,
             "child kills": a.child_kills,
+            "SIGTERMs": a.terms,
             "zombies": a.zombies,
             "broker restarts": a.broker_restarts,
             "PostgreSQL restarts": a.pg_restarts,
@@ -966,6 +1011,9 @@ class Run:
             "HTTP resends after a 200": self.senders.resent,
             "HTTP answers": dict(sorted(self.senders.answers.items())),
             "gateway kills": a.gateway_kills,
+            "gateway restarts after Kafka out of reach at start": (
+                self.gateway.unreached_restarts if self.gateway else 0
+            ),
             f"sets within {WINDOW_S}s": len(near),
         }
 
