@@ -22,11 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from connector.commands import (
-    data_dir_option,
-    refuse_data_dir_without_config,
-    stop_on_signals,
-)
+from connector.commands import data_dir_option, refuse_data_dir_without_config, stop_on_signals
 from connector.common.redaction import redact_logs
 from connector.ops.context import OpsContext
 from connector.ops.trace import DEFAULT_SCAN
