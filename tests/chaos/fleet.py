@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,7 +42,8 @@ class Fleet:
         the terminal's Ctrl-Z would."""
         proc = self.procs[member]
         if group and proc.poll() is None:
-            os.killpg(proc.pid, sig)
+            with contextlib.suppress(ProcessLookupError):  # the group ended meanwhile
+                os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
         if sig == signal.SIGKILL:
@@ -70,7 +72,8 @@ class Fleet:
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGCONT)  # a paused group's processes too
+                with contextlib.suppress(ProcessLookupError):  # a paused group's too
+                    os.killpg(proc.pid, signal.SIGCONT)
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
