@@ -13,6 +13,14 @@ from pathlib import Path
 from tests.support import ROOT, pipeline_processes
 
 
+def unreached_at_start(code: int | None, log: str) -> bool:
+    """Whether a process that exited ``code`` with ``log`` stopped at its start because no
+    broker answered: ``run`` and ``gateway`` say so and exit 1 rather than wait, so that
+    a wrong address is said at once; a restart policy starts them again."""
+    ending = log.rstrip().rpartition("\n")[2]
+    return code == 1 and ending.startswith("error: cannot reach Kafka at ")
+
+
 @dataclass
 class Fleet:
     """Connector processes sharing one config file (one group, one store)."""

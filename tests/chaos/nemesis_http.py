@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.chaos.fleet import unreached_at_start
 from tests.support import ROOT, wait_for
 
 NAMESPACE = "web"
@@ -71,8 +72,7 @@ class Gateway:
         if self.proc is None or self.proc.poll() is None:
             return
         text = self.log.read_text(errors="replace")
-        ending = text.rstrip().rpartition("\n")[2]
-        if self.proc.returncode == 1 and ending.startswith("error: cannot reach Kafka at "):
+        if unreached_at_start(self.proc.returncode, text):
             self.unreached_restarts += 1
             self.start()
             return

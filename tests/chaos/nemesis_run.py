@@ -84,7 +84,7 @@ from devkit.postgres import DevPostgres, scratch_database
 from devkit.server import free_port
 from kec.action import action_id
 from tests.chaos import nemesis_http
-from tests.chaos.fleet import Fleet
+from tests.chaos.fleet import Fleet, unreached_at_start
 from tests.chaos.nemesis_http import Gateway, Senders
 from tests.chaos.receiver import Receiver, TopicReceiver
 from tests.nemesis.pg import PgProxy
@@ -637,9 +637,9 @@ class Run:
             if proc.poll() is None:
                 continue
             text = (self.tmp / f"{member}.log").read_text(errors="replace")
-            ending = text.rstrip().rpartition("\n")[2]
-            if proc.returncode == 1 and ending.startswith("error: cannot reach Kafka at "):
+            if unreached_at_start(proc.returncode, text):
                 self.applied.unreached_restarts += 1
+                ending = text.rstrip().rpartition("\n")[2]
                 self.applied.log.append(f"restart {member} after: {ending}")
                 fleet.start(member)
                 continue
@@ -829,17 +829,12 @@ class Run:
             generations = {p.tp: p.generation for p in store.partitions() if p.tp[0] == second}
         assert set(generations.values()) == {1}, f"one reset per partition: {generations}"
         expected: dict[str, Record] = {}
-        halves: dict[str, dict[str, Record]] = defaultdict(dict)
         for r in [*records, *before]:
-            if r.hostile:
-                continue
-            if not r.resend:
+            if not r.resend and not r.hostile:
                 expected[action_id("each", (r.event_id_in(),))] = r
-            if r.context is not None:
-                halves[r.context][str(r.key)] = r
         for r in after:
             expected[action_id("each", (r.event_id_in(1),))] = r
-        for pair in halves.values():
+        for pair in _halves(records).values():
             ids = (pair["left"].event_id_in(), pair["right"].event_id_in())
             expected[action_id("join", ids)] = pair["left"]
             if _near(pair):
@@ -936,11 +931,7 @@ class Run:
         )
         assert count == len(wanted_ids)
         # One action per event, one per context's set, and no other.
-        halves: dict[str, dict[str, Record]] = defaultdict(dict)
-        for r in events:
-            if r.context is not None:
-                halves[r.context][str(r.key)] = r
-        near = {c for c, pair in halves.items() if _near(pair)}
+        near = {c for c, pair in _halves(records).items() if _near(pair)}
         assert by_rule == {
             "each": len(wanted_ids) - len(sent),
             "join": self.contexts,
@@ -1056,6 +1047,15 @@ class Run:
             "dead letters": len(copies),
             "dead letters repeated": len(copies) - len(sources),
         }
+
+
+def _halves(records: list[Record]) -> dict[str, dict[str, Record]]:
+    """Each context's ``all_of`` halves, by key (``left``, ``right``); poison is none."""
+    halves: dict[str, dict[str, Record]] = defaultdict(dict)
+    for r in records:
+        if r.context is not None and not r.hostile:
+            halves[r.context][str(r.key)] = r
+    return halves
 
 
 def _near(pair: dict[str, Record]) -> bool:
