@@ -12,6 +12,7 @@ rule once each: the replicas read the gateway's topic and the gateway only produ
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -228,6 +229,142 @@ def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
         assert sorted(covered) == list(range(EVENTS))  # each event applied exactly once
     except BaseException:
         print(deployment.run("logs", "--tail", "40", "connector-1", "connector-2", "gateway"))
+        raise
+    finally:
+        client.close()
+        deployment.run("down", "-v", "--remove-orphans", "-t", "5")
+
+
+OUTAGE_RATE = 100.0  # events/s while the broker and the database go down and come back
+
+
+def test_replicas_ride_out_a_broker_and_a_database_crash_restart(
+    images: Images, tmp_path: Path, report: Callable[[str], None], request: pytest.FixtureRequest
+) -> None:
+    """`docker kill` the Kafka container, then the PostgreSQL one, mid-stream; each comes
+    back with `docker start` on its volume, as a host restart or an operator would bring
+    it back. Then `docker pause` freezes connector-1 until connector-2 owns its partitions.
+    Both replicas stay up throughout (no restart policy), every event is applied once at
+    the receiver, and each key's events are applied in their order."""
+    compose = compose_command()
+    if compose is None:
+        reason = "neither `docker compose` nor docker-compose is installed"
+        if request.config.getoption("--require-containers"):
+            pytest.fail(f"--require-containers, but {reason}")
+        pytest.skip(reason)
+    config = tmp_path / "connector.yaml"
+    config.write_text(CONFIG.format(group=GROUP, partitions=PARTITIONS))
+    deployment = Deployment(compose, images, config)
+    client = docker.DockerClient(base_url=engine_address())
+    try:
+        deployment.run("up", "-d")
+        ids = {
+            s: deployment.container_id(s)
+            for s in ("kafka", "postgres", "connector-1", "connector-2", "gateway")
+        }
+        replicas = (ids["connector-1"], ids["connector-2"])
+
+        def replicas_are(status: str) -> bool:
+            return all(_health(client, cid) == status for cid in replicas)
+
+        wait_for(lambda: replicas_are("healthy"), timeout=240, interval=0.5,
+                 what="both replicas to be healthy")  # fmt: skip
+        bootstrap = f"127.0.0.1:{deployment.kafka_port}"
+        stop = threading.Event()
+        sent: list[int] = []
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            events = (
+                Event(key=f"order-{i % 50}", value=json.dumps({"n": i}), namespace="default")
+                for i in itertools.count()
+            )
+            try:
+                done = send_events(
+                    Connection(bootstrap), "events.default", events, rate=OUTAGE_RATE, stop=stop
+                )
+                sent.append(done.count)
+            except BaseException as exc:  # reported after the join
+                errors.append(exc)
+
+        sender = threading.Thread(target=produce, name="compose-sender")
+        sender.start()
+        outages: list[str] = []
+        for service, check in (("kafka", "Kafka"), ("postgres", "the store")):
+            wait_for(
+                lambda: deployment.stats()["distinct"] >= 300 * (len(outages) + 1),
+                timeout=180,
+                interval=0.2,
+                what=f"actions flowing before {service} goes down",
+            )
+            subprocess.run(["docker", "kill", ids[service]], check=True, timeout=60,
+                           capture_output=True, env=deployment.env)  # fmt: skip
+            down = time.monotonic()
+            # Down until both replicas' own health checks say so (three failed probes, 5 s
+            # apart): the outage is as long as an operator would see it.
+            wait_for(lambda: replicas_are("unhealthy"), timeout=120, interval=0.5,
+                     what=f"the replicas to report {check} out of reach")  # fmt: skip
+            subprocess.run(["docker", "start", ids[service]], check=True, timeout=60,
+                           capture_output=True, env=deployment.env)  # fmt: skip
+            wait_for(lambda: replicas_are("healthy"), timeout=240, interval=0.5,
+                     what=f"both replicas healthy again after {service} came back")  # fmt: skip
+            outages.append(f"{service} {time.monotonic() - down:.0f}s")
+        # connector-1 frozen (`docker pause`: SIGSTOP to its processes) past its session
+        # timeout: connector-2 takes its partitions; thawed, connector-1 must write nothing
+        # for them and rejoin.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+
+        def members() -> int:
+            group = admin.describe_consumer_groups([GROUP])[GROUP].result(10)
+            assigned = [tp for m in group.members for tp in m.assignment.topic_partitions]
+            return len(group.members) if len(assigned) == PARTITIONS else 0
+
+        wait_for(lambda: deployment.stats()["distinct"] >= 900, timeout=180, interval=0.2,
+                 what="actions flowing before connector-1 is paused")  # fmt: skip
+        subprocess.run(["docker", "pause", ids["connector-1"]], check=True, timeout=60,
+                       capture_output=True, env=deployment.env)  # fmt: skip
+        paused = time.monotonic()
+        try:
+            wait_for(lambda: members() == 1, timeout=120, interval=0.5,
+                     what="connector-2 to own every partition")  # fmt: skip
+        finally:
+            subprocess.run(["docker", "unpause", ids["connector-1"]], check=True, timeout=60,
+                           capture_output=True, env=deployment.env)  # fmt: skip
+        wait_for(lambda: members() == 2, timeout=120, interval=0.5,
+                 what="connector-1 back in the group")  # fmt: skip
+        wait_for(lambda: replicas_are("healthy"), timeout=240, interval=0.5,
+                 what="both replicas healthy after the pause")  # fmt: skip
+        outages.append(f"connector-1 paused {time.monotonic() - paused:.0f}s")
+        stop.set()
+        sender.join(180)
+        assert not sender.is_alive() and not errors, errors
+        events = sent[0]
+        wait_for(
+            lambda: deployment.stats()["distinct"] >= events,
+            timeout=240,
+            interval=0.5,
+            what=f"all {events} actions after both outages",
+        )
+        states = {s: client.containers.get(ids[s]).attrs for s in ("connector-1", "connector-2")}
+        stats = deployment.stats()
+        covered = [value["n"] for value in stats["applied"]]
+        report(
+            f"compose, broker and database crash-restarts: {events} events; down then healthy "
+            f"again: {', '.join(outages)}; distinct keys {stats['distinct']}, deliveries "
+            f"{stats['deliveries']}, repeated under the same key {stats['repeated']}"
+        )
+        assert all(a["State"]["Running"] and a["RestartCount"] == 0 for a in states.values()), {
+            s: (a["State"], a["RestartCount"]) for s, a in states.items()
+        }
+        assert stats["distinct"] == events  # no action lost, no event with two actions
+        assert sorted(covered) == list(range(events))  # each event applied exactly once
+        by_key: dict[int, list[int]] = {}
+        for n in covered:  # the receiver's order of first deliveries
+            by_key.setdefault(n % 50, []).append(n)
+        late = {k: ns for k, ns in by_key.items() if ns != sorted(ns)}
+        assert not late, f"keys applied out of their order: {sorted(late)[:5]}"
+    except BaseException:
+        print(deployment.run("logs", "--tail", "60", "connector-1", "connector-2"))
         raise
     finally:
         client.close()
