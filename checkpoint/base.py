@@ -471,6 +471,12 @@ class OperationsStore(PartitionsView):
         """Put dead actions (all, or the named ones) back as due retries; return how many."""
 
     @abc.abstractmethod
+    def checkpointed_ids(self, tp: TP, first_offset: int, next_offset: int) -> dict[int, str]:
+        """The event id each of ``tp``'s records from ``first_offset`` up to ``next_offset``
+        was last checkpointed under, by offset (``topic/partition/offset@generation`` after
+        an operator's reset), for the records whose batches are still kept."""
+
+    @abc.abstractmethod
     def requeue(
         self, tp: TP, actions: Sequence[Action], first_offset: int, next_offset: int
     ) -> int:

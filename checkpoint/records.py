@@ -91,6 +91,13 @@ def decode_events(blob: bytes | memoryview, topic: str, partition: int) -> list[
     return [_event(row, topic, partition) for row in rows]
 
 
+def decode_event_ids(blob: bytes | memoryview, topic: str, partition: int) -> list[tuple[int, str]]:
+    """``(offset, event id)`` of each event of a batch's ``events`` blob, without building
+    the events (an id not stored is the record's ``topic/partition/offset``)."""
+    rows = _loads(bytes(blob).decode("utf-8", "surrogatepass"))
+    return [(row[0], row[1] or f"{topic}/{partition}/{row[0]}") for row in rows]
+
+
 def action_row(a: Action, payload: Any = None) -> list[Any]:
     """The action's row; ``payload``: what to write for a payload (default: the payload
     itself, None when empty)."""

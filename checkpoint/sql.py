@@ -64,6 +64,7 @@ from checkpoint.records import (
     Encoded,
     decode_action,
     decode_actions,
+    decode_event_ids,
     decode_events,
     encode_action,
 )
@@ -944,6 +945,22 @@ class SqlStore(CheckpointStore):
                 f"{replay} AND action_id IN (SELECT c0 FROM {self._d.rows(('text',))})",
                 self._d.rows_params([[a] for a in action_ids], ("text",)),
             ).rowcount
+
+    def checkpointed_ids(self, tp: TP, first_offset: int, next_offset: int) -> dict[int, str]:
+        with self._d.reading(Role.OPS, "reading checkpointed event ids") as sql:
+            blobs = sql.all(
+                "SELECT events FROM kec_batches WHERE topic = ? AND partition = ? "
+                "AND next_offset > ? AND first_offset < ? AND n_events > 0 ORDER BY seq",
+                (*tp, first_offset, next_offset),
+            )
+        ids: dict[int, str] = {}
+        for (blob,) in blobs:  # oldest first: a later batch of the same offset wins
+            ids.update(
+                (offset, eid)
+                for offset, eid in decode_event_ids(blob, *tp)
+                if first_offset <= offset < next_offset
+            )
+        return ids
 
     def requeue(
         self, tp: TP, actions: Sequence[Action], first_offset: int, next_offset: int

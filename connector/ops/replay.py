@@ -10,7 +10,11 @@ A dedicated reader assigns the partitions (no group, no commits), seeks to the s
 (``from_offset``, or the first offset at or after ``from_time``) and reads up to where the
 store has checkpointed each partition, as found when the replay began. Records past that
 are the pipeline's to read: they are counted, not touched. A record that was a duplicate
-when it arrived (its explicit id was stored under another offset) is skipped again.
+when it arrived (its explicit id was stored under another offset) is skipped again. In a
+partition an operator reset (``partitions reset``), a record is known by the id it was
+checkpointed under, ``topic/partition/offset@generation`` (read from its batch), so the
+actions it fired are found as the ones queued before; taken as ``topic/partition/offset``
+it would fire each rule again under new ids.
 
 The replayed actions become due retries of their partition (rows of their own): its owner
 delivers them within a second or so, or the next owner does. The checkpoint's offsets
@@ -28,8 +32,8 @@ unchanged rules, replayed, would queue new ones.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from checkpoint.base import OperationsStore
 from connector.ops.kafka_io import (
@@ -187,6 +191,7 @@ def replay(
         on_progress(0, total)
     if not start:
         return report
+    reset = {p.tp for p in store.partitions() if p.generation and p.tp in start}
     consumer = kafka.reader(connection, "replay")
     try:
         consumer.assign([kafka_tp(tp, o) for tp, o in start.items()])
@@ -224,6 +229,8 @@ def replay(
                     raise
                 except Exception:
                     report.undecodable += 1
+            if reset:
+                events = _as_checkpointed(store, events, offsets, reset)
             for tp, actions in _evaluate(store, evaluator, events, report).items():
                 span_of = offsets[tp]
                 queued = store.requeue(tp, actions, min(span_of), max(span_of) + 1)
@@ -248,6 +255,31 @@ def replay(
     finally:
         consumer.close()
     return report
+
+
+def _as_checkpointed(
+    store: OperationsStore,
+    events: list[Event],
+    offsets: Mapping[TP, list[int]],
+    reset: Collection[TP],
+) -> list[Event]:
+    """``events`` under the ids their records were checkpointed with, for the partitions in
+    ``reset`` (the pipeline gives records there a generation: :meth:`Pipeline._decode`).
+    A record whose batch retention deleted keeps the id of its coordinates."""
+    ids = {
+        tp: store.checkpointed_ids(tp, min(read), max(read) + 1)
+        for tp, read in offsets.items()
+        if tp in reset
+    }
+    found: list[Event] = []
+    for event in events:
+        known = ids.get((event.topic or "", event.partition or 0))
+        if known and not event.explicit_id and event.offset is not None:
+            stored = known.get(event.offset)
+            if stored is not None and stored != event.event_id:
+                event = replace(event, event_id=stored)
+        found.append(event)
+    return found
 
 
 def _finished(at: Mapping[TP, int], end: Mapping[TP, int]) -> Sequence[TP]:

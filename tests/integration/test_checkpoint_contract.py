@@ -625,6 +625,25 @@ def test_replay_dead_named_and_all(store: CheckpointStore, epoch: int) -> None:
     assert store.count_actions(ActionState.PENDING) == 3
 
 
+def test_checkpointed_ids_are_the_newest_batch_of_each_offset(
+    store: CheckpointStore, epoch: int
+) -> None:
+    append(store, [make_event(n) for n in range(3)], epoch=epoch)
+    store.reset_partition(TP, 1, None, force=True)  # offsets 1 and 2 are read again
+    again = store.claim("next", [TP])[TP]
+    assert again.generation == 1
+    append(store, [make_event(n, eid=f"orders/0/{n}@1") for n in (1, 2, 3)], epoch=again.epoch)
+    assert store.checkpointed_ids(TP, 0, 4) == {
+        0: "orders/0/0",
+        1: "orders/0/1@1",
+        2: "orders/0/2@1",
+        3: "orders/0/3@1",
+    }
+    assert store.checkpointed_ids(TP, 2, 3) == {2: "orders/0/2@1"}
+    assert store.checkpointed_ids(TP, 4, 9) == {}
+    assert store.checkpointed_ids(TP1, 0, 4) == {}
+
+
 def test_requeue_skips_what_was_queued_before(store: CheckpointStore, epoch: int) -> None:
     events = [make_event(n) for n in range(3)]
     original = [make_action(e) for e in events]

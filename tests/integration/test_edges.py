@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -218,6 +219,55 @@ def test_a_recreated_topic_stops_its_partition_until_an_operator_resets_it(
     assert sorted(a["event_key"] for a in new) == sorted(f"new{i}" for i in range(10))
     wait_for(lambda: _health(metrics)[0] == 200, timeout=30, what="health to turn green")
     assert connectors.procs["m0"].poll() is None
+
+
+def test_replay_after_a_reset_knows_the_records_by_the_ids_they_were_checkpointed_under(
+    tmp_path: Path,
+    bootstrap: str,
+    admin: AdminClient,
+    new_topic: Callable[..., str],
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    """After an operator's reset the records' ids carry the partition's generation
+    (``topic/0/7@1``): a replay with the same rules must find the actions they fired under
+    those ids and queue none. Offsets the old topic never reached are where a replay that
+    took the records for generation 0 would invent an action for each."""
+    topic = new_topic(1)
+    config = _config(
+        tmp_path, bootstrap, topic,
+        '- {name: each, namespace: shop, key: "*", action: start, workflow: wf}\n',
+    )  # fmt: skip
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, [f"old{i}" for i in range(5)])
+    wait_for(lambda: len(_actions(tmp_path)) == 5, timeout=90, what="the first 5 actions")
+    connectors.signal("m0", signal.SIGTERM)
+    assert connectors.procs["m0"].wait(60) == 0
+    # Created again while the connector is down, with more records than the old topic had.
+    _recreate(admin, topic, 1)
+    _produce(bootstrap, topic, [f"new{i}" for i in range(15)])
+    connectors.start("m0")
+    wait_for(lambda: "STOPPED" in _log(tmp_path), timeout=90, what="the partition to stop")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "connector", *args, "-c", str(config)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"{topic}[0]: next offset 5 -> 0" in cli("partitions", "reset", "--topic", topic)
+    wait_for(lambda: len(_actions(tmp_path)) == 20, timeout=90, what="the 15 new actions")
+    new = {a["event_key"]: a["event_ids"] for a in _actions(tmp_path)[5:]}
+    assert new == {f"new{i}": [f"{topic}/0/{i}@1"] for i in range(15)}
+
+    replayed = cli("replay", "--from-offset", "0", "--no-progress")
+    assert "read 15, evaluated again 15" in replayed, replayed
+    assert "actions queued 0 (15 queued before)" in replayed, replayed
+    with open_store(f"sqlite://{tmp_path / 'store.db'}") as store:
+        assert store.count_actions_by_rule() == {"each": 20}
+    connectors.alive()
 
 
 # -- the store's edges, through the nemesis (a proxy in front of PostgreSQL) -------------
