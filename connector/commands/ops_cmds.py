@@ -590,6 +590,8 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             else ""
         )
     )
+    for (topic, partition), why in sorted(report.held_back.items()):
+        click.echo(f"not replayed: {topic}[{partition}]: {why}")
     if report.left_out:
         click.echo(
             f"not replayed: the all_of rule(s) {', '.join(report.left_out)}: what a set fires "

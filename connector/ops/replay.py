@@ -21,6 +21,13 @@ delivers them within a second or so, or the next owner does. The checkpoint's of
 never move. Undecodable records are counted, not dead-lettered again (the pipeline did
 that).
 
+A partition the store has stopped (its offsets went backwards, its topic was created
+again) is not replayed, nor one whose topic Kafka now knows by another id than the one
+it was checkpointed under (created again, and not stopped yet): what its records are,
+and under which ids they will fire, is the operator's ``partitions reset`` to decide.
+The store's offsets are another topic's, so a replay would take records never
+checkpointed for ones that were.
+
 ``all_of`` and time-driven rules are not replayed (:func:`without_sets`), and the replay
 says which it left out: what such a rule fires depends on the set (or the burst, the
 batch) as it stood when each event arrived (which events came before it, which set had
@@ -33,15 +40,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from checkpoint.base import OperationsStore
+from checkpoint.base import OperationsStore, PartitionInfo
 from connector.ops.kafka_io import (
     offsets_for_time,
     partitions_of,
     positions,
     watermarks,
 )
+from connector.topics import describe_topics, open_admin
 from kec import kafka
 from kec.action import Action
 from kec.codec import event_from_message
@@ -80,6 +88,8 @@ class ReplayReport:
     known: int = 0  # actions the rules produced again that were queued before
     partitions: int = 0
     left_out: tuple[str, ...] = ()  # all_of rules, not replayed (see the module docstring)
+    # Partitions not replayed, and why: stopped, or their topic created again.
+    held_back: dict[TP, str] = field(default_factory=dict)
 
 
 def without_sets(evaluator: Evaluator) -> tuple[Evaluator, tuple[str, ...]]:
@@ -142,6 +152,30 @@ def _plan(
     return start, end, unread
 
 
+def _held_back(
+    connection: kafka.Connection, rows: Mapping[TP, PartitionInfo], tps: Collection[TP]
+) -> dict[TP, str]:
+    """Which of ``tps`` must not be replayed, and why (see the module docstring)."""
+    held = {
+        tp: f"stopped until an operator resets it ({row.stopped})"
+        for tp in tps
+        if (row := rows.get(tp)) is not None and row.stopped
+    }
+    known = {tp: row.topic_id for tp, row in rows.items() if tp in tps and tp not in held}
+    names = {tp[0] for tp, topic_id in known.items() if topic_id}
+    if not names:
+        return held
+    found = describe_topics(open_admin(connection), names, timeout=30)
+    for tp, topic_id in known.items():
+        info = found.get(tp[0])
+        if topic_id and info is not None and info.topic_id and info.topic_id != topic_id:
+            held[tp] = (
+                "its topic was created again since it was checkpointed (the pipeline stops "
+                "it until an operator resets it)"
+            )
+    return held
+
+
 def _evaluate(
     store: OperationsStore, evaluator: Evaluator, events: list[Event], report: ReplayReport
 ) -> dict[TP, list[Action]]:
@@ -184,14 +218,18 @@ def replay(
     with a registered schema, decoded as the pipeline decodes them (a registry that cannot
     answer stops the replay: its records are not counted undecodable)."""
     evaluator, left_out = without_sets(evaluator)
+    rows = {p.tp: p for p in store.partitions()}
     start, end, unread = _plan(connection, topics, span, store.next_offsets())
-    report = ReplayReport(partitions=len(start), unread=unread, left_out=left_out)
+    held = _held_back(connection, rows, start)
+    for tp in held:
+        del start[tp], end[tp]
+    report = ReplayReport(partitions=len(start), unread=unread, left_out=left_out, held_back=held)
     total = sum(end[tp] - start[tp] for tp in start)
     if on_progress is not None:
         on_progress(0, total)
     if not start:
         return report
-    reset = {p.tp for p in store.partitions() if p.generation and p.tp in start}
+    reset = {tp for tp in start if rows[tp].generation}
     consumer = kafka.reader(connection, "replay")
     try:
         consumer.assign([kafka_tp(tp, o) for tp, o in start.items()])

@@ -7,7 +7,8 @@ Each test is one finding of a review, run the way a user meets it: ``event-conne
 * windows are event time: a set that should complete after downtime still does;
 * a topic deleted and created again stops its partition (loudly, health red) instead of
   skipping the new records as "checkpointed already", until an operator resets it; the
-  new records then fire under new action ids;
+  new records then fire under new action ids; a replay leaves the partition alone while
+  it is stopped, and knows its records by those ids after the reset;
 * a COMMIT that PostgreSQL applied but whose answer was lost (the nemesis swallows it) is
   not applied twice, and its actions are still delivered;
 * a claim that fails while Kafka assigns a partition (the store refuses connections) is
@@ -221,22 +222,27 @@ def test_a_recreated_topic_stops_its_partition_until_an_operator_resets_it(
     assert connectors.procs["m0"].poll() is None
 
 
-def test_replay_after_a_reset_knows_the_records_by_the_ids_they_were_checkpointed_under(
+def test_replay_leaves_a_recreated_topic_to_the_reset_then_knows_its_new_ids(
     tmp_path: Path,
     bootstrap: str,
     admin: AdminClient,
     new_topic: Callable[..., str],
     fleet: Callable[[Path], Fleet],
 ) -> None:
-    """After an operator's reset the records' ids carry the partition's generation
-    (``topic/0/7@1``): a replay with the same rules must find the actions they fired under
-    those ids and queue none. Offsets the old topic never reached are where a replay that
-    took the records for generation 0 would invent an action for each."""
+    """A topic created again holds records the store never checkpointed, at offsets it
+    did: a replay leaves the stopped partition alone. After the operator's reset the
+    records' ids carry the partition's generation (``topic/0/7@1``), and a replay must
+    know them by those ids: with the same rules it queues nothing (taken for generation
+    0, each record past the old topic's end would fire again under a new id), and a rule
+    added since fires once for each, under the ids the pipeline gave."""
     topic = new_topic(1)
-    config = _config(
-        tmp_path, bootstrap, topic,
-        '- {name: each, namespace: shop, key: "*", action: start, workflow: wf}\n',
-    )  # fmt: skip
+    each = '- {name: each, namespace: shop, key: "*", action: start, workflow: wf}\n'
+    config = _config(tmp_path, bootstrap, topic, each)
+    added = tmp_path / "operator.yaml"  # the same, with a rule added since
+    added.write_text(
+        config.read_text()
+        + '  - {name: audit, namespace: shop, key: "*", action: start, workflow: audit}\n'
+    )
     connectors = fleet(config)
     connectors.start("m0")
     _produce(bootstrap, topic, [f"old{i}" for i in range(5)])
@@ -249,24 +255,38 @@ def test_replay_after_a_reset_knows_the_records_by_the_ids_they_were_checkpointe
     connectors.start("m0")
     wait_for(lambda: "STOPPED" in _log(tmp_path), timeout=90, what="the partition to stop")
 
-    def cli(*args: str) -> str:
+    def cli(*args: str, file: Path = config) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "connector", *args, "-c", str(config)],
+            [sys.executable, "-m", "connector", *args, "-c", str(file)],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def by_rule() -> dict[str, int]:
+        with open_store(f"sqlite://{tmp_path / 'store.db'}") as store:
+            return store.count_actions_by_rule()
+
+    early = cli("replay", "--from-offset", "0", "--no-progress", file=added)
+    assert "read 0," in early and "actions queued 0 " in early, early
+    assert f"not replayed: {topic}[0]: stopped until an operator resets it" in early, early
+    assert by_rule() == {"each": 5}
 
     assert f"{topic}[0]: next offset 5 -> 0" in cli("partitions", "reset", "--topic", topic)
     wait_for(lambda: len(_actions(tmp_path)) == 20, timeout=90, what="the 15 new actions")
     new = {a["event_key"]: a["event_ids"] for a in _actions(tmp_path)[5:]}
     assert new == {f"new{i}": [f"{topic}/0/{i}@1"] for i in range(15)}
 
-    replayed = cli("replay", "--from-offset", "0", "--no-progress")
-    assert "read 15, evaluated again 15" in replayed, replayed
-    assert "actions queued 0 (15 queued before)" in replayed, replayed
-    with open_store(f"sqlite://{tmp_path / 'store.db'}") as store:
-        assert store.count_actions_by_rule() == {"each": 20}
+    same = cli("replay", "--from-offset", "0", "--no-progress")
+    assert "read 15, evaluated again 15" in same, same
+    assert "actions queued 0 (15 queued before)" in same, same
+    assert by_rule() == {"each": 20}
+    fixed = cli("replay", "--from-offset", "0", "--no-progress", file=added)
+    assert "actions queued 15 (15 queued before)" in fixed, fixed
+    assert by_rule() == {"each": 20, "audit": 15}
+    wait_for(lambda: len(_actions(tmp_path)) == 35, timeout=90, what="the 15 audit actions")
+    audit = {a["event_key"]: a["event_ids"] for a in _actions(tmp_path) if a["rule"] == "audit"}
+    assert audit == new
     connectors.alive()
 
 
