@@ -105,6 +105,7 @@ def resolve(
         gateway_topic=cfg.http.topic if cfg.http is not None else None,
         formats=record_formats(cfg),
         targets=dict(cfg.targets),
+        max_event_bytes=cfg.pipeline.max_event_bytes,
     )
 
 
@@ -577,6 +578,7 @@ def replay(ctx: click.Context, /, **kwargs: Any) -> None:
             batch_size=kwargs["batch_size"],
             on_progress=on_progress,
             formats=ops.formats,
+            max_bytes=ops.max_event_bytes,
         )
     click.echo(
         f"replayed {report.partitions} partitions: read {report.read}, "

@@ -46,6 +46,9 @@ class OpsContext:
     # the pipeline does (or replay would evaluate other values than run did).
     formats: RecordFormats | None = None
     targets: Mapping[str, Any] = field(default_factory=dict)  # the file's target specs
+    # The pipeline's limit (pipeline.max_event_bytes; run's default without a file): a
+    # larger value was a dead letter, so replay refuses it too.
+    max_event_bytes: int = 1_048_576
 
     def kafka(self) -> Connection:
         """The cluster; only commands that need Kafka ask (``resolve`` made sure of it)."""

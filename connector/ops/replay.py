@@ -212,11 +212,14 @@ def replay(
     batch_size: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
     formats: RecordFormats | None = None,
+    max_bytes: int | None = None,
 ) -> ReplayReport:
     """Replay ``span`` into the opened ``store``; ``on_progress(done, total)`` per batch.
     ``all_of`` rules are left out (``report.left_out``). ``formats``: the topics written
     with a registered schema, decoded as the pipeline decodes them (a registry that cannot
-    answer stops the replay: its records are not counted undecodable)."""
+    answer stops the replay: its records are not counted undecodable). ``max_bytes``: the
+    pipeline's ``max_event_bytes``; a larger value was a dead letter, and is undecodable
+    here too (evaluated, it would fire actions the pipeline never queued)."""
     evaluator, left_out = without_sets(evaluator)
     rows = {p.tp: p for p in store.partitions()}
     start, end, unread = _plan(connection, topics, span, store.next_offsets())
@@ -258,6 +261,7 @@ def replay(
                         event_from_message(
                             msg,
                             topics.get(topic, "default"),
+                            max_bytes=max_bytes,
                             strict_namespace=True,
                             key_decoder=formats.key_decoder(topic) if formats else None,
                             value_decoder=formats.value_decoder(topic) if formats else None,

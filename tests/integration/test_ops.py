@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -44,10 +45,16 @@ def client(bootstrap: str) -> Connection:
 
 
 def run_pipeline(
-    bootstrap: str, group_id: str, topic: str, store: CheckpointStore, until: Callable[[], bool]
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    store: CheckpointStore,
+    until: Callable[[], bool],
+    **more: Any,
 ) -> None:
-    """The real pipeline (steps 1-3, NotifyAll) until ``until()``; then it leaves the group."""
-    settings = PipelineSettings(bootstrap, group_id, {topic: "shop"}, linger_ms=50)
+    """The real pipeline (steps 1-3, NotifyAll) until ``until()``; then it leaves the group.
+    ``more``: further pipeline settings."""
+    settings = PipelineSettings(bootstrap, group_id, {topic: "shop"}, linger_ms=50, **more)
     pipeline = Pipeline(settings, store, NotifyAll("log"), Undispatched())
     pipeline.start()
     try:
@@ -372,6 +379,28 @@ def test_replay_counts_undecodable_records(
         client(bootstrap), {topic: "shop"}, store, FixedRule(), ReplayRange(from_offset=0)
     )
     assert (report.read, report.undecodable, report.evaluated, report.actions) == (2, 1, 1, 1)
+
+
+def test_replay_refuses_a_value_over_the_pipelines_limit_as_the_pipeline_did(
+    bootstrap: str, new_topic: Callable[..., str], store: CheckpointStore, group_id: str
+) -> None:
+    topic = new_topic(partitions=1)
+    producer = Producer(client(bootstrap).client_config())
+    producer.produce(topic, key=b"big", value=b"x" * 300)
+    producer.produce(topic, key=b"small", value=b"x" * 30)
+    assert producer.flush(30) == 0
+    run_pipeline(
+        bootstrap, group_id, topic, store, lambda: store.next_offsets(topic) == {(topic, 0): 2},
+        max_event_bytes=100,
+    )  # fmt: skip
+    assert [r.offset for r in store.list_dead_records()] == [0]
+    assert store.count_actions_by_rule() == {"notify-all": 1}
+    same = replay(
+        client(bootstrap), {topic: "shop"}, store, NotifyAll("log"), ReplayRange(from_offset=0),
+        max_bytes=100,
+    )  # fmt: skip
+    assert (same.read, same.undecodable, same.evaluated, same.actions) == (2, 1, 1, 0)
+    assert store.count_actions_by_rule() == {"notify-all": 1}
 
 
 # -- dlq -------------------------------------------------------------------------------
