@@ -134,7 +134,9 @@ def build_gateway(settings: GatewaySettings, store: CheckpointStore) -> Gateway:
     return Gateway(settings, store)
 
 
-def _gateway_settings(http: HttpConfig, connection: Connection) -> GatewaySettings:
+def _gateway_settings(
+    http: HttpConfig, connection: Connection, max_event_bytes: int
+) -> GatewaySettings:
     from connector.gateway import GatewaySettings
 
     return GatewaySettings(
@@ -143,6 +145,7 @@ def _gateway_settings(http: HttpConfig, connection: Connection) -> GatewaySettin
         namespace=http.namespace,
         strict=http.strict,
         checkpoint_timeout=http.checkpoint_timeout_seconds,
+        max_event_bytes=max_event_bytes,
     )
 
 
@@ -278,7 +281,9 @@ def _service(
         index = HttpIndex(evaluator, http.namespace)
         evaluator = index
         if serve_gateway:
-            gateway = build_gateway(_gateway_settings(http, cfg.kafka.connection()), store)
+            gateway = build_gateway(
+                _gateway_settings(http, cfg.kafka.connection(), cfg.pipeline.max_event_bytes), store
+            )
             after_batch = _waker(index, gateway.checkpointed)
     service = ConnectorService(
         settings,
@@ -448,7 +453,9 @@ def supervise(
     if cfg.http is not None and serve_gateway:
         from connector.gateway import GatewayServer
 
-        gateway = build_gateway(_gateway_settings(cfg.http, cfg.kafka.connection()), store)
+        gateway = build_gateway(
+            _gateway_settings(cfg.http, cfg.kafka.connection(), cfg.pipeline.max_event_bytes), store
+        )
         companions.append(
             ("HTTP gateway", GatewayServer.from_config(gateway, cfg.http, health=supervisor.health))
         )

@@ -32,14 +32,25 @@ _MAPPED = {H_EVENT_ID, H_NAMESPACE, H_SENDER, H_CONTEXT, H_EVENT_TYPE, H_CONTENT
 
 
 MAX_KEY_BYTES = 1024  # event keys, event ids and the mapped header fields: index-friendly
+# pipeline.max_event_bytes's default: a larger value is a dead letter.
+MAX_EVENT_BYTES = 1_048_576
+
+
+def key_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an event key, an event id or a mapped header's value (None:
+    it can): what the codec refuses in a record."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        return f"longer than {MAX_KEY_BYTES} bytes"
+    if "\x00" in text:
+        return "contains a NUL character"
+    return None
 
 
 def explicit_id_problem(event_id: str) -> str | None:
     """Why ``event_id`` cannot be an explicit event id (None: it can)."""
-    if len(event_id.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        return f"longer than {MAX_KEY_BYTES} bytes"
-    if "\x00" in event_id:
-        return "contains a NUL character"
+    problem = key_problem(event_id)
+    if problem is not None:
+        return problem
     if parse_coordinates(event_id) is not None:
         return "has the shape topic/partition/offset, which names Kafka records"
     if _names_a_record(event_id):
@@ -246,6 +257,55 @@ def _content_type(raw: bytes | None) -> object:
 
 def _general(msg: Any, namespace: str, max_bytes: int | None) -> Event:
     return event_from_message(msg, namespace, max_bytes=max_bytes, strict_namespace=True)
+
+
+class _Outgoing:
+    """A record about to be produced, shaped as the consumer's message for the codec."""
+
+    __slots__ = ("_headers", "_key", "_value")
+
+    def __init__(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self._key, self._value, self._headers = key, value, headers
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def topic(self) -> str:
+        return ""
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+def check_outgoing(
+    event: Event, max_bytes: int | None = None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """``event``'s record (key, value, headers) as a producer of events writes it, once
+    the pipeline is known to accept it: decoded here the way the pipeline decodes the
+    topic of its namespace (with ``max_bytes``, its ``max_event_bytes``). Raises
+    :class:`~kec.errors.DecodeError` for an event that would only reach the dead letters
+    (a key or header over :data:`MAX_KEY_BYTES`, a NUL, a value over the limit, text
+    that is not Unicode), so a sender can refuse it instead of waiting for it."""
+    try:
+        record = (event.key.encode(), record_value(event), record_headers(event))
+    except UnicodeEncodeError as exc:  # a lone surrogate, from JSON's \ud800 say
+        raise DecodeError(f"the event holds text that is not Unicode: {exc.reason}") from exc
+    event_from_message(
+        _Outgoing(*record), event.namespace, max_bytes=max_bytes, strict_namespace=True
+    )
+    return record
 
 
 def record_headers(event: Event) -> list[tuple[str, bytes]]:

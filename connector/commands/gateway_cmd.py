@@ -120,12 +120,14 @@ def gateway(
     from connector.gateway import GatewaySettings, parse_listen
     from connector.gateway.server import serving_options
     from connector.topics import TopicPolicy, ensure_topics, policy_of
+    from kec.codec import MAX_EVENT_BYTES
     from kec.kafka import Connection
 
     refuse_data_dir_without_config(ctx, config)
     properties: dict[str, Any] = {}
     options: dict[str, Any] = {}
     store_url, host_port = store, listen
+    max_event_bytes = MAX_EVENT_BYTES  # the file's pipeline.max_event_bytes, else run's
     store_setting, written_from = "--store", None
     policy = TopicPolicy()
     listen_setting = "--listen"
@@ -137,6 +139,7 @@ def gateway(
         redact_logs(cfg.secrets())
         policy = policy_of(cfg)
         properties = dict(cfg.kafka.client_config())
+        max_event_bytes = cfg.pipeline.max_event_bytes
         if store_url is None:
             store_url = cfg.checkpoint.url()
             store_setting, written_from = (
@@ -171,6 +174,7 @@ def gateway(
         strict=bool(strict),
         checkpoint_timeout=checkpoint_timeout or 15.0,
         deliver_timeout=deliver_timeout,
+        max_event_bytes=max_event_bytes,
     )
     gateway_store = open_store(store_url or _DEFAULT_STORE)
     check_files(written_by(gateway_store, store_setting), written_from)

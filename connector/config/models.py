@@ -46,6 +46,7 @@ from connector.rules.limits import (
     MAX_JSON_DEPTH,
     MatchLimits,
 )
+from kec.codec import MAX_EVENT_BYTES
 from kec.errors import ConfigError
 from kec.event import DEFAULT_NAMESPACE, DEFAULT_TOPIC_PREFIX
 from kec.kafka.settings import PIPELINE_FIXED, PRODUCER_FIXED, Connection, fixed
@@ -361,7 +362,7 @@ class PipelineConfig(ConfigModel):
     durable, so light load gets small quick batches and heavy load full ones."""
     outbox_max_pending: PositiveInt = 100_000
     """Actions waiting for delivery beyond which consumption pauses (backpressure)."""
-    max_event_bytes: PositiveInt = 1_048_576
+    max_event_bytes: PositiveInt = MAX_EVENT_BYTES
     """A record value larger than this goes to the dead-letter topic, not the store."""
     match_max_value_length: PositiveInt = DEFAULT_MAX_VALUE_LENGTH
     """A longer value (characters of text, bytes of binary) fails every rule value

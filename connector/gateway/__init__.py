@@ -13,11 +13,12 @@ the event is durably checkpointed; long polls for ``HTTPListener`` (docs/archite
 """
 
 from connector.gateway.app import build_app
-from connector.gateway.ingest import Gateway, GatewaySettings, SendResult
+from connector.gateway.ingest import EventRefused, Gateway, GatewaySettings, SendResult
 from connector.gateway.limits import GatewayLimits
 from connector.gateway.server import GatewayServer, TlsFiles, parse_listen
 
 __all__ = [
+    "EventRefused",
     "Gateway",
     "GatewayLimits",
     "GatewayServer",

@@ -7,10 +7,13 @@ checkpointed:
 =====  =================================================================================
 200    ``{"event_id", "offset", "partition"}``: checkpointed (also for a resend)
 400    the body is not JSON (``invalid_json``), or nests deeper than the limit
-       (``json_too_deep``)
+       (``json_too_deep``), or the event is one the pipeline would send to the dead
+       letters (``invalid_event``: a workflow id or event key over 1,024 bytes, a NUL in
+       one, text that is not Unicode)
 401    a bearer token is configured and the request does not carry it
 404    strict mode: no listener waits for this ``(workflow_id, event_key)``
-413    the body is over the size limit (``body_too_large``)
+413    the body is over the size limit (``body_too_large``), or the event's value is over
+       the pipeline's ``max_event_bytes`` (``event_too_large``)
 422    fields missing or of the wrong type
 500    the event reached Kafka but was not checkpointed in time (a resend is safe)
 503    Kafka did not acknowledge the event in time
@@ -53,7 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.common.json_depth import json_too_deep
-from connector.gateway.ingest import Gateway
+from connector.gateway.ingest import EventRefused, Gateway
 from connector.gateway.limits import BodyLimit, GatewayLimits
 from connector.metrics.core import Health, health_body
 from kec.codec import explicit_id_problem
@@ -146,6 +149,10 @@ def build_app(
                     )
             try:
                 return await handler(request)
+            except EventRefused as exc:  # before it reaches Kafka: nothing to resend
+                if exc.too_large:
+                    return _error(413, "event_too_large", str(exc))
+                return _error(400, "invalid_event", str(exc))
             except KafkaClientError as exc:
                 return _error(503, "kafka_unavailable", str(exc))
             except CheckpointError as exc:

@@ -58,12 +58,12 @@ from connector.gateway.waiters import (
     queue_row_of,
 )
 from kec import kafka
-from kec.codec import record_headers, record_value
-from kec.errors import BrokerUnavailable, CheckpointError, KafkaClientError
+from kec.codec import MAX_EVENT_BYTES, check_outgoing, key_problem, record_value
+from kec.errors import BrokerUnavailable, CheckpointError, DecodeError, KafkaClientError
 from kec.event import CONTENT_JSON, Event
 from kec.kafka import Connection, KafkaError, KafkaException, Message, Producer
 
-__all__ = ["Gateway", "GatewaySettings", "SendResult"]
+__all__ = ["EventRefused", "Gateway", "GatewaySettings", "SendResult"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class GatewaySettings:
     checkpoint_timeout: float = 15.0  # seconds for the store to hold the event (else 500)
     lease_seconds: float = 30.0
     waiter_ttl: float = 30.0
+    # The pipeline's pipeline.max_event_bytes: a larger event is refused (413), not sent
+    # to a dead letter while its client waits for a checkpoint that never comes.
+    max_event_bytes: int | None = MAX_EVENT_BYTES
 
     def producer_config(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,14 @@ class GatewaySettings:
             **self.connection.client_config(),
             "message.timeout.ms": int(self.deliver_timeout * 1000),
         }
+
+
+class EventRefused(DecodeError):
+    """An event the pipeline would send to the dead letters: the request's fault (4xx)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +218,29 @@ class Gateway:
             headers=((H_WORKFLOW_ID, workflow_id.encode()), (H_EVENT_KEY, event_key.encode())),
             event_id=event_id or uuid.uuid4().hex,
         )
-        await self._produce(event)
+        for name, text in (("workflow_id", workflow_id), ("event_key", event_key)):
+            if (problem := key_problem(text)) is not None:
+                raise EventRefused(f"{name} {problem}")
+        try:
+            record = check_outgoing(event, self.settings.max_event_bytes)
+        except DecodeError as exc:
+            limit = self.settings.max_event_bytes
+            raise EventRefused(
+                f"the pipeline would refuse this event: {exc}",
+                too_large=limit is not None and len(record_value(event)) > limit,
+            ) from exc
+        await self._produce(*record)
         stored = await self._await_checkpoint(event.event_id)
         return SendResult(event.event_id, stored.offset, stored.partition)
 
-    async def _produce(self, event: Event) -> None:
+    async def _produce(
+        self, key: bytes, value: bytes, record_headers: list[tuple[str, bytes]]
+    ) -> None:
         producer, loop = self._producer, self._loop
         if producer is None or loop is None:
             raise KafkaClientError("the gateway is not started")
         delivered: asyncio.Future[None] = loop.create_future()
-        headers: list[tuple[str, str | bytes | None]] = list(record_headers(event))
+        headers: list[tuple[str, str | bytes | None]] = list(record_headers)
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             loop.call_soon_threadsafe(_settle, delivered, err)
@@ -224,8 +248,8 @@ class Gateway:
         try:
             producer.produce(
                 self.settings.topic,
-                key=event.key.encode(),
-                value=record_value(event),
+                key=key,
+                value=value,
                 headers=headers,
                 on_delivery=on_delivery,
             )

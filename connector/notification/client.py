@@ -33,8 +33,8 @@ from connector.notification.listener import (
     start_offsets,
 )
 from connector.topics import DEFAULT_TOPIC_PREFIX, TopicPolicy, Topics
-from kec.codec import record_headers, record_value
-from kec.errors import BrokerUnavailable, ConfigError, KafkaClientError
+from kec.codec import check_outgoing
+from kec.errors import BrokerUnavailable, ConfigError, DecodeError, KafkaClientError
 from kec.event import Event
 from kec.kafka import (
     ATTEMPT_TIMEOUT,
@@ -265,7 +265,10 @@ class NotificationClient:
         """Write one event and return it with its topic, partition and offset.
 
         Blocks until the broker acknowledged it; raises ``KafkaClientError`` (or
-        ``BrokerUnavailable``) when that does not happen within ``delivery_timeout``.
+        ``BrokerUnavailable``) when that does not happen within ``delivery_timeout``, and
+        ``ValueError`` for an event the pipeline would only send to the dead letters (a
+        key, context or id over 1,024 bytes or holding a NUL, an id shaped like
+        ``topic/partition/offset``).
         """
         if not isinstance(key, str) or not key:
             raise ValueError("an event key must be a non-empty string")
@@ -280,6 +283,10 @@ class NotificationClient:
             event_type=event_type,
             event_id=event_id or "",
         )
+        try:  # what the pipeline would only dead-letter is refused here, before Kafka
+            key_bytes, value_bytes, headers = check_outgoing(event)
+        except DecodeError as exc:
+            raise ValueError(f"event refused: {exc}") from exc
         topic = self.topic_for(event.namespace)
         producer = self._clients()[0]
         self._partitions_of(topic)
@@ -293,9 +300,9 @@ class NotificationClient:
             try:
                 producer.produce(
                     topic,
-                    key=key.encode(),
-                    value=record_value(event),
-                    headers=record_headers(event),
+                    key=key_bytes,
+                    value=value_bytes,
+                    headers=headers,
                     timestamp=event.create_time,
                     on_delivery=delivered,
                 )

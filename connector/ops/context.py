@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from kec.codec import MAX_EVENT_BYTES
 from kec.errors import ConfigError, StoreMissing
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: keep Kafka out of it
@@ -48,7 +49,7 @@ class OpsContext:
     targets: Mapping[str, Any] = field(default_factory=dict)  # the file's target specs
     # The pipeline's limit (pipeline.max_event_bytes; run's default without a file): a
     # larger value was a dead letter, so replay refuses it too.
-    max_event_bytes: int = 1_048_576
+    max_event_bytes: int = MAX_EVENT_BYTES
 
     def kafka(self) -> Connection:
         """The cluster; only commands that need Kafka ask (``resolve`` made sure of it)."""

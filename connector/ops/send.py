@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from kec import kafka
-from kec.codec import record_headers, record_value
-from kec.errors import ConfigError, KafkaClientError
+from kec.codec import check_outgoing
+from kec.errors import ConfigError, DecodeError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
 from kec.kafka import KafkaError, Message
 
@@ -111,7 +111,9 @@ def send_events(
     ``on_sent(n)`` is called as acknowledgements arrive (for a progress bar). When
     ``stop`` is set (Ctrl-C), no further event is produced; the ones already produced
     are still waited for, and the report says ``interrupted``.
-    Raises :class:`KafkaClientError` when any event is not acknowledged.
+    Raises :class:`KafkaClientError` when any event is not acknowledged, and
+    :class:`~kec.errors.DecodeError` for an event the pipeline would send to the dead
+    letters (a key over 1,024 bytes, say), producing none after it.
     """
     producer = kafka.producer(connection)
     acked: list[tuple[int, int]] = []
@@ -134,13 +136,18 @@ def send_events(
         if stop is not None and stop.is_set():
             interrupted = True
             break
+        try:  # an event the pipeline would only dead-letter is refused, before Kafka
+            key, value, headers = check_outgoing(event)
+        except DecodeError as exc:
+            producer.flush(30)  # the events before it are sent as they would have been
+            raise DecodeError(f"event {index} (key {event.key[:40]!r}): {exc}") from exc
         while True:
             try:
                 producer.produce(
                     topic,
-                    key=event.key.encode(),
-                    value=record_value(event),
-                    headers=list[tuple[str, str | bytes | None]](record_headers(event)),
+                    key=key,
+                    value=value,
+                    headers=list[tuple[str, str | bytes | None]](headers),
                     timestamp=event.create_time,  # the codec reads create_time back from it
                     on_delivery=delivered,
                 )

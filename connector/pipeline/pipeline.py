@@ -75,7 +75,7 @@ from connector.pipeline.readwatch import FIRST_LOOK, ReadWatch, Verdict
 from connector.pipeline.timers import fire_due, has_timers
 from kec import kafka
 from kec.action import Action
-from kec.codec import decode_record, event_from_message
+from kec.codec import MAX_EVENT_BYTES, decode_record, event_from_message
 from kec.errors import (
     CheckpointError,
     ClaimTimeout,
@@ -319,7 +319,7 @@ class PipelineSettings:
     dlq_topic: str | None = None
     dlq_flush_timeout: float = 30.0  # for the broker to acknowledge dead letters (else retry)
     outbox_max_pending: int = 100_000
-    max_event_bytes: int | None = 1_048_576  # larger values go to the dead-letter topic
+    max_event_bytes: int | None = MAX_EVENT_BYTES  # larger values go to the dead-letter topic
     kafka_properties: Mapping[str, Any] = field(default_factory=dict)
     auto_offset_reset: str = "earliest"
     instance_id: str = field(default_factory=_instance_id)

@@ -9,6 +9,7 @@ topic in its own group and checkpoints the events the gateway then confirms.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from checkpoint.base import CheckpointStore
@@ -212,6 +214,61 @@ async def test_422_missing_or_mistyped_fields(
     if field is not None:
         assert [field] in [e["loc"] for e in error["detail"]]
     assert store.count_events() == 0
+
+
+@pytest.mark.parametrize(
+    ("workflow_id", "body", "status", "error", "detail"),
+    [
+        ("wf", {"event_key": "k" * 1025, "event_payload": 1}, 400, "invalid_event",
+         "event_key longer than 1024 bytes"),
+        ("wf", {"event_key": "a\u0000b", "event_payload": 1}, 400, "invalid_event",
+         "event_key contains a NUL character"),
+        ("wf", {"event_key": "\ud800", "event_payload": 1}, 422, "invalid_body",
+         "unable to parse raw data as a unicode string"),
+        ("w" * 1025, {"event_key": "k", "event_payload": 1}, 400, "invalid_event",
+         "workflow_id longer than 1024 bytes"),
+        ("a%00b", {"event_key": "k", "event_payload": 1}, 400, "invalid_event",
+         "workflow_id contains a NUL character"),
+        ("wf", {"event_key": "k", "event_payload": "x" * 2000}, 413, "event_too_large",
+         "value of 2002 bytes is over the limit of 1000"),
+    ],
+)  # fmt: skip
+async def test_an_event_the_pipeline_would_dead_letter_is_refused_before_kafka(
+    servers: Servers, store: SqliteStore, workflow_id: str, body: dict[str, Any], status: int,
+    error: str, detail: str,
+) -> None:  # fmt: skip
+    """Sent on, it would reach the dead letters, never the store, and its client would
+    be answered 500 and resend it for ever."""
+    server = servers.start(max_event_bytes=1000, checkpoint_timeout=2)
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            send_url(server, workflow_id),
+            content=json.dumps(body),  # as written: JSON's \ud800 stays a lone surrogate
+            headers={"content-type": "application/json"},
+        )
+        assert (reply.status_code, reply.json()["error"]) == (status, error), reply.text
+        assert detail in str(reply.json()["detail"])
+        fine = await client.post(
+            send_url(server, "wf"), json={"event_key": "k", "event_payload": 1}
+        )
+    assert fine.status_code == 200, fine.text
+    low, high = _watermarks(servers.bootstrap, servers.topic)
+    assert high - low == 1, "only the good event reached Kafka"
+    assert store.count_events() == 1
+
+
+def _watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
+    """Partition 0's low and high watermarks (the gateway's key ``k``: one partition)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4().hex}"})
+    try:
+        total = [0, 0]
+        for partition in range(3):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total[0] += low
+            total[1] += high
+        return total[0], total[1]
+    finally:
+        consumer.close()
 
 
 async def test_401_without_the_configured_token(servers: Servers, store: SqliteStore) -> None:

@@ -216,6 +216,13 @@ def test_arguments_are_checked_before_any_io(bootstrap: str) -> None:
             client.register_listener(Counter(), [])
         with pytest.raises(ValueError, match="non-empty"):
             client.send_event("", "v")
+        # What the pipeline would only send to the dead letters never leaves the client.
+        with pytest.raises(ValueError, match="record key is 1025 bytes"):
+            client.send_event("k" * 1025, "v")
+        with pytest.raises(ValueError, match="'context' contains a NUL"):
+            client.send_event("k", "v", context="a\x00b")
+        with pytest.raises(ValueError, match="shape topic/partition/offset"):
+            client.send_event("k", "v", event_id="orders/0/7")
     finally:
         client.close()
 

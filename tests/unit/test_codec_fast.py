@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kec import codec
-from kec.codec import MAX_KEY_BYTES, decode_record, event_from_message
+from kec.codec import MAX_KEY_BYTES, check_outgoing, decode_record, event_from_message
 from kec.errors import DecodeError
 from kec.event import Event
 
@@ -153,3 +153,28 @@ def test_content_types_seen_are_remembered_only_up_to_a_bound() -> None:
     for raw in (b"application/json", b"text/x-199", b"application/octet-stream"):
         msg = _message(b"k-1", b'{"n": 1}', [("content-type", raw)], 1)
         assert _answer(_fast, msg, None) == _answer(_general, msg, None)
+
+
+@pytest.mark.parametrize(
+    ("event", "refused"),
+    [
+        (Event("k" * 1025, "v"), "record key is 1025 bytes"),
+        (Event("a\x00b", "v"), "record key contains a NUL"),
+        (Event("k", "v", context="c" * 1025), "header 'context' is 1025 bytes"),
+        (Event("k", "v", sender="a\x00"), "header 'sender' contains a NUL"),
+        (Event("k", "v", event_id="t/0/1"), "shape topic/partition/offset"),
+        (Event("\ud800", "v"), "text that is not Unicode"),
+        (Event("k", "x" * 101), "value of 101 bytes is over the limit of 100"),
+    ],
+)
+def test_an_outgoing_event_the_pipeline_would_refuse_is_refused(event: Event, refused: str) -> None:
+    with pytest.raises(DecodeError, match=refused):
+        check_outgoing(event, max_bytes=100)
+
+
+def test_an_outgoing_record_decodes_back_to_its_event() -> None:
+    event = Event("k", '{"a": 1}', namespace="shop", context="wf", headers=(("x", b"1"),))
+    key, value, headers = check_outgoing(event, max_bytes=100)
+    back = event_from_message(_message(key, value, headers, 7), "shop", strict_namespace=True)
+    assert (back.key, back.value, back.context) == ("k", '{"a": 1}', "wf")
+    assert (back.headers, back.event_id) == ((("x", b"1"),), event.event_id)
