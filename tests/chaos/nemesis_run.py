@@ -22,7 +22,10 @@ The faults:
   with a probability (the server committed, the client sees its connection drop);
 * ``recreate``: the second topic of the namespace is deleted and created again with fewer
   records than it had, which the members must stop on; the driver then runs
-  ``partitions reset`` as an operator would, and the new records fire under new ids.
+  ``partitions reset`` as an operator would, and the new records fire under new ids;
+* ``replay``: an operator runs ``event-connector replay --from-offset 0`` over every topic
+  (after the reset), beside the faults, until it can reach Kafka and the store: with the
+  rules unchanged it must queue no action, and nothing it does may deliver one.
 
 A member that stops on a fatal Kafka error (its consumer fenced for good) is started
 again, as a supervisor would; any other exit fails the run. The report counts them.
@@ -92,6 +95,7 @@ from tests.support import run_in_repo, wait_for
 
 SESSION_TIMEOUT_MS = 6000
 TERM_TIMEOUT = 60.0  # seconds a member has to stop cleanly after SIGTERM
+REPLAY_TIMEOUT = 240.0  # seconds the operator keeps trying a replay while faults go on
 MEMBERS = ("m0", "m1", "m2")
 MAIN_PARTITIONS = 6
 KEYS = 64
@@ -174,7 +178,8 @@ def plan(seed: int, duration: float) -> list[Step]:
     or twice (``term``; skipped while it is paused). The standalone gateway is SIGKILLed and started
     again once or twice (``gateway``). With a :func:`supervised` member, one or two of its
     pipeline processes are SIGKILLed alone too (``child``), for its supervisor to start
-    again; ``kill``, ``stop`` and ``cont`` signal a member's whole process group."""
+    again; ``kill``, ``stop`` and ``cont`` signal a member's whole process group. An
+    operator replays every topic once after the recreation (``replay``)."""
     rng = random.Random(seed)
 
     def when(lo: float = 0.05, hi: float = 0.9) -> float:
@@ -215,6 +220,9 @@ def plan(seed: int, duration: float) -> list[Step]:
     for _ in range(http.randint(1, 2)):
         at = round(http.uniform(0.05 * duration, 0.9 * duration), 1)
         steps.append(Step(at, "gateway", arg=round(http.uniform(0.5, 3), 1)))
+    # After the recreation (its step resets the partitions before the next step runs).
+    at = round(random.Random(seed * 104_729 + 7).uniform(0.55 * duration, 0.9 * duration), 1)
+    steps.append(Step(max(at, recreate + 1), "replay"))
     # Stable sort: a step planned for the same second as another keeps its kind's order.
     return sorted(steps, key=lambda s: s.at)
 
@@ -481,6 +489,8 @@ class Applied:
     terms: int = 0  # members stopped with SIGTERM and started again
     fatal_restarts: int = 0  # members started again after they stopped on a fatal error
     unreached_restarts: int = 0  # ... after run exited 1 at its start, no broker answering
+    replayed: str = ""  # the replay's report line
+    replay_failures: list[str] = field(default_factory=list)  # tries that could not reach
     log: list[str] = field(default_factory=list)
 
 
@@ -503,6 +513,7 @@ class Run:
     http_topic: str = ""
     gateway: Gateway | None = None
     senders: Senders | None = None
+    replaying: threading.Thread | None = None
 
     def go(self) -> dict[str, Any]:
         self.services.up()
@@ -573,6 +584,13 @@ class Run:
                     print(f"nemesis seed {self.seed} applied: {', '.join(self.applied.log)}")
                 stream.join(900)
                 assert not stream.is_alive(), "the producer did not finish"
+                if self.replaying is not None:
+                    self.replaying.join(REPLAY_TIMEOUT + 60)
+                    assert not self.replaying.is_alive(), "the replay did not finish"
+                    replayed = self.applied.replayed
+                    assert replayed, f"no replay got through: {self.applied.replay_failures}"
+                    # Unchanged rules: every action a replayed record gives was queued live.
+                    assert "actions queued 0 (" in replayed, replayed
                 assert not producing.errors, f"records not produced: {producing.errors[:5]}"
                 senders.join(900)
                 assert not senders.failures, f"HTTP sends failed: {senders.failures[:5]}"
@@ -722,8 +740,30 @@ class Run:
             elif step.kind == "recreate":
                 after.extend(self._recreate(admin, second, operator, url))
                 a.recreated += 1
+            elif step.kind == "replay":  # beside the schedule: it must not delay the faults
+                self.replaying = threading.Thread(
+                    target=self._replay, args=(operator,), name="replay", daemon=True
+                )
+                self.replaying.start()
             a.log.append(f"{now:.0f}s {step.kind} {step.member}".rstrip())
         assert not stopped, f"members left stopped: {stopped}"
+
+    def _replay(self, operator: Path) -> None:
+        """``event-connector replay`` of every topic from offset 0, tried again while Kafka
+        or the store cannot be reached (exit 1: the faults go on meanwhile), for at most
+        :data:`REPLAY_TIMEOUT` seconds."""
+        a, deadline = self.applied, time.monotonic() + REPLAY_TIMEOUT
+        pace = threading.Event()
+        while time.monotonic() < deadline:
+            done = run_in_repo(
+                "-m", "connector", "replay", "-c", str(operator), "--from-offset", "0",
+                "--no-progress", timeout=REPLAY_TIMEOUT,
+            )  # fmt: skip
+            if done.returncode == 0:
+                a.replayed = done.stdout.strip()
+                return
+            a.replay_failures.append(done.stderr.strip().rpartition("\n")[2])
+            pace.wait(2)
 
     def _terminate(self, fleet: Fleet, member: str) -> None:
         """SIGTERM ``member`` (its main process, as a container runtime does) and wait for
@@ -1002,6 +1042,8 @@ class Run:
             "HTTP resends after a 200": self.senders.resent,
             "HTTP answers": dict(sorted(self.senders.answers.items())),
             "gateway kills": a.gateway_kills,
+            "replay": a.replayed.partition("\n")[0].partition(": ")[2] or "none",
+            "replay tries refused": len(a.replay_failures),
             "gateway restarts after Kafka out of reach at start": (
                 self.gateway.unreached_restarts if self.gateway else 0
             ),
