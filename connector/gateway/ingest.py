@@ -204,6 +204,9 @@ class Gateway:
         self, workflow_id: str, event_key: str, payload: Any, event_id: str | None = None
     ) -> SendResult:
         """Steps 1–3 of the module docstring; returns once the event is checkpointed."""
+        for name, text in (("workflow_id", workflow_id), ("event_key", event_key)):
+            if (problem := key_problem(text)) is not None:
+                raise EventRefused(f"{name} {problem}")
         if event_id:
             stored = await self._stored(event_id)
             if stored is not None:  # a resend of a checkpointed event: nothing to do
@@ -218,9 +221,6 @@ class Gateway:
             headers=((H_WORKFLOW_ID, workflow_id.encode()), (H_EVENT_KEY, event_key.encode())),
             event_id=event_id or uuid.uuid4().hex,
         )
-        for name, text in (("workflow_id", workflow_id), ("event_key", event_key)):
-            if (problem := key_problem(text)) is not None:
-                raise EventRefused(f"{name} {problem}")
         try:
             record = check_outgoing(event, self.settings.max_event_bytes)
         except DecodeError as exc:
