@@ -12,6 +12,17 @@ version.
 Rule state shared by several partitions is serialised with transaction-scoped advisory
 locks taken on the sorted keys before they are read, so two owners completing the same
 ``all_of`` set take turns and neither update is lost.
+
+A transaction left open by a client that stopped answering (a process frozen by SIGSTOP
+or a VM pause, a host cut off) would keep its row and advisory locks for as long as the
+server keeps the connection: every other instance's claim of those partitions, and every
+transaction on those keys, would wait for it, and the whole group with them. So each
+session sets ``idle_in_transaction_session_timeout``
+(:data:`IDLE_TRANSACTION_TIMEOUT`): the server ends a transaction idle that long, its
+locks go, and the frozen client, if it ever wakes, finds its connection closed, its
+transaction undone (nothing of it was durable) and its partitions fenced. The client
+sends TCP keepalives and bounds unacknowledged writes (``tcp_user_timeout``) so that a
+server that vanished from the network is noticed too.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 
 from checkpoint.base import SCHEMA_VERSION
 from checkpoint.migrate import create_or_migrate
@@ -33,6 +45,20 @@ APPLICATION = "kafka-event-connector"
 # connections of older versions (pg_stat_activity) and refuse to run under them.
 CLIENT_NAME = f"{APPLICATION}/v{SCHEMA_VERSION}"
 _SCHEMA_LOCK = 0x4B45435F534348  # advisory lock serialising schema creation and migration
+# Seconds a transaction may sit idle (its client sending nothing) before the server ends
+# it: well above the longest pause between two statements of one transaction (the rules
+# evaluated for a batch), below Kafka's default session timeout (45 s), after which the
+# frozen client's partitions are claimed by others.
+IDLE_TRANSACTION_TIMEOUT = 30.0
+# libpq's TCP settings, unless the DSN gives its own: a dead peer is found in about 25 s
+# when idle, and a request unacknowledged for 30 s ends the connection.
+_TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 _TYPES = {
@@ -142,10 +168,14 @@ class PostgresDialect(Dialect):
         connect_timeout: int = 10,
         application_name: str = CLIENT_NAME,
         create: bool = True,
+        idle_transaction_timeout: float = IDLE_TRANSACTION_TIMEOUT,
     ) -> None:
         self._dsn = dsn
         self._may_create = create  # False: tools that read a store must not make one
         self._connect_timeout = connect_timeout
+        self._idle_ms = max(1, int(idle_transaction_timeout * 1000))
+        given = psycopg.conninfo.conninfo_to_dict(dsn)  # the DSN's own settings win
+        self._tcp = {k: v for k, v in _TCP.items() if k not in given}
         self._application_name = application_name
         self._sessions = {role: _Session(self, role) for role in Role}
 
@@ -160,9 +190,11 @@ class PostgresDialect(Dialect):
                 autocommit=True,  # transactions are explicit: conn.transaction()
                 connect_timeout=self._connect_timeout,
                 application_name=self._application_name,
+                **self._tcp,
             )
             try:
                 conn.execute("SET synchronous_commit = on")
+                conn.execute(f"SET idle_in_transaction_session_timeout = {self._idle_ms}")
             except BaseException:
                 conn.close()
                 raise

@@ -10,6 +10,7 @@ the migration from schema 3 and the SIGKILL durability test come last.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import os
@@ -642,6 +643,45 @@ def test_checkpointed_ids_are_the_newest_batch_of_each_offset(
     assert store.checkpointed_ids(TP, 2, 3) == {2: "orders/0/2@1"}
     assert store.checkpointed_ids(TP, 4, 9) == {}
     assert store.checkpointed_ids(TP1, 0, 4) == {}
+
+
+def test_a_frozen_owners_open_transaction_holds_no_lock_past_the_idle_timeout(
+    pg_store_url: Callable[[], str],
+) -> None:
+    """A process stopped (SIGSTOP, a VM pause) inside a transaction keeps its connection
+    open: without the server's idle timeout its row lock would hold every other owner's
+    claim of the partition, and the group with it, until it woke."""
+    url = pg_store_url()
+    with (
+        PostgresStore(url, idle_transaction_timeout=1.0) as frozen,
+        PostgresStore(url, idle_transaction_timeout=1.0) as other,
+    ):
+        epoch = frozen.claim("frozen", [TP])[TP].epoch
+        inside, wake = threading.Event(), threading.Event()
+        failures: list[BaseException] = []
+
+        def stopped_mid_batch() -> None:
+            try:
+                with frozen.batch() as tx:
+                    tx.append(TP, epoch, 0, 1, [make_event(0)], [make_action(make_event(0))])
+                    inside.set()
+                    wake.wait(60)  # frozen, its transaction open
+            except CheckpointError as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=stopped_mid_batch, daemon=True)
+        thread.start()
+        assert inside.wait(30)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            claimed = pool.submit(other.claim, "other", [TP]).result(timeout=30)
+        assert claimed[TP].epoch > epoch and claimed[TP].next_offset is None
+        wake.set()
+        thread.join(30)
+        assert len(failures) == 1, "the frozen batch must fail, not commit"
+        # Woken, it reconnects and is fenced like any stale owner.
+        with pytest.raises(Fenced):
+            append(frozen, [make_event(0)], epoch=epoch)
+        assert other.count_events() == 0
 
 
 def test_requeue_skips_what_was_queued_before(store: CheckpointStore, epoch: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -287,6 +288,91 @@ def test_replay_leaves_a_recreated_topic_to_the_reset_then_knows_its_new_ids(
     wait_for(lambda: len(_actions(tmp_path)) == 35, timeout=90, what="the 15 audit actions")
     audit = {a["event_key"]: a["event_ids"] for a in _actions(tmp_path) if a["rule"] == "audit"}
     assert audit == new
+    connectors.alive()
+
+
+def test_a_member_frozen_inside_a_store_transaction_does_not_stall_the_group(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    """m0 is frozen (SIGSTOP, as a VM pause or a hung host) while a batch's transaction is
+    open in PostgreSQL and never woken during the run. Its connection stays open, so its
+    row locks would hold m1's claim of the partitions Kafka hands over, and m1 with them,
+    until m0 woke: the server's idle-transaction timeout ends that transaction. m1 then
+    fires every event's action once; m0, woken, is fenced and goes on without doubling."""
+    topic, url, events = new_topic(2), pg_store_url(), 30_000
+    config = tmp_path / "connector.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            kafka:
+              bootstrap_servers: "{bootstrap}"
+              properties: {{session.timeout.ms: 6000, heartbeat.interval.ms: 500}}
+            group_id: g-{tmp_path.name[-20:]}
+            namespaces:
+              shop: {{topics: ["{topic}"]}}
+            checkpoint: {{backend: postgres, dsn: "{url}"}}
+            pipeline: {{batch_size: 2000, linger_ms: 5}}
+            targets:
+              log: {{type: log, path: "{tmp_path / "actions.jsonl"}"}}
+            rules:
+              - {{name: each, namespace: shop, key: "*", action: notify, target: log}}
+              # Reads rule state: the rules run inside each batch's transaction.
+              - {{name: join, namespace: shop, all_of: {{keys: [left, right], policy: first}},
+                 action: notify, target: log}}
+            """
+        )
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i in range(events):
+        producer.produce(topic, key=("left", "right")[i // 10 % 2] if i % 10 == 0 else f"k{i % 7}",
+                         value=b"{}", headers=[("context", f"c{i // 20}".encode())])  # fmt: skip
+        if i % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    connectors = fleet(config)
+    connectors.start("m0")
+    m0 = connectors.procs["m0"]
+    frozen: list[int] = []
+    with psycopg.connect(url, autocommit=True) as watch:
+
+        def caught_in_a_transaction() -> bool:
+            connectors.alive()
+            if not frozen:  # the whole process group: a supervisor and its pipelines
+                connectors.signal("m0", signal.SIGSTOP, group=True)
+            (open_writes,) = watch.execute(
+                # Holding what m1 will need: a row written, or a set's advisory lock.
+                "SELECT count(*) FROM pg_stat_activity a WHERE datname = current_database() "
+                "AND state = 'idle in transaction' AND (backend_xid IS NOT NULL OR EXISTS "
+                "(SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))"
+            ).fetchone() or (0,)
+            if open_writes:
+                frozen.append(open_writes)
+                return True
+            connectors.signal("m0", signal.SIGCONT, group=True)
+            return False
+
+        wait_for(caught_in_a_transaction, timeout=90, interval=0.05,
+                 what="m0 frozen with a store transaction open")  # fmt: skip
+    try:
+        connectors.start("m1")
+
+        def each_fired() -> int:
+            return len({a["action_id"] for a in _actions(tmp_path) if a["rule"] == "each"})
+
+        wait_for(lambda: each_fired() == events, timeout=150, interval=0.5,
+                 what=f"m1 to fire all {events} events with m0 frozen")  # fmt: skip
+        assert m0.poll() is None and "State:\tT" in Path(f"/proc/{m0.pid}/status").read_text()
+    finally:
+        connectors.signal("m0", signal.SIGCONT, group=True)
+    with open_store(url) as store:
+        wait_for(lambda: store.count_events() == events, timeout=60, what="every event stored")
+        assert store.count_actions_by_rule() == {"each": events, "join": events // 20}
+    fired = _actions(tmp_path)
+    assert len({a["action_id"] for a in fired if a["rule"] == "join"}) == events // 20
     connectors.alive()
 
 
