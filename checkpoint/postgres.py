@@ -52,7 +52,7 @@ _SCHEMA_LOCK = 0x4B45435F534348  # advisory lock serialising schema creation and
 IDLE_TRANSACTION_TIMEOUT = 30.0
 # libpq's TCP settings, unless the DSN gives its own: a dead peer is found in about 25 s
 # when idle, and a request unacknowledged for 30 s ends the connection.
-_TCP = {
+_TCP: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
@@ -175,7 +175,7 @@ class PostgresDialect(Dialect):
         self._connect_timeout = connect_timeout
         self._idle_ms = max(1, int(idle_transaction_timeout * 1000))
         given = psycopg.conninfo.conninfo_to_dict(dsn)  # the DSN's own settings win
-        self._tcp = {k: v for k, v in _TCP.items() if k not in given}
+        self._tcp: dict[str, Any] = {k: v for k, v in _TCP.items() if k not in given}
         self._application_name = application_name
         self._sessions = {role: _Session(self, role) for role in Role}
 
