@@ -55,6 +55,17 @@ def compose_command() -> list[str] | None:
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
+def compose_or_skip(request: pytest.FixtureRequest) -> list[str]:
+    """:func:`compose_command`, or the test skipped (failed with --require-containers)."""
+    compose = compose_command()
+    if compose is None:
+        reason = "neither `docker compose` nor docker-compose is installed"
+        if request.config.getoption("--require-containers"):
+            pytest.fail(f"--require-containers, but {reason}")
+        pytest.skip(reason)
+    return compose
+
+
 # No http: section: the group then reads events.default alone, so both replicas own some of
 # the stream's partitions and the kill lands in it (with the gateway's topic too, Kafka may
 # give one replica all of one topic). The gateway's sends are the next test's.
@@ -136,12 +147,7 @@ def _health(client: Any, container_id: str) -> str:
 def test_two_replicas_lose_and_double_nothing_when_one_is_killed(
     images: Images, tmp_path: Path, report: Callable[[str], None], request: pytest.FixtureRequest
 ) -> None:
-    compose = compose_command()
-    if compose is None:
-        reason = "neither `docker compose` nor docker-compose is installed"
-        if request.config.getoption("--require-containers"):
-            pytest.fail(f"--require-containers, but {reason}")
-        pytest.skip(reason)
+    compose = compose_or_skip(request)
     config = tmp_path / "connector.yaml"
     config.write_text(CONFIG.format(group=GROUP, partitions=PARTITIONS))
     deployment = Deployment(compose, images, config)
@@ -246,12 +252,7 @@ def test_replicas_ride_out_a_broker_and_a_database_crash_restart(
     it back. Then `docker pause` freezes connector-1 until connector-2 owns its partitions.
     Both replicas stay up throughout (no restart policy), every event is applied once at
     the receiver, and each key's events are applied in their order."""
-    compose = compose_command()
-    if compose is None:
-        reason = "neither `docker compose` nor docker-compose is installed"
-        if request.config.getoption("--require-containers"):
-            pytest.fail(f"--require-containers, but {reason}")
-        pytest.skip(reason)
+    compose = compose_or_skip(request)
     config = tmp_path / "connector.yaml"
     config.write_text(CONFIG.format(group=GROUP, partitions=PARTITIONS))
     deployment = Deployment(compose, images, config)
@@ -390,12 +391,7 @@ def _fired(logs: str, rule: str) -> list[dict[str, Any]]:
 def test_the_shipped_config_fires_the_rule_of_every_gateway_event_once(
     images: Images, report: Callable[[str], None], request: pytest.FixtureRequest
 ) -> None:
-    compose = compose_command()
-    if compose is None:
-        reason = "neither `docker compose` nor docker-compose is installed"
-        if request.config.getoption("--require-containers"):
-            pytest.fail(f"--require-containers, but {reason}")
-        pytest.skip(reason)
+    compose = compose_or_skip(request)
     deployment = Deployment(compose, images, ROOT / "docker" / "connector.yaml")
     client = docker.DockerClient(base_url=engine_address())
     try:

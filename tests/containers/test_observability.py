@@ -17,7 +17,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.containers.conftest import Images
-from tests.containers.test_compose import Deployment, compose_command
+from tests.containers.test_compose import Deployment, compose_or_skip
 from tests.support import ROOT, wait_for
 
 REPLICAS = {"connector-1", "connector-2"}
@@ -63,12 +63,7 @@ class Prometheus:
 def test_prometheus_scrapes_both_replicas_and_evaluates_the_alert_rules(
     images: Images, report: Callable[[str], None], request: pytest.FixtureRequest
 ) -> None:
-    compose = compose_command()
-    if compose is None:
-        reason = "neither `docker compose` nor docker-compose is installed"
-        if request.config.getoption("--require-containers"):
-            pytest.fail(f"--require-containers, but {reason}")
-        pytest.skip(reason)
+    compose = compose_or_skip(request)
     deployment = Deployment(compose, images, ROOT / "docker" / "connector.yaml")
     prometheus = Prometheus(deployment.prometheus_port)
     started = time.monotonic()
