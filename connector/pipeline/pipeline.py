@@ -307,6 +307,7 @@ def _instance_id() -> str:
 
 
 HEARTBEAT_MS = 1000  # the pipeline consumer's heartbeat.interval.ms (Kafka's: 3000)
+METADATA_REFRESH_MS = 30_000  # topic.metadata.refresh.interval.ms (librdkafka's: 300,000)
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,10 @@ class PipelineSettings:
             # takes two (revoke, then assign): at Kafka's 3 s, the second of N processes
             # started together waited ~6 s for its partitions while the first read them all.
             "heartbeat.interval.ms": HEARTBEAT_MS,
+            # A topic deleted and created again while the group rebalanced is assigned to
+            # nobody until a member's metadata shows it again: every 30 s, not librdkafka's
+            # 5 min (its partitions are then claimed, found recreated and stopped).
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
         }
         if self.group_instance_id:
             config["group.instance.id"] = self.group_instance_id
