@@ -2,7 +2,9 @@
 
 One YAML file per test (a fresh topic, group and SQLite store); the connector is started,
 optionally armed with a crash point (``KEC_CRASH_AT``), SIGKILLed by it, restarted, and
-stopped with SIGTERM. Events are sent with the product's own NotificationClient.
+stopped with SIGTERM. A static member id lets the restart have the partition back at once
+rather than after the killed member's session times out. Events are sent with the
+product's own NotificationClient.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class ConnectorRun:
             namespaces:
               {NAMESPACE}: {{topics: [{self.topic}]}}
             checkpoint: {{backend: sqlite, path: checkpoints.db}}
-            pipeline: {{batch_size: 50, linger_ms: 5}}
+            pipeline: {{batch_size: 50, linger_ms: 5, instance_id: engine-test}}
             retry: {{max_attempts: 40, initial_backoff_seconds: 0.2, max_backoff_seconds: 2}}
             targets:
               engine: {self.target_yaml}

@@ -746,8 +746,11 @@ def test_an_assigned_partition_that_fetches_nothing_is_sought_again(
             return watched is not None and watched.asked >= 1
 
         wait_for(looked, timeout=60, what="a first look at the assigned partition")
-        assert pipeline._consumer is not None
-        pipeline._consumer.pause([TopicPartition(topic, 0)])
+        consumer = pipeline._consumer
+        assert consumer is not None
+        # On the pipeline's thread: a pause from another thread waits for the client's
+        # reply (tens of seconds here) while that thread keeps polling.
+        pipeline.between_batches(lambda: consumer.pause([TopicPartition(topic, 0)])).result(30)
         _produce_events(
             bootstrap, topic, [Event(key=f"k{i}", value=str(i), namespace="shop") for i in range(5)]
         )
