@@ -63,10 +63,12 @@ from dataclasses import dataclass, field
 
 from checkpoint.records import Encoded
 from kec.action import Action
+from kec.deadletter import Poison
 from kec.event import TP, Event
 from kec.resource import Resource
 
 SCHEMA_VERSION = 5
+STORED_BYTES = 65_536  # of a poison record's key and of its value kept in the store
 
 EventKey = tuple[str, str]  # (namespace, explicit event id)
 
@@ -218,6 +220,14 @@ class DeadRecord:
     error_class: str
     key: bytes | None
     value: bytes | None
+
+    @classmethod
+    def of(cls, poison: Poison) -> DeadRecord:
+        """The row for a poison record, its key and value capped at :data:`STORED_BYTES`."""
+        p = poison
+        key = p.key[:STORED_BYTES] if p.key is not None else None
+        value = p.value[:STORED_BYTES] if p.value is not None else None
+        return cls(p.topic, p.partition, p.offset, p.error, p.error_class, key, value)
 
 
 @dataclass(frozen=True, slots=True)

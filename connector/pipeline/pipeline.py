@@ -8,7 +8,7 @@
    cooperative-sticky assignment. Each record becomes an event, or is *poison*: any
    exception raised by one record while it is decoded (no key, not UTF-8, too large, a
    namespace header that is not its topic's, ...) or while the rules evaluate it is that
-   record's, never its batch's (:mod:`connector.pipeline.deadletter`).
+   record's, never its batch's (:mod:`kec.deadletter`).
 2. **checkpoint** — ONE durable store transaction, a constant number of statements per
    partition: record the explicit event ids (a resend under another offset is a
    duplicate; other events are known by their offset), read the rule state the new
@@ -65,17 +65,17 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from checkpoint.base import BatchTransaction, Claim, PipelineStore
+from checkpoint.base import BatchTransaction, Claim, DeadRecord, PipelineStore
 from checkpoint.records import Encoded
 from connector.common.outage import Outage, cause_of
 from connector.common.ownership import Ownership, State
 from connector.metrics.core import LATENCY_BUCKETS, Histogram
-from connector.pipeline.deadletter import DeadLetters, Poison
 from connector.pipeline.readwatch import FIRST_LOOK, ReadWatch, Verdict
 from connector.pipeline.timers import fire_due, has_timers
 from kec import kafka
 from kec.action import Action
 from kec.codec import MAX_EVENT_BYTES, decode_record, event_from_message
+from kec.deadletter import DeadLetters, Poison
 from kec.errors import (
     CheckpointError,
     ClaimTimeout,
@@ -907,7 +907,7 @@ class Pipeline:
             for tp, fired in fire_due(tx, self._evaluator, now).items():
                 by_tp[tp][1].extend(fired)
             if batch.poison:
-                tx.add_dead_records([p.stored() for p in batch.poison])
+                tx.add_dead_records([DeadRecord.of(p) for p in batch.poison])
             queued: dict[TP, tuple[int, list[Action]]] = {}
             for tp, (new, actions) in sorted(by_tp.items()):
                 first_aseq = tx.append(

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.pipeline.deadletter import DLQ_MAX_BYTES, STORED_BYTES, Poison
+from checkpoint.base import STORED_BYTES, DeadRecord
+from kec.deadletter import DLQ_MAX_BYTES, Poison
 from kec.errors import DecodeError
 
 
@@ -65,7 +66,7 @@ def test_every_copy_fits(
 
 
 def test_the_store_row_is_capped() -> None:
-    row = _poison(b"k" * (2 * STORED_BYTES), b"v" * (2 * STORED_BYTES), []).stored()
+    row = DeadRecord.of(_poison(b"k" * (2 * STORED_BYTES), b"v" * (2 * STORED_BYTES), []))
     assert row.key is not None and len(row.key) == STORED_BYTES
     assert row.value is not None and len(row.value) == STORED_BYTES
     assert (row.topic, row.partition, row.offset, row.error) == ("orders", 3, 17, "bad")

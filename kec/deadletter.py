@@ -1,23 +1,23 @@
-"""Records that cannot become actions: their dead-letter copies and their store rows.
+"""Records that cannot become events or actions: their dead-letter copies.
 
 A record is *poison* when anything about it alone fails: it cannot be decoded into an
 event (no key, not UTF-8, declared JSON that is not, too large, a namespace header that
 disagrees with its topic, ...) or the rules raise on it. It is never its batch's failure:
-the pipeline records it here and moves on. Each poison record
-
-* goes to the dead-letter topic as it came (key, value, its own headers first, so it can
-  be sent back to its source as it was) plus the reason headers ``error``,
-  ``error-class``, ``source-topic``, ``source-partition``, ``source-offset``;
-* and is recorded in the store's dead-records table with the same reason.
+the pipeline (and the Kafka listener, when it is given a dead-letter topic) sends it
+here and moves on. Each poison record goes to the dead-letter topic as it came (key,
+value, its own headers first, so it can be sent back to its source as it was) plus the
+reason headers ``error``, ``error-class``, ``source-topic``, ``source-partition``,
+``source-offset``. The pipeline also records it in the store's dead-records table with
+the same reason (:meth:`checkpoint.base.DeadRecord.of`).
 
 A record too large for the dead-letter topic goes there as metadata plus a truncated
 value (and key), with a ``dlq-truncated`` header giving the original sizes; headers that
-alone would not fit are dropped (``dlq-headers-dropped``). The store keeps at most
-:data:`STORED_BYTES` of key and value.
+alone would not fit are dropped (``dlq-headers-dropped``).
 
 :meth:`DeadLetters.send` waits for the broker to acknowledge every copy; it raises
 :class:`~kec.errors.KafkaClientError` (retriable) otherwise, and the pipeline then rewinds
-and retries the whole batch, so a poison record is never skipped unrecorded.
+and retries the whole batch (the listener raises it to its caller), so a poison record
+is never skipped unrecorded.
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from checkpoint.base import DeadRecord
 from kec.codec import record_headers, record_value
 from kec.errors import DecodeError, KafkaClientError
 from kec.event import Event
 
 log = logging.getLogger(__name__)
 
-STORED_BYTES = 65_536  # of a poison record's key and of its value kept in the store
 DLQ_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes: the copy stays below
 _OVERHEAD = 4096  # record framing and the reason headers' own bytes, with room to spare
 
@@ -86,18 +84,6 @@ class Poison:
             key=event.key.encode("utf-8", "surrogatepass"),
             value=record_value(event),
             headers=record_headers(event),
-        )
-
-    def stored(self) -> DeadRecord:
-        """The row for the store's dead-records table (key and value capped)."""
-        return DeadRecord(
-            self.topic,
-            self.partition,
-            self.offset,
-            self.error,
-            self.error_class,
-            self.key[:STORED_BYTES] if self.key is not None else None,
-            self.value[:STORED_BYTES] if self.value is not None else None,
         )
 
     def reason_headers(self) -> RawHeaders:
