@@ -30,11 +30,15 @@ def read_kafka_section(path: Path) -> kafka.KafkaSettings:
 
     The file is loaded as ``event-connector run`` loads it (``${VAR}`` interpolation,
     every error with its line); its ``kafka:`` section gives the servers and client
-    properties (SASL, TLS...), ``listener_group_id`` the group.
+    properties (SASL, TLS...), ``listener_group_id`` the group, ``dead_letter_topic``
+    where records that are not events go (the pipeline's dead-letter topic).
     """
     config = load_config(path)
     return kafka.KafkaSettings(
-        config.kafka.connection(), config.listener_group(), source=f"{kafka.ENV_CONFIG}={path}"
+        config.kafka.connection(),
+        config.listener_group(),
+        source=f"{kafka.ENV_CONFIG}={path}",
+        dead_letter_topic=config.dead_letter_topic,
     )
 
 

@@ -56,12 +56,23 @@ loop, and not in the default executor, where long polls could starve other work.
 Cancelling a poll stops its thread within :data:`POLL_SLICE` seconds; the consumer is
 closed before the cancellation completes.
 
-Limits: one record per poll (batching is the pipeline's job); a record that cannot be
-decoded raises :class:`~kec.errors.DecodeError` every time it is polled until its
-offset is moved past it; "never backwards" is a read-then-commit, serialized within a
-process but not across processes (Kafka has no conditional commit): two processes
-committing the same partition at once can leave the lower offset, which only causes a
-redelivery that the store deduplicates.
+A record that cannot be decoded (*poison*: no key, not UTF-8, declared JSON that is not,
+...) is not an event to return. With a dead-letter topic (``dead_letter_topic=`` of
+:func:`configure`, the file's ``dead_letter_topic``, or ``KEC_DEAD_LETTER_TOPIC``) the
+poll copies it there as the pipeline does (:mod:`kec.deadletter`: the record as it came
+plus ``error``, ``source-topic``, ``source-partition``, ``source-offset`` headers), waits
+for the broker's acknowledgement, commits the offset past it (never backwards), logs a
+warning and goes on to the next record: it never reaches the store, so nothing else
+would ever move the group past it. A copy that is not acknowledged raises
+:class:`~kec.errors.KafkaClientError` and commits nothing (the next poll tries again);
+two polls racing on one poison record may both copy it. Without a dead-letter topic the
+poll raises :class:`~kec.errors.DecodeError` (naming topic, partition and offset) every
+time it meets the record, until an operator moves the group's offset past it.
+
+Limits: one record per poll (batching is the pipeline's job); "never backwards" is a
+read-then-commit, serialized within a process but not across processes (Kafka has no
+conditional commit): two processes committing the same partition at once can leave the
+lower offset, which only causes a redelivery that the store deduplicates.
 """
 
 from __future__ import annotations
@@ -80,6 +91,7 @@ from typing import Any, TypeVar, cast
 
 from kec import kafka
 from kec.codec import event_from_message
+from kec.deadletter import DeadLetters, Poison
 from kec.errors import ConfigError, DecodeError, KafkaClientError
 from kec.event import DEFAULT_NAMESPACE, Event
 from kec.kafka import (
@@ -99,6 +111,7 @@ from listeners.base import EventListener
 __all__ = [
     "ENV_BOOTSTRAP",
     "ENV_CONFIG",
+    "ENV_DEAD_LETTER_TOPIC",
     "ENV_GROUP",
     "ConfigReader",
     "KafkaSettings",
@@ -114,11 +127,13 @@ log = logging.getLogger(__name__)
 ENV_CONFIG = "KEC_CONFIG"
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_GROUP = "KEC_GROUP_ID"
+ENV_DEAD_LETTER_TOPIC = "KEC_DEAD_LETTER_TOPIC"
 
 POLL_SLICE = 0.2  # seconds per consumer.poll(): how soon a cancelled poll notices
 CALL_TIMEOUT = 10.0  # seconds for one metadata / offset request
 RETRY_FOR = 30.0  # seconds a transient coordinator or broker error is retried
 TOPIC_RECHECK = 0.5  # seconds between looks for a topic that does not exist yet
+DLQ_TIMEOUT = 30.0  # seconds for the broker to acknowledge a poison record's copy
 
 # ListOffsets' special timestamps: the log start, the end (the LSO under read_committed).
 _LIST_OFFSETS_AT = {OFFSET_BEGINNING: -2, OFFSET_END: -1}
@@ -134,17 +149,23 @@ _RESET_TO: dict[str, int] = {
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
     """Where the listener's consumer group lives: the cluster's connection and the group;
-    ``source`` says where this came from."""
+    ``source`` says where this came from; ``dead_letter_topic`` is where poison records
+    go (None: a poison record raises :class:`~kec.errors.DecodeError`)."""
 
     connection: Connection
     group_id: str
     source: str = "configure()"
+    dead_letter_topic: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.connection, Connection):
             raise ConfigError(f"{self.source}: connection must be a kec.kafka.Connection")
         if not isinstance(self.group_id, str) or not self.group_id.strip():
             raise ConfigError(f"{self.source}: group_id must be a non-empty string")
+        if self.dead_letter_topic is not None and (
+            not isinstance(self.dead_letter_topic, str) or not self.dead_letter_topic.strip()
+        ):
+            raise ConfigError(f"{self.source}: dead_letter_topic must be a non-empty string")
         if "group.id" in self.properties:
             raise ConfigError(f"{self.source}: set group_id, not property 'group.id'")
         try:
@@ -178,6 +199,11 @@ class KafkaSettings:
             kafka.CONSUMER_FIXED,
         )
 
+    def producer_config(self) -> dict[str, Any]:
+        """The dead-letter producer's settings (idempotent, ``acks=all`` when built)."""
+        timeout_ms = int(DLQ_TIMEOUT * 1000)
+        return {"message.timeout.ms": timeout_ms, **self.connection.client_config()}
+
     def start_offset(self) -> int:
         """Where to start a partition that the group has not committed yet."""
         reset = str(self.properties.get("auto.offset.reset", "earliest")).lower()
@@ -187,13 +213,21 @@ class KafkaSettings:
 _configured: KafkaSettings | None = None
 
 
-def configure(*, bootstrap_servers: str, group_id: str, **properties: Any) -> KafkaSettings:
+def configure(
+    *,
+    bootstrap_servers: str,
+    group_id: str,
+    dead_letter_topic: str | None = None,
+    **properties: Any,
+) -> KafkaSettings:
     """Configure the Kafka listeners of this process (resolution step a).
 
-    ``properties`` are librdkafka's names, e.g. ``**{"security.protocol": "SSL"}``.
+    ``properties`` are librdkafka's names, e.g. ``**{"security.protocol": "SSL"}``;
+    ``dead_letter_topic`` is where records that are not events go (module docstring).
     """
     global _configured
-    _configured = KafkaSettings(_connection(bootstrap_servers, properties, "configure()"), group_id)
+    connection = _connection(bootstrap_servers, properties, "configure()")
+    _configured = KafkaSettings(connection, group_id, dead_letter_topic=dead_letter_topic)
     return _configured
 
 
@@ -239,7 +273,12 @@ def resolve_settings(read_config: ConfigReader | None = None) -> KafkaSettings:
     servers, group = os.environ.get(ENV_BOOTSTRAP), os.environ.get(ENV_GROUP)
     if servers and group:
         source = f"{ENV_BOOTSTRAP}/{ENV_GROUP}"
-        return KafkaSettings(_connection(servers, {}, source), group, source=source)
+        return KafkaSettings(
+            _connection(servers, {}, source),
+            group,
+            source=source,
+            dead_letter_topic=os.environ.get(ENV_DEAD_LETTER_TOPIC) or None,
+        )
     if servers:
         raise ConfigError(f"{ENV_BOOTSTRAP} is set but {ENV_GROUP} is not: set the group id")
     raise ConfigError(
@@ -313,6 +352,7 @@ def _poll(
 ) -> Event:
     settings = resolve()
     consumer = _new_consumer(settings)
+    dead: _DeadLetterProducer | None = None
     try:
         partitions = _partitions(consumer, topic, stop)
         if not partitions:
@@ -330,11 +370,43 @@ def _poll(
                 if is_eof(error):
                     continue
                 raise KafkaClientError(f"consuming {topic}: {error.str()}")
-            return _decode(msg, namespace)
+            try:
+                return _decode(msg, namespace)
+            except DecodeError as exc:
+                if settings.dead_letter_topic is None:
+                    raise
+                if dead is None:
+                    dead = _DeadLetterProducer(settings, settings.dead_letter_topic)
+                dead.send(Poison.of(msg, exc), stop)
     except KafkaException as exc:  # from assign() or poll(); the lookups wrap their own
         raise kafka.wrapped(f"consuming {topic}", exc) from exc
     finally:
         _close(consumer)
+        if dead is not None:
+            dead.close()
+
+
+class _DeadLetterProducer:
+    """One poll's dead-letter copies: produced, acknowledged, then the group's offset
+    committed past each (module docstring); the producer is made at the first one."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._producer = kafka.producer(settings.producer_config())
+        self._letters = DeadLetters(self._producer, topic, flush_timeout=DLQ_TIMEOUT)
+
+    def send(self, poison: Poison, stop: threading.Event) -> None:
+        self._letters.send([poison])  # raises, committing nothing, unless acknowledged
+        _commit_past(self._settings, poison.topic, poison.partition, poison.offset + 1, stop)
+        log.warning(
+            "record %s[%d]@%d is not an event (%s): copied to dead-letter topic %s and "
+            "committed past",
+            poison.topic, poison.partition, poison.offset, poison.error, self._topic,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self._producer.flush(DLQ_TIMEOUT)
 
 
 def _start_positions(
@@ -387,7 +459,13 @@ def _commit(
     next_offset: int,
     stop: threading.Event,
 ) -> None:
-    settings = resolve()
+    _commit_past(resolve(), topic, partition, next_offset, stop)
+
+
+def _commit_past(
+    settings: KafkaSettings, topic: str, partition: int, next_offset: int, stop: threading.Event
+) -> None:
+    """Commit ``next_offset`` for the group unless its committed offset is there already."""
     where = f"{topic}[{partition}] for group {settings.group_id}"
     # Kafka commits unconditionally; the lock makes read-then-commit atomic in-process.
     with _commit_lock(settings, topic, partition):

@@ -147,7 +147,7 @@ def listener_threads(topic: str) -> list[threading.Thread]:
 
 
 def child_env(**settings: str) -> dict[str, str]:
-    own = {kafka.ENV_CONFIG, kafka.ENV_BOOTSTRAP, kafka.ENV_GROUP}
+    own = {kafka.ENV_CONFIG, kafka.ENV_BOOTSTRAP, kafka.ENV_GROUP, kafka.ENV_DEAD_LETTER_TOPIC}
     env = {k: v for k, v in os.environ.items() if k not in own}
     env["PYTHONPATH"] = str(ROOT)
     env.update(settings)
@@ -316,6 +316,104 @@ async def test_undecodable_record_raises_and_is_not_skipped(
         with pytest.raises(DecodeError, match=rf"record {topic}\[0\]@0 is not an event"):
             await poll(topic)
     assert committed(bootstrap, group_id, topic) == {0: OFFSET_INVALID}
+
+
+# Records that are not events, each for its own reason (kec.codec's messages).
+HOSTILE: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = [
+    (b"k", b"\xff\xfe", [(H_CONTENT_TYPE, b"text/plain")], "UTF-8"),
+    (None, b"no key", [], "key"),
+    (b"k", b"{not json", [(H_CONTENT_TYPE, b"application/json")], "JSON"),
+]
+
+
+def read_all(bootstrap: str, topic: str, count: int) -> list[Message]:
+    """The first ``count`` records of ``topic`` (one partition), within WAIT seconds."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"read-{topic}", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    found: list[Message] = []
+    deadline = time.monotonic() + WAIT
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                found.append(msg)
+        return found
+    finally:
+        consumer.close()
+
+
+async def test_with_a_dead_letter_topic_poison_is_copied_committed_past_and_skipped(
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    producer: Producer,
+    group_id: str,
+) -> None:
+    """Each hostile record goes to the dead-letter topic with its reason and source, the
+    group's offset moves past it, and the polls return the events around it in order."""
+    topic, dlq = new_topic(2), new_topic(1, prefix="dlq")
+    kafka.configure(bootstrap_servers=bootstrap, group_id=group_id, dead_letter_topic=dlq)
+    try:
+        good: list[Event] = []
+        for partition in (0, 1):  # per partition: event, the hostile ones, event
+            first = events(1, prefix=f"p{partition}a")
+            good += send(producer, topic, first, partition=partition)
+            for key, value, headers, _ in HOSTILE:
+                producer.produce(topic, key=key, value=value, headers=headers, partition=partition)
+            assert producer.flush(30) == 0
+            good += send(producer, topic, events(1, prefix=f"p{partition}b"), partition=partition)
+
+        got: list[Event] = []
+        for _ in good:
+            event = await poll(topic)
+            await checkpointed(event)
+            got.append(event)
+        with pytest.raises(TimeoutError):  # nothing else is an event
+            await QueueEventListener().poll_for_event(topic, timeout=1.0)
+    finally:
+        kafka.reset_configuration()
+
+    by_partition = defaultdict(list)
+    for event in got:
+        assert event.coordinates is not None
+        by_partition[event.coordinates[1]].append(event.event_id)
+    assert dict(by_partition) == {p: [f"p{p}a0", f"p{p}b0"] for p in (0, 1)}
+    assert committed(bootstrap, group_id, topic, partitions=2) == {0: 5, 1: 5}
+
+    copies = read_all(bootstrap, dlq, 2 * len(HOSTILE))
+    assert len(copies) == 2 * len(HOSTILE)
+    sources = set()
+    for msg in copies:
+        headers = dict(msg.headers() or ())
+        assert headers["source-topic"] == topic.encode()
+        where = (int(headers["source-partition"]), int(headers["source-offset"]))
+        sources.add(where)
+        key, value, _, reason = HOSTILE[where[1] - 1]
+        assert (msg.key(), msg.value()) == (key, value)
+        assert reason.encode() in headers["error"], headers["error"]
+    assert sources == {(p, o) for p in (0, 1) for o in (1, 2, 3)}
+
+
+async def test_a_poll_configured_by_environment_dead_letters_through_its_variable(
+    bootstrap: str, new_topic: Callable[..., str], producer: Producer, group_id: str
+) -> None:
+    topic, dlq = new_topic(1), new_topic(1, prefix="dlq")
+    key, value, headers, _ = HOSTILE[0]
+    producer.produce(topic, key=key, value=value, headers=headers)
+    (event,) = send(producer, topic, events(1))
+    env = child_env(
+        **{
+            kafka.ENV_BOOTSTRAP: bootstrap,
+            kafka.ENV_GROUP: group_id,
+            kafka.ENV_DEAD_LETTER_TOPIC: dlq,
+        }
+    )
+    out = await run_child(env, "poll", topic)
+    assert Event.from_json(out.strip()).event_id == event.event_id
+    assert committed(bootstrap, group_id, topic) == {0: 1}  # past the copy, not the event
+    (copy,) = read_all(bootstrap, dlq, 1)
+    assert copy.value() == value
 
 
 async def test_a_topic_that_does_not_exist_yet_is_waited_for(

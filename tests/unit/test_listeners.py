@@ -99,6 +99,28 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.bootstrap_servers, settings.group_id) == ("b1:9092,b2:9092", "listeners")
 
 
+def test_each_source_names_the_dead_letter_topic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(kafka.ENV_BOOTSTRAP, "b:1")
+    monkeypatch.setenv(kafka.ENV_GROUP, "g")
+    assert resolve_settings().dead_letter_topic is None  # then poison raises DecodeError
+    monkeypatch.setenv(kafka.ENV_DEAD_LETTER_TOPIC, "env-dlq")
+    assert resolve_settings().dead_letter_topic == "env-dlq"
+    body = "kafka: {bootstrap_servers: b:1}\nnamespaces: {default: {}}\n"
+    monkeypatch.setenv(kafka.ENV_CONFIG, str(write_config(tmp_path, body)))
+    assert file_settings().dead_letter_topic is None  # the file wins, and names none
+    write_config(tmp_path, body + "dead_letter_topic: file-dlq\n")
+    assert file_settings().dead_letter_topic == "file-dlq"
+    configure(bootstrap_servers="c:1", group_id="c", dead_letter_topic="call-dlq")
+    try:
+        assert file_settings().dead_letter_topic == "call-dlq"
+        with pytest.raises(ConfigError, match="dead_letter_topic must be a non-empty string"):
+            configure(bootstrap_servers="c:1", group_id="c", dead_letter_topic=" ")
+    finally:
+        kafka.reset_configuration()
+
+
 def test_config_file_beats_environment_variables(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
