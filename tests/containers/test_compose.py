@@ -28,6 +28,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from connector.ops.send import send_events
@@ -372,6 +373,33 @@ def test_replicas_ride_out_a_broker_and_a_database_crash_restart(
         deployment.run("down", "-v", "--remove-orphans", "-t", "5")
 
 
+# Records no pipeline can make an event of: bad UTF-8 declared text, no key, broken JSON.
+HOSTILE: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = [
+    (b"schedule", b"\xff\xfe", [("content-type", b"text/plain")]),
+    (None, b"no key at all", []),
+    (b"schedule", b"{not json", [("content-type", b"application/json")]),
+]
+
+
+def _read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[Message]:
+    """The first ``count`` records of every partition of ``topic``, within ``timeout``."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                found.append(msg)
+        return found
+    finally:
+        consumer.close()
+
+
 def _fired(logs: str, rule: str) -> list[dict[str, Any]]:
     """The log target's action lines of ``rule`` in ``compose logs`` output."""
     found = []
@@ -451,6 +479,25 @@ def test_the_shipped_config_fires_the_rule_of_every_gateway_event_once(
             ("START", "fulfilment", "ship")
         }
         assert {a["context"] for a in fired} == {f"order-{i}" for i in range(HTTP_EVENTS)}
+
+        # Hostile records from a plain producer go to the shipped dead-letter topic, and
+        # the event after them still fires its rule.
+        host = f"127.0.0.1:{deployment.kafka_port}"
+        producer = Producer({"bootstrap.servers": host})
+        for key, value, headers in HOSTILE:
+            producer.produce("events.default", key=key, value=value, headers=headers)
+        producer.produce("events.default", key=b"schedule", value=b"after the hostile ones")
+        assert producer.flush(30) == 0
+
+        def scheduled() -> list[dict[str, Any]]:
+            logs = deployment.run("logs", "--no-color", "connector-1", "connector-2")
+            return _fired(logs, "start-workflow")
+
+        (start,) = wait_for(scheduled, timeout=120, interval=1.0, what="the schedule event")
+        assert start["payload"]["value"] == "after the hostile ones"
+        copies = _read_topic(host, "dead-letters", len(HOSTILE))
+        assert sorted(m.value() for m in copies) == sorted(v for _, v, _ in HOSTILE)
+        assert {dict(m.headers() or ())["source-topic"] for m in copies} == {b"events.default"}
     except BaseException:
         print(deployment.run("logs", "--tail", "40", "connector-1", "connector-2", "gateway"))
         raise
