@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -405,6 +406,8 @@ cli.add_command(partitions_cmd.partitions)
 
 
 def main() -> None:
+    # A fatal signal (a crash inside a C extension) prints every thread's Python stack.
+    faulthandler.enable()
     try:
         # Outside standalone mode click returns a command's ctx.exit(code) instead of exiting.
         code = cli(standalone_mode=False)

@@ -575,9 +575,14 @@ class Pipeline:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             self._leave(consumer)
+        # Every client is destroyed here, not at interpreter exit: a librdkafka client
+        # freed while Python finalizes can call back into it (one `run` stopped by a
+        # fatal error died by SIGSEGV after its last line). DeadLetters held the producer.
         dlq, self._dlq = self._dlq, None
+        self._dead_letters = DeadLetters(None, None)
         if dlq is not None:
             dlq.flush(10)
+            dlq.close()
         self._admin = None
 
     def _leave(self, consumer: Consumer) -> None:
