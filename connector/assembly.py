@@ -442,10 +442,19 @@ def supervise(
     from connector.control import Control
     from connector.metrics.progress import ProgressLog
     from connector.service import open_retrying
-    from connector.supervisor import Supervisor
+    from connector.supervisor import Supervisor, session_seconds
 
     store = open_store(cfg.checkpoint.url(), exclusive=True)
-    supervisor = Supervisor(specs, run_child, config_text=source.read() if source else None)
+    # SQLite's write lock has no server to take it from a stopped child (Supervisor).
+    stopped_limit = (
+        session_seconds(cfg.kafka.properties, specs) if cfg.checkpoint.backend == "sqlite" else None
+    )
+    supervisor = Supervisor(
+        specs,
+        run_child,
+        config_text=source.read() if source else None,
+        stopped_limit=stopped_limit,
+    )
     supervisor.control = Control(supervisor, cfg, source=source)
     if on_control is not None:
         on_control(supervisor.control)

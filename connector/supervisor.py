@@ -21,7 +21,11 @@ The supervisor:
 3. starts the children and restarts one that dies (backoff 1 s doubling to 30 s). A
    child that dies within :data:`EARLY` seconds of its start :data:`CRASH_LOOP` times in
    a row (a wrong password, a store that refuses it) stops the instance with exit 1, as
-   one process would;
+   one process would. On a SQLite store, a child stopped alone (SIGSTOP, a debugger) for
+   longer than the group's session timeout is killed and restarted: it may hold the
+   file's write lock, which no server can take from it as PostgreSQL does, and every
+   sibling (and, once Kafka has given them its partitions, every partition) would wait
+   for it; Kafka has evicted it from the group by then, so the kill takes nothing more;
 4. on SIGTERM or Ctrl-C: SIGTERM to every child (each checkpoints and commits its batch,
    settles its deliveries and leaves), waits for them, then stops its servers and closes
    the store.
@@ -42,7 +46,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 EARLY = 10.0  # seconds: a child that dies sooner after its start is failing to start
 CRASH_LOOP = 3  # early deaths in a row that stop the instance
 ASK_TIMEOUT = 2.0  # seconds a child has to answer a metrics or health question
+KAFKA_SESSION_MS = 45_000  # Kafka's default session.timeout.ms
 STOP_TIMEOUT = 120.0  # seconds children have to stop before they are killed
 RELOAD_TIMEOUT = 150.0  # seconds a child has to apply a reload (it waits for its batch)
 
@@ -217,6 +222,7 @@ class _Child:
         self.early_deaths = 0
         self.restart_at = 0.0
         self.backoff = 1.0
+        self.stopped_since: float | None = None  # first seen stopped (SIGSTOP)
         self._lock = threading.Lock()  # one question at a time on the pipe
 
     def start(self, context: Any, spec: ChildSpec | None = None) -> None:
@@ -350,6 +356,30 @@ def _control(service: Any, message: tuple[Any, ...]) -> object:
     return ("error", f"unknown control message {message[0]!r}")
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, SIGTSTP, a tracer); False where there
+    is no ``/proc`` or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return False
+    # "PID (COMMAND) STATE ...": the command may hold anything, parentheses too.
+    end = text.rfind(b")")
+    return text[end + 2 : end + 3] in (b"T", b"t")
+
+
+def session_seconds(properties: Mapping[str, Any], specs: Sequence[ChildSpec]) -> float:
+    """The children's consumer session timeout: ``kafka.properties``' own, else the one
+    the specs give, else Kafka's default."""
+    configured = properties.get("session.timeout.ms")
+    if configured is None:
+        configured = next(
+            (s.session_timeout_ms for s in specs if s.session_timeout_ms), KAFKA_SESSION_MS
+        )
+    return int(configured) / 1000
+
+
 def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -371,17 +401,21 @@ class Supervisor:
         *,
         poll: float = 0.5,
         config_text: str | None = None,
+        stopped_limit: float | None = None,
     ) -> None:
         """``child``: the child processes' entry point, a module-level function (spawned
         children import it), given a spec and its end of the control pipe; it calls
         :func:`serve_child`. ``config_text``: the config file's content as validated,
         which children start with (else each reads the file). :attr:`control`, set by the
-        assembly, reloads and pauses through :meth:`apply` and :meth:`set_paused`."""
+        assembly, reloads and pauses through :meth:`apply` and :meth:`set_paused`.
+        ``stopped_limit``: seconds after which a child seen stopped is killed (step 3;
+        None: never)."""
         self._children = [_Child(spec, child) for spec in specs]
         self._state_lock = threading.Lock()
         self._state: dict[str, Any] = {"config_text": config_text}
         self.control: Control | None = None
         self._poll = poll
+        self._stopped_limit = stopped_limit
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._last: dict[int, Snapshot] = {}  # each child's last answer
@@ -465,6 +499,8 @@ class Supervisor:
         for child in self._children:
             if child.process is not None and not child.alive:
                 self._died(child, now)
+            elif child.process is not None and self._stopped_limit is not None:
+                self._kill_if_stopped(child, now, self._stopped_limit)
             elif child.process is None and now >= child.restart_at:
                 child.start(self._context, self._spec(child))
                 log.info(
@@ -472,6 +508,24 @@ class Supervisor:
                     child.spec.index,
                     self.pids[child.spec.index - 1],
                 )
+
+    def _kill_if_stopped(self, child: _Child, now: float, limit: float) -> None:
+        pid = child.process.pid if child.process is not None else None
+        if pid is None or not is_stopped(pid):
+            child.stopped_since = None
+            return
+        if child.stopped_since is None:
+            child.stopped_since = now
+        elif now - child.stopped_since >= limit:
+            log.error(
+                "pipeline process %d (pid %d) has been stopped for %.0fs, past the group's "
+                "session timeout, and may hold the SQLite store's write lock that the "
+                "others wait for: killing it (it restarts)",
+                child.spec.index, pid, now - child.stopped_since,
+            )  # fmt: skip
+            child.stopped_since = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _died(self, child: _Child, now: float) -> None:
         ran = now - child.started

@@ -344,3 +344,81 @@ def test_the_supervisor_serves_the_gateway_its_processes_confirm(
     assert action["rule"] == "approve" and action["event_ids"] == [sent["event_id"]]
     assert action["payload"]["value"] == {"by": "ann"}
     assert action["payload"]["context"] == "order-1"
+
+
+WAL_WRITE_LOCK = 120  # the byte of a WAL database's -shm file its one writer locks
+
+
+def _write_lock_holder(shm: Path) -> int | None:
+    """The pid holding the SQLite WAL write lock of the database whose ``-shm`` is
+    ``shm`` (from /proc/locks), or None."""
+    try:
+        inode = shm.stat().st_ino
+    except OSError:
+        return None
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()  # N: POSIX ADVISORY WRITE PID MAJ:MIN:INODE START END
+        if (
+            len(parts) >= 8
+            and (parts[1], parts[3], parts[6]) == ("POSIX", "WRITE", str(WAL_WRITE_LOCK))
+            and parts[5].rsplit(":", 1)[-1] == str(inode)
+        ):
+            return int(parts[4])
+    return None
+
+
+def test_a_process_stopped_holding_the_sqlite_write_lock_is_replaced(
+    bootstrap: str, new_topic: Callable[..., str], group_id: str, tmp_path: Path
+) -> None:
+    """SIGSTOP of one pipeline process while it holds the store's write lock: past the
+    group's session timeout (6 s here) its supervisor kills and restarts it, and the other
+    process, which waited for the lock, goes on with every partition. Before, the instance
+    stood still until the process was continued."""
+    topic = new_topic(4)
+    config = _config(tmp_path, bootstrap, topic, group_id)
+    log, actions = tmp_path / "run.log", tmp_path / "actions.jsonl"
+    shm = tmp_path / "state" / "checkpoints.db-shm"
+    process = _start(config, log)
+    frozen: int | None = None
+    try:
+        wait_for(_group_formed(process, log), timeout=90, what="both processes assigned")
+        _produce(bootstrap, topic, 0, 200)
+        wait_for(lambda: len(_delivered(actions)) == 200, timeout=90, what="200 actions")
+
+        # A stream that keeps both writing, then a stop that lands inside a transaction.
+        sent = 200
+        deadline = time.monotonic() + 60
+        while frozen is None:
+            assert time.monotonic() < deadline, "no process was seen holding the write lock"
+            _produce(bootstrap, topic, sent, 500)
+            sent += 500
+            holder = _write_lock_holder(shm)
+            if holder is None or holder not in _children(process.pid):
+                continue
+            os.kill(holder, signal.SIGSTOP)
+            if _write_lock_holder(shm) == holder:
+                frozen = holder
+            else:  # it let go before the signal landed
+                os.kill(holder, signal.SIGCONT)
+        _produce(bootstrap, topic, sent, 1000)
+        sent += 1000
+
+        def all_delivered() -> bool:
+            assert process.poll() is None, log.read_text()[-3000:]
+            return len(_delivered(actions)) == sent
+
+        wait_for(all_delivered, timeout=120, what=f"{sent} actions with one process stopped")
+        assert not _alive(frozen), "the stopped process was killed"
+        wait_for(lambda: len(_children(process.pid)) == 2, timeout=60, what="its replacement")
+    finally:
+        if frozen is not None and _alive(frozen):
+            os.kill(frozen, signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+    text = log.read_text()
+    assert process.returncode == 0, text[-3000:]
+    assert f"(pid {frozen}) has been stopped for" in text
+    url = f"sqlite:///{tmp_path}/state/checkpoints.db"
+    with open_store(url, create=False) as store:
+        assert store.count_events() == sent, "every event checkpointed once"
+        assert store.count_actions_by_rule() == {"all": sent}, "one action each"
