@@ -581,7 +581,9 @@ class Pipeline:
         dlq, self._dlq = self._dlq, None
         self._dead_letters = DeadLetters(None, None)
         if dlq is not None:
-            dlq.flush(10)
+            if dlq.flush(10):  # unacknowledged copies: their batch was not committed
+                dlq.purge()
+                dlq.flush(0)
             dlq.close()
         self._admin = None
 
