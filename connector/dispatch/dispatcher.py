@@ -327,6 +327,7 @@ class Dispatcher:
 
     def _run(self) -> None:
         last_settle = last_verify = last_poll = last_loop = time.monotonic()
+        retry_at = 0.0  # after a failed round: the store is not asked again before this
         while True:
             # Cleared before the work, not after the wait: a post that comes while this
             # round works wakes the next wait at once instead of being lost.
@@ -335,17 +336,32 @@ class Dispatcher:
             if now - last_loop > self._verify_interval:
                 last_verify = 0.0  # paused (SIGSTOP?): check ownership before anything else
             last_loop = now
+            failed = now < retry_at
             try:
-                if now - last_verify >= self._verify_interval:
+                if failed:
+                    pass  # the last round failed under a second ago: commands only
+                elif now - last_verify >= self._verify_interval:
                     self._settler.verify()
                     last_verify = now
-                if now - last_poll >= self._retry_poll:
+                if not failed and now - last_poll >= self._retry_poll:
                     self._settler.adopt_retries(self._clock())
                     last_poll = now
-                self._drain()
-                if self._stop.is_set():
-                    self._finish()
-                    return
+            except CheckpointError as exc:
+                self._store_outage.failed(exc, retry_in=1.0)
+                failed, retry_at = True, now + 1.0
+            except Exception:
+                log.exception("dispatch round failed; trying again in 1s")
+                failed, retry_at = True, now + 1.0
+            # Commands run whether or not the store answers: a revoke waits on its release
+            # (which gives up on a settlement the store refuses), and a stop must stop.
+            self._drain()
+            if self._stop.is_set():
+                self._finish()
+                return
+            if failed:
+                self._wake.wait(max(0.0, retry_at - now))  # a command posted wakes it
+                continue
+            try:
                 self._dispatch()
                 if now - last_settle >= self._settle_interval:
                     self._settler.settle(list(self._books))

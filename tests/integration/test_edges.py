@@ -602,6 +602,58 @@ def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     assert all("refused" in line or "closed the connection" in line for line in outage), outage
 
 
+def test_sigterm_during_a_store_outage_stops_the_connector_and_loses_nothing(
+    tmp_path: Path,
+    bootstrap: str,
+    new_topic: Callable[..., str],
+    pg_store_url: Callable[[], str],
+    pg_proxy: PgProxy,
+    fleet: Callable[[Path], Fleet],
+) -> None:
+    """SIGTERM while PostgreSQL refuses: the consumer's last revoke asks the dispatcher to
+    release its partitions, and the dispatcher ran no command while the store failed, so
+    the process waited for the store (the seeded nemesis found it: 60 s and more). It now
+    stops within seconds; what it delivered and could not settle comes again, same ids."""
+    topic = new_topic(2)
+    config = _config(
+        tmp_path, bootstrap, topic, '- {name: each, namespace: shop, key: "*", action: start, '
+        "workflow: wf}\n",
+    )  # fmt: skip
+    text = config.read_text().replace(
+        f'{{backend: sqlite, path: "{tmp_path / "store.db"}"}}',
+        f'{{backend: postgres, dsn: "{pg_proxy.dsn(pg_store_url())}"}}',
+    )
+    config.write_text(text)
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10)])
+    wait_for(lambda: len(_actions(tmp_path)) == 10, timeout=90, what="the first actions")
+    pg_proxy.refuse(True)
+    pg_proxy.reset_all()
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
+    wait_for(lambda: "(dispatcher) unavailable" in _log(tmp_path), timeout=60,
+             what="the dispatcher's outage line")  # fmt: skip
+    connectors.signal("m0", signal.SIGTERM)
+    proc = connectors.procs["m0"]
+    began = time.monotonic()
+    try:
+        proc.wait(40)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no exit 40 s after SIGTERM:\n{_log(tmp_path)[-3000:]}") from None
+    stopped_in = time.monotonic() - began
+    pg_proxy.refuse(False)
+    connectors.start("m1")  # the next start checkpoints and fires the rest
+    keys = {f"k{i}" for i in range(20)}
+    wait_for(lambda: {a["event_key"] for a in _actions(tmp_path)} == keys, timeout=90,
+             what="every event's action after the outage")  # fmt: skip
+    print(f"stopped {stopped_in:.1f}s after SIGTERM, exit {proc.returncode}")
+    ids: dict[str, set[str]] = {}
+    for action in _actions(tmp_path):  # a repeat after the outage keeps its id
+        ids.setdefault(action["event_key"], set()).add(action["action_id"])
+    assert all(len(one) == 1 for one in ids.values()), ids
+    assert "Traceback" not in _log(tmp_path) + _log(tmp_path, "m1")
+
+
 def test_a_partition_paused_by_a_failed_claim_is_read_when_assigned_back(
     bootstrap: str,
     new_topic: Callable[..., str],
