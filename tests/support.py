@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
+
+from confluent_kafka import Consumer, Message
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +83,23 @@ def run_in_repo(
         timeout=timeout,
         check=False,
     )
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[Message]:
+    """The first ``count`` records of ``topic`` (every partition, from the beginning), or
+    what came within ``timeout`` seconds: a consumer of a group of its own."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                found.append(msg)
+        return found
+    finally:
+        consumer.close()

@@ -28,7 +28,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from connector.ops.send import send_events
@@ -37,7 +37,7 @@ from devkit.server import free_port
 from kec.event import Event
 from kec.kafka import Connection
 from tests.containers.conftest import Images
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, read_topic, wait_for
 
 EVENTS = 3000
 RATE = 500.0  # events/s: the stream lasts long enough for the kill to land in it
@@ -381,25 +381,6 @@ HOSTILE: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = [
 ]
 
 
-def _read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60) -> list[Message]:
-    """The first ``count`` records of every partition of ``topic``, within ``timeout``."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex[:8]}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    found: list[Message] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                found.append(msg)
-        return found
-    finally:
-        consumer.close()
-
-
 def _fired(logs: str, rule: str) -> list[dict[str, Any]]:
     """The log target's action lines of ``rule`` in ``compose logs`` output."""
     found = []
@@ -495,7 +476,7 @@ def test_the_shipped_config_fires_the_rule_of_every_gateway_event_once(
 
         (start,) = wait_for(scheduled, timeout=120, interval=1.0, what="the schedule event")
         assert start["payload"]["value"] == "after the hostile ones"
-        copies = _read_topic(host, "dead-letters", len(HOSTILE))
+        copies = read_topic(host, "dead-letters", len(HOSTILE))
         assert sorted(m.value() for m in copies) == sorted(v for _, v, _ in HOSTILE)
         assert {dict(m.headers() or ())["source-topic"] for m in copies} == {b"events.default"}
     except BaseException:

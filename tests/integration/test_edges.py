@@ -560,6 +560,25 @@ def test_a_claim_that_fails_in_the_assignment_is_retried_while_the_partition_wai
         assert store.count_actions_by_rule() == {"each": 50}
 
 
+def _running_on_postgres(
+    tmp_path: Path, bootstrap: str, topic: str, dsn: str, fleet: Callable[[Path], Fleet]
+) -> Fleet:
+    """Member m0 of a fleet on the PostgreSQL store at ``dsn`` (one rule, every event one
+    action on the log target), once it has fired the actions of 10 events."""
+    config = _config(
+        tmp_path, bootstrap, topic, '- {name: each, namespace: shop, key: "*", action: start, '
+        "workflow: wf}\n",
+    )  # fmt: skip
+    sqlite = f'{{backend: sqlite, path: "{tmp_path / "store.db"}"}}'
+    text = config.read_text().replace(sqlite, f'{{backend: postgres, dsn: "{dsn}"}}')
+    config.write_text(text)
+    connectors = fleet(config)
+    connectors.start("m0")
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10)])
+    wait_for(lambda: len(_actions(tmp_path)) == 10, timeout=90, what="the first actions")
+    return connectors
+
+
 def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     tmp_path: Path,
     bootstrap: str,
@@ -572,19 +591,7 @@ def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     traceback per retry, one line with the cause when it begins and one when it is back,
     and the events that came meanwhile are all checkpointed after."""
     topic = new_topic(2)
-    config = _config(
-        tmp_path, bootstrap, topic, '- {name: each, namespace: shop, key: "*", action: start, '
-        "workflow: wf}\n",
-    )  # fmt: skip
-    text = config.read_text().replace(
-        f'{{backend: sqlite, path: "{tmp_path / "store.db"}"}}',
-        f'{{backend: postgres, dsn: "{pg_proxy.dsn(pg_store_url())}"}}',
-    )
-    config.write_text(text)
-    connectors = fleet(config)
-    connectors.start("m0")
-    _produce(bootstrap, topic, [f"k{i}" for i in range(10)])
-    wait_for(lambda: len(_actions(tmp_path)) == 10, timeout=90, what="the first actions")
+    _running_on_postgres(tmp_path, bootstrap, topic, pg_proxy.dsn(pg_store_url()), fleet)
     pg_proxy.refuse(True)
     pg_proxy.reset_all()
     _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
@@ -615,19 +622,8 @@ def test_sigterm_during_a_store_outage_stops_the_connector_and_loses_nothing(
     the process waited for the store (the seeded nemesis found it: 60 s and more). It now
     stops within seconds; what it delivered and could not settle comes again, same ids."""
     topic = new_topic(2)
-    config = _config(
-        tmp_path, bootstrap, topic, '- {name: each, namespace: shop, key: "*", action: start, '
-        "workflow: wf}\n",
-    )  # fmt: skip
-    text = config.read_text().replace(
-        f'{{backend: sqlite, path: "{tmp_path / "store.db"}"}}',
-        f'{{backend: postgres, dsn: "{pg_proxy.dsn(pg_store_url())}"}}',
-    )
-    config.write_text(text)
-    connectors = fleet(config)
-    connectors.start("m0")
-    _produce(bootstrap, topic, [f"k{i}" for i in range(10)])
-    wait_for(lambda: len(_actions(tmp_path)) == 10, timeout=90, what="the first actions")
+    dsn = pg_proxy.dsn(pg_store_url())
+    connectors = _running_on_postgres(tmp_path, bootstrap, topic, dsn, fleet)
     pg_proxy.refuse(True)
     pg_proxy.reset_all()
     _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])

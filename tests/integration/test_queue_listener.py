@@ -31,6 +31,7 @@ from kec.errors import DecodeError
 from kec.event import CONTENT_BINARY, H_CONTENT_TYPE, Event
 from listeners import kafka
 from listeners.kafka import QueueEventListener
+from tests.support import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # bound on any single wait in these tests; never reached when things work
@@ -326,24 +327,6 @@ HOSTILE: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], str]] = [
 ]
 
 
-def read_all(bootstrap: str, topic: str, count: int) -> list[Message]:
-    """The first ``count`` records of ``topic`` (one partition), within WAIT seconds."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"read-{topic}", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    found: list[Message] = []
-    deadline = time.monotonic() + WAIT
-    try:
-        while len(found) < count and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and msg.error() is None:
-                found.append(msg)
-        return found
-    finally:
-        consumer.close()
-
-
 async def test_with_a_dead_letter_topic_poison_is_copied_committed_past_and_skipped(
     bootstrap: str,
     new_topic: Callable[..., str],
@@ -381,7 +364,7 @@ async def test_with_a_dead_letter_topic_poison_is_copied_committed_past_and_skip
     assert dict(by_partition) == {p: [f"p{p}a0", f"p{p}b0"] for p in (0, 1)}
     assert committed(bootstrap, group_id, topic, partitions=2) == {0: 5, 1: 5}
 
-    copies = read_all(bootstrap, dlq, 2 * len(HOSTILE))
+    copies = read_topic(bootstrap, dlq, 2 * len(HOSTILE))
     assert len(copies) == 2 * len(HOSTILE)
     sources = set()
     for msg in copies:
@@ -412,7 +395,7 @@ async def test_a_poll_configured_by_environment_dead_letters_through_its_variabl
     out = await run_child(env, "poll", topic)
     assert Event.from_json(out.strip()).event_id == event.event_id
     assert committed(bootstrap, group_id, topic) == {0: 1}  # past the copy, not the event
-    (copy,) = read_all(bootstrap, dlq, 1)
+    (copy,) = read_topic(bootstrap, dlq, 1)
     assert copy.value() == value
 
 
