@@ -407,10 +407,7 @@ class _DeadLetterProducer:
 
     def close(self) -> None:
         # Every copy was acknowledged or raised (nothing committed past it): drop the rest.
-        if self._producer.flush(0):
-            self._producer.purge()
-            self._producer.flush(0)
-        self._producer.close()
+        kafka.close_producer(self._producer, 0)
 
 
 def _start_positions(

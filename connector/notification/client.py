@@ -45,6 +45,7 @@ from kec.kafka import (
     Consumer,
     KafkaException,
     Producer,
+    close_producer,
     delivery_error,
     fixed,
     kafka_new,
@@ -217,11 +218,9 @@ class NotificationClient:
             self.unregister_listener(listener_id)
         producer, self._producer, self._admin = self._producer, None, None
         if producer is not None:
-            left = producer.flush(self._delivery_timeout)
+            left = close_producer(producer, self._delivery_timeout)
             if left:
                 log.warning("notification client closed with %d events undelivered", left)
-                producer.purge()
-            producer.close()
 
     def __enter__(self) -> NotificationClient:
         return self.open()

@@ -580,11 +580,8 @@ class Pipeline:
         # fatal error died by SIGSEGV after its last line). DeadLetters held the producer.
         dlq, self._dlq = self._dlq, None
         self._dead_letters = DeadLetters(None, None)
-        if dlq is not None:
-            if dlq.flush(10):  # unacknowledged copies: their batch was not committed
-                dlq.purge()
-                dlq.flush(0)
-            dlq.close()
+        if dlq is not None:  # unacknowledged copies: their batch was not committed
+            kafka.close_producer(dlq, 10)
         self._admin = None
 
     def _leave(self, consumer: Consumer) -> None:

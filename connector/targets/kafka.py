@@ -117,12 +117,9 @@ class KafkaTarget(Target):
         if producer is None:
             return
         # Bounded: whatever is still queued stays pending in the outbox and is resent.
-        left = producer.flush(self._flush_timeout)
+        left = kafka.close_producer(producer, self._flush_timeout)
         if left:
-            log.warning("kafka target %s: dropping %d unacknowledged record(s)", self.name, left)
-            producer.purge()
-            producer.flush(0)  # serve the purged records' callbacks
-        producer.close()
+            log.warning("kafka target %s: dropped %d unacknowledged record(s)", self.name, left)
 
     def deliver(self, action: Action) -> None:
         failure = self.deliver_many([action]).get(action.action_id)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from kec.kafka.clients import Message as Message
     from kec.kafka.clients import Producer as Producer
     from kec.kafka.clients import admin as admin
+    from kec.kafka.clients import close_producer as close_producer
     from kec.kafka.clients import consumer as consumer
     from kec.kafka.clients import fetch_batch as fetch_batch
     from kec.kafka.clients import kafka_new as kafka_new

@@ -58,6 +58,7 @@ __all__ = [
     "Message",
     "Producer",
     "admin",
+    "close_producer",
     "consumer",
     "fetch_batch",
     "kafka_new",
@@ -158,6 +159,18 @@ def reader(config: ClientConfig, purpose: str) -> Consumer:
 def producer(config: ClientConfig) -> Producer:
     """An idempotent producer (``acks=all``) of ``config``."""
     return kafka_new(Producer, fixed(_properties(config), PRODUCER_FIXED))
+
+
+def close_producer(producer: Producer, timeout: float) -> int:
+    """Flush ``producer`` for at most ``timeout`` seconds, drop what is still
+    unacknowledged (its callbacks served), and close it, so the client is gone now rather
+    than when Python finalizes. Returns how many records were dropped."""
+    left = producer.flush(timeout)
+    if left:
+        producer.purge()
+        producer.flush(0)  # serve the purged records' callbacks
+    producer.close()
+    return left
 
 
 def admin(config: ClientConfig) -> AdminClient:
