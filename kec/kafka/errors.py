@@ -226,6 +226,7 @@ _BROKER_LINE = re.compile(
     r"(?: \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\))?$",
     re.DOTALL,
 )
+_TIMING = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)$")
 _HTTP_AS_SIZE = str(int.from_bytes(b"HTTP", "big"))  # an HTTP answer read as a Kafka length
 _CONNECT_TO = re.compile(r"Connect to (?:ipv[46]#)?(?P<address>\S+?:\d+) failed")
 
@@ -306,7 +307,8 @@ def unreachable(err: KafkaError) -> Unreachable | None:
         return None
     text = err.str()
     line = _BROKER_LINE.match(text)
-    broker, detail = (line["broker"], line["detail"]) if line else ("", text)
+    # A line without a host:port/id ("GroupCoordinator: ...") keeps its timing otherwise.
+    broker, detail = (line["broker"], line["detail"]) if line else ("", _TIMING.sub("", text))
     if not broker:
         # "GroupCoordinator: Connect to ipv4#127.0.0.1:9092 failed: ...": no host:port/id
         # before the colon, but the address is in the words.
