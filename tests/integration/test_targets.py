@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from checkpoint import open_store
 from checkpoint.base import ActionState, CheckpointStore
 from connector.common.retry import RetryPolicy
+from connector.common.template import Template
 from connector.dispatch import Dispatcher
 from connector.targets import (
     CommandTarget,
@@ -474,20 +475,25 @@ def test_kafka_target_rejects_an_oversized_action_and_delivers_the_rest(
     assert values == [small.to_json().encode(), after.to_json().encode()]
 
 
+@pytest.mark.parametrize("shaped", [False, True], ids=["action", "template"])
 def test_kafka_target_delivers_exactly_what_the_broker_acknowledged(
-    bootstrap: str, admin: AdminClient
+    bootstrap: str, admin: AdminClient, shaped: bool
 ) -> None:
     """Only failures are reported: an action counts as delivered when the flush emptied
     the queue without a failure report for its record. The broker refuses the records
     over the topic's max.message.bytes (and whatever shared their produce request): what
-    deliver_many calls delivered is exactly what the topic holds."""
+    deliver_many calls delivered is exactly what the topic holds. A report is matched to
+    its action by the value, written again: the action's JSON or a template's."""
     topic = f"small-{uuid.uuid4().hex[:12]}"
     config = {"retention.ms": "-1", "max.message.bytes": "2048"}
     admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(timeout=30)
     try:
         actions = [make_action(i) for i in range(6)]
         actions[3] = Action.from_dict({**actions[3].to_dict(), "payload": {"blob": "x" * 5000}})
-        with KafkaTarget("actions", topic, bootstrap, flush_timeout=30) as target:
+        template = Template({"id": "{{ action_id }}", "body": "{{ payload }}"}) if shaped else None
+        with KafkaTarget(
+            "actions", topic, bootstrap, flush_timeout=30, template=template
+        ) as target:
             failures = target.deliver_many(actions)
             later = target.deliver_many([make_action(10)])
         assert actions[3].action_id in failures
