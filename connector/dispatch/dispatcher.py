@@ -65,6 +65,8 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
+ROUND_RETRY = 1.0  # seconds the store is left alone after a round it failed
+
 
 class _Command:
     """Work for the coordinator from another thread, with a reply to wait for."""
@@ -336,48 +338,50 @@ class Dispatcher:
             if now - last_loop > self._verify_interval:
                 last_verify = 0.0  # paused (SIGSTOP?): check ownership before anything else
             last_loop = now
-            failed = now < retry_at
-            try:
-                if failed:
-                    pass  # the last round failed under a second ago: commands only
-                elif now - last_verify >= self._verify_interval:
-                    self._settler.verify()
-                    last_verify = now
-                if not failed and now - last_poll >= self._retry_poll:
-                    self._settler.adopt_retries(self._clock())
-                    last_poll = now
-            except CheckpointError as exc:
-                self._store_outage.failed(exc, retry_in=1.0)
-                failed, retry_at = True, now + 1.0
-            except Exception:
-                log.exception("dispatch round failed; trying again in 1s")
-                failed, retry_at = True, now + 1.0
+            failed = now < retry_at  # the last round failed under a second ago
+            if not failed:
+                try:
+                    if now - last_verify >= self._verify_interval:
+                        self._settler.verify()
+                        last_verify = now
+                    if now - last_poll >= self._retry_poll:
+                        self._settler.adopt_retries(self._clock())
+                        last_poll = now
+                except Exception as exc:
+                    failed, retry_at = True, self._round_failed(exc, now)
             # Commands run whether or not the store answers: a revoke waits on its release
             # (which gives up on a settlement the store refuses), and a stop must stop.
             self._drain()
             if self._stop.is_set():
                 self._finish()
                 return
+            if not failed:
+                try:
+                    self._dispatch()
+                    if now - last_settle >= self._settle_interval:
+                        self._settler.settle(list(self._books))
+                        self._outcomes.report()
+                        last_settle = now
+                except Exception as exc:
+                    failed, retry_at = True, self._round_failed(exc, now)
             if failed:
-                self._wake.wait(max(0.0, retry_at - now))  # a command posted wakes it
+                # Until retry_at only commands run; one posted meanwhile wakes this wait.
+                self._wake.wait(max(0.0, retry_at - time.monotonic()))
                 continue
-            try:
-                self._dispatch()
-                if now - last_settle >= self._settle_interval:
-                    self._settler.settle(list(self._books))
-                    self._outcomes.report()
-                    last_settle = now
-            except CheckpointError as exc:
-                self._store_outage.failed(exc, retry_in=1.0)
-                self._stop.wait(1.0)
-            except Exception:
-                log.exception("dispatch round failed; trying again in 1s")
-                self._stop.wait(1.0)
             # A rate-limited target's next token may come sooner than the next round.
             wake_in = self._flow.wake_in()
             self._wake.wait(
                 self._settle_interval if wake_in is None else min(wake_in, self._settle_interval)
             )
+
+    def _round_failed(self, exc: Exception, now: float) -> float:
+        """Say why a round failed (a store outage once, anything else with its traceback)
+        and return when the store may be asked again."""
+        if isinstance(exc, CheckpointError):
+            self._store_outage.failed(exc, retry_in=ROUND_RETRY)
+        else:
+            log.exception("dispatch round failed; trying again in %gs", ROUND_RETRY)
+        return now + ROUND_RETRY
 
     def _drain(self) -> None:
         while True:

@@ -221,12 +221,12 @@ def already_exists(exc: BaseException) -> bool:
 
 # librdkafka's "BROKER: what happened (after 3ms in state CONNECT)"; the broker is
 # "host:port/bootstrap" or "host:port/ID", with the protocol before it for TLS and SASL.
+_TIMING_TEXT = r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)"
 _BROKER_LINE = re.compile(
-    r"^(?:[a-z_]+://)?(?P<broker>\S+?)/(?:bootstrap|-?\d+): (?P<detail>.*?)"
-    r"(?: \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\))?$",
+    rf"^(?:[a-z_]+://)?(?P<broker>\S+?)/(?:bootstrap|-?\d+): (?P<detail>.*?)(?:{_TIMING_TEXT})?$",
     re.DOTALL,
 )
-_TIMING = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)$")
+_TIMING = re.compile(_TIMING_TEXT + "$")
 _HTTP_AS_SIZE = str(int.from_bytes(b"HTTP", "big"))  # an HTTP answer read as a Kafka length
 _CONNECT_TO = re.compile(r"Connect to (?:ipv[46]#)?(?P<address>\S+?:\d+) failed")
 
