@@ -579,6 +579,13 @@ def _running_on_postgres(
     return connectors
 
 
+def _outage_while_events_come(pg_proxy: PgProxy, bootstrap: str, topic: str) -> None:
+    """PostgreSQL refuses new connections and loses its open ones; 10 more events come."""
+    pg_proxy.refuse(True)
+    pg_proxy.reset_all()
+    _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
+
+
 def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     tmp_path: Path,
     bootstrap: str,
@@ -592,9 +599,7 @@ def test_a_store_outage_is_a_line_when_it_begins_and_one_when_it_ends(
     and the events that came meanwhile are all checkpointed after."""
     topic = new_topic(2)
     _running_on_postgres(tmp_path, bootstrap, topic, pg_proxy.dsn(pg_store_url()), fleet)
-    pg_proxy.refuse(True)
-    pg_proxy.reset_all()
-    _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
+    _outage_while_events_come(pg_proxy, bootstrap, topic)
     wait_for(lambda: "unavailable" in _log(tmp_path), timeout=60, what="the outage line")
     began = time.monotonic()
     # Down for a while: the connector retries with backoff (0.5 s doubling) all along.
@@ -624,9 +629,7 @@ def test_sigterm_during_a_store_outage_stops_the_connector_and_loses_nothing(
     topic = new_topic(2)
     dsn = pg_proxy.dsn(pg_store_url())
     connectors = _running_on_postgres(tmp_path, bootstrap, topic, dsn, fleet)
-    pg_proxy.refuse(True)
-    pg_proxy.reset_all()
-    _produce(bootstrap, topic, [f"k{i}" for i in range(10, 20)])
+    _outage_while_events_come(pg_proxy, bootstrap, topic)
     wait_for(lambda: "(dispatcher) unavailable" in _log(tmp_path), timeout=60,
              what="the dispatcher's outage line")  # fmt: skip
     connectors.signal("m0", signal.SIGTERM)
